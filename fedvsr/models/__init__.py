@@ -1,6 +1,9 @@
 """VSR model families. Each module registers its family on import (explicit imports, no scanning)."""
 
-from fedvsr.models import efvsr  # noqa: F401
+from fedvsr.models import (
+    efvsr,  # noqa: F401
+    fcvsr,  # noqa: F401
+)
 from fedvsr.models.base import VSRModel, charbonnier
 from fedvsr.models.registry import build_model, count_params, get_entry, model_names, register_model
 

@@ -1,0 +1,312 @@
+"""The typed, validated experiment configuration.
+
+``load_config(path, overrides)`` builds one :class:`ExperimentConfig` from an optional YAML
+file and ``key=value`` overrides with dotted keys (``fl.lr=1e-3``). Every bad value is
+rejected here, before Ray starts, with a :class:`ConfigError` naming the key, the value and
+what is allowed. Each field documents itself where it is declared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names key, value and what is allowed."""
+
+
+def _spec(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
+          max: float | None = None, min_exclusive: bool = False, factory: Any = None) -> Any:
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DATA_SOURCES = ("synthetic", "folder")
+STRATEGIES = ("fedavg", "fedprox", "scaffold", "fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
+PARTITIONS = ("random", "by-class", "quantity-skew", "dirichlet")
+ALPHA_DECAYS = ("none", "linear", "power")
+HIFR_MODES = ("2d", "3d")
+MIXINGS = ("none", "hellinger")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _spec("efvsr", "registered model family (`fedvsr models` lists them)")
+    preset: str = _spec("small", "size preset of the family")
+    options: dict = _spec(None, "constructor arguments overriding the preset's", factory=dict)
+
+
+@dataclass
+class DataConfig:
+    source: str = _spec("synthetic", "where videos come from", choices=DATA_SOURCES)
+    root: str = _spec("", "dataset folder (folder source); cache folder of the synthetic videos "
+                          "(default: $FEDVSR_CACHE or ~/.cache/fedvsr)")
+    degradation: str = _spec("bicubic", "how LR videos are made from HR videos", choices=("bicubic",))
+    scale: int = _spec(4, "super-resolution factor", choices=(2, 3, 4))
+    clip_frames: int = _spec(0, "frames per training clip; 0 = the model's number of input frames", min=0)
+    patch: int = _spec(32, "LR training crop size in pixels (HR crop = patch * scale)", min=4)
+    samples_per_video: int = _spec(8, "random clips drawn from each video per local epoch", min=1)
+    videos: int = _spec(28, "synthetic: number of videos generated (clients + held-out)", min=2)
+    frames: int = _spec(16, "synthetic: frames per video", min=1)
+    height: int = _spec(128, "synthetic: HR frame height", min=16)
+    width: int = _spec(128, "synthetic: HR frame width", min=16)
+
+
+@dataclass
+class FLConfig:
+    strategy: str = _spec("fedavg", "federated strategy", choices=STRATEGIES)
+    clients: int = _spec(8, "number of simulated clients", min=1)
+    clients_per_round: int = _spec(4, "clients sampled each round", min=1)
+    rounds: int = _spec(12, "communication rounds", min=1)
+    local_epochs: int = _spec(1, "local epochs per round", min=1)
+    batch_size: int = _spec(8, "local mini-batch size", min=1)
+    lr: float = _spec(1e-3, "client learning rate", min=0.0, min_exclusive=True)
+    optimizer: str = _spec("adam", "client optimizer (fresh each round)", choices=OPTIMIZERS)
+    partition: str = _spec("random", "how videos are split among clients: random ('less heterogeneous'), "
+                           "by-class (one class per client, 'more heterogeneous'), quantity-skew, dirichlet",
+                           choices=PARTITIONS)
+    dirichlet_beta: float = _spec(0.5, "concentration of the quantity-skew / dirichlet partitions", min=0.0,
+                                  min_exclusive=True)
+    mu: float = _spec(0.01, "FedProx: weight of the proximal term (mu/2)||w - w_global||^2", min=0.0)
+    server_lr: float = _spec(1.0, "SCAFFOLD: global step size eta_g", min=0.0, min_exclusive=True)
+    lambda_vsr: float = _spec(1.0, "FedVSR: weight of the model's own loss L_VSR", min=0.0)
+    lambda_hifr: float = _spec(1.0, "FedVSR: weight of the DWT high-frequency loss L_HiFr", min=0.0)
+    hifr_mode: str = _spec("2d", "FedVSR: DWT of L_HiFr per frame (2d) or over (T, H, W) (3d)", choices=HIFR_MODES)
+    alpha: float = _spec(1.0, "FedVSR: exponent strength of the loss-aware weights (1/L_i)^a_t", min=0.0)
+    alpha_decay: str = _spec("linear", "FedVSR: none (greedy), linear a_t = alpha(1-t/T), power alpha^(1-t/T)",
+                             choices=ALPHA_DECAYS)
+    mixing: str = _spec("none", "FedVSR: 'hellinger' blends loss-aware and uniform weights (authors' code)",
+                        choices=MIXINGS)
+
+
+@dataclass
+class PlatformConfig:
+    workers: int = _spec(2, "long-lived worker actors training clients", min=1)
+    cpus_per_worker: float = _spec(1.0, "CPUs reserved per worker (also its torch threads)", min=0.0,
+                                   min_exclusive=True)
+    gpus_per_worker: float = _spec(0.0, "GPUs per worker; fractions share a GPU", min=0.0, max=8.0)
+    address: str = _spec("", "Ray cluster address; empty = start a local Ray; 'auto' = the running cluster")
+
+
+@dataclass
+class EvalConfig:
+    holdout: int = _spec(4, "videos held out from the clients for evaluation", min=1)
+    clips: int = _spec(8, "evaluation clips (whole frames) drawn from the held-out videos", min=1)
+
+
+@dataclass
+class ExperimentConfig:
+    seed: int = _spec(0, "seed of everything: data, partition, sampling, init, local training", min=0)
+    model: ModelConfig = _spec(None, "model", factory=ModelConfig)
+    data: DataConfig = _spec(None, "data", factory=DataConfig)
+    fl: FLConfig = _spec(None, "federated learning", factory=FLConfig)
+    platform: PlatformConfig = _spec(None, "Ray runtime", factory=PlatformConfig)
+    eval: EvalConfig = _spec(None, "evaluation", factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------- building
+
+
+def _allowed(f: dataclasses.Field) -> str:
+    m = f.metadata
+    if m.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in m["choices"])
+    parts = []
+    if m.get("min") is not None:
+        parts.append(f"{'>' if m.get('min_exclusive') else '>='} {m['min']}")
+    if m.get("max") is not None:
+        parts.append(f"<= {m['max']}")
+    kind = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}
+    return kind.get(_field_type(f), "a value") + (" " + " and ".join(parts) if parts else "")
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    t = f.type if isinstance(f.type, str) else f.type.__name__
+    return {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}.get(t, object)
+
+
+def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
+    t = _field_type(f)
+    bad = ConfigError(f"{key} = {value!r} is not allowed; expected {_allowed(f)}")
+    if t is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise bad
+    elif t is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        value = float(value)
+    elif t is str:
+        if not isinstance(value, str):
+            raise bad
+    elif t is bool:
+        if not isinstance(value, bool):
+            raise bad
+    elif t is dict:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise bad
+    m = f.metadata
+    if m.get("choices") and value not in m["choices"]:
+        raise bad
+    if m.get("min") is not None:
+        if value < m["min"] or (m.get("min_exclusive") and value == m["min"]):
+            raise bad
+    if m.get("max") is not None and value > m["max"]:
+        raise bad
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    by_name = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in by_name:
+            raise ConfigError(
+                f"unknown key {key!r}; allowed keys{' in ' + repr(prefix[:-1]) if prefix else ''}: "
+                + ", ".join(sorted(by_name))
+            )
+        f = by_name[name]
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING
+                                    else None):
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key} = {value!r} is not allowed; expected a mapping of {key}.* keys")
+            kwargs[name] = _build(f.default_factory, value, key + ".")
+        else:
+            kwargs[name] = _coerce(key, f, value)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"fl.lr=1e-3"`` -> ``("fl.lr", 0.001)``; the value is parsed as YAML (so ``1e-3`` stays a string
+    until the float field coerces it, and ``{a: 1}`` is a mapping)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: cannot parse the value: {err}") from None
+    return key, value
+
+
+def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
+    cfg = _build(ExperimentConfig, values or {}, "")
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Build and validate the config from a YAML file (optional) and ``key=value`` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+        tree = loaded or {}
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+# --------------------------------------------------------------------------------------- validation
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Checks that involve several keys, or the model registry."""
+    from fedvsr.models.registry import get_entry, preset_kwargs
+
+    fl, data = cfg.fl, cfg.data
+    if fl.clients_per_round > fl.clients:
+        raise ConfigError(
+            f"fl.clients_per_round = {fl.clients_per_round} is larger than fl.clients = {fl.clients}; "
+            f"allowed: 1 <= fl.clients_per_round <= fl.clients"
+        )
+    try:
+        entry = get_entry(cfg.model.name)
+    except KeyError as err:
+        raise ConfigError(f"model.name = {cfg.model.name!r}: {err.args[0]}") from None
+    if cfg.model.preset not in entry.presets:
+        raise ConfigError(
+            f"model.preset = {cfg.model.preset!r} is not a preset of {cfg.model.name!r}; "
+            f"allowed: {', '.join(entry.presets)}"
+        )
+    num_frames = preset_kwargs(cfg.model.name, cfg.model.preset, cfg.model.options).get(
+        "num_frames", entry.cls.num_frames
+    )
+    if data.clip_frames and entry.cls.center_output and data.clip_frames != num_frames:
+        raise ConfigError(
+            f"data.clip_frames = {data.clip_frames} does not match the {num_frames} input frames of "
+            f"{cfg.model.name}/{cfg.model.preset}, which restores the centre frame; allowed: 0 or {num_frames}"
+        )
+    if data.source == "synthetic":
+        client_videos = data.videos - cfg.eval.holdout
+        if client_videos < fl.clients:
+            raise ConfigError(
+                f"data.videos = {data.videos} leaves {client_videos} videos after eval.holdout = "
+                f"{cfg.eval.holdout}, fewer than fl.clients = {fl.clients}; allowed: "
+                f"data.videos >= fl.clients + eval.holdout"
+            )
+        for key, size in (("data.height", data.height), ("data.width", data.width)):
+            if size % data.scale or size // data.scale < data.patch:
+                raise ConfigError(
+                    f"{key} = {size} must be a multiple of data.scale = {data.scale} and give LR frames "
+                    f"at least data.patch = {data.patch} pixels wide; allowed: {key} >= "
+                    f"{data.patch * data.scale}"
+                )
+    elif not data.root:
+        raise ConfigError(f"data.root = '' must name the dataset folder when data.source = {data.source!r}")
+    if data.clip_frames and data.source == "synthetic" and data.clip_frames > data.frames:
+        raise ConfigError(
+            f"data.clip_frames = {data.clip_frames} is longer than the videos (data.frames = {data.frames})"
+        )

@@ -1,0 +1,160 @@
+"""(LR clip, HR clip) samples: whole degraded videos, random training crops, evaluation clips.
+
+Clip tensors are float32 in [0, 1] laid out ``(t, 3, h, w)``; a batch from :func:`collate`
+is ``(b, t, 3, h, w)``, the layout every fedvsr model takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedvsr.data.degrade import degrade_video
+from fedvsr.data.synthetic import VideoEntry
+from fedvsr.data.video import read_video
+
+
+@dataclass
+class VideoPair:
+    """A whole HR video and its degraded LR counterpart."""
+
+    hr: np.ndarray  #: (T, H, W, 3) uint8
+    lr: np.ndarray  #: (T, H//s, W//s, 3) uint8
+    label: str
+    name: str
+
+    @property
+    def scale(self) -> int:
+        """The upscaling factor ``s`` (HR height over LR height)."""
+        return self.hr.shape[1] // self.lr.shape[1]
+
+
+def load_pair(entry: VideoEntry, degradation: str, scale: int, **params: object) -> VideoPair:
+    """Decode ``entry`` and degrade it.
+
+    The HR frames are cropped at the bottom and right so H and W are multiples of ``scale``;
+    ``params`` go to the degradation (e.g. ``crf`` for ``blur-h264``, ``qp`` for ``hevc``).
+    """
+    hr = read_video(entry.path)
+    _, h, w, _ = hr.shape
+    if h < scale or w < scale:
+        raise ValueError(f"video {entry.name!r} ({h}x{w}) is smaller than the scale {scale}")
+    hr = np.ascontiguousarray(hr[:, : h - h % scale, : w - w % scale])
+    lr = degrade_video(hr, degradation, scale, **params)
+    return VideoPair(hr=hr, lr=lr, label=entry.label, name=entry.name)
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """``(t, h, w, 3)`` uint8 -> ``(t, 3, h, w)`` float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def _check_pairs(pairs: Sequence[VideoPair], clip_frames: int) -> int:
+    """Validate the pairs for clips of ``clip_frames``; return their common scale."""
+    if not pairs:
+        raise ValueError("no videos given")
+    if clip_frames < 1:
+        raise ValueError(f"clip_frames must be at least 1, got {clip_frames}")
+    scale = pairs[0].scale
+    for p in pairs:
+        t, h, w, _ = p.lr.shape
+        if p.hr.shape != (t, h * scale, w * scale, 3):
+            raise ValueError(
+                f"video {p.name!r}: HR shape {p.hr.shape} is not LR shape {p.lr.shape} times scale {scale}"
+            )
+        if t < clip_frames:
+            raise ValueError(f"video {p.name!r} has {t} frames, fewer than clip_frames={clip_frames}")
+    return scale
+
+
+class TrainClips(torch.utils.data.Dataset):
+    """Random training crops: ``samples_per_video`` items per video.
+
+    Item ``i`` comes from video ``i // samples_per_video``: a window of ``clip_frames``
+    consecutive frames, an LR crop of ``patch x patch`` with the matching HR crop, and random
+    horizontal flip, vertical flip and temporal reversal, all drawn from
+    ``np.random.default_rng([seed, i])``, so an item depends only on ``(seed, i)``.
+    Items are ``(lr, hr)``: ``(clip_frames, 3, patch, patch)`` and ``(clip_frames, 3, s*patch, s*patch)``.
+    """
+
+    def __init__(
+        self, pairs: list[VideoPair], clip_frames: int, patch: int, samples_per_video: int, seed: int
+    ) -> None:
+        self.scale = _check_pairs(pairs, clip_frames)
+        if patch < 1:
+            raise ValueError(f"patch must be at least 1, got {patch}")
+        if samples_per_video < 1:
+            raise ValueError(f"samples_per_video must be at least 1, got {samples_per_video}")
+        for p in pairs:
+            _, h, w, _ = p.lr.shape
+            if h < patch or w < patch:
+                raise ValueError(f"video {p.name!r}: LR frames {h}x{w} are smaller than the patch {patch}")
+        self.pairs = list(pairs)
+        self.clip_frames = clip_frames
+        self.patch = patch
+        self.samples_per_video = samples_per_video
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.pairs) * self.samples_per_video
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} out of range for {len(self)} items")
+        pair = self.pairs[i // self.samples_per_video]
+        rng = np.random.default_rng([self.seed, i])
+        t, h, w, _ = pair.lr.shape
+        t0 = int(rng.integers(0, t - self.clip_frames + 1))
+        y = int(rng.integers(0, h - self.patch + 1))
+        x = int(rng.integers(0, w - self.patch + 1))
+        hflip, vflip, reverse = rng.random(3) < 0.5
+        s, p = self.scale, self.patch
+        lr = pair.lr[t0 : t0 + self.clip_frames, y : y + p, x : x + p]
+        hr = pair.hr[t0 : t0 + self.clip_frames, y * s : (y + p) * s, x * s : (x + p) * s]
+        if hflip:
+            lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
+        if vflip:
+            lr, hr = lr[:, ::-1], hr[:, ::-1]
+        if reverse:
+            lr, hr = lr[::-1], hr[::-1]
+        return _to_tensor(lr), _to_tensor(hr)
+
+
+def eval_clips(pairs: list[VideoPair], clip_frames: int, clips: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Whole-frame evaluation clips, no crop or flip.
+
+    Clip ``k`` comes from video ``k % len(pairs)``. A video used ``m`` times gives windows
+    starting at ``floor((T - clip_frames) * (2 r + 1) / (2 m))`` for ``r = 0 .. m-1``: one
+    window is centred, several are spread evenly around the centre.
+
+    Returns
+    -------
+    list of (lr, hr)
+        ``(clip_frames, 3, h, w)`` and ``(clip_frames, 3, H, W)`` float32 in [0, 1].
+    """
+    if clips < 0:
+        raise ValueError(f"clips must be non-negative, got {clips}")
+    if clips == 0:
+        return []
+    _check_pairs(pairs[:clips], clip_frames)
+    n = len(pairs)
+    out = []
+    for k in range(clips):
+        v, r = k % n, k // n
+        uses = (clips - v + n - 1) // n  # how many clips come from video v
+        pair = pairs[v]
+        start = (pair.lr.shape[0] - clip_frames) * (2 * r + 1) // (2 * uses)
+        window = slice(start, start + clip_frames)
+        out.append((_to_tensor(pair.lr[window]), _to_tensor(pair.hr[window])))
+    return out
+
+
+def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(lr, hr)`` items into ``(b, t, 3, h, w)`` and ``(b, t, 3, H, W)``."""
+    if not items:
+        raise ValueError("collate got no items")
+    lrs, hrs = zip(*items, strict=True)
+    return torch.stack(lrs), torch.stack(hrs)

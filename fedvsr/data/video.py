@@ -1,0 +1,223 @@
+"""Video I/O with PyAV: decode video files or frame folders, encode clips, write frame folders.
+
+Every array here is ``(T, H, W, 3)`` ``uint8`` RGB. Encoding runs single-threaded so that the
+same frames and settings give the same bytes on any machine (x264/x265 output depends on the
+thread count); decoding is bit-exact whatever the threads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+#: suffixes of the frame images read from a frame folder (case-insensitive)
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
+
+# image suffix -> (PyAV encoder, pixel format it is fed)
+_IMAGE_ENCODERS: dict[str, tuple[str, str]] = {
+    "png": ("png", "rgb24"),
+    "bmp": ("bmp", "bgr24"),
+    "jpg": ("mjpeg", "yuvj444p"),
+    "jpeg": ("mjpeg", "yuvj444p"),
+}
+
+# pixel formats whose chroma planes are subsampled by two in both directions
+_SUBSAMPLED_420 = {"yuv420p", "yuvj420p", "nv12", "yuv420p10le"}
+
+
+class VideoError(ValueError):
+    """A video or frame folder that cannot be read; the message names the path and the problem."""
+
+
+def _natural_key(name: str) -> list[int | str]:
+    """Sort key putting ``frame9.png`` before ``frame10.png``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _decode_file(path: Path) -> list[np.ndarray]:
+    """Decode every frame of the first video stream of ``path`` as ``(H, W, 3)`` uint8 RGB."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream in the file")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            return [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    except av.FFmpegError as err:
+        raise VideoError(f"{path}: PyAV cannot decode it ({err})") from err
+
+
+def _stack(frames: list[np.ndarray], path: Path, names: list[str] | None = None) -> np.ndarray:
+    if not frames:
+        raise VideoError(f"{path}: no frames decoded")
+    first = frames[0].shape
+    for i, frame in enumerate(frames):
+        if frame.shape != first:
+            where = names[i] if names is not None else f"frame {i}"
+            raise VideoError(
+                f"{path}: frames differ in size: {where} is {frame.shape[1]}x{frame.shape[0]}, "
+                f"the first frame is {first[1]}x{first[0]} (width x height)"
+            )
+    return np.stack(frames)
+
+
+def list_frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The frame images of ``folder`` (png/jpg/jpeg/bmp) in natural order."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def read_video(path: str | os.PathLike) -> np.ndarray:
+    """Decode a video file or a folder of frame images.
+
+    Parameters
+    ----------
+    path
+        A video file PyAV can open (mp4, mkv, avi, mov, ...) or a directory of png/jpg/jpeg/bmp
+        frames, read in natural order (``frame10`` after ``frame9``).
+
+    Returns
+    -------
+    np.ndarray
+        ``(T, H, W, 3)`` uint8 RGB.
+
+    Raises
+    ------
+    VideoError
+        Missing path, undecodable file, zero frames, folder without images, frames of different sizes.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file or directory")
+    if path.is_dir():
+        files = list_frame_files(path)
+        if not files:
+            raise VideoError(f"{path}: folder holds no frame images ({', '.join(IMAGE_SUFFIXES)})")
+        frames = []
+        for file in files:
+            decoded = _decode_file(file)
+            if not decoded:
+                raise VideoError(f"{file}: no frame decoded from the image")
+            frames.append(decoded[0])
+        return _stack(frames, path, [f.name for f in files])
+    return _stack(_decode_file(path), path)
+
+
+def _check_frames(frames: np.ndarray, what: str = "frames") -> None:
+    if not isinstance(frames, np.ndarray):
+        raise ValueError(f"{what} must be a numpy array, got {type(frames).__name__}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"{what} must have dtype uint8, got {frames.dtype}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{what} must have shape (T, H, W, 3), got {tuple(frames.shape)}")
+    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise ValueError(f"{what} must hold at least one non-empty frame, got {tuple(frames.shape)}")
+
+
+def _temp_path(path: Path) -> Path:
+    """A fresh file in ``path``'s directory with the same suffix (so the muxer is guessed alike)."""
+    return path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    fps: int = 24,
+    codec: str = "libx264",
+    crf: int | None = None,
+    qp: int | None = None,
+    pix_fmt: str = "yuv420p",
+) -> None:
+    """Encode ``frames`` ``(T, H, W, 3)`` uint8 RGB into the video file ``path``, atomically.
+
+    ``crf`` / ``qp`` are passed to the encoder as options (libx264, libx265). ``crf=0`` with
+    ``pix_fmt="yuv444p"`` and libx264 is lossless up to the RGB <-> YUV conversion (off by at
+    most a few levels). The file is encoded next to ``path`` and renamed over it, so a reader
+    never sees half a file. The container follows the suffix of ``path``.
+    """
+    path = Path(path)
+    _check_frames(frames)
+    if not path.suffix:
+        raise ValueError(f"{path}: the file name needs a suffix naming the container (.mp4, .mkv, ...)")
+    t, h, w, _ = frames.shape
+    if pix_fmt in _SUBSAMPLED_420 and (h % 2 or w % 2):
+        raise ValueError(f"pix_fmt {pix_fmt!r} needs an even height and width, got frames of {h}x{w} (HxW)")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if codec not in av.codecs_available:
+        raise ValueError(f"codec {codec!r} is not available in this PyAV build")
+    options: dict[str, str] = {}
+    if crf is not None:
+        options["crf"] = str(crf)
+    if qp is not None:
+        options["qp"] = str(qp)
+    if codec == "libx265":
+        # x265 logs to stderr by default; one frame thread keeps its output reproducible
+        options["x265-params"] = "log-level=error:frame-threads=1:pools=none"
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            stream = container.add_stream(codec, rate=fps)
+            stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+            stream.codec_context.time_base = Fraction(1, fps)
+            stream.codec_context.thread_count = 1
+            stream.options = options
+            for i in range(t):
+                frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+                frame.pts = i
+                frame.time_base = Fraction(1, fps)
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        os.replace(tmp, path)
+    except av.FFmpegError as err:
+        raise VideoError(f"{path}: encoding with {codec} ({pix_fmt}) failed: {err}") from err
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def encode_image(frame: np.ndarray, ext: str = "png") -> bytes:
+    """Encode one ``(H, W, 3)`` uint8 RGB frame as an image file's bytes with PyAV."""
+    ext = ext.lower().lstrip(".")
+    if ext not in _IMAGE_ENCODERS:
+        raise ValueError(f"image format {ext!r} is not supported; use one of {sorted(_IMAGE_ENCODERS)}")
+    codec, pix_fmt = _IMAGE_ENCODERS[ext]
+    h, w, _ = frame.shape
+    ctx = av.CodecContext.create(codec, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = w, h, pix_fmt
+    ctx.time_base = Fraction(1, 25)
+    av_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+    packets = ctx.encode(av_frame) + ctx.encode(None)
+    return b"".join(bytes(p) for p in packets)
+
+
+def write_frame_folder(folder: str | os.PathLike, frames: np.ndarray, ext: str = "png") -> list[Path]:
+    """Write ``frames`` ``(T, H, W, 3)`` uint8 RGB as ``00000000.png``, ``00000001.png``, ... (REDS style).
+
+    PNG and BMP are lossless (``read_video(folder)`` returns ``frames`` bit-exactly); JPEG is not.
+    Each file is written to a temporary name and renamed. Returns the paths in frame order.
+    """
+    _check_frames(frames)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = ext.lower().lstrip(".")
+    paths = []
+    for i, frame in enumerate(frames):
+        data = encode_image(frame, ext)
+        target = folder / f"{i:08d}.{ext}"
+        tmp = _temp_path(target)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        paths.append(target)
+    return paths

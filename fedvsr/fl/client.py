@@ -1,0 +1,116 @@
+"""One client's local training, independent of the runtime (Ray worker, test loop, notebook).
+
+``train_local`` runs the local epochs of Algorithm 1 (lines 5-12 of the FedVSR paper) with the
+strategy's hooks: the model's loss goes through ``strategy.local_objective`` (FedProx's proximal
+term, FedVSR's lambda-weighted DWT loss), gradients through ``strategy.before_step`` (SCAFFOLD's
+correction). A non-finite loss or weight marks the result as not ok, with the reason, so the
+platform can leave the client out of the aggregate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedvsr.fl.aggregate import Params, PartialAggregate, all_finite
+from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy, local_params
+
+StepLoss = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+
+
+def vsr_step_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+    """``L_VSR`` of a VSR model on one ``(lr, hr)`` batch, with its output and target."""
+    lr, hr = batch
+    sr = model(lr)
+    return model.vsr_loss(sr, hr, lr), sr, model.target(hr)
+
+
+def epoch_batches(dataset, batch_size: int, seed: int, epoch: int, collate, device) -> Iterable[Any]:
+    """Mini-batches of one epoch in an order drawn from ``(seed, epoch)``."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(dataset))
+    for start in range(0, len(order), batch_size):
+        items = [dataset[int(i)] for i in order[start : start + batch_size]]
+        yield tuple(t.to(device, non_blocking=True) for t in collate(items))
+
+
+def train_local(
+    ctx: ClientContext,
+    strategy: Strategy,
+    batches: Callable[[int], Iterable[Any]],
+    epochs: int,
+    optimizer: str = "adam",
+    step_loss: StepLoss = vsr_step_loss,
+) -> LocalResult:
+    """Train ``ctx.model`` (already holding the global weights) for ``epochs`` local epochs."""
+    start = time.perf_counter()
+    model = ctx.model
+    model.train()
+    opt = make_optimizer(optimizer, model.parameters(), ctx.lr)
+    strategy.begin_local(ctx)
+    total = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
+    for epoch in range(epochs):
+        for batch in batches(epoch):
+            opt.zero_grad(set_to_none=True)
+            model_loss, sr, target = step_loss(model, batch)
+            loss = strategy.local_objective(ctx, model_loss, sr, target)
+            loss.backward()
+            strategy.before_step(ctx)
+            opt.step()
+            ctx.steps += 1
+            total += loss.detach().to(torch.float64)
+    seconds = time.perf_counter() - start
+    mean_loss = float(total) / max(ctx.steps, 1)
+    result = LocalResult(ctx.client, ctx.samples, ctx.steps, mean_loss, seconds)
+    if ctx.steps == 0:
+        result.ok, result.reason = False, "no local step (empty client dataset)"
+    elif not math.isfinite(mean_loss):
+        result.ok, result.reason = False, f"non-finite training loss ({mean_loss})"
+    elif not all_finite(local_params(model, ctx.global_params)):
+        result.ok, result.reason = False, "non-finite weights after local training"
+    return result
+
+
+def run_client(
+    ctx: ClientContext,
+    strategy: Strategy,
+    batches: Callable[[int], Iterable[Any]],
+    epochs: int,
+    partial: PartialAggregate,
+    optimizer: str = "adam",
+    step_loss: StepLoss = vsr_step_loss,
+) -> tuple[LocalResult, float, Params | None]:
+    """Train one client and, if its result is usable, add it to ``partial``.
+
+    Returns the local result (``ok = False`` with the reason when the client is left out: non-finite
+    loss or weights, or an invalid aggregation weight), its unnormalised aggregation weight (0 when
+    left out) and its new persistent state (None when the strategy keeps none or the client is left out).
+    """
+    result = train_local(ctx, strategy, batches, epochs, optimizer, step_loss)
+    if not result.ok:
+        return result, 0.0, None
+    try:
+        weight = float(strategy.client_weight(ctx, result))
+    except ValueError as err:
+        result.ok, result.reason = False, f"invalid aggregation weight: {err}"
+        return result, 0.0, None
+    if not math.isfinite(weight) or weight <= 0.0:
+        result.ok, result.reason = False, f"invalid aggregation weight {weight}"
+        return result, 0.0, None
+    state = strategy.end_local(ctx, result, weight, partial)
+    return result, weight, state

@@ -1,0 +1,105 @@
+"""FedVSR (Mollaahmadi Dehaghi et al., "FedVSR: Towards Model-Agnostic Federated Learning in Video
+Super-Resolution", arXiv:2503.13745) and its ablations.
+
+Client side (eq. 11): the local loss is ``lambda_vsr * L_VSR + lambda_hifr * L_HiFr`` with the
+DWT high-frequency loss of :mod:`fedvsr.fl.hifr` (both weights free, not tied to sum to 1).
+Server side (section 4.2, Algorithm 1): client i reports its average training loss L_i and gets
+the weight ``(1/L_i)^a_t`` normalised over the round, with the decay of ``a_t`` chosen by
+``alpha_decay`` (see :func:`fedvsr.fl.loss_aware.decay_exponent`). ``mixing = "hellinger"`` blends
+those weights with uniform ones as the authors' code does (off by default; not in the paper).
+
+Ablations (the paper's Table 2) are the same class with parts switched off:
+``fedavg-dwt`` (F-L_HiFr: DWT loss, FedAvg's sample weights), ``fedvsr-gla`` (greedy loss-aware
+aggregation, no decay, no DWT loss), ``fedvsr-ala`` (loss-aware aggregation with decay, no DWT loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedvsr.fl.hifr import HIFR_MODES, hifr_loss
+from fedvsr.fl.loss_aware import (
+    ALPHA_DECAYS,
+    decay_exponent,
+    hellinger_distance,
+    hellinger_mixing_coefficient,
+    inverse_loss_weight,
+)
+from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy, local_params
+
+MIXINGS = ("none", "hellinger")
+
+
+@dataclass(frozen=True)
+class FedVSRParams:
+    lambda_vsr: float = 1.0  #: weight of the model's own loss L_VSR
+    lambda_hifr: float = 1.0  #: weight of the DWT high-frequency loss L_HiFr (0 switches it off)
+    hifr_mode: str = "2d"  #: "2d": Haar per frame (LH, HL, HH); "3d": Haar over (T, H, W), 7 bands
+    hifr_eps: float = 1e-3  #: Charbonnier epsilon of L_HiFr
+    loss_aware: bool = True  #: weigh clients by (1/L_i)^a_t; False: FedAvg's sample weights
+    alpha: float = 1.0  #: strength of the loss-based weighting
+    alpha_decay: str = "linear"  #: "none" (greedy), "linear" (a_t = alpha(1-t/T)), "power" (alpha^(1-t/T))
+    mixing: str = "none"  #: "hellinger": blend with uniform weights as the authors' code does
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("fl.lambda_vsr", self.lambda_vsr >= 0, "a number >= 0"),
+            ("fl.lambda_hifr", self.lambda_hifr >= 0, "a number >= 0"),
+            ("fl.hifr_mode", self.hifr_mode in HIFR_MODES, f"one of {HIFR_MODES}"),
+            ("fl.alpha", self.alpha >= 0, "a number >= 0"),
+            ("fl.alpha_decay", self.alpha_decay in ALPHA_DECAYS, f"one of {ALPHA_DECAYS}"),
+            ("fl.mixing", self.mixing in MIXINGS, f"one of {MIXINGS}"),
+        ]
+        for key, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{key} = {getattr(self, key[3:])!r} is not allowed; expected {allowed}")
+
+
+def hellinger_coefficient(client_weights) -> float:
+    """The authors' mixing coefficient m from the Hellinger distance between uniform and loss-aware weights."""
+    w = np.asarray(client_weights, dtype=np.float64)
+    p = w / w.sum()
+    return hellinger_mixing_coefficient(hellinger_distance(np.full(len(w), 1.0 / len(w)), p))
+
+
+class FedVSR(Strategy):
+    """DWT high-frequency loss on the client; loss-aware weights with decay on the server."""
+
+    name = "fedvsr"
+
+    def __init__(self, params: FedVSRParams | None = None, name: str = "fedvsr") -> None:
+        self.params = params or FedVSRParams()
+        self.name = name
+
+    def local_objective(self, ctx: ClientContext, model_loss, sr, target):
+        p = self.params
+        loss = model_loss if p.lambda_vsr == 1.0 else p.lambda_vsr * model_loss
+        if p.lambda_hifr > 0 and sr is not None:
+            loss = loss + p.lambda_hifr * hifr_loss(sr, target, p.hifr_mode, p.hifr_eps)
+        return loss
+
+    def exponent(self, round: int, total_rounds: int) -> float:
+        p = self.params
+        return decay_exponent(p.alpha, p.alpha_decay, round, total_rounds)
+
+    def client_weight(self, ctx: ClientContext, result: LocalResult) -> float:
+        if not self.params.loss_aware:
+            return float(result.samples)
+        return inverse_loss_weight(result.loss, self.exponent(ctx.round, ctx.total_rounds))
+
+    def end_local(self, ctx, result, weight, partial):
+        super().end_local(ctx, result, weight, partial)
+        if self.params.mixing == "hellinger":
+            partial.add("uniform", local_params(ctx.model, ctx.global_params), 1.0)
+        return None
+
+    def server_update(self, global_params, aggregate, server_state, round, total_clients, client_weights):
+        weighted = aggregate.mean("model")
+        if self.params.mixing != "hellinger":
+            return weighted, server_state
+        # the mixed weights (1 - m) / n + m * p_i applied to the clients' models, from the two accumulators
+        m = hellinger_coefficient(client_weights)
+        uniform = aggregate.mean("uniform")
+        return {k: (1 - m) * uniform[k] + m * weighted[k] for k in weighted}, server_state

@@ -1,0 +1,87 @@
+"""SCAFFOLD (Karimireddy et al., "SCAFFOLD: Stochastic Controlled Averaging for Federated Learning",
+arXiv:1910.06378), option II of its Algorithm 1.
+
+Client i keeps a control variate ``c_i`` (zero before its first round, persisted across rounds
+in the platform's client-state store); the server keeps ``c``. Every local step uses the
+corrected gradient ``g_i(y) - c_i + c``. After K local steps with learning rate eta_l,
+``c_i+ = c_i - c + (x - y_i) / (K * eta_l)`` (option II). The server moves
+``x <- x + eta_g * mean_i(y_i - x)`` over the participating clients and
+``c <- c + (1/N) * sum_i (c_i+ - c_i)`` with N the number of all clients.
+
+The correction is applied to the gradient before the optimizer step, so it is exact for SGD;
+with Adam the corrected gradient is what Adam sees (the paper analyses SGD only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedvsr.fl.aggregate import Params, PartialAggregate
+from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy
+
+
+@dataclass(frozen=True)
+class ScaffoldParams:
+    server_lr: float = 1.0  #: eta_g, the global step size
+
+    def __post_init__(self) -> None:
+        if not self.server_lr > 0:
+            raise ValueError(f"fl.server_lr = {self.server_lr} is not allowed; expected a number > 0")
+
+
+class Scaffold(Strategy):
+    """Drift-corrected local steps with client and server control variates (option II)."""
+
+    name = "scaffold"
+    stateful_clients = True
+
+    def __init__(self, params: ScaffoldParams | None = None) -> None:
+        self.params = params or ScaffoldParams()
+
+    @staticmethod
+    def _param_names(ctx: ClientContext) -> list[str]:
+        return [n for n, w in ctx.model.named_parameters() if w.requires_grad]
+
+    def init_server_state(self, global_params: Params) -> Params:
+        # c = 0 for every entry that is averaged (parameters and float buffers alike; buffers get no gradient)
+        return {f"c.{k}": torch.zeros_like(v) for k, v in global_params.items()}
+
+    def begin_local(self, ctx: ClientContext) -> None:
+        names = self._param_names(ctx)
+        c = {n: ctx.server_state[f"c.{n}"] for n in names}
+        c_i = {n: ctx.client_state[f"c_i.{n}"] if ctx.client_state else torch.zeros_like(c[n]) for n in names}
+        ctx.scratch["c"], ctx.scratch["c_i"] = c, c_i
+        ctx.scratch["correction"] = {n: c[n] - c_i[n] for n in names}
+
+    def before_step(self, ctx: ClientContext) -> None:
+        corr = ctx.scratch["correction"]
+        for n, w in ctx.model.named_parameters():
+            if n in corr and w.grad is not None:
+                w.grad.add_(corr[n])
+
+    def client_weight(self, ctx: ClientContext, result: LocalResult) -> float:
+        return 1.0  # SCAFFOLD averages the participating clients uniformly
+
+    def end_local(self, ctx: ClientContext, result: LocalResult, weight: float, partial: PartialAggregate):
+        super().end_local(ctx, result, weight, partial)
+        c, c_i = ctx.scratch["c"], ctx.scratch["c_i"]
+        y = dict(ctx.model.named_parameters())
+        scale = 1.0 / (ctx.steps * ctx.lr)
+        new_c_i, delta_c = {}, {}
+        for n in c:
+            new_c_i[n] = c_i[n] - c[n] + (ctx.global_params[n] - y[n].detach()) * scale
+            delta_c[n] = new_c_i[n] - c_i[n]
+        partial.add("delta_c", delta_c, 1.0)
+        return {f"c_i.{n}": v for n, v in new_c_i.items()}
+
+    def server_update(self, global_params, aggregate, server_state, round, total_clients, client_weights):
+        eta = self.params.server_lr
+        mean_y = aggregate.mean("model")
+        new_x = {k: global_params[k] + eta * (mean_y[k] - global_params[k]) for k in global_params}
+        sum_dc = aggregate.total("delta_c")
+        new_c = dict(server_state)
+        for n, dc in sum_dc.items():
+            new_c[f"c.{n}"] = server_state[f"c.{n}"] + dc / total_clients
+        return new_x, new_c

@@ -1,0 +1,120 @@
+"""PSNR and SSIM on the Y channel (ITU-R BT.601), as VSR papers report them.
+
+Follows BasicSR's ``calculate_psnr`` / ``calculate_ssim`` with ``test_y_channel=True``: the
+frames are quantised to 8 bits (as saving a PNG would), converted to Y in [16, 235], and
+``crop`` pixels are dropped on each border. SSIM matches
+``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=255)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# SSIM constants (Wang et al. 2004), as scikit-image sets them
+_SSIM_SIGMA = 1.5
+_SSIM_TRUNCATE = 3.5
+_K1, _K2 = 0.01, 0.03
+_DATA_RANGE = 255.0
+
+
+def quantize(img: torch.Tensor) -> torch.Tensor:
+    """Float in [0, 1] -> float64 in [0, 255] rounded to integers (clamped first), any shape."""
+    return (img.detach().to(torch.float64).clamp(0, 1) * 255).round()
+
+
+def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, H, W)`` RGB in [0, 255] -> ``(..., H, W)`` float64 luma in [16, 235].
+
+    ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` (BasicSR's ``rgb2ycbcr(y_only=True)``).
+    """
+    if img.dim() < 3 or img.shape[-3] != 3:
+        raise ValueError(f"rgb_to_y expects (..., 3, H, W), got shape {tuple(img.shape)}")
+    x = img.to(torch.float64)
+    r, g, b = x.unbind(-3)
+    return 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+
+
+def _y_pair(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantised, cropped Y planes ``(n, H - 2 crop, W - 2 crop)`` of two RGB batches."""
+    if sr.shape != hr.shape:
+        raise ValueError(f"sr and hr shapes differ: {tuple(sr.shape)} vs {tuple(hr.shape)}")
+    if sr.dim() not in (3, 4) or sr.shape[-3] != 3:
+        raise ValueError(f"expected (3, H, W) or (n, 3, H, W) images, got {tuple(sr.shape)}")
+    if crop < 0:
+        raise ValueError(f"crop must be non-negative, got {crop}")
+    h, w = sr.shape[-2:]
+    if h <= 2 * crop or w <= 2 * crop:
+        raise ValueError(f"crop {crop} removes the whole {h}x{w} image")
+    y_sr, y_hr = rgb_to_y(quantize(sr)), rgb_to_y(quantize(hr))
+    if sr.dim() == 3:
+        y_sr, y_hr = y_sr[None], y_hr[None]
+    if crop:
+        y_sr, y_hr = y_sr[:, crop:-crop, crop:-crop], y_hr[:, crop:-crop, crop:-crop]
+    return y_sr, y_hr
+
+
+def psnr_y(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> float:
+    """PSNR in dB on Y, data range 255; the mean of per-image PSNRs over a batch.
+
+    ``sr, hr``: ``(3, H, W)`` or ``(n, 3, H, W)`` float in [0, 1]. Identical images give ``inf``.
+    """
+    y_sr, y_hr = _y_pair(sr, hr, crop)
+    mse = ((y_sr - y_hr) ** 2).mean(dim=(-2, -1))
+    values = [math.inf if m == 0 else 10 * math.log10(_DATA_RANGE**2 / m) for m in mse.tolist()]
+    return sum(values) / len(values)
+
+
+def _gaussian_window() -> torch.Tensor:
+    """The 1-D Gaussian of scikit-image's SSIM: sigma 1.5 truncated at 3.5 sigma (11 taps), float64."""
+    radius = int(_SSIM_TRUNCATE * _SSIM_SIGMA + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / _SSIM_SIGMA) ** 2)
+    return k / k.sum()
+
+
+def _filter_valid(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' filtering of ``x (n, 1, H, W)`` by the 1-D kernel ``k``."""
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    return F.conv2d(x, k.view(1, 1, -1, 1))
+
+
+def ssim_per_image(y_sr: torch.Tensor, y_hr: torch.Tensor) -> torch.Tensor:
+    """SSIM of each pair of Y planes ``(n, H, W)`` in [0, 255] -> ``(n,)`` float64.
+
+    Gaussian-weighted statistics with population covariance; the SSIM map is averaged over the
+    positions where the whole 11x11 window fits, which is where scikit-image averages it.
+    """
+    k = _gaussian_window()
+    win = k.numel()
+    if y_sr.shape[-1] < win or y_sr.shape[-2] < win:
+        raise ValueError(f"SSIM needs images of at least {win}x{win} after cropping, got {tuple(y_sr.shape[-2:])}")
+    x, y = y_sr[:, None].to(torch.float64), y_hr[:, None].to(torch.float64)
+    stats = _filter_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1).view(-1, 1, *x.shape[-2:]), k)
+    ux, uy, uxx, uyy, uxy = stats.view(x.shape[0], 5, *stats.shape[-2:]).unbind(1)
+    vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy
+    c1, c2 = (_K1 * _DATA_RANGE) ** 2, (_K2 * _DATA_RANGE) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean(dim=(-2, -1))
+
+
+def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> float:
+    """SSIM on Y (data range 255); the mean of per-image SSIMs over a batch.
+
+    ``sr, hr``: ``(3, H, W)`` or ``(n, 3, H, W)`` float in [0, 1].
+    """
+    y_sr, y_hr = _y_pair(sr, hr, crop)
+    return float(ssim_per_image(y_sr, y_hr).mean())
+
+
+def bicubic_upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The bicubic baseline: ``(..., 3, h, w)`` -> ``(..., 3, s*h, s*w)``, clamped to [0, 1]."""
+    if lr.dim() < 3:
+        raise ValueError(f"bicubic_upsample expects (..., c, h, w), got shape {tuple(lr.shape)}")
+    *lead, c, h, w = lr.shape
+    x = lr.reshape(-1, c, h, w)
+    y = F.interpolate(x, size=(h * scale, w * scale), mode="bicubic", align_corners=False)
+    return y.clamp_(0, 1).reshape(*lead, c, h * scale, w * scale)

@@ -1,0 +1,83 @@
+"""The driver side of one experiment: prepare the output folder, start Ray, run the coordinator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
+from fedvsr.platform.coordinator import Coordinator
+from fedvsr.platform.results import write_text_atomic
+
+
+def prepare_out_dir(out: Path, cfg: ExperimentConfig, resume: bool) -> ExperimentConfig:
+    """Create ``out`` and write ``config.yaml``; on resume, reuse the config saved there."""
+    saved = out / "config.yaml"
+    if resume:
+        if not saved.exists():
+            raise ConfigError(f"--resume: {str(out)!r} holds no config.yaml of an earlier run")
+        return config_from_dict(yaml.safe_load(saved.read_text()))
+    if saved.exists():
+        raise ConfigError(
+            f"output folder {str(out)!r} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(saved, cfg.to_yaml())
+    return cfg
+
+
+def init_ray(cfg: ExperimentConfig) -> bool:
+    """Start or join Ray for this experiment; returns True when this call started it."""
+    if ray.is_initialized():
+        return False
+    p = cfg.platform
+    common = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": True}
+    if p.address:
+        ray.init(address=p.address, **common)
+        return True
+    if p.gpus_per_worker > 0:
+        import torch
+
+        have = torch.cuda.device_count()
+        if have == 0:
+            raise ConfigError(
+                f"platform.gpus_per_worker = {p.gpus_per_worker} but this machine has no CUDA GPU; "
+                "allowed here: 0 (or give platform.address of a cluster with GPUs)"
+            )
+    need = p.workers * p.cpus_per_worker
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), **common)
+    return True
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike, resume: bool = False,
+                   on_round: Callable[[dict[str, Any]], None] | None = None,
+                   on_start: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run one federated experiment to the end (or resume it); returns the summary."""
+    out = Path(out_dir).resolve()
+    cfg = prepare_out_dir(out, cfg, resume)
+    started = init_ray(cfg)
+    coordinator = None
+    try:
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=here).remote(
+            cfg.to_dict(), str(out), resume
+        )
+        info = ray.get(coordinator.info.remote())
+        if on_start:
+            on_start(info)
+        for t in range(info["start_round"], cfg.fl.rounds + 1):
+            row = ray.get(coordinator.run_round.remote(t))
+            if on_round:
+                on_round(row)
+        return ray.get(coordinator.finish.remote())
+    finally:
+        if coordinator is not None:
+            ray.kill(coordinator)
+        if started:
+            ray.shutdown()

@@ -1,0 +1,134 @@
+"""One federated experiment end to end on Ray: outputs, determinism, strategy equivalences, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from fedvsr.config import ConfigError, load_config
+from fedvsr.data.sources import scan_folder, split_holdout
+from fedvsr.data.synthetic import build_synthetic_dataset
+from fedvsr.platform.checkpoint import load_arrays
+from fedvsr.platform.run import run_experiment
+from tests.conftest import tiny_experiment
+
+pytestmark = pytest.mark.slow
+METRICS = ["psnr", "ssim", "train_loss"]
+
+
+def run(tmp_path, name, root, *extra, **kwargs):
+    out = tmp_path / name
+    summary = run_experiment(load_config(None, tiny_experiment(root, *extra)), out, **kwargs)
+    return out, summary
+
+
+def columns(out):
+    table = pq.read_table(out / "rounds.parquet").to_pydict()
+    return {k: table[k] for k in METRICS}
+
+
+@pytest.fixture(scope="module")
+def fedavg_run(ray_local, synth_root, tmp_path_factory):
+    return run(tmp_path_factory.mktemp("fedavg"), "run", synth_root)
+
+
+def test_two_round_experiment_writes_every_output(fedavg_run):
+    out, summary = fedavg_run
+    for name in ["config.yaml", "rounds.parquet", "clients.parquet", "summary.json", "model.safetensors",
+                 "psnr.png", "partition.parquet", "checkpoint/state.json"]:
+        assert (out / name).exists(), name
+    rounds = pq.read_table(out / "rounds.parquet").to_pydict()
+    assert rounds["round"] == [1, 2]
+    assert all(np.isfinite(rounds["psnr"])) and all(0 < s <= 1 for s in rounds["ssim"])
+    clients = pq.read_table(out / "clients.parquet").to_pydict()
+    assert len(clients["client"]) == 4  # 2 rounds x 2 clients
+    assert set(clients["worker"]) == {0, 1}  # both workers trained a client
+    assert set(clients["status"]) == {"ok"}
+    for r in (1, 2):  # normalised weights of a round sum to 1; equal sizes -> 0.5 each
+        assert [w for w, rr in zip(clients["weight"], clients["round"]) if rr == r] == pytest.approx([0.5, 0.5])
+    assert clients["samples"] == [8, 8, 8, 8]  # 2 videos x 4 clips
+    partition = pq.read_table(out / "partition.parquet").to_pydict()
+    assert sorted(set(partition["client"])) == [0, 1, 2, 3] and len(partition["video"]) == 8
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved == summary
+    assert summary["final_psnr"] == rounds["psnr"][-1]
+    assert summary["rounds"] == 2 and summary["bicubic_psnr"] > 10
+    # an untrained tiny EFVSR is exactly bicubic upsampling (its last conv starts at zero)
+    assert summary["initial_psnr"] == pytest.approx(summary["bicubic_psnr"], abs=0.02)
+    weights = load_arrays(out / "model.safetensors")
+    assert "tail.weight" in weights and np.isfinite(weights["tail.weight"]).all()
+
+
+def test_same_seed_same_numbers_whatever_the_number_of_workers(fedavg_run, synth_root, tmp_path):
+    out, _ = fedavg_run
+    one, _ = run(tmp_path, "one-worker", synth_root, "platform.workers=1")
+    assert columns(one) == columns(out)
+    other, _ = run(tmp_path, "seed-1", synth_root, "seed=1")
+    assert columns(other) != columns(out)
+
+
+def test_fedprox_with_mu_zero_is_fedavg(fedavg_run, synth_root, tmp_path):
+    prox, _ = run(tmp_path, "prox", synth_root, "fl.strategy=fedprox", "fl.mu=0")
+    assert columns(prox) == columns(fedavg_run[0])
+
+
+def test_fedvsr_without_hifr_and_decay_exponent_zero_is_fedavg(fedavg_run, synth_root, tmp_path):
+    vsr, _ = run(tmp_path, "fedvsr", synth_root, "fl.strategy=fedvsr", "fl.lambda_hifr=0", "fl.alpha=0")
+    assert columns(vsr) == columns(fedavg_run[0])
+
+
+def test_interrupted_run_resumes_to_the_same_numbers(fedavg_run, synth_root, tmp_path):
+    def stop_after_first(row):
+        if row["round"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "resumed", synth_root, on_round=stop_after_first)
+    out = tmp_path / "resumed"
+    assert pq.read_table(out / "rounds.parquet").to_pydict()["round"] == [1]
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        run(tmp_path, "resumed", synth_root)
+    seen = []
+    run_experiment(load_config(), out, resume=True, on_round=seen.append)
+    assert [r["round"] for r in seen] == [2]
+    assert columns(out) == columns(fedavg_run[0])
+
+
+def test_scaffold_keeps_client_states_in_the_store(ray_local, synth_root, tmp_path):
+    out, summary = run(tmp_path, "scaffold", synth_root, "fl.strategy=scaffold", "fl.optimizer=sgd",
+                       "fl.lr=0.05")
+    clients = pq.read_table(out / "clients.parquet").to_pydict()
+    files = sorted(p.name for p in (out / "client_state").iterdir())
+    expected = sorted(f"client_{c:05d}.r{r:05d}.safetensors" for c, r in zip(clients["client"], clients["round"]))
+    assert files == expected
+    server = load_arrays(out / "checkpoint" / "server_state.safetensors")
+    assert set(server) == {f"c.{k}" for k in load_arrays(out / "model.safetensors")}
+    assert any(np.abs(v).sum() > 0 for v in server.values())
+    assert np.isfinite(summary["final_psnr"])
+
+
+def test_corrupt_video_drops_its_client_and_the_round_completes(ray_local, synth_root, tmp_path):
+    folder = tmp_path / "videos"
+    entries = build_synthetic_dataset(tmp_path / "src", 10, 5, 64, 64, seed=0)
+    for e in entries:
+        (folder / e.label).mkdir(parents=True, exist_ok=True)
+        (folder / e.label / f"{e.name}.mp4").write_bytes(open(e.path, "rb").read())
+    scanned = scan_folder(folder)
+    client_idx, _ = split_holdout(scanned, 2, 0)
+    victim = scanned[client_idx[0]]
+    with open(victim.path, "wb") as f:
+        f.write(b"\x00not a video" * 50)
+    out, summary = run(tmp_path, "corrupt", synth_root, "data.source=folder", f"data.root={folder}",
+                       "fl.clients_per_round=4")
+    clients = pq.read_table(out / "clients.parquet").to_pydict()
+    dropped = [i for i, s in enumerate(clients["status"]) if s == "dropped"]
+    assert len(dropped) == 2  # the victim's client, in both rounds
+    assert all(victim.path in clients["reason"][i] and "data error" in clients["reason"][i] for i in dropped)
+    rounds = pq.read_table(out / "rounds.parquet").to_pydict()
+    assert rounds["aggregated"] == [3, 3] and rounds["dropped"] == [1, 1]
+    assert np.isfinite(summary["final_psnr"]) and summary["clients_dropped"] == 2
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events] == ["client_dropped", "client_dropped"]

@@ -1,0 +1,79 @@
+"""config.py: building from YAML + overrides, and every kind of rejected value."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedvsr.config import ConfigError, ExperimentConfig, load_config, parse_override
+
+
+def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):
+    cfg = load_config()
+    assert cfg == ExperimentConfig()
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+
+
+def test_yaml_file_then_overrides_in_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\nfl:\n  rounds: 7\n  lr: 0.01\nmodel: {name: efvsr, preset: tiny}\n")
+    cfg = load_config(path, ["fl.lr=2e-4", "fl.rounds=9", "model.options={channels: 8}"])
+    assert cfg.seed == 3
+    assert cfg.fl.rounds == 9
+    assert cfg.fl.lr == pytest.approx(2e-4)  # YAML reads "2e-4" as a string; the float field coerces it
+    assert cfg.model.preset == "tiny"
+    assert cfg.model.options == {"channels": 8}
+
+
+def test_parse_override_types():
+    assert parse_override("fl.rounds=5") == ("fl.rounds", 5)
+    assert parse_override("platform.address=") == ("platform.address", "")
+    assert parse_override("model.name=efvsr") == ("model.name", "efvsr")
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        parse_override("fl.rounds")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["fl.lrr=1"], "unknown key 'fl.lrr'; allowed keys in 'fl': alpha, alpha_decay, batch_size, clients,"),
+        (["foo=1"], "unknown key 'foo'; allowed keys: data, eval, fl, model, platform, seed"),
+        (["fl.lr=-0.1"], r"fl.lr = -0.1 is not allowed; expected a number > 0.0"),
+        (["fl.lr=0"], r"fl.lr = 0 is not allowed; expected a number > 0.0"),
+        (["fl.lr=fast"], r"fl.lr = 'fast' is not allowed; expected a number > 0.0"),
+        (["fl.clients=2.5"], r"fl.clients = 2.5 is not allowed; expected an integer >= 1"),
+        (["fl.clients=true"], r"fl.clients = True is not allowed; expected an integer >= 1"),
+        (["fl.clients_per_round=9"], r"fl.clients_per_round = 9 is larger than fl.clients = 8"),
+        (["fl.strategy=fedsgd"], r"fl.strategy = 'fedsgd' is not allowed; expected one of 'fedavg'"),
+        (["data.scale=5"], r"data.scale = 5 is not allowed; expected one of 2, 3, 4"),
+        (["data.source=lmdb"], r"data.source = 'lmdb' is not allowed; expected one of 'synthetic', 'folder'"),
+        (["platform.workers=0"], r"platform.workers = 0 is not allowed; expected an integer >= 1"),
+        (["platform.gpus_per_worker=-1"], r"platform.gpus_per_worker = -1 is not allowed"),
+        (["model.name=vrt"], r"model.name = 'vrt': unknown model 'vrt'; registered models: "),
+        (["model.preset=huge"], r"model.preset = 'huge' is not a preset of 'efvsr'; allowed: tiny, small"),
+        (["fl=3"], r"fl = 3 is not allowed; expected a mapping of fl.\* keys"),
+        (["data.clip_frames=5"], r"data.clip_frames = 5 does not match the 3 input frames of efvsr/small"),
+        (["fl.clients=30"], r"data.videos = 28 leaves 24 videos after eval.holdout = 4, fewer than fl.clients"),
+        (["data.height=100"], r"data.height = 100 must be a multiple of data.scale = 4"),
+        (["data.patch=64"], r"data.height = 128 .* allowed: data.height >= 256"),
+        (["data.source=folder"], r"data.root = '' must name the dataset folder"),
+        (["fl.rounds={a: 1}"], r"fl.rounds = \{'a': 1\} is not allowed; expected an integer >= 1"),
+    ],
+)
+def test_bad_values_name_key_value_and_what_is_allowed(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fl: [1, 2\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping at the top level"):
+        load_config(listing)
