@@ -80,9 +80,7 @@ class TrainClips(torch.utils.data.Dataset):
     Items are ``(lr, hr)``: ``(clip_frames, 3, patch, patch)`` and ``(clip_frames, 3, s*patch, s*patch)``.
     """
 
-    def __init__(
-        self, pairs: list[VideoPair], clip_frames: int, patch: int, samples_per_video: int, seed: int
-    ) -> None:
+    def __init__(self, pairs: list[VideoPair], clip_frames: int, patch: int, samples_per_video: int, seed: int) -> None:
         self.scale = _check_pairs(pairs, clip_frames)
         if patch < 1:
             raise ValueError(f"patch must be at least 1, got {patch}")

@@ -121,8 +121,19 @@ def blur_h264(hr: np.ndarray, scale: int, sigma: float | None = None, crf: int =
 
 
 def hevc(hr: np.ndarray, scale: int, qp: int = 32) -> np.ndarray:
-    """Bicubic downsampling + HEVC (libx265, yuv420p) at a fixed ``qp``; uint8 in and out."""
-    return _codec_round_trip(bicubic(hr, scale), codec="libx265", qp=qp, pix_fmt="yuv420p")
+    """Bicubic downsampling + HEVC (libx265, yuv420p) at a fixed ``qp``; uint8 in and out.
+
+    LR frames narrower than 64 or lower than 16 pixels are padded by edge replication before
+    encoding and cropped after decoding: x265 refuses frames under 16x16 and, as bundled with
+    PyAV, crashes on widths 33-48.
+    """
+    lr = bicubic(hr, scale)
+    _, h, w, _ = lr.shape
+    pad_h, pad_w = max(0, 16 - h), max(0, 64 - w)
+    if pad_h or pad_w:
+        lr = np.pad(lr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    out = _codec_round_trip(lr, codec="libx265", qp=qp, pix_fmt="yuv420p")
+    return np.ascontiguousarray(out[:, :h, :w])
 
 
 DEGRADATIONS: dict[str, Callable[..., np.ndarray]] = {

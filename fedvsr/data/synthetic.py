@@ -97,9 +97,22 @@ def _random_colour(rng: np.random.Generator, low: float = 0.1, high: float = 0.9
     return _f32(rng.uniform(low, high, 3))
 
 
-def _colour_direction(rng: np.random.Generator) -> np.ndarray:
-    """A random colour offset of unit norm with a luminance part, so gratings are not all grey."""
-    c = rng.normal(0, 1, 3) + rng.choice([-1.0, 1.0]) * 0.8
+_GREY = np.full(3, 1 / np.sqrt(3))
+
+
+def _chroma_for(freq: float) -> float:
+    """How much colour a pattern of ``freq`` cycles/px carries: full below 0.03, a quarter above 0.15.
+
+    Natural video keeps its fine detail mostly in luma (which is also what 4:2:0 encoding keeps).
+    """
+    return float(np.interp(np.log(freq), np.log([0.03, 0.15]), [1.0, 0.25]))
+
+
+def _colour_direction(rng: np.random.Generator, chroma: float = 1.0) -> np.ndarray:
+    """A random colour offset of unit norm: +-grey plus ``chroma`` times a random hue direction."""
+    n = rng.normal(0, 1, 3)
+    n -= n.dot(_GREY) * _GREY
+    c = rng.choice([-1.0, 1.0]) * _GREY + chroma * 1.2 * n / np.linalg.norm(n)
     return _f32(c / np.linalg.norm(c))
 
 
@@ -152,7 +165,7 @@ def _stripes_pan(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: np
             g = np.tanh(sharp * g) / np.tanh(sharp)
         # slowly varying contrast, so the pattern is not strictly periodic
         env = 0.65 + 0.35 * _grating(wx, wy, rng.uniform(0, np.pi), rng.uniform(0.003, 0.01), rng.uniform(0, 7))
-        _add(img, _colour_direction(rng) * np.float32(a), g * env)
+        _add(img, _colour_direction(rng, _chroma_for(f)) * np.float32(a), g * env)
     return img
 
 
@@ -181,7 +194,7 @@ def _checker_zoom(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: n
     ca, sa = np.float32(np.cos(angle2)), np.float32(np.sin(angle2))
     u, v = (ca * wx + sa * wy) / np.float32(cell2), (-sa * wx + ca * wy) / np.float32(cell2)
     cell2_px = _f32(cell2) * zoom
-    _add(img, _colour_direction(rng) * np.float32(0.08), _soft_square(u, cell2_px) * _soft_square(v, cell2_px))
+    _add(img, _colour_direction(rng, 0.3) * np.float32(0.08), _soft_square(u, cell2_px) * _soft_square(v, cell2_px))
     # shapes fixed in the world: they grow and shrink with the zoom
     h, w = ys.shape[1], xs.shape[2]
     for _ in range(rng.integers(4, 8)):
@@ -198,22 +211,26 @@ def _checker_zoom(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: n
         layer = np.empty_like(img)
         layer[:] = _random_colour(rng)
         if rng.random() < 0.5:  # striped fill
-            stripes = _grating(wx, wy, rng.uniform(0, np.pi), rng.uniform(0.06, 0.2), rng.uniform(0, 7))
-            _add(layer, _colour_direction(rng) * np.float32(0.2), stripes)
+            f = rng.uniform(0.06, 0.2)
+            stripes = _grating(wx, wy, rng.uniform(0, np.pi), f, rng.uniform(0, 7))
+            _add(layer, _colour_direction(rng, _chroma_for(f)) * np.float32(0.2), stripes)
         _blend(img, alpha, layer)
     return img
 
 
 def _band_limited_noise(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    """Spectra ``(3, Ny, Nx//2+1)`` of three 1/f noise fields, band-limited to 0.3 cycles/px, unit std."""
+    """Spectra ``(3, Ny, Nx//2+1)`` of three 1/f noise fields with unit std.
+
+    Field 0 (luma) is band-limited to about 0.3 cycles/px, fields 1 and 2 (chroma) to about 0.06.
+    """
     ny, nx = size
     fy = np.fft.fftfreq(ny)[:, None]
     fx = np.fft.rfftfreq(nx)[None, :]
     f = np.sqrt(fx * fx + fy * fy)
-    amplitude = np.where(f > 0, 1 / np.maximum(f, 1e-6), 0) * np.exp(-((f / 0.24) ** 6))
-    amplitude[0, 0] = 0
-    white = rng.normal(0, 1, (3, ny, nx))
-    spectra = np.fft.rfft2(white) * amplitude
+    pink = np.where(f > 0, 1 / np.maximum(f, 1e-6), 0)
+    amplitude = np.stack([pink * np.exp(-((f / 0.24) ** 6)), pink * np.exp(-((f / 0.06) ** 2))])
+    amplitude = amplitude[[0, 1, 1]]
+    spectra = np.fft.rfft2(rng.normal(0, 1, (3, ny, nx))) * amplitude
     std = np.fft.irfft2(spectra, s=size).std(axis=(1, 2), keepdims=True)
     return spectra / std
 
@@ -223,8 +240,13 @@ def _noise_objects(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: 
     h, w = ys.shape[1], xs.shape[2]
     size = (2 * h, 2 * w)
     spectra = _band_limited_noise(rng, size)
-    mix = rng.normal(0, 0.07, (3, 3)) + np.eye(3) * 0.04 + 0.06  # noise field -> RGB, with luminance
-    spectra = np.einsum("ck,kyx->cyx", mix.T, spectra)
+    # noise fields -> RGB: luma along grey, chroma along two random hue directions
+    hue = rng.normal(0, 1, (2, 3))
+    hue -= np.outer(hue @ _GREY, _GREY)
+    hue[1] -= hue[1].dot(hue[0]) / hue[0].dot(hue[0]) * hue[0]
+    hue /= np.linalg.norm(hue, axis=1, keepdims=True)
+    mix = np.stack([_GREY * rng.uniform(0.12, 0.2), hue[0] * rng.uniform(0.05, 0.12), hue[1] * rng.uniform(0.03, 0.08)])
+    spectra = np.einsum("kc,kyx->cyx", mix, spectra)
     # background pan by an exact sub-pixel shift (phase ramp), top-left (H, W) of the periodic field
     speed, heading = rng.uniform(0.2, 1.2), rng.uniform(0, 2 * np.pi)
     shift_x = speed * np.cos(heading) * t[:, 0, 0]
@@ -253,8 +275,9 @@ def _noise_objects(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: 
         layer = np.empty_like(img)
         layer[:] = _random_colour(rng)
         for _ in range(rng.integers(1, 4)):
-            g = _grating(u, v, rng.uniform(0, np.pi), _log_uniform(rng, 0.04, 0.28), rng.uniform(0, 7))
-            _add(layer, _colour_direction(rng) * np.float32(rng.uniform(0.08, 0.2)), g)
+            f = _log_uniform(rng, 0.04, 0.28)
+            g = _grating(u, v, rng.uniform(0, np.pi), f, rng.uniform(0, 7))
+            _add(layer, _colour_direction(rng, _chroma_for(f)) * np.float32(rng.uniform(0.08, 0.2)), g)
         _blend(img, alpha, layer)
     return img
 
@@ -274,13 +297,14 @@ def _waves_rotate(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: n
     for _ in range(5):
         f = _log_uniform(rng, 0.015, 0.26)
         g = _grating(wx, wy, rng.uniform(0, np.pi), f, rng.uniform(0, 2 * np.pi))
-        _add(img, _colour_direction(rng) * np.float32(0.14 * (f / 0.05) ** -0.3), g)
+        _add(img, _colour_direction(rng, _chroma_for(f)) * np.float32(0.14 * (f / 0.05) ** -0.3), g)
     h, w = ys.shape[1], xs.shape[2]
     for _ in range(2):
         centre = start + rng.uniform(-1, 1, 2) * (w, h)
         r = np.sqrt((wx - np.float32(centre[0])) ** 2 + (wy - np.float32(centre[1])) ** 2)
-        g = np.sin(_TWO_PI * np.float32(rng.uniform(0.04, 0.2)) * r + np.float32(rng.uniform(0, 7)))
-        _add(img, _colour_direction(rng) * np.float32(0.12), g)
+        f = rng.uniform(0.04, 0.2)
+        g = np.sin(_TWO_PI * np.float32(f) * r + np.float32(rng.uniform(0, 7)))
+        _add(img, _colour_direction(rng, _chroma_for(f)) * np.float32(0.12), g)
     # gentle S-curve, as a camera's tone curve would do
     return 0.5 + 0.55 * np.tanh((img - 0.5) / 0.55)
 
@@ -407,9 +431,7 @@ def build_synthetic_dataset(
             manifest = {
                 "params": params,
                 "classes": list(CLASSES),
-                "entries": [
-                    {**asdict(e), "path": str(Path(e.path).relative_to(root))} for e in entries
-                ],
+                "entries": [{**asdict(e), "path": str(Path(e.path).relative_to(root))} for e in entries],
             }
             tmp = root / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
             tmp.write_text(json.dumps(manifest, indent=1))

@@ -126,6 +126,21 @@ def _temp_path(path: Path) -> Path:
     return path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
 
 
+# libx265 as bundled with PyAV 18 corrupts the heap (the process aborts) for these frame widths
+X265_CRASH_WIDTHS = range(33, 49)
+X265_MIN_SIZE = 16
+
+
+def _check_x265_size(h: int, w: int) -> None:
+    if h < X265_MIN_SIZE or w < X265_MIN_SIZE:
+        raise ValueError(f"libx265 needs frames of at least {X265_MIN_SIZE}x{X265_MIN_SIZE}, got {h}x{w} (HxW)")
+    if w in X265_CRASH_WIDTHS:
+        raise ValueError(
+            f"libx265 crashes the process on frames {X265_CRASH_WIDTHS.start}-{X265_CRASH_WIDTHS.stop - 1} "
+            f"pixels wide (a bug of the x265 bundled with PyAV), got width {w}; pad the frames to 64"
+        )
+
+
 def write_video(
     path: str | os.PathLike,
     frames: np.ndarray,
@@ -153,6 +168,8 @@ def write_video(
         raise ValueError(f"fps must be positive, got {fps}")
     if codec not in av.codecs_available:
         raise ValueError(f"codec {codec!r} is not available in this PyAV build")
+    if codec == "libx265":
+        _check_x265_size(h, w)
     options: dict[str, str] = {}
     if crf is not None:
         options["crf"] = str(crf)

@@ -161,12 +161,14 @@ _GRIDS: dict[tuple, torch.Tensor] = {}
 def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     key = (h, w, device, dtype)
     if key not in _GRIDS:
-        ys, xs = torch.meshgrid(
-            torch.arange(h, device=device, dtype=dtype),
-            torch.arange(w, device=device, dtype=dtype),
-            indexing="ij",
-        )
-        _GRIDS[key] = torch.stack([xs, ys], dim=-1)  # (h, w, 2) in (x, y) order
+        # a normal tensor even when first built under inference_mode, so training can reuse it
+        with torch.inference_mode(False):
+            ys, xs = torch.meshgrid(
+                torch.arange(h, device=device, dtype=dtype),
+                torch.arange(w, device=device, dtype=dtype),
+                indexing="ij",
+            )
+            _GRIDS[key] = torch.stack([xs, ys], dim=-1)  # (h, w, 2) in (x, y) order
     return _GRIDS[key]
 
 
@@ -235,6 +237,9 @@ class MGAA(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+BAND_MASK_MODES = ("eq12", "difference")
+
+
 def gaussian_band_masks(h: int, w: int, num_bands: int, mode: str = "eq12") -> torch.Tensor:
     """The Decoupler's Q masks ``(Q, h, w)`` on a centred (fftshift-ed) spectrum, eqs. (11)-(12).
 
@@ -244,8 +249,8 @@ def gaussian_band_masks(h: int, w: int, num_bands: int, mode: str = "eq12") -> t
     ``mode="difference"`` is ``M_j = G_j - sum_{l<j} M_l = G_j - G_{j-1}``, true band-pass masks
     that sum to ``G_Q`` (the reading of the authors' code).
     """
-    if mode not in ("eq12", "difference"):
-        raise ValueError(f"band mask mode must be 'eq12' or 'difference', got {mode!r}")
+    if mode not in BAND_MASK_MODES:
+        raise ValueError(f"band mask mode must be one of {BAND_MASK_MODES}, got {mode!r}")
     u = torch.arange(h, dtype=torch.float64).view(h, 1) - h // 2
     v = torch.arange(w, dtype=torch.float64).view(1, w) - w // 2
     dist2 = u**2 + v**2
@@ -267,14 +272,17 @@ class Decoupler(nn.Module):
 
     def __init__(self, num_bands: int, mode: str = "eq12") -> None:
         super().__init__()
-        gaussian_band_masks(2, 2, num_bands, mode)  # validates mode early
+        if mode not in BAND_MASK_MODES:
+            raise ValueError(f"band mask mode must be one of {BAND_MASK_MODES}, got {mode!r}")
         self.num_bands, self.mode = num_bands, mode
         self._masks: dict[tuple, torch.Tensor] = {}
 
     def masks(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         key = (h, w, device, dtype)
         if key not in self._masks:
-            self._masks[key] = gaussian_band_masks(h, w, self.num_bands, self.mode).to(device, dtype)
+            with torch.inference_mode(False):  # reusable by training after an inference pass
+                masks = gaussian_band_masks(h, w, self.num_bands, self.mode)
+                self._masks[key] = masks.to(device, dtype)
         return self._masks[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
