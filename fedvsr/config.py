@@ -31,6 +31,7 @@ def _spec(default: Any, help: str, *, choices: tuple | None = None, min: float |
 
 
 DATA_SOURCES = ("synthetic", "folder")
+DEGRADATIONS = ("bicubic", "blur-h264", "hevc")
 STRATEGIES = ("fedavg", "fedprox", "scaffold", "fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
 PARTITIONS = ("random", "by-class", "quantity-skew", "dirichlet")
 ALPHA_DECAYS = ("none", "linear", "power")
@@ -51,7 +52,8 @@ class DataConfig:
     source: str = _spec("synthetic", "where videos come from", choices=DATA_SOURCES)
     root: str = _spec("", "dataset folder (folder source); cache folder of the synthetic videos "
                           "(default: $FEDVSR_CACHE or ~/.cache/fedvsr)")
-    degradation: str = _spec("bicubic", "how LR videos are made from HR videos", choices=("bicubic",))
+    degradation: str = _spec("bicubic", "how LR videos are made from HR videos: bicubic; blur-h264 (Gaussian "
+                             "blur + subsampling + H.264 CRF 25); hevc (bicubic + HEVC QP 32)", choices=DEGRADATIONS)
     scale: int = _spec(4, "super-resolution factor", choices=(2, 3, 4))
     clip_frames: int = _spec(0, "frames per training clip; 0 = the model's number of input frames", min=0)
     patch: int = _spec(32, "LR training crop size in pixels (HR crop = patch * scale)", min=4)
@@ -77,7 +79,8 @@ class FLConfig:
                            choices=PARTITIONS)
     dirichlet_beta: float = _spec(0.5, "concentration of the quantity-skew / dirichlet partitions", min=0.0,
                                   min_exclusive=True)
-    mu: float = _spec(0.01, "FedProx: weight of the proximal term (mu/2) * squared distance to the global weights", min=0.0)
+    mu: float = _spec(0.01, "FedProx: weight of the proximal term (mu/2) * squared distance to the global weights",
+                      min=0.0)
     server_lr: float = _spec(1.0, "SCAFFOLD: global step size eta_g", min=0.0, min_exclusive=True)
     lambda_vsr: float = _spec(1.0, "FedVSR: weight of the model's own loss L_VSR", min=0.0)
     lambda_hifr: float = _spec(1.0, "FedVSR: weight of the DWT high-frequency loss L_HiFr", min=0.0)

@@ -88,7 +88,7 @@ def ssim_per_image(y_sr: torch.Tensor, y_hr: torch.Tensor) -> torch.Tensor:
     Gaussian-weighted statistics with population covariance; the SSIM map is averaged over the
     positions where the whole 11x11 window fits, which is where scikit-image averages it.
     """
-    k = _gaussian_window()
+    k = _gaussian_window().to(y_sr.device)
     win = k.numel()
     if y_sr.shape[-1] < win or y_sr.shape[-2] < win:
         raise ValueError(f"SSIM needs images of at least {win}x{win} after cropping, got {tuple(y_sr.shape[-2:])}")

@@ -77,3 +77,16 @@ def test_bad_files(tmp_path):
     listing.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping at the top level"):
         load_config(listing)
+
+
+def test_config_choices_follow_the_implementations():
+    from fedvsr import config
+    from fedvsr.data.degrade import DEGRADATIONS
+    from fedvsr.fl.hifr import HIFR_MODES
+    from fedvsr.fl.loss_aware import ALPHA_DECAYS
+    from fedvsr.fl.partition import PARTITIONS
+
+    assert config.DEGRADATIONS == tuple(DEGRADATIONS)
+    assert config.PARTITIONS == PARTITIONS
+    assert config.ALPHA_DECAYS == ALPHA_DECAYS
+    assert config.HIFR_MODES == HIFR_MODES

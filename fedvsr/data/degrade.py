@@ -9,7 +9,8 @@ and ``lr (T, H//scale, W//scale, 3)``, both uint8 RGB:
   clip is encoded with H.264 at ``crf`` (default 25; FCA2 uses 15 / 25 / 35) and decoded back.
 * ``hevc``: bicubic, then HEVC (libx265) at a fixed ``qp`` (default 32; FCVSR uses 22 / 27 / 32 / 37).
 
-The codec degradations go through a real encode / decode with PyAV, in a temporary folder.
+The codec degradations go through a real encode / decode with PyAV (yuv420p, in a temporary
+folder); LR frames of odd or tiny sizes are edge-padded for the encoder and cropped back.
 """
 
 from __future__ import annotations
@@ -70,15 +71,22 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def _codec_round_trip(lr: np.ndarray, **encode: object) -> np.ndarray:
-    """Encode ``lr (T, h, w, 3)`` with :func:`write_video` and decode it back."""
+def _codec_round_trip(lr: np.ndarray, min_h: int = 2, min_w: int = 2, **encode: object) -> np.ndarray:
+    """Encode ``lr (T, h, w, 3)`` with :func:`write_video` and decode it back.
+
+    Frames are padded by edge replication to an even size of at least ``min_h x min_w`` (4:2:0
+    needs even sizes) and the decoded clip is cropped back to ``(T, h, w, 3)``.
+    """
+    _, h, w, _ = lr.shape
+    pad_h, pad_w = max(h + h % 2, min_h) - h, max(w + w % 2, min_w) - w
+    padded = np.pad(lr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge") if pad_h or pad_w else lr
     with tempfile.TemporaryDirectory(prefix="fedvsr-degrade-") as tmp:
         path = Path(tmp) / "lr.mp4"
-        write_video(path, lr, **encode)
+        write_video(path, padded, **encode)
         out = read_video(path)
-    if out.shape != lr.shape:
-        raise RuntimeError(f"codec round trip changed the clip from {lr.shape} to {out.shape}")
-    return out
+    if out.shape != padded.shape:
+        raise RuntimeError(f"codec round trip changed the clip from {padded.shape} to {out.shape}")
+    return np.ascontiguousarray(out[:, :h, :w])
 
 
 def bicubic(hr: np.ndarray, scale: int) -> np.ndarray:
@@ -123,17 +131,11 @@ def blur_h264(hr: np.ndarray, scale: int, sigma: float | None = None, crf: int =
 def hevc(hr: np.ndarray, scale: int, qp: int = 32) -> np.ndarray:
     """Bicubic downsampling + HEVC (libx265, yuv420p) at a fixed ``qp``; uint8 in and out.
 
-    LR frames narrower than 64 or lower than 16 pixels are padded by edge replication before
-    encoding and cropped after decoding: x265 refuses frames under 16x16 and, as bundled with
+    LR frames narrower than 64 or lower than 16 pixels are padded by edge replication for the
+    encoder and cropped after decoding: x265 refuses frames under 16x16 and, as bundled with
     PyAV, crashes on widths 33-48.
     """
-    lr = bicubic(hr, scale)
-    _, h, w, _ = lr.shape
-    pad_h, pad_w = max(0, 16 - h), max(0, 64 - w)
-    if pad_h or pad_w:
-        lr = np.pad(lr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    out = _codec_round_trip(lr, codec="libx265", qp=qp, pix_fmt="yuv420p")
-    return np.ascontiguousarray(out[:, :h, :w])
+    return _codec_round_trip(bicubic(hr, scale), min_h=16, min_w=64, codec="libx265", qp=qp, pix_fmt="yuv420p")
 
 
 DEGRADATIONS: dict[str, Callable[..., np.ndarray]] = {

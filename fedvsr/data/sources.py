@@ -5,15 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
 from fedvsr.data.synthetic import VideoEntry, build_synthetic_dataset
+from fedvsr.data.video import IMAGE_SUFFIXES, natural_key
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".y4m"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".y4m")
 
 
 def cache_dir() -> Path:
@@ -28,10 +27,6 @@ def synthetic_root(data_cfg, seed: int) -> Path:
     return cache_dir() / f"synthetic-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
-def _natural_key(name: str) -> list:
-    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
-
-
 def scan_folder(root: str | os.PathLike) -> list[VideoEntry]:
     """Videos under ``root``: video files and folders of frame images. A video's label is the name of
     the folder directly under ``root`` that holds it (``root/<label>/<video>``), or ``"all"``."""
@@ -40,14 +35,14 @@ def scan_folder(root: str | os.PathLike) -> list[VideoEntry]:
         raise FileNotFoundError(f"data.root {str(root)!r} is not a folder")
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort(key=_natural_key)
+        dirnames.sort(key=natural_key)
         d = Path(dirpath)
         images = [f for f in filenames if Path(f).suffix.lower() in IMAGE_SUFFIXES]
         if images and d != root:
             found.append(d)
             dirnames[:] = []
             continue
-        found += [d / f for f in sorted(filenames, key=_natural_key) if Path(f).suffix.lower() in VIDEO_SUFFIXES]
+        found += [d / f for f in sorted(filenames, key=natural_key) if Path(f).suffix.lower() in VIDEO_SUFFIXES]
     if not found:
         raise FileNotFoundError(f"data.root {str(root)!r} holds no video files or frame folders")
     entries = []

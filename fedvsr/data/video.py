@@ -35,7 +35,7 @@ class VideoError(ValueError):
     """A video or frame folder that cannot be read; the message names the path and the problem."""
 
 
-def _natural_key(name: str) -> list[int | str]:
+def natural_key(name: str) -> list[int | str]:
     """Sort key putting ``frame9.png`` before ``frame10.png``."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
@@ -71,7 +71,7 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     """The frame images of ``folder`` (png/jpg/jpeg/bmp) in natural order."""
     folder = Path(folder)
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files, key=lambda p: _natural_key(p.name))
+    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
@@ -189,7 +189,7 @@ def write_video(
             stream.codec_context.thread_count = 1
             stream.options = options
             for i in range(t):
-                frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
                 frame.pts = i
                 frame.time_base = Fraction(1, fps)
                 container.mux(stream.encode(frame))

@@ -136,6 +136,7 @@ def test_eval_clips(pairs):
     for lr, hr in clips:
         assert lr.shape == (3, 3, 12, 16) and hr.shape == (3, 3, 48, 64)
         assert lr.dtype == torch.float32
+
     # video 0 is used twice (k = 0, 3), video 2 once (k = 2): windows of 8 frames -> starts 1, 3 and 2
     def start(k: int) -> int:
         v = k % 3
@@ -151,7 +152,7 @@ def test_eval_clips(pairs):
 
 def test_eval_clips_single_use_is_centred():
     pair = _pair(0, "checker-zoom", frames=11, h=16, w=16)
-    (lr, hr), = eval_clips([pair], clip_frames=5, clips=1)
+    ((lr, hr),) = eval_clips([pair], clip_frames=5, clips=1)
     np.testing.assert_array_equal((hr.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8), pair.hr[3:8])
 
 

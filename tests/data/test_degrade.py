@@ -116,3 +116,11 @@ def test_hevc(width):
     assert good.shape == bad.shape == clean.shape == (3, 16, width // 4, 3)
     assert _luma_psnr(good, clean) > 36
     assert _luma_psnr(bad, clean) < _luma_psnr(good, clean) - 4
+
+
+@pytest.mark.parametrize("name", ["blur-h264", "hevc"])
+def test_codecs_take_odd_lr_sizes(name):
+    hr = synth_video(0, "waves-rotate", 2, 36, 44)  # LR 9x11 at x4: odd, and below x265's 16x16
+    lr = degrade_video(hr, name, 4)
+    assert lr.shape == (2, 9, 11, 3)
+    assert _luma_psnr(lr, degrade_video(hr, "bicubic", 4)) > (20 if name == "blur-h264" else 28)

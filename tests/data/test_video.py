@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 
@@ -172,3 +173,21 @@ def test_corrupt_image_in_folder(tmp_path):
     (tmp_path / "0002.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(VideoError, match=r"0002\.png"):
         read_video(tmp_path)
+
+
+def test_audio_only_file(tmp_path):
+    path = tmp_path / "sound.wav"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with pytest.raises(VideoError, match=r"sound\.wav: no video stream"):
+        read_video(path)
+
+
+def test_write_accepts_non_contiguous_frames(tmp_path, clip):
+    flipped = clip[:, ::-1, ::-1]
+    write_video(tmp_path / "f.mp4", flipped, crf=0, pix_fmt="yuv444p")
+    assert np.abs(read_video(tmp_path / "f.mp4").astype(int) - flipped).max() <= 2

@@ -93,6 +93,25 @@ def test_scaffold_first_round_control_variates_by_hand():
     assert w.item() == pytest.approx((0.1 * 1 + 0.2 * 1) / 2, abs=1e-6)  # mean of y_i = lr h_i o_i
 
 
+def test_scaffold_control_variate_is_option_two_for_sgd():
+    # option II: c_i+ = c_i - c + (x - y_i) / (K lr), checked against the final weights of 3 SGD steps in round 2
+    curv = torch.tensor([[1.0, 0.5], [2.0, 0.1]])
+    optima = torch.tensor([[1.0, -1.0], [-2.0, 3.0]])
+    strat = Scaffold()
+    model = Point(2)
+    x = float_state(model)
+    server = strat.init_server_state(x)
+    states: dict = {}
+    step_loss, client_data = quadratic_clients(curv, optima, 3)
+    x, server, _ = local_round(strat, model, x, server, states, [0, 1], client_data, 1, 2, 2, 0.1,
+                               step_loss=step_loss)
+    c_i_before, c_before = states[0]["c_i.w"].clone(), server["c.w"].clone()
+    local_round(strat, model, x, server, states, [0], client_data, 2, 2, 2, 0.1, step_loss=step_loss)
+    y0 = model.w.detach()  # the model still holds client 0's local result
+    option2 = c_i_before - c_before + (x["w"] - y0) / (3 * 0.1)
+    assert torch.allclose(states[0]["c_i.w"], option2, atol=1e-5)
+
+
 def test_fedprox_term_by_hand_and_mu_zero_is_fedavg():
     model = Point(3)
     with torch.no_grad():

@@ -48,7 +48,7 @@ def test_two_round_experiment_writes_every_output(fedavg_run):
     assert set(clients["worker"]) == {0, 1}  # both workers trained a client
     assert set(clients["status"]) == {"ok"}
     for r in (1, 2):  # normalised weights of a round sum to 1; equal sizes -> 0.5 each
-        assert [w for w, rr in zip(clients["weight"], clients["round"]) if rr == r] == pytest.approx([0.5, 0.5])
+        assert [w for w, rr in zip(clients["weight"], clients["round"], strict=True) if rr == r] == pytest.approx([0.5, 0.5])
     assert clients["samples"] == [8, 8, 8, 8]  # 2 videos x 4 clips
     partition = pq.read_table(out / "partition.parquet").to_pydict()
     assert sorted(set(partition["client"])) == [0, 1, 2, 3] and len(partition["video"]) == 8
@@ -102,7 +102,7 @@ def test_scaffold_keeps_client_states_in_the_store(ray_local, synth_root, tmp_pa
                        "fl.lr=0.05")
     clients = pq.read_table(out / "clients.parquet").to_pydict()
     files = sorted(p.name for p in (out / "client_state").iterdir())
-    expected = sorted(f"client_{c:05d}.r{r:05d}.safetensors" for c, r in zip(clients["client"], clients["round"]))
+    expected = sorted(f"client_{c:05d}.r{r:05d}.safetensors" for c, r in zip(clients["client"], clients["round"], strict=True))
     assert files == expected
     server = load_arrays(out / "checkpoint" / "server_state.safetensors")
     assert set(server) == {f"c.{k}" for k in load_arrays(out / "model.safetensors")}
