@@ -70,6 +70,9 @@ class Coordinator:
             )
 
         # global model: fresh (seeded) or from the checkpoint
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
+        self.model_params = count_params(model)
         self.start_round = 1
         if resume and (self.out / "checkpoint" / "state.json").exists():
             done, params, server_state, extra = load_checkpoint(self.out / "checkpoint")
@@ -81,14 +84,11 @@ class Coordinator:
             self.initial = extra["initial"]
             self._event("resumed", f"resumed after round {done}")
         else:
-            torch.manual_seed(cfg.seed)
-            model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
             init = float_state(model)
             self.params = to_numpy(init)
             self.server_state = to_numpy(self.strategy.init_server_state(init))
             self.bicubic = ray.get(self.workers[0].evaluate_bicubic.remote())
             self.initial = self._evaluate(self.params)
-        self.model_params = count_params(build_model(cfg.model.name, cfg.model.preset, cfg.model.options))
         self.results = ResultsStore(self.out, keep_until_round=self.start_round - 1)
 
     # ------------------------------------------------------------------ helpers
@@ -102,8 +102,10 @@ class Coordinator:
         return ray.get(self.workers[0].evaluate.remote(ray.put(params)))
 
     def info(self) -> dict[str, Any]:
+        pings = ray.get([w.ping.remote() for w in self.workers])
         return {"start_round": self.start_round, "rounds": self.cfg.fl.rounds, "bicubic": self.bicubic,
-                "initial": self.initial, "params": self.model_params, "workers": len(self.workers)}
+                "initial": self.initial, "params": self.model_params, "workers": len(self.workers),
+                "worker_pids": [pid for _, pid, _ in pings], "devices": [dev for _, _, dev in pings]}
 
     # ------------------------------------------------------------------ one round
     def run_round(self, t: int) -> dict[str, Any]:
@@ -118,7 +120,16 @@ class Coordinator:
                                    self.store.get_many.remote(share) if self.store is not None else None)
             for w, share in zip(self.workers, shares, strict=True) if share
         ]
-        outputs = ray.get(futures)
+        try:
+            outputs = ray.get(futures)
+        except ray.exceptions.RayActorError as err:
+            # Ray already restarted the worker and retried its call (max_restarts / max_task_retries)
+            self._event("worker_lost", str(err).splitlines()[0], round=t)
+            raise RuntimeError(
+                f"round {t}: a client worker died and could not be restarted ({str(err).splitlines()[0]}); "
+                f"everything up to round {t - 1} is checkpointed in {self.out}: continue with "
+                f"`fedvsr simulate --resume --out {self.out}`"
+            ) from err
         train_seconds = time.perf_counter() - start
 
         aggregate = merge_partials([o["partial"] for o in outputs])
@@ -185,7 +196,7 @@ class Coordinator:
             "initial_psnr": self.initial["psnr"],
             "initial_ssim": self.initial["ssim"],
             "clients_dropped": int(sum(r["dropped"] for r in rounds)),
-            "train_seconds": float(sum(r["seconds"] for r in rounds)),
+            "rounds_seconds": float(sum(r["seconds"] for r in rounds)),
         }
         write_json_atomic(self.out / "summary.json", summary)
         plot_psnr(rounds, self.bicubic["psnr"], self.out / "psnr.png", title=f"{summary['model']}/"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -48,7 +50,8 @@ def test_two_round_experiment_writes_every_output(fedavg_run):
     assert set(clients["worker"]) == {0, 1}  # both workers trained a client
     assert set(clients["status"]) == {"ok"}
     for r in (1, 2):  # normalised weights of a round sum to 1; equal sizes -> 0.5 each
-        assert [w for w, rr in zip(clients["weight"], clients["round"], strict=True) if rr == r] == pytest.approx([0.5, 0.5])
+        weights = [w for w, rr in zip(clients["weight"], clients["round"], strict=True) if rr == r]
+        assert weights == pytest.approx([0.5, 0.5])
     assert clients["samples"] == [8, 8, 8, 8]  # 2 videos x 4 clips
     partition = pq.read_table(out / "partition.parquet").to_pydict()
     assert sorted(set(partition["client"])) == [0, 1, 2, 3] and len(partition["video"]) == 8
@@ -97,12 +100,26 @@ def test_interrupted_run_resumes_to_the_same_numbers(fedavg_run, synth_root, tmp
     assert columns(out) == columns(fedavg_run[0])
 
 
+def test_a_killed_worker_is_restarted_and_the_run_finishes_unchanged(fedavg_run, synth_root, tmp_path):
+    pids = []
+
+    def kill_worker_after_first_round(row):
+        if row["round"] == 1:
+            os.kill(pids[0], signal.SIGKILL)
+
+    out, _ = run(tmp_path, "killed", synth_root, on_start=lambda info: pids.extend(info["worker_pids"]),
+                 on_round=kill_worker_after_first_round)
+    assert len(pids) == 2
+    assert columns(out) == columns(fedavg_run[0])
+
+
 def test_scaffold_keeps_client_states_in_the_store(ray_local, synth_root, tmp_path):
     out, summary = run(tmp_path, "scaffold", synth_root, "fl.strategy=scaffold", "fl.optimizer=sgd",
                        "fl.lr=0.05")
     clients = pq.read_table(out / "clients.parquet").to_pydict()
     files = sorted(p.name for p in (out / "client_state").iterdir())
-    expected = sorted(f"client_{c:05d}.r{r:05d}.safetensors" for c, r in zip(clients["client"], clients["round"], strict=True))
+    pairs = zip(clients["client"], clients["round"], strict=True)
+    expected = sorted(f"client_{c:05d}.r{r:05d}.safetensors" for c, r in pairs)
     assert files == expected
     server = load_arrays(out / "checkpoint" / "server_state.safetensors")
     assert set(server) == {f"c.{k}" for k in load_arrays(out / "model.safetensors")}
