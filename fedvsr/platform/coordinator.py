@@ -40,7 +40,6 @@ class Coordinator:
         self.cfg = cfg = config_from_dict(cfg_dict)
         self.out = Path(out_dir)
         self.strategy = build_strategy(cfg.fl)
-        self.events: list[dict[str, Any]] = []
 
         # data: videos, held-out evaluation videos, partition among clients
         videos = resolve_videos(cfg)
@@ -94,7 +93,6 @@ class Coordinator:
     # ------------------------------------------------------------------ helpers
     def _event(self, kind: str, message: str, **fields: Any) -> None:
         event = {"time": time.time(), "kind": kind, "message": message, **fields}
-        self.events.append(event)
         with open(self.out / "events.jsonl", "a") as f:
             f.write(json.dumps(event) + "\n")
 
@@ -199,8 +197,8 @@ class Coordinator:
             "rounds_seconds": float(sum(r["seconds"] for r in rounds)),
         }
         write_json_atomic(self.out / "summary.json", summary)
-        plot_psnr(rounds, self.bicubic["psnr"], self.out / "psnr.png", title=f"{summary['model']}/"
-                  f"{summary['preset']} - {summary['strategy']}")
+        plot_psnr([{"round": 0, "psnr": self.initial["psnr"]}, *rounds], self.bicubic["psnr"],
+                  self.out / "psnr.png", title=f"{summary['model']}/{summary['preset']} - {summary['strategy']}")
         return summary
 
 
@@ -211,7 +209,10 @@ def plot_psnr(rounds: list[dict[str, Any]], bicubic_psnr: float, path: Path, tit
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    from matplotlib.ticker import MaxNLocator
+
     ax.plot([r["round"] for r in rounds], [r["psnr"] for r in rounds], "o-", label="global model")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.axhline(bicubic_psnr, color="gray", linestyle="--", label=f"bicubic ({bicubic_psnr:.2f} dB)")
     ax.set_xlabel("round")
     ax.set_ylabel("PSNR (dB, Y)")
