@@ -284,6 +284,7 @@ def validate(cfg: ExperimentConfig) -> None:
             f"model.preset = {cfg.model.preset!r} is not a preset of {cfg.model.name!r}; "
             f"allowed: {', '.join(entry.presets)}"
         )
+    _check_model_builds(cfg)
     num_frames = preset_kwargs(cfg.model.name, cfg.model.preset, cfg.model.options).get(
         "num_frames", entry.cls.num_frames
     )
@@ -313,3 +314,19 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.clip_frames = {data.clip_frames} is longer than the videos (data.frames = {data.frames})"
         )
+
+
+def _check_model_builds(cfg: ExperimentConfig) -> None:
+    """Construct the model once on the meta device (no memory, no compute), so that a bad
+    ``model.options`` value is a config error here rather than a crash inside a Ray worker."""
+    import torch
+
+    from fedvsr.models.registry import build_model
+
+    try:
+        with torch.device("meta"):
+            build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ConfigError(
+            f"model.options = {cfg.model.options!r} cannot build {cfg.model.name}/{cfg.model.preset}: {err}"
+        ) from None

@@ -58,6 +58,10 @@ def test_parse_override_types():
         (["data.height=100"], r"data.height = 100 must be a multiple of data.scale = 4"),
         (["data.patch=64"], r"data.height = 128 .* allowed: data.height >= 256"),
         (["data.source=folder"], r"data.root = '' must name the dataset folder"),
+        (["model.options={channels: -3}"], r"model.options = \{'channels': -3\} cannot build efvsr/small"),
+        (["model.options={colour: 3}"], r"cannot build efvsr/small: .*unexpected keyword argument 'colour'"),
+        (["model.name=fcvsr", "model.options={band_masks: bogus}"],
+         r"cannot build fcvsr/small: band mask mode must be one of \('eq12', 'difference'\), got 'bogus'"),
         (["fl.rounds={a: 1}"], r"fl.rounds = \{'a': 1\} is not allowed; expected an integer >= 1"),
     ],
 )
