@@ -54,6 +54,8 @@ def main() -> None:
             history: list[dict] = []
             summary = run_experiment(cfg, work / f"{part}-{strat_name}", on_round=history.append)
             took = time.time() - start
+            rows.append({"partition": part, "strategy": strat_name, "round": 0, "psnr": summary["initial_psnr"],
+                         "ssim": summary["initial_ssim"]})  # the initial model
             for r in history:
                 rows.append({"partition": part, "strategy": strat_name, **r})
             finals.append((part_name, strat_name, summary, took))
