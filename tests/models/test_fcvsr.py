@@ -36,15 +36,6 @@ PAPER_PARAMS = {"paper": 8.81e6, "paper-s": 3.70e6}
 PAPER_FLOPS = {"paper": 165.36e9, "paper-s": 68.82e9}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small tensors: one thread is faster than two contending ones on a shared CPU
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # --- MGAA -------------------------------------------------------------------------------------
 
 

@@ -11,14 +11,6 @@ from fedvsr.models.base import VSRModel
 from fedvsr.models.profile import count_flops, profile_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class OneConv(VSRModel):
     num_frames = 2
 
