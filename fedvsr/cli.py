@@ -80,14 +80,11 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _profile(name: str, preset: str, flops: bool) -> dict:
-    try:
-        from fedvsr.models.profile import profile_model
-    except ImportError:  # pragma: no cover - profile module arrives with the FCVSR family
-        profile_model = None
-    if profile_model is not None and flops:
-        return profile_model(name, preset)
+    from fedvsr.models.profile import profile_model
     from fedvsr.models.registry import build_model, count_params
 
+    if flops:
+        return profile_model(name, preset)
     m = build_model(name, preset)
     return {"name": name, "preset": preset, "params": count_params(m), "num_frames": m.num_frames,
             "center_output": m.center_output, "scale": m.scale}

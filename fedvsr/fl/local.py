@@ -14,7 +14,7 @@ from torch import nn
 
 from fedvsr.fl.aggregate import Params, PartialAggregate
 from fedvsr.fl.client import StepLoss, run_client
-from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy, float_state
+from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy
 
 
 def local_round(
@@ -61,5 +61,3 @@ def local_round(
                                                     weights)
     return new_params, new_server, results
 
-
-__all__ = ["float_state", "local_round"]

@@ -122,34 +122,28 @@ class ClientWorker:
         )
 
     # ------------------------------------------------------------------ evaluation
+    def _score(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """Mean PSNR / SSIM (Y channel, border crop = scale) over (prediction, target) pairs."""
+        crop = self.cfg.data.scale
+        flat = [(p.reshape(-1, *p.shape[-3:]), t.reshape(-1, *t.shape[-3:])) for p, t in pairs]
+        return {"psnr": float(np.mean([psnr_y(p, t, crop) for p, t in flat])),
+                "ssim": float(np.mean([ssim_y(p, t, crop) for p, t in flat]))}
+
     @torch.no_grad()
     def evaluate(self, global_params: dict[str, np.ndarray]) -> dict[str, float]:
-        """PSNR / SSIM (Y channel, border crop = scale) of the global model on the held-out clips."""
+        """PSNR / SSIM of the global model on the held-out clips."""
         start = time.perf_counter()
         self._load(to_torch(global_params, self.device))
         self.model.eval()
-        psnrs, ssims = [], []
-        for lr, hr in self._eval_clips():
-            sr = self.model(lr[None].to(self.device)).clamp(0, 1).cpu()
-            target = self.model.target(hr[None])
-            psnrs.append(psnr_y(sr.reshape(-1, *sr.shape[-3:]), target.reshape(-1, *target.shape[-3:]),
-                                self.cfg.data.scale))
-            ssims.append(ssim_y(sr.reshape(-1, *sr.shape[-3:]), target.reshape(-1, *target.shape[-3:]),
-                                self.cfg.data.scale))
-        return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
-                "eval_seconds": time.perf_counter() - start}
+        pairs = [(self.model(lr[None].to(self.device)).clamp(0, 1).cpu(), self.model.target(hr[None]))
+                 for lr, hr in self._eval_clips()]
+        return {**self._score(pairs), "eval_seconds": time.perf_counter() - start}
 
     def evaluate_bicubic(self) -> dict[str, float]:
         """The same metrics for bicubic upsampling of the LR frames the model restores."""
-        psnrs, ssims = [], []
-        for lr, hr in self._eval_clips():
-            up = bicubic_upsample(self.model.target(lr[None]), self.cfg.data.scale)
-            target = self.model.target(hr[None])
-            psnrs.append(psnr_y(up.reshape(-1, *up.shape[-3:]), target.reshape(-1, *target.shape[-3:]),
-                                self.cfg.data.scale))
-            ssims.append(ssim_y(up.reshape(-1, *up.shape[-3:]), target.reshape(-1, *target.shape[-3:]),
-                                self.cfg.data.scale))
-        return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+        scale = self.cfg.data.scale
+        return self._score([(bicubic_upsample(self.model.target(lr[None]), scale), self.model.target(hr[None]))
+                            for lr, hr in self._eval_clips()])
 
     def ping(self) -> tuple[int, int, str]:
         return self.index, os.getpid(), str(self.device)
