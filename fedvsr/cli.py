@@ -43,10 +43,6 @@ def _simulate(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    if cfg is None:
-        from fedvsr.config import ExperimentConfig
-
-        cfg = ExperimentConfig()  # replaced by the run's saved config.yaml
     summary = run_experiment(cfg, out, resume=args.resume, on_round=on_round, on_start=on_start)
     gain = summary["final_psnr"] - summary["bicubic_psnr"]
     print(

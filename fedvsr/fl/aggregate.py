@@ -25,7 +25,6 @@ class PartialAggregate:
 
     sums: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
-    clients: list[int] = field(default_factory=list)
 
     def add(self, name: str, tensors: Mapping[str, torch.Tensor], weight: float) -> None:
         """Add ``weight * tensors`` to accumulator ``name`` (tensors are copied to CPU float64)."""
@@ -49,7 +48,6 @@ class PartialAggregate:
                     acc[key] = value.clone()
         for name, w in other.weights.items():
             self.weights[name] = self.weights.get(name, 0.0) + w
-        self.clients.extend(other.clients)
         return self
 
     def mean(self, name: str) -> Params:
@@ -68,16 +66,7 @@ def merge_partials(partials: list[PartialAggregate]) -> PartialAggregate:
     out = PartialAggregate()
     for p in partials:
         out.merge(p)
-    out.clients.sort()
     return out
-
-
-def weighted_average(tensors: list[Mapping[str, torch.Tensor]], weights: list[float]) -> Params:
-    """Reference weighted average of several parameter dicts (used by tests and small runs)."""
-    agg = PartialAggregate()
-    for t, w in zip(tensors, weights, strict=True):
-        agg.add("model", t, w)
-    return agg.mean("model")
 
 
 def all_finite(tensors: Mapping[str, torch.Tensor]) -> bool:

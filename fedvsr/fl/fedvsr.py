@@ -17,14 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from fedvsr.fl.hifr import HIFR_MODES, hifr_loss
 from fedvsr.fl.loss_aware import (
     ALPHA_DECAYS,
     decay_exponent,
-    hellinger_distance,
-    hellinger_mixing_coefficient,
+    hellinger_coefficient,
     inverse_loss_weight,
 )
 from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy, local_params
@@ -57,13 +54,6 @@ class FedVSRParams:
                 raise ValueError(f"{key} = {getattr(self, key[3:])!r} is not allowed; expected {allowed}")
 
 
-def hellinger_coefficient(client_weights) -> float:
-    """The authors' mixing coefficient m from the Hellinger distance between uniform and loss-aware weights."""
-    w = np.asarray(client_weights, dtype=np.float64)
-    p = w / w.sum()
-    return hellinger_mixing_coefficient(hellinger_distance(np.full(len(w), 1.0 / len(w)), p))
-
-
 class FedVSR(Strategy):
     """DWT high-frequency loss on the client; loss-aware weights with decay on the server."""
 
@@ -75,7 +65,7 @@ class FedVSR(Strategy):
 
     def local_objective(self, ctx: ClientContext, model_loss, sr, target):
         p = self.params
-        loss = model_loss if p.lambda_vsr == 1.0 else p.lambda_vsr * model_loss
+        loss = model_loss if p.lambda_vsr == 1.0 else p.lambda_vsr * model_loss  # no extra op at the default
         if p.lambda_hifr > 0 and sr is not None:
             loss = loss + p.lambda_hifr * hifr_loss(sr, target, p.hifr_mode, p.hifr_eps)
         return loss

@@ -150,6 +150,14 @@ def hellinger_mixing_coefficient(distance: float, threshold: float = HELLINGER_T
     return (distance - threshold) / (1 - threshold)
 
 
+def hellinger_coefficient(weights: Sequence[float] | np.ndarray, threshold: float = HELLINGER_THRESHOLD) -> float:
+    """The mixing coefficient m for (unnormalised, positive) client weights: the Hellinger distance
+    between uniform weights and the normalised ``weights``, through :func:`hellinger_mixing_coefficient`."""
+    w = np.asarray(weights, dtype=np.float64)
+    p = w / w.sum()
+    return hellinger_mixing_coefficient(hellinger_distance(np.full(p.size, 1.0 / p.size), p), threshold)
+
+
 def hellinger_mixing(
     weights: Sequence[float] | np.ndarray, threshold: float = HELLINGER_THRESHOLD
 ) -> np.ndarray:
@@ -164,9 +172,8 @@ def hellinger_mixing(
     to 1.
     """
     p = _check_distribution(weights, "weights")
-    uniform = np.full(p.size, 1.0 / p.size)
-    m = hellinger_mixing_coefficient(hellinger_distance(uniform, p), threshold)
-    return (1.0 - m) * uniform + m * p
+    m = hellinger_coefficient(p, threshold)
+    return (1.0 - m) * np.full(p.size, 1.0 / p.size) + m * p
 
 
 def _check_distribution(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:

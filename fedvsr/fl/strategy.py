@@ -86,7 +86,6 @@ class Strategy:
     ) -> Params | None:
         """Add the client's contributions to ``partial``; return its new persistent state (or None)."""
         partial.add("model", local_params(ctx.model, ctx.global_params), weight)
-        partial.clients.append(ctx.client)
         return None
 
     # ------------------------------------------------------------------ server side

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from fedvsr.platform.results import _atomic, write_json_atomic
+from fedvsr.platform.results import atomic_write, write_json_atomic
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     data = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    _atomic(Path(path), lambda tmp: save_file(data, tmp))
+    atomic_write(Path(path), lambda tmp: save_file(data, tmp))
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -33,6 +33,11 @@ from fedvsr.platform.state_store import ClientStateStore
 from fedvsr.platform.worker import ClientWorker
 
 
+def on_this_node() -> NodeAffinitySchedulingStrategy:
+    """Scheduling that keeps an actor on the calling process's node (where the output folder is)."""
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
 class Coordinator:
     """Holds the global model and the strategy's server state; drives the worker pool round by round."""
 
@@ -63,8 +68,7 @@ class Coordinator:
         # per-client persistent state (SCAFFOLD's c_i), outside worker memory, on this node
         self.store = None
         if self.strategy.stateful_clients:
-            here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-            self.store = ray.remote(ClientStateStore).options(num_cpus=0, scheduling_strategy=here).remote(
+            self.store = ray.remote(ClientStateStore).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
                 str(self.out / "client_state")
             )
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -26,7 +26,7 @@ def _atomic(path: Path, write) -> None:
 
 
 def write_parquet_atomic(path: str | os.PathLike, table: pa.Table) -> None:
-    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -35,7 +35,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")
 
-    _atomic(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -43,7 +43,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         with open(tmp, "w") as f:
             f.write(text)
 
-    _atomic(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 class ResultsStore:

@@ -9,15 +9,14 @@ from typing import Any
 
 import ray
 import yaml
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
-from fedvsr.platform.coordinator import Coordinator
+from fedvsr.platform.coordinator import Coordinator, on_this_node
 from fedvsr.platform.results import write_text_atomic
 
 
-def prepare_out_dir(out: Path, cfg: ExperimentConfig, resume: bool) -> ExperimentConfig:
-    """Create ``out`` and write ``config.yaml``; on resume, reuse the config saved there."""
+def prepare_out_dir(out: Path, cfg: ExperimentConfig | None, resume: bool) -> ExperimentConfig:
+    """Create ``out`` and write ``config.yaml``; on resume, reuse the config saved there (``cfg`` is ignored)."""
     saved = out / "config.yaml"
     if resume:
         if not saved.exists():
@@ -55,17 +54,17 @@ def init_ray(cfg: ExperimentConfig) -> bool:
     return True
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike, resume: bool = False,
+def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, resume: bool = False,
                    on_round: Callable[[dict[str, Any]], None] | None = None,
                    on_start: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run one federated experiment to the end (or resume it); returns the summary."""
+    """Run one federated experiment to the end, or with ``resume`` continue the one in ``out_dir`` from its
+    checkpoint under the config saved there (``cfg`` may then be None); returns the summary."""
     out = Path(out_dir).resolve()
     cfg = prepare_out_dir(out, cfg, resume)
     started = init_ray(cfg)
     coordinator = None
     try:
-        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-        coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=here).remote(
+        coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
             cfg.to_dict(), str(out), resume
         )
         info = ray.get(coordinator.info.remote())
