@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from fedvsr.config import ConfigError, load_config
+from fedvsr.platform.cluster import ClusterUnreachable
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except ClusterUnreachable as err:
+        print(f"fedvsr: cluster error: {err}", file=sys.stderr)
+        return 2
     except ConfigError as err:
         print(f"fedvsr: config error: {err}", file=sys.stderr)
         return 2

@@ -50,8 +50,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     source: str = _spec("synthetic", "where videos come from", choices=DATA_SOURCES)
-    root: str = _spec("", "dataset folder (folder source); cache folder of the synthetic videos "
-                          "(default: $FEDVSR_CACHE or ~/.cache/fedvsr)")
+    root: str = _spec("", "dataset folder (folder source); synthetic: the folder holding the built videos, "
+                          "one synthetic-<key> folder per seed and size (default: $FEDVSR_CACHE or ~/.cache/fedvsr)")
     degradation: str = _spec("bicubic", "how LR videos are made from HR videos: bicubic; blur-h264 (Gaussian "
                              "blur + subsampling + H.264 CRF 25); hevc (bicubic + HEVC QP 32)", choices=DEGRADATIONS)
     scale: int = _spec(4, "super-resolution factor", choices=(2, 3, 4))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedvsr.data.synthetic import VideoEntry, build_synthetic_dataset
+from fedvsr.data.synthetic import VideoEntry, build_synthetic_dataset, dataset_params
 from fedvsr.data.video import IMAGE_SUFFIXES, natural_key
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".y4m")
@@ -20,11 +20,12 @@ def cache_dir() -> Path:
 
 
 def synthetic_root(data_cfg, seed: int) -> Path:
-    """Folder of the synthetic videos for these settings (``data.root`` if set, else a cache folder)."""
-    if data_cfg.root:
-        return Path(data_cfg.root)
-    key = json.dumps([data_cfg.videos, data_cfg.frames, data_cfg.height, data_cfg.width, seed])
-    return cache_dir() / f"synthetic-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    """Folder of the synthetic videos for these settings: ``synthetic-<key>`` under ``data.root`` (or the
+    cache folder), the key hashing every parameter the videos depend on. Datasets of other seeds or
+    sizes never share a folder, so no run rebuilds the files another run is reading."""
+    params = dataset_params(data_cfg.videos, data_cfg.frames, data_cfg.height, data_cfg.width, seed)
+    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(data_cfg.root or cache_dir()) / f"synthetic-{key}"
 
 
 def scan_folder(root: str | os.PathLike) -> list[VideoEntry]:

@@ -16,6 +16,13 @@ centre (the noise background is shifted with an exact Fourier phase ramp), so mo
 and consistent from frame to frame. Detail is specified in cycles per pixel, from about 0.01 up to
 about 0.3: above the Nyquist limit of a x4 (or x2) LR frame, below that of the HR frame, so a
 super-resolution model has band-limited high frequencies to recover, and nothing is white noise.
+
+Reproducibility: scenes are computed in float64 and rounded to 8 bits once, and the videos are
+stored losslessly (FFV1 in Matroska, written bit-exactly), so the decoded frames of a dataset equal
+:func:`synth_video`'s output and are the same bytes whatever process builds them, whatever its
+thread settings, and on any CPU. (The first version encoded with libx264, whose lookahead reads
+uninitialised memory: the same frames gave other bytes depending on the process's heap, and its
+4:2:0 chroma moved saturated fine detail by up to 209 levels.)
 """
 
 from __future__ import annotations
@@ -34,11 +41,16 @@ from fedvsr.data.video import write_video
 
 CLASSES: tuple[str, ...] = ("stripes-pan", "checker-zoom", "noise-objects", "waves-rotate")
 
-#: bumped whenever the renderer changes, so cached datasets built by an older one are rebuilt
-GENERATOR_VERSION = 1
+#: bumped whenever the renderer or the storage changes, so datasets built by an older one are rebuilt
+GENERATOR_VERSION = 2
+#: how the videos are stored: lossless FFV1 (RGB) in Matroska
+CODEC, PIX_FMT, SUFFIX = "ffv1", "bgr0", ".mkv"
 MANIFEST = "manifest.json"
 
-_TWO_PI = np.float32(2 * np.pi)
+#: every scene is computed in float64, so that the rounding to 8 bits cannot depend on the SIMD
+#: code path numpy picks for sin/cos/exp on this CPU (float32 results differ in the last bits)
+_REAL = np.float64
+_TWO_PI = _REAL(2 * np.pi)
 _EDGE_PX = 0.7  # width, in screen pixels, of the soft edges of checkers and shapes
 
 
@@ -54,8 +66,8 @@ class VideoEntry:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _f32(x: float | np.ndarray) -> np.ndarray:
-    return np.asarray(x, dtype=np.float32)
+def _real(x: float | np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=_REAL)
 
 
 def _camera(
@@ -73,8 +85,8 @@ def _camera(
 
 def _grating(wx: np.ndarray, wy: np.ndarray, angle: float, freq: float, phase: float) -> np.ndarray:
     """``sin(2 pi f (n . p) + phase)`` for the unit direction ``n`` at ``angle``."""
-    ca, sa = np.float32(np.cos(angle) * freq * 2 * np.pi), np.float32(np.sin(angle) * freq * 2 * np.pi)
-    return np.sin(ca * wx + sa * wy + np.float32(phase))
+    ca, sa = _REAL(np.cos(angle) * freq * 2 * np.pi), _REAL(np.sin(angle) * freq * 2 * np.pi)
+    return np.sin(ca * wx + sa * wy + _REAL(phase))
 
 
 def _soft_square(u: np.ndarray, cell_px: np.ndarray) -> np.ndarray:
@@ -84,17 +96,17 @@ def _soft_square(u: np.ndarray, cell_px: np.ndarray) -> np.ndarray:
     """
     frac = u - np.floor(u)
     dist = (0.5 - np.abs(frac - 0.5)) * cell_px  # screen pixels to the nearest cell edge
-    sign = np.where(np.floor(u) % 2 == 0, np.float32(1), np.float32(-1))
-    return sign * np.minimum(dist / np.float32(_EDGE_PX / 2), np.float32(1))
+    sign = np.where(np.floor(u) % 2 == 0, _REAL(1), _REAL(-1))
+    return sign * np.minimum(dist / _REAL(_EDGE_PX / 2), _REAL(1))
 
 
 def _soft_alpha(dist_px: np.ndarray) -> np.ndarray:
     """Coverage of a shape from the signed distance (screen pixels, positive inside) to its edge."""
-    return np.clip(0.5 + dist_px / np.float32(_EDGE_PX), 0, 1).astype(np.float32)
+    return np.clip(0.5 + dist_px / _REAL(_EDGE_PX), 0, 1).astype(_REAL)
 
 
 def _random_colour(rng: np.random.Generator, low: float = 0.1, high: float = 0.9) -> np.ndarray:
-    return _f32(rng.uniform(low, high, 3))
+    return _real(rng.uniform(low, high, 3))
 
 
 _GREY = np.full(3, 1 / np.sqrt(3))
@@ -113,7 +125,7 @@ def _colour_direction(rng: np.random.Generator, chroma: float = 1.0) -> np.ndarr
     n = rng.normal(0, 1, 3)
     n -= n.dot(_GREY) * _GREY
     c = rng.choice([-1.0, 1.0]) * _GREY + chroma * 1.2 * n / np.linalg.norm(n)
-    return _f32(c / np.linalg.norm(c))
+    return _real(c / np.linalg.norm(c))
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -149,11 +161,11 @@ def _stripes_pan(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: np
     wobble, period, phase = rng.uniform(0, 3.0), rng.uniform(8, 24), rng.uniform(0, 2 * np.pi)
     start = rng.uniform(-400, 400, 2)
     wob = wobble * np.sin(2 * np.pi * t / period + phase)
-    cx = _f32(start[0] + speed * np.cos(heading) * t + wob * -np.sin(heading))
-    cy = _f32(start[1] + speed * np.sin(heading) * t + wob * np.cos(heading))
-    wx, wy = _camera(xs, ys, cx, cy, _f32(np.zeros_like(t)), _f32(np.ones_like(t)))
+    cx = _real(start[0] + speed * np.cos(heading) * t + wob * -np.sin(heading))
+    cy = _real(start[1] + speed * np.sin(heading) * t + wob * np.cos(heading))
+    wx, wy = _camera(xs, ys, cx, cy, _real(np.zeros_like(t)), _real(np.ones_like(t)))
 
-    img = np.empty(wx.shape + (3,), np.float32)
+    img = np.empty(wx.shape + (3,), _REAL)
     img[:] = _random_colour(rng, 0.3, 0.7)
     k = 7
     freqs = np.sort([_log_uniform(rng, 0.012, 0.3) for _ in range(k)])
@@ -161,29 +173,29 @@ def _stripes_pan(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: np
     for f, a in zip(freqs, amps, strict=True):
         g = _grating(wx, wy, rng.uniform(0, np.pi), f, rng.uniform(0, 2 * np.pi))
         if f < 0.08 and rng.random() < 0.6:  # soft square wave: harmonics up to ~3f stay below 0.3
-            sharp = np.float32(rng.uniform(1.5, 3.0))
+            sharp = _REAL(rng.uniform(1.5, 3.0))
             g = np.tanh(sharp * g) / np.tanh(sharp)
         # slowly varying contrast, so the pattern is not strictly periodic
         env = 0.65 + 0.35 * _grating(wx, wy, rng.uniform(0, np.pi), rng.uniform(0.003, 0.01), rng.uniform(0, 7))
-        _add(img, _colour_direction(rng, _chroma_for(f)) * np.float32(a), g * env)
+        _add(img, _colour_direction(rng, _chroma_for(f)) * _REAL(a), g * env)
     return img
 
 
 def _checker_zoom(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Checkerboards at two scales plus discs and squares, under a slow zoom in/out and a drift."""
     amp, period, phase = rng.uniform(0.15, 0.3), rng.uniform(24, 64), rng.uniform(0, 2 * np.pi)
-    zoom = _f32(np.exp(amp * np.sin(2 * np.pi * t / period + phase)))
+    zoom = _real(np.exp(amp * np.sin(2 * np.pi * t / period + phase)))
     drift = rng.uniform(-0.5, 0.5, 2)
     start = rng.uniform(-300, 300, 2)
-    cx, cy = _f32(start[0] + drift[0] * t), _f32(start[1] + drift[1] * t)
-    wx, wy = _camera(xs, ys, cx, cy, _f32(np.full_like(t, rng.uniform(-0.3, 0.3))), zoom)
+    cx, cy = _real(start[0] + drift[0] * t), _real(start[1] + drift[1] * t)
+    wx, wy = _camera(xs, ys, cx, cy, _real(np.full_like(t, rng.uniform(-0.3, 0.3))), zoom)
 
-    img = np.empty(wx.shape + (3,), np.float32)
+    img = np.empty(wx.shape + (3,), _REAL)
     # coarse checkerboard, rotated
     cell, angle = rng.uniform(8, 20), rng.uniform(0, np.pi / 2)
-    ca, sa = np.float32(np.cos(angle)), np.float32(np.sin(angle))
-    u, v = (ca * wx + sa * wy) / np.float32(cell), (-sa * wx + ca * wy) / np.float32(cell)
-    cell_px = _f32(cell) * zoom
+    ca, sa = _REAL(np.cos(angle)), _REAL(np.sin(angle))
+    u, v = (ca * wx + sa * wy) / _REAL(cell), (-sa * wx + ca * wy) / _REAL(cell)
+    cell_px = _real(cell) * zoom
     checker = _soft_square(u, cell_px) * _soft_square(v, cell_px)
     col_a, col_b = _random_colour(rng), _random_colour(rng)
     mid, half_diff = (col_a + col_b) / 2, (col_a - col_b) / 2
@@ -191,29 +203,29 @@ def _checker_zoom(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: n
     _add(img, half_diff, checker)
     # fine low-contrast checkerboard at another angle
     cell2, angle2 = rng.uniform(3.5, 6), rng.uniform(0, np.pi / 2)
-    ca, sa = np.float32(np.cos(angle2)), np.float32(np.sin(angle2))
-    u, v = (ca * wx + sa * wy) / np.float32(cell2), (-sa * wx + ca * wy) / np.float32(cell2)
-    cell2_px = _f32(cell2) * zoom
-    _add(img, _colour_direction(rng, 0.3) * np.float32(0.08), _soft_square(u, cell2_px) * _soft_square(v, cell2_px))
+    ca, sa = _REAL(np.cos(angle2)), _REAL(np.sin(angle2))
+    u, v = (ca * wx + sa * wy) / _REAL(cell2), (-sa * wx + ca * wy) / _REAL(cell2)
+    cell2_px = _real(cell2) * zoom
+    _add(img, _colour_direction(rng, 0.3) * _REAL(0.08), _soft_square(u, cell2_px) * _soft_square(v, cell2_px))
     # shapes fixed in the world: they grow and shrink with the zoom
     h, w = ys.shape[1], xs.shape[2]
     for _ in range(rng.integers(4, 8)):
         centre = start + rng.uniform(-0.5, 0.5, 2) * (w, h)
         radius = rng.uniform(5, 0.2 * min(h, w) + 6)
-        dx, dy = wx - np.float32(centre[0]), wy - np.float32(centre[1])
+        dx, dy = wx - _REAL(centre[0]), wy - _REAL(centre[1])
         if rng.random() < 0.5:  # disc
-            dist = np.float32(radius) - np.sqrt(dx * dx + dy * dy)
+            dist = _REAL(radius) - np.sqrt(dx * dx + dy * dy)
         else:  # rotated square
             rot = rng.uniform(0, np.pi / 2)
-            cr, sr = np.float32(np.cos(rot)), np.float32(np.sin(rot))
-            dist = np.float32(radius) - np.maximum(np.abs(cr * dx + sr * dy), np.abs(-sr * dx + cr * dy))
+            cr, sr = _REAL(np.cos(rot)), _REAL(np.sin(rot))
+            dist = _REAL(radius) - np.maximum(np.abs(cr * dx + sr * dy), np.abs(-sr * dx + cr * dy))
         alpha = _soft_alpha(dist * zoom)
         layer = np.empty_like(img)
         layer[:] = _random_colour(rng)
         if rng.random() < 0.5:  # striped fill
             f = rng.uniform(0.06, 0.2)
             stripes = _grating(wx, wy, rng.uniform(0, np.pi), f, rng.uniform(0, 7))
-            _add(layer, _colour_direction(rng, _chroma_for(f)) * np.float32(0.2), stripes)
+            _add(layer, _colour_direction(rng, _chroma_for(f)) * _REAL(0.2), stripes)
         _blend(img, alpha, layer)
     return img
 
@@ -254,30 +266,30 @@ def _noise_objects(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: 
     fy = np.fft.fftfreq(size[0])[None, :, None]
     fx = np.fft.rfftfreq(size[1])[None, None, :]
     ramp = np.exp(2j * np.pi * (fx * shift_x[:, None, None] + fy * shift_y[:, None, None]))
-    img = np.empty((len(t), h, w, 3), np.float32)
+    img = np.empty((len(t), h, w, 3), _REAL)
     base = _random_colour(rng, 0.35, 0.65)
     for ch in range(3):
         field = np.fft.irfft2(spectra[ch][None] * ramp, s=size)[:, :h, :w]
-        img[..., ch] = (base[ch] + field).astype(np.float32)
+        img[..., ch] = (base[ch] + field).astype(_REAL)
     # objects: soft ellipses with their own gratings, bouncing and spinning
-    px, py = xs.astype(np.float32), ys.astype(np.float32)
+    px, py = xs.astype(_REAL), ys.astype(_REAL)
     for _ in range(rng.integers(3, 7)):
         a_ax, b_ax = rng.uniform(5, 0.12 * min(h, w) + 8, 2)
         speed, heading = rng.uniform(0.3, 2.5), rng.uniform(0, 2 * np.pi)
-        cx = _f32(_bounce(rng.uniform(-w / 2, w / 2), speed * np.cos(heading), t, w / 2))
-        cy = _f32(_bounce(rng.uniform(-h / 2, h / 2), speed * np.sin(heading), t, h / 2))
-        theta = _f32(rng.uniform(0, 2 * np.pi) + rng.uniform(-0.035, 0.035) * t)
+        cx = _real(_bounce(rng.uniform(-w / 2, w / 2), speed * np.cos(heading), t, w / 2))
+        cy = _real(_bounce(rng.uniform(-h / 2, h / 2), speed * np.sin(heading), t, h / 2))
+        theta = _real(rng.uniform(0, 2 * np.pi) + rng.uniform(-0.035, 0.035) * t)
         c, s = np.cos(theta), np.sin(theta)
         u = c * (px - cx) + s * (py - cy)  # sprite-local coordinates, rotating with it
         v = -s * (px - cx) + c * (py - cy)
-        radius = np.sqrt((u / np.float32(a_ax)) ** 2 + (v / np.float32(b_ax)) ** 2)
-        alpha = _soft_alpha((1 - radius) * np.float32(min(a_ax, b_ax)))
+        radius = np.sqrt((u / _REAL(a_ax)) ** 2 + (v / _REAL(b_ax)) ** 2)
+        alpha = _soft_alpha((1 - radius) * _REAL(min(a_ax, b_ax)))
         layer = np.empty_like(img)
         layer[:] = _random_colour(rng)
         for _ in range(rng.integers(1, 4)):
             f = _log_uniform(rng, 0.04, 0.28)
             g = _grating(u, v, rng.uniform(0, np.pi), f, rng.uniform(0, 7))
-            _add(layer, _colour_direction(rng, _chroma_for(f)) * np.float32(rng.uniform(0.08, 0.2)), g)
+            _add(layer, _colour_direction(rng, _chroma_for(f)) * _REAL(rng.uniform(0.08, 0.2)), g)
         _blend(img, alpha, layer)
     return img
 
@@ -287,24 +299,24 @@ def _waves_rotate(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: n
     omega = rng.choice([-1, 1]) * rng.uniform(0.008, 0.035)  # radians per frame
     speed, heading = rng.uniform(0.3, 1.5), rng.uniform(0, 2 * np.pi)
     start = rng.uniform(-300, 300, 2)
-    theta = _f32(rng.uniform(0, 2 * np.pi) + omega * t)
-    cx = _f32(start[0] + speed * np.cos(heading) * t)
-    cy = _f32(start[1] + speed * np.sin(heading) * t)
-    wx, wy = _camera(xs, ys, cx, cy, theta, _f32(np.ones_like(t)))
+    theta = _real(rng.uniform(0, 2 * np.pi) + omega * t)
+    cx = _real(start[0] + speed * np.cos(heading) * t)
+    cy = _real(start[1] + speed * np.sin(heading) * t)
+    wx, wy = _camera(xs, ys, cx, cy, theta, _real(np.ones_like(t)))
 
-    img = np.empty(wx.shape + (3,), np.float32)
+    img = np.empty(wx.shape + (3,), _REAL)
     img[:] = _random_colour(rng, 0.35, 0.65)
     for _ in range(5):
         f = _log_uniform(rng, 0.015, 0.26)
         g = _grating(wx, wy, rng.uniform(0, np.pi), f, rng.uniform(0, 2 * np.pi))
-        _add(img, _colour_direction(rng, _chroma_for(f)) * np.float32(0.14 * (f / 0.05) ** -0.3), g)
+        _add(img, _colour_direction(rng, _chroma_for(f)) * _REAL(0.14 * (f / 0.05) ** -0.3), g)
     h, w = ys.shape[1], xs.shape[2]
     for _ in range(2):
         centre = start + rng.uniform(-1, 1, 2) * (w, h)
-        r = np.sqrt((wx - np.float32(centre[0])) ** 2 + (wy - np.float32(centre[1])) ** 2)
+        r = np.sqrt((wx - _REAL(centre[0])) ** 2 + (wy - _REAL(centre[1])) ** 2)
         f = rng.uniform(0.04, 0.2)
-        g = np.sin(_TWO_PI * np.float32(f) * r + np.float32(rng.uniform(0, 7)))
-        _add(img, _colour_direction(rng, _chroma_for(f)) * np.float32(0.12), g)
+        g = np.sin(_TWO_PI * _REAL(f) * r + _REAL(rng.uniform(0, 7)))
+        _add(img, _colour_direction(rng, _chroma_for(f)) * _REAL(0.12), g)
     # gentle S-curve, as a camera's tone curve would do
     return 0.5 + 0.55 * np.tanh((img - 0.5) / 0.55)
 
@@ -342,10 +354,10 @@ def synth_video(seed: int, label: str, frames: int, height: int, width: int) -> 
         raise ValueError(f"need frames >= 1 and height, width >= 2, got {frames}x{height}x{width}")
     rng = np.random.default_rng([int(seed), CLASSES.index(label)])
     t = np.arange(frames, dtype=np.float64)[:, None, None]
-    ys = _f32(np.arange(height) - (height - 1) / 2)[None, :, None]
-    xs = _f32(np.arange(width) - (width - 1) / 2)[None, None, :]
+    ys = _real(np.arange(height) - (height - 1) / 2)[None, :, None]
+    xs = _real(np.arange(width) - (width - 1) / 2)[None, None, :]
     img = _RENDERERS[label](rng, t, ys, xs)
-    return np.clip(np.rint(img * np.float32(255)), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(img * _REAL(255)), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- dataset on disk
@@ -356,7 +368,8 @@ def video_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint32)[0])
 
 
-def _params(videos: int, frames: int, height: int, width: int, seed: int, crf: int) -> dict[str, int]:
+def dataset_params(videos: int, frames: int, height: int, width: int, seed: int) -> dict[str, int | str]:
+    """What a synthetic dataset is a function of (its manifest records them)."""
     return {
         "generator_version": GENERATOR_VERSION,
         "videos": videos,
@@ -364,7 +377,7 @@ def _params(videos: int, frames: int, height: int, width: int, seed: int, crf: i
         "height": height,
         "width": width,
         "seed": seed,
-        "crf": crf,
+        "codec": CODEC,
     }
 
 
@@ -393,11 +406,11 @@ def _up_to_date(root: Path, params: dict) -> list[VideoEntry] | None:
 
 
 def build_synthetic_dataset(
-    root: str | os.PathLike, videos: int, frames: int, height: int, width: int, seed: int, crf: int = 10
+    root: str | os.PathLike, videos: int, frames: int, height: int, width: int, seed: int
 ) -> list[VideoEntry]:
     """Render and encode the synthetic dataset, or reuse the one already at ``root``.
 
-    Writes ``root/<label>/<label>_<k:04d>.mp4`` (libx264, yuv420p, ``crf``) where video ``k`` has
+    Writes ``root/<label>/<label>_<k:04d>.mkv`` (lossless FFV1) where video ``k`` has
     class ``CLASSES[k % len(CLASSES)]`` and seed :func:`video_seed` ``(seed, k)``, and
     ``root/manifest.json`` with the parameters and entries. When the manifest holds the same
     parameters and every file exists, nothing is encoded. Safe to call from several processes at
@@ -406,10 +419,8 @@ def build_synthetic_dataset(
     """
     if videos < 1:
         raise ValueError(f"videos must be at least 1, got {videos}")
-    if height % 2 or width % 2:
-        raise ValueError(f"height and width must be even (H.264 yuv420p), got {height}x{width}")
     root = Path(root).resolve()
-    params = _params(videos, frames, height, width, seed, crf)
+    params = dataset_params(videos, frames, height, width, seed)
     entries = _up_to_date(root, params)
     if entries is not None:
         return entries
@@ -424,9 +435,9 @@ def build_synthetic_dataset(
             for k in range(videos):
                 label = CLASSES[k % len(CLASSES)]
                 name = f"{label}_{k:04d}"
-                path = root / label / f"{name}.mp4"
+                path = root / label / f"{name}{SUFFIX}"
                 clip = synth_video(video_seed(seed, k), label, frames, height, width)
-                write_video(path, clip, crf=crf)
+                write_video(path, clip, codec=CODEC, pix_fmt=PIX_FMT)
                 entries.append(VideoEntry(str(path), label, name))
             manifest = {
                 "params": params,

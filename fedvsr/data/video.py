@@ -1,8 +1,12 @@
 """Video I/O with PyAV: decode video files or frame folders, encode clips, write frame folders.
 
-Every array here is ``(T, H, W, 3)`` ``uint8`` RGB. Encoding runs single-threaded so that the
-same frames and settings give the same bytes on any machine (x264/x265 output depends on the
-thread count); decoding is bit-exact whatever the threads.
+Every array here is ``(T, H, W, 3)`` ``uint8`` RGB. Encoding runs single-threaded (x264/x265 output
+depends on the thread count); decoding is bit-exact whatever the threads. Even single-threaded,
+the libx264 and libx265 bundled with PyAV are not always deterministic: measured with
+``MALLOC_PERTURB_``, libx264's mb-tree lookahead reads uninitialised memory at every frame size
+tried (32x32 to 320x180), and libx265 does at some sizes (64x64, 72x64, 128x64), so the same frames
+can encode to other bytes in another process. FFV1 (lossless) is deterministic; the built-in
+synthetic videos use it.
 """
 
 from __future__ import annotations
@@ -154,8 +158,10 @@ def write_video(
 
     ``crf`` / ``qp`` are passed to the encoder as options (libx264, libx265). ``crf=0`` with
     ``pix_fmt="yuv444p"`` and libx264 is lossless up to the RGB <-> YUV conversion (off by at
-    most a few levels). The file is encoded next to ``path`` and renamed over it, so a reader
-    never sees half a file. The container follows the suffix of ``path``.
+    most a few levels); ``codec="ffv1", pix_fmt="bgr0"`` is lossless in RGB. The muxer runs
+    bit-exact (no random ids or version strings), so a deterministic encoder gives the same bytes
+    every time. The file is encoded next to ``path`` and renamed over it, so a reader never sees
+    half a file. The container follows the suffix of ``path``.
     """
     path = Path(path)
     _check_frames(frames)
@@ -182,7 +188,7 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
     try:
-        with av.open(str(tmp), mode="w") as container:
+        with av.open(str(tmp), mode="w", container_options={"fflags": "+bitexact"}) as container:
             stream = container.add_stream(codec, rate=fps)
             stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
             stream.codec_context.time_base = Fraction(1, fps)

@@ -20,6 +20,7 @@ from torch import nn
 
 from fedvsr.fl.aggregate import Params, PartialAggregate, all_finite
 from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy, local_params
+from fedvsr.models.base import StepHooks, VSRModel
 
 StepLoss = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
 
@@ -49,31 +50,56 @@ def epoch_batches(dataset, batch_size: int, seed: int, epoch: int, collate, devi
         yield tuple(t.to(device, non_blocking=True) for t in collate(items))
 
 
+def _plain_step(step_loss: StepLoss):
+    """A ``training_step`` for a module without one (a test's toy model): one optimizer, one step."""
+
+    def training_step(model: nn.Module, batch: Any, optimizers: dict[str, torch.optim.Optimizer],
+                      hooks: StepHooks) -> torch.Tensor:
+        model_loss, sr, target = step_loss(model, batch)
+        loss = hooks.objective(model_loss, sr, target)
+        hooks.apply(loss, optimizers["model"])
+        return loss.detach()
+
+    return training_step
+
+
 def train_local(
     ctx: ClientContext,
     strategy: Strategy,
     batches: Callable[[int], Iterable[Any]],
     epochs: int,
     optimizer: str = "adam",
-    step_loss: StepLoss = vsr_step_loss,
+    step_loss: StepLoss | None = None,
 ) -> LocalResult:
-    """Train ``ctx.model`` (already holding the global weights) for ``epochs`` local epochs."""
+    """Train ``ctx.model`` (already holding the global weights) for ``epochs`` local epochs.
+
+    Each mini-batch is one call of the model's :meth:`~fedvsr.models.base.VSRModel.training_step`
+    (or, with ``step_loss`` or for a module without one, a plain step on ``step_loss``)."""
     start = time.perf_counter()
     model = ctx.model
     model.train()
-    opt = make_optimizer(optimizer, model.parameters(), ctx.lr)
+    if step_loss is None and isinstance(model, VSRModel):
+        groups, step = model.optimizer_groups(), type(model).training_step
+    else:
+        groups = {"model": [p for p in model.parameters() if p.requires_grad]}
+        step = _plain_step(step_loss or vsr_step_loss)
+    opts = {name: make_optimizer(optimizer, params, ctx.lr) for name, params in groups.items() if params}
+
+    def apply(loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        strategy.before_step(ctx)
+        opt.step()
+
+    hooks = StepHooks(objective=lambda model_loss, sr, target: strategy.local_objective(ctx, model_loss, sr, target),
+                      apply=apply)
     strategy.begin_local(ctx)
     total = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
     for epoch in range(epochs):
         for batch in batches(epoch):
-            opt.zero_grad(set_to_none=True)
-            model_loss, sr, target = step_loss(model, batch)
-            loss = strategy.local_objective(ctx, model_loss, sr, target)
-            loss.backward()
-            strategy.before_step(ctx)
-            opt.step()
+            reported = step(model, batch, opts, hooks)
             ctx.steps += 1
-            total += loss.detach().to(torch.float64)
+            total += reported.to(torch.float64)
     seconds = time.perf_counter() - start
     mean_loss = float(total) / max(ctx.steps, 1)
     result = LocalResult(ctx.client, ctx.samples, ctx.steps, mean_loss, seconds)
@@ -93,7 +119,7 @@ def run_client(
     epochs: int,
     partial: PartialAggregate,
     optimizer: str = "adam",
-    step_loss: StepLoss = vsr_step_loss,
+    step_loss: StepLoss | None = None,
 ) -> tuple[LocalResult, float, Params | None]:
     """Train one client and, if its result is usable, add it to ``partial``.
 

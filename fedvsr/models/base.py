@@ -9,12 +9,36 @@ A model takes a low-resolution clip ``lr: (b, t, c, h, w)`` with values in [0, 1
 
 where ``s == model.scale``. The family's training recipe is :meth:`VSRModel.vsr_loss`
 (``L_VSR`` in the FedVSR paper); strategies add their own terms on top of it.
+
+Local training calls :meth:`VSRModel.training_step` once per mini-batch with one optimizer per
+entry of :meth:`VSRModel.optimizer_groups`. The default is one optimizer over every trainable
+parameter and one step on ``L_VSR`` plus the strategy's terms; a family with its own recipe (a GAN
+with a discriminator step, an autoencoder kept frozen while its backbone trains) overrides the two.
+Whatever it does, it passes the loss that includes the strategy's terms through ``hooks.objective``
+and steps every optimizer through ``hooks.apply``, which runs ``backward``, the strategy's gradient
+correction (SCAFFOLD), gradient clipping and the optimizer step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
+
+
+@dataclass
+class StepHooks:
+    """What the federated runtime lends a model's :meth:`VSRModel.training_step`."""
+
+    #: ``objective(model_loss, sr, target) -> loss``: the model's loss plus the strategy's local terms
+    #: (FedProx's proximal term, FedVSR's DWT loss); ``sr`` / ``target`` may be None when unused
+    objective: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
+    #: ``apply(loss, optimizer)``: zero that optimizer's gradients, ``loss.backward()``, the strategy's
+    #: gradient correction, gradient clipping, ``optimizer.step()``
+    apply: Callable[[torch.Tensor, torch.optim.Optimizer], None]
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -44,6 +68,22 @@ class VSRModel(nn.Module):
     def vsr_loss(self, sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """``L_VSR``: the family's training loss. ``sr`` is ``forward(lr)``, ``hr`` the whole HR clip."""
         return charbonnier(sr, self.target(hr), self.charbonnier_eps)
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters trained locally, one optimizer per entry (fresh each round). Default: one
+        ``"model"`` optimizer over every parameter that requires a gradient."""
+        return {"model": [p for p in self.parameters() if p.requires_grad]}
+
+    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer],
+                      hooks: StepHooks) -> torch.Tensor:
+        """One local step on ``batch = (lr, hr)``; returns the loss this client reports for the step
+        (detached; its mean over the local epochs is ``L_i`` of loss-aware aggregation)."""
+        lr, hr = batch
+        sr = self(lr)
+        target = self.target(hr)
+        loss = hooks.objective(self.vsr_loss(sr, hr, lr), sr, target)
+        hooks.apply(loss, optimizers["model"])
+        return loss.detach()
 
     def check_input(self, lr: torch.Tensor) -> None:
         if lr.dim() != 5 or lr.shape[1] != self.num_frames:

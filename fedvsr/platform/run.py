@@ -11,12 +11,14 @@ import ray
 import yaml
 
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
+from fedvsr.platform.cluster import join_cluster
 from fedvsr.platform.coordinator import Coordinator, on_this_node
 from fedvsr.platform.results import write_text_atomic
 
 
-def prepare_out_dir(out: Path, cfg: ExperimentConfig | None, resume: bool) -> ExperimentConfig:
-    """Create ``out`` and write ``config.yaml``; on resume, reuse the config saved there (``cfg`` is ignored)."""
+def run_config(out: Path, cfg: ExperimentConfig | None, resume: bool) -> ExperimentConfig:
+    """The config of the run in ``out``: on resume the one saved there (``cfg`` is ignored); else ``cfg``,
+    after checking that ``out`` holds no other run."""
     saved = out / "config.yaml"
     if resume:
         if not saved.exists():
@@ -26,8 +28,6 @@ def prepare_out_dir(out: Path, cfg: ExperimentConfig | None, resume: bool) -> Ex
         raise ConfigError(
             f"output folder {str(out)!r} already holds a run; pass --resume to continue it or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(saved, cfg.to_yaml())
     return cfg
 
 
@@ -38,7 +38,7 @@ def init_ray(cfg: ExperimentConfig) -> bool:
     p = cfg.platform
     common = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": True}
     if p.address:
-        ray.init(address=p.address, **common)
+        join_cluster(p.address, **common)
         return True
     if p.gpus_per_worker > 0:
         import torch
@@ -60,8 +60,11 @@ def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, res
     """Run one federated experiment to the end, or with ``resume`` continue the one in ``out_dir`` from its
     checkpoint under the config saved there (``cfg`` may then be None); returns the summary."""
     out = Path(out_dir).resolve()
-    cfg = prepare_out_dir(out, cfg, resume)
-    started = init_ray(cfg)
+    cfg = run_config(out, cfg, resume)
+    started = init_ray(cfg)  # before the folder is written: an unreachable cluster leaves nothing behind
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", cfg.to_yaml())
     coordinator = None
     try:
         coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(

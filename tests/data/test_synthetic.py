@@ -117,36 +117,75 @@ def test_unknown_label_and_bad_sizes():
 
 def test_build_dataset_and_manifest(tmp_path):
     root = tmp_path / "synth"
-    entries = build_synthetic_dataset(root, videos=6, frames=3, height=32, width=32, seed=7, crf=10)
+    entries = build_synthetic_dataset(root, videos=6, frames=3, height=32, width=32, seed=7)
     assert [e.label for e in entries] == [CLASSES[i % len(CLASSES)] for i in range(6)]
     assert [e.name for e in entries] == [f"{CLASSES[i % len(CLASSES)]}_{i:04d}" for i in range(6)]
     for e in entries:
         assert Path(e.path).is_absolute()
-        assert Path(e.path) == root.resolve() / e.label / f"{e.name}.mp4"
+        assert Path(e.path) == root.resolve() / e.label / f"{e.name}.mkv"
     assert load_manifest(root) == entries
     manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["params"]["videos"] == 6 and manifest["params"]["crf"] == 10
-    assert manifest["entries"][1]["path"] == "checker-zoom/checker-zoom_0001.mp4"  # relative: root can move
+    assert manifest["params"]["videos"] == 6 and manifest["params"]["codec"] == "ffv1"
+    assert manifest["entries"][1]["path"] == "checker-zoom/checker-zoom_0001.mkv"  # relative: root can move
 
-    decoded = read_video(entries[2].path)
-    rendered = synth_video(video_seed(7, 2), entries[2].label, 3, 32, 32)
-    assert decoded.shape == (3, 32, 32, 3)
-    mse = np.mean((_luma(decoded) - _luma(rendered)) ** 2)
-    assert 10 * np.log10(255**2 / mse) > 35
+    # stored losslessly: every decoded frame is the rendered frame, bit for bit
+    for k, e in enumerate(entries):
+        np.testing.assert_array_equal(read_video(e.path), synth_video(video_seed(7, k), e.label, 3, 32, 32))
 
     # same parameters: nothing re-encoded
     stamps = [os.stat(e.path).st_mtime_ns for e in entries]
-    assert build_synthetic_dataset(root, 6, 3, 32, 32, 7, crf=10) == entries
+    assert build_synthetic_dataset(root, 6, 3, 32, 32, 7) == entries
     assert [os.stat(e.path).st_mtime_ns for e in entries] == stamps
 
-    # a missing file or other parameters: rebuilt
+    # a missing file or other parameters: rebuilt, to the same bytes
+    data = Path(entries[0].path).read_bytes()
     os.remove(entries[0].path)
-    again = build_synthetic_dataset(root, 6, 3, 32, 32, 7, crf=10)
-    assert again == entries and Path(entries[0].path).is_file()
-    rebuilt = build_synthetic_dataset(root, 4, 3, 32, 32, 7, crf=20)
+    again = build_synthetic_dataset(root, 6, 3, 32, 32, 7)
+    assert again == entries and Path(entries[0].path).read_bytes() == data
+    rebuilt = build_synthetic_dataset(root, 4, 5, 32, 32, 7)
     assert len(rebuilt) == 4 and load_manifest(root) == rebuilt
-    assert json.loads((root / "manifest.json").read_text())["params"]["crf"] == 20
+    assert json.loads((root / "manifest.json").read_text())["params"]["frames"] == 5
     assert not [p for p in root.rglob("*") if ".tmp" in p.name]
+
+
+#: process environments that changed the bytes of libx264-encoded synthetic videos: thread settings,
+#: heap contents (glibc fills freed / new memory with this byte) and numpy's SIMD code path (an older CPU)
+ENVIRONMENTS = {
+    "plain": {},
+    "one-thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    "perturbed-heap": {"MALLOC_PERTURB_": "77", "OMP_NUM_THREADS": "2"},
+    "no-avx2": {"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"},
+}
+DROPPED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_PERTURB_", "NPY_DISABLE_CPU_FEATURES")
+
+
+def _build_in_subprocess(root: Path, extra_env: dict[str, str]) -> list[str]:
+    code = (
+        "import hashlib, json, sys; from fedvsr.data.synthetic import build_synthetic_dataset; "
+        "from fedvsr.data.video import read_video; "
+        f"e = build_synthetic_dataset({str(root)!r}, 10, 5, 64, 64, 0); "
+        "print(json.dumps([hashlib.sha256(read_video(x.path).tobytes()).hexdigest() for x in e]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED}
+    env.update(PYTHONPATH=str(REPO), **extra_env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_dataset_decodes_to_the_same_frames_in_any_process_environment(tmp_path):
+    """The built-in dataset is the same frames whoever builds it (issue: libx264 gave other bytes with
+    OMP_NUM_THREADS=1 than without, and a build into another folder differed on 3 of 10 files)."""
+    hashes = {name: _build_in_subprocess(tmp_path / name, env) for name, env in ENVIRONMENTS.items()}
+    reference = hashes.pop("plain")
+    assert len(reference) == 10 and len(set(reference)) == 10
+    for name, h in hashes.items():
+        differ = [i for i, (a, b) in enumerate(zip(h, reference, strict=True)) if a != b]
+        assert not differ, f"{name}: videos {differ} decode to other frames"
+    # and they are the frames this process renders
+    for k, digest in enumerate(reference):
+        frames = synth_video(video_seed(0, k), CLASSES[k % len(CLASSES)], 5, 64, 64)
+        assert hashlib.sha256(frames.tobytes()).hexdigest() == digest
 
 
 def test_video_seeds_differ():

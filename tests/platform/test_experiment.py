@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -132,7 +133,7 @@ def test_corrupt_video_drops_its_client_and_the_round_completes(ray_local, synth
     entries = build_synthetic_dataset(tmp_path / "src", 10, 5, 64, 64, seed=0)
     for e in entries:
         (folder / e.label).mkdir(parents=True, exist_ok=True)
-        (folder / e.label / f"{e.name}.mp4").write_bytes(open(e.path, "rb").read())
+        (folder / e.label / Path(e.path).name).write_bytes(Path(e.path).read_bytes())
     scanned = scan_folder(folder)
     client_idx, _ = split_holdout(scanned, 2, 0)
     victim = scanned[client_idx[0]]
