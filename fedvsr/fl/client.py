@@ -85,8 +85,9 @@ def train_local(
         step = _plain_step(step_loss or vsr_step_loss)
     opts = {name: make_optimizer(optimizer, params, ctx.lr) for name, params in groups.items() if params}
 
-    def apply(loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        opt.zero_grad(set_to_none=True)
+    def apply(loss: torch.Tensor, opt: torch.optim.Optimizer, zero_grad: bool = True) -> None:
+        if zero_grad:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
         strategy.before_step(ctx)
         opt.step()

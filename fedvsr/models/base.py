@@ -36,9 +36,10 @@ class StepHooks:
     #: ``objective(model_loss, sr, target) -> loss``: the model's loss plus the strategy's local terms
     #: (FedProx's proximal term, FedVSR's DWT loss); ``sr`` / ``target`` may be None when unused
     objective: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
-    #: ``apply(loss, optimizer)``: zero that optimizer's gradients, ``loss.backward()``, the strategy's
-    #: gradient correction, gradient clipping, ``optimizer.step()``
-    apply: Callable[[torch.Tensor, torch.optim.Optimizer], None]
+    #: ``apply(loss, optimizer, zero_grad=True)``: zero that optimizer's gradients (unless ``zero_grad`` is
+    #: False: gradient accumulation, where earlier micro-batches already called ``backward``),
+    #: ``loss.backward()``, the strategy's gradient correction, gradient clipping, ``optimizer.step()``
+    apply: Callable[..., None]
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
