@@ -2,6 +2,9 @@
 
     fedvsr simulate [--config FILE] [--set key=value ...] [--out DIR] [--resume]
     fedvsr models [--json]
+    fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--resume] [--address ADDR] [--set k=v ...]
+    fedvsr best DIR... [--metric psnr|ssim|loss] [--where k=v ...] [--top K] [--json]
+    fedvsr report DIR
 """
 
 from __future__ import annotations
@@ -104,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--no-flops", dest="flops", action="store_false",
                         help="skip counting FLOPs (faster)")
     models.set_defaults(func=_models)
+
+    from fedvsr.sweeps.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 

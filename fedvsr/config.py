@@ -220,6 +220,50 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """``tree["fl"]["mu"] = value`` for ``dotted = "fl.mu"``, creating sections as needed (in place)."""
+    _set_dotted(tree, dotted, value)
+
+
+def config_field(dotted: str) -> dataclasses.Field | None:
+    """The dataclass field of a dotted key (``"fl.mu"``), None for a free-form key under a mapping
+    field (``"model.options.group_size"``); raises ConfigError for a key that does not exist."""
+    cls, parts = ExperimentConfig, dotted.split(".")
+    for i, part in enumerate(parts):
+        by_name = {f.name: f for f in fields(cls)}
+        if part not in by_name:
+            where = ".".join(parts[:i])
+            raise ConfigError(f"unknown key {dotted!r}; allowed keys{' in ' + repr(where) if where else ''}: "
+                              + ", ".join(sorted(by_name)))
+        f = by_name[part]
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            if i == len(parts) - 1:
+                raise ConfigError(f"{dotted!r} is a section, not a key; its keys: "
+                                  + ", ".join(sorted(g.name for g in fields(sub))))
+            cls = sub
+            continue
+        if i == len(parts) - 1:
+            return f
+        if _field_type(f) is dict:
+            return None  # free-form mapping (model.options): checked when the model is built
+        parent = ".".join(parts[: i + 1])
+        raise ConfigError(f"unknown key {dotted!r}: {parent!r} is a key ({_allowed(f)}), not a section")
+    return None
+
+
+def check_value(dotted: str, value: Any) -> Any:
+    """The value as the config would store it, or ConfigError naming key, value and what is allowed."""
+    f = config_field(dotted)
+    return value if f is None else _coerce(dotted, f, value)
+
+
+def allowed_values(dotted: str) -> str:
+    """What a key allows, in words (``"a number > 0.0"``); empty for a free-form key."""
+    f = config_field(dotted)
+    return "" if f is None else _allowed(f)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``"fl.lr=1e-3"`` -> ``("fl.lr", 0.001)``; the value is parsed as YAML (so ``1e-3`` stays a string
     until the float field coerces it, and ``{a: 1}`` is a mapping)."""

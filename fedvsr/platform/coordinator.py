@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.placement_group import PlacementGroup
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from fedvsr.config import config_from_dict
 from fedvsr.data.sources import resolve_videos, split_holdout
@@ -31,6 +32,7 @@ from fedvsr.platform.checkpoint import load_checkpoint, save_arrays, save_checkp
 from fedvsr.platform.results import ResultsStore, write_json_atomic, write_parquet_atomic
 from fedvsr.platform.state_store import ClientStateStore
 from fedvsr.platform.worker import ClientWorker
+from fedvsr.report import plot_psnr
 
 
 def on_this_node() -> NodeAffinitySchedulingStrategy:
@@ -41,7 +43,8 @@ def on_this_node() -> NodeAffinitySchedulingStrategy:
 class Coordinator:
     """Holds the global model and the strategy's server state; drives the worker pool round by round."""
 
-    def __init__(self, cfg_dict: dict[str, Any], out_dir: str, resume: bool = False) -> None:
+    def __init__(self, cfg_dict: dict[str, Any], out_dir: str, resume: bool = False,
+                 placement_group: PlacementGroup | None = None) -> None:
         self.cfg = cfg = config_from_dict(cfg_dict)
         self.out = Path(out_dir)
         self.strategy = build_strategy(cfg.fl)
@@ -59,8 +62,12 @@ class Coordinator:
 
         # the worker pool: long-lived actors sized from platform.*
         p = cfg.platform
+        # inside a sweep trial the workers take the bundles of the trial's placement group, so trials
+        # running side by side never starve each other
+        placement = {} if placement_group is None else {
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group)}
         remote = ray.remote(ClientWorker).options(
-            num_cpus=p.cpus_per_worker, num_gpus=p.gpus_per_worker, max_restarts=2, max_task_retries=2,
+            num_cpus=p.cpus_per_worker, num_gpus=p.gpus_per_worker, max_restarts=2, max_task_retries=2, **placement,
         )
         self.workers = [remote.remote(cfg_dict, i, videos, self.client_videos, held_out)
                         for i in range(p.workers)]
@@ -204,27 +211,3 @@ class Coordinator:
         plot_psnr([{"round": 0, "psnr": self.initial["psnr"]}, *rounds], self.bicubic["psnr"],
                   self.out / "psnr.png", title=f"{summary['model']}/{summary['preset']} - {summary['strategy']}")
         return summary
-
-
-def plot_psnr(rounds: list[dict[str, Any]], bicubic_psnr: float, path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.plot([r["round"] for r in rounds], [r["psnr"] for r in rounds], "o-", label="global model")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.axhline(bicubic_psnr, color="gray", linestyle="--", label=f"bicubic ({bicubic_psnr:.2f} dB)")
-    ax.set_xlabel("round")
-    ax.set_ylabel("PSNR (dB, Y)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)

@@ -9,6 +9,7 @@ from typing import Any
 
 import ray
 import yaml
+from ray.util.placement_group import PlacementGroup
 
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
 from fedvsr.platform.cluster import join_cluster
@@ -56,9 +57,12 @@ def init_ray(cfg: ExperimentConfig) -> bool:
 
 def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, resume: bool = False,
                    on_round: Callable[[dict[str, Any]], None] | None = None,
-                   on_start: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   on_start: Callable[[dict[str, Any]], None] | None = None,
+                   placement_group: PlacementGroup | None = None) -> dict[str, Any]:
     """Run one federated experiment to the end, or with ``resume`` continue the one in ``out_dir`` from its
-    checkpoint under the config saved there (``cfg`` may then be None); returns the summary."""
+    checkpoint under the config saved there (``cfg`` may then be None); returns the summary.
+
+    ``placement_group``: reserve the client workers' resources there (a sweep trial's group)."""
     out = Path(out_dir).resolve()
     cfg = run_config(out, cfg, resume)
     started = init_ray(cfg)  # before the folder is written: an unreachable cluster leaves nothing behind
@@ -68,7 +72,7 @@ def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, res
     coordinator = None
     try:
         coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
-            cfg.to_dict(), str(out), resume
+            cfg.to_dict(), str(out), resume, placement_group
         )
         info = ray.get(coordinator.info.remote())
         if on_start:

@@ -1,0 +1,144 @@
+"""The sweep commands of ``fedvsr``: ``sweep``, ``best`` and ``report``.
+
+    fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--seed S] [--address ADDR] [--set k=v ...]
+    fedvsr sweep --resume --out DIR
+    fedvsr sweep --list
+    fedvsr best DIR... [--metric psnr|ssim|loss|COLUMN] [--mode max|min] [--where k=v ...] [--top K] [--json]
+    fedvsr report DIR [--out DIR] [--top K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from fedvsr.config import ConfigError
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from fedvsr.sweeps.spec import list_specs, load_spec
+
+    if args.list:
+        specs = list_specs()
+        width = max(len(n) for n, _ in specs)
+        for name, description in specs:
+            print(f"{name:<{width}}  {' '.join(description.split())}")
+        return 0
+    if not args.spec and not args.resume:
+        raise ConfigError("fedvsr sweep needs a SPEC (a shipped name, see --list, or a YAML file), "
+                          "or --resume --out DIR")
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out DIR, the folder of the sweep to continue")
+        if args.set or args.trials is not None or args.seed is not None:
+            raise ConfigError("--resume continues a sweep as it was started; --set, --trials and --seed cannot change "
+                              "it (Tune cannot change a sweep's search space on restore)")
+    spec = load_spec(args.spec, args.set, args.trials, args.seed) if args.spec else None
+    out = Path(args.out or f"runs/sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    from fedvsr.sweeps.runner import run_sweep
+
+    run_sweep(spec, out, concurrent=args.concurrent, resume=args.resume, address=args.address)
+    print(f"next: fedvsr best {out}   |   fedvsr report {out}", flush=True)
+    return 0
+
+
+def _varying(rows: list[dict[str, Any]], skip: set[str]) -> list[str]:
+    """Config columns whose values differ among ``rows`` (what distinguishes the runs)."""
+    from fedvsr.sweeps.results import RESULT_COLUMNS
+
+    keys = sorted({k for r in rows for k in r} - set(RESULT_COLUMNS) - skip)
+    return [k for k in keys if len({json.dumps(r.get(k), default=str) for r in rows}) > 1]
+
+
+def _best(args: argparse.Namespace) -> int:
+    from fedvsr.sweeps.results import collect_rows, parse_where, rank, winner_yaml
+
+    try:
+        rows = collect_rows(args.dirs)
+        ranked, column, mode = rank(rows, args.metric, args.mode, parse_where(args.where), args.include_stopped)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    if not ranked:
+        statuses = {}
+        for r in rows:
+            statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+        raise ConfigError(f"no run to rank among {len(rows)} ({', '.join(f'{n} {s}' for s, n in statuses.items())})"
+                          + (" matching --where" if args.where else "")
+                          + ("" if args.include_stopped else "; --include-stopped also ranks trials ASHA stopped"))
+    top = ranked[: args.top or 1]
+    if args.json:
+        print(json.dumps(top if args.top else top[0], indent=2, default=str))
+        return 0
+    if not args.top:
+        print(winner_yaml(top[0], column, mode, len(ranked)), end="")
+        return 0
+    varying = _varying(top, skip={"data.root", "platform.address"})
+    print(f"top {len(top)} of {len(ranked)} by {column} ({mode}):")
+    print(f"{'#':>3} {column:>11} {'status':<9} {'rounds':>6}  {'sweep/trial':<32} " + "  ".join(varying))
+    for i, r in enumerate(top, 1):
+        name = f"{r['sweep']}/{r['trial']}" if r.get("sweep") else r["trial"]
+        values = "  ".join(_fmt(r.get(k)) for k in varying)
+        print(f"{i:>3} {r[column]:>11.4f} {r['status']:<9} {r['rounds_run']:>6}  {name:<32} {values}")
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fedvsr.report import sweep_report
+
+    try:
+        paths = sweep_report(args.dir, args.out, top=args.top, compare=args.compare)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
+    for p in paths:
+        print(p)
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register ``sweep``, ``best`` and ``report`` on the ``fedvsr`` subparsers."""
+    sw = sub.add_parser("sweep", help="run a Ray Tune sweep of experiments (Optuna or grid, ASHA on rounds)",
+                        description="Run a sweep: SPEC is a shipped spec (fedvsr sweep --list) or a YAML file.")
+    sw.add_argument("spec", nargs="?", help="shipped spec name or YAML file")
+    sw.add_argument("--list", action="store_true", help="list the shipped specs and exit")
+    sw.add_argument("--out", help="sweep folder (default: runs/sweep-<spec>-<time>)")
+    sw.add_argument("--trials", type=int, help="optuna: number of trials (overrides the spec)")
+    sw.add_argument("--concurrent", type=int, help="trials running at once (default: as many as resources allow)")
+    sw.add_argument("--seed", type=int, help="seed of the searcher (overrides the spec's)")
+    sw.add_argument("--address", help="Ray cluster to run on (host:port or auto); default: a local Ray")
+    sw.add_argument("--resume", action="store_true", help="continue the sweep in --out (finished trials are kept)")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="fix a config key for every trial, e.g. --set fl.rounds=10 (repeatable)")
+    sw.set_defaults(func=_sweep)
+
+    best = sub.add_parser("best", help="the best config of sweeps and runs (YAML for simulate --config)")
+    best.add_argument("dirs", nargs="+", metavar="DIR", help="sweep folders, run folders, or folders holding them")
+    best.add_argument("--metric", default="psnr", help="psnr, ssim, loss (final values) or a column (best_psnr)")
+    best.add_argument("--mode", choices=["max", "min"], help="default: max for psnr/ssim, min for loss")
+    best.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                      help="only runs with this config value, e.g. --where fl.strategy=fedvsr (repeatable)")
+    best.add_argument("--top", type=int, help="print the top K as a table instead of the winner's YAML")
+    best.add_argument("--include-stopped", action="store_true",
+                      help="also rank trials ASHA stopped early (their last-round value)")
+    best.add_argument("--json", action="store_true", help="print JSON rows")
+    best.set_defaults(func=_best)
+
+    rep = sub.add_parser("report", help="plots and a Markdown summary of a sweep")
+    rep.add_argument("dir", help="sweep folder")
+    rep.add_argument("--out", help="report folder (default: DIR/report)")
+    rep.add_argument("--top", type=int, default=5, help="trials drawn in the per-round plot")
+    rep.add_argument("--compare", nargs="*", default=[], metavar="RUN",
+                     help="run folders drawn beside the sweep (e.g. a centralized upper bound)")
+    rep.set_defaults(func=_report)
+
+

@@ -1,0 +1,622 @@
+"""Sweep specifications: search spaces kept as data (YAML files), validated before Ray starts.
+
+A spec file (the shipped ones are in ``fedvsr/sweeps/spaces/``; ``fedvsr sweep --list`` shows them)::
+
+    description: FedProx's mu grid {0.001, 0.01, 0.1, 1} (fedvsr.md 5.2)
+    metric: psnr            # psnr | ssim | loss: the global model's value after a trial's last round
+    search: grid            # grid: every point once; optuna: Optuna's TPE proposes `trials` points (seeded)
+    trials: 16              # optuna only
+    scheduler: asha         # asha (stops bad trials early on the round axis) | none
+    asha: {grace_period: 2, reduction_factor: 3}
+    fixed:                  # config keys every trial shares (`--set` adds to and overrides them)
+      fl.strategy: fedprox
+      fl.rounds: 20
+    params:                 # swept keys, in order
+      fl.mu: {grid: [0.001, 0.01, 0.1, 1]}
+
+A parameter is one config key (dotted, as in ``--set``) with exactly one of
+
+* ``uniform: [low, high]``, ``loguniform: [low, high]`` (optuna only);
+* ``int: [low, high]`` with optional ``step`` and ``log: true`` (optuna only);
+* ``choice: [v, ...]`` or ``grid: [v, ...]`` (the same: categorical for optuna, every value for grid);
+* ``affine: KEY`` with ``scale`` and ``offset``: derived, ``scale * value(KEY) + offset`` (the "bounded"
+  lambdas: ``fl.lambda_vsr: {affine: fl.lambda_hifr, scale: -1, offset: 1}``);
+* ``value: v``: a constant, useful with ``when``.
+
+``when: {KEY: value or [values]}`` makes a parameter conditional: it is set only in trials where each
+named key (fixed, or a parameter listed earlier) has one of those values (``fl.mu`` only with
+``fedprox``). A joint parameter sets several keys at once from a list of tuples, so only valid
+combinations are drawn (FCA2's (S, O) pairs)::
+
+    group_overlap: {keys: [model.options.group_size, model.options.overlap], choice: [[9, 3], [12, 4]]}
+
+Everything a spec can get wrong (an unknown key, a value or range the key does not allow, a
+continuous distribution in a grid, a condition on a key that is neither fixed nor swept earlier, a
+grid point that is not a valid experiment) raises :class:`SpecError` (a ConfigError) here.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedvsr.config import ConfigError, ExperimentConfig, allowed_values, check_value, config_from_dict, set_dotted
+
+SPACES_DIR = Path(__file__).parent / "spaces"
+METRICS = {"psnr": "max", "ssim": "max", "loss": "min"}
+SEARCHES = ("grid", "optuna")
+SCHEDULERS = ("asha", "none")
+CONTINUOUS = ("uniform", "loguniform", "int")
+CATEGORICAL = ("choice", "grid")
+DERIVED = ("affine", "value")
+KINDS = CONTINUOUS + CATEGORICAL + DERIVED
+_TOP_KEYS = {"description", "metric", "search", "trials", "scheduler", "asha", "fixed", "params", "seed"}
+_ASHA_KEYS = {"grace_period", "reduction_factor"}
+
+
+class SpecError(ConfigError):
+    """A sweep spec that cannot run; the message names the spec, the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One swept parameter (see the module docstring)."""
+
+    name: str  #: the dotted config key, or the label of a joint parameter
+    keys: tuple[str, ...]  #: the config keys it sets
+    kind: str  #: one of KINDS
+    low: float | None = None
+    high: float | None = None
+    step: int | None = None
+    log: bool = False
+    values: tuple = ()  #: categorical values (tuples for a joint parameter)
+    source: str = ""  #: affine: the key it derives from
+    scale: float = 1.0
+    offset: float = 0.0
+    when: tuple[tuple[str, tuple], ...] = ()  #: (key, allowed values) pairs
+
+    @property
+    def joint(self) -> bool:
+        return len(self.keys) > 1 or self.keys[0] != self.name
+
+    @property
+    def is_log(self) -> bool:
+        return self.kind == "loguniform" or (self.kind == "int" and self.log)
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        """Whether the ``when`` conditions hold for the config values drawn so far."""
+        return all(key in values and _matches(values[key], allowed) for key, allowed in self.when)
+
+    def assign(self, value: Any) -> dict[str, Any]:
+        """Config keys set when this parameter takes ``value`` (a tuple for a joint parameter)."""
+        if self.joint:
+            return dict(zip(self.keys, value, strict=True))
+        return {self.name: value}
+
+    def describe(self) -> str:
+        if self.kind in CONTINUOUS:
+            extra = f", step {self.step}" if self.step else ""
+            return f"{self.kind}[{self.low:g}, {self.high:g}{extra}]" + (" (log)" if self.is_log else "")
+        if self.kind in CATEGORICAL:
+            return f"{self.kind} of {len(self.values)}: " + ", ".join(_fmt(v) for v in self.values)
+        if self.kind == "affine":
+            return f"{self.scale:g} * {self.source} + {self.offset:g}"
+        return f"= {_fmt(self.values[0])}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep: base config values, swept parameters, search, scheduler and metric."""
+
+    name: str
+    description: str
+    metric: str
+    mode: str
+    search: str
+    trials: int
+    scheduler: str
+    grace_period: int
+    reduction_factor: int
+    seed: int
+    fixed: dict[str, Any] = field(default_factory=dict)  #: dotted key -> value, incl. --set overrides
+    params: tuple[Param, ...] = ()
+
+    # ------------------------------------------------------------------ the experiment side
+    def base_tree(self) -> dict[str, Any]:
+        """The nested config tree of the fixed keys."""
+        tree: dict[str, Any] = {}
+        for key, value in self.fixed.items():
+            set_dotted(tree, key, value)
+        return tree
+
+    def experiment_config(self, overrides: dict[str, Any]) -> ExperimentConfig:
+        """The validated config of one trial: defaults, fixed keys, then the trial's own values."""
+        tree = self.base_tree()
+        for key, value in overrides.items():
+            set_dotted(tree, key, value)
+        return config_from_dict(tree)
+
+    @property
+    def max_rounds(self) -> int:
+        """The most rounds any trial runs (ASHA's max_t)."""
+        rounds = [p for p in self.params if "fl.rounds" in p.keys]
+        if not rounds:
+            return int(self.fixed.get("fl.rounds", ExperimentConfig().fl.rounds))
+        highs = []
+        for p in rounds:
+            i = p.keys.index("fl.rounds")
+            highs += [p.high] if p.kind == "int" else [v[i] if p.joint else v for v in p.values]
+        return int(max(highs))
+
+    def swept_keys(self) -> list[str]:
+        """Every config key a parameter sets, in spec order."""
+        return [k for p in self.params for k in p.keys]
+
+    # ------------------------------------------------------------------ grid search
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every point of the grid (conditional parameters expand only where they apply), in spec order."""
+        points: list[dict[str, Any]] = [{}]
+        for p in self.params:
+            nxt = []
+            for point in points:
+                context = {**self.fixed, **point}
+                if not p.applies(context):
+                    nxt.append(point)
+                elif p.kind in CATEGORICAL:
+                    nxt += [{**point, **p.assign(v)} for v in p.values]
+                else:
+                    nxt.append({**point, **p.assign(_derived(p, context))})
+            points = nxt
+        return points
+
+    # ------------------------------------------------------------------ Optuna (define-by-run)
+    def suggest(self, trial) -> dict[str, Any]:
+        """Optuna define-by-run: draw every applicable parameter from ``trial`` (an ``optuna.Trial``).
+
+        Returns the config values Optuna does not record as they are: categorical values (Optuna holds
+        their string labels) and derived values."""
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for p in self.params:
+            context = {**self.fixed, **values}
+            if not p.applies(context):
+                continue
+            if p.kind == "uniform":
+                v = trial.suggest_float(p.name, p.low, p.high)
+            elif p.kind == "loguniform":
+                v = trial.suggest_float(p.name, p.low, p.high, log=True)
+            elif p.kind == "int":
+                v = trial.suggest_int(p.name, int(p.low), int(p.high), step=p.step or 1, log=p.log)
+            elif p.kind in CATEGORICAL:  # Optuna holds the values' labels; the config gets the values
+                labels = [_label(v) for v in p.values]
+                v = p.values[labels.index(trial.suggest_categorical(p.name, labels))]
+                extra.update(p.assign(v))
+            else:
+                v = _derived(p, context)
+                extra.update(p.assign(v))
+            values.update(p.assign(v))
+        return extra
+
+    def trial_overrides(self, tune_config: dict[str, Any]) -> dict[str, Any]:
+        """The config keys of a trial from the config Tune hands it (grid: ``{"params": {...}}``; optuna:
+        the values :meth:`suggest` drew), without the labels of joint parameters."""
+        flat = tune_config.get("params", tune_config)
+        joint_labels = {p.name for p in self.params if p.joint}
+        return {k: v for k, v in flat.items() if k not in joint_labels}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec, as written to ``sweep.yaml`` (loadable by :func:`load_spec`)."""
+        params = {}
+        for p in self.params:
+            d: dict[str, Any] = {}
+            if p.joint:
+                d["keys"] = list(p.keys)
+            if p.kind in CONTINUOUS:
+                d[p.kind] = [p.low, p.high]
+                if p.step:
+                    d["step"] = p.step
+                if p.kind == "int" and p.log:
+                    d["log"] = True
+            elif p.kind in CATEGORICAL:
+                d[p.kind] = [list(v) if isinstance(v, tuple) else v for v in p.values]
+            elif p.kind == "affine":
+                d.update(affine=p.source, scale=p.scale, offset=p.offset)
+            else:
+                d["value"] = p.values[0]
+            if p.when:
+                d["when"] = {k: list(v) if len(v) > 1 else v[0] for k, v in p.when}
+            params[p.name] = d
+        return {
+            "description": self.description, "metric": self.metric, "search": self.search, "trials": self.trials,
+            "scheduler": self.scheduler,
+            "asha": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
+            "seed": self.seed, "fixed": dict(self.fixed), "params": params,
+        }
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+def list_specs() -> list[tuple[str, str]]:
+    """(name, description) of every shipped spec."""
+    out = []
+    for path in sorted(SPACES_DIR.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        out.append((path.stem, str(data.get("description", "")).strip()))
+    return out
+
+
+def spec_path(name_or_path: str | Path) -> Path:
+    """A shipped spec's file by name, or the given YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SpecError(f"sweep spec file {str(path)!r} does not exist")
+        return path
+    shipped = SPACES_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        names = ", ".join(n for n, _ in list_specs())
+        raise SpecError(f"unknown sweep spec {str(name_or_path)!r}: neither a YAML file nor a shipped spec; "
+                        f"shipped: {names}")
+    return shipped
+
+
+def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, trials: int | None = None,
+              seed: int | None = None) -> SweepSpec:
+    """Read and validate a spec; ``overrides`` (``key=value``, as ``--set``) add to its fixed keys."""
+    from fedvsr.config import parse_override
+
+    path = spec_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"sweep spec {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"sweep spec {str(path)!r} must hold a mapping at the top level")
+    data = copy.deepcopy(data)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        data.setdefault("fixed", {})
+        if not isinstance(data["fixed"], dict):
+            raise SpecError(f"{path.stem}: 'fixed' must be a mapping of config keys to values")
+        data["fixed"][key] = value
+    if trials is not None:
+        data["trials"] = trials
+    if seed is not None:
+        data["seed"] = seed
+    return build_spec(path.stem, data, cli_keys={parse_override(t)[0] for t in overrides or []})
+
+
+def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None) -> SweepSpec:
+    """Validate a spec mapping (see the module docstring) into a :class:`SweepSpec`."""
+    def err(msg: str) -> SpecError:
+        return SpecError(f"sweep spec {name!r}: {msg}")
+
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise err(f"unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}; allowed: "
+                  + ", ".join(sorted(_TOP_KEYS)))
+    metric = data.get("metric", "psnr")
+    if metric not in METRICS:
+        raise err(f"metric = {metric!r} is not allowed; expected one of {', '.join(METRICS)}")
+    search = data.get("search", "optuna")
+    if search not in SEARCHES:
+        raise err(f"search = {search!r} is not allowed; expected one of {', '.join(SEARCHES)}")
+    scheduler = data.get("scheduler", "asha")
+    if scheduler not in SCHEDULERS:
+        raise err(f"scheduler = {scheduler!r} is not allowed; expected one of {', '.join(SCHEDULERS)}")
+    asha = data.get("asha") or {}
+    if not isinstance(asha, dict) or set(asha) - _ASHA_KEYS:
+        raise err(f"asha = {asha!r}: expected a mapping with keys {', '.join(sorted(_ASHA_KEYS))}")
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise err(f"seed = {seed!r} is not allowed; expected an integer >= 0")
+
+    fixed_raw = data.get("fixed") or {}
+    if not isinstance(fixed_raw, dict):
+        raise err("'fixed' must be a mapping of config keys (fl.rounds) to values")
+    fixed = {}
+    for key, value in fixed_raw.items():
+        fixed[str(key)] = _check(name, str(key), value)
+
+    params_raw = data.get("params") or {}
+    if not isinstance(params_raw, dict) or not params_raw:
+        raise err("'params' must be a non-empty mapping of swept config keys to distributions")
+    params: list[Param] = []
+    for pname, body in params_raw.items():
+        params.append(_param(name, str(pname), body, fixed, params))
+    swept = [k for p in params for k in p.keys]
+    dupes = {k for k in swept if swept.count(k) > 1 and not _exclusive(params, k)}
+    if dupes:
+        raise err(f"key(s) {', '.join(sorted(dupes))} set by more than one parameter that can apply together")
+    clash = sorted(set(swept) & set(cli_keys or ()))
+    if clash:
+        raise err(f"--set {clash[0]}=... names a key the spec sweeps; drop it from --set or from the spec's params")
+    clash = sorted(set(swept) & set(fixed_raw))
+    if clash:
+        raise err(f"{clash[0]!r} is both fixed and swept; keep it in one place")
+
+    if search == "grid":
+        bad = [p.name for p in params if p.kind in CONTINUOUS]
+        if bad:
+            raise err(f"search = 'grid' needs listed values, but {bad[0]!r} has a continuous distribution; "
+                      "use choice/grid values, or search: optuna")
+    trials = data.get("trials")
+    if search == "optuna":
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+            raise err(f"trials = {trials!r}: search = 'optuna' needs trials, an integer >= 1 (or --trials N)")
+    spec = SweepSpec(
+        name=name, description=str(data.get("description", "")).strip(), metric=metric, mode=METRICS[metric],
+        search=search, trials=int(trials or 0), scheduler=scheduler, grace_period=0, reduction_factor=0, seed=seed,
+        fixed=fixed, params=tuple(params),
+    )
+    spec = _with_asha(spec, asha, err)
+    _validate_experiments(spec, err)
+    if search == "grid":
+        object.__setattr__(spec, "trials", len(spec.grid_points()))
+    return spec
+
+
+def _with_asha(spec: SweepSpec, asha: dict, err) -> SweepSpec:
+    max_t = spec.max_rounds
+    grace = asha.get("grace_period", max(1, max_t // 10))
+    factor = asha.get("reduction_factor", 3)
+    if isinstance(grace, bool) or not isinstance(grace, int) or not 1 <= grace <= max_t:
+        raise err(f"asha.grace_period = {grace!r} is not allowed; expected an integer in [1, {max_t}] (the rounds)")
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+        raise err(f"asha.reduction_factor = {factor!r} is not allowed; expected an integer >= 2")
+    object.__setattr__(spec, "grace_period", grace)
+    object.__setattr__(spec, "reduction_factor", factor)
+    return spec
+
+
+def _check(spec_name: str, key: str, value: Any) -> Any:
+    try:
+        return check_value(key, value)
+    except ConfigError as e:
+        raise SpecError(f"sweep spec {spec_name!r}: {e}") from None
+
+
+def _param(spec_name: str, pname: str, body: Any, fixed: dict[str, Any], earlier: list[Param]) -> Param:
+    def err(msg: str) -> SpecError:
+        return SpecError(f"sweep spec {spec_name!r}, parameter {pname!r}: {msg}")
+
+    if not isinstance(body, dict):
+        raise err(f"expected a mapping such as {{uniform: [0.1, 1]}} or {{choice: [a, b]}}, got {body!r}")
+    body = dict(body)
+    keys_raw = body.pop("keys", None)
+    when_raw = body.pop("when", None) or {}
+    extras = {k: body.pop(k) for k in ("step", "log", "scale", "offset") if k in body}
+    kinds = [k for k in body if k in KINDS]
+    other = [k for k in body if k not in KINDS]
+    if other:
+        raise err(f"unknown field(s) {', '.join(map(str, other))}; allowed: {', '.join(KINDS)}, keys, when, "
+                  "step, log, scale, offset")
+    if len(kinds) != 1:
+        raise err(f"needs exactly one distribution of {', '.join(KINDS)}, got {kinds or 'none'}")
+    kind = kinds[0]
+    spec_value = body[kind]
+
+    if keys_raw is not None:
+        if kind not in CATEGORICAL:
+            raise err("a joint parameter (keys: [...]) takes choice/grid values: a list of tuples")
+        if not isinstance(keys_raw, list) or len(keys_raw) < 2:
+            raise err(f"keys = {keys_raw!r}: expected a list of at least two config keys")
+        keys = tuple(str(k) for k in keys_raw)
+        try:
+            check_value(pname, None)
+        except ConfigError:
+            pass
+        else:
+            raise err("a joint parameter's name must not be a config key; name it e.g. 'group_overlap'")
+    else:
+        keys = (pname,)
+    for k in keys:
+        try:
+            allowed_values(k)
+        except ConfigError as e:
+            raise err(str(e)) from None
+
+    when = []
+    if not isinstance(when_raw, dict):
+        raise err(f"when = {when_raw!r}: expected a mapping {{key: value or [values]}}")
+    known = dict(fixed)
+    for p in earlier:
+        for k in p.keys:
+            known.setdefault(k, None)
+    for ckey, cval in when_raw.items():
+        ckey = str(ckey)
+        if ckey not in known:
+            raise err(f"when names {ckey!r}, which is neither a fixed key nor a parameter listed earlier; "
+                      f"known: {', '.join(sorted(known)) or 'none'}")
+        allowed = tuple(cval) if isinstance(cval, list) else (cval,)
+        for v in allowed:
+            _check(spec_name, ckey, v)
+        possible = _possible_values(ckey, fixed, earlier)
+        if possible is not None and not any(_matches(v, allowed) for v in possible):
+            raise err(f"when {ckey} in {list(allowed)} can never hold: {ckey} takes {list(possible)}")
+        when.append((ckey, allowed))
+
+    kw: dict[str, Any] = {"name": pname, "keys": keys, "kind": kind, "when": tuple(when)}
+    if kind in CONTINUOUS:
+        if not (isinstance(spec_value, list) and len(spec_value) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in spec_value)):
+            raise err(f"{kind} = {spec_value!r}: expected [low, high], two numbers")
+        low, high = (float(x) for x in spec_value)
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            raise err(f"{kind} = {spec_value!r}: expected finite low < high")
+        if kind == "loguniform" and low <= 0:
+            raise err(f"loguniform = {spec_value!r}: low must be > 0")
+        if kind == "int":
+            if not (low.is_integer() and high.is_integer()):
+                raise err(f"int = {spec_value!r}: expected integer bounds")
+            step = extras.get("step", 1)
+            if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+                raise err(f"step = {step!r}: expected an integer >= 1")
+            kw.update(step=step if step != 1 else None, log=bool(extras.get("log", False)))
+            if kw["log"] and (low < 1 or step != 1):
+                raise err("int with log: true needs low >= 1 and step 1 (Optuna's rule)")
+        for bound in (low, high):  # ranges are intervals: both ends allowed -> every value allowed
+            _check(spec_name, pname, int(bound) if kind == "int" else bound)
+        kw.update(low=low, high=high)
+    elif kind in CATEGORICAL:
+        if not isinstance(spec_value, list) or not spec_value:
+            raise err(f"{kind} = {spec_value!r}: expected a non-empty list of values")
+        values = []
+        for v in spec_value:
+            if len(keys) > 1:
+                if not isinstance(v, list) or len(v) != len(keys):
+                    raise err(f"value {v!r} must be a list of {len(keys)} values, one per key {list(keys)}")
+                values.append(tuple(_check(spec_name, k, x) for k, x in zip(keys, v, strict=True)))
+            else:
+                values.append(_check(spec_name, pname, v))
+        if len({_label(v) for v in values}) != len(values):
+            raise err(f"{kind} = {spec_value!r} lists a value twice")
+        kw["values"] = tuple(values)
+    elif kind == "affine":
+        source = str(spec_value)
+        if source not in {k for p in earlier for k in p.keys} | set(fixed):
+            raise err(f"affine = {source!r} must name a fixed key or a parameter listed earlier")
+        scale, offset = extras.get("scale", 1.0), extras.get("offset", 0.0)
+        for what, x in (("scale", scale), ("offset", offset)):
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                raise err(f"{what} = {x!r}: expected a number")
+        kw.update(source=source, scale=float(scale), offset=float(offset))
+        possible = _possible_values(source, fixed, earlier)
+        src_param = next((p for p in earlier if source in p.keys), None)
+        if src_param is not None and src_param.kind in CONTINUOUS:
+            possible = (src_param.low, src_param.high)
+        for x in possible or ():
+            _check(spec_name, pname, _affine(float(x), float(scale), float(offset)))
+    else:  # value
+        kw["values"] = (_check(spec_name, pname, spec_value),)
+    return Param(**kw)
+
+
+def _possible_values(key: str, fixed: dict[str, Any], earlier: list[Param]) -> tuple | None:
+    """The values ``key`` can take given the fixed keys and earlier parameters; None when continuous."""
+    values: list[Any] = []
+    setters = [p for p in earlier if key in p.keys]
+    for p in setters:
+        i = p.keys.index(key)
+        if p.kind in CATEGORICAL:
+            values += [v[i] if p.joint else v for v in p.values]
+        elif p.kind == "value":
+            values.append(p.values[0])
+        else:
+            return None
+    if key in fixed and (not setters or any(p.when for p in setters)):
+        values.append(fixed[key])
+    if not setters and key not in fixed:
+        return None
+    return tuple(values)
+
+
+def _exclusive(params: list[Param], key: str) -> bool:
+    """Whether the parameters setting ``key`` have conditions on one key with disjoint values."""
+    setters = [p for p in params if key in p.keys]
+    if any(not p.when for p in setters):
+        return False
+    for a, b in itertools.combinations(setters, 2):
+        wa, wb = dict(a.when), dict(b.when)
+        if not any(k in wb and not set(map(_label, wa[k])) & set(map(_label, wb[k])) for k in wa):
+            return False
+    return True
+
+
+def _validate_experiments(spec: SweepSpec, err) -> None:
+    """Every grid point (or, for Optuna, each categorical value and both ends of each range, with the
+    conditions that make it apply) must give a valid experiment config."""
+    try:
+        spec.experiment_config({})
+    except ConfigError as e:
+        raise err(f"the fixed keys do not make a valid experiment: {e}") from None
+    if spec.search == "grid":
+        for point in spec.grid_points():
+            try:
+                spec.experiment_config(point)
+            except ConfigError as e:
+                raise err(f"grid point {_fmt_point(point)} is not a valid experiment: {e}") from None
+        return
+    for p in spec.params:
+        context = _context_for(spec, p)
+        if p.kind in CATEGORICAL:
+            candidates = list(p.values)
+        elif p.kind in CONTINUOUS:
+            candidates = [int(p.low), int(p.high)] if p.kind == "int" else [p.low, p.high]
+        else:
+            continue
+        for v in candidates:
+            point = {**context, **p.assign(v)}
+            try:
+                spec.experiment_config(point)
+            except ConfigError as e:
+                raise err(f"{p.name} = {_fmt(v)} (with {_fmt_point(context) or 'the fixed keys'}) is not a valid "
+                          f"experiment: {e}") from None
+
+
+def _context_for(spec: SweepSpec, target: Param) -> dict[str, Any]:
+    """Values of earlier parameters under which ``target``'s conditions hold (first matching values)."""
+    needed = dict(target.when)
+    context: dict[str, Any] = {}
+    for p in spec.params:
+        if p is target:
+            break
+        if not p.applies({**spec.fixed, **context}):
+            continue
+        if p.kind in CATEGORICAL:
+            choice = p.values[0]
+            for v in p.values:
+                assigned = p.assign(v)
+                if all(_matches(assigned[k], needed[k]) for k in assigned if k in needed):
+                    choice = v
+                    break
+            context.update(p.assign(choice))
+        elif p.kind in CONTINUOUS:
+            context.update(p.assign(int(p.low) if p.kind == "int" else p.low))
+        else:
+            context.update(p.assign(_derived(p, {**spec.fixed, **context})))
+    return context
+
+
+def _derived(p: Param, context: dict[str, Any]) -> Any:
+    if p.kind == "value":
+        return p.values[0]
+    return _affine(float(context[p.source]), p.scale, p.offset)
+
+
+def _affine(x: float, scale: float, offset: float) -> float:
+    # rounded so that 1 - 0.7 is 0.3, not 0.30000000000000004
+    return round(scale * x + offset, 12)
+
+
+def _matches(value: Any, allowed: tuple) -> bool:
+    return any(_label(value) == _label(a) for a in allowed)
+
+
+def _label(value: Any) -> str:
+    """A stable string for a value (Optuna's categorical choices must be plain scalars)."""
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_fmt(v) for v in value) + ")"
+    return str(value)
+
+
+def _fmt_point(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in point.items())
