@@ -11,7 +11,8 @@ inherit them from the driver):
 - ``native-again``: the same, run again (bit-identical expected: same machine, same libraries).
 - ``aten-default``: ``ATEN_CPU_CAPABILITY=default``: torch's own vectorised kernels without AVX2.
 - ``sse41``: as ``aten-default``, plus ``DNNL_MAX_CPU_ISA=SSE41`` (oneDNN convolutions),
-  ``MKL_ENABLE_INSTRUCTIONS=SSE4_2`` (BLAS) and ``NPY_DISABLE_CPU_FEATURES`` (numpy without its AVX2 / AVX-512 code: numpy 2.4 names the groups X86_V3, X86_V4).
+  ``MKL_ENABLE_INSTRUCTIONS=SSE4_2`` (BLAS) and ``NPY_DISABLE_CPU_FEATURES`` (numpy without its
+  AVX2 / AVX-512 code: numpy 2.4 names the groups X86_V3, X86_V4).
 
 Writes ``repro.json`` (per variant: final / best PSNR and SSIM, wall seconds; per pair with ``native``:
 whether every round is bit-identical, the largest per-round |delta| of PSNR, SSIM and train loss) and

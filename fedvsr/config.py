@@ -79,12 +79,14 @@ class FLConfig:
                            choices=PARTITIONS)
     dirichlet_beta: float = _spec(0.5, "concentration of the quantity-skew / dirichlet partitions", min=0.0,
                                   min_exclusive=True)
-    mu: float = _spec(0.01, "FedProx: weight of the proximal term (mu/2) * squared distance to the global weights",
-                      min=0.0)
+    mu: float = _spec(0.001, "FedProx: weight of the proximal term (mu/2) * squared distance to the global "
+                      "weights (FedVSR paper: any mu above 1e-3 hurts VSR training)", min=0.0)
     server_lr: float = _spec(1.0, "SCAFFOLD: global step size eta_g", min=0.0, min_exclusive=True)
     lambda_vsr: float = _spec(1.0, "FedVSR: weight of the model's own loss L_VSR", min=0.0)
     lambda_hifr: float = _spec(1.0, "FedVSR: weight of the DWT high-frequency loss L_HiFr", min=0.0)
     hifr_mode: str = _spec("2d", "FedVSR: DWT of L_HiFr per frame (2d) or over (T, H, W) (3d)", choices=HIFR_MODES)
+    hifr_eps: float = _spec(1e-3, "FedVSR: Charbonnier epsilon of L_HiFr (the authors' code: about 3.2e-5)",
+                            min=0.0, min_exclusive=True)
     alpha: float = _spec(1.0, "FedVSR: exponent strength of the loss-aware weights (1/L_i)^a_t", min=0.0)
     alpha_decay: str = _spec("linear", "FedVSR: none (greedy), linear a_t = alpha(1-t/T), power alpha^(1-t/T)",
                              choices=ALPHA_DECAYS)

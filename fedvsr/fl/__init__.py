@@ -27,7 +27,7 @@ def build_strategy(fl_cfg) -> Strategy:
         return Scaffold(ScaffoldParams(server_lr=fl_cfg.server_lr))
     vsr = {
         "lambda_vsr": fl_cfg.lambda_vsr, "lambda_hifr": fl_cfg.lambda_hifr, "hifr_mode": fl_cfg.hifr_mode,
-        "alpha": fl_cfg.alpha, "alpha_decay": fl_cfg.alpha_decay, "mixing": fl_cfg.mixing,
+        "hifr_eps": fl_cfg.hifr_eps, "alpha": fl_cfg.alpha, "alpha_decay": fl_cfg.alpha_decay, "mixing": fl_cfg.mixing,
     }
     if name == "fedvsr":
         return FedVSR(FedVSRParams(**vsr), name)

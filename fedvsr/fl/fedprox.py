@@ -15,7 +15,7 @@ from fedvsr.fl.strategy import ClientContext, Strategy
 
 @dataclass(frozen=True)
 class FedProxParams:
-    mu: float = 0.01  #: weight of the proximal term; the FedProx paper tries {0.001, 0.01, 0.1, 1}
+    mu: float = 0.001  #: weight of the proximal term; the FedProx paper tries {0.001, 0.01, 0.1, 1}
 
     def __post_init__(self) -> None:
         if not self.mu >= 0:

@@ -11,12 +11,12 @@ tau = 1, L1 similarity), which :meth:`FCVSR.vsr_loss` implements. (The authors' 
 never trains with the contrastive loss; we follow the paper.)
 
 Size and cost (one 64x64 RGB clip, FlopCounterMode FLOPs = 2 x MACs; Table I in brackets):
-``paper`` 8.88 M parameters (8.81 M, +0.7%), 141.4 GFLOPs (165.36 G, -14.5%);
-``paper-s`` 3.68 M (3.70 M, -0.6%), 80.6 GFLOPs (68.82 G, +17.2%). Our split of the cost
-between the part that does not grow with R (MGAA's frequency-domain convolutions run on full
-64x64 spectra, six times per clip) and the R residual groups is not the paper's: the SCB width,
-the one free knob, trades the two FLOP errors against each other (2.5: -18% / +15%; 3.0: -11% /
-+20%), so neither can be brought near zero without pushing the other out of +-20%.
+``paper`` 8.88 M parameters (8.81 M, +0.7%), 141.4 GFLOPs (Table I: 165.36 G);
+``paper-s`` 3.68 M (3.70 M, -0.6%), 80.6 GFLOPs (Table I: 68.82 G). The FLOPs are ours as
+measured; no faithful reading reproduces Table I's. The authors' released FCVSR / FCVSR-S have
+exactly Table I's parameter counts (8.811 M; 3.705 M at their code's defaults N=3, Q=4, R=4,
+where the text says N=4, Q=4, R=3: ``paper-s`` keeps the text's), but counted with the same
+torch flop counter they come to about 94 G and 40 G at 64x64, not 165.36 G and 68.82 G.
 
 Readings of the paper. Each is "paper says X; we do Y because Z".
 
@@ -50,16 +50,19 @@ Readings of the paper. Each is "paper says X; we do Y because Z".
   (``share_mgaa=True``, as the authors' code does), because three separate modules put FCVSR at
   11.4 M parameters, 29% over Table I. ``share_mgaa=False`` builds three.
 * Decoupler masks (eqs. 11-12). Eq. (12) as printed subtracts the *Gaussians* of the lower
-  bands, ``M_j = G_j - sum_{l<j} G_l``; this is what ``band_masks="eq12"`` (default) computes,
-  although such masks are not band-pass for j >= 3 (at the DC term ``M_j = 2 - j``).
-  ``band_masks="difference"`` subtracts the lower *masks* instead, ``M_j = G_j - G_{j-1}``,
-  true band-pass masks summing to ``G_Q`` (what the authors' code computes, and what the text's
-  "Gaussian band-pass filters" describes). The spectrum is centred with fftshift so that
-  ``(h/2, w/2)`` is the DC term.
-* Enhancer. Paper: FFE input "{S_j}_{j<=q} summed together, and subtracted by S_q" -- we read
-  ``S'_q = sum_{j<=q} S_j - S_q``; for q = 1 the "mean filter on S_1" (a 3x3 box filter)
-  replaces the input set, so ``S'_1 = mean(S_1) - S_1``, a high-frequency feature as the text
-  says. The enhancement block is "a 3x3 conv, a sigmoid and CA"; a sigmoid alone would discard
+  bands, ``M_j = G_j - sum_{l<j} G_l``; such masks are not band-pass for j >= 3 (at the DC term
+  ``M_j = 2 - j``: gain -6 for the top band of 8, and the masks sum to -20 at DC). The default,
+  ``band_masks="difference"``, subtracts the lower *masks* instead, ``M_j = G_j - G_{j-1}``: true
+  band-pass masks summing to ``G_Q``, which is what the prose ("Gaussian band-pass filter masks",
+  "truncation frequency", "lowest subband"), Fig. 5 and the authors' mask loop describe.
+  ``band_masks="eq12"`` keeps the literal equation. The spectrum is centred with fftshift so
+  that ``(h/2, w/2)`` is the DC term.
+* Enhancer. Paper: FFE input "{S_j}_{j<=q} summed together, and subtracted by S_q", which the
+  text calls a high-frequency feature. Read literally, ``sum_{j<=q} S_j - S_q = sum_{j<q} S_j``
+  is the *low*-pass part below band q once the masks are band-pass, so we take
+  ``S'_q = S_q - sum_{j<q} S_j`` (band q against everything below it; the authors' code does the
+  same). For q = 1 the "mean filter on S_1" (a 3x3 box filter) stands for the lower bands, so
+  ``S'_1 = S_1 - mean(S_1)``. The enhancement block is "a 3x3 conv, a sigmoid and CA"; a sigmoid alone would discard
   the feature's sign, so we read it as a gate on the subband being enhanced:
   ``E^f_q = CA(S_q * sigmoid(Conv(S'_q + S''_q)))``, ``E^b_q = CA(S_q * sigmoid(Conv(S''_q)))``,
   ``E_q = E^f_q + E^b_q`` (FFE and FBE each have their own block). Without the gate, the top
@@ -83,8 +86,14 @@ Readings of the paper. Each is "paper says X; we do Y because Z".
   work). See ``fedvsr.models.profile``.
 * Losses. The Charbonnier loss is the platform's element-wise mean of ``sqrt(d^2 + eps^2)``
   (eq. 15 with eps = 1e-4). The contrastive loss's "L1 distance as the similarity function" is
-  used as ``s(a, b) = -mean|a - b|``: a distance taken as a similarity as-is would reward
-  moving away from the positives. I^UP is the bilinear upsampling of the LR centre frame.
+  ``s(a, b) = -||a - b||_1``, the L1 distance of the whole sub-band summed per sample (negated:
+  a distance taken as a similarity as-is would reward moving away from the positives). With a
+  mean instead of a sum, every similarity is near 0, the softmax cannot tell positives from
+  negatives, and HR is not a minimiser: Charbonnier + L_fc then stalls at 30.5 dB with a
+  brightness bias where Charbonnier alone goes on improving. To put both terms of eq. (14) in
+  the same units, ``vsr_loss`` adds ``alpha * L_fc / (C * H * W)`` (C, H, W of the SR frame) to
+  the mean Charbonnier loss, i.e. eq. (14) with both terms summed over the pixels, divided by
+  their number. I^UP is the bilinear upsampling of the LR centre frame.
 """
 
 from __future__ import annotations
@@ -109,8 +118,8 @@ def _haar_bands(x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
 
 
 def _similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``s(a, b) = -||a - b||_1`` (mean over all but the batch axis): ``(b, ...) -> (b,)``."""
-    return -(a - b).abs().flatten(1).mean(1)
+    """``s(a, b) = -||a - b||_1``, summed over all but the batch axis: ``(b, ...) -> (b,)``."""
+    return -(a - b).abs().flatten(1).sum(1)
 
 
 def _info_nce(sim_pos: torch.Tensor, sim_negs: list[torch.Tensor], tau: float) -> torch.Tensor:
@@ -128,7 +137,9 @@ def frequency_contrastive_loss(
     Anchors ``A1`` = SR's three high bands, ``A2`` = SR's LL; positives ``P1`` = HR's high bands
     (paired band by band with A1), ``P2`` = {HR LL, UP LL}; negatives ``N`` = UP's high bands.
     ``L1`` averages the InfoNCE term of each (a1_l, p1_l) pair against all of N, ``L2`` that of
-    each (a2, p2_l); ``L_fc`` is the batch mean of ``L1 + L2``.
+    each (a2, p2_l); ``L_fc`` is the batch mean of ``L1 + L2`` (eq. 18). Similarities are summed
+    over each sub-band, so ``L_fc`` grows with the image size; :meth:`FCVSR.vsr_loss` divides it
+    by ``C * H * W``.
     """
     sr_ll, sr_high = _haar_bands(sr)
     hr_ll, hr_high = _haar_bands(hr)
@@ -186,7 +197,7 @@ class FCVSR(VSRModel):
         scb_width: float = 2.75,
         scb_scales: int = 3,
         share_mgaa: bool = True,
-        band_masks: str = "eq12",
+        band_masks: str = "difference",
         contrastive_weight: float = 1.0,
         contrastive_tau: float = 1.0,
         in_channels: int = 3,
@@ -241,12 +252,14 @@ class FCVSR(VSRModel):
         return F.interpolate(lr[:, lr.shape[1] // 2], scale_factor=self.scale, mode="bilinear", align_corners=False)
 
     def vsr_loss(self, sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        """``L_all = L_spa + alpha * L_fc`` (eq. 14) with ``L_spa`` the Charbonnier loss (eps 1e-4)."""
+        """``L_all = L_spa + alpha * L_fc / (C H W)`` (eq. 14, both terms per pixel) with ``L_spa`` the mean
+        Charbonnier loss (eps 1e-4)."""
         target = self.target(hr)
         loss = charbonnier(sr, target, self.charbonnier_eps)
         if self.contrastive_weight:
             up = self.upsample_center(lr)
-            loss = loss + self.contrastive_weight * frequency_contrastive_loss(
+            pixels = sr.shape[-3] * sr.shape[-2] * sr.shape[-1]
+            loss = loss + self.contrastive_weight / pixels * frequency_contrastive_loss(
                 sr, target, up, self.contrastive_tau
             )
         return loss

@@ -240,7 +240,7 @@ class MGAA(nn.Module):
 BAND_MASK_MODES = ("eq12", "difference")
 
 
-def gaussian_band_masks(h: int, w: int, num_bands: int, mode: str = "eq12") -> torch.Tensor:
+def gaussian_band_masks(h: int, w: int, num_bands: int, mode: str = "difference") -> torch.Tensor:
     """The Decoupler's Q masks ``(Q, h, w)`` on a centred (fftshift-ed) spectrum, eqs. (11)-(12).
 
     ``d_j = j * sqrt((h/2)^2 + (w/2)^2) / Q`` and ``G_j(u, v) = exp(-((u-h/2)^2 + (v-w/2)^2) / (2 d_j^2))``
@@ -270,7 +270,7 @@ class Decoupler(nn.Module):
     ``(n, c, h, w) -> (n, Q, c, h, w)``, lowest band first. Masks are built once per
     ``(h, w, device, dtype)`` and cached."""
 
-    def __init__(self, num_bands: int, mode: str = "eq12") -> None:
+    def __init__(self, num_bands: int, mode: str = "difference") -> None:
         super().__init__()
         if mode not in BAND_MASK_MODES:
             raise ValueError(f"band mask mode must be one of {BAND_MASK_MODES}, got {mode!r}")
@@ -310,9 +310,10 @@ class EnhancementBlock(nn.Module):
 class Enhancer(nn.Module):
     """Eq. (9) for one subband q: a feed-forward (FFE) and, for q > 1, a feedback (FBE) branch.
 
-    FFE: ``S'_q = sum_{j<=q} S_j - S_q``; FBE: ``S''_q = sum_{j<q} E_j``;
-    ``E_q = EB_f(S'_q + S''_q) + EB_b(S''_q)``. For q = 1 the input set is the mean-filtered
-    ``S_1`` (3x3 box filter), so ``S'_1 = mean(S_1) - S_1``, and there is no FBE branch.
+    FFE: ``S'_q = S_q - sum_{j<q} S_j`` (band q against the bands below it: high-frequency, as the
+    paper says; see the FCVSR module docstring); FBE: ``S''_q = sum_{j<q} E_j``;
+    ``E_q = EB_f(S'_q + S''_q) + EB_b(S''_q)``. For q = 1 the mean-filtered ``S_1`` (3x3 box
+    filter) stands for the lower bands, so ``S'_1 = S_1 - mean(S_1)``, and there is no FBE branch.
     """
 
     def __init__(self, channels: int, first: bool) -> None:
@@ -327,8 +328,8 @@ class Enhancer(nn.Module):
         band = bands[-1]
         if self.first:
             mean = F.avg_pool2d(band, 3, stride=1, padding=1, count_include_pad=False)
-            return self.feedforward(mean - band, band)
-        high_ff = torch.stack(bands).sum(0) - band  # S'_q
+            return self.feedforward(band - mean, band)
+        high_ff = band - torch.stack(bands[:-1]).sum(0)  # S'_q
         high_fb = torch.stack(enhanced).sum(0)  # S''_q
         return self.feedforward(high_ff + high_fb, band) + self.feedback(high_fb, band)
 
@@ -337,7 +338,7 @@ class MFFR(nn.Module):
     """Multi-frequency feature refinement (Fig. 4): Decoupler -> Q Enhancers -> Aggregator,
     ``F~ = CA(sum_j E_j)`` (eq. 13)."""
 
-    def __init__(self, channels: int, num_bands: int, mask_mode: str = "eq12") -> None:
+    def __init__(self, channels: int, num_bands: int, mask_mode: str = "difference") -> None:
         super().__init__()
         self.decoupler = Decoupler(num_bands, mask_mode)
         self.enhancers = nn.ModuleList(Enhancer(channels, first=q == 0) for q in range(num_bands))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedvsr.config import load_config
+from fedvsr.config import ConfigError, load_config
 from fedvsr.fl import (
     FedAvg,
     FedProx,
@@ -200,3 +200,13 @@ def test_ablations_switch_the_right_parts_off(name, lambda_hifr, loss_aware, dec
     s = build_strategy(cfg.fl)
     assert s.name == name
     assert (s.params.lambda_hifr, s.params.loss_aware, s.params.alpha_decay) == (lambda_hifr, loss_aware, decay)
+
+
+def test_recipe_defaults_and_hifr_eps_reach_the_strategies():
+    # FedVSR paper: mu above 1e-3 hurts VSR training, so 1e-3 is the default; eps of L_HiFr is a key
+    assert build_strategy(load_config(None, ["fl.strategy=fedprox"]).fl).params.mu == 0.001
+    s = build_strategy(load_config(None, ["fl.strategy=fedavg-dwt", "fl.hifr_eps=3.2e-5"]).fl)
+    assert s.params.hifr_eps == 3.2e-5
+    assert build_strategy(load_config(None, ["fl.strategy=fedvsr"]).fl).params.hifr_eps == 1e-3
+    with pytest.raises(ConfigError, match=r"fl.hifr_eps = 0 is not allowed; expected a number > 0.0"):
+        load_config(None, ["fl.hifr_eps=0"])

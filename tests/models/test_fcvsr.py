@@ -33,7 +33,7 @@ from fedvsr.models.profile import count_flops
 
 # Table I of the paper
 PAPER_PARAMS = {"paper": 8.81e6, "paper-s": 3.70e6}
-PAPER_FLOPS = {"paper": 165.36e9, "paper-s": 68.82e9}
+MEASURED_GFLOPS = {"paper": 141.44, "paper-s": 80.64}
 
 
 # --- MGAA -------------------------------------------------------------------------------------
@@ -163,6 +163,28 @@ def test_decoupler_bands_of_a_constant_feature():
     torch.testing.assert_close(bands.sum(1), x, atol=1e-5, rtol=0)
 
 
+def test_band_pass_masks_are_the_default():
+    assert Decoupler(3).mode == MFFR(4, 3).decoupler.mode == "difference"
+    assert build_model("fcvsr", "tiny").mffr.decoupler.mode == "difference"
+    torch.testing.assert_close(gaussian_band_masks(4, 4, 3), gaussian_band_masks(4, 4, 3, mode="difference"))
+
+
+def test_feedforward_input_is_the_band_minus_the_bands_below():
+    # S'_q = S_q - sum_{j<q} S_j (+ the feedback S''_q = sum_{j<q} E_j); S'_1 = S_1 - mean3x3(S_1)
+    gen = torch.Generator().manual_seed(1)
+    bands = [torch.randn(1, 4, 5, 5, generator=gen) for _ in range(3)]
+    enhanced = [torch.randn(1, 4, 5, 5, generator=gen) for _ in range(2)]
+    seen: list[torch.Tensor] = []
+    first, later = Enhancer(4, first=True), Enhancer(4, first=False)
+    for enhancer in (first, later):
+        enhancer.feedforward.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    first(bands[:1], [])
+    later(bands, enhanced)
+    mean = F.avg_pool2d(bands[0], 3, stride=1, padding=1, count_include_pad=False)
+    torch.testing.assert_close(seen[0], bands[0] - mean)
+    torch.testing.assert_close(seen[1], bands[2] - bands[0] - bands[1] + enhanced[0] + enhanced[1])
+
+
 def test_decoupler_caches_masks_per_size():
     dec = Decoupler(3)
     dec(torch.randn(1, 2, 8, 8))
@@ -268,12 +290,14 @@ def test_paper_parameter_counts_within_10_percent(preset):
 
 
 @pytest.mark.parametrize("preset", ["paper", "paper-s"])
-def test_paper_flops_within_20_percent(preset):
+def test_paper_flops_as_measured(preset):
+    # Our count, pinned (README and fcvsr.py report it beside Table I's 165.36 G / 68.82 G, which
+    # no faithful reading reproduces with this counter: the authors' own models count ~94 G / ~40 G).
     # Counted convolutions scale exactly with h*w (pyramid levels 64/32/16 vs 16/8/4; only the
     # channel attention's pooled MLPs, a few kFLOPs, do not), so 16 x FLOPs(16x16) is the
     # 64x64 count to 1e-5 at a sixteenth of the run time.
     flops = 16 * count_flops(build_model("fcvsr", preset), lr_hw=(16, 16))
-    assert abs(flops / PAPER_FLOPS[preset] - 1) < 0.20, flops / 1e9
+    assert flops / 1e9 == pytest.approx(MEASURED_GFLOPS[preset], abs=0.01)
 
 
 def test_flops_scale_with_the_input_area():
@@ -310,15 +334,15 @@ def _textured_clip(b: int = 2, h: int = 16, w: int = 16) -> tuple[torch.Tensor, 
 
 
 def test_contrastive_loss_of_constant_images_by_hand():
-    # Haar (orthonormal): a constant v has LL = 2v and zero detail bands. L1: every similarity
-    # is 0 -> -log(1/4) per band. L2: positives at similarity 0, the three negatives (zero
-    # bands) at -mean|2v - 0| = -2v -> log(1 + 3 exp(-2v)).
-    v = 0.5
+    # Haar (orthonormal): a constant v has LL = 2v and zero detail bands, each band 3 x 4 x 4 = 48
+    # coefficients. L1: every similarity is 0 -> -log(1/4) per band. L2: positives at similarity 0,
+    # the three negatives (zero bands) at -sum|2v - 0| = -96v -> log(1 + 3 exp(-96v)).
+    v = 0.01
     img = torch.full((2, 3, 8, 8), v)
-    expected = math.log(4) + math.log(1 + 3 * math.exp(-2 * v))
+    expected = math.log(4) + math.log(1 + 3 * math.exp(-96 * v))
     assert frequency_contrastive_loss(img, img, img).item() == pytest.approx(expected, rel=1e-6)
-    # tau scales every similarity: with tau = 0.5 the L2 negatives sit at -2v / 0.5
-    expected_tau = math.log(4) + math.log(1 + 3 * math.exp(-4 * v))
+    # tau scales every similarity: with tau = 0.5 the L2 negatives sit at -96v / 0.5
+    expected_tau = math.log(4) + math.log(1 + 3 * math.exp(-192 * v))
     assert frequency_contrastive_loss(img, img, img, tau=0.5).item() == pytest.approx(expected_tau, rel=1e-6)
 
 
@@ -339,7 +363,67 @@ def test_vsr_loss_is_charbonnier_plus_weighted_contrastive():
     model = build_model("fcvsr", "tiny", {"contrastive_weight": 0.5, "contrastive_tau": 2.0})
     sr = model(lr)
     up = F.interpolate(lr[:, 3], scale_factor=4, mode="bilinear", align_corners=False)
-    expected = charbonnier(sr, hr[:, 3], 1e-4) + 0.5 * frequency_contrastive_loss(sr, hr[:, 3], up, 2.0)
+    pixels = 3 * 32 * 32  # L_fc sums over sub-bands: per pixel, as the mean Charbonnier term
+    expected = charbonnier(sr, hr[:, 3], 1e-4) + 0.5 / pixels * frequency_contrastive_loss(sr, hr[:, 3], up, 2.0)
     torch.testing.assert_close(model.vsr_loss(sr, hr, lr), expected)
     plain = build_model("fcvsr", "tiny", {"contrastive_weight": 0.0})
     torch.testing.assert_close(plain.vsr_loss(sr, hr, lr), charbonnier(sr, hr[:, 3], 1e-4))
+
+
+def _smooth_clip(b: int = 2, h: int = 16, w: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Band-limited texture (a sum of random sinusoids), bicubic x4 down: LR detail lost, as in real video."""
+    gen = torch.Generator().manual_seed(2)
+    y, x = torch.meshgrid(torch.arange(4 * h, dtype=torch.float64), torch.arange(4 * w, dtype=torch.float64),
+                          indexing="ij")
+    hr = torch.zeros(b, 7, 3, 4 * h, 4 * w, dtype=torch.float64)
+    for _ in range(12):
+        fy, fx, phase = (torch.rand(3, generator=gen, dtype=torch.float64) * torch.tensor([0.6, 0.6, 6.28],
+                                                                                            dtype=torch.float64))
+        amp = torch.rand(b, 1, 3, 1, 1, generator=gen, dtype=torch.float64) * 0.08
+        hr = hr + amp * torch.sin(fy * y + fx * x + phase)
+    hr = (hr + 0.5).clamp(0, 1).float()
+    lr = F.interpolate(hr.flatten(0, 1), size=(h, w), mode="bicubic", antialias=True)
+    return hr, lr.view(b, 7, 3, h, w).clamp(0, 1)
+
+
+def test_hr_minimises_the_paper_loss():
+    # eq. (14) with the default weight: HR scores lower than the upsampled input, than HR made
+    # brighter by 0.05, and than HR moved by small random steps (HR is a minimiser, not just better)
+    hr, lr = _smooth_clip()
+    model = build_model("fcvsr", "tiny")
+    target = hr[:, 3]
+    up = model.upsample_center(lr)
+
+    def loss(sr: torch.Tensor) -> float:
+        return model.vsr_loss(sr, hr, lr).item()
+
+    at_hr = loss(target)
+    assert at_hr < loss(up)
+    assert at_hr < loss(target + 0.05)
+    gen = torch.Generator().manual_seed(3)
+    for step in (1e-3, 1e-2):
+        for _ in range(4):
+            assert at_hr < loss(target + step * torch.randn(target.shape, generator=gen))
+    # and a step of 1e-3 against the loss's gradient at HR does not lower it either
+    sr = target.clone().requires_grad_(True)
+    model.vsr_loss(sr, hr, lr).backward()
+    step = 1e-3 * sr.grad / sr.grad.abs().max()
+    assert at_hr < loss(target - step)
+
+
+def test_sr_pixels_optimised_on_the_paper_loss_reach_hr():
+    # Adam on the SR pixels themselves, from the upsampled input: with the paper's loss (weight 1)
+    # they approach HR like under Charbonnier alone (47.2 dB after 80 steps) with no brightness
+    # bias. Measured: 44.9 dB; with the mean-L1 similarity it stalled at 31.6 dB, bias +0.014.
+    hr, lr = _smooth_clip()
+    model = build_model("fcvsr", "tiny")
+    target = hr[:, 3]
+    sr = model.upsample_center(lr).requires_grad_(True)
+    opt = torch.optim.Adam([sr], lr=1e-3)
+    for _ in range(80):
+        opt.zero_grad()
+        model.vsr_loss(sr, hr, lr).backward()
+        opt.step()
+    error = sr.detach() - target
+    assert 10 * math.log10(1 / error.pow(2).mean().item()) > 40
+    assert abs(error.mean().item()) < 1e-3
