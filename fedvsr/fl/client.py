@@ -125,19 +125,20 @@ def run_client(
     """Train one client and, if its result is usable, add it to ``partial``.
 
     Returns the local result (``ok = False`` with the reason when the client is left out: non-finite
-    loss or weights, or an invalid aggregation weight), its unnormalised aggregation weight (0 when
-    left out) and its new persistent state (None when the strategy keeps none or the client is left out).
+    loss or weights, or an invalid aggregation weight), the log of its unnormalised aggregation weight
+    (-inf when left out) and its new persistent state (None when the strategy keeps none or the client
+    is left out).
     """
     result = train_local(ctx, strategy, batches, epochs, optimizer, step_loss)
     if not result.ok:
-        return result, 0.0, None
+        return result, -math.inf, None
     try:
-        weight = float(strategy.client_weight(ctx, result))
+        log_weight = float(strategy.client_log_weight(ctx, result))
     except ValueError as err:
         result.ok, result.reason = False, f"invalid aggregation weight: {err}"
-        return result, 0.0, None
-    if not math.isfinite(weight) or weight <= 0.0:
-        result.ok, result.reason = False, f"invalid aggregation weight {weight}"
-        return result, 0.0, None
-    state = strategy.end_local(ctx, result, weight, partial)
-    return result, weight, state
+        return result, -math.inf, None
+    if not math.isfinite(log_weight):
+        result.ok, result.reason = False, f"invalid aggregation weight exp({log_weight})"
+        return result, -math.inf, None
+    state = strategy.end_local(ctx, result, log_weight, partial)
+    return result, log_weight, state

@@ -22,7 +22,7 @@ from fedvsr.fl.loss_aware import (
     ALPHA_DECAYS,
     decay_exponent,
     hellinger_coefficient,
-    inverse_loss_weight,
+    log_inverse_loss_weight,
 )
 from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy, local_params
 
@@ -74,13 +74,14 @@ class FedVSR(Strategy):
         p = self.params
         return decay_exponent(p.alpha, p.alpha_decay, round, total_rounds)
 
-    def client_weight(self, ctx: ClientContext, result: LocalResult) -> float:
+    def client_log_weight(self, ctx: ClientContext, result: LocalResult) -> float:
         if not self.params.loss_aware:
-            return float(result.samples)
-        return inverse_loss_weight(result.loss, self.exponent(ctx.round, ctx.total_rounds))
+            return super().client_log_weight(ctx, result)
+        # log (1/L_i)^a_t: the platform normalises in log space, so no alpha or loss overflows
+        return log_inverse_loss_weight(result.loss, self.exponent(ctx.round, ctx.total_rounds))
 
-    def end_local(self, ctx, result, weight, partial):
-        super().end_local(ctx, result, weight, partial)
+    def end_local(self, ctx, result, log_weight, partial):
+        super().end_local(ctx, result, log_weight, partial)
         if self.params.mixing == "hellinger":
             partial.add("uniform", local_params(ctx.model, ctx.global_params), 1.0)
         return None

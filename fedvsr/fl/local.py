@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedvsr.fl.aggregate import Params, PartialAggregate
+from fedvsr.fl.aggregate import Params, PartialAggregate, normalised_weights
 from fedvsr.fl.client import StepLoss, run_client
 from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy
 
@@ -58,6 +58,6 @@ def local_round(
     if not weights:
         return global_params, server_state, results
     new_params, new_server = strategy.server_update(global_params, partial, server_state, round, total_clients,
-                                                    weights)
+                                                    normalised_weights(weights))
     return new_params, new_server, results
 

@@ -104,6 +104,12 @@ def _log_weight(loss: float, exponent: float, index: int | None = None) -> float
     return -exponent * math.log(value)
 
 
+def log_inverse_loss_weight(loss: float, exponent: float) -> float:
+    """``log I'_i = -a_t * log L_i`` (float64, finite for any valid input); raises ``InvalidClientLoss``
+    for a loss that is NaN, infinite, zero or negative. What the platform aggregates with."""
+    return _log_weight(loss, _check_exponent(exponent))
+
+
 def inverse_loss_weight(loss: float, exponent: float) -> float:
     """Unnormalised weight I'_i = (1/L_i)^a_t = exp(-a_t * log L_i), float64.
 

@@ -66,11 +66,11 @@ class Scaffold(Strategy):
                 grad_sum[n].add_(w.grad)
                 w.grad.add_(corr[n])
 
-    def client_weight(self, ctx: ClientContext, result: LocalResult) -> float:
-        return 1.0  # SCAFFOLD averages the participating clients uniformly
+    def client_log_weight(self, ctx: ClientContext, result: LocalResult) -> float:
+        return 0.0  # SCAFFOLD averages the participating clients uniformly
 
-    def end_local(self, ctx: ClientContext, result: LocalResult, weight: float, partial: PartialAggregate):
-        super().end_local(ctx, result, weight, partial)
+    def end_local(self, ctx: ClientContext, result: LocalResult, log_weight: float, partial: PartialAggregate):
+        super().end_local(ctx, result, log_weight, partial)
         c_i, grad_sum = ctx.scratch["c_i"], ctx.scratch["grad_sum"]
         new_c_i, delta_c = {}, {}
         for n in c_i:

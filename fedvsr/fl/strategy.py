@@ -16,6 +16,7 @@ global weights and server state.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -77,15 +78,16 @@ class Strategy:
     def before_step(self, ctx: ClientContext) -> None:
         """Called after ``backward()`` and before ``optimizer.step()``: gradient corrections go here."""
 
-    def client_weight(self, ctx: ClientContext, result: LocalResult) -> float:
-        """Unnormalised aggregation weight of a client; FedAvg weighs by sample count."""
-        return float(result.samples)
+    def client_log_weight(self, ctx: ClientContext, result: LocalResult) -> float:
+        """Logarithm of a client's unnormalised aggregation weight (a log, so that weights of any size
+        aggregate); FedAvg weighs by sample count."""
+        return math.log(result.samples) if result.samples > 0 else -math.inf
 
     def end_local(
-        self, ctx: ClientContext, result: LocalResult, weight: float, partial: PartialAggregate
+        self, ctx: ClientContext, result: LocalResult, log_weight: float, partial: PartialAggregate
     ) -> Params | None:
         """Add the client's contributions to ``partial``; return its new persistent state (or None)."""
-        partial.add("model", local_params(ctx.model, ctx.global_params), weight)
+        partial.add("model", local_params(ctx.model, ctx.global_params), log_weight=log_weight)
         return None
 
     # ------------------------------------------------------------------ server side
@@ -97,7 +99,7 @@ class Strategy:
         total_clients: int, client_weights: list[float],
     ) -> tuple[Params, Params]:
         """New global weights: the weighted average of the clients' models. ``client_weights`` are the
-        unnormalised weights of the aggregated clients, in client order."""
+        normalised aggregation weights of the aggregated clients (summing to 1), in client order."""
         return aggregate.mean("model"), server_state
 
 

@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 from fedvsr.config import config_from_dict
 from fedvsr.data.sources import resolve_videos, split_holdout
 from fedvsr.fl import build_strategy
-from fedvsr.fl.aggregate import merge_partials, to_numpy, to_torch
+from fedvsr.fl.aggregate import merge_partials, normalised_weights, to_numpy, to_torch
 from fedvsr.fl.partition import partition_table, partition_videos
 from fedvsr.fl.sampling import sample_clients
 from fedvsr.fl.strategy import float_state
@@ -143,17 +143,18 @@ class Coordinator:
 
         aggregate = merge_partials([o["partial"] for o in outputs])
         reports = sorted((r for o in outputs for r in o["reports"]), key=lambda r: r["client"])
-        total_weight = aggregate.weights.get("model", 0.0)
-        for r in reports:
-            r["weight"] = r["raw_weight"] / total_weight if total_weight > 0 else 0.0
-            if r["status"] != "ok":
-                self._event("client_dropped", r["reason"], round=t, client=r["client"])
         kept = [r for r in reports if r["status"] == "ok"]
+        for r, w in zip(kept, normalised_weights([r["log_weight"] for r in kept]), strict=True):
+            r["weight"] = w
+        for r in reports:
+            if r["status"] != "ok":
+                r["weight"] = 0.0
+                self._event("client_dropped", r["reason"], round=t, client=r["client"])
 
         if kept:
             new_params, new_server = self.strategy.server_update(
                 to_torch(self.params), aggregate, to_torch(self.server_state), t, cfg.fl.clients,
-                [r["raw_weight"] for r in kept],
+                [r["weight"] for r in kept],
             )
             new_params_np = to_numpy(new_params)
             if all(np.isfinite(v).all() for v in new_params_np.values()):

@@ -92,12 +92,13 @@ class ClientWorker:
                 model=self.model, global_params=gp, server_state=ss,
                 client_state=to_torch(state, self.device) if state is not None else None, lr=cfg.fl.lr,
             )
-            result, weight, kept = self._train_one(ctx, partial)
+            result, log_weight, kept = self._train_one(ctx, partial)
             if kept is not None:
                 new_states[cid] = {k: v.detach().cpu().numpy() for k, v in kept.items()}
             reports.append({
                 "round": round, "client": cid, "samples": result.samples, "steps": result.steps,
-                "loss": result.loss, "raw_weight": weight if result.ok else 0.0, "worker": self.index,
+                "loss": result.loss, "log_weight": log_weight if result.ok else -math.inf,
+                "raw_weight": math.exp(min(log_weight, 709.0)) if result.ok else 0.0, "worker": self.index,
                 "seconds": result.seconds, "status": "ok" if result.ok else "dropped", "reason": result.reason,
             })
         return {"partial": partial, "reports": reports, "states": new_states}

@@ -210,3 +210,20 @@ def test_recipe_defaults_and_hifr_eps_reach_the_strategies():
     assert build_strategy(load_config(None, ["fl.strategy=fedvsr"]).fl).params.hifr_eps == 1e-3
     with pytest.raises(ConfigError, match=r"fl.hifr_eps = 0 is not allowed; expected a number > 0.0"):
         load_config(None, ["fl.hifr_eps=0"])
+
+
+def test_loss_aware_weights_of_extreme_alpha_stay_finite():
+    # (1/L)^a at a = 30, L = 0.02 is 1e51, beyond float32 (it used to become inf and the round was
+    # rejected); at a = 400 and L = 1e-3 it is 1e1200, beyond float64. Weights are formed in log
+    # space: the round aggregates (1/L_0)^a : (1/L_1)^a of the two clients' models.
+    curv = torch.tensor([[1.0], [1.0]])
+    for alpha, optima in ((30.0, (0.2, 0.3)), (400.0, (0.0447, 0.05))):
+        strat = FedVSR(FedVSRParams(lambda_hifr=0.0, alpha=alpha, alpha_decay="none"))
+        opt = torch.tensor([[optima[0]], [optima[1]]])
+        w, _, _ = run_rounds(strat, curv, opt, rounds=1, steps=1, lr=0.5)
+        # one SGD step of lr 0.5 from 0 on 0.5 (w - o)^2: y = o / 2, loss L = o^2 / 2
+        losses = [o * o / 2 for o in optima]
+        log_i = [-alpha * math.log(v) for v in losses]
+        p0 = 1 / (1 + math.exp(log_i[1] - log_i[0]))
+        assert torch.isfinite(w).all()
+        assert w.item() == pytest.approx(p0 * optima[0] / 2 + (1 - p0) * optima[1] / 2, rel=1e-5)

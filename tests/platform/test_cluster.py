@@ -115,6 +115,10 @@ def test_simulate_on_an_unreachable_address_is_a_clear_error(tmp_path):
 
 
 def test_simulate_with_auto_and_no_cluster_is_a_clear_error(tmp_path):
+    from ray._private.services import find_gcs_addresses
+
+    if find_gcs_addresses():  # Ray's 'auto' joins any GCS process it finds with ps, whoever started it
+        pytest.skip("another Ray instance runs on this machine: 'auto' would join it")
     ray_tmp = tmp_path / "ray"  # a temp dir where no `ray start` ever ran
     ray_tmp.mkdir()
     proc = _simulate(tmp_path, "platform.address=auto", env={"RAY_TMPDIR": str(ray_tmp)})

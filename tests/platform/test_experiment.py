@@ -159,6 +159,7 @@ def test_fcvsr_tiny_trains_two_federated_rounds(ray_local, synth_root, tmp_path)
     rounds = pq.read_table(out / "rounds.parquet").to_pydict()
     assert rounds["round"] == [1, 2] and rounds["aggregated"] == [2, 2]
     assert all(np.isfinite(rounds["train_loss"])) and all(np.isfinite(rounds["psnr"]))
-    # the contrastive term (about 2 at tau = 1) dominates the Charbonnier one: the reported loss shows it
-    assert min(rounds["train_loss"]) > 1.0
+    # the contrastive term counts per pixel like the Charbonnier one (summed per sub-band it is in the
+    # hundreds, and a mean similarity left it near 2): the loss stays of the order of a pixel error
+    assert max(rounds["train_loss"]) < 0.5
     assert summary["params"] == 32834
