@@ -1,6 +1,7 @@
 """The ``fedvsr`` command.
 
-    fedvsr simulate [--config FILE] [--set key=value ...] [--out DIR] [--resume]
+    fedvsr simulate [--config FILE] [--set key=value ...] [--out DIR] [--resume] [--address ADDR]
+    fedvsr train-central [--config FILE] [--set key=value ...] [--out DIR] [--workers N] [--gpu]
     fedvsr models [--json]
     fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--resume] [--address ADDR] [--set k=v ...]
     fedvsr best DIR... [--metric psnr|ssim|loss] [--where k=v ...] [--top K] [--json]
@@ -27,8 +28,12 @@ def _simulate(args: argparse.Namespace) -> int:
             raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
         cfg = None
     else:
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, [*args.set, *([f"platform.address={args.address}"] if args.address else [])])
     out = Path(args.out or f"runs/sim-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume and args.address:  # a resumed run keeps its saved config; --address says where it runs now
+        from fedvsr.platform.cluster import join_cluster
+
+        join_cluster(args.address, include_dashboard=False, logging_level="ERROR", log_to_driver=True)
 
     def on_start(info: dict) -> None:
         b, i = info["bicubic"], info["initial"]
@@ -57,6 +62,34 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_central(args: argparse.Namespace) -> int:
+    from fedvsr.platform.central import CentralTrainingError, run_central
+
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out or f"runs/central-{time.strftime('%Y%m%d-%H%M%S')}")
+    def on_start(info: dict) -> None:
+        b, i = info["bicubic"], info["initial"]
+        print(f"fedvsr: {info['params']:,} parameters, central training on {info['workers']} Ray Train workers "
+              f"({info['device']}), output in {out}", flush=True)
+        print(f"bicubic    psnr {b['psnr']:6.2f}  ssim {b['ssim']:.4f}", flush=True)
+        print(f"epoch   0  psnr {i['psnr']:6.2f}  ssim {i['ssim']:.4f}  (initial model)", flush=True)
+
+    def on_epoch(row: dict) -> None:
+        print(f"epoch {row['round']:3d}  psnr {row['psnr']:6.2f}  ssim {row['ssim']:.4f}  "
+              f"loss {row['train_loss']:.5f}  clips {row['samples']}  {row['seconds']:5.1f}s", flush=True)
+
+    try:
+        summary = run_central(cfg, out, workers=args.workers, use_gpu=True if args.gpu else None,
+                              on_start=on_start, on_epoch=on_epoch)
+    except CentralTrainingError as err:
+        print(f"fedvsr: {err}", file=sys.stderr)
+        return 1
+    gain = summary["final_psnr"] - summary["bicubic_psnr"]
+    print(f"final      psnr {summary['final_psnr']:6.2f}  ssim {summary['final_ssim']:.4f}  "
+          f"({gain:+.2f} dB over bicubic)  -> {out}/summary.json", flush=True)
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from fedvsr.models.registry import get_entry, model_names
 
@@ -68,10 +101,10 @@ def _models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<10} {'preset':<10} {'params':>12} {'frames':>6} {'output':>7}"
+    print(f"{'name':<10} {'preset':<14} {'params':>12} {'frames':>6} {'output':>7}"
           + (f" {'GFLOPs@64x64':>13}" if args.flops else ""))
     for r in rows:
-        line = f"{r['name']:<10} {r['preset']:<10} {r['params']:>12,} {r['num_frames']:>6} " \
+        line = f"{r['name']:<10} {r['preset']:<14} {r['params']:>12,} {r['num_frames']:>6} " \
                f"{'centre' if r['center_output'] else 'all':>7}"
         if args.flops:
             line += f" {r['flops'] / 1e9:>13.2f}"
@@ -100,7 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config key, e.g. --set fl.rounds=20 (repeatable)")
     sim.add_argument("--out", help="output folder (default: runs/sim-<time>)")
     sim.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    sim.add_argument("--address", help="Ray cluster to run on, host:port of its head (or auto); same as --set "
+                     "platform.address=...; default: the job's cluster under `ray job submit`, else a local Ray")
     sim.set_defaults(func=_simulate)
+
+    central = sub.add_parser("train-central", help="the centralized upper bound: train on all clients' data pooled "
+                             "(Ray Train, data-parallel)")
+    central.add_argument("--config", help="YAML experiment config (the same as simulate's)")
+    central.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config key, e.g. --set fl.rounds=20 (epochs here; repeatable)")
+    central.add_argument("--out", help="output folder (default: runs/central-<time>)")
+    central.add_argument("--workers", type=int, help="Ray Train workers (default: platform.workers)")
+    central.add_argument("--gpu", action="store_true", help="one GPU per worker (default: platform.gpus_per_worker)")
+    central.set_defaults(func=_train_central)
 
     models = sub.add_parser("models", help="list model families and presets with their sizes")
     models.add_argument("--json", action="store_true", help="print a JSON list of objects")

@@ -30,7 +30,7 @@ def _spec(default: Any, help: str, *, choices: tuple | None = None, min: float |
     return field(default=default, metadata=meta)
 
 
-DATA_SOURCES = ("synthetic", "folder")
+DATA_SOURCES = ("synthetic", "folder", "reds", "vid4", "vimeo90k", "kinetics")
 DEGRADATIONS = ("bicubic", "blur-h264", "hevc")
 STRATEGIES = ("fedavg", "fedprox", "scaffold", "fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
 PARTITIONS = ("random", "by-class", "quantity-skew", "dirichlet")
@@ -38,6 +38,13 @@ ALPHA_DECAYS = ("none", "linear", "power")
 HIFR_MODES = ("2d", "3d")
 MIXINGS = ("none", "hellinger")
 OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "multistep")
+LR_CLOCKS = ("round", "local")
+AUGMENTS = ("auto", "none", "flip", "flip-rot")
+EVAL_SOURCES = ("holdout", "split", "folder")
+#: the data.source values with a standard test split for eval.source = split
+SPLIT_SOURCES = ("reds", "vimeo90k", "kinetics")
+EVAL_CHANNELS = ("y", "rgb", "y+rgb")
 
 
 @dataclass
@@ -49,15 +56,28 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = _spec("synthetic", "where videos come from", choices=DATA_SOURCES)
-    root: str = _spec("", "dataset folder (folder source); synthetic: the folder holding the built videos, "
-                          "one synthetic-<key> folder per seed and size (default: $FEDVSR_CACHE or ~/.cache/fedvsr)")
+    source: str = _spec("synthetic", "where videos come from: synthetic (built-in); folder (video files and frame "
+                        "folders under data.root, label = the folder under the root); reds (train_sharp/<clip>/, "
+                        "train split = all but REDS4); vid4 (GT/<clip>/, a test set); vimeo90k (vimeo_septuplet/"
+                        "sequences with sep_trainlist.txt); kinetics (<class>/<video>.mp4, or train/ and val/ "
+                        "above the classes; label = the class). Pre-made LR frames (REDS train_sharp_bicubic/X4, "
+                        "BIx4 / BDx4, vimeo_septuplet_matlabLRx4) replace the resampling of the HR frames when "
+                        "present", choices=DATA_SOURCES)
+    root: str = _spec("", "dataset folder (folder and dataset sources); synthetic: the folder holding the built "
+                          "videos, one synthetic-<key> folder per seed and size (default: $FEDVSR_CACHE or "
+                          "~/.cache/fedvsr)")
     degradation: str = _spec("bicubic", "how LR videos are made from HR videos: bicubic; blur-h264 (Gaussian "
-                             "blur + subsampling + H.264 CRF 25); hevc (bicubic + HEVC QP 32)", choices=DEGRADATIONS)
+                             "blur + subsampling + H.264 at data.crf); hevc (bicubic + HEVC at data.qp)",
+                             choices=DEGRADATIONS)
+    crf: int = _spec(25, "blur-h264: H.264 constant rate factor (FCA2 paper: 15, 25, 35)", min=0, max=51)
+    qp: int = _spec(32, "hevc: HEVC quantisation parameter (FCVSR paper: 22, 27, 32, 37)", min=0, max=51)
     scale: int = _spec(4, "super-resolution factor", choices=(2, 3, 4))
     clip_frames: int = _spec(0, "frames per training clip; 0 = the model's number of input frames", min=0)
     patch: int = _spec(32, "LR training crop size in pixels (HR crop = patch * scale)", min=4)
     samples_per_video: int = _spec(16, "random clips drawn from each video per local epoch", min=1)
+    augment: str = _spec("auto", "training-clip augmentation: flip (horizontal, vertical, temporal reversal), "
+                         "flip-rot (flip plus 90-degree rotations: all 8 orientations), none; auto = flip-rot for "
+                         "a rotation-safe model (every shipped family), else flip", choices=AUGMENTS)
     videos: int = _spec(28, "synthetic: number of videos generated (clients + held-out)", min=2)
     frames: int = _spec(16, "synthetic: frames per video", min=1)
     height: int = _spec(128, "synthetic: HR frame height", min=16)
@@ -74,6 +94,19 @@ class FLConfig:
     batch_size: int = _spec(8, "local mini-batch size", min=1)
     lr: float = _spec(2e-3, "client learning rate", min=0.0, min_exclusive=True)
     optimizer: str = _spec("adam", "client optimizer (fresh each round)", choices=OPTIMIZERS)
+    lr_schedule: str = _spec("constant", "learning-rate schedule: constant; cosine (annealing to fl.lr_min over "
+                             "the clock's horizon: FCA2, VRT/RVRT); multistep (times fl.lr_gamma at each of "
+                             "fl.lr_milestones: FCVSR halves at 2K, 8K, 12K of 30K)", choices=LR_SCHEDULES)
+    lr_clock: str = _spec("round", "what the schedule counts: round (global round t-1 of fl.rounds; one rate "
+                          "for a whole round) or local (the client's local step within the round, of all its "
+                          "steps that round; restarts each round, as the optimizer does)", choices=LR_CLOCKS)
+    lr_warmup: int = _spec(0, "linear warm-up over the first N clock units (rate * (i+1)/N)", min=0)
+    lr_min: float = _spec(0.0, "cosine: the rate reached at the end of the horizon", min=0.0)
+    lr_milestones: list = _spec(None, "multistep: clock positions (0-based, increasing) where the rate is "
+                                "multiplied by fl.lr_gamma", factory=list)
+    lr_gamma: float = _spec(0.5, "multistep: factor at each milestone", min=0.0, min_exclusive=True)
+    clip_grad_norm: float = _spec(0.0, "clip each optimizer's gradients to this total L2 norm before its "
+                                  "step (after SCAFFOLD's correction); 0 = off", min=0.0)
     partition: str = _spec("random", "how videos are split among clients: random ('less heterogeneous'), "
                            "by-class (one class per client, 'more heterogeneous'), quantity-skew, dirichlet",
                            choices=PARTITIONS)
@@ -105,8 +138,16 @@ class PlatformConfig:
 
 @dataclass
 class EvalConfig:
-    holdout: int = _spec(4, "videos held out from the clients for evaluation", min=1)
-    clips: int = _spec(8, "evaluation clips (whole frames) drawn from the held-out videos", min=1)
+    source: str = _spec("holdout", "evaluation videos: holdout (eval.holdout videos of the training source, "
+                        "kept from the clients); split (the dataset's own test split: REDS4 for reds, sep_testlist "
+                        "for vimeo90k, val/ for kinetics; the clients get the training split); folder (the videos "
+                        "under eval.root, e.g. train on REDS, test on Vid4)", choices=EVAL_SOURCES)
+    root: str = _spec("", "folder of the evaluation videos (eval.source = folder): a REDS, Vid4 (GT/ with BIx4/, "
+                      "BDx4/) or Vimeo-90K root gives its test split, any other folder every video under it")
+    holdout: int = _spec(4, "videos held out from the clients for evaluation (eval.source = holdout)", min=0)
+    clips: int = _spec(8, "evaluation clips (whole frames) drawn from the evaluation videos", min=1)
+    channels: str = _spec("y", "PSNR / SSIM on y (BT.601 luma, as the papers report), rgb, or y+rgb (psnr, "
+                          "ssim on Y plus psnr_rgb, ssim_rgb)", choices=EVAL_CHANNELS)
 
 
 @dataclass
@@ -137,13 +178,14 @@ def _allowed(f: dataclasses.Field) -> str:
         parts.append(f"{'>' if m.get('min_exclusive') else '>='} {m['min']}")
     if m.get("max") is not None:
         parts.append(f"<= {m['max']}")
-    kind = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}
+    kind = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping",
+            list: "a list of integers"}
     return kind.get(_field_type(f), "a value") + (" " + " and ".join(parts) if parts else "")
 
 
 def _field_type(f: dataclasses.Field) -> type:
     t = f.type if isinstance(f.type, str) else f.type.__name__
-    return {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}.get(t, object)
+    return {"int": int, "float": float, "str": str, "bool": bool, "dict": dict, "list": list}.get(t, object)
 
 
 def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
@@ -177,6 +219,21 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
             value = {}
         if not isinstance(value, dict):
             raise bad
+    elif t is list:
+        if value is None:
+            value = []
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        items = []
+        for v in value:
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise bad
+            items.append(v)
+        return items
     m = f.metadata
     if m.get("choices") and value not in m["choices"]:
         raise bad
@@ -339,12 +396,29 @@ def validate(cfg: ExperimentConfig) -> None:
             f"data.clip_frames = {data.clip_frames} does not match the {num_frames} input frames of "
             f"{cfg.model.name}/{cfg.model.preset}, which restores the centre frame; allowed: 0 or {num_frames}"
         )
+    _check_schedule(fl)
+    ev = cfg.eval
+    if ev.source == "holdout" and ev.holdout < 1:
+        raise ConfigError("eval.holdout = 0 leaves no evaluation video with eval.source = 'holdout'; allowed: "
+                          "eval.holdout >= 1, or eval.source = 'folder' with eval.root")
+    if ev.source == "folder" and not ev.root:
+        raise ConfigError("eval.root = '' must name the folder of evaluation videos when eval.source = 'folder'")
+    if ev.source == "split" and data.source not in SPLIT_SOURCES:
+        why = ("Vid4 is a test set with no training split; use it as eval.root with eval.source = 'folder'"
+               if data.source == "vid4" else "it has no standard test split")
+        raise ConfigError(f"eval.source = 'split' is not allowed with data.source = {data.source!r}: {why}; allowed: "
+                          f"data.source one of {', '.join(map(repr, SPLIT_SOURCES))}, or eval.source 'holdout' / "
+                          f"'folder'")
+    if data.augment == "flip-rot" and not getattr(entry.cls, "rotation_safe", True):
+        raise ConfigError(f"data.augment = 'flip-rot': {cfg.model.name} is not rotation-safe; allowed: auto, "
+                          f"flip, none")
+    held = ev.holdout if ev.source == "holdout" else 0
     if data.source == "synthetic":
-        client_videos = data.videos - cfg.eval.holdout
+        client_videos = data.videos - held
         if client_videos < fl.clients:
             raise ConfigError(
                 f"data.videos = {data.videos} leaves {client_videos} videos after eval.holdout = "
-                f"{cfg.eval.holdout}, fewer than fl.clients = {fl.clients}; allowed: "
+                f"{held}, fewer than fl.clients = {fl.clients}; allowed: "
                 f"data.videos >= fl.clients + eval.holdout"
             )
         for key, size in (("data.height", data.height), ("data.width", data.width)):
@@ -362,6 +436,29 @@ def validate(cfg: ExperimentConfig) -> None:
         )
 
 
+def _check_schedule(fl: FLConfig) -> None:
+    """The learning-rate schedule's keys against one another and against the round clock's horizon."""
+    ms = fl.lr_milestones
+    if fl.lr_schedule == "multistep":
+        if not ms:
+            raise ConfigError("fl.lr_schedule = 'multistep' needs fl.lr_milestones, e.g. [5, 10] (clock positions "
+                              "where the rate is multiplied by fl.lr_gamma)")
+        if any(m < 1 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:], strict=False)):
+            raise ConfigError(f"fl.lr_milestones = {ms} is not allowed; expected increasing integers >= 1")
+        if fl.lr_clock == "round" and ms[-1] >= fl.rounds:
+            raise ConfigError(f"fl.lr_milestones = {ms}: {ms[-1]} is never reached with fl.lr_clock = 'round' "
+                              f"and fl.rounds = {fl.rounds} (positions 0 .. {fl.rounds - 1}); allowed: milestones "
+                              f"< fl.rounds")
+    elif ms:
+        raise ConfigError(f"fl.lr_milestones = {ms} is only used by fl.lr_schedule = 'multistep' (it is "
+                          f"{fl.lr_schedule!r}); remove it or change the schedule")
+    if fl.lr_schedule == "cosine" and fl.lr_min >= fl.lr:
+        raise ConfigError(f"fl.lr_min = {fl.lr_min} must be below fl.lr = {fl.lr} for the cosine schedule")
+    if fl.lr_clock == "round" and fl.lr_warmup >= fl.rounds:
+        raise ConfigError(f"fl.lr_warmup = {fl.lr_warmup} rounds is not shorter than fl.rounds = {fl.rounds}; "
+                          f"allowed: 0 <= fl.lr_warmup < fl.rounds (or fl.lr_clock = 'local')")
+
+
 def _check_model_builds(cfg: ExperimentConfig) -> None:
     """Construct the model once on the meta device (no memory, no compute), so that a bad
     ``model.options`` value is a config error here rather than a crash inside a Ray worker."""
@@ -376,3 +473,20 @@ def _check_model_builds(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"model.options = {cfg.model.options!r} cannot build {cfg.model.name}/{cfg.model.preset}: {err}"
         ) from None
+
+
+def config_table() -> str:
+    """Every key as a Markdown table (key, default, allowed, what it is): the README's configuration table."""
+    lines = ["| key | default | allowed | what it is |", "|---|---|---|---|"]
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in fields(cls):
+            sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+            if dataclasses.is_dataclass(sub):
+                walk(sub, f"{prefix}{f.name}.")
+                continue
+            default = sub() if sub is not None else f.default
+            lines.append(f"| `{prefix}{f.name}` | `{default!r}` | {_allowed(f)} | {f.metadata['help']} |")
+
+    walk(ExperimentConfig, "")
+    return "\n".join(lines) + "\n"

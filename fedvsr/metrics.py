@@ -1,8 +1,9 @@
-"""PSNR and SSIM on the Y channel (ITU-R BT.601), as VSR papers report them.
+"""PSNR and SSIM on the Y channel (ITU-R BT.601), as VSR papers report them, and on RGB.
 
 Follows BasicSR's ``calculate_psnr`` / ``calculate_ssim`` with ``test_y_channel=True``: the
 frames are quantised to 8 bits (as saving a PNG would), converted to Y in [16, 235], and
-``crop`` pixels are dropped on each border. SSIM matches
+``crop`` pixels are dropped on each border. On RGB (``test_y_channel=False``) PSNR takes the mean
+squared error over all three channels and SSIM is the mean of the three channels' SSIM. SSIM matches
 ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=255)``.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -118,3 +120,53 @@ def bicubic_upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
     x = lr.reshape(-1, c, h, w)
     y = F.interpolate(x, size=(h * scale, w * scale), mode="bicubic", align_corners=False)
     return y.clamp_(0, 1).reshape(*lead, c, h * scale, w * scale)
+
+
+def _rgb_pair(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantised, cropped RGB planes ``(3 n, H - 2 crop, W - 2 crop)`` of two RGB batches (one plane per
+    channel and image, image-major)."""
+    y_sr, _ = _y_pair(sr, hr, crop)  # checks shapes and crop
+    h, w = y_sr.shape[-2:]
+    q_sr, q_hr = quantize(sr).reshape(-1, *sr.shape[-2:]), quantize(hr).reshape(-1, *hr.shape[-2:])
+    if crop:
+        q_sr, q_hr = q_sr[:, crop:-crop, crop:-crop], q_hr[:, crop:-crop, crop:-crop]
+    return q_sr.reshape(-1, h, w), q_hr.reshape(-1, h, w)
+
+
+def psnr_rgb(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> float:
+    """PSNR in dB on RGB (the squared error averaged over the three channels), data range 255; the mean of
+    per-image PSNRs over a batch. ``sr, hr``: ``(3, H, W)`` or ``(n, 3, H, W)`` float in [0, 1]."""
+    q_sr, q_hr = _rgb_pair(sr, hr, crop)
+    mse = ((q_sr - q_hr) ** 2).reshape(-1, 3, *q_sr.shape[-2:]).mean(dim=(-3, -2, -1))
+    values = [math.inf if m == 0 else 10 * math.log10(_DATA_RANGE**2 / m) for m in mse.tolist()]
+    return sum(values) / len(values)
+
+
+def ssim_rgb(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> float:
+    """SSIM on RGB: per image the mean of its three channels' SSIM (BasicSR), then the mean over a batch."""
+    q_sr, q_hr = _rgb_pair(sr, hr, crop)
+    return float(ssim_per_image(q_sr, q_hr).mean())
+
+
+CHANNELS = ("y", "rgb", "y+rgb")
+
+
+def score(pairs: list[tuple[torch.Tensor, torch.Tensor]], crop: int, channels: str = "y") -> dict[str, float]:
+    """Mean PSNR / SSIM over ``(prediction, target)`` pairs of any leading shape ``(..., 3, H, W)``.
+
+    ``channels``: ``y`` gives ``psnr``, ``ssim`` on Y; ``rgb`` gives them on RGB; ``y+rgb`` gives ``psnr``,
+    ``ssim`` on Y and ``psnr_rgb``, ``ssim_rgb``. Each value is the mean over the pairs of the pair's mean
+    over its frames."""
+
+    if channels not in CHANNELS:
+        raise ValueError(f"unknown channels {channels!r}; allowed: {', '.join(CHANNELS)}")
+    flat = [(p.reshape(-1, *p.shape[-3:]), t.reshape(-1, *t.shape[-3:])) for p, t in pairs]
+    out: dict[str, float] = {}
+    if channels in ("y", "y+rgb"):
+        out["psnr"] = float(np.mean([psnr_y(p, t, crop) for p, t in flat]))
+        out["ssim"] = float(np.mean([ssim_y(p, t, crop) for p, t in flat]))
+    if channels in ("rgb", "y+rgb"):
+        suffix = "" if channels == "rgb" else "_rgb"
+        out["psnr" + suffix] = float(np.mean([psnr_rgb(p, t, crop) for p, t in flat]))
+        out["ssim" + suffix] = float(np.mean([ssim_rgb(p, t, crop) for p, t in flat]))
+    return out

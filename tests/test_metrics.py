@@ -10,7 +10,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from fedvsr.data.synthetic import synth_video
-from fedvsr.metrics import bicubic_upsample, psnr_y, quantize, rgb_to_y, ssim_y
+from fedvsr.metrics import bicubic_upsample, psnr_rgb, psnr_y, quantize, rgb_to_y, score, ssim_rgb, ssim_y
 
 
 def _y_numpy(img: torch.Tensor, crop: int) -> list[np.ndarray]:
@@ -144,3 +144,38 @@ def test_bicubic_upsample():
     smooth = torch.from_numpy(synth_video(0, "noise-objects", 1, 64, 64)).permute(0, 3, 1, 2).float() / 255
     down = torch.nn.functional.interpolate(smooth, scale_factor=0.25, mode="bicubic", antialias=True)
     assert psnr_y(bicubic_upsample(down, 4), smooth, 4) > 24
+
+
+def _rgb_numpy(img: torch.Tensor, crop: int) -> list[np.ndarray]:
+    """Reference RGB planes ``(H, W, 3)``: 8-bit quantisation, then the border crop."""
+    x = np.round(np.clip(img.double().numpy(), 0, 1) * 255)
+    x = x[None] if x.ndim == 3 else x
+    return [p.transpose(1, 2, 0)[crop : p.shape[1] - crop, crop : p.shape[2] - crop] for p in x]
+
+
+@pytest.mark.parametrize(("kind", "shape", "crop"), CASES)
+def test_rgb_psnr_and_ssim_match_skimage(kind, shape, crop):
+    """RGB: PSNR of the squared error over all channels, SSIM the mean of the three channels' SSIM
+    (scikit-image's channel_axis), as BasicSR computes them with test_y_channel=False."""
+    sr, hr = _images(kind, shape, seed=len(shape) + crop)
+    pairs = list(zip(_rgb_numpy(sr, crop), _rgb_numpy(hr, crop), strict=True))
+    ref_psnr = np.mean([peak_signal_noise_ratio(b, a, data_range=255) for a, b in pairs])
+    ref_ssim = np.mean([structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                              data_range=255, channel_axis=2) for a, b in pairs])
+    assert psnr_rgb(sr, hr, crop) == pytest.approx(ref_psnr, abs=1e-9)
+    assert ssim_rgb(sr, hr, crop) == pytest.approx(ref_ssim, abs=1e-4)
+    assert psnr_rgb(sr, hr, crop) != pytest.approx(psnr_y(sr, hr, crop), abs=1e-3)
+
+
+def test_score_channels():
+    sr, hr = _images("structured", (3, 3, 64, 48), seed=1)
+    pairs = [(sr[None, :2], hr[None, :2]), (sr[None, 2:], hr[None, 2:])]  # (1, t, 3, H, W) clips
+    y = score(pairs, 4, "y")
+    rgb = score(pairs, 4, "rgb")
+    both = score(pairs, 4, "y+rgb")
+    # the mean over clips of each clip's mean over its frames: (mean of frames 0, 1 + frame 2) / 2
+    assert y["psnr"] == pytest.approx((psnr_y(sr[:2], hr[:2], 4) + psnr_y(sr[2:], hr[2:], 4)) / 2, abs=1e-12)
+    assert set(y) == {"psnr", "ssim"} and set(rgb) == {"psnr", "ssim"}
+    assert both == {"psnr": y["psnr"], "ssim": y["ssim"], "psnr_rgb": rgb["psnr"], "ssim_rgb": rgb["ssim"]}
+    with pytest.raises(ValueError, match="unknown channels 'yuv'; allowed: y, rgb, y\\+rgb"):
+        score(pairs, 4, "yuv")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedvsr.data.degrade import degrade_video
+from fedvsr.data.degrade import degrade_resampled, degrade_video
 from fedvsr.data.synthetic import VideoEntry
-from fedvsr.data.video import read_video
+from fedvsr.data.video import VideoError, read_video
 
 
 @dataclass
@@ -36,14 +36,29 @@ def load_pair(entry: VideoEntry, degradation: str, scale: int, **params: object)
     """Decode ``entry`` and degrade it.
 
     The HR frames are cropped at the bottom and right so H and W are multiples of ``scale``;
-    ``params`` go to the degradation (e.g. ``crf`` for ``blur-h264``, ``qp`` for ``hevc``).
+    ``params`` go to the degradation (e.g. ``crf`` for ``blur-h264``, ``qp`` for ``hevc``). When the
+    entry has pre-made LR frames (``entry.lr_path``: a dataset's ``BIx4`` / ``BDx4`` twin, see
+    :data:`fedvsr.data.degrade.RESAMPLING`), they replace the resampling of the HR frames and only the
+    degradation's later stages (the codec) are applied to them; they must hold as many frames as the HR
+    video, each ``1/scale`` of the (cropped) HR size, or a :class:`VideoError` names both paths.
     """
     hr = read_video(entry.path)
     _, h, w, _ = hr.shape
     if h < scale or w < scale:
         raise ValueError(f"video {entry.name!r} ({h}x{w}) is smaller than the scale {scale}")
     hr = np.ascontiguousarray(hr[:, : h - h % scale, : w - w % scale])
-    lr = degrade_video(hr, degradation, scale, **params)
+    if entry.lr_path is None:
+        lr = degrade_video(hr, degradation, scale, **params)
+    else:
+        lr = read_video(entry.lr_path)
+        t, h, w, _ = hr.shape
+        if lr.shape != (t, h // scale, w // scale, 3):
+            raise VideoError(
+                f"{entry.lr_path}: the pre-made LR frames ({lr.shape[0]} frames of {lr.shape[2]}x{lr.shape[1]}) "
+                f"do not match the HR video {entry.path} ({t} frames of {w}x{h}, WxH after cropping to a "
+                f"multiple of {scale}): expected {t} frames of {w // scale}x{h // scale} at scale {scale}"
+            )
+        lr = degrade_resampled(lr, degradation, **params)
     return VideoPair(hr=hr, lr=lr, label=entry.label, name=entry.name)
 
 
@@ -70,17 +85,37 @@ def _check_pairs(pairs: Sequence[VideoPair], clip_frames: int) -> int:
     return scale
 
 
+AUGMENTS = ("none", "flip", "flip-rot")
+
+
+def resolve_augment(augment: str, model_cls: type) -> str:
+    """``data.augment`` with ``auto`` resolved: flip-rot for a rotation-safe model, else flip."""
+    if augment == "auto":
+        return "flip-rot" if getattr(model_cls, "rotation_safe", True) else "flip"
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augmentation {augment!r}; allowed: auto, {', '.join(AUGMENTS)}")
+    return augment
+
+
 class TrainClips(torch.utils.data.Dataset):
     """Random training crops: ``samples_per_video`` items per video.
 
     Item ``i`` comes from video ``i // samples_per_video``: a window of ``clip_frames``
-    consecutive frames, an LR crop of ``patch x patch`` with the matching HR crop, and random
-    horizontal flip, vertical flip and temporal reversal, all drawn from
-    ``np.random.default_rng([seed, i])``, so an item depends only on ``(seed, i)``.
-    Items are ``(lr, hr)``: ``(clip_frames, 3, patch, patch)`` and ``(clip_frames, 3, s*patch, s*patch)``.
+    consecutive frames, an LR crop of ``patch x patch`` with the matching HR crop and, with
+    ``augment``, random flips: ``flip`` = horizontal flip, vertical flip and temporal reversal, each
+    with probability 1/2; ``flip-rot`` adds a transpose of H and W with probability 1/2, which with the
+    two flips gives the 8 rotations and reflections of the square crop with equal probability (BasicVSR's
+    and FCVSR's "random rotation and reflection"). All draws come from ``np.random.default_rng([seed, i])``,
+    so an item depends only on ``(seed, i)`` (and the crop and flips of an item are the same under every
+    ``augment`` setting). Items are ``(lr, hr)``: ``(clip_frames, 3, patch, patch)`` and
+    ``(clip_frames, 3, s*patch, s*patch)``.
     """
 
-    def __init__(self, pairs: list[VideoPair], clip_frames: int, patch: int, samples_per_video: int, seed: int) -> None:
+    def __init__(self, pairs: list[VideoPair], clip_frames: int, patch: int, samples_per_video: int, seed: int,
+                 augment: str = "flip") -> None:
+        if augment not in AUGMENTS:
+            raise ValueError(f"unknown augmentation {augment!r}; allowed: {', '.join(AUGMENTS)}")
+        self.augment = augment
         self.scale = _check_pairs(pairs, clip_frames)
         if patch < 1:
             raise ValueError(f"patch must be at least 1, got {patch}")
@@ -108,16 +143,19 @@ class TrainClips(torch.utils.data.Dataset):
         t0 = int(rng.integers(0, t - self.clip_frames + 1))
         y = int(rng.integers(0, h - self.patch + 1))
         x = int(rng.integers(0, w - self.patch + 1))
-        hflip, vflip, reverse = rng.random(3) < 0.5
+        hflip, vflip, reverse, transpose = rng.random(4) < 0.5
         s, p = self.scale, self.patch
         lr = pair.lr[t0 : t0 + self.clip_frames, y : y + p, x : x + p]
         hr = pair.hr[t0 : t0 + self.clip_frames, y * s : (y + p) * s, x * s : (x + p) * s]
-        if hflip:
-            lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
-        if vflip:
-            lr, hr = lr[:, ::-1], hr[:, ::-1]
-        if reverse:
-            lr, hr = lr[::-1], hr[::-1]
+        if self.augment != "none":
+            if hflip:
+                lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
+            if vflip:
+                lr, hr = lr[:, ::-1], hr[:, ::-1]
+            if reverse:
+                lr, hr = lr[::-1], hr[::-1]
+            if transpose and self.augment == "flip-rot":
+                lr, hr = lr.transpose(0, 2, 1, 3), hr.transpose(0, 2, 1, 3)
         return _to_tensor(lr), _to_tensor(hr)
 
 

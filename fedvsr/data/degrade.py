@@ -125,7 +125,15 @@ def blur_downsample(hr: torch.Tensor, scale: int, sigma: float) -> torch.Tensor:
 def blur_h264(hr: np.ndarray, scale: int, sigma: float | None = None, crf: int = 25) -> np.ndarray:
     """Gaussian blur + every ``scale``-th pixel + H.264 (libx264, yuv420p) at ``crf``; uint8 in and out."""
     lr = _to_uint8(blur_downsample(_to_tensor(hr), scale, 0.4 * scale if sigma is None else sigma))
+    return _h264(lr, crf)
+
+
+def _h264(lr: np.ndarray, crf: int = 25) -> np.ndarray:
     return _codec_round_trip(lr, codec="libx264", crf=crf, pix_fmt="yuv420p")
+
+
+def _hevc(lr: np.ndarray, qp: int = 32) -> np.ndarray:
+    return _codec_round_trip(lr, min_h=16, min_w=64, codec="libx265", qp=qp, pix_fmt="yuv420p")
 
 
 def hevc(hr: np.ndarray, scale: int, qp: int = 32) -> np.ndarray:
@@ -135,7 +143,7 @@ def hevc(hr: np.ndarray, scale: int, qp: int = 32) -> np.ndarray:
     encoder and cropped after decoding: x265 refuses frames under 16x16 and, as bundled with
     PyAV, crashes on widths 33-48.
     """
-    return _codec_round_trip(bicubic(hr, scale), min_h=16, min_w=64, codec="libx265", qp=qp, pix_fmt="yuv420p")
+    return _hevc(bicubic(hr, scale), qp)
 
 
 DEGRADATIONS: dict[str, Callable[..., np.ndarray]] = {
@@ -155,3 +163,27 @@ def degrade_video(hr: np.ndarray, name: str, scale: int, **params: object) -> np
     if unknown:
         raise ValueError(f"degradation {name!r} has no parameter {', '.join(unknown)}; it takes {allowed}")
     return DEGRADATIONS[name](hr, scale, **params)
+
+
+#: the resampling a degradation starts with, named as the VSR datasets name their pre-made LR folders:
+#: ``BI`` = bicubic (REDS ``train_sharp_bicubic/X4``, Vid4 ``BIx4``, Vimeo-90K ``vimeo_septuplet_matlabLRx4``),
+#: ``BD`` = Gaussian blur sigma 1.6 + every 4th pixel (Vid4 / Vimeo-90K ``BDx4``, BasicSR's ``duf_downsample``)
+RESAMPLING: dict[str, str] = {"bicubic": "BI", "blur-h264": "BD", "hevc": "BI"}
+
+# what each degradation does after its resampling (none for bicubic)
+_AFTER_RESAMPLING: dict[str, Callable[..., np.ndarray] | None] = {"bicubic": None, "blur-h264": _h264, "hevc": _hevc}
+
+
+def degrade_resampled(lr: np.ndarray, name: str, **params: object) -> np.ndarray:
+    """Finish the degradation ``name`` on LR frames that are already resampled (a dataset's pre-made
+    :data:`RESAMPLING` frames): nothing for ``bicubic``, H.264 at ``crf`` for ``blur-h264``, HEVC at ``qp``
+    for ``hevc``. ``lr (T, h, w, 3)`` uint8 in and out."""
+    if name not in _AFTER_RESAMPLING:
+        raise ValueError(f"unknown degradation {name!r}; choose one of {sorted(DEGRADATIONS)}")
+    fn = _AFTER_RESAMPLING[name]
+    allowed = [] if fn is None else [p for p in inspect.signature(fn).parameters if p != "lr"]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"degradation {name!r} on pre-made LR frames has no parameter {', '.join(unknown)}; "
+                         f"it takes {allowed}")
+    return lr if fn is None else fn(lr, **params)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from fedvsr.data.layouts import LAYOUTS, VIDEO_SUFFIXES, DatasetScan, LayoutError, detect_layout, scan_dataset
 from fedvsr.data.synthetic import VideoEntry, build_synthetic_dataset, dataset_params
 from fedvsr.data.video import IMAGE_SUFFIXES, natural_key
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".y4m")
 
 
 def cache_dir() -> Path:
@@ -26,6 +26,11 @@ def synthetic_root(data_cfg, seed: int) -> Path:
     params = dataset_params(data_cfg.videos, data_cfg.frames, data_cfg.height, data_cfg.width, seed)
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     return Path(data_cfg.root or cache_dir()) / f"synthetic-{key}"
+
+
+def degradation_params(data_cfg) -> dict[str, int]:
+    """The degradation's strength keys: ``crf`` for blur-h264, ``qp`` for hevc, none for bicubic."""
+    return {"blur-h264": {"crf": data_cfg.crf}, "hevc": {"qp": data_cfg.qp}}.get(data_cfg.degradation, {})
 
 
 def scan_folder(root: str | os.PathLike) -> list[VideoEntry]:
@@ -55,15 +60,31 @@ def scan_folder(root: str | os.PathLike) -> list[VideoEntry]:
     return entries
 
 
+def scan_source(cfg) -> DatasetScan:
+    """The dataset layout ``data.source`` (reds, vid4, vimeo90k, kinetics) read under ``data.root``."""
+    return scan_dataset(cfg.data.source, cfg.data.root, cfg.data.scale, cfg.data.degradation)
+
+
 def resolve_videos(cfg) -> list[VideoEntry]:
-    """All videos of the experiment's dataset, in a fixed order (building synthetic ones if needed)."""
+    """The videos the experiment trains on (and holds ``eval.holdout`` out of), in a fixed order: every
+    video of a synthetic or folder source (building synthetic ones if needed), the standard training
+    split of a dataset layout (REDS without REDS4, Vimeo-90K's sep_trainlist, Kinetics' train)."""
     d = cfg.data
     if d.source == "synthetic":
         return build_synthetic_dataset(synthetic_root(d, cfg.seed), d.videos, d.frames, d.height, d.width,
                                        cfg.seed)
     if d.source == "folder":
         return scan_folder(d.root)
+    if d.source in LAYOUTS:
+        return _training_split(scan_source(cfg), d.root)
     raise ValueError(f"unknown data.source {d.source!r}")
+
+
+def _training_split(scan: DatasetScan, root: str) -> list[VideoEntry]:
+    if not scan.train:
+        raise LayoutError(f"data.root {root!r}: the {scan.layout} training split is empty on disk "
+                          f"({len(scan.test)} test videos, {len(scan.skipped)} skipped)")
+    return scan.train
 
 
 def split_holdout(entries: list[VideoEntry], holdout: int, seed: int) -> tuple[list[int], list[int]]:
@@ -84,3 +105,75 @@ def split_holdout(entries: list[VideoEntry], holdout: int, seed: int) -> tuple[l
     held.sort()
     rest = [i for i in range(len(entries)) if i not in set(held)]
     return rest, held
+
+
+@dataclass
+class ExperimentData:
+    """The videos of an experiment, as indices into ``videos``: the clients' pool and the evaluation videos."""
+
+    videos: list[VideoEntry]
+    pool: list[int]
+    held: list[int]
+    #: ``(path, reason)`` of the videos a dataset scan skipped (a frame folder without frames, a pre-made LR
+    #: folder whose frame count differs, an empty video file); they are logged as warnings too
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _evaluation_root(cfg) -> tuple[list[VideoEntry], list[tuple[str, str]]]:
+    """The videos under ``eval.root``: a dataset layout's test split when the folder has one (REDS: REDS4,
+    Vimeo-90K: sep_testlist, Vid4-like GT/ folders: every clip, with their pre-made LR frames), else every
+    video of the folder."""
+    d = cfg.data
+    try:
+        layout = detect_layout(cfg.eval.root)
+        if layout is None:
+            return scan_folder(cfg.eval.root), []
+        scan = scan_dataset(layout, cfg.eval.root, d.scale, d.degradation)
+    except FileNotFoundError as err:
+        raise type(err)(str(err).replace("data.root", "eval.root")) from None
+    if not scan.test:
+        raise LayoutError(f"eval.root {cfg.eval.root!r} looks like {layout} but its test split is empty on disk")
+    return scan.test, scan.skipped
+
+
+def experiment_data(cfg) -> ExperimentData:
+    """The videos of an experiment: which the clients share and which evaluate the global model.
+
+    ``eval.source = holdout``: ``eval.holdout`` videos of the training source are kept from the clients
+    (:func:`split_holdout`). ``eval.source = split``: the dataset layout's own test split (REDS4, Vimeo-90K's
+    sep_testlist, Kinetics' val), the clients get its training split. ``eval.source = folder``: every video
+    of the training source goes to the clients and the videos under ``eval.root`` (its test split if it is
+    a dataset layout, :func:`_evaluation_root`) are appended to ``videos`` for evaluation."""
+    d = cfg.data
+    scan = scan_source(cfg) if d.source in LAYOUTS else None
+    skipped = list(scan.skipped) if scan is not None else []
+    if cfg.eval.source == "split":
+        if scan is None or not scan.has_test_split:
+            why = {None: f"data.source = {d.source!r} has no standard test split",
+                   "vid4": "Vid4 is a test set: it has no training split to keep apart from it",
+                   "kinetics": f"data.root {d.root!r} has no val/ split folder (Kinetics: "
+                               f"<root>/train/<class>/... and <root>/val/<class>/...)"}
+            raise LayoutError(f"eval.source = 'split': {why.get(scan and scan.layout, why[None])}; use "
+                              f"eval.source = 'holdout', or 'folder' with eval.root (e.g. a Vid4 root)")
+        if not scan.test:
+            raise LayoutError(f"eval.source = 'split': the {scan.layout} test split is empty under data.root "
+                              f"{d.root!r} ({len(scan.skipped)} videos skipped)")
+        train = _training_split(scan, d.root)
+        videos = train + scan.test
+        return ExperimentData(videos, list(range(len(train))), list(range(len(train), len(videos))), skipped)
+    videos = _training_split(scan, d.root) if scan is not None else resolve_videos(cfg)
+    if cfg.eval.source == "holdout":
+        pool, held = split_holdout(videos, cfg.eval.holdout, cfg.seed)
+        return ExperimentData(videos, pool, held, skipped)
+    if cfg.eval.source == "folder":
+        extra, more = _evaluation_root(cfg)
+        return ExperimentData(videos + extra, list(range(len(videos))),
+                              list(range(len(videos), len(videos) + len(extra))), skipped + more)
+    raise ValueError(f"unknown eval.source {cfg.eval.source!r}")
+
+
+def experiment_videos(cfg) -> tuple[list[VideoEntry], list[int], list[int]]:
+    """``(videos, client pool, evaluation videos)`` of an experiment, as indices into ``videos``
+    (:func:`experiment_data` without the skipped videos)."""
+    data = experiment_data(cfg)
+    return data.videos, data.pool, data.held

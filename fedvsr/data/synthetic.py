@@ -61,6 +61,9 @@ class VideoEntry:
     path: str  #: absolute path of the video file (or frame folder)
     label: str  #: content class, for class-based partitions
     name: str  #: unique name, e.g. ``"stripes-pan_0003"``
+    #: the dataset's pre-made LR frames of this video (a frame folder), used instead of resampling the HR;
+    #: None: the LR video is made from the HR one (see :mod:`fedvsr.data.layouts`)
+    lr_path: str | None = None
 
 
 # ----------------------------------------------------------------------------- helpers

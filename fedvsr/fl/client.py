@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fedvsr.fl.aggregate import Params, PartialAggregate, all_finite
+from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy, local_params
 from fedvsr.models.base import StepHooks, VSRModel
 
@@ -70,11 +71,18 @@ def train_local(
     epochs: int,
     optimizer: str = "adam",
     step_loss: StepLoss | None = None,
+    schedule: LRSchedule | None = None,
+    steps: int = 0,
+    clip_grad_norm: float = 0.0,
 ) -> LocalResult:
     """Train ``ctx.model`` (already holding the global weights) for ``epochs`` local epochs.
 
     Each mini-batch is one call of the model's :meth:`~fedvsr.models.base.VSRModel.training_step`
-    (or, with ``step_loss`` or for a module without one, a plain step on ``step_loss``)."""
+    (or, with ``step_loss`` or for a module without one, a plain step on ``step_loss``).
+    ``schedule`` sets every optimizer's rate before each step (``steps``: the client's local steps this
+    round, the horizon of the ``local`` clock); without one the rate is ``ctx.lr`` throughout.
+    ``clip_grad_norm > 0`` clips each optimizer's gradients to that total L2 norm right before its step,
+    after the strategy's correction, so it bounds the step actually taken."""
     start = time.perf_counter()
     model = ctx.model
     model.train()
@@ -90,6 +98,8 @@ def train_local(
             opt.zero_grad(set_to_none=True)
         loss.backward()
         strategy.before_step(ctx)
+        if clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_grad_norm)
         opt.step()
 
     hooks = StepHooks(objective=lambda model_loss, sr, target: strategy.local_objective(ctx, model_loss, sr, target),
@@ -98,6 +108,11 @@ def train_local(
     total = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
     for epoch in range(epochs):
         for batch in batches(epoch):
+            if schedule is not None:
+                rate = schedule.step_rate(ctx.round, ctx.total_rounds, ctx.steps, steps)
+                for opt in opts.values():
+                    for group in opt.param_groups:
+                        group["lr"] = rate
             reported = step(model, batch, opts, hooks)
             ctx.steps += 1
             total += reported.to(torch.float64)
@@ -121,6 +136,9 @@ def run_client(
     partial: PartialAggregate,
     optimizer: str = "adam",
     step_loss: StepLoss | None = None,
+    schedule: LRSchedule | None = None,
+    steps: int = 0,
+    clip_grad_norm: float = 0.0,
 ) -> tuple[LocalResult, float, Params | None]:
     """Train one client and, if its result is usable, add it to ``partial``.
 
@@ -129,7 +147,7 @@ def run_client(
     (-inf when left out) and its new persistent state (None when the strategy keeps none or the client
     is left out).
     """
-    result = train_local(ctx, strategy, batches, epochs, optimizer, step_loss)
+    result = train_local(ctx, strategy, batches, epochs, optimizer, step_loss, schedule, steps, clip_grad_norm)
     if not result.ok:
         return result, -math.inf, None
     try:

@@ -14,6 +14,7 @@ from torch import nn
 
 from fedvsr.fl.aggregate import Params, PartialAggregate, normalised_weights
 from fedvsr.fl.client import StepLoss, run_client
+from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy
 
 
@@ -32,12 +33,17 @@ def local_round(
     epochs: int = 1,
     optimizer: str = "sgd",
     step_loss: StepLoss | None = None,
+    schedule: LRSchedule | None = None,
+    steps: int = 0,
+    clip_grad_norm: float = 0.0,
 ) -> tuple[Params, Params, list[LocalResult]]:
     """One round: train ``clients`` from ``global_params`` and aggregate with the strategy.
 
     ``client_data(client)`` returns ``(samples, batches)`` where ``batches(epoch)`` yields the client's
-    mini-batches. ``client_states`` is updated in place. Returns the new global params, the new server
-    state and the clients' local results (a left-out client has ``ok = False`` and its reason)."""
+    mini-batches. ``schedule``, ``steps`` (a client's local steps per round, for the ``local`` clock) and
+    ``clip_grad_norm`` are those of :func:`~fedvsr.fl.client.train_local`. ``client_states`` is updated in
+    place. Returns the new global params, the new server state and the clients' local results (a left-out
+    client has ``ok = False`` and its reason)."""
     partial = PartialAggregate()
     results, weights = [], []
     for cid in clients:
@@ -49,7 +55,8 @@ def local_round(
         ctx = ClientContext(cid, round, total_rounds, total_clients, model, global_params, server_state,
                             client_states.get(cid), lr, samples=samples)
         kwargs = {"step_loss": step_loss} if step_loss is not None else {}
-        result, weight, new_state = run_client(ctx, strategy, batches, epochs, partial, optimizer, **kwargs)
+        result, weight, new_state = run_client(ctx, strategy, batches, epochs, partial, optimizer, schedule=schedule,
+                                               steps=steps, clip_grad_norm=clip_grad_norm, **kwargs)
         results.append(result)
         if result.ok:
             weights.append(weight)

@@ -3,6 +3,7 @@
 from fedvsr.models import (
     efvsr,  # noqa: F401
     fcvsr,  # noqa: F401
+    vsrgan,  # noqa: F401
 )
 from fedvsr.models.base import VSRModel, charbonnier
 from fedvsr.models.registry import build_model, count_params, get_entry, model_names, register_model

@@ -56,6 +56,9 @@ class VSRModel(nn.Module):
 
     num_frames: int = 1
     center_output: bool = True
+    #: True when transposing (rotating by 90 degrees) a training clip is a valid augmentation: nothing in the
+    #: model depends on the orientation of its input (no fixed non-square windows or positional tables)
+    rotation_safe: bool = True
     scale: int = 4
     #: epsilon of the Charbonnier spatial loss used by the default recipe
     charbonnier_eps: float = 1e-3

@@ -28,6 +28,12 @@ Readings of the paper. Each is "paper says X; we do Y because Z".
   in the text ("CB1 ... 2c channels ... c channels", "CB2 ... 2 channels") count complex
   channels, because ``F^_d`` must keep the c channels of ``F^`` and the two channels of CB2 are
   the (dx, dy) of an offset; so CB1 is 4c -> 4c -> 2c and CB2 2c -> 2c -> 4 real channels.
+  Not ``rfft2`` here: a convolution over the spectrum sees each frequency's neighbours, which
+  the half spectrum of ``rfft2`` lacks across its cut (they sit, conjugated, in the dropped
+  half), and its output is no longer conjugate-symmetric, so ``Re(ifft2(.))`` of it is not the
+  ``irfft2`` of its half: the motion estimator would compute another function. The Decoupler
+  (eq. 8), whose masks are symmetric about DC, does use ``rfft2``: there the two are equal
+  (tested), with half the coefficients.
 * Conv_n (eq. 6). Paper: "two convolution layers with kernel size 2n+1, a PReLU, and channel
   attention", n = 1..N, without the widths; we map the 2c-channel ``F^_d`` to the 2 complex
   (4 real) channels of one offset and keep that width (2c -> 4 -> 4, then RCAN channel

@@ -268,7 +268,13 @@ def gaussian_band_masks(h: int, w: int, num_bands: int, mode: str = "difference"
 class Decoupler(nn.Module):
     """Eq. (8): FFT of the feature, centred spectrum times each of the Q Gaussian masks, inverse FFT:
     ``(n, c, h, w) -> (n, Q, c, h, w)``, lowest band first. Masks are built once per
-    ``(h, w, device, dtype)`` and cached."""
+    ``(h, w, device, dtype)`` and cached.
+
+    Computed with the real FFT: the masks are symmetric about the centre (they depend on the distance
+    to it only), so each band's spectrum keeps the Hermitian symmetry of a real feature's spectrum and
+    ``Re(ifft2(M * fft2(x)))`` equals ``irfft2(M_half * rfft2(x))`` with ``M_half`` the mask's
+    non-negative-frequency columns (``tests/models/test_fcvsr.py`` checks it against the full FFT at even
+    and odd sizes). Half the coefficients, no complex-to-real projection."""
 
     def __init__(self, num_bands: int, mode: str = "difference") -> None:
         super().__init__()
@@ -285,13 +291,20 @@ class Decoupler(nn.Module):
                 self._masks[key] = masks.to(device, dtype)
         return self._masks[key]
 
+    def half_masks(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The masks in ``rfft2``'s layout: un-centred (DC at index 0), columns ``0 .. w//2``: ``(Q, h, w//2+1)``."""
+        key = ("half", h, w, device, dtype)
+        if key not in self._masks:
+            with torch.inference_mode(False):
+                full = torch.fft.ifftshift(self.masks(h, w, device, dtype), dim=(-2, -1))
+                self._masks[key] = full[..., : w // 2 + 1].contiguous()
+        return self._masks[key]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        spec = torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1))
-        masks = self.masks(h, w, x.device, x.dtype)  # (Q, h, w)
-        bands = spec.unsqueeze(1) * masks[None, :, None]  # (n, Q, c, h, w)
-        bands = torch.fft.ifftshift(bands, dim=(-2, -1))
-        return torch.fft.ifft2(bands, norm="ortho").real
+        spec = torch.fft.rfft2(x, norm="ortho")  # (n, c, h, w//2+1)
+        bands = spec.unsqueeze(1) * self.half_masks(h, w, x.device, x.dtype)[None, :, None]  # (n, Q, c, h, w//2+1)
+        return torch.fft.irfft2(bands, s=(h, w), norm="ortho")
 
 
 class EnhancementBlock(nn.Module):

@@ -77,7 +77,11 @@ def build_model(name: str, preset: str, options: dict[str, Any] | None = None) -
 
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of the network that restores frames: a model that also trains a helper network (a GAN's
+    discriminator) names its restoring part ``counted_module`` (VSRGAN: its generator), as papers count."""
+    counted = getattr(model, "counted_module", None)
+    module = counted if isinstance(counted, nn.Module) else model
+    return sum(p.numel() for p in module.parameters())
 
 
 def _load_builtin() -> None:

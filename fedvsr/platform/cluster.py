@@ -6,11 +6,21 @@ within ``timeout`` seconds: it opens a TCP connection to the address and sends t
 preface, which Ray's GCS (a gRPC server) answers with a SETTINGS frame; a closed port, a host that
 does not answer, or a server that speaks another protocol gives a :class:`ClusterUnreachable` that
 names the address and what to check.
+
+A cluster with Ray's token authentication on (``RAY_AUTH_MODE=token`` on its nodes, as ``cluster.yaml`` starts
+it) answers the probe too, but refuses a driver that sends no token or another one; Ray's own ``ray.init``
+then retries for 20 s and ends in ``ConnectionError: Failed to connect``. :func:`probe_auth` asks the GCS for
+its cluster id with the token this process would send (Ray's own gRPC channel, so the same token source and
+mode) and turns a refusal into a :class:`ClusterAuthRefused` that says which token was sent and how to give
+the right one. Errors about folders the nodes must share (:class:`SharedStorageError`) live here too: they
+are errors of the cluster's set-up, not of the experiment's config.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 from fedvsr.config import ConfigError
 
@@ -24,9 +34,27 @@ class ClusterUnreachable(ConfigError):
     """No Ray cluster answers at the configured address; the message says what to check."""
 
 
+class ClusterAuthRefused(ClusterUnreachable):
+    """A Ray cluster answers at the address but refuses this driver's authentication token (or its lack of one)."""
+
+
+class SharedStorageError(ClusterUnreachable):
+    """A folder every node of the cluster must see (a sweep's folder, a dataset) is missing on some node."""
+
+
+#: where the cluster's token is documented (the message of every auth error points there)
+CLUSTER_DOC = "docs/cluster.md"
+
+
 def split_address(address: str) -> tuple[str, int]:
     """``"host:port"``, ``"ray://host:port"`` or ``"[::1]:port"`` -> ``(host, port)``; port 6379 if absent."""
     addr = address.strip()
+    if addr.startswith(("http://", "https://")):
+        raise ClusterUnreachable(
+            f"platform.address = {address!r} is an HTTP address (the dashboard's, which `ray job submit --address` "
+            f"takes); fedvsr joins the cluster's GCS: give host:port (default port {DEFAULT_PORT}), e.g. "
+            f"127.0.0.1:{DEFAULT_PORT}, or submit the command itself with `ray job submit --address {addr} -- ...`"
+        )
     for scheme in ("ray://", "gcs://"):
         if addr.startswith(scheme):
             addr = addr[len(scheme):]
@@ -89,11 +117,16 @@ def join_cluster(address: str, timeout: float = 5.0, **init_kwargs) -> None:
     """``ray.init(address=...)`` for a running cluster, failing within about ``timeout`` seconds with a
     :class:`ClusterUnreachable` instead of Ray's minutes of retries and traceback."""
     import ray
+    from ray.exceptions import AuthenticationError
 
     if address != "auto":
         probe_gcs(address, timeout)
+        probe_auth(address, timeout)
     try:
         ray.init(address=address, **init_kwargs)
+    except AuthenticationError as err:  # 'auto' with RAY_AUTH_MODE=token and no token here
+        raise ClusterAuthRefused(f"could not join the Ray cluster at {address!r}: {_first_line(err)} "
+                                 + _token_hint()) from None
     except ConnectionError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if address == "auto":
@@ -103,3 +136,63 @@ def join_cluster(address: str, timeout: float = 5.0, **init_kwargs) -> None:
                 f"its host:port. Ray said: {first}"
             ) from None
         raise ClusterUnreachable(f"could not join the Ray cluster at {address!r}: {first}; " + _hint(address)) from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def token_source() -> str:
+    """Where Ray reads this process's token from, in Ray's order: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, the default
+    file ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "the RAY_AUTH_TOKEN environment variable"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"the file {os.environ['RAY_AUTH_TOKEN_PATH']} (RAY_AUTH_TOKEN_PATH)"
+    return f"the file {Path.home() / '.ray' / 'auth_token'} (Ray's default; RAY_AUTH_TOKEN_PATH unset)"
+
+
+def _token_hint() -> str:
+    return ("Give this driver the cluster's token: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<file holding "
+            f"the token> (or RAY_AUTH_TOKEN=<token>); see {CLUSTER_DOC}")
+
+
+def probe_auth(address: str, timeout: float = 5.0) -> None:
+    """Raise :class:`ClusterAuthRefused` when the Ray cluster at ``address`` refuses the token this process would
+    send (module docstring). Does nothing where grpcio is missing (Ray without its ``default`` extra): Ray's own
+    error then stands."""
+    try:
+        import grpc
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return
+    host, port = split_address(address)
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sends_token = is_token_auth_enabled()
+    channel = None
+    try:
+        channel = init_grpc_channel(target)
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+    except AuthenticationError:  # RAY_AUTH_MODE=token here, but no token to send
+        raise ClusterAuthRefused(
+            f"RAY_AUTH_MODE=token but this driver has no Ray token to send to the cluster at {host}:{port} "
+            f"(looked in {token_source()}). " + _token_hint()
+        ) from None
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.UNAUTHENTICATED:
+            return  # not an auth matter: ray.init reports it
+        if sends_token:
+            why = (f"the Ray cluster at {host}:{port} refused this driver's token, read from {token_source()}: it "
+                   "is not the token the cluster's nodes were started with. ")
+        else:
+            why = (f"the Ray cluster at {host}:{port} has token authentication on and refused this driver, which "
+                   "sends no token (RAY_AUTH_MODE is not 'token' here). ")
+        raise ClusterAuthRefused(why + _token_hint()) from None
+    finally:
+        if channel is not None:
+            channel.close()

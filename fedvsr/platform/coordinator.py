@@ -21,7 +21,7 @@ from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from fedvsr.config import config_from_dict
-from fedvsr.data.sources import resolve_videos, split_holdout
+from fedvsr.data.sources import experiment_data
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import merge_partials, normalised_weights, to_numpy, to_torch
 from fedvsr.fl.partition import partition_table, partition_videos
@@ -50,8 +50,11 @@ class Coordinator:
         self.strategy = build_strategy(cfg.fl)
 
         # data: videos, held-out evaluation videos, partition among clients
-        videos = resolve_videos(cfg)
-        client_pool, held_out = split_holdout(videos, cfg.eval.holdout, cfg.seed)
+        data = experiment_data(cfg)
+        videos, client_pool, held_out = data.videos, data.pool, data.held
+        if not resume:
+            for path, reason in data.skipped:  # a dataset scan's unusable videos: recorded, never a crash
+                self._event("video_skipped", reason, path=path)
         labels = [videos[i].label for i in client_pool]
         parts = partition_videos(labels, cfg.fl.clients, cfg.fl.partition, cfg.seed, cfg.fl.dirichlet_beta)
         self.client_videos = [[client_pool[j] for j in part] for part in parts]
@@ -167,8 +170,7 @@ class Coordinator:
         metrics = self._evaluate(self.params)
         row = {
             "round": t,
-            "psnr": metrics["psnr"],
-            "ssim": metrics["ssim"],
+            **{k: v for k, v in metrics.items() if k != "eval_seconds"},
             "train_loss": float(np.mean([r["loss"] for r in kept])) if kept else math.nan,
             "clients": len(reports),
             "aggregated": len(kept),
@@ -177,6 +179,7 @@ class Coordinator:
             "train_seconds": train_seconds,
             "eval_seconds": metrics["eval_seconds"],
             "samples": int(sum(r["samples"] for r in kept)),
+            "lr": reports[0]["lr"] if reports else math.nan,
         }
         if self.store is not None:
             ray.get(self.store.commit.remote(t, {c: st for o in outputs for c, st in o["states"].items()}))
@@ -205,6 +208,9 @@ class Coordinator:
             "bicubic_ssim": self.bicubic["ssim"],
             "initial_psnr": self.initial["psnr"],
             "initial_ssim": self.initial["ssim"],
+            **{f"final_{k}": last[k] for k in ("psnr_rgb", "ssim_rgb") if k in last},
+            **{f"bicubic_{k}": self.bicubic[k] for k in ("psnr_rgb", "ssim_rgb") if k in self.bicubic},
+            "eval_channels": self.cfg.eval.channels,
             "clients_dropped": int(sum(r["dropped"] for r in rounds)),
             "rounds_seconds": float(sum(r["seconds"] for r in rounds)),
         }

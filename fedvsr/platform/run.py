@@ -33,13 +33,17 @@ def run_config(out: Path, cfg: ExperimentConfig | None, resume: bool) -> Experim
 
 
 def init_ray(cfg: ExperimentConfig) -> bool:
-    """Start or join Ray for this experiment; returns True when this call started it."""
+    """Start or join Ray for this experiment (``platform.address``, else ``$RAY_ADDRESS``, else a local Ray);
+    returns True when this call started it."""
     if ray.is_initialized():
         return False
     p = cfg.platform
     common = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": True}
-    if p.address:
-        join_cluster(p.address, **common)
+    # platform.address, else the cluster of the `ray job submit` that runs this command (Ray sets RAY_ADDRESS
+    # for its drivers, and a local ray.init would then refuse to start)
+    address = p.address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        join_cluster(address, **common)
         return True
     if p.gpus_per_worker > 0:
         import torch

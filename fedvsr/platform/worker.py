@@ -18,16 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedvsr.config import config_from_dict
-from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair
+from fedvsr.config import ExperimentConfig, config_from_dict
+from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair, resolve_augment
+from fedvsr.data.sources import degradation_params
 from fedvsr.data.synthetic import VideoEntry
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import PartialAggregate, to_torch
 from fedvsr.fl.client import epoch_batches, run_client
 from fedvsr.fl.sampling import client_seed
+from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import ClientContext, LocalResult
-from fedvsr.metrics import bicubic_upsample, psnr_y, ssim_y
-from fedvsr.models import build_model
+from fedvsr.metrics import bicubic_upsample, score
+from fedvsr.models import VSRModel, build_model
 
 
 class ClientWorker:
@@ -44,6 +46,8 @@ class ClientWorker:
         self.model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options).to(self.device)
         self.strategy = build_strategy(cfg.fl)
         self.clip_frames = cfg.data.clip_frames or self.model.num_frames
+        self.augment = resolve_augment(cfg.data.augment, type(self.model))
+        self.schedule = LRSchedule.from_config(cfg.fl)
         self.videos = videos
         self.client_videos = client_videos
         self.eval_videos = eval_videos
@@ -56,7 +60,8 @@ class ClientWorker:
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
-        pair = load_pair(self.videos[i], self.cfg.data.degradation, self.cfg.data.scale)
+        pair = load_pair(self.videos[i], self.cfg.data.degradation, self.cfg.data.scale,
+                         **degradation_params(self.cfg.data))
         self._cache[i] = pair
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -90,14 +95,15 @@ class ClientWorker:
             ctx = ClientContext(
                 client=cid, round=round, total_rounds=cfg.fl.rounds, total_clients=cfg.fl.clients,
                 model=self.model, global_params=gp, server_state=ss,
-                client_state=to_torch(state, self.device) if state is not None else None, lr=cfg.fl.lr,
+                client_state=to_torch(state, self.device) if state is not None else None,
+                lr=self.schedule.round_rate(round, cfg.fl.rounds),
             )
             result, log_weight, kept = self._train_one(ctx, partial)
             if kept is not None:
                 new_states[cid] = {k: v.detach().cpu().numpy() for k, v in kept.items()}
             reports.append({
                 "round": round, "client": cid, "samples": result.samples, "steps": result.steps,
-                "loss": result.loss, "log_weight": log_weight if result.ok else -math.inf,
+                "loss": result.loss, "lr": ctx.lr, "log_weight": log_weight if result.ok else -math.inf,
                 "raw_weight": math.exp(min(log_weight, 709.0)) if result.ok else 0.0, "worker": self.index,
                 "seconds": result.seconds, "status": "ok" if result.ok else "dropped", "reason": result.reason,
             })
@@ -109,7 +115,8 @@ class ClientWorker:
         start = time.perf_counter()
         try:
             pairs = [self._pair(i) for i in self.client_videos[ctx.client]]
-            data = TrainClips(pairs, self.clip_frames, cfg.data.patch, cfg.data.samples_per_video, seed)
+            data = TrainClips(pairs, self.clip_frames, cfg.data.patch, cfg.data.samples_per_video, seed,
+                              self.augment)
         except (OSError, ValueError) as err:  # a corrupt or unreadable video: drop the client, keep the round
             return LocalResult(ctx.client, 0, 0, math.nan, time.perf_counter() - start, False,
                                f"data error: {err}"), 0.0, None
@@ -119,32 +126,40 @@ class ClientWorker:
         return run_client(
             ctx, self.strategy,
             lambda epoch: epoch_batches(data, cfg.fl.batch_size, seed, epoch, collate, self.device),
-            cfg.fl.local_epochs, partial, cfg.fl.optimizer,
+            cfg.fl.local_epochs, partial, cfg.fl.optimizer, schedule=self.schedule,
+            steps=math.ceil(len(data) / cfg.fl.batch_size) * cfg.fl.local_epochs, clip_grad_norm=cfg.fl.clip_grad_norm,
         )
 
     # ------------------------------------------------------------------ evaluation
-    def _score(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-        """Mean PSNR / SSIM (Y channel, border crop = scale) over (prediction, target) pairs."""
-        crop = self.cfg.data.scale
-        flat = [(p.reshape(-1, *p.shape[-3:]), t.reshape(-1, *t.shape[-3:])) for p, t in pairs]
-        return {"psnr": float(np.mean([psnr_y(p, t, crop) for p, t in flat])),
-                "ssim": float(np.mean([ssim_y(p, t, crop) for p, t in flat]))}
-
-    @torch.no_grad()
     def evaluate(self, global_params: dict[str, np.ndarray]) -> dict[str, float]:
         """PSNR / SSIM of the global model on the held-out clips."""
         start = time.perf_counter()
         self._load(to_torch(global_params, self.device))
-        self.model.eval()
-        pairs = [(self.model(lr[None].to(self.device)).clamp(0, 1).cpu(), self.model.target(hr[None]))
-                 for lr, hr in self._eval_clips()]
-        return {**self._score(pairs), "eval_seconds": time.perf_counter() - start}
+        return {**evaluate_model(self.model, self._eval_clips(), self.cfg, self.device),
+                "eval_seconds": time.perf_counter() - start}
 
     def evaluate_bicubic(self) -> dict[str, float]:
         """The same metrics for bicubic upsampling of the LR frames the model restores."""
-        scale = self.cfg.data.scale
-        return self._score([(bicubic_upsample(self.model.target(lr[None]), scale), self.model.target(hr[None]))
-                            for lr, hr in self._eval_clips()])
+        return evaluate_bicubic(self.model, self._eval_clips(), self.cfg)
 
     def ping(self) -> tuple[int, int, str]:
         return self.index, os.getpid(), str(self.device)
+
+
+# ---------------------------------------------------------------------- evaluation (shared with train-central)
+@torch.no_grad()
+def evaluate_model(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]], cfg: ExperimentConfig,
+                   device: torch.device) -> dict[str, float]:
+    """Mean PSNR / SSIM (``eval.channels``, border crop = ``data.scale``) of ``model`` on ``(lr, hr)`` clips:
+    the model in eval mode restores each clip, its output clamped to [0, 1], against ``model.target(hr)``.
+    Leaves the model in eval mode."""
+    model.eval()
+    pairs = [(model(lr[None].to(device)).clamp(0, 1).cpu(), model.target(hr[None])) for lr, hr in clips]
+    return score(pairs, cfg.data.scale, cfg.eval.channels)
+
+
+def evaluate_bicubic(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]],
+                     cfg: ExperimentConfig) -> dict[str, float]:
+    """The same metrics for bicubic upsampling of the LR frames ``model`` restores (its ``target`` of the LR clip)."""
+    return score([(bicubic_upsample(model.target(lr[None]), cfg.data.scale), model.target(hr[None]))
+                  for lr, hr in clips], cfg.data.scale, cfg.eval.channels)

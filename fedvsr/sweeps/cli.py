@@ -115,7 +115,9 @@ def add_commands(sub) -> None:
     sw.add_argument("--trials", type=int, help="optuna: number of trials (overrides the spec)")
     sw.add_argument("--concurrent", type=int, help="trials running at once (default: as many as resources allow)")
     sw.add_argument("--seed", type=int, help="seed of the searcher (overrides the spec's)")
-    sw.add_argument("--address", help="Ray cluster to run on (host:port or auto); default: a local Ray")
+    sw.add_argument("--address", help="Ray cluster to run on (host:port of its head, or auto); default: the job's "
+                    "cluster under `ray job submit`, else a local Ray. On several nodes --out must be on a file "
+                    "system they all mount (docs/cluster.md)")
     sw.add_argument("--resume", action="store_true", help="continue the sweep in --out (finished trials are kept)")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="fix a config key for every trial, e.g. --set fl.rounds=10 (repeatable)")

@@ -6,7 +6,10 @@ sweep trial writes under ``<sweep>/runs/<trial>``): its ``config.yaml`` flattene
 train loss, rounds run), ``summary.json`` and, for a sweep trial, ``status.json`` (finished, stopped by
 ASHA, or error with the message) written by the sweep driver. So rows of a sweep that was killed, of a
 resumed sweep, of a later sweep and of hand-run experiments compare in one table, which Ray's own
-``ResultGrid`` (one experiment at a time) cannot do.
+``ResultGrid`` (one experiment at a time) cannot do. A sweep trial's row also names the Ray node that ran it
+(``node_ip``, ``node_id``, from the run folder's ``node.json``); a hand-run experiment leaves them empty.
+``kind`` is ``central`` for a ``fedvsr train-central`` run (its config's ``fl.strategy`` is not used) and
+``federated`` otherwise.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ STATUS_FILE = "status.json"
 ERROR_FILE = "error.txt"
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.parquet"
+#: the Ray node that ran a sweep trial (its coordinator; the trial's workers share its placement group)
+NODE_FILE = "node.json"
+#: a random id written by the sweep driver; a trial that cannot read the same id there is not seeing the folder
+SWEEP_ID_FILE = "sweep-id"
 RESULT_COLUMNS = ["trial", "sweep", "status", "error", "rounds", "rounds_run", "final_psnr", "final_ssim",
                   "final_loss", "best_psnr", "best_ssim", "best_round", "initial_psnr", "bicubic_psnr", "seconds",
-                  "out"]
+                  "out", "node_ip", "node_id", "kind"]
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -67,6 +74,7 @@ def run_row(run_dir: str | os.PathLike, trial: str | None = None, sweep: str = "
     summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
     status_doc = json.loads((d / STATUS_FILE).read_text()) if (d / STATUS_FILE).is_file() else {}
     error = (d / ERROR_FILE).read_text().strip() if (d / ERROR_FILE).is_file() else ""
+    node = json.loads((d / NODE_FILE).read_text()) if (d / NODE_FILE).is_file() else {}
     last = rows[-1] if rows else {}
     best = max(rows, key=lambda r: r["psnr"]) if rows else {}
     if status_doc.get("status"):
@@ -94,6 +102,10 @@ def run_row(run_dir: str | os.PathLike, trial: str | None = None, sweep: str = "
         "bicubic_psnr": _finite(summary.get("bicubic_psnr")),
         "seconds": float(sum(r.get("seconds", 0.0) for r in rows)),
         "out": str(d.resolve()),
+        "node_ip": node.get("node_ip"),
+        "node_id": node.get("node_id"),
+        # `fedvsr train-central` writes strategy "central" in its summary; its config's fl.strategy is unused
+        "kind": "central" if summary.get("strategy") == "central" else "federated",
     }
     row.update(flatten(config))
     return row

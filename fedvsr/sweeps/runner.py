@@ -17,6 +17,15 @@ Each trial's run folder is ``<sweep>/runs/<index>-<hash of its values>`` (rounds
 clients.parquet, checkpoint, ...). A trial restarted after an interruption continues its run from
 the checkpoint, and a trial whose run folder already holds all its rounds reports them without
 training again, so ``--resume`` (Tune's ``Tuner.restore``) runs only what is missing.
+
+On a cluster of several nodes a trial runs on whichever node has its resources, and writes its run folder
+there with plain file I/O; Tune's own state (``<sweep>/tune``) is written from the trial's node too. So the
+sweep folder must be on a file system every node mounts at the same path (NFS, EFS, Filestore; see
+docs/cluster.md). The driver writes a random id to ``<sweep>/sweep-id``; before the sweep starts, a zero-CPU
+task on every node checks that it reads the same id there (and that the base config's dataset folders
+exist), and every trial checks it again before it writes anything (a node the autoscaler added later), so
+a node that does not see the folder is a :class:`SharedStorageError` naming the node and the folder, never
+a run silently written to that node's local disk. ``node.json`` in each run folder names the node that ran it.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import os
 import re
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,10 +46,13 @@ import pyarrow.parquet as pq
 import yaml
 
 from fedvsr.config import ConfigError
-from fedvsr.platform.results import write_text_atomic
+from fedvsr.platform.cluster import CLUSTER_DOC, SharedStorageError
+from fedvsr.platform.results import write_json_atomic, write_text_atomic
 from fedvsr.sweeps.results import (
     ERROR_FILE,
+    NODE_FILE,
     SWEEP_FILE,
+    SWEEP_ID_FILE,
     mark_status,
     write_trials_table,
 )
@@ -64,13 +77,89 @@ def _report_row(row: dict[str, Any], rounds: int) -> dict[str, Any]:
             "loss": float(loss) if math.isfinite(loss) else math.inf, "seconds": float(row["seconds"])}
 
 
-def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None:
-    """The Tune function of one trial (runs in a Tune actor)."""
+def this_node() -> dict[str, str]:
+    """``{"node_ip", "node_id", "hostname"}`` of the Ray node this process runs on."""
+    import socket
+
+    import ray
+
+    return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+            "hostname": socket.gethostname()}
+
+
+def _storage_hint(sweep_dir: str | os.PathLike) -> str:
+    return (f"on a cluster of several nodes the sweep's --out ({str(sweep_dir)!r}) must be on a file system every "
+            f"node mounts at the same path (NFS, EFS, Filestore), see {CLUSTER_DOC}")
+
+
+def _sweep_folder_problem(sweep_dir: str | os.PathLike, sweep_id: str) -> str | None:
+    """What is wrong with the sweep folder as this node sees it (None: it holds the driver's ``sweep-id``)."""
+    marker = Path(sweep_dir) / SWEEP_ID_FILE
+    try:
+        found = marker.read_text().strip()
+    except OSError:
+        return f"{str(marker)!r} is not there"
+    return None if found == sweep_id else f"{str(marker)!r} holds another sweep (its sweep-id differs)"
+
+
+def check_sweep_folder(sweep_dir: str | os.PathLike, sweep_id: str) -> None:
+    """Raise :class:`SharedStorageError` unless this node sees the sweep folder the driver made (its ``sweep-id``)."""
+    problem = _sweep_folder_problem(sweep_dir, sweep_id)
+    if problem:
+        node = this_node()
+        raise SharedStorageError(f"node {node['node_ip']} ({node['hostname']}, node id {node['node_id'][:12]}) does "
+                                 f"not see the sweep folder: {problem}; " + _storage_hint(sweep_dir))
+
+
+def _look_from_node(sweep_dir: str, sweep_id: str, folders: dict[str, str]) -> list[str]:
+    """On one node: what it fails to see (an empty list when it sees everything)."""
+    problem = _sweep_folder_problem(sweep_dir, sweep_id)
+    problems = [problem] if problem else []
+    for key, folder in folders.items():
+        if not Path(folder).is_dir():
+            problems.append(f"{key} = {folder!r} is not a folder there")
+    return problems
+
+
+def check_nodes_see(sweep_dir: str | os.PathLike, sweep_id: str, folders: dict[str, str] | None = None,
+                    timeout: float = 120.0) -> int:
+    """Run a zero-CPU task on every alive node of the connected Ray cluster that checks it sees the sweep folder
+    (and each of ``folders``, ``{config key: path}``); raise one :class:`SharedStorageError` naming every node that
+    does not. Returns the number of nodes checked."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    look = ray.remote(num_cpus=0, max_retries=0)(_look_from_node)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    pending = {look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+        str(sweep_dir), sweep_id, folders or {}): n for n in nodes}
+    ready, missing = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
+    problems = []
+    for ref in ready:
+        node = pending[ref]
+        try:
+            found = ray.get(ref)
+        except Exception as err:  # the node died meanwhile, or cannot start a worker
+            found = [f"the check failed there: {root_cause(err)}"]
+        problems += [f"node {node['NodeManagerAddress']} ({node['NodeID'][:12]}): {p}" for p in found]
+    problems += [f"node {pending[ref]['NodeManagerAddress']} ({pending[ref]['NodeID'][:12]}): did not answer within "
+                 f"{timeout:g} s" for ref in missing]
+    if problems:
+        raise SharedStorageError(f"{len({p.split(':', 1)[0] for p in problems})} of {len(nodes)} nodes of the "
+                                 "cluster do not see what the sweep needs: " + "; ".join(problems) + "; "
+                                 + _storage_hint(sweep_dir) + " (and so must the dataset folders)")
+    return len(nodes)
+
+
+def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, sweep_id: str | None = None) -> None:
+    """The Tune function of one trial (runs in a Tune actor, on any node of the cluster)."""
     from ray import tune
     from ray.util.placement_group import get_current_placement_group
 
     from fedvsr.platform.run import run_experiment
 
+    if sweep_id is not None:  # before anything is written: never a run folder on a node's local disk
+        check_sweep_folder(sweep_dir, sweep_id)
     overrides = spec.trial_overrides(config)
     out = Path(sweep_dir) / "runs" / run_folder_name(tune.get_context().get_trial_id(), overrides)
     try:
@@ -81,6 +170,8 @@ def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None
             tune.report(_report_row(done[-1], rounds))  # finished before an interruption: nothing to train
             return
         resume = (out / "config.yaml").is_file()
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / NODE_FILE, this_node())
         last: list[dict[str, Any]] = []
 
         def on_round(row: dict[str, Any]) -> None:
@@ -265,31 +356,50 @@ def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | 
         raise SpecError(f"--concurrent = {concurrent} is not allowed; expected an integer >= 1")
 
     base = spec.experiment_config({})
+    # inside `ray job submit` Ray sets RAY_ADDRESS to the job's cluster: join it (a local ray.init would refuse)
+    address = address or base.platform.address or os.environ.get("RAY_ADDRESS", "")
     if address:
         base.platform.address = address
+    import ray
+
     from fedvsr.platform.run import init_ray
 
-    started = init_ray(base)  # joins platform.address (--address) or starts a local Ray
-    if not resume:
-        out.mkdir(parents=True, exist_ok=True)
-        save_spec(spec, out)
+    started = init_ray(base)  # joins the address or starts a local Ray
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines instead of Tune's tables
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     try:
-        return _fit(spec, out, concurrent, resume, echo, table_every)
+        if not resume:
+            out.mkdir(parents=True, exist_ok=True)
+            save_spec(spec, out)
+        if not (out / SWEEP_ID_FILE).is_file():  # a new sweep, or one from before sweep-id existed
+            write_text_atomic(out / SWEEP_ID_FILE, uuid.uuid4().hex + "\n")
+        sweep_id = (out / SWEEP_ID_FILE).read_text().strip()
+        if len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+            nodes = check_nodes_see(out, sweep_id, _dataset_folders(base))
+            echo(f"fedvsr sweep: all {nodes} nodes of the cluster see {out}")
+        return _fit(spec, out, concurrent, resume, echo, table_every, sweep_id)
     finally:
         if started:
-            import ray
-
             ray.shutdown()
 
 
-def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo, table_every: float):
+def _dataset_folders(cfg) -> dict[str, str]:
+    """The base config's dataset folders that every node must see (a synthetic dataset is built on each node)."""
+    folders = {}
+    if cfg.data.source != "synthetic" and cfg.data.root:
+        folders["data.root"] = cfg.data.root
+    if cfg.eval.source == "folder" and cfg.eval.root:
+        folders["eval.root"] = cfg.eval.root
+    return folders
+
+
+def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo, table_every: float,
+         sweep_id: str | None = None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    trainable = tune.with_resources(tune.with_parameters(sweep_trial, spec=spec, sweep_dir=str(out)),
-                                    trial_resources(spec))
+    trainable = tune.with_resources(
+        tune.with_parameters(sweep_trial, spec=spec, sweep_dir=str(out), sweep_id=sweep_id), trial_resources(spec))
     metric = METRIC_KEYS[spec.metric]
     if resume and tune.Tuner.can_restore(str(out / TUNE_DIR)):
         tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False,

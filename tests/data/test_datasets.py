@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair
+from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair, resolve_augment
 from fedvsr.data.degrade import bicubic_downsample, degrade_video
 from fedvsr.data.synthetic import CLASSES, VideoEntry, synth_video
 from fedvsr.data.video import write_video
@@ -165,3 +165,67 @@ def test_collate(pairs):
     assert [b[0].shape[0] for b in loader] == [2, 2, 2]
     with pytest.raises(ValueError, match="no items"):
         collate([])
+
+
+def _orientations(patch: np.ndarray, frames: np.ndarray) -> set[tuple[bool, bool, bool]]:
+    """Every (transpose, hflip, vflip) under which ``patch`` is a crop of ``frames``."""
+    found = set()
+    for transpose in (False, True):
+        p = patch.transpose(1, 0, 2) if transpose else patch  # undo the transpose, then look for flips
+        found |= {(transpose, h, v) for _, h, v in _find(np.ascontiguousarray(p), frames)}
+    return found
+
+
+def test_flip_rot_draws_all_eight_orientations_and_keeps_lr_and_hr_aligned():
+    """flip-rot: a transpose with probability 1/2 on top of the two flips: the 8 rotations and
+    reflections of the square crop; the LR clip stays bicubic_downsample of the HR clip."""
+    pair = _pair(1, "checker-zoom", frames=4, h=64, w=64)
+    rot = TrainClips([pair], 3, 12, samples_per_video=64, seed=3, augment="flip-rot")
+    flip = TrainClips([pair], 3, 12, samples_per_video=64, seed=3, augment="flip")
+    seen, transposed = set(), 0
+    for i in range(len(rot)):
+        lr, hr = rot[i]
+        err = (bicubic_downsample(hr, 4) - lr).abs()[..., 2:-2, 2:-2]
+        assert float(err.max()) <= 1.01 / 255
+        found = _orientations(_as_uint8(lr[0]), pair.lr)
+        assert len(found) == 1  # the checkerboard crop is not symmetric: one orientation explains it
+        seen |= found
+        lr_f, hr_f = flip[i]
+        same = torch.equal(lr, lr_f) and torch.equal(hr, hr_f)
+        transposed += not same
+        if not same:  # the same crop and flips as under 'flip', transposed
+            assert torch.equal(lr, lr_f.transpose(-1, -2)) and torch.equal(hr, hr_f.transpose(-1, -2))
+    assert len(seen) == 8
+    assert 16 < transposed < 48  # about half of 64
+
+
+def test_augment_none_and_auto():
+    pair = _pair(2, "checker-zoom", frames=4, h=64, w=64)
+    ds = TrainClips([pair], 3, 12, samples_per_video=16, seed=0, augment="none")
+    for i in range(len(ds)):
+        assert {f[1:] for f in _find(_as_uint8(ds[i][0][0]), pair.lr)} == {(False, False)}
+        # the window runs forwards
+        first, second = (min(f[0] for f in _find(_as_uint8(ds[i][0][k]), pair.lr)) for k in (0, 1))
+        assert second == first + 1
+
+    class Fixed:
+        rotation_safe = False
+
+    assert resolve_augment("auto", Fixed) == "flip"
+    assert resolve_augment("auto", VideoPair) == "flip-rot"  # no attribute: rotation-safe
+    assert resolve_augment("none", Fixed) == "none"
+    with pytest.raises(ValueError, match="unknown augmentation 'mirror'"):
+        TrainClips([pair], 3, 12, samples_per_video=1, seed=0, augment="mirror")
+
+
+def test_compression_strength_keys_reach_the_degradation():
+    from fedvsr.config import load_config
+    from fedvsr.data.sources import degradation_params
+
+    assert degradation_params(load_config(None, ["data.degradation=hevc", "data.qp=37"]).data) == {"qp": 37}
+    assert degradation_params(load_config(None, ["data.degradation=blur-h264", "data.crf=15"]).data) == {"crf": 15}
+    assert degradation_params(load_config(None, ["data.crf=15"]).data) == {}  # bicubic has no strength
+    hr = synth_video(0, "checker-zoom", 3, 64, 64)
+    strong, weak = (degrade_video(hr, "blur-h264", 4, crf=c) for c in (45, 15))
+    clean = degrade_video(hr, "blur-h264", 4, crf=0)
+    assert np.abs(strong.astype(int) - clean).mean() > np.abs(weak.astype(int) - clean).mean()

@@ -163,6 +163,27 @@ def test_decoupler_bands_of_a_constant_feature():
     torch.testing.assert_close(bands.sum(1), x, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("size", [(8, 8), (8, 6), (7, 9), (5, 4)])
+@pytest.mark.parametrize("mode", ["eq12", "difference"])
+def test_decoupler_real_fft_equals_the_full_fft_of_eq8(size, mode):
+    """Eq. (8) with the full, centred spectrum: Re(IFFT(ifftshift(M_j * fftshift(FFT(x))))). The masks
+    are symmetric about the centre, so the real FFT gives the same bands (and the same gradients)."""
+    h, w = size
+    x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+    dec = Decoupler(4, mode)
+    masks = gaussian_band_masks(h, w, 4, mode).double()
+    spec = torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1))
+    full = torch.fft.ifft2(torch.fft.ifftshift(spec.unsqueeze(1) * masks[None, :, None], dim=(-2, -1)),
+                           norm="ortho")
+    ours = dec(x)
+    torch.testing.assert_close(ours, full.real, atol=1e-12, rtol=0)
+    assert full.imag.abs().max() < 1e-12  # the full-FFT bands are real: Hermitian symmetry kept
+    weights = torch.randn_like(ours)
+    g_ours, = torch.autograd.grad((ours * weights).sum(), x)
+    g_full, = torch.autograd.grad((full.real * weights).sum(), x)
+    torch.testing.assert_close(g_ours, g_full, atol=1e-12, rtol=0)
+
+
 def test_band_pass_masks_are_the_default():
     assert Decoupler(3).mode == MFFR(4, 3).decoupler.mode == "difference"
     assert build_model("fcvsr", "tiny").mffr.decoupler.mode == "difference"
@@ -192,7 +213,7 @@ def test_decoupler_caches_masks_per_size():
     dec(torch.randn(3, 2, 8, 8))
     assert dec.masks(8, 8, torch.device("cpu"), torch.float32) is first
     dec(torch.randn(1, 2, 6, 10))
-    assert len(dec._masks) == 2
+    assert len(dec._masks) == 4  # per size: the centred masks and their rfft2 half
 
 
 def test_enhancers_and_mffr_shapes():

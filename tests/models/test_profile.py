@@ -63,6 +63,8 @@ def test_profile_works_for_every_registered_model(name):
     }
     assert info["flops"] > 0 and info["macs"] == info["flops"] // 2
     assert info["params"] == count_params(build_model(name, preset))
+    # measured on the meta device: the same count as a real forward pass on the CPU
+    assert info["flops"] == count_flops(build_model(name, preset), lr_hw=(16, 16))
 
 
 def test_profile_fcvsr_tiny():
