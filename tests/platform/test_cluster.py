@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -114,14 +115,34 @@ def test_simulate_on_an_unreachable_address_is_a_clear_error(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing written for a run that never started
 
 
-def test_simulate_with_auto_and_no_cluster_is_a_clear_error(tmp_path):
+def _gcs_addresses() -> list[str]:
     from ray._private.services import find_gcs_addresses
 
-    if find_gcs_addresses():  # Ray's 'auto' joins any GCS process it finds with ps, whoever started it
+    find_gcs_addresses.cache_clear()
+    return list(find_gcs_addresses())
+
+
+def test_simulate_with_auto_and_no_cluster_is_a_clear_error(tmp_path):
+    import ray
+
+    # Ray's 'auto' joins any GCS process it finds with ps, whoever started it. The suite's own session Ray
+    # (the ray_local fixture of earlier tests) is stopped for this test and started again after it.
+    own = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+    if [a for a in _gcs_addresses() if a != own]:
         pytest.skip("another Ray instance runs on this machine: 'auto' would join it")
-    ray_tmp = tmp_path / "ray"  # a temp dir where no `ray start` ever ran
-    ray_tmp.mkdir()
-    proc = _simulate(tmp_path, "platform.address=auto", env={"RAY_TMPDIR": str(ray_tmp)})
-    assert proc.returncode == 2
-    assert "platform.address = 'auto' but no running Ray cluster was found" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    if own is not None:
+        ray.shutdown()
+        for _ in range(100):  # the GCS process exits shortly after shutdown
+            if not _gcs_addresses():
+                break
+            time.sleep(0.1)
+    try:
+        ray_tmp = tmp_path / "ray"  # a temp dir where no `ray start` ever ran
+        ray_tmp.mkdir()
+        proc = _simulate(tmp_path, "platform.address=auto", env={"RAY_TMPDIR": str(ray_tmp)})
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "platform.address = 'auto' but no running Ray cluster was found" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        if own is not None:  # as tests/conftest.py's ray_local started it
+            ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
