@@ -105,14 +105,19 @@ def train_local(
     hooks = StepHooks(objective=lambda model_loss, sr, target: strategy.local_objective(ctx, model_loss, sr, target),
                       apply=apply)
     strategy.begin_local(ctx)
+    def set_rate(rate: float) -> None:
+        for opt in opts.values():
+            for group in opt.param_groups:
+                group["lr"] = rate
+
+    per_step = schedule is not None and schedule.varies_within_round
+    if schedule is not None and not per_step:  # one rate for the whole round: set it once
+        set_rate(schedule.step_rate(ctx.round, ctx.total_rounds, 0, steps))
     total = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
     for epoch in range(epochs):
         for batch in batches(epoch):
-            if schedule is not None:
-                rate = schedule.step_rate(ctx.round, ctx.total_rounds, ctx.steps, steps)
-                for opt in opts.values():
-                    for group in opt.param_groups:
-                        group["lr"] = rate
+            if per_step:
+                set_rate(schedule.step_rate(ctx.round, ctx.total_rounds, ctx.steps, steps))
             reported = step(model, batch, opts, hooks)
             ctx.steps += 1
             total += reported.to(torch.float64)

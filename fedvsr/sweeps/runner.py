@@ -356,9 +356,7 @@ def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | 
         raise SpecError(f"--concurrent = {concurrent} is not allowed; expected an integer >= 1")
 
     base = spec.experiment_config({})
-    # inside `ray job submit` Ray sets RAY_ADDRESS to the job's cluster: join it (a local ray.init would refuse)
-    address = address or base.platform.address or os.environ.get("RAY_ADDRESS", "")
-    if address:
+    if address:  # else the spec's platform.address, else $RAY_ADDRESS (inside `ray job submit`): init_ray decides
         base.platform.address = address
     import ray
 
