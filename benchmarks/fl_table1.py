@@ -4,8 +4,14 @@ FedAvg, FedProx, SCAFFOLD and FedVSR, each under the "less heterogeneous" (rando
 "more heterogeneous" (one content class per client) partitions; same seed, same data, same model.
 Writes benchmarks/results/table1.parquet (one row per run and round), prints a Markdown table of
 final / best PSNR and SSIM, and plots PSNR per round per strategy like the paper's Fig. 2.
+The data are the default experiment's: since issue 12 the natural classes (scikit-image's photographs
+under camera motion); ``--set data.content=procedural`` gives the earlier gratings / checkerboards / noise.
 
     python benchmarks/fl_table1.py [--rounds 20] [--set key=value ...]
+    # strategies in separate processes (e.g. two at a time), then one table of all of them:
+    python benchmarks/fl_table1.py --strategies FedAvg FedVSR --out /tmp/t1a
+    python benchmarks/fl_table1.py --strategies FedProx SCAFFOLD --out /tmp/t1b
+    python benchmarks/fl_table1.py --merge /tmp/t1a /tmp/t1b --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -39,7 +45,13 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     parser.add_argument("--partitions", nargs="+", default=list(PARTITIONS.values()),
                         choices=list(PARTITIONS.values()))
+    parser.add_argument("--merge", nargs="+", metavar="DIR",
+                        help="run nothing: merge the table1.* of these output folders (same data and settings) "
+                             "into --out")
     args = parser.parse_args()
+    if args.merge:
+        merge([Path(d) for d in args.merge], Path(args.out))
+        return
     strategies = {k: v for k, v in STRATEGIES.items() if k in args.strategies}
     partitions = {k: v for k, v in PARTITIONS.items() if v in args.partitions}
     out = Path(args.out)
@@ -73,6 +85,32 @@ def main() -> None:
     print(table)
     plot(rows, bicubic[0], out / "table1_psnr.png", strategies, partitions)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def merge(folders: list[Path], out: Path) -> None:
+    """One table1.parquet / .md / _psnr.png of the runs saved in ``folders``, in this script's order."""
+    rows = [r for d in folders for r in pq.read_table(d / "table1.parquet").to_pylist()]
+    lines: dict[tuple[str, str], str] = {}
+    bicubic = None
+    for d in folders:
+        for line in (d / "table1.md").read_text().splitlines()[2:]:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if cells[0] == "(bicubic)":
+                if bicubic is not None and bicubic != line:
+                    raise ValueError(f"{d}: bicubic row {line!r} differs from {bicubic!r}: not the same data")
+                bicubic = line
+            else:
+                lines[cells[0], cells[1]] = line
+    order = [(p, s) for p in PARTITIONS for s in STRATEGIES if (p, s) in lines]
+    table = "\n".join(["| partition | strategy | final PSNR | final SSIM | best PSNR | minutes |",
+                       "|---|---|---|---|---|---|", *(lines[k] for k in order), bicubic])
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), out / "table1.parquet")
+    (out / "table1.md").write_text(table + "\n")
+    print(table)
+    strategies = {s: None for s in STRATEGIES if any(k[1] == s for k in order)}
+    partitions = {k: v for k, v in PARTITIONS.items() if any(o[0] == k for o in order)}
+    plot(rows, float(bicubic.split("|")[3]), out / "table1_psnr.png", strategies, partitions)
 
 
 def plot(rows: list[dict], bicubic_psnr: float, path: Path, strategies: dict, partitions: dict) -> None:

@@ -31,7 +31,7 @@ def _spec(default: Any, help: str, *, choices: tuple | None = None, min: float |
 
 
 DATA_SOURCES = ("synthetic", "folder", "reds", "vid4", "vimeo90k", "kinetics")
-DEGRADATIONS = ("bicubic", "blur-h264", "hevc")
+DEGRADATIONS = ("bicubic", "blur", "h264", "blur-h264", "hevc", "fca2-mix", "vsrgan")
 STRATEGIES = ("fedavg", "fedprox", "scaffold", "fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
 PARTITIONS = ("random", "by-class", "quantity-skew", "dirichlet")
 ALPHA_DECAYS = ("none", "linear", "power")
@@ -42,9 +42,12 @@ LR_SCHEDULES = ("constant", "cosine", "multistep")
 LR_CLOCKS = ("round", "local")
 AUGMENTS = ("auto", "none", "flip", "flip-rot")
 EVAL_SOURCES = ("holdout", "split", "folder")
+SYNTHETIC_CONTENT = ("natural", "procedural", "all")  # fedvsr.data.synthetic.CONTENT
 #: the data.source values with a standard test split for eval.source = split
 SPLIT_SOURCES = ("reds", "vimeo90k", "kinetics")
 EVAL_CHANNELS = ("y", "rgb", "y+rgb")
+DEADLINE_UNITS = ("steps", "seconds")
+DEADLINE_ACTIONS = ("cut", "drop")
 
 
 @dataclass
@@ -66,12 +69,51 @@ class DataConfig:
     root: str = _spec("", "dataset folder (folder and dataset sources); synthetic: the folder holding the built "
                           "videos, one synthetic-<key> folder per seed and size (default: $FEDVSR_CACHE or "
                           "~/.cache/fedvsr)")
-    degradation: str = _spec("bicubic", "how LR videos are made from HR videos: bicubic; blur-h264 (Gaussian "
-                             "blur + subsampling + H.264 at data.crf); hevc (bicubic + HEVC at data.qp)",
+    degradation: str = _spec("bicubic", "how LR videos are made from HR videos: bicubic (antialiased, MATLAB-"
+                             "like); blur (Gaussian blur of data.sigma + every scale-th pixel); h264 (blur + H.264 "
+                             "at data.crf: FCA2; blur-h264 is the same); hevc (bicubic + HEVC at data.qp, no "
+                             "B-frames: FCVSR's low-delay); fca2-mix (FCA2's training mix: blur, then H.264 at a "
+                             "random CRF for a data.mix_compressed fraction of the videos); vsrgan (bicubic + "
+                             "the VSRGAN degradation suite, data.vsrgan_*). Random draws depend on (seed, video)",
                              choices=DEGRADATIONS)
-    crf: int = _spec(25, "blur-h264: H.264 constant rate factor (FCA2 paper: 15, 25, 35)", min=0, max=51)
+    crf: int = _spec(25, "h264: H.264 constant rate factor (FCA2 paper: 15, 25, 35)", min=0, max=51)
     qp: int = _spec(32, "hevc: HEVC quantisation parameter (FCVSR paper: 22, 27, 32, 37)", min=0, max=51)
-    scale: int = _spec(4, "super-resolution factor", choices=(2, 3, 4))
+    sigma: float = _spec(1.5, "blur, h264, fca2-mix: std of the Gaussian blur before subsampling, in HR pixels "
+                         "(FCA2 paper: 1.5; BasicSR's BD and Vid4 BDx4: 1.6)", min=0.1, max=10.0)
+    mix_crf_min: int = _spec(15, "fca2-mix: lowest CRF of the compressed videos (CRF drawn uniformly from the "
+                             "integers data.mix_crf_min .. data.mix_crf_max; FCA2 tests 15 / 25 / 35)", min=0, max=51)
+    mix_crf_max: int = _spec(35, "fca2-mix: highest CRF of the compressed videos", min=0, max=51)
+    mix_compressed: float = _spec(0.5, "fca2-mix: probability that a video is compressed (FCA2: 50% "
+                                  "uncompressed, 50% compressed)", min=0.0, max=1.0)
+    vsrgan_ops: str = _spec("blur,noise,contrast,frequency,cutblur,diffusion,content,adaptive,jpeg",
+                            "vsrgan: comma-separated operations of the suite (VSRGAN paper 3.1.2), applied in "
+                            "this order: blur, noise, contrast (and brightness), frequency (Haar-guided), cutblur, "
+                            "diffusion, content (-aware), adaptive, jpeg")
+    vsrgan_prob: float = _spec(0.5, "vsrgan: probability each operation is applied to a video (the paper gives "
+                               "none; ours)", min=0.0, max=1.0)
+    vsrgan_sigma: float = _spec(1.5, "vsrgan: largest Gaussian blur sigma in LR pixels (blur: U(0.2, this); "
+                                "content-aware: U(0.5, 2 x this); adaptive: U(0.3, this / 2) per iteration; "
+                                "the paper gives no number; ours)", min=0.2, max=5.0)
+    vsrgan_noise: float = _spec(10.0, "vsrgan: largest Gaussian noise std in 8-bit levels (std ~ U(0, this); ours)",
+                                min=0.0, max=50.0)
+    vsrgan_brightness: float = _spec(0.1, "vsrgan: largest brightness shift, a fraction of the range (shift ~ "
+                                     "U(-this, this); ours)", min=0.0, max=0.5)
+    vsrgan_contrast: float = _spec(0.2, "vsrgan: contrast factor ~ U(1 - this, 1 + this) (ours)", min=0.0,
+                                   max=0.9)
+    vsrgan_freq_gain: float = _spec(0.5, "vsrgan: the Haar detail sub-bands are multiplied by U(1 - this, "
+                                    "1 + this) (ours)", min=0.0, max=1.0)
+    vsrgan_cutblur: float = _spec(0.5, "vsrgan: largest CutBlur rectangle side, a fraction of the frame side "
+                                  "(sides ~ U(0.25, this); the region is average-pooled by 2-4 and bilinearly "
+                                  "upsampled; ours)", min=0.1, max=1.0)
+    vsrgan_diffusion_steps: int = _spec(4, "vsrgan: most blur iterations of diffusion (sigma U(0.3, 0.7) each) "
+                                        "and adaptive (1 .. this; ours)", min=1, max=20)
+    vsrgan_jpeg_quality: int = _spec(30, "vsrgan: lowest JPEG quality (quality ~ integers in [this, 95]; ours)",
+                                     min=1, max=95)
+    lr_cache: str = _spec("", "folder of the on-disk cache of degraded LR videos, shared by a node's workers "
+                          "(each video is degraded once per node); '' = $FEDVSR_CACHE/lr (~/.cache/fedvsr/lr), "
+                          "'none' = no cache")
+    scale: int = _spec(4, "super-resolution factor (1: LR = HR, for pretraining an autoencoder GT -> GT, "
+                       "FCA2's mode = pretrain)", choices=(1, 2, 3, 4))
     clip_frames: int = _spec(0, "frames per training clip; 0 = the model's number of input frames", min=0)
     patch: int = _spec(32, "LR training crop size in pixels (HR crop = patch * scale)", min=4)
     samples_per_video: int = _spec(16, "random clips drawn from each video per local epoch", min=1)
@@ -82,6 +124,13 @@ class DataConfig:
     frames: int = _spec(16, "synthetic: frames per video", min=1)
     height: int = _spec(128, "synthetic: HR frame height", min=16)
     width: int = _spec(128, "synthetic: HR frame width", min=16)
+    content: str = _spec("natural", "synthetic: the content classes, video k of class k mod their number: natural "
+                         "(scikit-image's photographs under a pan, a zoom, a roll, and textures under a hand-held "
+                         "moving crop); procedural (gratings, checkerboards, 1/f noise with objects, waves); all "
+                         "(the eight)", choices=SYNTHETIC_CONTENT)
+    segment_frames: int = _spec(0, "cut every client video into segments of this many frames and partition the "
+                                "segments (a shorter last segment is dropped); evaluation videos stay whole; "
+                                "0 = whole videos", min=0)
 
 
 @dataclass
@@ -125,6 +174,18 @@ class FLConfig:
                              choices=ALPHA_DECAYS)
     mixing: str = _spec("none", "FedVSR: 'hellinger' blends loss-aware and uniform weights (authors' code)",
                         choices=MIXINGS)
+    dropout: float = _spec(0.0, "probability that a sampled client fails to report (drawn per seed, round and "
+                           "client; recorded as dropped, never trained)", min=0.0, max=1.0)
+    deadline: float = _spec(0.0, "per-client deadline in fl.deadline_unit, scaled by the client's speed (see "
+                            "fl.stragglers); a client that cannot finish is cut or dropped (fl.deadline_action); "
+                            "0 = none", min=0.0)
+    deadline_unit: str = _spec("steps", "steps (local steps of a speed-1 client: seeded, reproducible) or seconds "
+                               "(wall clock of the worker: depends on the hardware)", choices=DEADLINE_UNITS)
+    deadline_action: str = _spec("cut", "cut (aggregate the steps done by the deadline: FedProx's partial work) or "
+                                 "drop (leave the late client out: FedAvg's rule)", choices=DEADLINE_ACTIONS)
+    stragglers: float = _spec(0.0, "spread of client speeds: client i runs at speed exp(sigma z_i), z_i ~ N(0, 1) "
+                              "drawn once per client from the seed; its deadline budget is fl.deadline x speed; "
+                              "0 = every client at speed 1", min=0.0)
 
 
 @dataclass
@@ -134,6 +195,8 @@ class PlatformConfig:
                                    min_exclusive=True)
     gpus_per_worker: float = _spec(0.0, "GPUs per worker; fractions share a GPU", min=0.0, max=8.0)
     address: str = _spec("", "Ray cluster address; empty = start a local Ray; 'auto' = the running cluster")
+    max_retries: int = _spec(2, "times a client is retried on another (or the restarted) worker when its worker "
+                             "dies during the round; after that it is dropped with the reason recorded", min=0)
 
 
 @dataclass
@@ -397,6 +460,9 @@ def validate(cfg: ExperimentConfig) -> None:
             f"{cfg.model.name}/{cfg.model.preset}, which restores the centre frame; allowed: 0 or {num_frames}"
         )
     _check_schedule(fl)
+    if fl.stragglers > 0 and fl.deadline == 0:
+        raise ConfigError(f"fl.stragglers = {fl.stragglers} has no effect without a deadline: client speeds only "
+                          f"scale fl.deadline; set fl.deadline > 0 or fl.stragglers = 0")
     ev = cfg.eval
     if ev.source == "holdout" and ev.holdout < 1:
         raise ConfigError("eval.holdout = 0 leaves no evaluation video with eval.source = 'holdout'; allowed: "
@@ -413,9 +479,29 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"data.augment = 'flip-rot': {cfg.model.name} is not rotation-safe; allowed: auto, "
                           f"flip, none")
     held = ev.holdout if ev.source == "holdout" else 0
+    clip = data.clip_frames or num_frames
+    if data.segment_frames and data.segment_frames < clip:
+        raise ConfigError(
+            f"data.segment_frames = {data.segment_frames} is shorter than a training clip ({clip} frames: "
+            f"data.clip_frames, or the {num_frames} input frames of {cfg.model.name}/{cfg.model.preset}); "
+            f"allowed: 0 (whole videos) or data.segment_frames >= {clip}"
+        )
+    if data.source == "synthetic" and data.segment_frames:
+        if data.segment_frames > data.frames:
+            raise ConfigError(
+                f"data.segment_frames = {data.segment_frames} is longer than the videos (data.frames = "
+                f"{data.frames}); allowed: 0 (whole videos) or {clip} <= data.segment_frames <= {data.frames}"
+            )
+        segments = (data.videos - held) * (data.frames // data.segment_frames)
+        if segments < fl.clients:
+            raise ConfigError(
+                f"data.segment_frames = {data.segment_frames} cuts the {data.videos - held} client videos "
+                f"(data.videos = {data.videos} less eval.holdout = {held}) of {data.frames} frames into "
+                f"{segments} segments, fewer than fl.clients = {fl.clients}; allowed: fl.clients <= {segments}"
+            )
     if data.source == "synthetic":
         client_videos = data.videos - held
-        if client_videos < fl.clients:
+        if client_videos < fl.clients and not data.segment_frames:
             raise ConfigError(
                 f"data.videos = {data.videos} leaves {client_videos} videos after eval.holdout = "
                 f"{held}, fewer than fl.clients = {fl.clients}; allowed: "
@@ -434,6 +520,26 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.clip_frames = {data.clip_frames} is longer than the videos (data.frames = {data.frames})"
         )
+    _check_degradation(data)
+
+
+def _check_degradation(data: DataConfig) -> None:
+    """The degradation keys against one another: the fca2-mix CRF range, the VSRGAN operations, the LR cache."""
+    if data.mix_crf_min > data.mix_crf_max:
+        raise ConfigError(f"data.mix_crf_min = {data.mix_crf_min} is larger than data.mix_crf_max = "
+                          f"{data.mix_crf_max}; allowed: data.mix_crf_min <= data.mix_crf_max")
+    from fedvsr.data.degrade import VSRGAN_OPS, parse_ops
+
+    try:
+        ops = parse_ops(data.vsrgan_ops)
+    except ValueError as err:
+        raise ConfigError(f"data.vsrgan_ops = {data.vsrgan_ops!r}: {err}") from None
+    if not ops and data.degradation == "vsrgan":
+        raise ConfigError(f"data.vsrgan_ops = {data.vsrgan_ops!r} names no operation; allowed: a comma-separated "
+                          f"subset of {', '.join(VSRGAN_OPS)}")
+    if data.lr_cache not in ("", "none", "off") and Path(data.lr_cache).expanduser().is_file():
+        raise ConfigError(f"data.lr_cache = {data.lr_cache!r} is a file; allowed: '' (the default folder), 'none', "
+                          f"or a folder")
 
 
 def _check_schedule(fl: FLConfig) -> None:
@@ -468,11 +574,21 @@ def _check_model_builds(cfg: ExperimentConfig) -> None:
 
     try:
         with torch.device("meta"):
-            build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
-    except (TypeError, ValueError, RuntimeError) as err:
+            model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
+            check = getattr(model, "check_experiment", None)  # a family's own cross-key checks (FCA2's modes)
+            if callable(check):
+                check(cfg)
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
         raise ConfigError(
-            f"model.options = {cfg.model.options!r} cannot build {cfg.model.name}/{cfg.model.preset}: {err}"
+            f"model.options = {cfg.model.options!r} cannot build {cfg.model.name}/{cfg.model.preset}: "
+            f"{err.args[0] if isinstance(err, KeyError) else err}"
         ) from None
+    scale = getattr(model, "scale", cfg.data.scale)
+    if int(scale) != cfg.data.scale:
+        raise ConfigError(
+            f"data.scale = {cfg.data.scale} does not match {cfg.model.name}/{cfg.model.preset}, which upscales "
+            f"x{scale}; allowed: data.scale = {scale}, or model.options.scale = {cfg.data.scale}"
+        )
 
 
 def config_table() -> str:

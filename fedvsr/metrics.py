@@ -151,22 +151,33 @@ def ssim_rgb(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> float:
 CHANNELS = ("y", "rgb", "y+rgb")
 
 
+def pair_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], crop: int,
+                channels: str = "y") -> list[dict[str, float]]:
+    """:func:`score`'s values for each ``(prediction, target)`` pair: the pair's mean over its frames."""
+    if channels not in CHANNELS:
+        raise ValueError(f"unknown channels {channels!r}; allowed: {', '.join(CHANNELS)}")
+    out = []
+    for p, t in pairs:
+        p, t = p.reshape(-1, *p.shape[-3:]), t.reshape(-1, *t.shape[-3:])
+        row: dict[str, float] = {}
+        if channels in ("y", "y+rgb"):
+            row["psnr"], row["ssim"] = psnr_y(p, t, crop), ssim_y(p, t, crop)
+        if channels in ("rgb", "y+rgb"):
+            suffix = "" if channels == "rgb" else "_rgb"
+            row["psnr" + suffix], row["ssim" + suffix] = psnr_rgb(p, t, crop), ssim_rgb(p, t, crop)
+        out.append(row)
+    return out
+
+
+def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of per-pair scores, key by key, in the order given (as :func:`score` averages)."""
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+
+
 def score(pairs: list[tuple[torch.Tensor, torch.Tensor]], crop: int, channels: str = "y") -> dict[str, float]:
     """Mean PSNR / SSIM over ``(prediction, target)`` pairs of any leading shape ``(..., 3, H, W)``.
 
     ``channels``: ``y`` gives ``psnr``, ``ssim`` on Y; ``rgb`` gives them on RGB; ``y+rgb`` gives ``psnr``,
     ``ssim`` on Y and ``psnr_rgb``, ``ssim_rgb``. Each value is the mean over the pairs of the pair's mean
     over its frames."""
-
-    if channels not in CHANNELS:
-        raise ValueError(f"unknown channels {channels!r}; allowed: {', '.join(CHANNELS)}")
-    flat = [(p.reshape(-1, *p.shape[-3:]), t.reshape(-1, *t.shape[-3:])) for p, t in pairs]
-    out: dict[str, float] = {}
-    if channels in ("y", "y+rgb"):
-        out["psnr"] = float(np.mean([psnr_y(p, t, crop) for p, t in flat]))
-        out["ssim"] = float(np.mean([ssim_y(p, t, crop) for p, t in flat]))
-    if channels in ("rgb", "y+rgb"):
-        suffix = "" if channels == "rgb" else "_rgb"
-        out["psnr" + suffix] = float(np.mean([psnr_rgb(p, t, crop) for p, t in flat]))
-        out["ssim" + suffix] = float(np.mean([ssim_rgb(p, t, crop) for p, t in flat]))
-    return out
+    return mean_scores(pair_scores(pairs, crop, channels))

@@ -1,6 +1,17 @@
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
+
+# the suite's degraded-LR cache and built videos go to a folder of this session, never the user's cache (set
+# before any Ray worker starts, so the workers inherit it); an explicit $FEDVSR_CACHE is kept
+if not os.environ.get("FEDVSR_CACHE"):
+    os.environ["FEDVSR_CACHE"] = tempfile.mkdtemp(prefix="fedvsr-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["FEDVSR_CACHE"], True)
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,7 @@ def test_parse_override_types():
         (["fl.clients=true"], r"fl.clients = True is not allowed; expected an integer >= 1"),
         (["fl.clients_per_round=9"], r"fl.clients_per_round = 9 is larger than fl.clients = 8"),
         (["fl.strategy=fedsgd"], r"fl.strategy = 'fedsgd' is not allowed; expected one of 'fedavg'"),
-        (["data.scale=5"], r"data.scale = 5 is not allowed; expected one of 2, 3, 4"),
+        (["data.scale=5"], r"data.scale = 5 is not allowed; expected one of 1, 2, 3, 4"),
         (["data.source=lmdb"], r"data.source = 'lmdb' is not allowed; expected one of 'synthetic', 'folder'"),
         (["platform.workers=0"], r"platform.workers = 0 is not allowed; expected an integer >= 1"),
         (["platform.gpus_per_worker=-1"], r"platform.gpus_per_worker = -1 is not allowed"),

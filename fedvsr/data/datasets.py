@@ -12,7 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedvsr.data.degrade import degrade_resampled, degrade_video
+from fedvsr.data.cache import cache_key, cache_root, cached_lr
+from fedvsr.data.degrade import (
+    RANDOM_DEGRADATIONS,
+    canonical,
+    degradation_parameters,
+    degradation_params,
+    degrade_resampled,
+    degrade_video,
+    has_later_stage,
+)
 from fedvsr.data.synthetic import VideoEntry
 from fedvsr.data.video import VideoError, read_video
 
@@ -32,34 +41,74 @@ class VideoPair:
         return self.hr.shape[1] // self.lr.shape[1]
 
 
-def load_pair(entry: VideoEntry, degradation: str, scale: int, **params: object) -> VideoPair:
+def load_pair(entry: VideoEntry, degradation: str, scale: int, *, seed: int = 0, lr_cache: str = "",
+              **params: object) -> VideoPair:
     """Decode ``entry`` and degrade it.
 
     The HR frames are cropped at the bottom and right so H and W are multiples of ``scale``;
-    ``params`` go to the degradation (e.g. ``crf`` for ``blur-h264``, ``qp`` for ``hevc``). When the
-    entry has pre-made LR frames (``entry.lr_path``: a dataset's ``BIx4`` / ``BDx4`` twin, see
-    :data:`fedvsr.data.degrade.RESAMPLING`), they replace the resampling of the HR frames and only the
-    degradation's later stages (the codec) are applied to them; they must hold as many frames as the HR
-    video, each ``1/scale`` of the (cropped) HR size, or a :class:`VideoError` names both paths.
+    ``params`` go to the degradation (e.g. ``crf`` for ``h264``, ``qp`` for ``hevc``); a random degradation
+    (``fca2-mix``, ``vsrgan``) also gets ``seed`` (the experiment seed) and ``video = entry.name``, so its
+    draws depend on (seed, video) only, never on the worker. When the entry has pre-made LR frames
+    (``entry.lr_path``: a dataset's ``BIx4`` / ``BDx4`` twin, see :data:`fedvsr.data.degrade.RESAMPLING`), they
+    replace the resampling of the HR frames and only the degradation's later stages (the codec, the VSRGAN
+    suite) are applied to them; they must hold as many frames as the HR video, each ``1/scale`` of the
+    (cropped) HR size, or a :class:`VideoError` names both paths.
+
+    The degraded LR clip is kept in the LR cache ``lr_cache`` (:mod:`fedvsr.data.cache`: ``''`` the default
+    folder, ``'none'`` no cache, else a folder), so a video is degraded once per node, whatever the rounds,
+    workers and trials; pre-made LR frames with nothing after their resampling are read as they are.
+
+    A segment (``entry.frame_stop``, ``data.segment_frames``) is cut from the pair of its whole video, so the
+    codec and the random draws see the whole video, and its LR cache entry is shared by all its segments.
     """
+    if entry.frame_stop:  # a segment: its frames of the whole video's pair (C, issue 12)
+        whole = load_pair(entry.whole(), degradation, scale, seed=seed, lr_cache=lr_cache, **params)
+        if entry.frame_stop > whole.hr.shape[0]:
+            raise VideoError(f"{entry.path}: segment {entry.name!r} needs frames {entry.frame_start} .. "
+                             f"{entry.frame_stop - 1}, the video has {whole.hr.shape[0]}")
+        window = slice(entry.frame_start, entry.frame_stop)
+        return VideoPair(hr=whole.hr[window].copy(), lr=whole.lr[window].copy(), label=entry.label, name=entry.name)
     hr = read_video(entry.path)
     _, h, w, _ = hr.shape
     if h < scale or w < scale:
         raise ValueError(f"video {entry.name!r} ({h}x{w}) is smaller than the scale {scale}")
     hr = np.ascontiguousarray(hr[:, : h - h % scale, : w - w % scale])
+    t, h, w, _ = hr.shape
+    if canonical(degradation) in RANDOM_DEGRADATIONS:
+        params = {**params, "seed": seed, "video": entry.name}
     if entry.lr_path is None:
-        lr = degrade_video(hr, degradation, scale, **params)
-    else:
+        allowed = degradation_parameters(degradation)
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:  # checked before the cache, whose key would otherwise hold the bad parameter
+            raise ValueError(f"degradation {degradation!r} has no parameter {', '.join(unknown)}; it takes {allowed}")
+        key = cache_key(entry.path, degradation, scale, params)
+        lr = cached_lr(cache_root(lr_cache), key, lambda: degrade_video(hr, degradation, scale, **params),
+                       (t, h // scale, w // scale, 3))
+        return VideoPair(hr=hr, lr=lr, label=entry.label, name=entry.name)
+
+    def premade() -> np.ndarray:
         lr = read_video(entry.lr_path)
-        t, h, w, _ = hr.shape
         if lr.shape != (t, h // scale, w // scale, 3):
             raise VideoError(
                 f"{entry.lr_path}: the pre-made LR frames ({lr.shape[0]} frames of {lr.shape[2]}x{lr.shape[1]}) "
                 f"do not match the HR video {entry.path} ({t} frames of {w}x{h}, WxH after cropping to a "
                 f"multiple of {scale}): expected {t} frames of {w // scale}x{h // scale} at scale {scale}"
             )
-        lr = degrade_resampled(lr, degradation, **params)
+        return degrade_resampled(lr, degradation, **params)
+
+    if not has_later_stage(degradation):
+        return VideoPair(hr=hr, lr=premade(), label=entry.label, name=entry.name)
+    key = cache_key(entry.path, degradation, scale, params, lr_source=entry.lr_path)
+    lr = cached_lr(cache_root(lr_cache), key, premade, (t, h // scale, w // scale, 3))
     return VideoPair(hr=hr, lr=lr, label=entry.label, name=entry.name)
+
+
+def load_pair_for(cfg, entry: VideoEntry) -> VideoPair:
+    """:func:`load_pair` with everything taken from the experiment config: ``data.degradation``, its
+    ``data.*`` parameters (:func:`fedvsr.data.degrade.degradation_params`), ``data.scale``, the experiment
+    ``seed`` and ``data.lr_cache``."""
+    return load_pair(entry, cfg.data.degradation, cfg.data.scale, seed=cfg.seed, lr_cache=cfg.data.lr_cache,
+                     **degradation_params(cfg.data))
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:

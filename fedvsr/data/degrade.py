@@ -1,21 +1,33 @@
-"""Degradations turning an HR video into its LR counterpart.
+"""Degradations turning an HR video into its LR counterpart: the papers' degradations.
 
 :data:`DEGRADATIONS` maps a name to ``fn(hr, scale, **params) -> lr`` with ``hr (T, H, W, 3)``
 and ``lr (T, H//scale, W//scale, 3)``, both uint8 RGB:
 
-* ``bicubic``: antialiased bicubic downsampling, rounded to uint8 (as saving LR PNG frames would).
-* ``blur-h264``: Gaussian blur (``sigma``, default ``0.4 * scale``, i.e. 1.6 at x4: the "BD"
-  degradation of BasicSR's ``duf_downsample``), keeping every ``scale``-th pixel, then the LR
-  clip is encoded with H.264 at ``crf`` (default 25; FCA2 uses 15 / 25 / 35) and decoded back.
-* ``hevc``: bicubic, then HEVC (libx265) at a fixed ``qp`` (default 32; FCVSR uses 22 / 27 / 32 / 37).
+* ``bicubic``: antialiased bicubic downsampling (MATLAB ``imresize``-like: the kernel is widened by the
+  scale), rounded to uint8 as saving LR PNG frames would.
+* ``blur``: Gaussian blur (``sigma``, default 1.5: FCA2 section IV-A) and every ``scale``-th pixel.
+* ``h264`` (alias ``blur-h264``): ``blur``, then the LR clip is encoded with H.264 (libx264, yuv420p, the
+  encoder's default settings as FFmpeg's) at ``crf`` and decoded back (FCA2: CRF 15 / 25 / 35).
+* ``hevc``: bicubic, then HEVC (libx265, yuv420p) at a fixed ``qp`` with no B-frames and so no frame
+  reordering, the nearest libx265 gets to HM's low-delay B configuration (FCVSR section IV-B: QP 22 / 27 /
+  32 / 37).
+* ``fca2-mix``: FCA2's training mix: per video, with probability ``compressed`` (0.5) ``h264`` at a CRF drawn
+  uniformly from the integers ``crf_min .. crf_max``, else ``blur`` alone (:func:`fca2_mix_crf`).
+* ``vsrgan``: bicubic, then the degradation suite of the VSRGAN paper (section 3.1.2) on the LR frames, each
+  operation of ``ops`` applied with probability ``prob`` and random parameters (:func:`draw_vsrgan`).
 
-The codec degradations go through a real encode / decode with PyAV (yuv420p, in a temporary
-folder); LR frames of odd or tiny sizes are edge-padded for the encoder and cropped back.
+The random degradations draw from ``np.random.default_rng([seed, video_key(video)])``: the same
+experiment seed and video name give the same LR clip in every worker and on every node.
+The codec degradations go through a real encode / decode with PyAV (in a temporary folder); LR frames
+of odd or tiny sizes are edge-padded for the encoder and cropped back.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import inspect
+import io
 import math
 import tempfile
 from collections.abc import Callable
@@ -27,6 +39,16 @@ import torch.nn.functional as F
 
 from fedvsr.data.video import read_video, write_video
 
+#: FCA2 IV-A: "Gaussian smoothing (standard deviation = 1.5)"
+FCA2_SIGMA = 1.5
+
+#: the VSRGAN suite (section 3.1.2), in the paper's order, which is the order they are applied in
+VSRGAN_OPS: tuple[str, ...] = ("blur", "noise", "contrast", "frequency", "cutblur", "diffusion", "content",
+                               "adaptive", "jpeg")
+
+#: accepted old names
+ALIASES: dict[str, str] = {"blur-h264": "h264"}
+
 
 def _check_scale(scale: int, h: int, w: int) -> None:
     if not isinstance(scale, int) or scale < 1:
@@ -35,8 +57,47 @@ def _check_scale(scale: int, h: int, w: int) -> None:
         raise ValueError(f"frame size {h}x{w} (HxW) is not divisible by scale {scale}")
 
 
+def _check_range(name: str, value: float, low: float, high: float, integer: bool = False) -> None:
+    bad = (isinstance(value, bool) or not isinstance(value, (int, float))
+           or (integer and not float(value).is_integer()) or not low <= value <= high)
+    if bad:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name} = {value!r} is not allowed; expected {kind} in [{low}, {high}]")
+
+
+@functools.lru_cache(maxsize=32)
+def _imresize_weights(n: int, scale: int) -> torch.Tensor:
+    """``(n // scale, n)`` float64 matrix of MATLAB's ``imresize(., 1/scale, 'bicubic')`` along one axis.
+
+    As MATLAB's ``contributions``: the cubic kernel (a = -0.5) widened by ``scale`` (antialiasing, support
+    ``4 * scale`` input pixels), output pixel ``i`` (1-based) centred at input ``u = i * scale + (1 - scale) / 2``,
+    weights normalised to sum 1, input indices beyond the borders mirrored (the edge pixel repeated).
+    """
+
+    def cubic(t: np.ndarray) -> np.ndarray:
+        a = np.abs(t)
+        return np.where(a <= 1, 1.5 * a**3 - 2.5 * a**2 + 1,
+                        np.where(a <= 2, -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2, 0.0))
+
+    out = n // scale
+    u = np.arange(1, out + 1) * scale + 0.5 * (1 - scale)
+    left = np.floor(u - 2 * scale)
+    idx = left[:, None] + np.arange(4 * scale + 2)[None]
+    wts = cubic((u[:, None] - idx) / scale) / scale
+    wts /= wts.sum(1, keepdims=True)
+    idx = idx.astype(np.int64) - 1
+    idx = np.where(idx < 0, -idx - 1, np.where(idx >= n, 2 * n - idx - 1, idx))
+    mat = np.zeros((out, n))
+    np.add.at(mat, (np.repeat(np.arange(out), idx.shape[1]), idx.ravel()), wts.ravel())
+    return torch.from_numpy(mat)
+
+
 def bicubic_downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Antialiased bicubic downsampling.
+    """Antialiased bicubic downsampling, as MATLAB's ``imresize(hr, 1/scale, 'bicubic')`` (the LR frames of
+    Vid4 ``BIx4``, REDS ``train_sharp_bicubic`` and Vimeo-90K ``matlabLRx4`` are made with it; BasicSR's
+    ``imresize`` is the same). Inside the frame it equals PyTorch's ``interpolate(..., 'bicubic',
+    antialias=True)``; within ``2 * scale`` pixels of a border MATLAB mirrors the frame where PyTorch
+    renormalises the truncated kernel.
 
     Parameters
     ----------
@@ -52,11 +113,11 @@ def bicubic_downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
         raise ValueError(f"bicubic_downsample expects a float tensor in [0, 1], got {hr.dtype}")
     if hr.dim() < 3:
         raise ValueError(f"bicubic_downsample expects (..., c, H, W), got shape {tuple(hr.shape)}")
-    *lead, c, h, w = hr.shape
+    *_, h, w = hr.shape
     _check_scale(scale, h, w)
-    x = hr.reshape(-1, c, h, w)
-    y = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
-    return y.clamp_(0, 1).reshape(*lead, c, h // scale, w // scale)
+    rows = _imresize_weights(h, scale).to(device=hr.device, dtype=hr.dtype)
+    cols = _imresize_weights(w, scale).to(device=hr.device, dtype=hr.dtype)
+    return (rows @ hr @ cols.T).clamp_(0, 1)
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -89,11 +150,6 @@ def _codec_round_trip(lr: np.ndarray, min_h: int = 2, min_w: int = 2, **encode: 
     return np.ascontiguousarray(out[:, :h, :w])
 
 
-def bicubic(hr: np.ndarray, scale: int) -> np.ndarray:
-    """``hr (T, H, W, 3)`` uint8 -> ``(T, H/s, W/s, 3)`` uint8: bicubic downsampling, rounded."""
-    return _to_uint8(bicubic_downsample(_to_tensor(hr), scale))
-
-
 def gaussian_kernel(sigma: float, radius: int | None = None) -> torch.Tensor:
     """Normalised 1-D Gaussian ``(2 r + 1,)`` float32; ``r = max(6, ceil(3 sigma))`` by default (13 taps)."""
     if sigma <= 0:
@@ -122,68 +178,439 @@ def blur_downsample(hr: torch.Tensor, scale: int, sigma: float) -> torch.Tensor:
     return x[..., ::scale, ::scale].reshape(n, c, h // scale, w // scale).clamp_(0, 1)
 
 
-def blur_h264(hr: np.ndarray, scale: int, sigma: float | None = None, crf: int = 25) -> np.ndarray:
-    """Gaussian blur + every ``scale``-th pixel + H.264 (libx264, yuv420p) at ``crf``; uint8 in and out."""
-    lr = _to_uint8(blur_downsample(_to_tensor(hr), scale, 0.4 * scale if sigma is None else sigma))
-    return _h264(lr, crf)
+# ------------------------------------------------------------------------------------ the papers' degradations
 
 
-def _h264(lr: np.ndarray, crf: int = 25) -> np.ndarray:
-    return _codec_round_trip(lr, codec="libx264", crf=crf, pix_fmt="yuv420p")
+def bicubic(hr: np.ndarray, scale: int) -> np.ndarray:
+    """``hr (T, H, W, 3)`` uint8 -> ``(T, H/s, W/s, 3)`` uint8: bicubic downsampling, rounded."""
+    return _to_uint8(bicubic_downsample(_to_tensor(hr), scale))
 
 
-def _hevc(lr: np.ndarray, qp: int = 32) -> np.ndarray:
-    return _codec_round_trip(lr, min_h=16, min_w=64, codec="libx265", qp=qp, pix_fmt="yuv420p")
+def blur(hr: np.ndarray, scale: int, sigma: float = FCA2_SIGMA) -> np.ndarray:
+    """Gaussian blur of standard deviation ``sigma`` + every ``scale``-th pixel, rounded to uint8."""
+    _check_range("sigma", sigma, 0.1, 10.0)
+    return _to_uint8(blur_downsample(_to_tensor(hr), scale, sigma))
 
 
-def hevc(hr: np.ndarray, scale: int, qp: int = 32) -> np.ndarray:
-    """Bicubic downsampling + HEVC (libx265, yuv420p) at a fixed ``qp``; uint8 in and out.
+def h264_stage(lr: np.ndarray, crf: int = 25) -> np.ndarray:
+    """H.264 (libx264, yuv420p, the encoder's defaults) at ``crf``, decoded back; uint8 in and out."""
+    _check_range("crf", crf, 0, 51, integer=True)
+    return _codec_round_trip(lr, codec="libx264", crf=int(crf), pix_fmt="yuv420p")
+
+
+def h264(hr: np.ndarray, scale: int, sigma: float = FCA2_SIGMA, crf: int = 25) -> np.ndarray:
+    """FCA2's degradation: Gaussian blur (``sigma``) + every ``scale``-th pixel + H.264 at ``crf``."""
+    _check_range("crf", crf, 0, 51, integer=True)
+    return h264_stage(blur(hr, scale, sigma), crf)
+
+
+blur_h264 = h264  # the old name
+
+
+def hevc_stage(lr: np.ndarray, qp: int = 32) -> np.ndarray:
+    """HEVC (libx265, yuv420p) at a fixed ``qp``, P-frames only (no B-frames, no reordering), decoded back.
 
     LR frames narrower than 64 or lower than 16 pixels are padded by edge replication for the
     encoder and cropped after decoding: x265 refuses frames under 16x16 and, as bundled with
     PyAV, crashes on widths 33-48.
     """
-    return _hevc(bicubic(hr, scale), qp)
+    _check_range("qp", qp, 0, 51, integer=True)
+    return _codec_round_trip(lr, min_h=16, min_w=64, codec="libx265", qp=int(qp), pix_fmt="yuv420p", bframes=0)
 
+
+def hevc(hr: np.ndarray, scale: int, qp: int = 32) -> np.ndarray:
+    """FCVSR's degradation: bicubic downsampling + low-delay HEVC at a fixed ``qp``; uint8 in and out."""
+    _check_range("qp", qp, 0, 51, integer=True)
+    return hevc_stage(bicubic(hr, scale), qp)
+
+
+def video_key(video: str) -> int:
+    """A stable 64-bit integer naming a video (the first 8 bytes of SHA-256 of its name), for seeding."""
+    return int.from_bytes(hashlib.sha256(video.encode()).digest()[:8], "little")
+
+
+def video_rng(seed: int, video: str, *stream: int) -> np.random.Generator:
+    """The generator of a video's random degradation: ``default_rng([seed, video_key(video), *stream])``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed = {seed!r} is not allowed; expected an integer >= 0")
+    return np.random.default_rng([int(seed), video_key(video), *stream])
+
+
+def fca2_mix_crf(seed: int, video: str, crf_min: int = 15, crf_max: int = 35, compressed: float = 0.5) -> int | None:
+    """FCA2's training mix for one video: the CRF it is compressed at, or None for an uncompressed video.
+
+    "A dataset composed of 50% uncompressed and 50% compressed videos, where the compressed portions are
+    uniformly sampled from diverse compression rates" (FCA2 IV-A): with probability ``compressed`` a CRF drawn
+    uniformly from the integers ``crf_min .. crf_max``.
+    """
+    _check_range("crf_min", crf_min, 0, 51, integer=True)
+    _check_range("crf_max", crf_max, 0, 51, integer=True)
+    _check_range("compressed", compressed, 0.0, 1.0)
+    if crf_min > crf_max:
+        raise ValueError(f"crf_min = {crf_min} is larger than crf_max = {crf_max}; allowed: crf_min <= crf_max")
+    rng = video_rng(seed, video, 2)
+    u, crf = rng.random(), int(rng.integers(crf_min, crf_max + 1))
+    return crf if u < compressed else None
+
+
+def fca2_mix_stage(lr: np.ndarray, seed: int = 0, video: str = "", crf_min: int = 15, crf_max: int = 35,
+                   compressed: float = 0.5) -> np.ndarray:
+    """The codec stage of ``fca2-mix`` on blurred and subsampled LR frames (:func:`fca2_mix_crf`)."""
+    crf = fca2_mix_crf(seed, video, crf_min, crf_max, compressed)
+    return lr if crf is None else h264_stage(lr, crf)
+
+
+def fca2_mix(hr: np.ndarray, scale: int, sigma: float = FCA2_SIGMA, seed: int = 0, video: str = "",
+             crf_min: int = 15, crf_max: int = 35, compressed: float = 0.5) -> np.ndarray:
+    """FCA2's training mix: ``blur`` then, for a ``compressed`` fraction of the videos, H.264 at a random CRF."""
+    fca2_mix_crf(seed, video, crf_min, crf_max, compressed)  # validates before the blur
+    return fca2_mix_stage(blur(hr, scale, sigma), seed, video, crf_min, crf_max, compressed)
+
+
+# -------------------------------------------------------------------------------------------- the VSRGAN suite
+# Every operation takes and returns x (T, 3, h, w) float32 in [0, 1], with its parameters given explicitly.
+
+
+def _blur_planes(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``x (..., h, w)``, radius ceil(3 sigma), replicate padding (any size)."""
+    if sigma <= 0:
+        return x
+    k = gaussian_kernel(sigma, radius=max(1, math.ceil(3 * sigma))).to(x.dtype)
+    r = (k.numel() - 1) // 2
+    *lead, h, w = x.shape
+    y = F.pad(x.reshape(-1, 1, h, w), (r, r, r, r), mode="replicate")
+    y = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+    return y.reshape(*lead, h, w)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma ``(T, h, w)`` of ``x (T, 3, h, w)``."""
+    return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+
+
+def _gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """First-order derivatives (central differences) of the luma: ``|grad| (T, h, w)``."""
+    y = F.pad(_luma(x)[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    gx = (y[:, 1:-1, 2:] - y[:, 1:-1, :-2]) / 2
+    gy = (y[:, 2:, 1:-1] - y[:, :-2, 1:-1]) / 2
+    return torch.sqrt(gx**2 + gy**2)
+
+
+def _varying_blur(x: torch.Tensor, sigma_map: torch.Tensor, sigma_max: float, levels: int = 5) -> torch.Tensor:
+    """Gaussian blur with a per-pixel ``sigma_map (T, h, w)`` in [0, sigma_max]: blurs at ``levels`` evenly
+    spaced sigmas from 0 to ``sigma_max``, linearly interpolated per pixel between the two nearest ones."""
+    sigmas = np.linspace(0, sigma_max, levels)
+    stack = torch.stack([_blur_planes(x, float(s)) for s in sigmas])  # (L, T, 3, h, w)
+    pos = (sigma_map.clamp(0, sigma_max) / sigma_max * (levels - 1))[:, None]  # (T, 1, h, w)
+    lo = pos.floor().long().clamp(max=levels - 2)
+    frac = pos - lo
+    out = torch.zeros_like(x)
+    for i in range(levels - 1):
+        at = (lo == i).to(x.dtype)
+        out += at * ((1 - frac) * stack[i] + frac * stack[i + 1])
+    return out
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian Blur: ``x`` convolved with a Gaussian kernel of standard deviation ``sigma``."""
+    return _blur_planes(x, sigma)
+
+
+def gaussian_noise(x: torch.Tensor, std: float, noise_seed: int) -> torch.Tensor:
+    """Gaussian Noise: ``x + N(0, std^2)`` per pixel and channel (``std`` in [0, 1] units), clamped."""
+    noise = np.random.default_rng(noise_seed).standard_normal(tuple(x.shape), dtype=np.float32)
+    return (x + std * torch.from_numpy(noise)).clamp(0, 1)
+
+
+def contrast_brightness(x: torch.Tensor, brightness: float, contrast: float) -> torch.Tensor:
+    """Contrast and Brightness Adjustment, in turn: ``y = x + brightness``, then ``(y - m) * contrast + m``
+    with ``m`` the frame's mean; so a frame's mean moves by ``brightness`` and its std scales by ``contrast``
+    (before clamping to [0, 1])."""
+    y = x + brightness
+    m = y.mean(dim=(1, 2, 3), keepdim=True)
+    return ((y - m) * contrast + m).clamp(0, 1)
+
+
+def frequency_guided(x: torch.Tensor, gain: float) -> torch.Tensor:
+    """Frequency-Guided Augmentation: one-level Haar DWT (ptwt) of each plane, the LH, HL and HH sub-bands
+    multiplied by ``gain`` (< 1 removes, > 1 sharpens high-frequency detail), inverse DWT."""
+    import ptwt
+
+    t, c, h, w = x.shape
+    planes = x.reshape(t * c, h, w).double()
+    low, detail = ptwt.wavedec2(planes, "haar", level=1)
+    y = ptwt.waverec2((low, type(detail)(*(d * gain for d in detail))), "haar")
+    return y[..., :h, :w].reshape(t, c, h, w).to(x.dtype).clamp(0, 1)
+
+
+def cutblur(x: torch.Tensor, top: int, left: int, height: int, width: int, factor: int = 2) -> torch.Tensor:
+    """CutBlur Mask: inside the rectangle ``[top, top + height) x [left, left + width)`` the frames are
+    average-pooled by ``factor`` (ceil mode) and bilinearly upsampled back; outside it they are unchanged."""
+    out = x.clone()
+    region = x[:, :, top : top + height, left : left + width]
+    pooled = F.avg_pool2d(region, factor, ceil_mode=True)
+    out[:, :, top : top + height, left : left + width] = F.interpolate(
+        pooled, size=(height, width), mode="bilinear", align_corners=False)
+    return out
+
+
+def diffusion(x: torch.Tensor, steps: int, sigma: float) -> torch.Tensor:
+    """Diffusion-Based Degradation: ``steps`` Gaussian blurs of standard deviation ``sigma`` in turn (explicit
+    steps of the heat equation: the variances add, about one blur of ``sigma * sqrt(steps)``)."""
+    for _ in range(steps):
+        x = _blur_planes(x, sigma)
+    return x
+
+
+def content_aware(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Content-Aware Degradation: salient pixels (large first-order derivatives) are kept, smooth ones are
+    blurred: the per-pixel sigma is ``sigma * (1 - s)`` with ``s`` the gradient magnitude over its frame's
+    99th percentile, clipped to [0, 1]."""
+    g = _gradient_magnitude(x)
+    ref = torch.quantile(g.reshape(g.shape[0], -1), 0.99, dim=1).clamp_min(1e-6)[:, None, None]
+    s = (g / ref).clamp(0, 1)
+    return _varying_blur(x, sigma * (1 - s), sigma)
+
+
+def adaptive(x: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
+    """Adaptive Degradation: one blur per entry of ``sigmas`` (iterations of varying intensity), each with a
+    per-pixel sigma ``sigma_i * m / (g + m)`` recomputed from the current frame: ``g`` the local gradient
+    magnitude (3x3 mean), ``m`` its frame mean, so flat regions get about ``sigma_i`` and edges less."""
+    for sigma in sigmas:
+        g = F.avg_pool2d(_gradient_magnitude(x)[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
+        m = g.mean(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+        x = _varying_blur(x, sigma * m / (g + m), sigma)
+    return x
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """JPEG Degradation: each frame rounded to 8 bits, JPEG-encoded at ``quality`` (libjpeg's 1-100 scale,
+    4:2:0, through Pillow) and decoded back."""
+    from PIL import Image
+
+    frames = _to_uint8(x)
+    out = np.empty_like(frames)
+    for i, frame in enumerate(frames):
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=int(quality))
+        out[i] = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return _to_tensor(out)
+
+
+_VSRGAN_FNS: dict[str, Callable[..., torch.Tensor]] = {
+    "blur": gaussian_blur, "noise": gaussian_noise, "contrast": contrast_brightness, "frequency": frequency_guided,
+    "cutblur": cutblur, "diffusion": diffusion, "content": content_aware, "adaptive": adaptive, "jpeg": jpeg,
+}
+
+
+def parse_ops(ops: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"blur,noise"`` (or a list) -> ``("blur", "noise")``; unknown or repeated names raise ValueError."""
+    names = [o.strip() for o in ops.split(",")] if isinstance(ops, str) else [str(o).strip() for o in ops]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in VSRGAN_OPS]
+    if unknown:
+        raise ValueError(f"unknown VSRGAN operation(s) {', '.join(map(repr, unknown))}; allowed: "
+                         f"{', '.join(VSRGAN_OPS)} (comma-separated)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"VSRGAN operations {ops!r} name one operation twice")
+    return tuple(n for n in VSRGAN_OPS if n in names)
+
+
+#: the VSRGAN paper gives no number for any range; these defaults are ours (see the data.vsrgan_* keys)
+VSRGAN_DEFAULTS: dict[str, object] = {
+    "ops": ",".join(VSRGAN_OPS), "prob": 0.5, "sigma_max": 1.5, "noise_max": 10.0, "brightness": 0.1,
+    "contrast": 0.2, "freq_gain": 0.5, "cutblur_max": 0.5, "diffusion_steps": 4, "jpeg_min": 30,
+}
+
+
+def _check_vsrgan(prob: float, sigma_max: float, noise_max: float, brightness: float, contrast: float,
+                  freq_gain: float, cutblur_max: float, diffusion_steps: int, jpeg_min: int) -> None:
+    _check_range("prob", prob, 0.0, 1.0)
+    _check_range("sigma_max", sigma_max, 0.2, 5.0)
+    _check_range("noise_max", noise_max, 0.0, 50.0)
+    _check_range("brightness", brightness, 0.0, 0.5)
+    _check_range("contrast", contrast, 0.0, 0.9)
+    _check_range("freq_gain", freq_gain, 0.0, 1.0)
+    _check_range("cutblur_max", cutblur_max, 0.1, 1.0)
+    _check_range("diffusion_steps", diffusion_steps, 1, 20, integer=True)
+    _check_range("jpeg_min", jpeg_min, 1, 95, integer=True)
+
+
+def draw_vsrgan(seed: int, video: str, h: int, w: int, ops: str | tuple[str, ...] = VSRGAN_DEFAULTS["ops"],
+                prob: float = 0.5, sigma_max: float = 1.5, noise_max: float = 10.0, brightness: float = 0.1,
+                contrast: float = 0.2, freq_gain: float = 0.5, cutblur_max: float = 0.5, diffusion_steps: int = 4,
+                jpeg_min: int = 30) -> list[tuple[str, dict]]:
+    """The VSRGAN operations one video gets, with their drawn parameters, in the order they are applied.
+
+    Each operation of ``ops`` is applied with probability ``prob``; each has its own generator
+    ``video_rng(seed, video, 1, k)`` (k its index in :data:`VSRGAN_OPS`), so switching one operation off does
+    not change the others' draws. Parameters, drawn uniformly (the paper gives no ranges; these are ours):
+    blur sigma in [0.2, sigma_max]; noise std in [0, noise_max] (8-bit levels); brightness shift in
+    [-brightness, brightness] and contrast factor in [1 - contrast, 1 + contrast]; frequency gain of the Haar
+    detail bands in [1 - freq_gain, 1 + freq_gain]; CutBlur rectangle sides of [0.25, max(0.25, cutblur_max)]
+    of the frame, pooling by 2, 3 or 4; diffusion 1 .. diffusion_steps blurs of sigma in [0.3, 0.7];
+    content-aware sigma in [0.5, max(0.5, sigma_max)] (twice the allowance, being spatially
+    limited); adaptive 1 .. diffusion_steps iterations of sigma in [0.3, sigma_max / 2];
+    JPEG quality an integer in [jpeg_min, 95].
+    """
+    names = parse_ops(ops)
+    _check_vsrgan(prob, sigma_max, noise_max, brightness, contrast, freq_gain, cutblur_max, diffusion_steps,
+                  jpeg_min)
+    chosen = []
+    for k, op in enumerate(VSRGAN_OPS):
+        rng = video_rng(seed, video, 1, k)
+        applied = rng.random() < prob
+        if op not in names or not applied:
+            continue
+        if op == "blur":
+            p = {"sigma": float(rng.uniform(0.2, sigma_max))}
+        elif op == "noise":
+            p = {"std": float(rng.uniform(0, noise_max)) / 255, "noise_seed": int(rng.integers(2**62))}
+        elif op == "contrast":
+            p = {"brightness": float(rng.uniform(-brightness, brightness)),
+                 "contrast": float(rng.uniform(1 - contrast, 1 + contrast))}
+        elif op == "frequency":
+            p = {"gain": float(rng.uniform(1 - freq_gain, 1 + freq_gain))}
+        elif op == "cutblur":
+            f = rng.uniform(0.25, max(0.25, cutblur_max), size=2)
+            height, width = max(1, round(f[0] * h)), max(1, round(f[1] * w))
+            p = {"top": int(rng.integers(0, h - height + 1)), "left": int(rng.integers(0, w - width + 1)),
+                 "height": height, "width": width, "factor": int(rng.integers(2, 5))}
+        elif op == "diffusion":
+            p = {"steps": int(rng.integers(1, diffusion_steps + 1)), "sigma": float(rng.uniform(0.3, 0.7))}
+        elif op == "content":
+            p = {"sigma": float(rng.uniform(0.5, max(0.5, 2 * sigma_max)))}
+        elif op == "adaptive":
+            n = int(rng.integers(1, diffusion_steps + 1))
+            p = {"sigmas": [float(s) for s in rng.uniform(0.3, max(0.3, sigma_max / 2), size=n)]}
+        else:  # jpeg
+            p = {"quality": int(rng.integers(jpeg_min, 96))}
+        chosen.append((op, p))
+    return chosen
+
+
+def apply_vsrgan_op(x: torch.Tensor, op: str, params: dict) -> torch.Tensor:
+    """Apply one VSRGAN operation with explicit parameters to ``x (T, 3, h, w)`` float in [0, 1]."""
+    if op not in _VSRGAN_FNS:
+        raise ValueError(f"unknown VSRGAN operation {op!r}; allowed: {', '.join(VSRGAN_OPS)}")
+    return _VSRGAN_FNS[op](x, **params)
+
+
+def vsrgan_stage(lr: np.ndarray, seed: int = 0, video: str = "", ops: str = VSRGAN_DEFAULTS["ops"],
+                 prob: float = 0.5, sigma_max: float = 1.5, noise_max: float = 10.0, brightness: float = 0.1,
+                 contrast: float = 0.2, freq_gain: float = 0.5, cutblur_max: float = 0.5, diffusion_steps: int = 4,
+                 jpeg_min: int = 30) -> np.ndarray:
+    """The VSRGAN suite on LR frames ``(T, h, w, 3)`` uint8: :func:`draw_vsrgan`'s operations in turn, in
+    float, rounded to uint8 once at the end (JPEG rounds its input to 8 bits itself)."""
+    _, h, w, _ = lr.shape
+    chosen = draw_vsrgan(seed, video, h, w, ops, prob, sigma_max, noise_max, brightness, contrast, freq_gain,
+                         cutblur_max, diffusion_steps, jpeg_min)
+    x = _to_tensor(lr)
+    for op, params in chosen:
+        x = apply_vsrgan_op(x, op, params)
+    return _to_uint8(x)
+
+
+def vsrgan(hr: np.ndarray, scale: int, seed: int = 0, video: str = "", ops: str = VSRGAN_DEFAULTS["ops"],
+           prob: float = 0.5, sigma_max: float = 1.5, noise_max: float = 10.0, brightness: float = 0.1,
+           contrast: float = 0.2, freq_gain: float = 0.5, cutblur_max: float = 0.5, diffusion_steps: int = 4,
+           jpeg_min: int = 30) -> np.ndarray:
+    """VSRGAN's LR inputs: bicubic downsampling, then the paper's degradation suite (:func:`vsrgan_stage`)."""
+    parse_ops(ops)
+    _check_vsrgan(prob, sigma_max, noise_max, brightness, contrast, freq_gain, cutblur_max, diffusion_steps,
+                  jpeg_min)
+    return vsrgan_stage(bicubic(hr, scale), seed, video, ops, prob, sigma_max, noise_max, brightness, contrast,
+                        freq_gain, cutblur_max, diffusion_steps, jpeg_min)
+
+
+# ------------------------------------------------------------------------------------------------- the registry
 
 DEGRADATIONS: dict[str, Callable[..., np.ndarray]] = {
     "bicubic": bicubic,
-    "blur-h264": blur_h264,
+    "blur": blur,
+    "h264": h264,
+    "blur-h264": h264,
     "hevc": hevc,
+    "fca2-mix": fca2_mix,
+    "vsrgan": vsrgan,
 }
+
+#: the degradations that draw random parameters: they take ``seed`` and ``video``
+RANDOM_DEGRADATIONS: tuple[str, ...] = ("fca2-mix", "vsrgan")
+
+
+def canonical(name: str) -> str:
+    """The degradation's own name (``blur-h264`` -> ``h264``); ValueError for an unknown one."""
+    if name not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {name!r}; choose one of {sorted(DEGRADATIONS)}")
+    return ALIASES.get(name, name)
+
+
+def degradation_parameters(name: str) -> list[str]:
+    """The parameters ``name`` takes (besides ``hr`` and ``scale``)."""
+    fn = DEGRADATIONS[canonical(name)]
+    return [p for p in inspect.signature(fn).parameters if p not in ("hr", "scale")]
 
 
 def degrade_video(hr: np.ndarray, name: str, scale: int, **params: object) -> np.ndarray:
     """Apply the degradation ``name`` to ``hr (T, H, W, 3)`` uint8 -> ``(T, H/s, W/s, 3)`` uint8."""
-    if name not in DEGRADATIONS:
-        raise ValueError(f"unknown degradation {name!r}; choose one of {sorted(DEGRADATIONS)}")
-    fn = DEGRADATIONS[name]
-    allowed = [p for p in inspect.signature(fn).parameters if p not in ("hr", "scale")]
+    allowed = degradation_parameters(name)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(f"degradation {name!r} has no parameter {', '.join(unknown)}; it takes {allowed}")
-    return DEGRADATIONS[name](hr, scale, **params)
+    return DEGRADATIONS[canonical(name)](hr, scale, **params)
+
+
+def degradation_params(data_cfg) -> dict[str, object]:
+    """The degradation's parameters from the ``data.*`` config keys (``seed`` and ``video`` are added per video
+    by :func:`fedvsr.data.datasets.load_pair`)."""
+    d = data_cfg
+    name = canonical(d.degradation)
+    vsrgan_keys = {"ops": d.vsrgan_ops, "prob": d.vsrgan_prob, "sigma_max": d.vsrgan_sigma,
+                   "noise_max": d.vsrgan_noise, "brightness": d.vsrgan_brightness, "contrast": d.vsrgan_contrast,
+                   "freq_gain": d.vsrgan_freq_gain, "cutblur_max": d.vsrgan_cutblur,
+                   "diffusion_steps": d.vsrgan_diffusion_steps, "jpeg_min": d.vsrgan_jpeg_quality}
+    return {
+        "bicubic": {},
+        "blur": {"sigma": d.sigma},
+        "h264": {"sigma": d.sigma, "crf": d.crf},
+        "hevc": {"qp": d.qp},
+        "fca2-mix": {"sigma": d.sigma, "crf_min": d.mix_crf_min, "crf_max": d.mix_crf_max,
+                     "compressed": d.mix_compressed},
+        "vsrgan": vsrgan_keys,
+    }[name]
 
 
 #: the resampling a degradation starts with, named as the VSR datasets name their pre-made LR folders:
 #: ``BI`` = bicubic (REDS ``train_sharp_bicubic/X4``, Vid4 ``BIx4``, Vimeo-90K ``vimeo_septuplet_matlabLRx4``),
-#: ``BD`` = Gaussian blur sigma 1.6 + every 4th pixel (Vid4 / Vimeo-90K ``BDx4``, BasicSR's ``duf_downsample``)
-RESAMPLING: dict[str, str] = {"bicubic": "BI", "blur-h264": "BD", "hevc": "BI"}
+#: ``BD`` = Gaussian blur + every 4th pixel (Vid4 / Vimeo-90K ``BDx4``, made with sigma 1.6 by BasicSR's
+#: ``duf_downsample``; FCA2's blur is sigma 1.5, so a BD twin is 0.1 off in sigma)
+RESAMPLING: dict[str, str] = {"bicubic": "BI", "blur": "BD", "h264": "BD", "blur-h264": "BD", "hevc": "BI",
+                              "fca2-mix": "BD", "vsrgan": "BI"}
 
-# what each degradation does after its resampling (none for bicubic)
-_AFTER_RESAMPLING: dict[str, Callable[..., np.ndarray] | None] = {"bicubic": None, "blur-h264": _h264, "hevc": _hevc}
+# what each degradation does after its resampling (None: nothing)
+_AFTER_RESAMPLING: dict[str, Callable[..., np.ndarray] | None] = {
+    "bicubic": None, "blur": None, "h264": h264_stage, "hevc": hevc_stage, "fca2-mix": fca2_mix_stage,
+    "vsrgan": vsrgan_stage,
+}
+
+
+def has_later_stage(name: str) -> bool:
+    """Whether ``name`` does anything after its resampling (a codec, the VSRGAN suite)."""
+    return _AFTER_RESAMPLING[canonical(name)] is not None
 
 
 def degrade_resampled(lr: np.ndarray, name: str, **params: object) -> np.ndarray:
     """Finish the degradation ``name`` on LR frames that are already resampled (a dataset's pre-made
-    :data:`RESAMPLING` frames): nothing for ``bicubic``, H.264 at ``crf`` for ``blur-h264``, HEVC at ``qp``
-    for ``hevc``. ``lr (T, h, w, 3)`` uint8 in and out."""
-    if name not in _AFTER_RESAMPLING:
-        raise ValueError(f"unknown degradation {name!r}; choose one of {sorted(DEGRADATIONS)}")
-    fn = _AFTER_RESAMPLING[name]
-    allowed = [] if fn is None else [p for p in inspect.signature(fn).parameters if p != "lr"]
-    unknown = sorted(set(params) - set(allowed))
+    :data:`RESAMPLING` frames): nothing for ``bicubic`` and ``blur``, H.264 at ``crf`` for ``h264``, HEVC at
+    ``qp`` for ``hevc``, the random codec stage of ``fca2-mix``, the suite of ``vsrgan``. ``sigma`` is accepted
+    and ignored (the pre-made frames are already blurred). ``lr (T, h, w, 3)`` uint8 in and out."""
+    fn = _AFTER_RESAMPLING[canonical(name)]
+    allowed = ([] if fn is None else [p for p in inspect.signature(fn).parameters if p != "lr"])
+    ignored = ["sigma"] if RESAMPLING[canonical(name)] == "BD" else []
+    unknown = sorted(set(params) - set(allowed) - set(ignored))
     if unknown:
         raise ValueError(f"degradation {name!r} on pre-made LR frames has no parameter {', '.join(unknown)}; "
-                         f"it takes {allowed}")
-    return lr if fn is None else fn(lr, **params)
+                         f"it takes {allowed + ignored}")
+    kept = {k: v for k, v in params.items() if k in allowed}
+    return lr if fn is None else fn(lr, **kept)

@@ -8,11 +8,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 
 from fedvsr.data.layouts import LAYOUTS, VIDEO_SUFFIXES, DatasetScan, LayoutError, detect_layout, scan_dataset
 from fedvsr.data.synthetic import VideoEntry, build_synthetic_dataset, dataset_params
-from fedvsr.data.video import IMAGE_SUFFIXES, natural_key
+from fedvsr.data.video import IMAGE_SUFFIXES, VideoError, list_frame_files, natural_key
 
 
 def cache_dir() -> Path:
@@ -23,14 +24,17 @@ def synthetic_root(data_cfg, seed: int) -> Path:
     """Folder of the synthetic videos for these settings: ``synthetic-<key>`` under ``data.root`` (or the
     cache folder), the key hashing every parameter the videos depend on. Datasets of other seeds or
     sizes never share a folder, so no run rebuilds the files another run is reading."""
-    params = dataset_params(data_cfg.videos, data_cfg.frames, data_cfg.height, data_cfg.width, seed)
+    params = dataset_params(data_cfg.videos, data_cfg.frames, data_cfg.height, data_cfg.width, seed,
+                            data_cfg.content)
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     return Path(data_cfg.root or cache_dir()) / f"synthetic-{key}"
 
 
-def degradation_params(data_cfg) -> dict[str, int]:
-    """The degradation's strength keys: ``crf`` for blur-h264, ``qp`` for hevc, none for bicubic."""
-    return {"blur-h264": {"crf": data_cfg.crf}, "hevc": {"qp": data_cfg.qp}}.get(data_cfg.degradation, {})
+def degradation_params(data_cfg) -> dict[str, object]:
+    """The degradation's parameters from the ``data.*`` keys (see :func:`fedvsr.data.degrade.degradation_params`)."""
+    from fedvsr.data.degrade import degradation_params as params
+
+    return params(data_cfg)
 
 
 def scan_folder(root: str | os.PathLike) -> list[VideoEntry]:
@@ -72,7 +76,7 @@ def resolve_videos(cfg) -> list[VideoEntry]:
     d = cfg.data
     if d.source == "synthetic":
         return build_synthetic_dataset(synthetic_root(d, cfg.seed), d.videos, d.frames, d.height, d.width,
-                                       cfg.seed)
+                                       cfg.seed, d.content)
     if d.source == "folder":
         return scan_folder(d.root)
     if d.source in LAYOUTS:
@@ -107,6 +111,59 @@ def split_holdout(entries: list[VideoEntry], holdout: int, seed: int) -> tuple[l
     return rest, held
 
 
+def count_frames(path: str | os.PathLike) -> int:
+    """Frames of a video file (its video packets, demuxed without decoding) or of a frame folder (its images)."""
+    path = Path(path)
+    if path.is_dir():
+        return len(list_frame_files(path))
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream in the file")
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size > 0)
+    except av.FFmpegError as err:
+        raise VideoError(f"{path}: PyAV cannot read it ({err})") from err
+
+
+def segment_videos(entries: list[VideoEntry], segment_frames: int, frames: list[int] | None = None,
+                   ) -> tuple[list[VideoEntry], list[tuple[str, str]]]:
+    """Cut every video into consecutive segments of ``segment_frames`` frames: video ``e`` of ``T`` frames gives
+    ``T // segment_frames`` segments, ``[k S, (k + 1) S)`` for ``k = 0, 1, ...``, named ``<name>[start:stop]``
+    with the video's label; the last ``T mod S`` frames are dropped (every segment has the same length, so no
+    client holds a stub shorter than a training clip). ``frames[i]`` is video ``i``'s frame count
+    (:func:`count_frames` when not given). Returns the segments in video order and ``(path, reason)`` for the
+    videos too short for one segment."""
+    if segment_frames < 1:
+        raise ValueError(f"segment_frames must be at least 1, got {segment_frames}")
+    counts = frames if frames is not None else [count_frames(e.path) for e in entries]
+    out: list[VideoEntry] = []
+    short: list[tuple[str, str]] = []
+    for e, t in zip(entries, counts, strict=True):
+        if t < segment_frames:
+            short.append((e.path, f"{t} frames, fewer than data.segment_frames = {segment_frames}: no segment"))
+        for start in range(0, t - segment_frames + 1, segment_frames):
+            out.append(e.segment(start, start + segment_frames))
+    return out, short
+
+
+def _segmented(cfg, data: ExperimentData) -> ExperimentData:
+    """``data`` with its client pool cut into segments (``data.segment_frames``), appended to ``videos``; the
+    evaluation videos stay whole, so no frame of them is ever trained on."""
+    d = cfg.data
+    pool = [data.videos[i] for i in data.pool]
+    known = [d.frames] * len(pool) if d.source == "synthetic" else None
+    segments, short = segment_videos(pool, d.segment_frames, known)
+    if len(segments) < cfg.fl.clients:
+        raise ValueError(
+            f"data.segment_frames = {d.segment_frames} cuts the {len(pool)} client videos into {len(segments)} "
+            f"segments, fewer than fl.clients = {cfg.fl.clients}; allowed: fl.clients <= {len(segments)}, or a "
+            f"smaller data.segment_frames")
+    start = len(data.videos)
+    return ExperimentData(data.videos + segments, list(range(start, start + len(segments))), data.held,
+                          data.skipped + short)
+
+
 @dataclass
 class ExperimentData:
     """The videos of an experiment, as indices into ``videos``: the clients' pool and the evaluation videos."""
@@ -137,6 +194,14 @@ def _evaluation_root(cfg) -> tuple[list[VideoEntry], list[tuple[str, str]]]:
 
 
 def experiment_data(cfg) -> ExperimentData:
+    """The videos of an experiment (:func:`_whole_videos`), the client pool cut into segments of
+    ``data.segment_frames`` frames when that is set (:func:`segment_videos`; the evaluation videos are chosen
+    as whole videos first and stay whole)."""
+    data = _whole_videos(cfg)
+    return _segmented(cfg, data) if cfg.data.segment_frames else data
+
+
+def _whole_videos(cfg) -> ExperimentData:
     """The videos of an experiment: which the clients share and which evaluate the global model.
 
     ``eval.source = holdout``: ``eval.holdout`` videos of the training source are kept from the clients

@@ -11,6 +11,11 @@ Each content class pairs a texture family with a motion type:
 * ``waves-rotate``: plane and circular waves whose colours mix, seen through a rotating and
   translating camera.
 
+Those four are the *procedural* classes. The *natural* classes of :mod:`fedvsr.data.natural`
+(``photo-pan``, ``photo-zoom``, ``photo-rotate``, ``texture-crop``) film the photographs scikit-image
+ships under the same kinds of camera motion. :data:`CONTENT` names the class sets a dataset is built
+from (``data.content``): ``natural`` (the default), ``procedural``, or ``all`` eight.
+
 A frame is rendered at the target resolution by evaluating a continuous scene at every pixel
 centre (the noise background is shifted with an exact Fourier phase ramp), so motion is sub-pixel
 and consistent from frame to frame. Detail is specified in cycles per pixel, from about 0.01 up to
@@ -32,17 +37,28 @@ import json
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from fedvsr.data.natural import NATURAL_CLASSES, NATURAL_RENDERERS
 from fedvsr.data.video import write_video
 
-CLASSES: tuple[str, ...] = ("stripes-pan", "checker-zoom", "noise-objects", "waves-rotate")
+PROCEDURAL_CLASSES: tuple[str, ...] = ("stripes-pan", "checker-zoom", "noise-objects", "waves-rotate")
+#: every class :func:`synth_video` renders; a class's index here seeds its scenes, so new classes go at the end
+CLASSES: tuple[str, ...] = PROCEDURAL_CLASSES + NATURAL_CLASSES
+#: the class sets a dataset can be built from (``data.content``); video ``k`` has class ``classes[k % len]``
+CONTENT: dict[str, tuple[str, ...]] = {
+    "natural": NATURAL_CLASSES,
+    "procedural": PROCEDURAL_CLASSES,
+    "all": CLASSES,
+}
+DEFAULT_CONTENT = "natural"
 
 #: bumped whenever the renderer or the storage changes, so datasets built by an older one are rebuilt
-GENERATOR_VERSION = 2
+#: (3: the natural classes and the content key)
+GENERATOR_VERSION = 3
 #: how the videos are stored: lossless FFV1 (RGB) in Matroska
 CODEC, PIX_FMT, SUFFIX = "ffv1", "bgr0", ".mkv"
 MANIFEST = "manifest.json"
@@ -64,6 +80,25 @@ class VideoEntry:
     #: the dataset's pre-made LR frames of this video (a frame folder), used instead of resampling the HR;
     #: None: the LR video is made from the HR one (see :mod:`fedvsr.data.layouts`)
     lr_path: str | None = None
+    #: a segment of the video (``data.segment_frames``): frames ``frame_start .. frame_stop - 1`` only;
+    #: ``frame_stop = 0``: the whole video
+    frame_start: int = 0
+    frame_stop: int = 0
+
+    def segment(self, start: int, stop: int) -> VideoEntry:
+        """The segment of frames ``start .. stop - 1`` of this whole video, named ``<name>[start:stop]``."""
+        if self.frame_stop:
+            raise ValueError(f"{self.name!r} is already a segment")
+        if not 0 <= start < stop:
+            raise ValueError(f"a segment needs 0 <= start < stop, got {start}:{stop}")
+        return replace(self, name=f"{self.name}[{start}:{stop}]", frame_start=start, frame_stop=stop)
+
+    def whole(self) -> VideoEntry:
+        """The whole video a segment was cut from (itself if it is not a segment)."""
+        if not self.frame_stop:
+            return self
+        return replace(self, name=self.name[: -len(f"[{self.frame_start}:{self.frame_stop}]")], frame_start=0,
+                       frame_stop=0)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -329,6 +364,7 @@ _RENDERERS: dict[str, Callable[..., np.ndarray]] = {
     "checker-zoom": _checker_zoom,
     "noise-objects": _noise_objects,
     "waves-rotate": _waves_rotate,
+    **NATURAL_RENDERERS,
 }
 
 
@@ -371,10 +407,13 @@ def video_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint32)[0])
 
 
-def dataset_params(videos: int, frames: int, height: int, width: int, seed: int) -> dict[str, int | str]:
+def dataset_params(videos: int, frames: int, height: int, width: int, seed: int,
+                   content: str = DEFAULT_CONTENT) -> dict[str, int | str]:
     """What a synthetic dataset is a function of (its manifest records them)."""
+    _classes(content)
     return {
         "generator_version": GENERATOR_VERSION,
+        "content": content,
         "videos": videos,
         "frames": frames,
         "height": height,
@@ -382,6 +421,12 @@ def dataset_params(videos: int, frames: int, height: int, width: int, seed: int)
         "seed": seed,
         "codec": CODEC,
     }
+
+
+def _classes(content: str) -> tuple[str, ...]:
+    if content not in CONTENT:
+        raise ValueError(f"unknown synthetic content {content!r}; choose one of {list(CONTENT)}")
+    return CONTENT[content]
 
 
 def _read_manifest(root: Path) -> tuple[dict, list[VideoEntry]]:
@@ -409,12 +454,13 @@ def _up_to_date(root: Path, params: dict) -> list[VideoEntry] | None:
 
 
 def build_synthetic_dataset(
-    root: str | os.PathLike, videos: int, frames: int, height: int, width: int, seed: int
+    root: str | os.PathLike, videos: int, frames: int, height: int, width: int, seed: int,
+    content: str = DEFAULT_CONTENT,
 ) -> list[VideoEntry]:
     """Render and encode the synthetic dataset, or reuse the one already at ``root``.
 
     Writes ``root/<label>/<label>_<k:04d>.mkv`` (lossless FFV1) where video ``k`` has
-    class ``CLASSES[k % len(CLASSES)]`` and seed :func:`video_seed` ``(seed, k)``, and
+    class ``classes[k % len(classes)]`` of ``classes = CONTENT[content]`` and seed :func:`video_seed` ``(seed, k)``, and
     ``root/manifest.json`` with the parameters and entries. When the manifest holds the same
     parameters and every file exists, nothing is encoded. Safe to call from several processes at
     once: a lock file serialises builders on one machine and every file is written to a temporary
@@ -423,7 +469,8 @@ def build_synthetic_dataset(
     if videos < 1:
         raise ValueError(f"videos must be at least 1, got {videos}")
     root = Path(root).resolve()
-    params = dataset_params(videos, frames, height, width, seed)
+    params = dataset_params(videos, frames, height, width, seed, content)
+    classes = _classes(content)
     entries = _up_to_date(root, params)
     if entries is not None:
         return entries
@@ -436,7 +483,7 @@ def build_synthetic_dataset(
                 return entries
             entries = []
             for k in range(videos):
-                label = CLASSES[k % len(CLASSES)]
+                label = classes[k % len(classes)]
                 name = f"{label}_{k:04d}"
                 path = root / label / f"{name}{SUFFIX}"
                 clip = synth_video(video_seed(seed, k), label, frames, height, width)
@@ -444,7 +491,7 @@ def build_synthetic_dataset(
                 entries.append(VideoEntry(str(path), label, name))
             manifest = {
                 "params": params,
-                "classes": list(CLASSES),
+                "classes": list(classes),
                 "entries": [{**asdict(e), "path": str(Path(e.path).relative_to(root))} for e in entries],
             }
             tmp = root / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"

@@ -45,21 +45,39 @@ def natural_key(name: str) -> list[int | str]:
 
 
 def _decode_file(path: Path) -> list[np.ndarray]:
-    """Decode every frame of the first video stream of ``path`` as ``(H, W, 3)`` uint8 RGB."""
+    """Decode every frame of the first video stream of ``path`` as ``(H, W, 3)`` uint8 RGB.
+
+    Raises :class:`VideoError` naming the file for an empty file, a file that is not a container PyAV can
+    read (a text file named ``.mp4``), a file without a video stream, a decoding error (a truncated or corrupt
+    stream), and a file that decodes fewer frames than its container declares (a truncated AVI). An MP4 cut
+    short usually loses its index and fails to open; Matroska declares no frame count and MP4 edit lists may
+    drop declared samples, so such files cut short between frames decode as shorter videos.
+    """
+    if path.is_file() and path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file (0 bytes), not a video")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise VideoError(f"{path}: no video stream in the file")
+                what = "no video stream in the file" if container.streams else \
+                    "no stream at all in the file (truncated, or not a video)"
+                raise VideoError(f"{path}: {what}")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            return [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+            # an MP4 / MOV may declare samples that its edit list drops, so its count is not checked
+            declared = 0 if "mov" in container.format.name else stream.frames
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     except av.FFmpegError as err:
-        raise VideoError(f"{path}: PyAV cannot decode it ({err})") from err
+        raise VideoError(f"{path}: PyAV cannot decode it ({err}); the file is corrupt, truncated or not a "
+                         f"video") from err
+    if frames and declared > len(frames):
+        raise VideoError(f"{path}: truncated or corrupt: decoded {len(frames)} of the {declared} frames its "
+                         f"container declares")
+    return frames
 
 
 def _stack(frames: list[np.ndarray], path: Path, names: list[str] | None = None) -> np.ndarray:
     if not frames:
-        raise VideoError(f"{path}: no frames decoded")
+        raise VideoError(f"{path}: no frames decoded (a truncated or empty video)")
     first = frames[0].shape
     for i, frame in enumerate(frames):
         if frame.shape != first:
@@ -153,10 +171,13 @@ def write_video(
     crf: int | None = None,
     qp: int | None = None,
     pix_fmt: str = "yuv420p",
+    bframes: int | None = None,
 ) -> None:
     """Encode ``frames`` ``(T, H, W, 3)`` uint8 RGB into the video file ``path``, atomically.
 
-    ``crf`` / ``qp`` are passed to the encoder as options (libx264, libx265). ``crf=0`` with
+    ``crf`` / ``qp`` are passed to the encoder as options (libx264, libx265). ``bframes`` caps the
+    consecutive B-frames (``None``: the encoder's default, 3 for libx264 and 4 for libx265); ``bframes=0``
+    gives I- and P-frames only, each referring to earlier frames: no frame reordering. ``crf=0`` with
     ``pix_fmt="yuv444p"`` and libx264 is lossless up to the RGB <-> YUV conversion (off by at
     most a few levels); ``codec="ffv1", pix_fmt="bgr0"`` is lossless in RGB. The muxer runs
     bit-exact (no random ids or version strings), so a deterministic encoder gives the same bytes
@@ -181,9 +202,14 @@ def write_video(
         options["crf"] = str(crf)
     if qp is not None:
         options["qp"] = str(qp)
+    if bframes is not None and (isinstance(bframes, bool) or not isinstance(bframes, int) or bframes < 0):
+        raise ValueError(f"bframes must be a non-negative integer or None, got {bframes!r}")
     if codec == "libx265":
         # x265 logs to stderr by default; one frame thread keeps its output reproducible
-        options["x265-params"] = "log-level=error:frame-threads=1:pools=none"
+        options["x265-params"] = "log-level=error:frame-threads=1:pools=none" + (
+            f":bframes={bframes}" if bframes is not None else "")
+    elif bframes is not None:
+        options["bf"] = str(bframes)  # FFmpeg's generic option (libx264 maps it to x264's bframes)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)

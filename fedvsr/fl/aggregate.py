@@ -11,6 +11,13 @@ A weight may be given by its logarithm (FedVSR's (1/L_i)^a_t at a large a_t is f
 range). Each accumulator keeps its sums scaled by a power of two, 2^-K with K the binary exponent of
 its largest weight so far; rescaling by a power of two is exact, so weights of any size aggregate
 without overflow and plain weights give the same bits as unscaled sums.
+
+On the platform a worker trains one client per call and sends back a :class:`ClientUpdate`: the
+client's tensors (float32, as trained) and weights, recorded rather than summed, so nothing is
+widened to float64 on the worker and the bytes sent are those of the model. The coordinator adds
+updates with :func:`merge_updates` in a fixed client order: block by block over the tensors with
+the accumulator block staying in cache, so merging K updates reads their bytes about once, and
+gives the same bits as adding them one after another with :meth:`PartialAggregate.add`.
 """
 
 from __future__ import annotations
@@ -36,14 +43,15 @@ class PartialAggregate:
 
     def add(self, name: str, tensors: Mapping[str, torch.Tensor], weight: float = 1.0, *,
             log_weight: float | None = None) -> None:
-        """Add ``weight * tensors`` (or ``exp(log_weight) * tensors``) to accumulator ``name``; tensors are
-        copied to CPU float64. The weight must be finite and > 0 (any finite ``log_weight``)."""
+        """Add ``weight * tensors`` (or ``exp(log_weight) * tensors``) to accumulator ``name``, summed in float64
+        on the tensors' own device (a GPU worker accumulates on its GPU; :meth:`to` brings the sums back once).
+        The weight must be finite and > 0 (any finite ``log_weight``)."""
         mantissa, exponent = _split(weight) if log_weight is None else _split_log(log_weight)
         scale = self._rescale(name, exponent)
         w = math.ldexp(mantissa, exponent - scale)
         acc = self.sums.setdefault(name, {})
         for key, value in tensors.items():
-            term = value.detach().to("cpu", torch.float64) * w
+            term = value.detach().to(torch.float64) * w
             if key in acc:
                 acc[key] += term
             else:
@@ -78,6 +86,13 @@ class PartialAggregate:
             self.weights[name] = self.weights.get(name, 0.0) + other.weights.get(name, 0.0) * factor
         return self
 
+    def to(self, device: torch.device | str) -> PartialAggregate:
+        """The same sums on ``device`` (in place; returns self): a worker sends one aggregate back per call."""
+        for acc in self.sums.values():
+            for key, value in acc.items():
+                acc[key] = value.to(device)
+        return self
+
     def mean(self, name: str) -> Params:
         """Weighted mean of accumulator ``name`` as float32 tensors."""
         total = self.weights.get(name, 0.0)
@@ -89,6 +104,73 @@ class PartialAggregate:
         """Plain weighted sum of accumulator ``name`` as float32 tensors."""
         factor = math.ldexp(1.0, self.scales.get(name, 0))
         return {k: (v * factor).to(torch.float32) for k, v in self.sums.get(name, {}).items()}
+
+
+class ClientUpdate:
+    """One client's contributions as :meth:`PartialAggregate.add` calls, recorded (tensors copied, dtype kept)
+    instead of summed; :func:`merge_updates` adds them to an aggregate. Strategies call ``add`` on it as on a
+    partial aggregate."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, dict[str, torch.Tensor], float, int]] = []
+
+    def add(self, name: str, tensors: Mapping[str, torch.Tensor], weight: float = 1.0, *,
+            log_weight: float | None = None) -> None:
+        mantissa, exponent = _split(weight) if log_weight is None else _split_log(log_weight)
+        copied = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+        self.entries.append((name, copied, mantissa, exponent))
+
+    def to(self, device: torch.device | str) -> ClientUpdate:
+        self.entries = [(n, {k: v.to(device) for k, v in t.items()}, m, e) for n, t, m, e in self.entries]
+        return self
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.numel() * v.element_size() for _, t, _, _ in self.entries for v in t.values())
+
+
+#: elements per block of :func:`merge_updates` (512 KiB of float64 accumulator and as much buffer: they stay
+#: in a core's cache; measured fastest of 2^14, 2^16, 2^18 in benchmarks/platform_bench.py aggregation)
+MERGE_BLOCK = 1 << 16
+
+
+def merge_updates(aggregate: PartialAggregate, updates: list[ClientUpdate], block: int = MERGE_BLOCK) -> None:
+    """Add ``updates`` to ``aggregate`` in the order given: the same bits as calling ``aggregate.add`` for each
+    of their entries in turn (every term ``value * weight`` is exact in float64, and the power-of-two rescaling
+    commutes with the additions), computed block by block so each accumulator block is read and written once."""
+    by_name: dict[str, list[tuple[dict[str, torch.Tensor], float, int]]] = {}
+    for update in updates:
+        for name, tensors, mantissa, exponent in update.entries:
+            by_name.setdefault(name, []).append((tensors, mantissa, exponent))
+    for name, terms in by_name.items():
+        scale = aggregate._rescale(name, max(e for _, _, e in terms))
+        weights = [math.ldexp(m, e - scale) for _, m, e in terms]
+        acc = aggregate.sums.setdefault(name, {})
+        for key in dict.fromkeys(k for t, _, _ in terms for k in t):
+            parts = [(t[key], w) for (t, _, _), w in zip(terms, weights, strict=True) if key in t]
+            if key not in acc:
+                first, w0 = parts.pop(0)
+                acc[key] = first.to(torch.float64) * w0
+            target = acc[key].view(-1)
+            flats = [(v.reshape(-1), w) for v, w in parts]
+            if not flats:
+                continue
+            # widen each block into one reused float64 buffer, then a same-dtype add: faster than a mixed-dtype
+            # add_, and the same bits (value * weight is exact in float64, so a fused multiply-add rounds alike)
+            wide = torch.empty(min(block, target.numel()), dtype=torch.float64, device=target.device)
+            for start in range(0, target.numel(), block):
+                chunk = target[start : start + block]
+                buf = wide[: chunk.numel()]
+                for flat, w in flats:
+                    buf.copy_(flat[start : start + block])
+                    chunk.add_(buf, alpha=w)
+        aggregate.weights[name] = _sum_in_order(aggregate.weights.get(name, 0.0), weights)
+
+
+def _sum_in_order(start: float, values: list[float]) -> float:
+    for v in values:
+        start += v
+    return start
 
 
 def _split(weight: float) -> tuple[float, int]:

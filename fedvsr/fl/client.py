@@ -51,6 +51,12 @@ def epoch_batches(dataset, batch_size: int, seed: int, epoch: int, collate, devi
         yield tuple(t.to(device, non_blocking=True) for t in collate(items))
 
 
+def _batch_size(batch: Any) -> int:
+    """Samples in a mini-batch: the leading size of its first tensor (1 for anything else)."""
+    first = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else 1
+
+
 def _plain_step(step_loss: StepLoss):
     """A ``training_step`` for a module without one (a test's toy model): one optimizer, one step."""
 
@@ -74,6 +80,8 @@ def train_local(
     schedule: LRSchedule | None = None,
     steps: int = 0,
     clip_grad_norm: float = 0.0,
+    max_steps: int = 0,
+    time_budget: float = 0.0,
 ) -> LocalResult:
     """Train ``ctx.model`` (already holding the global weights) for ``epochs`` local epochs.
 
@@ -82,7 +90,9 @@ def train_local(
     ``schedule`` sets every optimizer's rate before each step (``steps``: the client's local steps this
     round, the horizon of the ``local`` clock); without one the rate is ``ctx.lr`` throughout.
     ``clip_grad_norm > 0`` clips each optimizer's gradients to that total L2 norm right before its step,
-    after the strategy's correction, so it bounds the step actually taken."""
+    after the strategy's correction, so it bounds the step actually taken.
+    A deadline stops training early (the result is ``cut``): ``max_steps > 0`` after that many steps,
+    ``time_budget > 0`` once that many seconds have passed (checked after each step)."""
     start = time.perf_counter()
     model = ctx.model
     model.train()
@@ -114,18 +124,26 @@ def train_local(
     if schedule is not None and not per_step:  # one rate for the whole round: set it once
         set_rate(schedule.step_rate(ctx.round, ctx.total_rounds, 0, steps))
     total = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
+    seen, cut = 0, False
     for epoch in range(epochs):
         for batch in batches(epoch):
+            if (max_steps and ctx.steps >= max_steps) or (time_budget and time.perf_counter() - start >= time_budget):
+                cut = True
+                break
             if per_step:
                 set_rate(schedule.step_rate(ctx.round, ctx.total_rounds, ctx.steps, steps))
             reported = step(model, batch, opts, hooks)
             ctx.steps += 1
+            seen += _batch_size(batch)
             total += reported.to(torch.float64)
+        if cut:
+            break
     seconds = time.perf_counter() - start
     mean_loss = float(total) / max(ctx.steps, 1)
-    result = LocalResult(ctx.client, ctx.samples, ctx.steps, mean_loss, seconds)
+    result = LocalResult(ctx.client, ctx.samples, ctx.steps, mean_loss, seconds, cut=cut, seen=seen)
     if ctx.steps == 0:
-        result.ok, result.reason = False, "no local step (empty client dataset)"
+        result.ok, result.reason = False, ("the deadline came before the first local step" if cut
+                                           else "no local step (empty client dataset)")
     elif not math.isfinite(mean_loss):
         result.ok, result.reason = False, f"non-finite training loss ({mean_loss})"
     elif not all_finite(local_params(model, ctx.global_params)):
@@ -144,6 +162,8 @@ def run_client(
     schedule: LRSchedule | None = None,
     steps: int = 0,
     clip_grad_norm: float = 0.0,
+    max_steps: int = 0,
+    time_budget: float = 0.0,
 ) -> tuple[LocalResult, float, Params | None]:
     """Train one client and, if its result is usable, add it to ``partial``.
 
@@ -152,7 +172,8 @@ def run_client(
     (-inf when left out) and its new persistent state (None when the strategy keeps none or the client
     is left out).
     """
-    result = train_local(ctx, strategy, batches, epochs, optimizer, step_loss, schedule, steps, clip_grad_norm)
+    result = train_local(ctx, strategy, batches, epochs, optimizer, step_loss, schedule, steps, clip_grad_norm,
+                         max_steps, time_budget)
     if not result.ok:
         return result, -math.inf, None
     try:

@@ -56,6 +56,10 @@ class LocalResult:
     seconds: float
     ok: bool = True
     reason: str = ""
+    #: True when a deadline stopped local training before its planned steps (``steps`` were done)
+    cut: bool = False
+    #: training samples processed (mini-batch sizes summed over the steps taken)
+    seen: int = 0
 
 
 class Strategy:

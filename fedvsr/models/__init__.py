@@ -1,7 +1,10 @@
 """VSR model families. Each module registers its family on import (explicit imports, no scanning)."""
 
 from fedvsr.models import (
+    basicvsr,  # noqa: F401
+    basicvsrpp,  # noqa: F401
     efvsr,  # noqa: F401
+    fca2,  # noqa: F401
     fcvsr,  # noqa: F401
     vsrgan,  # noqa: F401
 )

@@ -64,8 +64,8 @@ import pyarrow as pa
 import torch
 
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
-from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair, resolve_augment
-from fedvsr.data.sources import degradation_params, experiment_videos
+from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair_for, resolve_augment
+from fedvsr.data.sources import experiment_videos
 from fedvsr.data.synthetic import VideoEntry
 from fedvsr.fl.client import epoch_batches, make_optimizer
 from fedvsr.fl.sampling import client_seed
@@ -155,7 +155,7 @@ def train_pooled(cfg: ExperimentConfig, videos: list[VideoEntry], pool: list[int
             dist.broadcast(tensor, src=0)
 
     def load(i: int) -> VideoPair:
-        return load_pair(videos[i], cfg.data.degradation, cfg.data.scale, **degradation_params(cfg.data))
+        return load_pair_for(cfg, videos[i])
 
     pairs = [load(i) for i in pool]
     clip_frames = cfg.data.clip_frames or model.num_frames

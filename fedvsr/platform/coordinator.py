@@ -1,16 +1,24 @@
 """The coordinator: runs the strategy's rounds over a pool of client workers.
 
 Per round it samples the clients from the seeded generator, puts the global weights into the
-object store once, hands each worker its share of the clients, merges the partial aggregates,
-lets the strategy compute the new global model, evaluates it on the held-out clips, appends the
-round's rows to the Parquet tables and checkpoints, so a killed run resumes where it stopped.
+object store once and hands the clients, largest data first, one at a time to whichever worker is
+free (a slow client never holds up a whole share). Each client's contribution comes back as a
+partial aggregate; they are merged in client order, so the numbers do not depend on which worker
+trained which client, or on how many workers there are. A worker that dies in the middle of a round
+loses only the client it was training: that client is retried on a free (or the restarted) worker,
+up to ``platform.max_retries`` times, then dropped with the reason recorded. Then the strategy
+computes the new global model, the pool evaluates it on the held-out clips (split among the
+workers), and the round's rows go to the Parquet tables with a checkpoint, so a killed run resumes
+where it stopped.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +31,21 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 from fedvsr.config import config_from_dict
 from fedvsr.data.sources import experiment_data
 from fedvsr.fl import build_strategy
-from fedvsr.fl.aggregate import merge_partials, normalised_weights, to_numpy, to_torch
+from fedvsr.fl.aggregate import PartialAggregate, merge_updates, normalised_weights, to_numpy, to_torch
 from fedvsr.fl.partition import partition_table, partition_videos
-from fedvsr.fl.sampling import sample_clients
+from fedvsr.fl.sampling import client_seed, sample_clients
+from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import float_state
+from fedvsr.metrics import mean_scores
 from fedvsr.models import build_model, count_params
 from fedvsr.platform.checkpoint import load_checkpoint, save_arrays, save_checkpoint
 from fedvsr.platform.results import ResultsStore, write_json_atomic, write_parquet_atomic
 from fedvsr.platform.state_store import ClientStateStore
 from fedvsr.platform.worker import ClientWorker
 from fedvsr.report import plot_psnr
+
+#: client updates merged at once (block by block: see fedvsr.fl.aggregate.merge_updates)
+MERGE_BATCH = 8
 
 
 def on_this_node() -> NodeAffinitySchedulingStrategy:
@@ -44,10 +57,11 @@ class Coordinator:
     """Holds the global model and the strategy's server state; drives the worker pool round by round."""
 
     def __init__(self, cfg_dict: dict[str, Any], out_dir: str, resume: bool = False,
-                 placement_group: PlacementGroup | None = None) -> None:
+                 placement_group: PlacementGroup | None = None, fault: str = "") -> None:
         self.cfg = cfg = config_from_dict(cfg_dict)
         self.out = Path(out_dir)
         self.strategy = build_strategy(cfg.fl)
+        self.schedule = LRSchedule.from_config(cfg.fl)
 
         # data: videos, held-out evaluation videos, partition among clients
         data = experiment_data(cfg)
@@ -69,11 +83,20 @@ class Coordinator:
         # running side by side never starve each other
         placement = {} if placement_group is None else {
             "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group)}
+        # Ray restarts a dead worker (max_restarts); its calls are not retried by Ray (max_task_retries = 0):
+        # the coordinator retries the one client it was training, on whichever worker is free
         remote = ray.remote(ClientWorker).options(
-            num_cpus=p.cpus_per_worker, num_gpus=p.gpus_per_worker, max_restarts=2, max_task_retries=2, **placement,
+            num_cpus=p.cpus_per_worker, num_gpus=p.gpus_per_worker, max_restarts=max(2, p.max_retries),
+            max_task_retries=0, **placement,
         )
-        self.workers = [remote.remote(cfg_dict, i, videos, self.client_videos, held_out)
+        self.workers = [remote.remote(cfg_dict, i, videos, self.client_videos, held_out, fault=fault)
                         for i in range(p.workers)]
+        self.alive = list(range(p.workers))
+        # largest client data first, so the longest clients start first and nobody waits for one at the end
+        self.client_size = [len(v) for v in self.client_videos]
+        # system heterogeneity: a seeded speed per client (fl.stragglers)
+        speeds = np.random.default_rng([cfg.seed, 0x5EED]).standard_normal(cfg.fl.clients)
+        self.speed = np.exp(cfg.fl.stragglers * speeds) if cfg.fl.stragglers > 0 else np.ones(cfg.fl.clients)
 
         # per-client persistent state (SCAFFOLD's c_i), outside worker memory, on this node
         self.store = None
@@ -101,6 +124,8 @@ class Coordinator:
             self.params = to_numpy(init)
             self.server_state = to_numpy(self.strategy.init_server_state(init))
             self.bicubic = ray.get(self.workers[0].evaluate_bicubic.remote())
+        self.eval_size = ray.get(self.workers[0].eval_size.remote())
+        if self.start_round == 1:
             self.initial = self._evaluate(self.params)
         self.results = ResultsStore(self.out, keep_until_round=self.start_round - 1)
 
@@ -111,45 +136,169 @@ class Coordinator:
             f.write(json.dumps(event) + "\n")
 
     def _evaluate(self, params: dict[str, np.ndarray]) -> dict[str, float]:
-        return ray.get(self.workers[0].evaluate.remote(ray.put(params)))
+        """Metrics of ``params`` on the held-out clips, split among the live workers (clip k to share k mod W);
+        averaged in clip order, so the values are those of one worker evaluating every clip."""
+        start = time.perf_counter()
+        ref = ray.put(params)
+        shares = [list(range(k, self.eval_size, len(self.alive))) for k in range(len(self.alive))]
+        rows: dict[int, dict[str, float]] = {}
+
+        def submit(worker: Any, share: list[int]) -> ray.ObjectRef:
+            return worker.evaluate_clips.remote(ref, share)
+
+        def done(share: list[int], _worker: int, out: Any) -> None:
+            rows.update(zip(share, out, strict=True))
+
+        def failed(share: list[int], _worker: int, err: Exception, attempt: int) -> bool:
+            if attempt > self.cfg.platform.max_retries:
+                raise RuntimeError(f"evaluation of clips {share} failed {attempt} times: {_first_line(err)}") from err
+            return True
+
+        for _ in self._dispatch([tuple(sh) for sh in shares if sh], submit, done, failed, lambda share: 0):
+            pass
+        return {**mean_scores([rows[i] for i in range(self.eval_size)]), "eval_seconds": time.perf_counter() - start,
+                "eval_workers": sum(1 for sh in shares if sh)}
 
     def info(self) -> dict[str, Any]:
-        pings = ray.get([w.ping.remote() for w in self.workers])
+        pings = ray.get([self.workers[i].ping.remote() for i in self.alive])
+        for ping in pings:
+            if self.cfg.platform.gpus_per_worker > 0 and not ping["device"].startswith("cuda"):
+                self._event("device_fallback", f"worker {ping['index']} was given GPU {ping['gpu'] or '(none)'} by "
+                            f"Ray but torch sees no CUDA device there; it trains on {ping['device']}",
+                            worker=ping["index"])
         return {"start_round": self.start_round, "rounds": self.cfg.fl.rounds, "bicubic": self.bicubic,
-                "initial": self.initial, "params": self.model_params, "workers": len(self.workers),
-                "worker_pids": [pid for _, pid, _ in pings], "devices": [dev for _, _, dev in pings]}
+                "initial": self.initial, "params": self.model_params, "workers": len(self.alive),
+                "worker_pids": [p["pid"] for p in pings], "devices": [p["device"] for p in pings],
+                "gpus": [p["gpu"] for p in pings], "nodes": [p["node"] for p in pings]}
+
+    # ------------------------------------------------------------------ the pool
+    def _dispatch(self, tasks: list[Any], submit: Callable[[Any, Any], ray.ObjectRef],
+                  done: Callable[[Any, int, Any], None], failed: Callable[[Any, int, Exception, int], bool],
+                  size: Callable[[Any], float]) -> Iterator[int]:
+        """Run ``tasks`` on the live workers, one per free worker at a time, largest ``size`` first.
+
+        ``done(task, worker, output)`` takes each result; when the worker died during a task,
+        ``failed(task, worker, error, attempt)`` says whether to retry it (on the next free worker); a worker
+        whose restart failed leaves the pool. Yields the number of tasks finished after each one."""
+        queue = [(-size(task), i, task, 1) for i, task in enumerate(tasks)]
+        heapq.heapify(queue)
+        idle = list(self.alive)
+        pending: dict[ray.ObjectRef, tuple[Any, int, int, int, str]] = {}
+        finished = 0
+        while queue or pending:
+            while queue and idle:
+                _, order, task, attempt = heapq.heappop(queue)
+                w = idle.pop(0)
+                pending[submit(self.workers[w], task)] = (task, w, order, attempt, "task")
+            if not pending:
+                raise RuntimeError(f"no client worker is left ({len(self.workers)} started, all lost); everything "
+                                   f"up to the last completed round is checkpointed in {self.out}: continue with "
+                                   f"`fedvsr simulate --resume --out {self.out}`")
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            task, w, order, attempt, kind = pending.pop(ref)
+            if kind == "ping":  # a worker that died is back (restarted) or gone for good
+                try:
+                    ray.get(ref)
+                    idle.append(w)
+                except ray.exceptions.RayActorError as err:
+                    self.alive.remove(w)
+                    self._event("worker_lost", f"worker {w} could not be restarted: {_first_line(err)}", worker=w)
+                continue
+            try:
+                out = ray.get(ref)
+            except ray.exceptions.RayActorError as err:  # the worker process died during this task
+                self._event("worker_died", _first_line(err), worker=w)
+                # answered once Ray has restarted it (retried while it is restarting); fails if it is gone for good
+                pending[self.workers[w].ping.options(max_task_retries=-1).remote()] = (None, w, -1, 0, "ping")
+                if failed(task, w, err, attempt):
+                    heapq.heappush(queue, (-size(task), order, task, attempt + 1))
+                continue
+            idle.append(w)
+            done(task, w, out)
+            finished += 1
+            yield finished
 
     # ------------------------------------------------------------------ one round
-    def run_round(self, t: int) -> dict[str, Any]:
+    def run_round(self, t: int) -> Iterator[dict[str, Any]]:
+        """Round ``t``; yields ``{"progress": (done, total)}`` as clients finish, then ``{"row": ...}``."""
         cfg = self.cfg
         start = time.perf_counter()
         clients = sample_clients(cfg.seed, t, cfg.fl.clients, cfg.fl.clients_per_round)
         params_ref = ray.put(self.params)
         server_ref = ray.put(self.server_state)
-        shares = [clients[i :: len(self.workers)] for i in range(len(self.workers))]
-        futures = [
-            w.train_clients.remote(t, params_ref, server_ref, share,
-                                   self.store.get_many.remote(share) if self.store is not None else None)
-            for w, share in zip(self.workers, shares, strict=True) if share
-        ]
-        try:
-            outputs = ray.get(futures)
-        except ray.exceptions.RayActorError as err:
-            # Ray already restarted the worker and retried its call (max_restarts / max_task_retries)
-            self._event("worker_lost", str(err).splitlines()[0], round=t)
-            raise RuntimeError(
-                f"round {t}: a client worker died and could not be restarted ({str(err).splitlines()[0]}); "
-                f"everything up to round {t - 1} is checkpointed in {self.out}: continue with "
-                f"`fedvsr simulate --resume --out {self.out}`"
-            ) from err
-        train_seconds = time.perf_counter() - start
+        reports: dict[int, dict[str, Any]] = {}
+        states: dict[int, dict[str, np.ndarray]] = {}
 
-        aggregate = merge_partials([o["partial"] for o in outputs])
-        reports = sorted((r for o in outputs for r in o["reports"]), key=lambda r: r["client"])
-        kept = [r for r in reports if r["status"] == "ok"]
+        # clients that do not report this round (fl.dropout): drawn per (seed, round, client), never trained
+        training = []
+        for c in clients:
+            draw = np.random.default_rng([client_seed(cfg.seed, t, c), 0xD0]).random() if cfg.fl.dropout > 0 else 1.0
+            if draw < cfg.fl.dropout:
+                reports[c] = self._not_trained(t, c, f"did not report (fl.dropout = {cfg.fl.dropout})")
+            else:
+                training.append(c)
+
+        def plan(c: int, attempt: int) -> dict[str, Any]:
+            speed = float(self.speed[c])
+            return {"attempt": attempt, "speed": speed, "budget": cfg.fl.deadline * speed if cfg.fl.deadline else 0.0}
+
+        def submit(worker: Any, c: int) -> ray.ObjectRef:
+            states = self.store.get_many.remote([c]) if self.store is not None else None
+            return worker.train_client.remote(t, params_ref, server_ref, c, states, plan(c, attempts.get(c, 1)))
+
+        attempts: dict[int, int] = {}
+
+        # updates are merged in the dispatch order (largest data first, then client id), whichever worker
+        # trained them and whenever they arrive: a small reorder buffer, flushed MERGE_BATCH at a time
+        aggregate = PartialAggregate()
+        order = sorted(training, key=lambda c: (-self.client_size[c], c))
+        position = {c: i for i, c in enumerate(order)}
+        arrived: dict[int, Any] = {}
+        merged = 0
+
+        def flush(final: bool = False) -> None:
+            nonlocal merged
+            ready = 0
+            while merged + ready in arrived:
+                ready += 1
+            if ready and (final or ready >= MERGE_BATCH):
+                batch = [arrived.pop(i) for i in range(merged, merged + ready)]
+                merge_updates(aggregate, [u for u in batch if u is not None])
+                merged += ready
+
+        def done(c: int, _w: int, out: dict[str, Any]) -> None:
+            reports[c] = out["report"]
+            arrived[position[c]] = out["update"]
+            if out["state"] is not None:
+                states[c] = out["state"]
+            flush()
+
+        def failed(c: int, w: int, err: Exception, attempt: int) -> bool:
+            if attempt <= cfg.platform.max_retries:
+                attempts[c] = attempt + 1
+                self._event("client_retried", f"worker {w} died while training client {c} (attempt {attempt}); "
+                            f"retried", round=t, client=c, worker=w)
+                return True
+            reports[c] = self._not_trained(t, c, f"worker died {attempt} times while training it "
+                                                 f"(platform.max_retries = {cfg.platform.max_retries}): "
+                                                 f"{_first_line(err)}", attempts=attempt)
+            arrived[position[c]] = None
+            flush()
+            return False
+
+        try:
+            for finished in self._dispatch(training, submit, done, failed, lambda c: self.client_size[c]):
+                yield {"progress": (finished + len(clients) - len(training), len(clients)), "round": t}
+        except RuntimeError as err:
+            self._event("worker_lost", str(err), round=t)
+            raise
+        flush(final=True)
+        train_seconds = time.perf_counter() - start
+        rows = [reports[c] for c in sorted(reports)]
+        kept = [r for r in rows if r["status"] == "ok"]
         for r, w in zip(kept, normalised_weights([r["log_weight"] for r in kept]), strict=True):
             r["weight"] = w
-        for r in reports:
+        for r in rows:
             if r["status"] != "ok":
                 r["weight"] = 0.0
                 self._event("client_dropped", r["reason"], round=t, client=r["client"])
@@ -168,25 +317,44 @@ class Coordinator:
             self._event("round_skipped", "no client update could be aggregated; global model kept", round=t)
 
         metrics = self._evaluate(self.params)
+        seen = int(sum(r["seen"] for r in kept))
         row = {
             "round": t,
-            **{k: v for k, v in metrics.items() if k != "eval_seconds"},
+            **{k: v for k, v in metrics.items() if k not in ("eval_seconds", "eval_workers")},
             "train_loss": float(np.mean([r["loss"] for r in kept])) if kept else math.nan,
-            "clients": len(reports),
+            "clients": len(rows),
             "aggregated": len(kept),
-            "dropped": len(reports) - len(kept),
+            "dropped": len(rows) - len(kept),
+            "retried": int(sum(r["attempts"] > 1 for r in rows)),
+            "cut": int(sum(bool(r["cut"]) for r in kept)),
             "seconds": time.perf_counter() - start,
             "train_seconds": train_seconds,
             "eval_seconds": metrics["eval_seconds"],
             "samples": int(sum(r["samples"] for r in kept)),
-            "lr": reports[0]["lr"] if reports else math.nan,
+            "updates_per_s": len(kept) / train_seconds if train_seconds > 0 else math.nan,
+            "samples_per_s": seen / train_seconds if train_seconds > 0 else math.nan,
+            "lr": self.strategy_lr(t),
+            "workers": len(self.alive),
+            "eval_workers": metrics["eval_workers"],
         }
         if self.store is not None:
-            ray.get(self.store.commit.remote(t, {c: st for o in outputs for c, st in o["states"].items()}))
-        self.results.append(row, reports)
+            ray.get(self.store.commit.remote(t, states))
+        self.results.append(row, rows)
         save_checkpoint(self.out / "checkpoint", t, self.params, self.server_state,
                         {"bicubic": self.bicubic, "initial": self.initial})
-        return row
+        yield {"row": row}
+
+    def strategy_lr(self, t: int) -> float:
+        return self.schedule.round_rate(t, self.cfg.fl.rounds)
+
+    def _not_trained(self, t: int, c: int, reason: str, attempts: int = 1) -> dict[str, Any]:
+        """The report of a sampled client that sent no update (dropped out, or lost with its workers)."""
+        speed = float(self.speed[c])
+        return {"round": t, "client": c, "samples": 0, "steps": 0, "seen": 0, "loss": math.nan,
+                "lr": self.strategy_lr(t), "log_weight": -math.inf, "raw_weight": 0.0, "worker": -1, "device": "",
+                "gpu": "", "seconds": 0.0, "status": "dropped", "reason": reason, "attempts": attempts,
+                "speed": speed, "budget": self.cfg.fl.deadline * speed if self.cfg.fl.deadline else 0.0,
+                "cut": False}
 
     # ------------------------------------------------------------------ end of the run
     def finish(self) -> dict[str, Any]:
@@ -218,3 +386,8 @@ class Coordinator:
         plot_psnr([{"round": 0, "psnr": self.initial["psnr"]}, *rounds], self.bicubic["psnr"],
                   self.out / "psnr.png", title=f"{summary['model']}/{summary['preset']} - {summary['strategy']}")
         return summary
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -59,32 +59,57 @@ def init_ray(cfg: ExperimentConfig) -> bool:
     return True
 
 
+def check_local_resources(cfg: ExperimentConfig) -> None:
+    """On a local Ray (no cluster to scale up), refuse a worker pool that can never be placed, instead of
+    waiting for it forever."""
+    p = cfg.platform
+    have = ray.cluster_resources()
+    asks = (("CPU", p.cpus_per_worker, "cpus_per_worker"), ("GPU", p.gpus_per_worker, "gpus_per_worker"))
+    for key, per, name in asks:
+        need = p.workers * per
+        if per > 0 and need > have.get(key, 0.0) + 1e-9:
+            raise ConfigError(
+                f"platform.workers = {p.workers} x platform.{name} = {per} needs {need:g} {key}s but this Ray has "
+                f"{have.get(key, 0.0):g}; allowed here: platform.workers <= {int(have.get(key, 0.0) / per + 1e-9)} "
+                f"(or give platform.address of a cluster with more)"
+            )
+
+
 def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, resume: bool = False,
                    on_round: Callable[[dict[str, Any]], None] | None = None,
                    on_start: Callable[[dict[str, Any]], None] | None = None,
-                   placement_group: PlacementGroup | None = None) -> dict[str, Any]:
+                   placement_group: PlacementGroup | None = None,
+                   on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one federated experiment to the end, or with ``resume`` continue the one in ``out_dir`` from its
     checkpoint under the config saved there (``cfg`` may then be None); returns the summary.
 
-    ``placement_group``: reserve the client workers' resources there (a sweep trial's group)."""
+    ``on_round(row)`` after each round; ``on_progress({"round", "progress": (done, total)})`` each time a
+    client of the round finishes. ``placement_group``: reserve the client workers' resources there (a sweep
+    trial's group). ``$FEDVSR_FAULT`` (a testing hook, see :meth:`ClientWorker._maybe_fail`) reaches the workers."""
     out = Path(out_dir).resolve()
     cfg = run_config(out, cfg, resume)
     started = init_ray(cfg)  # before the folder is written: an unreachable cluster leaves nothing behind
+    if placement_group is None and not (cfg.platform.address or os.environ.get("RAY_ADDRESS")):
+        check_local_resources(cfg)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", cfg.to_yaml())
     coordinator = None
     try:
         coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
-            cfg.to_dict(), str(out), resume, placement_group
+            cfg.to_dict(), str(out), resume, placement_group, os.environ.get("FEDVSR_FAULT", "")
         )
         info = ray.get(coordinator.info.remote())
         if on_start:
             on_start(info)
         for t in range(info["start_round"], cfg.fl.rounds + 1):
-            row = ray.get(coordinator.run_round.remote(t))
-            if on_round:
-                on_round(row)
+            for ref in coordinator.run_round.options(num_returns="streaming").remote(t):
+                item = ray.get(ref)
+                if "row" in item:
+                    if on_round:
+                        on_round(item["row"])
+                elif on_progress:
+                    on_progress(item)
         return ray.get(coordinator.finish.remote())
     finally:
         if coordinator is not None:

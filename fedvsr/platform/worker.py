@@ -1,34 +1,35 @@
 """The client worker: a long-lived actor that keeps one model on its device and trains clients in turn.
 
-A worker never rebuilds its model: for each client it copies the round's global weights into the
-model in place, trains it with :func:`fedvsr.fl.client.train_local`, and adds the client's
-contributions to one :class:`~fedvsr.fl.aggregate.PartialAggregate` for the whole call. Decoded
-videos stay in the worker (raw frames never leave it); what goes back is the partial aggregate,
-one small report per client, and the clients' new persistent states.
+A worker never rebuilds its model: for each client the coordinator hands it, it copies the round's
+global weights into the model in place, trains it with :func:`fedvsr.fl.client.train_local`, and
+sends back the client's update (its tensors as trained and its aggregation weight, copied off the
+device once), one small report and the client's new persistent state. Decoded videos stay in the
+worker (raw frames never leave it). It also evaluates the share of held-out clips it is given.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 
 from fedvsr.config import ExperimentConfig, config_from_dict
-from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair, resolve_augment
-from fedvsr.data.sources import degradation_params
+from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair_for, resolve_augment
 from fedvsr.data.synthetic import VideoEntry
 from fedvsr.fl import build_strategy
-from fedvsr.fl.aggregate import PartialAggregate, to_torch
+from fedvsr.fl.aggregate import ClientUpdate, to_torch
 from fedvsr.fl.client import epoch_batches, run_client
 from fedvsr.fl.sampling import client_seed
 from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import ClientContext, LocalResult
-from fedvsr.metrics import bicubic_upsample, score
+from fedvsr.metrics import bicubic_upsample, pair_scores, score
 from fedvsr.models import VSRModel, build_model
 
 
@@ -36,13 +37,18 @@ class ClientWorker:
     """Trains the clients handed to it, one after another, on one model instance."""
 
     def __init__(self, cfg_dict: dict[str, Any], index: int, videos: list[VideoEntry],
-                 client_videos: list[list[int]], eval_videos: list[int], video_cache: int = 64) -> None:
+                 client_videos: list[list[int]], eval_videos: list[int], video_cache: int = 64,
+                 fault: str = "") -> None:
         self.cfg = cfg = config_from_dict(cfg_dict)
         self.index = index
         threads = max(1, int(cfg.platform.cpus_per_worker))
         torch.set_num_threads(threads)
         use_cuda = cfg.platform.gpus_per_worker > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda" if use_cuda else "cpu")
+        # the GPUs Ray gave this worker (it sets CUDA_VISIBLE_DEVICES to them, so "cuda" is the first of them)
+        self.gpu_ids = ",".join(str(g) for g in _ray_gpu_ids())
+        self.device_name = f"cuda:{self.gpu_ids.split(',')[0]}" if use_cuda and self.gpu_ids else str(self.device)
+        self.fault = fault
         self.model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options).to(self.device)
         self.strategy = build_strategy(cfg.fl)
         self.clip_frames = cfg.data.clip_frames or self.model.num_frames
@@ -60,8 +66,7 @@ class ClientWorker:
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
-        pair = load_pair(self.videos[i], self.cfg.data.degradation, self.cfg.data.scale,
-                         **degradation_params(self.cfg.data))
+        pair = load_pair_for(self.cfg, self.videos[i])
         self._cache[i] = pair
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -80,36 +85,45 @@ class ClientWorker:
                 state[k].copy_(v)
 
     # ------------------------------------------------------------------ training
-    def train_clients(self, round: int, global_params: dict[str, np.ndarray], server_state: dict[str, np.ndarray],
-                      clients: list[int], client_states: dict[int, dict[str, np.ndarray] | None] | None = None
-                      ) -> dict[str, Any]:
-        """Train ``clients`` in turn from the round's global weights; one partial aggregate for all of them."""
+    def train_client(self, round: int, global_params: dict[str, np.ndarray], server_state: dict[str, np.ndarray],
+                     client: int, client_state: dict[int, dict[str, np.ndarray] | None] | None = None,
+                     plan: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train ``client`` from the round's global weights; returns its contribution (a
+        :class:`~fedvsr.fl.aggregate.ClientUpdate`: its tensors as trained, copied off the device once), its
+        report and its new persistent state.
+
+        ``plan``: the coordinator's per-client settings: ``attempt`` (1 = first try), ``speed`` (fl.stragglers)
+        and the deadline in fl.deadline_unit already scaled by the speed (``budget``; 0 = none)."""
+        plan = plan or {}
+        self._maybe_fail(round, client)
         cfg = self.cfg
         gp = to_torch(global_params, self.device)
         ss = to_torch(server_state, self.device)
-        partial = PartialAggregate()
-        reports: list[dict[str, Any]] = []
-        new_states: dict[int, dict[str, np.ndarray]] = {}
-        for cid in clients:
-            state = (client_states or {}).get(cid)
-            ctx = ClientContext(
-                client=cid, round=round, total_rounds=cfg.fl.rounds, total_clients=cfg.fl.clients,
-                model=self.model, global_params=gp, server_state=ss,
-                client_state=to_torch(state, self.device) if state is not None else None,
-                lr=self.schedule.round_rate(round, cfg.fl.rounds),
-            )
-            result, log_weight, kept = self._train_one(ctx, partial)
-            if kept is not None:
-                new_states[cid] = {k: v.detach().cpu().numpy() for k, v in kept.items()}
-            reports.append({
-                "round": round, "client": cid, "samples": result.samples, "steps": result.steps,
-                "loss": result.loss, "lr": ctx.lr, "log_weight": log_weight if result.ok else -math.inf,
-                "raw_weight": math.exp(min(log_weight, 709.0)) if result.ok else 0.0, "worker": self.index,
-                "seconds": result.seconds, "status": "ok" if result.ok else "dropped", "reason": result.reason,
-            })
-        return {"partial": partial, "reports": reports, "states": new_states}
+        update = ClientUpdate()
+        state = (client_state or {}).get(client)
+        ctx = ClientContext(
+            client=client, round=round, total_rounds=cfg.fl.rounds, total_clients=cfg.fl.clients,
+            model=self.model, global_params=gp, server_state=ss,
+            client_state=to_torch(state, self.device) if state is not None else None,
+            lr=self.schedule.round_rate(round, cfg.fl.rounds),
+        )
+        result, log_weight, kept = self._train_one(ctx, update, plan)
+        report = {
+            "round": round, "client": client, "samples": result.samples, "steps": result.steps,
+            "seen": result.seen, "loss": result.loss, "lr": ctx.lr,
+            "log_weight": log_weight if result.ok else -math.inf,
+            "raw_weight": math.exp(min(log_weight, 709.0)) if result.ok else 0.0, "worker": self.index,
+            "device": self.device_name, "gpu": self.gpu_ids, "seconds": result.seconds,
+            "status": "ok" if result.ok else "dropped", "reason": result.reason,
+            "attempts": int(plan.get("attempt", 1)), "speed": float(plan.get("speed", 1.0)),
+            "budget": float(plan.get("budget", 0.0)), "cut": result.cut,
+        }
+        if not result.ok:  # nothing of a left-out client reaches the aggregate
+            update = ClientUpdate()
+        new_state = {k: v.detach().cpu().numpy() for k, v in kept.items()} if kept is not None else None
+        return {"update": update, "report": report, "state": new_state}
 
-    def _train_one(self, ctx: ClientContext, partial: PartialAggregate):
+    def _train_one(self, ctx: ClientContext, update: ClientUpdate, plan: dict[str, Any]):
         cfg = self.cfg
         seed = client_seed(cfg.seed, ctx.round, ctx.client)
         start = time.perf_counter()
@@ -121,18 +135,59 @@ class ClientWorker:
             return LocalResult(ctx.client, 0, 0, math.nan, time.perf_counter() - start, False,
                                f"data error: {err}"), 0.0, None
         ctx.samples = len(data)
+        steps = math.ceil(len(data) / cfg.fl.batch_size) * cfg.fl.local_epochs
+        budget = float(plan.get("budget", 0.0))
+        max_steps, time_budget = 0, 0.0
+        if budget > 0 and cfg.fl.deadline_unit == "steps":
+            allowed = int(math.floor(budget))
+            if allowed < steps:
+                if cfg.fl.deadline_action == "drop":
+                    return LocalResult(ctx.client, ctx.samples, 0, math.nan, time.perf_counter() - start, False,
+                                       f"missed the deadline: needs {steps} local steps, its deadline allows "
+                                       f"{allowed}", cut=True), 0.0, None
+                max_steps = max(allowed, 0) or -1  # -1: not even one step
+        elif budget > 0:
+            time_budget = budget
         self._load(ctx.global_params)
         torch.manual_seed(seed)
-        return run_client(
+        if max_steps == -1:
+            return LocalResult(ctx.client, ctx.samples, 0, math.nan, time.perf_counter() - start, False,
+                               "the deadline came before the first local step", cut=True), 0.0, None
+        result, log_weight, kept = run_client(
             ctx, self.strategy,
             lambda epoch: epoch_batches(data, cfg.fl.batch_size, seed, epoch, collate, self.device),
-            cfg.fl.local_epochs, partial, cfg.fl.optimizer, schedule=self.schedule,
-            steps=math.ceil(len(data) / cfg.fl.batch_size) * cfg.fl.local_epochs, clip_grad_norm=cfg.fl.clip_grad_norm,
+            cfg.fl.local_epochs, update, cfg.fl.optimizer, schedule=self.schedule, steps=steps,
+            clip_grad_norm=cfg.fl.clip_grad_norm, max_steps=max_steps, time_budget=time_budget,
         )
+        if result.ok and result.cut and cfg.fl.deadline_action == "drop":  # a wall-clock deadline was missed
+            result.ok, result.reason = False, (f"missed the deadline: {time_budget:.3g} s allowed, "
+                                               f"{result.steps} of {steps} local steps done")
+            return result, -math.inf, None
+        return result, log_weight, kept
+
+    def _maybe_fail(self, round: int, client: int) -> None:
+        """Testing hook (``FEDVSR_FAULT=kill:ROUND:CLIENT:MARKER`` in the driver's environment): SIGKILL this
+        worker process when it starts ``CLIENT`` in ``ROUND``, once (the marker file says it happened)."""
+        if not self.fault:
+            return
+        _, r, c, marker = self.fault.split(":", 3)
+        if (int(r), int(c)) == (round, client) and not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(f"worker {self.index} pid {os.getpid()} killed at round {round} client {client}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
 
     # ------------------------------------------------------------------ evaluation
+    def eval_size(self) -> int:
+        return len(self._eval_clips())
+
+    def evaluate_clips(self, global_params: dict[str, np.ndarray], indices: list[int]) -> list[dict[str, float]]:
+        """Per-clip PSNR / SSIM of the global model on held-out clips ``indices`` (the pool splits the clips)."""
+        self._load(to_torch(global_params, self.device))
+        clips = self._eval_clips()
+        return pair_scores_of_model(self.model, [clips[i] for i in indices], self.cfg, self.device)
+
     def evaluate(self, global_params: dict[str, np.ndarray]) -> dict[str, float]:
-        """PSNR / SSIM of the global model on the held-out clips."""
+        """PSNR / SSIM of the global model on all the held-out clips (one worker)."""
         start = time.perf_counter()
         self._load(to_torch(global_params, self.device))
         return {**evaluate_model(self.model, self._eval_clips(), self.cfg, self.device),
@@ -142,8 +197,9 @@ class ClientWorker:
         """The same metrics for bicubic upsampling of the LR frames the model restores."""
         return evaluate_bicubic(self.model, self._eval_clips(), self.cfg)
 
-    def ping(self) -> tuple[int, int, str]:
-        return self.index, os.getpid(), str(self.device)
+    def ping(self) -> dict[str, Any]:
+        return {"index": self.index, "pid": os.getpid(), "device": self.device_name, "gpu": self.gpu_ids,
+                "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""}
 
 
 # ---------------------------------------------------------------------- evaluation (shared with train-central)
@@ -156,6 +212,24 @@ def evaluate_model(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor
     model.eval()
     pairs = [(model(lr[None].to(device)).clamp(0, 1).cpu(), model.target(hr[None])) for lr, hr in clips]
     return score(pairs, cfg.data.scale, cfg.eval.channels)
+
+
+@torch.no_grad()
+def pair_scores_of_model(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]], cfg: ExperimentConfig,
+                         device: torch.device) -> list[dict[str, float]]:
+    """:func:`evaluate_model` per clip (their mean over all clips, in clip order, is evaluate_model's value)."""
+    model.eval()
+    pairs = [(model(lr[None].to(device)).clamp(0, 1).cpu(), model.target(hr[None])) for lr, hr in clips]
+    return pair_scores(pairs, cfg.data.scale, cfg.eval.channels)
+
+
+def _ray_gpu_ids() -> list:
+    if not ray.is_initialized():
+        return []
+    try:
+        return list(ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
+    except Exception:  # outside a Ray worker
+        return []
 
 
 def evaluate_bicubic(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]],

@@ -12,8 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedvsr.data import natural
 from fedvsr.data.synthetic import (
     CLASSES,
+    CONTENT,
+    NATURAL_CLASSES,
+    PROCEDURAL_CLASSES,
     VideoEntry,
     build_synthetic_dataset,
     load_manifest,
@@ -34,8 +38,11 @@ def _mad(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_classes():
-    assert len(CLASSES) >= 4
-    assert len(set(CLASSES)) == len(CLASSES)
+    assert len(set(CLASSES)) == len(CLASSES) == 8
+    # a class's index seeds its scenes: the procedural classes keep theirs, the natural ones come after
+    assert CLASSES[:4] == PROCEDURAL_CLASSES == ("stripes-pan", "checker-zoom", "noise-objects", "waves-rotate")
+    assert CLASSES[4:] == NATURAL_CLASSES == ("photo-pan", "photo-zoom", "photo-rotate", "texture-crop")
+    assert CONTENT == {"natural": NATURAL_CLASSES, "procedural": PROCEDURAL_CLASSES, "all": CLASSES}
 
 
 @pytest.mark.parametrize("label", CLASSES)
@@ -66,8 +73,10 @@ def test_real_motion(label):
     other = synth_video(3, label, 6, 48, 48)
     steps = [_mad(v[t], v[t + 1]) for t in range(5)]
     assert min(steps) > 0.5  # every frame moves
-    # consecutive frames are far closer to each other than to another video of the same class
-    assert max(steps) < 0.6 * _mad(v[0], other[0])
+    # consecutive frames are far closer to each other than to another video of the same class (not so for
+    # a photographed texture, which decorrelates within a pixel or two of shake: see test_texture_crop_shakes)
+    if label != "texture-crop":
+        assert max(steps) < 0.6 * _mad(v[0], other[0])
 
 
 def _blur(x: np.ndarray) -> np.ndarray:
@@ -118,15 +127,18 @@ def test_unknown_label_and_bad_sizes():
 def test_build_dataset_and_manifest(tmp_path):
     root = tmp_path / "synth"
     entries = build_synthetic_dataset(root, videos=6, frames=3, height=32, width=32, seed=7)
-    assert [e.label for e in entries] == [CLASSES[i % len(CLASSES)] for i in range(6)]
-    assert [e.name for e in entries] == [f"{CLASSES[i % len(CLASSES)]}_{i:04d}" for i in range(6)]
+    classes = NATURAL_CLASSES  # the default content
+    assert [e.label for e in entries] == [classes[i % len(classes)] for i in range(6)]
+    assert [e.name for e in entries] == [f"{classes[i % len(classes)]}_{i:04d}" for i in range(6)]
     for e in entries:
         assert Path(e.path).is_absolute()
         assert Path(e.path) == root.resolve() / e.label / f"{e.name}.mkv"
     assert load_manifest(root) == entries
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["params"]["videos"] == 6 and manifest["params"]["codec"] == "ffv1"
-    assert manifest["entries"][1]["path"] == "checker-zoom/checker-zoom_0001.mkv"  # relative: root can move
+    assert manifest["params"]["content"] == "natural" and manifest["params"]["generator_version"] == 3
+    assert manifest["classes"] == list(NATURAL_CLASSES)
+    assert manifest["entries"][1]["path"] == "photo-zoom/photo-zoom_0001.mkv"  # relative: root can move
 
     # stored losslessly: every decoded frame is the rendered frame, bit for bit
     for k, e in enumerate(entries):
@@ -145,6 +157,13 @@ def test_build_dataset_and_manifest(tmp_path):
     rebuilt = build_synthetic_dataset(root, 4, 5, 32, 32, 7)
     assert len(rebuilt) == 4 and load_manifest(root) == rebuilt
     assert json.loads((root / "manifest.json").read_text())["params"]["frames"] == 5
+    procedural = build_synthetic_dataset(root, 5, 5, 32, 32, 7, content="procedural")
+    assert [e.label for e in procedural] == [*PROCEDURAL_CLASSES, "stripes-pan"]
+    np.testing.assert_array_equal(read_video(procedural[1].path), synth_video(video_seed(7, 1), "checker-zoom", 5,
+                                                                               32, 32))
+    assert [e.label for e in build_synthetic_dataset(root, 9, 1, 16, 16, 7, content="all")] == [*CLASSES, CLASSES[0]]
+    with pytest.raises(ValueError, match=r"unknown synthetic content 'photos'; choose one of \['natural', "):
+        build_synthetic_dataset(root, 4, 1, 16, 16, 7, content="photos")
     assert not [p for p in root.rglob("*") if ".tmp" in p.name]
 
 
@@ -184,7 +203,7 @@ def test_dataset_decodes_to_the_same_frames_in_any_process_environment(tmp_path)
         assert not differ, f"{name}: videos {differ} decode to other frames"
     # and they are the frames this process renders
     for k, digest in enumerate(reference):
-        frames = synth_video(video_seed(0, k), CLASSES[k % len(CLASSES)], 5, 64, 64)
+        frames = synth_video(video_seed(0, k), NATURAL_CLASSES[k % len(NATURAL_CLASSES)], 5, 64, 64)
         assert hashlib.sha256(frames.tobytes()).hexdigest() == digest
 
 
@@ -220,3 +239,109 @@ def test_entry_is_frozen():
     e = VideoEntry("/x.mp4", "a", "a_0000")
     with pytest.raises(AttributeError):
         e.label = "b"  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------- natural classes
+
+
+def test_natural_sources_load_without_the_network():
+    """Every photograph ships inside scikit-image's wheel: a fresh process whose sockets all fail loads them."""
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k): raise OSError('network disabled by the test')\n"
+        "socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
+        "from fedvsr.data import natural\n"
+        "for n in natural.PHOTOS + natural.TEXTURES: print(n, *natural.source_image(n).shape)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:7] == ["astronaut 512 512 3", "chelsea 300 451 3", "coffee 400 600 3",
+                                          "motorcycle 500 741 3", "brick 512 512", "grass 512 512", "gravel 512 512"]
+
+
+def _film(source, frames, h, w, dx, dy, zoom, theta=None, seed=0):
+    t = np.arange(frames, dtype=np.float64)[:, None, None]
+    ys = (np.arange(h) - (h - 1) / 2)[None, :, None]
+    xs = (np.arange(w) - (w - 1) / 2)[None, None, :]
+    full = np.ones(frames)
+    theta = np.zeros(frames) if theta is None else theta
+    return natural._film(source, t, ys, xs, np.asarray(dx) * full, np.asarray(dy) * full, zoom * full, theta,
+                         np.random.default_rng(seed))
+
+
+def _estimate_shift(a: np.ndarray, b: np.ndarray, border: int = 8) -> np.ndarray:
+    """``d = (dy, dx)`` with ``b(y, x) = a(y + dy, x + dx)``: phase correlation, then Gauss-Newton steps on the
+    interior pixels (phase correlation alone is biased towards whole pixels by up to 0.2 here)."""
+    from scipy import ndimage
+    from skimage.registration import phase_cross_correlation
+
+    d = phase_cross_correlation(a, b, upsample_factor=10)[0]
+    inner = (slice(border, -border),) * 2
+    for _ in range(10):
+        moved = ndimage.shift(a, -d, order=3, mode="nearest")
+        gy, gx = np.gradient(moved)
+        jac = np.stack([gy[inner].ravel(), gx[inner].ravel()], 1)
+        d = d + np.linalg.lstsq(jac, (b - moved)[inner].ravel(), rcond=None)[0]
+    return d
+
+
+@pytest.mark.parametrize(("photo", "vx", "vy"), [("astronaut", 1.25, -0.5), ("coffee", -0.3, 0.8)])
+def test_pan_shift_matches_the_velocity(photo, vx, vy):
+    """A pan of (vx, vy) frame pixels per frame: frame k is frame 0 moved by k (vx, vy), to sub-pixel accuracy."""
+    t = np.arange(5.0)
+    v = _film(natural.source_image(photo), 5, 64, 64, vx * t, vy * t, 1.0)
+    for k in (1, 2, 4):
+        np.testing.assert_allclose(_estimate_shift(_luma(v[0]), _luma(v[k])), [vy * k, vx * k], atol=0.1)
+
+
+def test_whole_pixel_shift_resamples_the_source_exactly():
+    """The cubic spline interpolates: with no zoom, a camera moved by whole pixels reads the same pixels."""
+    v = _film(natural.source_image("coffee"), 3, 24, 32, [0.0, 3.0, 3.0], [0.0, 0.0, -2.0], 1.0)
+    np.testing.assert_allclose(v[1][:, :-3], v[0][:, 3:], atol=1e-9)
+    np.testing.assert_allclose(v[2][2:, :-3], v[0][:-2, 3:], atol=1e-9)
+
+
+def test_zooming_out_is_antialiased():
+    """A grating of 0.4 cycles per source pixel seen at 3 source pixels per frame pixel (1.2 cycles per frame
+    pixel) must not alias into a visible pattern: the Gaussian of sigma (3 - 1) / 2 = 1 leaves
+    exp(-2 pi^2 0.4^2) = 4.2% of it; unfiltered, the full amplitude would alias to 0.2 cycles per pixel."""
+    y, x = np.mgrid[0:400, 0:400]
+    grating = 0.5 + 0.4 * np.sin(2 * np.pi * 0.4 * x)
+    source = np.repeat(grating[..., None], 3, axis=2)
+    frame = _film(source, 1, 48, 48, 0.0, 0.0, 3.0)[0, ..., 0]
+    assert frame.std() < 0.1 * 0.4 / np.sqrt(2)  # 4.2% of the grating's std (unfiltered: 77%)
+    sharp = _film(source, 1, 48, 48, 0.0, 0.0, 1.0)[0, ..., 0]  # at 1:1 the grating is kept
+    assert sharp.std() > 0.9 * 0.4 / np.sqrt(2)
+
+
+@pytest.mark.parametrize(("size", "zoom", "theta"), [((512, 512), 2.0, 0.7), ((40, 60), 2.0, 0.3),
+                                                      ((300, 451), 1.5, 0.0)])
+def test_footprint_stays_inside_the_photograph(size, zoom, theta):
+    """No frame samples within the spline's support of the border (nothing mirrored or wrapped into view);
+    a source too small for the zoom is filmed closer (smaller zoom)."""
+    frames, h, w = 8, 32, 48
+    t = np.arange(frames, dtype=np.float64)
+    dx, dy, th = 1.5 * t, -0.7 * t, theta + 0.02 * t
+    cx, cy, z = natural._place(size, (h, w), dx, dy, np.full(frames, zoom), th, np.random.default_rng(1))
+    ys, xs = np.mgrid[0:h, 0:w]
+    ys, xs = ys - (h - 1) / 2, xs - (w - 1) / 2
+    for f in range(frames):
+        c, s = np.cos(th[f]), np.sin(th[f])
+        sx = cx[f] + z[f] * (c * xs - s * ys)
+        sy = cy[f] + z[f] * (s * xs + c * ys)
+        assert sx.min() >= 3 and sy.min() >= 3
+        assert sx.max() <= size[1] - 1 - 3 and sy.max() <= size[0] - 1 - 3
+    if size == (40, 60):
+        assert z[0] < 0.5 * zoom  # shrunk to fit
+    else:
+        np.testing.assert_array_equal(z, zoom)
+
+
+def test_texture_crop_shakes():
+    """The hand-held crop moves every frame by a sub-pixel-to-few-pixel amount, not smoothly along a line."""
+    v = synth_video(4, "texture-crop", 8, 64, 64)
+    shifts = np.array([_estimate_shift(_luma(v[k]), _luma(v[k + 1])) for k in range(7)])
+    steps = np.hypot(shifts[:, 0], shifts[:, 1])
+    assert steps.min() > 0.05 and steps.max() < 6
+    assert np.ptp(shifts, axis=0).max() > 0.3  # the velocity changes: a shake on top of the drift

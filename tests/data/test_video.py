@@ -155,6 +155,69 @@ def test_truncated_and_empty_files(tmp_path, clip):
             read_video(tmp_path / name)
 
 
+@pytest.mark.parametrize("cut", [0.1, 0.3, 0.5, 0.8, 0.95])
+def test_truncated_mp4_names_the_file(tmp_path, clip, cut):
+    """An MP4 cut short gives a VideoError naming it (cannot decode, no stream at all, or no frame)."""
+    path = tmp_path / "clip.mp4"
+    write_video(path, clip, crf=23)
+    data = path.read_bytes()
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(VideoError, match=r"cut\.mp4: (PyAV cannot decode|no stream at all|no frames decoded)"):
+        read_video(bad)
+
+
+def test_mp4_without_its_trailing_metadata_is_whole(tmp_path, clip):
+    """The last bytes of our MP4s are metadata after the frame index: cutting them loses no frame."""
+    path = tmp_path / "clip.mp4"
+    write_video(path, clip, crf=23)
+    data = path.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:-20])
+    np.testing.assert_array_equal(read_video(tmp_path / "cut.mp4"), read_video(path))
+
+
+def test_empty_and_text_files_named_mp4(tmp_path):
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match=r"zero\.mp4: empty file \(0 bytes\), not a video"):
+        read_video(tmp_path / "zero.mp4")
+    (tmp_path / "notes.mp4").write_text("these are my notes, not a video\n" * 20)
+    with pytest.raises(VideoError, match=r"notes\.mp4: PyAV cannot decode it .*corrupt, truncated or not a video"):
+        read_video(tmp_path / "notes.mp4")
+
+
+def test_truncated_avi_reports_missing_frames(tmp_path):
+    """AVI declares its frame count: one cut short decodes fewer frames and says how many."""
+    frames = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "clip.avi"
+    write_video(path, frames, crf=23)
+    data = path.read_bytes()
+    messages = set()
+    for cut in (0.5, 0.7, 0.8, 0.9):  # (the last 5% of this AVI is its index: cutting it loses no frame)
+        (tmp_path / "cut.avi").write_bytes(data[: int(len(data) * cut)])
+        with pytest.raises(VideoError, match=r"cut\.avi: ") as err:
+            read_video(tmp_path / "cut.avi")
+        messages.add(str(err.value).split(": ", 1)[1][:30])
+    assert any(m.startswith("truncated or corrupt: decoded ") for m in messages), messages  # e.g. 5 of the 8
+
+
+@pytest.mark.parametrize("codec, opts", [("libx264", {"crf": 25}), ("libx265", {"qp": 32})])
+def test_bframes_zero_means_no_reordering(tmp_path, codec, opts):
+    """By default both encoders reorder frames (B-frames); ``bframes=0`` writes I and P frames in display order."""
+    frames = synth_video(0, "noise-objects", 10, 32, 64)
+    stats = {}
+    for bframes in (None, 0):
+        path = tmp_path / f"{bframes}.mp4"
+        write_video(path, frames, codec=codec, bframes=bframes, **opts)
+        with av.open(str(path)) as c:
+            pts = [p.pts for p in c.demux(c.streams.video[0]) if p.size]
+        with av.open(str(path)) as c:
+            types = {int(f.pict_type) for f in c.decode(video=0)}
+        stats[bframes] = (pts == sorted(pts), int(av.video.frame.PictureType.B) in types)
+    assert stats == {None: (False, True), 0: (True, False)}
+    with pytest.raises(ValueError, match="bframes must be a non-negative integer or None, got -1"):
+        write_video(tmp_path / "x.mp4", frames, bframes=-1)
+
+
 def test_folder_without_images(tmp_path):
     (tmp_path / "readme.txt").write_text("x")
     with pytest.raises(VideoError, match="no frame images"):

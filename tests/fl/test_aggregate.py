@@ -66,3 +66,31 @@ def test_normalised_weights_sum_to_one_for_any_log_weights():
     w = normalised_weights([5000.0, 5000.0 + math.log(3), -5000.0])
     assert w == pytest.approx([0.25, 0.75, 0.0]) and math.fsum(w) == pytest.approx(1.0)
     assert normalised_weights([]) == []
+
+
+def test_recorded_updates_merged_blockwise_give_the_bits_of_adding_them_in_turn():
+    from fedvsr.fl.aggregate import ClientUpdate, merge_updates
+
+    g = torch.Generator().manual_seed(0)
+    updates, seq = [], PartialAggregate()
+    # log-weights far beyond float64's range and below it, and a second accumulator with plain weights
+    for lw in [0.3, 900.0, -50.0, 2.5, 1500.0, 0.0, 7.0]:
+        u = ClientUpdate()
+        t = {"a": torch.randn(1000, 37, generator=g), "b": torch.randn(5, generator=g)}
+        u.add("model", t, log_weight=lw)
+        seq.add("model", t, log_weight=lw)
+        d = {"a": torch.randn(1000, 37, generator=g)}
+        u.add("delta_c", d, 1.0)
+        seq.add("delta_c", d, 1.0)
+        t["a"].zero_()  # the update holds a copy: training the next client in place changes nothing
+        updates.append(u)
+    fused = PartialAggregate()
+    merge_updates(fused, updates[:3], block=1000)  # blocks that do not divide the tensors, two batches
+    merge_updates(fused, updates[3:], block=4096)
+    for name in ("model", "delta_c"):
+        for key in seq.sums[name]:
+            assert torch.equal(seq.sums[name][key], fused.sums[name][key]), (name, key)
+        assert (fused.weights[name], fused.scales[name]) == (seq.weights[name], seq.scales[name])
+    assert fused.scales["model"] == math.floor(1500 / math.log(2)) + 1
+    with pytest.raises(ValueError, match="aggregation weight must be finite and > 0"):
+        ClientUpdate().add("model", {}, 0.0)

@@ -100,11 +100,14 @@ def test_two_workers_take_the_same_steps_as_one_process(central_run, synth_root)
         assert (a["round"], a["samples"], a["steps"]) == (b["round"], b["samples"], b["steps"])
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["psnr"] == pytest.approx(b["psnr"], abs=1e-4)
-        assert a["ssim"] == pytest.approx(b["ssim"], abs=1e-6)
+        assert a["ssim"] == pytest.approx(b["ssim"], abs=2e-5)  # 8e-6 seen: float sums in another order
     w1, w2 = float_weights(events[-1][2]), load_arrays(out / "model.safetensors")
     assert w1.keys() == w2.keys()
+    # Adam divides each step by sqrt(v): where a weight's gradients are near zero, rounding-level differences in
+    # them move it by up to ~4e-5 (seen on the natural built-in data); everywhere else they agree to 1e-5
     for k in w1:
-        np.testing.assert_allclose(w1[k], w2[k], rtol=0, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(w1[k], w2[k], rtol=0, atol=1e-4, err_msg=k)
+        assert np.mean(np.abs(w1[k] - w2[k]) > 1e-5) < 0.02, k
     # and the training moved the weights by far more than that
     assert np.abs(w1["tail.weight"]).max() > 1e-3
 

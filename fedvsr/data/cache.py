@@ -1,0 +1,131 @@
+"""An on-disk cache of degraded LR videos, shared by the workers of a node.
+
+A codec degradation re-encodes a whole video (and libx264 / libx265 are not even bit-reproducible
+across processes, see :mod:`fedvsr.data.video`), so the LR clip of a (source video, degradation,
+parameters, scale) is computed once per node and stored as ``<key>.npy`` in one folder:
+
+* the key (:func:`cache_key`) hashes the source's absolute path, size and modification time (for a
+  frame folder: those of every frame file), the pre-made LR twin's the same way when there is one, the
+  degradation's own name (``blur-h264`` and ``h264`` share entries), every parameter, the scale and
+  :data:`CACHE_VERSION`; an edited video gets a new key, so no entry is ever stale;
+* an entry is written to a temporary file in the same folder and renamed over ``<key>.npy`` with
+  ``os.replace``: a reader sees a whole file or none, and two workers writing the same key at once both
+  succeed (the last rename wins; both wrote the same array);
+* an entry is read with ``np.load(mmap_mode="c")`` (copy-on-write: the pages are shared through the page
+  cache, writes stay private); an entry that cannot be read or has the wrong shape or dtype is deleted
+  and rebuilt, never an error.
+
+``data.lr_cache`` chooses the folder: ``''`` = ``$FEDVSR_CACHE/lr`` (``~/.cache/fedvsr/lr``); ``none`` = no
+cache (``off`` too when given from Python: YAML reads a bare ``off`` as false); anything else = that folder.
+On a multi-node cluster a node-local disk is the right place: each node builds its own entries.
+:data:`STATS` counts this process's hits, misses, writes and rebuilt corrupt entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+#: bumped whenever a degradation's output changes for the same parameters, so old entries are not used
+CACHE_VERSION = 1
+
+#: this process's ``hits``, ``misses``, ``writes`` and ``corrupt`` (entries deleted and rebuilt)
+STATS: Counter[str] = Counter()
+
+
+def cache_root(setting: str = "") -> Path | None:
+    """The cache folder for ``data.lr_cache``: ``''`` -> ``$FEDVSR_CACHE/lr``, ``'none'`` / ``'off'`` -> None (no
+    cache), else the path."""
+    if setting in ("none", "off"):
+        return None
+    if setting:
+        return Path(setting).expanduser()
+    from fedvsr.data.sources import cache_dir
+
+    return cache_dir() / "lr"
+
+
+def _fingerprint(path: str | os.PathLike) -> dict[str, object]:
+    """Absolute path, size and mtime_ns of a file; of a frame folder, those of every file in it."""
+    p = Path(path).resolve()
+    if p.is_dir():
+        files = sorted((f for f in p.iterdir() if f.is_file()), key=lambda f: f.name)
+        listing = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        return {"path": str(p), "files": hashlib.sha256(json.dumps(listing).encode()).hexdigest()}
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def cache_key(source: str | os.PathLike, degradation: str, scale: int, params: dict[str, object],
+              lr_source: str | os.PathLike | None = None) -> str:
+    """SHA-256 (hex) naming the LR clip of ``source`` under ``degradation`` with ``params`` at ``scale``."""
+    from fedvsr.data.degrade import canonical
+
+    record = {
+        "version": CACHE_VERSION,
+        "source": _fingerprint(source),
+        "lr_source": None if lr_source is None else _fingerprint(lr_source),
+        "degradation": canonical(degradation),
+        "scale": scale,
+        "params": {k: params[k] for k in sorted(params)},
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read(path: Path, shape: tuple[int, ...] | None) -> np.ndarray | None:
+    """The entry at ``path``, or None when missing; a corrupt entry is deleted (and None returned)."""
+    try:
+        arr = np.load(path, mmap_mode="c", allow_pickle=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError):
+        arr = None
+    if arr is not None and arr.dtype == np.uint8 and arr.ndim == 4 and (shape is None or arr.shape == shape):
+        return np.asarray(arr)  # a plain ndarray over the copy-on-write mapping
+    STATS["corrupt"] += 1
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _write(path: Path, arr: np.ndarray) -> None:
+    """Save ``arr`` as ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    STATS["writes"] += 1
+
+
+def cached_lr(root: Path | None, key: str, build: Callable[[], np.ndarray],
+              shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The cached array ``key`` under ``root``, or ``build()`` stored there first.
+
+    ``shape`` is what the entry must hold (``(T, h, w, 3)``); an entry of another shape or dtype, or one
+    that cannot be read, is deleted and rebuilt. ``root = None`` builds every time. A cache folder that
+    cannot be written (read-only, full disk) costs the saving, not the result.
+    """
+    if root is None:
+        return build()
+    path = Path(root) / f"{key}.npy"
+    arr = _read(path, shape)
+    if arr is not None:
+        STATS["hits"] += 1
+        return arr
+    STATS["misses"] += 1
+    arr = build()
+    try:
+        _write(path, arr)
+    except OSError:
+        STATS["write_errors"] += 1
+    return arr

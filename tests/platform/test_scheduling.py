@@ -1,0 +1,207 @@
+"""The worker pool: dynamic scheduling, per-client retries after a worker dies mid-round, evaluation split
+across workers, client dropout and deadlines, throughput, and GPU placement (Ray's fake GPU resources)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from fedvsr.config import ConfigError, load_config
+from fedvsr.data.synthetic import build_synthetic_dataset
+from fedvsr.fl.sampling import client_seed
+from fedvsr.platform.run import run_experiment
+from fedvsr.platform.worker import ClientWorker
+from tests.conftest import tiny_experiment
+
+pytestmark = pytest.mark.slow
+METRICS = ["psnr", "ssim", "train_loss"]
+
+
+def run(tmp_path, name, root, *extra, **kwargs):
+    out = tmp_path / name
+    summary = run_experiment(load_config(None, tiny_experiment(root, *extra)), out, **kwargs)
+    return out, summary
+
+
+def table(out, name):
+    return pq.read_table(out / f"{name}.parquet").to_pydict()
+
+
+def events(out):
+    path = out / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_worker_killed_mid_round_retries_only_its_client(ray_local, synth_root, tmp_path, monkeypatch):
+    # every client in every round (4 of 4); in round 2 the worker that starts client 3 (its second client of
+    # the round: clients 0 and 1 went to the two workers first) is SIGKILLed as it starts
+    marker = tmp_path / "fault-fired"
+    monkeypatch.setenv("FEDVSR_FAULT", f"kill:2:3:{marker}")
+    progress = []
+    out, _ = run(tmp_path, "killed", synth_root, "fl.clients_per_round=4", on_progress=progress.append)
+    monkeypatch.delenv("FEDVSR_FAULT")
+    assert marker.exists()  # the fault really fired
+    clients = table(out, "clients")
+    rows = [(r, c, a, s) for r, c, a, s in zip(clients["round"], clients["client"], clients["attempts"],
+                                                clients["status"], strict=True)]
+    # one row per client and round: the clients the workers finished were not trained again
+    assert rows == [(1, 0, 1, "ok"), (1, 1, 1, "ok"), (1, 2, 1, "ok"), (1, 3, 1, "ok"),
+                    (2, 0, 1, "ok"), (2, 1, 1, "ok"), (2, 2, 1, "ok"), (2, 3, 2, "ok")]
+    rounds = table(out, "rounds")
+    assert rounds["retried"] == [0, 1] and rounds["aggregated"] == [4, 4] and rounds["workers"] == [2, 2]
+    assert rounds["eval_workers"] == [2, 2]  # the held-out clips were split between the two workers
+    kinds = [e["kind"] for e in events(out)]
+    assert kinds == ["worker_died", "client_retried"]
+    retried = events(out)[1]
+    assert (retried["round"], retried["client"]) == (2, 3)
+    # a progress item per finished client, in order; the killed attempt is not counted
+    assert [(p["round"], p["progress"]) for p in progress] == [(r, (k, 4)) for r in (1, 2) for k in (1, 2, 3, 4)]
+    # throughput: updates and samples per second of training time
+    for r in range(2):
+        assert rounds["updates_per_s"][r] == pytest.approx(4 / rounds["train_seconds"][r])
+        assert rounds["samples_per_s"][r] == pytest.approx(4 * 8 / rounds["train_seconds"][r])
+    # the same numbers as one worker training every client in turn, with no failure
+    one, _ = run(tmp_path, "one-worker", synth_root, "fl.clients_per_round=4", "platform.workers=1")
+    assert {k: rounds[k] for k in METRICS} == {k: table(one, "rounds")[k] for k in METRICS}
+    assert table(one, "rounds")["eval_workers"] == [1, 1]
+
+
+def test_dropout_and_deadlines_are_seeded_and_recorded(ray_local, synth_root, tmp_path):
+    out, summary = run(tmp_path, "hetero", synth_root, "fl.clients_per_round=4", "fl.dropout=0.3",
+                       "fl.deadline=2", "fl.stragglers=0.7")
+    clients = table(out, "clients")
+    speed = np.exp(0.7 * np.random.default_rng([0, 0x5EED]).standard_normal(4))
+    planned = 2  # 2 videos x 4 clips = 8 samples, batches of 4, one local epoch
+    expected = []
+    for t in (1, 2):
+        for c in range(4):
+            if np.random.default_rng([client_seed(0, t, c), 0xD0]).random() < 0.3:
+                expected.append((t, c, "dropped", 0, False, "did not report (fl.dropout = 0.3)"))
+                continue
+            allowed = math.floor(2 * speed[c])
+            if allowed == 0:
+                expected.append((t, c, "dropped", 0, True, "the deadline came before the first local step"))
+            else:
+                expected.append((t, c, "ok", min(allowed, planned), allowed < planned, ""))
+    got = list(zip(clients["round"], clients["client"], clients["status"], clients["steps"], clients["cut"],
+                   clients["reason"], strict=True))
+    assert got == expected
+    # the draws of this seed cover every case: dropped out, dropped at the deadline, cut, and complete
+    assert {e[2:5] for e in expected} == {("dropped", 0, False), ("dropped", 0, True), ("ok", 1, True),
+                                          ("ok", 2, False)}
+    assert clients["speed"] == pytest.approx([speed[c] for c in clients["client"]])
+    assert clients["budget"] == pytest.approx([2 * speed[c] for c in clients["client"]])
+    rounds = table(out, "rounds")
+    assert rounds["dropped"] == [3, 1] and rounds["cut"] == [1, 2]
+    assert summary["clients_dropped"] == 4
+    # a cut client's update counts the samples it processed: 1 step x 4 samples
+    seen = [s for s, c in zip(clients["seen"], clients["cut"], strict=True) if c]
+    assert set(seen) <= {0, 4}
+
+
+@pytest.fixture(scope="module")
+def worker_inputs(tmp_path_factory):
+    entries = build_synthetic_dataset(tmp_path_factory.mktemp("videos"), 4, 5, 64, 64, seed=0)
+    return entries, [[0, 1], [2]], [3]
+
+
+def make_worker(worker_inputs, *extra):
+    cfg = load_config(None, ["model.preset=tiny", "fl.batch_size=4", "data.patch=16", "data.samples_per_video=4",
+                             "fl.clients=2", "fl.clients_per_round=1", *extra])
+    videos, client_videos, held = worker_inputs
+    return ClientWorker(cfg.to_dict(), 0, videos, client_videos, held)
+
+
+def test_a_late_client_is_dropped_or_cut_as_configured(worker_inputs):
+    # client 0 has 2 videos x 4 clips = 8 samples: 2 steps of 4
+    import torch
+
+    from fedvsr.fl.aggregate import to_numpy
+    from fedvsr.fl.strategy import float_state
+
+    worker = make_worker(worker_inputs, "fl.deadline=1", "fl.deadline_action=drop")
+    params = to_numpy(float_state(worker.model))
+    torch.manual_seed(0)
+    late = worker.train_client(1, params, {}, 0, None, {"budget": 1.5, "speed": 0.75})
+    assert late["report"]["status"] == "dropped" and late["report"]["steps"] == 0
+    assert late["report"]["reason"] == "missed the deadline: needs 2 local steps, its deadline allows 1"
+    assert late["update"].entries == [] and late["state"] is None
+    on_time = worker.train_client(1, params, {}, 0, None, {"budget": 2.0})
+    assert on_time["report"]["status"] == "ok" and on_time["report"]["steps"] == 2
+    assert on_time["report"]["seen"] == 8 and not on_time["report"]["cut"]
+    assert [e[0] for e in on_time["update"].entries] == ["model"]
+    # a wall-clock deadline too short for one step: nothing to aggregate, whatever the action
+    timed = make_worker(worker_inputs, "fl.deadline=1", "fl.deadline_unit=seconds")
+    first = timed.train_client(1, params, {}, 1, None, {"budget": 1e-9})
+    assert first["report"]["status"] == "dropped" and first["report"]["cut"]
+    assert first["report"]["reason"] == "the deadline came before the first local step"
+    cut = make_worker(worker_inputs, "fl.deadline=1")
+    half = cut.train_client(1, params, {}, 0, None, {"budget": 1.0})
+    assert half["report"]["status"] == "ok" and half["report"]["steps"] == 1 and half["report"]["cut"]
+    assert half["report"]["seen"] == 4 and half["report"]["device"] == "cpu"
+
+
+def test_stragglers_need_a_deadline():
+    with pytest.raises(ConfigError, match="fl.stragglers = 0.5 has no effect without a deadline"):
+        load_config(None, ["fl.stragglers=0.5"])
+    with pytest.raises(ConfigError, match="fl.dropout"):
+        load_config(None, ["fl.dropout=1.5"])
+
+
+def test_a_pool_larger_than_the_local_ray_is_refused(ray_local, synth_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"platform.workers = 3 x platform.cpus_per_worker = 1.0 needs 3 CPUs but "
+                                          r"this Ray has 2; allowed here: platform.workers <= 2"):
+        run(tmp_path, "too-big", synth_root, "platform.workers=3")
+    assert not (tmp_path / "too-big").exists()
+
+
+FAKE_GPU_RUN = """
+import json, sys
+import ray
+from fedvsr.config import load_config
+from fedvsr.platform.run import run_experiment
+from tests.conftest import tiny_experiment
+
+root, out, gpus, workers, per = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+ray.init(num_cpus=4, num_gpus=gpus, include_dashboard=False, logging_level="ERROR")
+cfg = load_config(None, tiny_experiment(root, "fl.rounds=1", "fl.clients_per_round=4", f"platform.workers={workers}",
+                                        "platform.cpus_per_worker=0.5", f"platform.gpus_per_worker={per}"))
+seen = {}
+try:
+    run_experiment(cfg, out, on_start=seen.update)
+except Exception as err:
+    print(json.dumps({"error": str(err)}))
+else:
+    print(json.dumps({"gpus": seen["gpus"], "devices": seen["devices"]}))
+"""
+
+
+def fake_gpu_run(synth_root, out, gpus, workers, per):
+    proc = subprocess.run([sys.executable, "-c", FAKE_GPU_RUN, str(synth_root), str(out), str(gpus), str(workers),
+                           str(per)], capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_fractional_gpus_place_four_workers_per_gpu(synth_root, tmp_path):
+    # Ray's fake GPU resources: this machine has no GPU, Ray is told it has one
+    result = fake_gpu_run(synth_root, tmp_path / "quarter", 1, 4, 0.25)
+    assert result["gpus"] == ["0", "0", "0", "0"]  # Ray gave every worker a quarter of GPU 0
+    assert result["devices"] == ["cpu"] * 4  # torch sees no CUDA here: each worker says so and trains on the CPU
+    clients = table(tmp_path / "quarter", "clients")
+    assert set(clients["gpu"]) == {"0"} and set(clients["device"]) == {"cpu"}
+    fallbacks = [e for e in events(tmp_path / "quarter") if e["kind"] == "device_fallback"]
+    assert sorted(e["worker"] for e in fallbacks) == [0, 1, 2, 3]
+    assert "was given GPU 0 by Ray but torch sees no CUDA device" in fallbacks[0]["message"]
+    # a fifth quarter does not fit on one GPU: a clear error, not a wait forever
+    refused = fake_gpu_run(synth_root, tmp_path / "five", 1, 5, 0.25)
+    assert refused["error"].startswith("platform.workers = 5 x platform.gpus_per_worker = 0.25 needs 1.25 GPUs but "
+                                       "this Ray has 1; allowed here: platform.workers <= 4")

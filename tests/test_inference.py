@@ -1,0 +1,299 @@
+"""`fedvsr upscale` and `fedvsr evaluate` (fedvsr/inference.py) on real video files written here."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch import nn
+
+from fedvsr import cli
+from fedvsr.config import ConfigError, load_config
+from fedvsr.data.datasets import load_pair
+from fedvsr.data.synthetic import VideoEntry
+from fedvsr.data.video import VideoError, read_video, write_video
+from fedvsr.fl.strategy import float_state
+from fedvsr.inference import (
+    FrameReader,
+    LoadedModel,
+    frame_windows,
+    load_model,
+    restore_frames,
+    tile_spans,
+    tiled_forward,
+    upscale,
+)
+from fedvsr.metrics import bicubic_upsample, quantize, score
+from fedvsr.models import VSRModel, build_model
+from fedvsr.platform.checkpoint import save_arrays
+
+T, H, W = 12, 37, 45  # odd LR sizes: tiles shift back at the border, the H.264 output is still even (x4)
+
+
+def _frames(seed: int, t: int, h: int, w: int) -> np.ndarray:
+    """Smooth random frames (noise upsampled), different from frame to frame."""
+    rng = np.random.default_rng(seed)
+    small = torch.from_numpy(rng.random((t, 3, (h + 3) // 4, (w + 3) // 4))).float()
+    up = torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return (up.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A run folder (config.yaml + model.safetensors of an EFVSR tiny with a non-zero last layer, so it is not
+    plain bicubic) and a 20-frame 45x37 input clip at 25 fps, lossless (FFV1)."""
+    root = tmp_path_factory.mktemp("inference")
+    run = root / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(load_config(None, ["model.preset=tiny"]).to_yaml())
+    torch.manual_seed(0)
+    model = build_model("efvsr", "tiny")
+    nn.init.normal_(model.tail.weight, std=0.05)
+    save_arrays(run / "model.safetensors", {k: v.numpy() for k, v in float_state(model).items()})
+    clip = _frames(1, T, H, W)
+    write_video(root / "in.mkv", clip, fps=25, codec="ffv1", pix_fmt="bgr0")
+    return {"root": root, "run": run, "input": root / "in.mkv", "clip": clip, "model": model.eval()}
+
+
+def _untiled(model: VSRModel, clip: np.ndarray) -> torch.Tensor:
+    """The reference: the model on each replicate-padded window, whole frames, float ``(T, 3, 4H, 4W)``."""
+    x = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
+    half = model.num_frames // 2
+    with torch.no_grad():
+        return torch.cat([model(x[[min(max(i + d, 0), len(x) - 1) for d in range(-half, half + 1)]][None])
+                          for i in range(len(x))])
+
+
+def _decode(path) -> tuple[np.ndarray, Fraction, str]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        rate, codec = s.average_rate, s.codec_context.name
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(s)])
+    return frames, rate, codec
+
+
+# ----------------------------------------------------------------------------- windows and tiles
+
+
+def test_tile_spans_worked_example():
+    # 100 px, tiles of 40 overlapping by 10: starts 0, 30 and (shifted back) 60; cuts at the overlaps' middles
+    # (37 px, tiles of 16 by 8: the last tile starts at 21, its overlap with [16, 32) is [21, 32), cut at 26)
+    assert tile_spans(100, 40, 10) == [(0, 40, 0, 35), (30, 70, 35, 65), (60, 100, 65, 100)]
+    assert tile_spans(37, 16, 8) == [(0, 16, 0, 12), (8, 24, 12, 20), (16, 32, 20, 26), (21, 37, 26, 37)]
+    assert tile_spans(30, 40, 10) == [(0, 30, 0, 30)] and tile_spans(30, 0, 0) == [(0, 30, 0, 30)]
+    with pytest.raises(ValueError, match="tile overlap must be in"):
+        tile_spans(100, 16, 16)
+
+
+def test_frame_windows_replicate_the_ends():
+    centre = [(w, k) for w, k in frame_windows(iter(range(4)), 3, True)]
+    assert centre == [([0, 0, 1], [0]), ([0, 1, 2], [0]), ([1, 2, 3], [0]), ([2, 3, 3], [0])]
+    assert [w for w, _ in frame_windows(iter(range(2)), 5, True)] == [[0, 0, 0, 1, 1], [0, 0, 1, 1, 1]]
+    # all-frames model: chunks of 3; the last chunk moves back to end at the last frame, only frame 6 is new
+    chunks = list(frame_windows(iter(range(7)), 3, False))
+    assert chunks == [([0, 1, 2], [0, 1, 2]), ([3, 4, 5], [0, 1, 2]), ([4, 5, 6], [2])]
+    assert list(frame_windows(iter(range(2)), 3, False)) == [([0, 1, 1], [0, 1])]
+
+
+def test_tiled_equals_untiled_within_the_receptive_field(files):
+    model = files["model"]
+    x = torch.rand(1, 3, 3, H, W, generator=torch.Generator().manual_seed(3))
+    # receptive field: the LR pixels one output pixel depends on lie within r of its own LR pixel
+    y0 = model(x)
+    x2 = x.clone()
+    x2[..., 18, 22] += 0.5
+    ys, xs = torch.nonzero((model(x2) - y0).abs().amax(dim=(0, 1)) > 0, as_tuple=True)
+    r = max((18 - ys // 4).abs().max(), (22 - xs // 4).abs().max()).item()
+    assert r == 8  # head 1 + 2 blocks x 2 + body tail 1 + upsampler 1 + 2x / 4x convs and bicubic's 2 taps < 1
+    with torch.no_grad():
+        ref = model(x)
+    tiled = tiled_forward(model, x, tile=24, overlap=16)  # 16 // 2 = 8 = r: exact
+    assert tiled.shape == ref.shape == (1, 3, 4 * H, 4 * W)
+    assert (tiled - ref).abs().max().item() < 1e-5
+    too_small = tiled_forward(model, x, tile=24, overlap=4)  # the kept part reaches 2 px from the tile's edge
+    assert (too_small - ref).abs().max().item() > 1e-3
+    q = tiled_forward(model, x, tile=20, overlap=16, quantize=True)  # each tile quantised as fedvsr.metrics does
+    assert q.dtype == torch.uint8
+    assert torch.equal(q, quantize(tiled_forward(model, x, tile=20, overlap=16)).to(torch.uint8))
+
+
+class _PerFrame(VSRModel):
+    """An all-frames model (center_output False): a 3x3 conv + pixel shuffle applied to every frame."""
+
+    num_frames, center_output, scale = 4, False, 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 12, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, lr):
+        b, t, c, h, w = lr.shape
+        return torch.sigmoid(self.shuffle(self.conv(lr.reshape(b * t, c, h, w)))).reshape(b, t, c, 2 * h, 2 * w)
+
+
+def test_all_frames_model_restores_every_frame_once_in_order(files):
+    torch.manual_seed(0)
+    model = _PerFrame().eval()
+    loaded = LoadedModel(model, "per-frame", "-", {}, files["input"], None, torch.device("cpu"))
+    clip = files["clip"][:7]  # windows of 4: frames 0-3, then 3-6 of which 4-6 are new
+    out = list(restore_frames(loaded, iter(clip), tile=16, overlap=4, bicubic=True))
+    assert len(out) == 7
+    x = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        first, last = model(x[None, :4])[0], model(x[None, 3:])[0]
+    expect = quantize(torch.cat([first, last[1:]])).to(torch.uint8)
+    got = torch.from_numpy(np.stack([hr for hr, _ in out])).permute(0, 3, 1, 2)
+    assert torch.equal(got, expect)
+    bic = quantize(bicubic_upsample(x[6], 2)).to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(out[6][1], bic)
+
+
+# ----------------------------------------------------------------------------- fedvsr upscale
+
+
+def test_upscale_cli_keeps_frames_rate_and_scales_by_four(files, tmp_path):
+    out = tmp_path / "out.mp4"
+    proc = subprocess.run([sys.executable, "-m", "fedvsr.cli", "upscale", str(files["input"]), str(out),
+                           "--checkpoint", str(files["run"]), "--tile", "32", "--tile-overlap", "16", "--crf", "0",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{T} frames {W}x{H} -> {4 * W}x{4 * H} at 25 fps, efvsr/tiny on cpu" in proc.stdout
+    assert "upscale in.mkv" in proc.stderr and f"{T}/{T} 100%" in proc.stderr  # plain progress lines (no tty)
+    frames, rate, codec = _decode(out)
+    assert codec == "h264" and rate == 25
+    assert frames.shape == (T, 4 * H, 4 * W, 3)
+    # each decoded frame is the model's frame of the same index (H.264 at crf 0 in yuv420p: close, not exact)
+    ref = (_untiled(files["model"], files["clip"]).clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy()
+    mse = ((frames[:, None].astype(np.float64) - ref[None]) ** 2).mean(axis=(2, 3, 4))
+    assert list(mse.argmin(axis=1)) == list(range(T))
+    assert 10 * np.log10(255**2 / mse.diagonal().max()) > 25 and mse.min(axis=0).min() < mse.diagonal().max() * 1.01
+    assert not list(tmp_path.glob(".*tmp*"))  # the temporary file was renamed
+
+
+def test_upscale_side_by_side_and_frame_folder_fps(files, tmp_path):
+    folder = tmp_path / "frames"
+    from fedvsr.data.video import write_frame_folder
+
+    write_frame_folder(folder, files["clip"][:3])
+    out = tmp_path / "sbs.mkv"
+    assert cli.main(["upscale", str(folder), str(out), "--checkpoint", str(files["run"]), "--side-by-side",
+                     "--fps", "29.97", "--crf", "0", "--quiet", "--tile", "0"]) == 0
+    frames, rate, _ = _decode(out)
+    assert frames.shape == (3, 4 * H, 2 * 4 * W, 3)
+    assert rate == Fraction(30000, 1001)
+    x = torch.from_numpy(files["clip"][:3]).permute(0, 3, 1, 2).float() / 255
+    bic = (bicubic_upsample(x, 4) * 255).round().permute(0, 2, 3, 1).numpy()
+    ref = (_untiled(files["model"], files["clip"][:3]).clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy()
+    left, right = frames[:, :, : 4 * W].astype(np.float64), frames[:, :, 4 * W:].astype(np.float64)
+    assert ((left - bic) ** 2).mean() < ((left - ref) ** 2).mean()  # bicubic on the left, the model on the right
+    assert ((right - ref) ** 2).mean() < ((right - bic) ** 2).mean()
+
+
+# ----------------------------------------------------------------------------- fedvsr evaluate
+
+
+def test_evaluate_table_and_parquet_match_metrics(files, tmp_path, capsys):
+    data = tmp_path / "videos"
+    write_video(data / "a.mkv", _frames(5, 6, 64, 72), fps=24, codec="ffv1", pix_fmt="bgr0")
+    write_video(data / "b.mkv", _frames(6, 4, 48, 64), fps=24, codec="ffv1", pix_fmt="bgr0")
+    out = tmp_path / "eval.parquet"
+    assert cli.main(["evaluate", "--checkpoint", str(files["run"]), "--data", str(data), "--out", str(out),
+                     "--quiet", "--tile", "32", "--tile-overlap", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "PSNR-Y" in printed and "bic PSNR-Y" in printed and "average" in printed
+    table = pq.read_table(out).to_pylist()
+    assert [r["clip"] for r in table] == ["a", "b", "average"]
+    assert {"psnr", "ssim", "psnr_rgb", "ssim_rgb", "bicubic_psnr", "bicubic_ssim", "bicubic_psnr_rgb",
+            "bicubic_ssim_rgb", "psnr_gain", "frames", "model", "preset", "degradation"} <= set(table[0])
+    model = files["model"]
+    for row, name in zip(table, ("a", "b"), strict=False):
+        pair = load_pair(VideoEntry(str(data / f"{name}.mkv"), "all", name), "bicubic", 4)
+        hr = torch.from_numpy(pair.hr).permute(0, 3, 1, 2).float() / 255
+        lr = torch.from_numpy(pair.lr).permute(0, 3, 1, 2).float() / 255
+        expect = score([(_untiled(model, pair.lr).clamp(0, 1), hr)], 4, "y+rgb")
+        bic = score([(bicubic_upsample(lr, 4), hr)], 4, "y+rgb")
+        assert row["frames"] == len(hr) and (row["width"], row["height"]) == (hr.shape[-1], hr.shape[-2])
+        for k in ("psnr", "ssim", "psnr_rgb", "ssim_rgb"):
+            assert row[k] == pytest.approx(expect[k], abs=1e-6)
+            assert row[f"bicubic_{k}"] == pytest.approx(bic[k], abs=1e-6)
+    assert table[2]["psnr"] == pytest.approx((table[0]["psnr"] + table[1]["psnr"]) / 2)
+    assert f"{table[2]['psnr']:7.2f}" in printed.splitlines()[-2]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_missing_checkpoint_and_bare_weights(files, tmp_path, capsys):
+    code = cli.main(["upscale", str(files["input"]), str(tmp_path / "o.mp4"), "--checkpoint", str(tmp_path / "nope")])
+    assert code == 2
+    assert f"checkpoint {str(tmp_path / 'nope')!r} does not exist" in capsys.readouterr().err
+    bare = tmp_path / "weights.safetensors"
+    shutil.copy(files["run"] / "model.safetensors", bare)
+    with pytest.raises(ConfigError, match=r"bare weights file .* --model NAME --preset PRESET"):
+        load_model(bare)
+    # small has 4 residual blocks of 32 channels, tiny 2 of 16: blocks 2 and 3 (4 tensors each) are missing
+    with pytest.raises(ConfigError, match=r"do not fit model efvsr/small: 8 missing \(e\.g\. body\.2\.conv1\.bias\)"):
+        load_model(bare, "efvsr", "small")
+    assert load_model(bare, "efvsr", "tiny").model.num_frames == 3
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_zero_dim_entries_load_as_the_platform_saves_them(tmp_path):
+    # save_arrays stores a 0-d tensor (BasicVSR's step counter) with shape (1,); loading must accept it
+    from fedvsr.inference import _load_weights
+    from fedvsr.platform.checkpoint import load_arrays
+
+    model = _PerFrame()
+    model.register_buffer("iteration", torch.tensor(0.0))
+    state = {k: v.numpy() + 1 for k, v in float_state(model).items()}
+    save_arrays(tmp_path / "w.safetensors", state)
+    arrays = load_arrays(tmp_path / "w.safetensors")
+    assert arrays["iteration"].shape == (1,)
+    _load_weights(model, arrays, tmp_path / "w.safetensors", "per-frame")
+    assert model.iteration.shape == () and model.iteration.item() == 1.0
+    assert torch.equal(model.conv.bias, torch.from_numpy(state["conv.bias"]))
+
+
+def test_corrupt_truncated_and_unsupported_inputs_name_the_file(files, tmp_path, capsys):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).bytes(5000))
+    out = tmp_path / "o.mp4"
+    assert cli.main(["upscale", str(garbage), str(out), "--checkpoint", str(files["run"]), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"fedvsr: video error: {garbage}: not a video PyAV can read" in err
+    # an mp4 cut in half: its index (moov, written at the end) is gone
+    whole = tmp_path / "whole.mp4"
+    write_video(whole, files["clip"][:, :36, :44], fps=25)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(VideoError, match=rf"^{cut}: not a video PyAV can read: corrupt, truncated"):
+        with FrameReader(cut):
+            pass
+    # not a video at all
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n" * 50)
+    assert cli.main(["upscale", str(text), str(out), "--checkpoint", str(files["run"]), "--quiet"]) == 1
+    assert str(text) in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".o.*"))
+    assert read_video(whole).shape[0] == T  # the intact file reads
+
+
+def test_truncated_stream_is_an_error_not_a_short_output(files, tmp_path):
+    whole = tmp_path / "whole.mkv"
+    write_video(whole, files["clip"], fps=25, codec="ffv1", pix_fmt="bgr0")
+    cut = tmp_path / "cut.mkv"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    loaded = load_model(files["run"], device="cpu")
+    out = tmp_path / "o.mp4"
+    with pytest.raises(VideoError, match=rf"^{cut}: "):
+        upscale(loaded, cut, out, progress=False)
+    assert not out.exists()
