@@ -124,7 +124,11 @@ class Coordinator:
             self.params = to_numpy(init)
             self.server_state = to_numpy(self.strategy.init_server_state(init))
             self.bicubic = ray.get(self.workers[0].evaluate_bicubic.remote())
-        self.eval_size = ray.get(self.workers[0].eval_size.remote())
+        eval_info = ray.get(self.workers[0].eval_info.remote())
+        self.eval_size = eval_info["clips"]
+        if not resume:  # an unreadable evaluation video: recorded and left out, the others evaluate the run
+            for path, reason in eval_info["skipped"]:
+                self._event("video_skipped", reason, path=path)
         if self.start_round == 1:
             self.initial = self._evaluate(self.params)
         self.results = ResultsStore(self.out, keep_until_round=self.start_round - 1)

@@ -60,6 +60,7 @@ class ClientWorker:
         self._cache: OrderedDict[int, VideoPair] = OrderedDict()
         self._cache_size = video_cache
         self._eval: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.eval_skipped: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------ data
     def _pair(self, i: int) -> VideoPair:
@@ -73,8 +74,18 @@ class ClientWorker:
         return pair
 
     def _eval_clips(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The evaluation clips; an evaluation video that cannot be read is left out (``eval_skipped``), and
+        only when none can be read is that an error, naming them."""
         if self._eval is None:
-            pairs = [self._pair(i) for i in self.eval_videos]
+            pairs, self.eval_skipped = [], []
+            for i in self.eval_videos:
+                try:
+                    pairs.append(self._pair(i))
+                except (OSError, ValueError) as err:
+                    self.eval_skipped.append((self.videos[i].path, f"evaluation video left out: {err}"))
+            if not pairs:
+                raise ValueError(f"none of the {len(self.eval_videos)} evaluation videos can be read: "
+                                 + "; ".join(reason for _, reason in self.eval_skipped[:3]))
             self._eval = eval_clips(pairs, self.clip_frames, self.cfg.eval.clips)
         return self._eval
 
@@ -177,8 +188,9 @@ class ClientWorker:
             os.kill(os.getpid(), signal.SIGKILL)
 
     # ------------------------------------------------------------------ evaluation
-    def eval_size(self) -> int:
-        return len(self._eval_clips())
+    def eval_info(self) -> dict[str, Any]:
+        """How many evaluation clips there are, and the evaluation videos left out as unreadable."""
+        return {"clips": len(self._eval_clips()), "skipped": list(self.eval_skipped)}
 
     def evaluate_clips(self, global_params: dict[str, np.ndarray], indices: list[int]) -> list[dict[str, float]]:
         """Per-clip PSNR / SSIM of the global model on held-out clips ``indices`` (the pool splits the clips)."""

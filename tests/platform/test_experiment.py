@@ -191,3 +191,30 @@ def test_recipe_knobs_reach_the_run(ray_local, synth_root, tmp_path):
     ref = score([(bicubic_upsample(lr[1:2], 4), hr[1:2]) for lr, hr in clips], 4, "y+rgb")
     assert summary["bicubic_psnr"] == pytest.approx(ref["psnr"], abs=1e-9)
     assert summary["bicubic_psnr_rgb"] == pytest.approx(ref["psnr_rgb"], abs=1e-9)
+
+
+def test_a_corrupt_evaluation_video_is_left_out_and_recorded(ray_local, synth_root, tmp_path):
+    folder = tmp_path / "videos"
+    entries = build_synthetic_dataset(tmp_path / "src", 10, 5, 64, 64, seed=0)
+    for e in entries:
+        (folder / e.label).mkdir(parents=True, exist_ok=True)
+        (folder / e.label / Path(e.path).name).write_bytes(Path(e.path).read_bytes())
+    scanned = scan_folder(folder)
+    _, held = split_holdout(scanned, 2, 0)
+    victim, kept = scanned[held[0]], scanned[held[1]]
+    with open(victim.path, "wb") as f:
+        f.write(b"\x00not a video" * 50)
+    out, summary = run(tmp_path, "corrupt-eval", synth_root, "data.source=folder", f"data.root={folder}",
+                       "fl.rounds=1")
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e["path"]) for e in events] == [("video_skipped", victim.path)]
+    assert events[0]["message"].startswith("evaluation video left out: ") and victim.path in events[0]["message"]
+    # the run is evaluated on the other held-out video alone: bicubic equals that video's own clips' score
+    cfg = load_config(None, tiny_experiment(synth_root, "data.source=folder", f"data.root={folder}"))
+    from fedvsr.models import build_model
+    from fedvsr.platform.worker import evaluate_bicubic
+
+    model = build_model(cfg.model.name, cfg.model.preset)
+    clips = eval_clips([load_pair(kept, "bicubic", 4)], model.num_frames, cfg.eval.clips)
+    assert summary["bicubic_psnr"] == evaluate_bicubic(model, clips, cfg)["psnr"]
+    assert np.isfinite(summary["final_psnr"]) and summary["rounds"] == 1
