@@ -89,8 +89,10 @@ class Coordinator:
             num_cpus=p.cpus_per_worker, num_gpus=p.gpus_per_worker, max_restarts=max(2, p.max_retries),
             max_task_retries=0, **placement,
         )
-        self.workers = [remote.remote(cfg_dict, i, videos, self.client_videos, held_out, fault=fault)
-                        for i in range(p.workers)]
+        # the workers' data lists go to the object store once; holding the references here keeps them there for
+        # as long as a worker may need restarting (Ray re-reads an actor's constructor arguments on restart)
+        self._worker_args = ray.put(videos), ray.put(self.client_videos), ray.put(held_out)
+        self.workers = [remote.remote(cfg_dict, i, *self._worker_args, fault=fault) for i in range(p.workers)]
         self.alive = list(range(p.workers))
         # largest client data first, so the longest clients start first and nobody waits for one at the end
         self.client_size = [len(v) for v in self.client_videos]
