@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,9 +90,10 @@ class Coordinator:
             num_cpus=p.cpus_per_worker, num_gpus=p.gpus_per_worker, max_restarts=max(2, p.max_retries),
             max_task_retries=0, **placement,
         )
-        # the workers' data lists go to the object store once; holding the references here keeps them there for
-        # as long as a worker may need restarting (Ray re-reads an actor's constructor arguments on restart)
-        self._worker_args = ray.put(videos), ray.put(self.client_videos), ray.put(held_out)
+        # large data lists (thousands of clients) go to the object store once, and holding the references here
+        # keeps them there for as long as a worker may need restarting (Ray re-reads an actor's constructor
+        # arguments on restart: ray#53727); small ones travel inline, as Ray would send them anyway
+        self._worker_args = tuple(_inline_or_put(a) for a in (videos, self.client_videos, held_out))
         self.workers = [remote.remote(cfg_dict, i, *self._worker_args, fault=fault) for i in range(p.workers)]
         self.alive = list(range(p.workers))
         # largest client data first, so the longest clients start first and nobody waits for one at the end
@@ -397,3 +399,11 @@ class Coordinator:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+#: arguments up to this many pickled bytes are sent inline (Ray's own inline limit is 100 KiB)
+INLINE_BYTES = 64 * 1024
+
+
+def _inline_or_put(value: Any) -> Any:
+    return value if len(pickle.dumps(value)) <= INLINE_BYTES else ray.put(value)
