@@ -39,3 +39,12 @@ def tiny_experiment(root, *extra: str) -> list[str]:
         "data.patch=16", "data.samples_per_video=4", "eval.holdout=2", "eval.clips=2", "platform.workers=2",
         *extra,
     ]
+
+
+def run_tiny(tmp_path, name, root, *extra, **kwargs):
+    """Run :func:`tiny_experiment` (plus ``extra`` overrides) into ``tmp_path / name``; returns (out, summary)."""
+    from fedvsr.config import load_config
+    from fedvsr.platform.run import run_experiment
+
+    out = tmp_path / name
+    return out, run_experiment(load_config(None, tiny_experiment(root, *extra)), out, **kwargs)

@@ -89,6 +89,19 @@ class RecurrentVSR(FlowFreeze, VSRModel):
     center_output = False
     rotation_safe = True
 
+    def _init_recurrent(self, channels: int, blocks: int, num_frames: int, scale: int, in_channels: int,
+                        spynet_weights: str, spynet_frozen_iters: int, spynet_channels, **sizes: int) -> None:
+        """The constructor checks and parts both families share: sizes, scale, the frozen SpyNet."""
+        _check_sizes(channels=channels, num_frames=num_frames, in_channels=in_channels, **sizes)
+        if blocks < 0:
+            raise ValueError(f"blocks must be >= 0, got {blocks}")
+        if scale not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4, got {scale}")
+        self.num_frames, self.scale, self.in_channels = int(num_frames), int(scale), int(in_channels)
+        self.channels = int(channels)
+        self.init_flow_freeze(spynet_frozen_iters)
+        self.spynet = SpyNet(spynet_weights, spynet_channels)
+
     def check_clip(self, lr: torch.Tensor) -> None:
         if lr.dim() != 5 or lr.shape[1] < 2 or lr.shape[2] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects lr of shape (b, t >= 2, {self.in_channels}, h, w), "
@@ -123,16 +136,9 @@ class BasicVSR(RecurrentVSR):
                  in_channels: int = 3, spynet_weights: str = "", spynet_frozen_iters: int = 5000,
                  spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS) -> None:
         super().__init__()
-        _check_sizes(channels=channels, num_frames=num_frames, in_channels=in_channels)
-        if blocks < 0:
-            raise ValueError(f"blocks must be >= 0, got {blocks}")
-        if scale not in (2, 3, 4):
-            raise ValueError(f"scale must be 2, 3 or 4, got {scale}")
-        self.num_frames, self.scale, self.in_channels = int(num_frames), int(scale), int(in_channels)
-        self.channels = int(channels)
-        self.init_flow_freeze(spynet_frozen_iters)
-        # alignment
-        self.spynet = SpyNet(spynet_weights, spynet_channels)
+        # checks, and the SpyNet alignment
+        self._init_recurrent(channels, blocks, num_frames, scale, in_channels, spynet_weights, spynet_frozen_iters,
+                             spynet_channels)
         # propagation
         self.backward_trunk = ResidualBlocksWithInputConv(channels + in_channels, channels, blocks)
         self.forward_trunk = ResidualBlocksWithInputConv(channels + in_channels, channels, blocks)

@@ -108,18 +108,8 @@ class BasicVSRPlusPlus(RecurrentVSR):
                  spynet_weights: str = "", spynet_frozen_iters: int = 5000,
                  spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS) -> None:
         super().__init__()
-        for name, value in (("channels", channels), ("num_frames", num_frames), ("in_channels", in_channels),
-                            ("deform_groups", deform_groups)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if blocks < 0:
-            raise ValueError(f"blocks must be >= 0, got {blocks}")
-        if scale not in (2, 3, 4):
-            raise ValueError(f"scale must be 2, 3 or 4, got {scale}")
-        self.num_frames, self.scale, self.in_channels = int(num_frames), int(scale), int(in_channels)
-        self.channels = int(channels)
-        self.init_flow_freeze(spynet_frozen_iters)
-        self.spynet = SpyNet(spynet_weights, spynet_channels)
+        self._init_recurrent(channels, blocks, num_frames, scale, in_channels, spynet_weights, spynet_frozen_iters,
+                             spynet_channels, deform_groups=deform_groups)
         self.feat_extract = ResidualBlocksWithInputConv(in_channels, channels, 5)
         self.deform_align = nn.ModuleDict()
         self.backbone = nn.ModuleDict()

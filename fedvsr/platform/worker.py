@@ -156,14 +156,14 @@ class ClientWorker:
                     return LocalResult(ctx.client, ctx.samples, 0, math.nan, time.perf_counter() - start, False,
                                        f"missed the deadline: needs {steps} local steps, its deadline allows "
                                        f"{allowed}", cut=True), 0.0, None
-                max_steps = max(allowed, 0) or -1  # -1: not even one step
+                if allowed < 1:
+                    return LocalResult(ctx.client, ctx.samples, 0, math.nan, time.perf_counter() - start, False,
+                                       "the deadline came before the first local step", cut=True), 0.0, None
+                max_steps = allowed
         elif budget > 0:
             time_budget = budget
         self._load(ctx.global_params)
         torch.manual_seed(seed)
-        if max_steps == -1:
-            return LocalResult(ctx.client, ctx.samples, 0, math.nan, time.perf_counter() - start, False,
-                               "the deadline came before the first local step", cut=True), 0.0, None
         result, log_weight, kept = run_client(
             ctx, self.strategy,
             lambda epoch: epoch_batches(data, cfg.fl.batch_size, seed, epoch, collate, self.device),

@@ -18,16 +18,13 @@ from fedvsr.data.synthetic import build_synthetic_dataset
 from fedvsr.metrics import bicubic_upsample, score
 from fedvsr.platform.checkpoint import load_arrays
 from fedvsr.platform.run import run_experiment
-from tests.conftest import tiny_experiment
+from tests.conftest import run_tiny, tiny_experiment
 
 pytestmark = pytest.mark.slow
 METRICS = ["psnr", "ssim", "train_loss"]
 
 
-def run(tmp_path, name, root, *extra, **kwargs):
-    out = tmp_path / name
-    summary = run_experiment(load_config(None, tiny_experiment(root, *extra)), out, **kwargs)
-    return out, summary
+run = run_tiny
 
 
 def columns(out):
@@ -130,13 +127,17 @@ def test_scaffold_keeps_client_states_in_the_store(ray_local, synth_root, tmp_pa
     assert np.isfinite(summary["final_psnr"])
 
 
-def test_corrupt_video_drops_its_client_and_the_round_completes(ray_local, synth_root, tmp_path):
+def video_folder(tmp_path):
+    """10 small synthetic videos copied into a data.source=folder layout; returns (folder, its scan)."""
     folder = tmp_path / "videos"
-    entries = build_synthetic_dataset(tmp_path / "src", 10, 5, 64, 64, seed=0)
-    for e in entries:
+    for e in build_synthetic_dataset(tmp_path / "src", 10, 5, 64, 64, seed=0):
         (folder / e.label).mkdir(parents=True, exist_ok=True)
         (folder / e.label / Path(e.path).name).write_bytes(Path(e.path).read_bytes())
-    scanned = scan_folder(folder)
+    return folder, scan_folder(folder)
+
+
+def test_corrupt_video_drops_its_client_and_the_round_completes(ray_local, synth_root, tmp_path):
+    folder, scanned = video_folder(tmp_path)
     client_idx, _ = split_holdout(scanned, 2, 0)
     victim = scanned[client_idx[0]]
     with open(victim.path, "wb") as f:
@@ -194,12 +195,7 @@ def test_recipe_knobs_reach_the_run(ray_local, synth_root, tmp_path):
 
 
 def test_a_corrupt_evaluation_video_is_left_out_and_recorded(ray_local, synth_root, tmp_path):
-    folder = tmp_path / "videos"
-    entries = build_synthetic_dataset(tmp_path / "src", 10, 5, 64, 64, seed=0)
-    for e in entries:
-        (folder / e.label).mkdir(parents=True, exist_ok=True)
-        (folder / e.label / Path(e.path).name).write_bytes(Path(e.path).read_bytes())
-    scanned = scan_folder(folder)
+    folder, scanned = video_folder(tmp_path)
     _, held = split_holdout(scanned, 2, 0)
     victim, kept = scanned[held[0]], scanned[held[1]]
     with open(victim.path, "wb") as f:

@@ -16,18 +16,14 @@ import pytest
 from fedvsr.config import ConfigError, load_config
 from fedvsr.data.synthetic import build_synthetic_dataset
 from fedvsr.fl.sampling import client_seed
-from fedvsr.platform.run import run_experiment
 from fedvsr.platform.worker import ClientWorker
-from tests.conftest import tiny_experiment
+from tests.conftest import run_tiny
 
 pytestmark = pytest.mark.slow
 METRICS = ["psnr", "ssim", "train_loss"]
 
 
-def run(tmp_path, name, root, *extra, **kwargs):
-    out = tmp_path / name
-    summary = run_experiment(load_config(None, tiny_experiment(root, *extra)), out, **kwargs)
-    return out, summary
+run = run_tiny
 
 
 def table(out, name):
@@ -167,7 +163,7 @@ import json, sys
 import ray
 from fedvsr.config import load_config
 from fedvsr.platform.run import run_experiment
-from tests.conftest import tiny_experiment
+from tests.conftest import run_tiny, tiny_experiment
 
 root, out, gpus, workers, per = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 ray.init(num_cpus=4, num_gpus=gpus, include_dashboard=False, logging_level="ERROR")
