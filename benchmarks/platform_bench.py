@@ -3,6 +3,7 @@
     python benchmarks/platform_bench.py overhead [--rounds 4] [--reps 2]
     python benchmarks/platform_bench.py scale [--clients 10 100 1000 10000] [--rounds 3]
     python benchmarks/platform_bench.py aggregation [--params 10000000] [--clients 10] [--reps 5]
+    python benchmarks/platform_bench.py depth [--rounds 10] [--reps 2]
 
 * overhead: a Ray simulation round against the same client work in one plain PyTorch process (the same
   ClientWorker class called in-process, the same clients, the same merge and server update), efvsr/small on
@@ -14,6 +15,8 @@
 * aggregation: seconds to merge K client updates of a P-parameter model with merge_updates, against the time
   to read the updates' bytes once (a sum over every update tensor, the memory-bandwidth floor), one thread;
   target at most 2x. The old path (PartialAggregate.add per client) for reference.
+* depth: platform.queue_depth 1 against 2 (a worker's next client queued behind its running one), one local
+  step a client (vs_flower.py's xdevice workload), 1 worker, A B A B.
 
 Results: benchmarks/results/platform/<name>.json.
 """
@@ -162,6 +165,40 @@ def overhead(args) -> dict:
             "rounds": args.rounds, "reps": reps, "median_ratio": statistics.median(r["ratio"] for r in reps)}
 
 
+# --------------------------------------------------------------------------- queue depth
+#: vs_flower.py's xdevice workload (one local step a client) on 1 worker: where the time between clients shows
+XDEVICE = ["model.name=efvsr", "model.preset=tiny", "data.videos=302", "data.frames=6", "data.height=64",
+           "data.width=64", "data.patch=8", "data.samples_per_video=4", "fl.clients=300", "fl.clients_per_round=10",
+           "fl.batch_size=4", "fl.local_epochs=1", "fl.optimizer=adam", "platform.workers=1", "eval.holdout=2",
+           "eval.clips=1"]
+
+
+def depth(args) -> dict:
+    """platform.queue_depth 1 against 2, A B A B: the median training seconds of rounds 2.. and the clients' own."""
+    import pyarrow.parquet as pq
+
+    from fedvsr.config import load_config
+    from fedvsr.platform.run import run_experiment
+
+    runs = []
+    for rep in range(args.reps):
+        for d in (1, 2):
+            cfg = load_config(None, [*XDEVICE, f"fl.rounds={args.rounds}", f"platform.queue_depth={d}", *args.set])
+            with tempfile.TemporaryDirectory() as tmp:
+                run_experiment(cfg, Path(tmp) / "run")
+                rounds = pq.read_table(Path(tmp) / "run" / "rounds.parquet").to_pydict()
+                clients = pq.read_table(Path(tmp) / "run" / "clients.parquet").to_pydict()
+            own = [sum(s for r, s in zip(clients["round"], clients["seconds"], strict=True) if r == t)
+                   for t in rounds["round"][1:]]
+            runs.append({"rep": rep, "queue_depth": d, "clients_own_s_per_round": statistics.median(own),
+                         "train_s_per_round": statistics.median(rounds["train_seconds"][1:]), "load": load()})
+            print(runs[-1], flush=True)
+    pairs = [b["train_s_per_round"] / a["train_s_per_round"] for a, b in zip(runs[::2], runs[1::2], strict=True)]
+    print(f"depth 2 / depth 1 per pair: {[round(p, 3) for p in pairs]}")
+    return {"config": XDEVICE, "rounds": args.rounds, "runs": runs, "ratio_depth2_to_depth1": pairs,
+            "median_ratio": statistics.median(pairs)}
+
+
 # --------------------------------------------------------------------------- 4. scale
 def scale(args) -> dict:
     import pyarrow.parquet as pq
@@ -204,6 +241,7 @@ def scale(args) -> dict:
 def aggregation(args) -> dict:
     import torch
 
+    from fedvsr.fl import aggregate
     from fedvsr.fl.aggregate import ClientUpdate, PartialAggregate, merge_updates
 
     torch.set_num_threads(1)
@@ -221,8 +259,22 @@ def aggregation(args) -> dict:
             for v in u.entries[0][1].values():
                 v.sum()
 
-    def fused() -> None:
+    last: list[PartialAggregate | None] = [None]
+
+    def fused() -> None:  # as the coordinator from round 2: into the previous round's float64 buffers
+        last[0] = PartialAggregate.reusing(last[0])
+        merge_updates(last[0], updates)
+
+    def fresh() -> None:  # into newly allocated buffers (the coordinator's first round)
         merge_updates(PartialAggregate(), updates)
+
+    def torch_ops() -> None:  # the same merge through torch operations (the GPU / non-float32 path)
+        real = aggregate._compiled_merge
+        aggregate._compiled_merge = lambda *a: False
+        try:
+            merge_updates(PartialAggregate(), updates)
+        finally:
+            aggregate._compiled_merge = real
 
     def sequential() -> None:
         agg = PartialAggregate()
@@ -230,9 +282,14 @@ def aggregation(args) -> dict:
             name, tensors, m, e = u.entries[0]
             agg.add(name, tensors, math.ldexp(m, e))
 
-    times = {"floor": [], "merge_updates": [], "add_per_client": []}
-    for _ in range(args.reps):  # interleaved: floor, fused, old, floor, ...
-        for name, fn in (("floor", floor), ("merge_updates", fused), ("add_per_client", sequential)):
+    start = time.perf_counter()
+    fused()  # the first call compiles the kernel (or loads it from Numba's cache): reported apart
+    first_call = time.perf_counter() - start
+    times = {"floor": [], "merge_updates": [], "merge_updates_fresh_buffers": [], "merge_torch_ops": [],
+             "add_per_client": []}
+    for _ in range(args.reps):  # interleaved: floor, fused, fresh, torch ops, old, floor, ...
+        for name, fn in (("floor", floor), ("merge_updates", fused), ("merge_updates_fresh_buffers", fresh),
+                         ("merge_torch_ops", torch_ops), ("add_per_client", sequential)):
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -241,6 +298,8 @@ def aggregation(args) -> dict:
               "seconds_min": best, "seconds_all": times,
               "floor_gb_per_s": nbytes / best["floor"] / 1e9,
               "ratio_merge_to_floor": best["merge_updates"] / best["floor"],
+              "ratio_fresh_buffers_to_floor": best["merge_updates_fresh_buffers"] / best["floor"],
+              "ratio_torch_ops_to_floor": best["merge_torch_ops"] / best["floor"], "first_call_s": first_call,
               "ratio_old_to_floor": best["add_per_client"] / best["floor"], "load": load()}
     print(json.dumps({k: v for k, v in result.items() if k != "seconds_all"}, indent=2))
     return result
@@ -257,12 +316,16 @@ def main() -> None:
     s.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000, 10000])
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--set", action="append", default=[])
+    q = sub.add_parser("depth")
+    q.add_argument("--rounds", type=int, default=10)
+    q.add_argument("--reps", type=int, default=2)
+    q.add_argument("--set", action="append", default=[])
     a = sub.add_parser("aggregation")
     a.add_argument("--params", type=int, default=10_000_000)
     a.add_argument("--clients", type=int, default=10)
     a.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    result = {"overhead": overhead, "scale": scale, "aggregation": aggregation}[args.what](args)
+    result = {"overhead": overhead, "depth": depth, "scale": scale, "aggregation": aggregation}[args.what](args)
     result["when"] = time.strftime("%Y-%m-%d %H:%M:%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.what}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -4,7 +4,24 @@ Run by hand (Flower lives in a venv of its own, never a fedvsr dependency: flwr 
 ray 2.55.1; see the README's benchmark section for how /work/bench-flwr is made)::
 
     /work/bench-flwr/bin/python benchmarks/vs_flower.py --workload small --reps 2
+    /work/bench-flwr/bin/python benchmarks/vs_flower.py --workload xdevice --reps 2
     /work/bench-flwr/bin/python benchmarks/vs_flower.py --workload vsr --reps 2
+
+(``--rounds N`` overrides the workload's rounds, ``--results DIR`` writes somewhere other than
+benchmarks/results/vs_flower, e.g. for a smoke run.)
+
+Three workloads (``WORKLOADS``):
+
+- ``small``: many small clients (efvsr/tiny, 300 clients, 10 a round, one video of 6 frames at 64 x 64 each),
+  each training one local epoch of 16 clips in batches of 8 (2 local steps, about 0.08 s a client): the clients'
+  own compute is about half of a round on either side.
+- ``xdevice``: the cross-device regime of pfl-research's benchmarks, where a client's local compute is negligible
+  next to what the runtime spends on it (dispatch, shipping weights, rebuilding the model, aggregation): the same
+  model, clients, sampling, workers and videos as ``small``, but each client trains ONE local step (4 clips a
+  video and a batch of 4: ``ceil(a client's clips / fl.batch_size) * fl.local_epochs = ceil(4 / 4) * 1``;
+  fedvsr has no local-steps key, and both sides compute the steps this way) on LR patches of 8 pixels instead of
+  16, so the round time is mostly the runtime's own per-client cost.
+- ``vsr``: VSR-size clients (efvsr/small, 8 clients, 4 a round, fedvsr's default data).
 
 Two sides, run as separate process trees, alternated A B A B (fedvsr first):
 
@@ -26,9 +43,9 @@ round 1 (actor start, first import) is reported apart and left out of the median
 side's whole process tree (driver, raylet, GCS, workers, ...) sampled every 0.2 s, summed (shared pages counted
 in each process, as ``ps`` does), the maximum over the run; same sampler for both sides.
 
-Writes ``benchmarks/results/vs_flower/<workload>.json`` and ``.md`` (and ``result.json`` / ``result.md``
-holding every workload measured so far) (with the load average of the shared
-machine at the start and end of each run) and prints the table. Ratios are Flower / fedvsr per repetition pair
+Writes ``benchmarks/results/vs_flower/<workload>.json`` and ``.md`` (or under ``--results DIR``), and
+``result.json`` / ``result.md`` holding every workload measured so far (with the load average of the shared
+machine at the start and end of each run), and prints the table. Ratios are Flower / fedvsr per repetition pair
 (> 1: fedvsr is faster / smaller).
 """
 
@@ -50,17 +67,29 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "vs_flower"
+RESULTS = ROOT / "benchmarks" / "results" / "vs_flower"  # --results overrides it
 FEDVSR_PY = os.environ.get("FEDVSR_PYTHON", "/work/venv/bin/python")
 FLOWER_PY = os.environ.get("FLOWER_PYTHON", "/work/bench-flwr/bin/python")
 
-#: the two workloads of issue 11: many small clients (cross-device) and VSR-size clients
+#: the workloads of issue 11: many small clients (cross-device: ``small``, and ``xdevice`` with one local step of
+#: a small batch per client, so the runtime's per-client cost dominates) and VSR-size clients (``vsr``)
 WORKLOADS: dict[str, dict[str, Any]] = {
     "small": {
         "seed": 0,
         "model": {"name": "efvsr", "preset": "tiny"},
         "data": {"videos": 302, "frames": 6, "height": 64, "width": 64, "patch": 16, "samples_per_video": 16},
         "fl": {"strategy": "fedavg", "clients": 300, "clients_per_round": 10, "rounds": 8, "batch_size": 8,
+               "local_epochs": 1, "optimizer": "adam"},
+        "platform": {"workers": 2, "cpus_per_worker": 1.0},
+        "eval": {"holdout": 2, "clips": 1},
+    },
+    # as "small" (same model, clients, sampling, workers, videos and evaluation), but one local step of a batch
+    # of 4 clips on 8-pixel LR patches per client: 300 clients x 1 video x 4 clips, batch 4, 1 epoch -> 1 step
+    "xdevice": {
+        "seed": 0,
+        "model": {"name": "efvsr", "preset": "tiny"},
+        "data": {"videos": 302, "frames": 6, "height": 64, "width": 64, "patch": 8, "samples_per_video": 4},
+        "fl": {"strategy": "fedavg", "clients": 300, "clients_per_round": 10, "rounds": 8, "batch_size": 4,
                "local_epochs": 1, "optimizer": "adam"},
         "platform": {"workers": 2, "cpus_per_worker": 1.0},
         "eval": {"holdout": 2, "clips": 1},
@@ -142,11 +171,13 @@ def fedvsr_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
     total = time.perf_counter() - start
     rows = pq.read_table(out / "run" / "rounds.parquet").to_pylist()
     client_seconds: dict[int, float] = {}  # the clients' own local-training seconds, summed per round
-    for c in pq.read_table(out / "run" / "clients.parquet", columns=["round", "seconds"]).to_pylist():
+    client_steps: dict[int, int] = {}  # their local steps, summed per round
+    for c in pq.read_table(out / "run" / "clients.parquet", columns=["round", "seconds", "steps"]).to_pylist():
         client_seconds[c["round"]] = client_seconds.get(c["round"], 0.0) + c["seconds"]
+        client_steps[c["round"]] = client_steps.get(c["round"], 0) + c["steps"]
     return {"rounds": [{"round": r["round"], "train_seconds": r["train_seconds"], "seconds": r["seconds"],
                         "eval_seconds": r["eval_seconds"], "train_loss": r["train_loss"],
-                        "client_seconds": client_seconds[r["round"]],
+                        "client_seconds": client_seconds[r["round"]], "client_steps": client_steps[r["round"]],
                         "wall_seconds": marks[i] - marks[i - 1] if i else math.nan} for i, r in enumerate(rows)],
             "driver_seconds": total}
 
@@ -196,7 +227,8 @@ def _flower_train(content, cfg_dict: dict[str, Any]):
                          clip_grad_norm=cfg.fl.clip_grad_norm)
     return RecordDict({"arrays": ArrayRecord(float_state(model)),
                        "metrics": MetricRecord({"num-examples": ctx.samples, "train_loss": result.loss,
-                                                "client": c, "seconds": result.seconds})})
+                                                "client": c, "seconds": result.seconds,
+                                                "steps": result.steps})})
 
 
 def flower_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -219,6 +251,7 @@ def flower_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
     marks: dict[int, dict[str, float]] = {}
     losses: dict[int, float] = {}
     client_seconds: dict[int, float] = {}
+    client_steps: dict[int, int] = {}
 
     class SameClientsFedAvg(FedAvg):
         """Flower's FedAvg, training fedvsr's clients of each round (client c = the c-th supernode)."""
@@ -237,6 +270,7 @@ def flower_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
             marks[server_round]["trained"] = time.perf_counter()
             losses[server_round] = float(sum(r.content["metrics"]["train_loss"] for r in replies) / len(replies))
             client_seconds[server_round] = float(sum(r.content["metrics"]["seconds"] for r in replies))
+            client_steps[server_round] = int(sum(r.content["metrics"]["steps"] for r in replies))
             if len(replies) != cfg.fl.clients_per_round or out[0] is None:
                 raise RuntimeError(f"round {server_round}: {len(replies)} replies, aggregate {out[0] is not None}")
             return out
@@ -284,8 +318,10 @@ def flower_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
         m = marks[t]
         rounds.append({"round": t, "train_seconds": m["trained"] - m["start"], "seconds": m["end"] - m["start"],
                        "eval_seconds": m["end"] - m["trained"], "train_loss": losses[t],
-                       "client_seconds": client_seconds[t],
-                       "wall_seconds": m["start"] - marks[t - 1]["start"] if t - 1 in marks else math.nan})
+                       "client_seconds": client_seconds[t], "client_steps": client_steps[t],
+                       # round t's end less round t-1's end, as fedvsr's side (start_t - start_{t-1} would be
+                       # round t-1's time, round 1's actor start included in round 2's)
+                       "wall_seconds": m["end"] - marks[t - 1]["end"] if t - 1 in marks else math.nan})
     if len(rounds) != cfg.fl.rounds:
         raise RuntimeError(f"Flower ran {len(rounds)} of {cfg.fl.rounds} rounds")
     return {"rounds": rounds, "driver_seconds": total}
@@ -370,6 +406,8 @@ def round_medians(rounds: list[dict[str, Any]], workers: int) -> dict[str, float
         "median_overhead_seconds": statistics.median(
             r["train_seconds"] - r.get("client_seconds", math.nan) / workers for r in later),
         "median_client_seconds": median("client_seconds"),
+        # local steps of a round's clients together (absent from results saved before it was recorded)
+        "median_client_steps": median("client_steps"),
         "final_train_loss": rounds[-1]["train_loss"],
     }
 
@@ -417,13 +455,16 @@ def main() -> None:
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="small")
     ap.add_argument("--reps", type=int, default=2, help="repetitions of the pair (A B A B ...)")
     ap.add_argument("--rounds", type=int, default=0, help="override fl.rounds (0: the workload's)")
+    ap.add_argument("--results", default=str(RESULTS),
+                    help="folder of <workload>.json/.md and result.json/.md (default: %(default)s)")
     ap.add_argument("--side", choices=["fedvsr", "flower", "prepare"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--render", action="store_true", help="recompute the ratios and tables from the saved json")
     args = ap.parse_args()
 
+    results = Path(args.results)
     if args.render:
-        save(summarise(json.loads((RESULTS / f"{args.workload}.json").read_text())))
+        save(summarise(json.loads((results / f"{args.workload}.json").read_text())), results)
         return
     if args.side:  # a child: run one side and write its result
         out = Path(args.out)
@@ -451,8 +492,9 @@ def main() -> None:
             r["rep"] = rep
             runs.append(r)
             print(f"rep {rep} {side}: train {r['median_train_seconds']:.3f} s/round, round "
-                  f"{r['median_round_seconds']:.3f} s, peak {r['peak_rss_gb']:.2f} GB, load {r['load_before'][0]:.1f}",
-                  flush=True)
+                  f"{r['median_round_seconds']:.3f} s, clients {r['median_client_seconds']:.3f} s "
+                  f"({r['median_client_steps']:g} steps), overhead {r['median_overhead_seconds']:.3f} s, "
+                  f"peak {r['peak_rss_gb']:.2f} GB, load {r['load_before'][0]:.1f}", flush=True)
     c = cfg_dict
     result = {
         "workload": args.workload,
@@ -466,7 +508,7 @@ def main() -> None:
         "versions": {"fedvsr": versions(FEDVSR_PY), "flower": versions(FLOWER_PY)},
         "runs": runs,
     }
-    save(summarise(result))
+    save(summarise(result), results)
 
 
 def summarise(result: dict[str, Any], other: str = "flower") -> dict[str, Any]:
@@ -484,19 +526,20 @@ def summarise(result: dict[str, Any], other: str = "flower") -> dict[str, Any]:
     return result
 
 
-def save(result: dict[str, Any]) -> None:
-    """Writes ``<workload>.json`` / ``.md`` and updates ``result.json`` / ``result.md`` (every workload)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def save(result: dict[str, Any], results: Path = RESULTS) -> None:
+    """Writes ``<workload>.json`` / ``.md`` and updates ``result.json`` / ``result.md`` (every workload) in
+    ``results``."""
+    results.mkdir(parents=True, exist_ok=True)
     workload = result["workload"]
-    (RESULTS / f"{workload}.json").write_text(json.dumps(result, indent=1))
+    (results / f"{workload}.json").write_text(json.dumps(result, indent=1))
     md = markdown(result)
-    (RESULTS / f"{workload}.md").write_text(md)
+    (results / f"{workload}.md").write_text(md)
     # result.json / result.md: every workload measured so far, keyed by workload
-    combined_path = RESULTS / "result.json"
+    combined_path = results / "result.json"
     combined = json.loads(combined_path.read_text()) if combined_path.exists() else {}
     combined[workload] = result
     combined_path.write_text(json.dumps(combined, indent=1))
-    (RESULTS / "result.md").write_text("\n\n".join(markdown(combined[w]) for w in sorted(combined)))
+    (results / "result.md").write_text("\n\n".join(markdown(combined[w]) for w in sorted(combined)))
     print(md)
 
 

@@ -112,6 +112,10 @@ class DataConfig:
     lr_cache: str = _spec("", "folder of the on-disk cache of degraded LR videos, shared by a node's workers "
                           "(each video is degraded once per node); '' = $FEDVSR_CACHE/lr (~/.cache/fedvsr/lr), "
                           "'none' = no cache")
+    hr_cache_mb: float = _spec(64.0, "decoded HR videos of at most this many MiB (frames x H x W x 3 bytes) are kept "
+                               "as arrays in the same cache folder, so a node decodes each once (a larger one is "
+                               "decoded on every load: REDS' 100 frames of 720p are 264 MiB); 0 = never",
+                               min=0.0)
     scale: int = _spec(4, "super-resolution factor (1: LR = HR, for pretraining an autoencoder GT -> GT, "
                        "FCA2's mode = pretrain)", choices=(1, 2, 3, 4))
     clip_frames: int = _spec(0, "frames per training clip; 0 = the model's number of input frames", min=0)
@@ -197,6 +201,9 @@ class PlatformConfig:
     address: str = _spec("", "Ray cluster address; empty = start a local Ray; 'auto' = the running cluster")
     max_retries: int = _spec(2, "times a client is retried on another (or the restarted) worker when its worker "
                              "dies during the round; after that it is dropped with the reason recorded", min=0)
+    queue_depth: int = _spec(2, "client calls in flight per worker: 2 queues its next client behind the running "
+                             "one, so it does not wait for the coordinator between clients (the round's last "
+                             "clients still go to whichever worker is free); 1 = one at a time", min=1, max=8)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""An on-disk cache of degraded LR videos, shared by the workers of a node.
+"""An on-disk cache of degraded LR videos (and small decoded HR ones), shared by the workers of a node.
 
 A codec degradation re-encodes a whole video (and libx264 / libx265 are not even bit-reproducible
 across processes, see :mod:`fedvsr.data.video`), so the LR clip of a (source video, degradation,
@@ -18,7 +18,13 @@ parameters, scale) is computed once per node and stored as ``<key>.npy`` in one 
 ``data.lr_cache`` chooses the folder: ``''`` = ``$FEDVSR_CACHE/lr`` (``~/.cache/fedvsr/lr``); ``none`` = no
 cache (``off`` too when given from Python: YAML reads a bare ``off`` as false); anything else = that folder.
 On a multi-node cluster a node-local disk is the right place: each node builds its own entries.
-:data:`STATS` counts this process's hits, misses, writes and rebuilt corrupt entries.
+:data:`STATS` counts this process's hits, misses, writes and rebuilt corrupt entries (``hr_hits`` and
+``hr_misses`` for decoded HR entries).
+
+Decoded HR videos are kept in the same folder (``<key>.hr.npy``, :func:`cached_decoded`) when they are small
+enough (``data.hr_cache_mb``, default 64 MiB): PyAV decoding was 13% of a worker's time on many small
+clients, while reading an entry back costs about nothing. Raw frames are large (a 720p frame is 2.6 MiB), so
+bigger videos are decoded each time rather than filling the disk.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ import numpy as np
 #: bumped whenever a degradation's output changes for the same parameters, so old entries are not used
 CACHE_VERSION = 1
 
-#: this process's ``hits``, ``misses``, ``writes`` and ``corrupt`` (entries deleted and rebuilt)
+#: this process's ``hits``, ``misses``, ``writes`` and ``corrupt`` (entries deleted and rebuilt), ``hr_hits`` and
+#: ``hr_misses`` (decoded HR entries read, and written)
 STATS: Counter[str] = Counter()
 
 
@@ -77,6 +84,37 @@ def cache_key(source: str | os.PathLike, degradation: str, scale: int, params: d
         "params": {k: params[k] for k in sorted(params)},
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def decoded_key(source: str | os.PathLike) -> str:
+    """SHA-256 (hex) naming the decoded frames of ``source`` (its fingerprint and :data:`CACHE_VERSION`)."""
+    record = {"version": CACHE_VERSION, "decoded": _fingerprint(source)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def cached_decoded(root: Path | None, source: str | os.PathLike, decode: Callable[[], np.ndarray],
+                   max_bytes: float) -> np.ndarray:
+    """The decoded frames of ``source`` (``decode()``), kept under ``root`` as ``<key>.hr.npy`` when they take at
+    most ``max_bytes`` (``data.hr_cache_mb``): an entry is read like an LR one (shared pages, corrupt entries
+    rebuilt); a larger video is decoded every time, nothing is written."""
+    if root is None or max_bytes <= 0:
+        return decode()
+    try:
+        path = Path(root) / f"{decoded_key(source)}.hr.npy"
+    except OSError:  # a missing or unreadable source: decoding it says so in its own words
+        return decode()
+    arr = _read(path, None)
+    if arr is not None:
+        STATS["hr_hits"] += 1
+        return arr
+    arr = decode()
+    if arr.nbytes <= max_bytes:
+        STATS["hr_misses"] += 1
+        try:
+            _write(path, arr)
+        except OSError:
+            STATS["write_errors"] += 1
+    return arr
 
 
 def _read(path: Path, shape: tuple[int, ...] | None) -> np.ndarray | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedvsr.data.cache import cache_key, cache_root, cached_lr
+from fedvsr.data.cache import cache_key, cache_root, cached_decoded, cached_lr
 from fedvsr.data.degrade import (
     RANDOM_DEGRADATIONS,
     canonical,
@@ -42,7 +42,7 @@ class VideoPair:
 
 
 def load_pair(entry: VideoEntry, degradation: str, scale: int, *, seed: int = 0, lr_cache: str = "",
-              **params: object) -> VideoPair:
+              hr_cache_mb: float = 0.0, **params: object) -> VideoPair:
     """Decode ``entry`` and degrade it.
 
     The HR frames are cropped at the bottom and right so H and W are multiples of ``scale``;
@@ -56,19 +56,22 @@ def load_pair(entry: VideoEntry, degradation: str, scale: int, *, seed: int = 0,
 
     The degraded LR clip is kept in the LR cache ``lr_cache`` (:mod:`fedvsr.data.cache`: ``''`` the default
     folder, ``'none'`` no cache, else a folder), so a video is degraded once per node, whatever the rounds,
-    workers and trials; pre-made LR frames with nothing after their resampling are read as they are.
+    workers and trials; pre-made LR frames with nothing after their resampling are read as they are. The
+    decoded HR frames are kept there too when they take at most ``hr_cache_mb`` MiB (``data.hr_cache_mb``;
+    0, the default here, decodes every time).
 
     A segment (``entry.frame_stop``, ``data.segment_frames``) is cut from the pair of its whole video, so the
     codec and the random draws see the whole video, and its LR cache entry is shared by all its segments.
     """
     if entry.frame_stop:  # a segment: its frames of the whole video's pair (C, issue 12)
-        whole = load_pair(entry.whole(), degradation, scale, seed=seed, lr_cache=lr_cache, **params)
+        whole = load_pair(entry.whole(), degradation, scale, seed=seed, lr_cache=lr_cache, hr_cache_mb=hr_cache_mb,
+                          **params)
         if entry.frame_stop > whole.hr.shape[0]:
             raise VideoError(f"{entry.path}: segment {entry.name!r} needs frames {entry.frame_start} .. "
                              f"{entry.frame_stop - 1}, the video has {whole.hr.shape[0]}")
         window = slice(entry.frame_start, entry.frame_stop)
         return VideoPair(hr=whole.hr[window].copy(), lr=whole.lr[window].copy(), label=entry.label, name=entry.name)
-    hr = read_video(entry.path)
+    hr = cached_decoded(cache_root(lr_cache), entry.path, lambda: read_video(entry.path), hr_cache_mb * 2**20)
     _, h, w, _ = hr.shape
     if h < scale or w < scale:
         raise ValueError(f"video {entry.name!r} ({h}x{w}) is smaller than the scale {scale}")
@@ -106,9 +109,9 @@ def load_pair(entry: VideoEntry, degradation: str, scale: int, *, seed: int = 0,
 def load_pair_for(cfg, entry: VideoEntry) -> VideoPair:
     """:func:`load_pair` with everything taken from the experiment config: ``data.degradation``, its
     ``data.*`` parameters (:func:`fedvsr.data.degrade.degradation_params`), ``data.scale``, the experiment
-    ``seed`` and ``data.lr_cache``."""
+    ``seed``, ``data.lr_cache`` and ``data.hr_cache_mb``."""
     return load_pair(entry, cfg.data.degradation, cfg.data.scale, seed=cfg.seed, lr_cache=cfg.data.lr_cache,
-                     **degradation_params(cfg.data))
+                     hr_cache_mb=cfg.data.hr_cache_mb, **degradation_params(cfg.data))
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:

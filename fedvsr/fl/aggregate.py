@@ -16,8 +16,9 @@ On the platform a worker trains one client per call and sends back a :class:`Cli
 client's tensors (float32, as trained) and weights, recorded rather than summed, so nothing is
 widened to float64 on the worker and the bytes sent are those of the model. The coordinator adds
 updates with :func:`merge_updates` in a fixed client order: block by block over the tensors with
-the accumulator block staying in cache, so merging K updates reads their bytes about once, and
-gives the same bits as adding them one after another with :meth:`PartialAggregate.add`.
+the accumulator block staying in cache, widening and adding in one compiled loop (``merge_kernel``), so
+merging K updates costs about 1.2x reading their bytes once, and gives the same bits as adding them one
+after another with :meth:`PartialAggregate.add`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from fedvsr.fl.merge_kernel import BLOCK as KERNEL_BLOCK
+from fedvsr.fl.merge_kernel import merge_into
 
 Params = dict[str, torch.Tensor]
 
@@ -40,6 +44,28 @@ class PartialAggregate:
     sums: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
     scales: dict[str, int] = field(default_factory=dict)
+    #: float64 buffers :func:`merge_updates` may write new sums into (see :meth:`reusing`); key ``(name, "")``:
+    #: a whole accumulator's flat buffer
+    spare: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    #: accumulators held in one flat float64 buffer by :func:`merge_updates`: name -> (buffer, layout, views)
+    flat: dict[str, tuple[torch.Tensor, tuple, dict[str, torch.Tensor]]] = field(
+        default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def reusing(cls, old: PartialAggregate | None) -> PartialAggregate:
+        """An empty aggregate that writes its sums into ``old``'s buffers (CPU float64) where the shapes match:
+        the coordinator's aggregate of round t reuses round t-1's, so no round pays again for the memory pages
+        of a fresh float64 copy of the model (faulting them in costs as much as the merge itself). ``old`` must
+        no longer be read: strategies read an aggregate through :meth:`mean` and :meth:`total`, which return
+        new tensors."""
+        out = cls()
+        if old is not None:
+            out.spare = {(name, key): v for name, acc in old.sums.items() if name not in old.flat
+                         for key, v in acc.items()
+                         if v.device.type == "cpu" and v.dtype == torch.float64 and v.is_contiguous()}
+            out.spare.update({(name, ""): buffer for name, (buffer, _, _) in old.flat.items()})
+            old.sums, old.flat = {}, {}
+        return out
 
     def add(self, name: str, tensors: Mapping[str, torch.Tensor], weight: float = 1.0, *,
             log_weight: float | None = None) -> None:
@@ -106,18 +132,62 @@ class PartialAggregate:
         return {k: (v * factor).to(torch.float32) for k, v in self.sums.get(name, {}).items()}
 
 
+class PackedTensors(Mapping):
+    """A client's float32 tensors packed end to end in one flat NumPy array, read as a mapping of tensors.
+
+    It crosses Ray as one array (pickle protocol 5, out of band: no per-tensor pickling, which took a fifth of
+    the coordinator's time on a tiny model), and :func:`merge_updates` adds the whole model in one compiled
+    call instead of one per tensor. Reading a tensor gives a view of the flat array (a copy where the array is
+    read-only, as one fetched from the object store is)."""
+
+    def __init__(self, flat: np.ndarray, layout: tuple[tuple[str, tuple[int, ...], int], ...]) -> None:
+        self.flat, self.layout = flat, layout  # layout: (key, shape, offset) in packing order
+        self._index = {key: (shape, offset) for key, shape, offset in layout}
+
+    @classmethod
+    def pack(cls, tensors: Mapping[str, torch.Tensor]) -> PackedTensors:
+        layout, offset = [], 0
+        for key, value in tensors.items():
+            layout.append((key, tuple(value.shape), offset))
+            offset += value.numel()
+        flat = np.empty(offset, dtype=np.float32)
+        for (_key, shape, start), value in zip(layout, tensors.values(), strict=True):
+            torch.from_numpy(flat[start : start + value.numel()]).view(shape).copy_(value.detach())
+        return cls(flat, tuple(layout))
+
+    def __reduce__(self):
+        return PackedTensors, (self.flat, self.layout)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        shape, offset = self._index[key]
+        part = self.flat[offset : offset + math.prod(shape)]
+        return torch.from_numpy(part if part.flags.writeable else part.copy()).view(shape)
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+
 class ClientUpdate:
     """One client's contributions as :meth:`PartialAggregate.add` calls, recorded (tensors copied, dtype kept)
     instead of summed; :func:`merge_updates` adds them to an aggregate. Strategies call ``add`` on it as on a
-    partial aggregate."""
+    partial aggregate. Float32 tensors are packed into one array (:class:`PackedTensors`)."""
 
     def __init__(self) -> None:
-        self.entries: list[tuple[str, dict[str, torch.Tensor], float, int]] = []
+        self.entries: list[tuple[str, Mapping[str, torch.Tensor], float, int]] = []
 
     def add(self, name: str, tensors: Mapping[str, torch.Tensor], weight: float = 1.0, *,
             log_weight: float | None = None) -> None:
         mantissa, exponent = _split(weight) if log_weight is None else _split_log(log_weight)
-        copied = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+        if tensors and all(v.dtype == torch.float32 for v in tensors.values()):
+            copied: Mapping[str, torch.Tensor] = PackedTensors.pack(tensors)
+        else:
+            copied = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
         self.entries.append((name, copied, mantissa, exponent))
 
     def to(self, device: torch.device | str) -> ClientUpdate:
@@ -129,12 +199,12 @@ class ClientUpdate:
         return sum(v.numel() * v.element_size() for _, t, _, _ in self.entries for v in t.values())
 
 
-#: elements per block of :func:`merge_updates` (512 KiB of float64 accumulator and as much buffer: they stay
-#: in a core's cache; measured fastest of 2^14, 2^16, 2^18 in benchmarks/platform_bench.py aggregation)
+#: elements per block of :func:`merge_updates`'s torch path (GPU tensors, dtypes other than float32): 512 KiB of
+#: float64 accumulator and as much buffer; float32 on the CPU goes through ``merge_kernel`` (its own block)
 MERGE_BLOCK = 1 << 16
 
 
-def merge_updates(aggregate: PartialAggregate, updates: list[ClientUpdate], block: int = MERGE_BLOCK) -> None:
+def merge_updates(aggregate: PartialAggregate, updates: list[ClientUpdate], block: int | None = None) -> None:
     """Add ``updates`` to ``aggregate`` in the order given: the same bits as calling ``aggregate.add`` for each
     of their entries in turn (every term ``value * weight`` is exact in float64, and the power-of-two rescaling
     commutes with the additions), computed block by block so each accumulator block is read and written once."""
@@ -145,26 +215,74 @@ def merge_updates(aggregate: PartialAggregate, updates: list[ClientUpdate], bloc
     for name, terms in by_name.items():
         scale = aggregate._rescale(name, max(e for _, _, e in terms))
         weights = [math.ldexp(m, e - scale) for _, m, e in terms]
+        if _merge_packed(aggregate, name, [t for t, _, _ in terms], weights, block):
+            aggregate.weights[name] = _sum_in_order(aggregate.weights.get(name, 0.0), weights)
+            continue
         acc = aggregate.sums.setdefault(name, {})
         for key in dict.fromkeys(k for t, _, _ in terms for k in t):
             parts = [(t[key], w) for (t, _, _), w in zip(terms, weights, strict=True) if key in t]
-            if key not in acc:
+            fresh = key not in acc
+            if fresh and _compiled_merge(parts[0][0], parts):  # written by the kernel, first term included
+                buffer = aggregate.spare.pop((name, key), None)
+                shape = parts[0][0].shape
+                if buffer is None or buffer.shape != shape:
+                    buffer = torch.empty(shape, dtype=torch.float64)
+                acc[key] = buffer
+            elif fresh:
                 first, w0 = parts.pop(0)
                 acc[key] = first.to(torch.float64) * w0
+                fresh = False
             target = acc[key].view(-1)
             flats = [(v.reshape(-1), w) for v, w in parts]
             if not flats:
                 continue
-            # widen each block into one reused float64 buffer, then a same-dtype add: faster than a mixed-dtype
-            # add_, and the same bits (value * weight is exact in float64, so a fused multiply-add rounds alike)
-            wide = torch.empty(min(block, target.numel()), dtype=torch.float64, device=target.device)
-            for start in range(0, target.numel(), block):
-                chunk = target[start : start + block]
+            if _compiled_merge(target, flats):
+                values, ws = [v.numpy() for v, _ in flats], [w for _, w in flats]
+                merge_into(target.numpy(), values, ws, block or KERNEL_BLOCK, fresh=fresh)
+                continue
+            # elsewhere (a GPU, other dtypes): widen each block into one reused float64 buffer, then a same-dtype
+            # add (faster than a mixed-dtype add_); the same bits, as value * weight is exact in float64
+            step = block or MERGE_BLOCK
+            wide = torch.empty(min(step, target.numel()), dtype=torch.float64, device=target.device)
+            for start in range(0, target.numel(), step):
+                chunk = target[start : start + step]
                 buf = wide[: chunk.numel()]
                 for flat, w in flats:
-                    buf.copy_(flat[start : start + block])
+                    buf.copy_(flat[start : start + step])
                     chunk.add_(buf, alpha=w)
         aggregate.weights[name] = _sum_in_order(aggregate.weights.get(name, 0.0), weights)
+
+
+def _merge_packed(aggregate: PartialAggregate, name: str, terms: list[Mapping[str, torch.Tensor]],
+                  weights: list[float], block: int | None) -> bool:
+    """The whole accumulator ``name`` in one kernel call, when every term is packed with one layout and the
+    accumulator is empty or is the flat float64 array (with views per tensor) an earlier such merge made."""
+    layout = getattr(terms[0], "layout", None)
+    if layout is None or any(getattr(t, "layout", None) != layout for t in terms):
+        return False
+    acc = aggregate.sums.get(name)
+    flat = aggregate.flat.get(name)
+    fresh = not acc
+    if not fresh and not (flat is not None and flat[1] == layout and len(acc) == len(flat[2])
+                          and all(acc.get(k) is v for k, v in flat[2].items())):
+        return False  # the accumulator was built otherwise (add, merge): tensor by tensor
+    if fresh:
+        size = terms[0].flat.shape[0]
+        buffer = aggregate.spare.pop((name, ""), None)
+        if buffer is None or buffer.shape != (size,):
+            buffer = torch.empty(size, dtype=torch.float64)
+        views = {key: buffer[offset : offset + math.prod(shape)].view(shape) for key, shape, offset in layout}
+        aggregate.sums[name] = dict(views)
+        aggregate.flat[name] = (buffer, layout, views)
+    buffer = aggregate.flat[name][0]
+    merge_into(buffer.numpy(), [t.flat for t in terms], weights, block or KERNEL_BLOCK, fresh=fresh)
+    return True
+
+
+def _compiled_merge(target: torch.Tensor, flats: list[tuple[torch.Tensor, float]]) -> bool:
+    """Whether :func:`merge_into` (compiled, fused widen-and-add) takes this sum: float32 values on the CPU."""
+    return target.device.type == "cpu" and target.is_contiguous() and all(
+        v.device.type == "cpu" and v.dtype == torch.float32 and v.is_contiguous() for v, _ in flats)
 
 
 def _sum_in_order(start: float, values: list[float]) -> float:

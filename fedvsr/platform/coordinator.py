@@ -63,6 +63,7 @@ class Coordinator:
         self.out = Path(out_dir)
         self.strategy = build_strategy(cfg.fl)
         self.schedule = LRSchedule.from_config(cfg.fl)
+        self._last_aggregate: PartialAggregate | None = None  # its float64 buffers are reused the next round
 
         # data: videos, held-out evaluation videos, partition among clients
         data = experiment_data(cfg)
@@ -182,22 +183,36 @@ class Coordinator:
     # ------------------------------------------------------------------ the pool
     def _dispatch(self, tasks: list[Any], submit: Callable[[Any, Any], ray.ObjectRef],
                   done: Callable[[Any, int, Any], None], failed: Callable[[Any, int, Exception, int], bool],
-                  size: Callable[[Any], float]) -> Iterator[int]:
-        """Run ``tasks`` on the live workers, one per free worker at a time, largest ``size`` first.
+                  size: Callable[[Any], float], depth: int = 1,
+                  requeued: Callable[[Any, int], None] | None = None) -> Iterator[int]:
+        """Run ``tasks`` on the live workers, largest ``size`` first, each to a worker with nothing to do.
 
-        ``done(task, worker, output)`` takes each result; when the worker died during a task,
-        ``failed(task, worker, error, attempt)`` says whether to retry it (on the next free worker); a worker
-        whose restart failed leaves the pool. Yields the number of tasks finished after each one."""
+        ``depth`` > 1 (``platform.queue_depth``) also queues calls behind a worker's running one, up to
+        ``depth`` in flight, so it starts its next task without waiting for the coordinator in between; only
+        while at least one task per live worker is left, so the round's tail still goes to whichever worker is
+        free first. ``done(task, worker, output)`` takes each result; when the worker died during a task,
+        ``failed(task, worker, error, attempt)`` says whether to retry it (on the next free worker); the calls
+        queued behind it had not started (a worker runs its calls in order) and go back to the queue as they
+        were, no attempt counted (``requeued(task, worker)`` is told). A worker whose restart failed leaves the
+        pool. Yields the number of tasks finished after each one."""
         queue = [(-size(task), i, task, 1) for i, task in enumerate(tasks)]
         heapq.heapify(queue)
-        idle = list(self.alive)
+        free = dict.fromkeys(self.alive, depth)  # call slots per worker
+        inflight: dict[int, list[ray.ObjectRef]] = {w: [] for w in self.alive}  # in submission order
         pending: dict[ray.ObjectRef, tuple[Any, int, int, int, str]] = {}
         finished = 0
         while queue or pending:
-            while queue and idle:
+            while queue:
+                w = next((w for w in self.alive if free[w] > 0 and not inflight[w]), None)
+                if w is None and len(queue) >= len(self.alive):
+                    w = next((w for w in self.alive if free[w] > 0), None)
+                if w is None:
+                    break
                 _, order, task, attempt = heapq.heappop(queue)
-                w = idle.pop(0)
-                pending[submit(self.workers[w], task)] = (task, w, order, attempt, "task")
+                ref = submit(self.workers[w], task)
+                pending[ref] = (task, w, order, attempt, "task")
+                inflight[w].append(ref)
+                free[w] -= 1
             if not pending:
                 raise RuntimeError(f"no client worker is left ({len(self.workers)} started, all lost); everything "
                                    f"up to the last completed round is checkpointed in {self.out}: continue with "
@@ -207,21 +222,47 @@ class Coordinator:
             if kind == "ping":  # a worker that died is back (restarted) or gone for good
                 try:
                     ray.get(ref)
-                    idle.append(w)
+                    free[w], inflight[w] = depth, []
                 except ray.exceptions.RayActorError as err:
                     self.alive.remove(w)
                     self._event("worker_lost", f"worker {w} could not be restarted: {_first_line(err)}", worker=w)
                 continue
             try:
                 out = ray.get(ref)
-            except ray.exceptions.RayActorError as err:  # the worker process died during this task
+            except ray.exceptions.RayActorError as err:  # the worker process died
                 self._event("worker_died", _first_line(err), worker=w)
+                calls, inflight[w], free[w] = inflight[w], [], 0
+                info = {r: pending.pop(r) for r in calls if r != ref}
+                info[ref] = (task, w, order, attempt, kind)
+                # its other calls settle now: finished before the death (kept), or failed with it
+                others = [r for r in calls if r != ref]
+                ready, _ = ray.wait(others, num_returns=len(others), timeout=30) if others else ([], [])
+                dead = [ref]
+                for r in others:
+                    try:
+                        result = ray.get(r) if r in ready else None
+                    except ray.exceptions.RayActorError:
+                        result = None
+                    if result is None:
+                        dead.append(r)
+                        continue
+                    done(info[r][0], w, result)
+                    finished += 1
+                    yield finished
+                dead.sort(key=calls.index)
+                for r in dead[1:]:  # queued behind the running call, never started: back as they were
+                    q_task, _, q_order, q_attempt, _ = info[r]
+                    heapq.heappush(queue, (-size(q_task), q_order, q_task, q_attempt))
+                    if requeued is not None:
+                        requeued(q_task, w)
+                task, _, order, attempt, _ = info[dead[0]]  # the oldest unfinished call was the running one
                 # answered once Ray has restarted it (retried while it is restarting); fails if it is gone for good
                 pending[self.workers[w].ping.options(max_task_retries=-1).remote()] = (None, w, -1, 0, "ping")
                 if failed(task, w, err, attempt):
                     heapq.heappush(queue, (-size(task), order, task, attempt + 1))
                 continue
-            idle.append(w)
+            inflight[w].remove(ref)
+            free[w] += 1
             done(task, w, out)
             finished += 1
             yield finished
@@ -258,7 +299,8 @@ class Coordinator:
 
         # updates are merged in the dispatch order (largest data first, then client id), whichever worker
         # trained them and whenever they arrive: a small reorder buffer, flushed MERGE_BATCH at a time
-        aggregate = PartialAggregate()
+        aggregate = PartialAggregate.reusing(self._last_aggregate)  # last round's float64 buffers
+        self._last_aggregate = None
         order = sorted(training, key=lambda c: (-self.client_size[c], c))
         position = {c: i for i, c in enumerate(order)}
         arrived: dict[int, Any] = {}
@@ -294,8 +336,13 @@ class Coordinator:
             flush()
             return False
 
+        def requeued(c: int, w: int) -> None:
+            self._event("client_requeued", f"worker {w} died with client {c} queued behind its running client: it "
+                        f"had not started and goes back to the queue (no attempt counted)", round=t, client=c, worker=w)
+
         try:
-            for finished in self._dispatch(training, submit, done, failed, lambda c: self.client_size[c]):
+            for finished in self._dispatch(training, submit, done, failed, lambda c: self.client_size[c],
+                                           cfg.platform.queue_depth, requeued):
                 yield {"progress": (finished + len(clients) - len(training), len(clients)), "round": t}
         except RuntimeError as err:
             self._event("worker_lost", str(err), round=t)
@@ -317,6 +364,7 @@ class Coordinator:
                 [r["weight"] for r in kept],
             )
             new_params_np = to_numpy(new_params)
+            self._last_aggregate = aggregate  # read no more: mean() / total() gave new tensors
             if all(np.isfinite(v).all() for v in new_params_np.values()):
                 self.params, self.server_state = new_params_np, to_numpy(new_server)
             else:

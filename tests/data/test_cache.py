@@ -183,7 +183,9 @@ def test_load_pair_for_takes_seed_and_cache_from_the_config(tmp_path, video):
     assert not np.array_equal(a.lr, c.lr)  # another experiment seed, other draws
     other = VideoEntry(video.path, video.label, "w")  # same file, another video name
     assert not np.array_equal(load_pair_for(load_config(None, overrides + ["seed=1"]), other).lr, a.lr)
-    assert len(list((tmp_path / "lr").iterdir())) == 3
+    entries = sorted(f.name for f in (tmp_path / "lr").iterdir())
+    # three LR clips, and the file's decoded frames once (data.hr_cache_mb: shared by both video names)
+    assert len(entries) == 4 and sum(e.endswith(".hr.npy") for e in entries) == 1
     expected = degrade_video(a.hr, "vsrgan", 4, seed=1, video="v", ops="noise,cutblur", prob=1.0)
     np.testing.assert_array_equal(a.lr, expected)
 
@@ -203,3 +205,41 @@ def test_premade_lr_twin_is_cached_only_with_a_later_stage(tmp_path, video):
     assert not root.exists()  # read as it is
     pair = load_pair(entry, "vsrgan", 4, lr_cache=str(root), prob=1.0, ops="noise")
     assert len(list(root.iterdir())) == 1 and pair.lr.shape == (3, 16, 16, 3)
+
+
+def test_decoded_hr_is_cached_when_small_enough(tmp_path, video, monkeypatch):
+    """``hr_cache_mb``: the second load of a video reads its decoded frames back (PyAV is not called), the
+    same bits; a video larger than the limit, or a limit of 0, is decoded each time and nothing is stored;
+    an edited video gets a new entry; a corrupt entry is rebuilt."""
+    import fedvsr.data.datasets as datasets
+    from fedvsr.data.cache import decoded_key
+
+    decodes = []
+    real = datasets.read_video
+    monkeypatch.setattr(datasets, "read_video", lambda p: (decodes.append(p), real(p))[1])
+    root = tmp_path / "c"
+    STATS.clear()
+    first = datasets.load_pair(video, "bicubic", 4, lr_cache=str(root), hr_cache_mb=1.0)
+    entry = root / f"{decoded_key(video.path)}.hr.npy"
+    assert len(decodes) == 1 and entry.is_file() and STATS["hr_misses"] == 1
+    second = datasets.load_pair(video, "bicubic", 4, lr_cache=str(root), hr_cache_mb=1.0)
+    assert len(decodes) == 1 and STATS["hr_hits"] == 1
+    np.testing.assert_array_equal(second.hr, first.hr)
+    np.testing.assert_array_equal(second.lr, first.lr)
+    nbytes = first.hr.nbytes  # 3 frames of 64 x 64 x 3, not cropped at scale 4
+    assert np.load(entry).shape == (3, 64, 64, 3)
+    # over the limit, or 0: decoded every time, nothing written
+    other = tmp_path / "d"
+    datasets.load_pair(video, "bicubic", 4, lr_cache=str(other), hr_cache_mb=(nbytes - 1) / 2**20)
+    datasets.load_pair(video, "bicubic", 4, lr_cache=str(other), hr_cache_mb=0)
+    assert len(decodes) == 3 and not list(other.glob("*.hr.npy"))
+    datasets.load_pair(video, "bicubic", 4, lr_cache=str(other), hr_cache_mb=nbytes / 2**20)  # exactly: kept
+    assert len(list(other.glob("*.hr.npy"))) == 1
+    # a corrupt entry is deleted and rebuilt
+    entry.write_bytes(b"not an array")
+    again = datasets.load_pair(video, "bicubic", 4, lr_cache=str(root), hr_cache_mb=1.0)
+    np.testing.assert_array_equal(again.hr, first.hr)
+    assert len(decodes) == 5 and STATS["corrupt"] == 1 and np.load(entry).shape == (3, 64, 64, 3)
+    # an edited video (new mtime) gets a new key
+    os.utime(video.path, ns=(1, 1))
+    assert decoded_key(video.path) != entry.name.split(".")[0]

@@ -94,3 +94,130 @@ def test_recorded_updates_merged_blockwise_give_the_bits_of_adding_them_in_turn(
     assert fused.scales["model"] == math.floor(1500 / math.log(2)) + 1
     with pytest.raises(ValueError, match="aggregation weight must be finite and > 0"):
         ClientUpdate().add("model", {}, 0.0)
+
+
+def test_compiled_merge_and_torch_path_give_the_same_bits(monkeypatch):
+    """float32 on the CPU goes through the compiled kernel; anything else (here float16, and the kernel switched
+    off) through torch operations: both give the bits of sequential ``add``, for 1 to 9 updates (the kernel
+    adds four, then two, then one per pass), a tensor of 0 elements, and zeros of both signs (a sum of -0.0
+    terms stays -0.0, as in ``add``)."""
+    from fedvsr.fl import aggregate as agg
+    from fedvsr.fl.aggregate import ClientUpdate, merge_updates
+
+    g = torch.Generator().manual_seed(1)
+    for count in (1, 2, 3, 4, 5, 7, 9):
+        updates, seq = [], PartialAggregate()
+        for k in range(count):
+            t = {"w": torch.randn(3000, generator=g) * 10 ** (k % 3), "h": torch.randn(700, generator=g).half(),
+                 "empty": torch.zeros(0), "z": torch.tensor([-0.0, 0.0, -0.0]) * (k + 1)}
+            u = ClientUpdate()
+            u.add("model", t, log_weight=0.37 * k)
+            seq.add("model", t, log_weight=0.37 * k)
+            updates.append(u)
+        compiled, plain = PartialAggregate(), PartialAggregate()
+        merge_updates(compiled, updates, block=512)
+        monkeypatch.setattr(agg, "_compiled_merge", lambda *a: False)
+        merge_updates(plain, updates, block=512)
+        monkeypatch.undo()
+        for key in ("w", "h", "empty", "z"):  # bit by bit: -0.0 is not 0.0 here
+            bits = seq.sums["model"][key].view(torch.int64)
+            assert torch.equal(compiled.sums["model"][key].view(torch.int64), bits), (count, key)
+            assert torch.equal(plain.sums["model"][key].view(torch.int64), bits), (count, key)
+        assert compiled.sums["model"]["z"][0].item() == 0 and math.copysign(1, compiled.sums["model"]["z"][0]) == -1
+        assert compiled.sums["model"]["w"].dtype == torch.float64
+
+
+def test_merge_kernel_refuses_what_it_cannot_sum():
+    import numpy as np
+
+    from fedvsr.fl.merge_kernel import merge_into
+
+    acc = np.zeros(4)
+    with pytest.raises(TypeError, match="contiguous 1-D float64"):
+        merge_into(np.zeros(4, np.float32), [np.ones(4, np.float32)], [1.0])
+    with pytest.raises(TypeError, match=r"contiguous float32 array of shape \(4,\)"):
+        merge_into(acc, [np.ones(5, np.float32)], [1.0])
+    with pytest.raises(TypeError, match="float32"):
+        merge_into(acc, [np.ones(4)], [1.0])
+    with pytest.raises(ValueError, match="block must be >= 1"):
+        merge_into(acc, [np.ones(4, np.float32)], [1.0], block=0)
+    merge_into(acc, [np.full(4, 3, np.float32), np.full(4, 0.5, np.float32)], [0.5, 2.0])
+    assert acc.tolist() == [2.5] * 4
+
+
+def test_an_aggregate_reusing_the_last_rounds_buffers_gives_the_same_sums():
+    from fedvsr.fl.aggregate import ClientUpdate, merge_updates
+
+    g = torch.Generator().manual_seed(2)
+
+    def updates(n):
+        out = []
+        for k in range(n):
+            u = ClientUpdate()
+            u.add("model", {"a": torch.randn(40, 3, generator=g), "b": torch.randn(7, generator=g)}, 1.0 + k)
+            out.append(u)
+        return out
+
+    first = PartialAggregate()
+    merge_updates(first, updates(3))
+    a_buffer = first.sums["model"]["a"]
+    second_updates = updates(5)
+    second = PartialAggregate.reusing(first)
+    # packed float32 updates: the accumulator is one flat buffer (a's 120 values, then b's 7) with a view each
+    assert first.sums == {} and set(second.spare) == {("model", "")} and second.spare[("model", "")].shape == (127,)
+    merge_updates(second, second_updates)
+    assert second.sums["model"]["a"].data_ptr() == a_buffer.data_ptr() and second.spare == {}
+    assert second.sums["model"]["b"].data_ptr() == a_buffer.data_ptr() + 120 * 8
+    fresh = PartialAggregate()
+    merge_updates(fresh, second_updates)
+    for key in ("a", "b"):
+        assert torch.equal(second.sums["model"][key], fresh.sums["model"][key])
+    assert second.weights == fresh.weights and math.ldexp(second.weights["model"], second.scales["model"]) == 15.0
+    # a buffer of another size is not used
+    odd = PartialAggregate()
+    odd.flat["model"] = (torch.zeros(126, dtype=torch.float64), (), {})
+    third = PartialAggregate.reusing(odd)
+    merge_updates(third, second_updates)
+    assert torch.equal(third.sums["model"]["a"], fresh.sums["model"]["a"])
+    assert third.sums["model"]["a"].shape == (40, 3) and third.flat["model"][0].shape == (127,)
+
+
+def test_a_packed_update_crosses_pickle_as_one_array_and_merges_read_only():
+    """Float32 tensors travel as one flat array (pickle protocol 5 out of band, as Ray sends them); after the
+    trip the array is read-only, as one from the object store: the merge gives the bits of ``add`` all the
+    same, mixing read-only and writable updates, and the tensors read back equal what was added."""
+    import pickle
+
+    from fedvsr.fl.aggregate import ClientUpdate, PackedTensors, merge_updates
+
+    g = torch.Generator().manual_seed(3)
+    local, seq, shipped = [], PartialAggregate(), []
+    for k in range(6):
+        t = {"conv.weight": torch.randn(8, 3, 3, 3, generator=g), "conv.bias": torch.randn(8, generator=g),
+             "scalar": torch.tensor(float(k))}
+        u = ClientUpdate()
+        u.add("model", t, log_weight=0.5 * k)
+        seq.add("model", t, log_weight=0.5 * k)
+        buffers = []
+        blob = pickle.dumps(u, protocol=5, buffer_callback=buffers.append)
+        assert len(buffers) == 1  # the whole model: one out-of-band buffer
+        back = pickle.loads(blob, buffers=[memoryview(b.raw()).toreadonly() for b in buffers])
+        packed = back.entries[0][1]
+        assert isinstance(packed, PackedTensors) and not packed.flat.flags.writeable
+        assert list(packed) == list(t) and all(torch.equal(packed[key], t[key]) for key in t)
+        assert packed["scalar"].shape == () and packed["conv.weight"].shape == (8, 3, 3, 3)
+        local.append(u)
+        shipped.append(back)
+    fused = PartialAggregate()
+    merge_updates(fused, [shipped[0], local[1], shipped[2]])
+    merge_updates(fused, [local[3], shipped[4], shipped[5]])
+    for key in seq.sums["model"]:
+        assert torch.equal(fused.sums["model"][key], seq.sums["model"][key]), key
+    assert fused.weights == seq.weights and fused.scales == seq.scales
+    # an accumulator started by add() is merged into tensor by tensor, with the same result
+    mixed = PartialAggregate()
+    name, tensors, m, e = local[0].entries[0]
+    mixed.add(name, dict(tensors.items()), math.ldexp(m, e))
+    merge_updates(mixed, local[1:])
+    for key in seq.sums["model"]:
+        assert torch.equal(mixed.sums["model"][key], seq.sums["model"][key]), key
