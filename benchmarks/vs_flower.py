@@ -73,27 +73,21 @@ FLOWER_PY = os.environ.get("FLOWER_PYTHON", "/work/bench-flwr/bin/python")
 
 #: the workloads of issue 11: many small clients (cross-device: ``small``, and ``xdevice`` with one local step of
 #: a small batch per client, so the runtime's per-client cost dominates) and VSR-size clients (``vsr``)
+_SMALL: dict[str, Any] = {
+    "seed": 0,
+    "model": {"name": "efvsr", "preset": "tiny"},
+    "data": {"videos": 302, "frames": 6, "height": 64, "width": 64, "patch": 16, "samples_per_video": 16},
+    "fl": {"strategy": "fedavg", "clients": 300, "clients_per_round": 10, "rounds": 8, "batch_size": 8,
+           "local_epochs": 1, "optimizer": "adam"},
+    "platform": {"workers": 2, "cpus_per_worker": 1.0},
+    "eval": {"holdout": 2, "clips": 1},
+}
 WORKLOADS: dict[str, dict[str, Any]] = {
-    "small": {
-        "seed": 0,
-        "model": {"name": "efvsr", "preset": "tiny"},
-        "data": {"videos": 302, "frames": 6, "height": 64, "width": 64, "patch": 16, "samples_per_video": 16},
-        "fl": {"strategy": "fedavg", "clients": 300, "clients_per_round": 10, "rounds": 8, "batch_size": 8,
-               "local_epochs": 1, "optimizer": "adam"},
-        "platform": {"workers": 2, "cpus_per_worker": 1.0},
-        "eval": {"holdout": 2, "clips": 1},
-    },
+    "small": _SMALL,
     # as "small" (same model, clients, sampling, workers, videos and evaluation), but one local step of a batch
     # of 4 clips on 8-pixel LR patches per client: 300 clients x 1 video x 4 clips, batch 4, 1 epoch -> 1 step
-    "xdevice": {
-        "seed": 0,
-        "model": {"name": "efvsr", "preset": "tiny"},
-        "data": {"videos": 302, "frames": 6, "height": 64, "width": 64, "patch": 8, "samples_per_video": 4},
-        "fl": {"strategy": "fedavg", "clients": 300, "clients_per_round": 10, "rounds": 8, "batch_size": 4,
-               "local_epochs": 1, "optimizer": "adam"},
-        "platform": {"workers": 2, "cpus_per_worker": 1.0},
-        "eval": {"holdout": 2, "clips": 1},
-    },
+    "xdevice": {**_SMALL, "data": {**_SMALL["data"], "patch": 8, "samples_per_video": 4},
+                "fl": {**_SMALL["fl"], "batch_size": 4}},
     "vsr": {
         "seed": 0,
         "model": {"name": "efvsr", "preset": "small"},

@@ -156,8 +156,9 @@ def _upscale(args: argparse.Namespace) -> int:
         return 1
     (w, h), (W, H) = st.lr_size, st.hr_size
     sbs = " side by side with bicubic" if args.side_by_side else ""
+    audio = f", audio {st.audio}" if st.audio else ""
     print(f"fedvsr: {st.output}: {st.frames} frames {w}x{h} -> {W}x{H}{sbs}"
-          f" at {st.fps:g} fps, {loaded.name}/{loaded.preset} on {loaded.device}, {st.seconds:.1f} s "
+          f" at {st.fps:g} fps{audio}, {loaded.name}/{loaded.preset} on {loaded.device}, {st.seconds:.1f} s "
           f"({st.seconds_per_frame:.3f} s/frame: model {st.model_seconds / max(st.frames, 1):.3f}, "
           f"encode {st.encode_seconds / max(st.frames, 1):.3f})", flush=True)
     return 0
@@ -176,16 +177,20 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"{row['clip']}: psnr {row['psnr']:.2f} (bicubic {row['bicubic_psnr']:.2f})  "
                   f"{row['frames']} frames  {row['seconds']:.1f} s", file=sys.stderr, flush=True)
 
+    def on_skip(path: str, reason: str) -> None:
+        print(f"fedvsr: {reason}", file=sys.stderr, flush=True)
+
     try:
         rows = evaluate(loaded, args.data, args.degradation, args.crf, args.qp, args.tile, args.tile_overlap,
-                        on_clip=on_clip)
+                        on_clip=on_clip, on_skip=on_skip)
     except (VideoError, FileNotFoundError) as err:
         print(f"fedvsr: video error: {err}", file=sys.stderr)
         return 1
     print(format_table(rows))
     write_parquet_atomic(out, evaluation_table(rows, loaded))
+    left_out = f", {len(rows.skipped)} left out" if rows.skipped else ""
     print(f"fedvsr: {loaded.name}/{loaded.preset}, degradation {rows[0]['degradation']}, "
-          f"{len(rows)} clips -> {out}", flush=True)
+          f"{len(rows)} clips{left_out} -> {out}", flush=True)
     return 0
 
 

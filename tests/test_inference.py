@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -23,6 +25,8 @@ from fedvsr.fl.strategy import float_state
 from fedvsr.inference import (
     FrameReader,
     LoadedModel,
+    average_row,
+    evaluate,
     frame_windows,
     load_model,
     restore_frames,
@@ -77,6 +81,11 @@ def _decode(path) -> tuple[np.ndarray, Fraction, str]:
         rate, codec = s.average_rate, s.codec_context.name
         frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(s)])
     return frames, rate, codec
+
+
+def _audio_streams(path) -> int:
+    with av.open(str(path)) as c:
+        return len(c.streams.audio)
 
 
 # ----------------------------------------------------------------------------- windows and tiles
@@ -170,6 +179,7 @@ def test_upscale_cli_keeps_frames_rate_and_scales_by_four(files, tmp_path):
     frames, rate, codec = _decode(out)
     assert codec == "h264" and rate == 25
     assert frames.shape == (T, 4 * H, 4 * W, 3)
+    assert _audio_streams(out) == 0  # an input without audio: none made up
     # each decoded frame is the model's frame of the same index (H.264 at crf 0 in yuv420p: close, not exact)
     ref = (_untiled(files["model"], files["clip"]).clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy()
     mse = ((frames[:, None].astype(np.float64) - ref[None]) ** 2).mean(axis=(2, 3, 4))
@@ -189,12 +199,144 @@ def test_upscale_side_by_side_and_frame_folder_fps(files, tmp_path):
     frames, rate, _ = _decode(out)
     assert frames.shape == (3, 4 * H, 2 * 4 * W, 3)
     assert rate == Fraction(30000, 1001)
+    assert _audio_streams(out) == 0
     x = torch.from_numpy(files["clip"][:3]).permute(0, 3, 1, 2).float() / 255
     bic = (bicubic_upsample(x, 4) * 255).round().permute(0, 2, 3, 1).numpy()
     ref = (_untiled(files["model"], files["clip"][:3]).clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy()
     left, right = frames[:, :, : 4 * W].astype(np.float64), frames[:, :, 4 * W:].astype(np.float64)
     assert ((left - bic) ** 2).mean() < ((left - ref) ** 2).mean()  # bicubic on the left, the model on the right
     assert ((right - ref) ** 2).mean() < ((right - bic) ** 2).mean()
+
+
+# ----------------------------------------------------------------------------- fedvsr upscale: the input's audio
+
+AUDIO_RATE, TONE, FPS, AV_FRAMES = 44100, 440.0, 8, 8  # 8 frames at 8 fps: 1 s of video
+
+
+def _write_av(path, acodec: str, seconds: float = 1.5, garbage_after: float | None = None) -> None:
+    """A 32x32 H.264 video of ``AV_FRAMES`` frames at ``FPS`` with ``seconds`` of a mono ``TONE`` Hz sine at
+    ``AUDIO_RATE`` (half amplitude) encoded with ``acodec``; with ``garbage_after`` the audio packets from that
+    time on are replaced by random bytes of the same size (timestamps kept): a stream that fails to decode there."""
+    tmp = path.with_name(f"clean-{path.name}")
+    with av.open(str(tmp if garbage_after is not None else path), "w") as c:
+        v = c.add_stream("libx264", rate=FPS)
+        v.width = v.height = 32
+        v.pix_fmt = "yuv420p"
+        a = c.add_stream(acodec, rate=AUDIO_RATE, layout="mono")
+        for i, img in enumerate(_frames(7, AV_FRAMES, 32, 32)):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            c.mux(v.encode(f))
+        c.mux(v.encode(None))
+        n = round(AUDIO_RATE * seconds)
+        sine = 0.5 * np.sin(2 * np.pi * TONE * np.arange(n) / AUDIO_RATE)
+        samples = sine[None].astype(np.float32) if a.format.name == "fltp" else (sine[None] * 32767).astype(np.int16)
+        for k in range(0, n, 1024):
+            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k: k + 1024]), format=a.format.name,
+                                           layout="mono")
+            f.sample_rate, f.pts = AUDIO_RATE, k
+            c.mux(a.encode(f))
+        c.mux(a.encode(None))
+    if garbage_after is None:
+        return
+    rng = np.random.default_rng(0)
+    with av.open(str(tmp)) as i, av.open(str(path), "w") as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for p in i.demux():
+            if not p.size:
+                continue
+            out_stream = streams[p.stream.index]
+            if p.stream.type == "audio" and p.pts * p.time_base >= garbage_after:
+                q = av.Packet(rng.integers(0, 256, p.size, dtype=np.uint8).tobytes())
+                q.pts, q.dts, q.duration, q.time_base = p.pts, p.dts, p.duration, p.time_base
+                p = q
+            p.stream = out_stream
+            o.mux(p)
+    tmp.unlink()
+
+
+def _audio_out(path) -> dict:
+    """The output's streams: audio codec, rate, duration (s, as the container says: MP4 rounds it to its
+    edit list's milliseconds), end (s: of its last packet), packet payloads, decoded mono samples; video frames
+    and duration (s)."""
+    with av.open(str(path)) as c:
+        assert len(c.streams.audio) == 1 and len(c.streams.video) == 1
+        a, v = c.streams.audio[0], c.streams.video[0]
+        out = {"codec": a.codec_context.name, "rate": a.sample_rate, "seconds": a.duration * a.time_base,
+               "video_seconds": v.duration * v.time_base, "frames": v.frames}
+        packets = [p for p in c.demux(a) if p.size]
+        out["packets"] = [bytes(p) for p in packets]
+        out["end"] = max((p.pts + p.duration) * p.time_base for p in packets)
+    with av.open(str(path)) as c:
+        out["samples"] = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)]).astype(np.float64)
+    return out
+
+
+def _peak_hz(samples: np.ndarray, rate: int) -> float:
+    """The dominant frequency of ``samples`` (FFT bin of the largest magnitude)."""
+    return float(np.argmax(np.abs(np.fft.rfft(samples))) * rate / len(samples))
+
+
+def _sine_match(samples: np.ndarray) -> float:
+    """Correlation of the first half second of ``samples`` with the input's sine from its phase 0: near 1 only
+    when the audio survived and starts with the video (the decoder drops AAC's priming samples)."""
+    x = samples[: AUDIO_RATE // 2]
+    return float(np.corrcoef(x, 0.5 * np.sin(2 * np.pi * TONE * np.arange(len(x)) / AUDIO_RATE))[0, 1])
+
+
+def test_upscale_copies_aac_audio_into_mp4_cut_at_the_video_end(files, tmp_path):
+    src, out = tmp_path / "tone.mp4", tmp_path / "up.mp4"
+    _write_av(src, "aac")  # 1.5 s of audio, 1 s of video
+    st = upscale(load_model(files["run"], device="cpu"), src, out, tile=0, progress=False)
+    assert (st.frames, st.audio, st.audio_error) == (AV_FRAMES, "aac 44100 Hz mono, copied", None)
+    got = _audio_out(out)
+    assert (got["codec"], got["rate"], got["frames"], got["video_seconds"]) == ("aac", AUDIO_RATE, AV_FRAMES, 1)
+    # AAC packets of 1024 samples: those starting before 1 s (44100 samples) are kept, the last one starts at
+    # 43 * 1024 = 44032 and ends at 45056, one packet past the video at most (and well within a frame: 1/8 s)
+    assert got["end"] == Fraction(45056, AUDIO_RATE)
+    assert abs(got["seconds"] - got["video_seconds"]) < Fraction(1, FPS)
+    with av.open(str(src)) as c:
+        source = [bytes(p) for p in c.demux(audio=0) if p.size]
+    assert len(source) > 60 and got["packets"] == source[:45]  # copied as they are: the priming packet + 44
+    assert abs(_peak_hz(got["samples"], AUDIO_RATE) - TONE) < 2
+    assert _sine_match(got["samples"]) > 0.99
+
+
+def test_upscale_reencodes_audio_the_container_cannot_take_to_aac_cut_at_the_sample(files, tmp_path):
+    src, out = tmp_path / "tone.mkv", tmp_path / "up.mov"
+    _write_av(src, "flac")  # FLAC in QuickTime is refused by FFmpeg's mov muxer: re-encoded
+    st = upscale(load_model(files["run"], device="cpu"), src, out, tile=0, progress=False)
+    assert (st.audio, st.audio_error) == ("flac 44100 Hz mono, re-encoded to aac 44100 Hz mono", None)
+    got = _audio_out(out)
+    assert (got["codec"], got["rate"], got["frames"], got["video_seconds"]) == ("aac", AUDIO_RATE, AV_FRAMES, 1)
+    assert got["end"] == 1 and got["seconds"] == 1  # cut at the video's last sample
+    assert abs(_peak_hz(got["samples"], AUDIO_RATE) - TONE) < 2
+    assert _sine_match(got["samples"]) > 0.99
+
+
+def test_audio_that_breaks_or_does_not_fit_never_costs_the_video(files, tmp_path, caplog):
+    loaded = load_model(files["run"], device="cpu")
+    # FLAC packets of 4608 samples; from 0.5 s on they are garbage: the 6th packet (at 23040 samples) fails
+    broken, out = tmp_path / "broken.mkv", tmp_path / "up.mov"
+    _write_av(broken, "flac", garbage_after=0.5)
+    with caplog.at_level(logging.WARNING, logger="fedvsr.inference"):
+        st = upscale(loaded, broken, out, tile=0, progress=False)
+    assert st.audio == "flac 44100 Hz mono, re-encoded to aac 44100 Hz mono"
+    assert st.audio_error.startswith(f"{broken}: audio left out: cannot read it after 0.522 s (")
+    assert st.audio_error.endswith("); the output's audio stops there")
+    assert st.audio_error in caplog.text
+    got = _audio_out(out)
+    assert (got["frames"], got["video_seconds"]) == (AV_FRAMES, 1)  # the whole video
+    assert got["end"] == Fraction(23040, AUDIO_RATE)  # the audio read before the failure, all of it
+    assert abs(_peak_hz(got["samples"], AUDIO_RATE) - TONE) < 3
+    # a container that takes no audio at all (raw H.264): the video is written, the audio's absence said
+    src, raw = tmp_path / "tone.mp4", tmp_path / "up.h264"
+    _write_av(src, "aac")
+    st = upscale(loaded, src, raw, tile=0, progress=False)
+    assert st.audio == ""
+    assert st.audio_error == f"{src}: audio left out: the output's container (h264) takes neither its aac audio " \
+                             f"as it is nor AAC"
+    assert _decode(raw)[0].shape == (AV_FRAMES, 128, 128, 3)
 
 
 # ----------------------------------------------------------------------------- fedvsr evaluate
@@ -226,6 +368,59 @@ def test_evaluate_table_and_parquet_match_metrics(files, tmp_path, capsys):
             assert row[f"bicubic_{k}"] == pytest.approx(bic[k], abs=1e-6)
     assert table[2]["psnr"] == pytest.approx((table[0]["psnr"] + table[1]["psnr"]) / 2)
     assert f"{table[2]['psnr']:7.2f}" in printed.splitlines()[-2]
+
+
+def test_evaluate_leaves_out_unreadable_videos_and_averages_the_readable_ones(files, tmp_path, capsys):
+    data = tmp_path / "videos"
+    write_video(data / "a.mkv", _frames(5, 4, 32, 40), fps=24, codec="ffv1", pix_fmt="bgr0")
+    (data / "b.mkv").write_bytes(b"")
+    write_video(data / "c.mkv", _frames(6, 3, 40, 32), fps=24, codec="ffv1", pix_fmt="bgr0")
+    (data / "d.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    b, d = (data / "b.mkv").resolve(), (data / "d.mp4").resolve()
+    loaded = load_model(files["run"], device="cpu")
+    seen = []
+    rows = evaluate(loaded, [data], tile=32, overlap=16, on_skip=lambda path, reason: seen.append((path, reason)))
+    assert [r["clip"] for r in rows] == ["a", "c"]
+    assert rows.skipped == seen and [path for path, _ in rows.skipped] == [str(b), str(d)]
+    assert rows.skipped[0][1] == f"evaluation video left out: {b}: empty file (0 bytes), not a video"
+    assert rows.skipped[1][1].startswith(f"evaluation video left out: {d}: PyAV cannot decode it (")
+    # exactly the rows, so the averages, of evaluating the readable videos alone
+    alone = evaluate(loaded, [data / "a.mkv", data / "c.mkv"], tile=32, overlap=16)
+    assert alone.skipped == []
+    drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert [drop(r) for r in rows] == [drop(r) for r in alone]
+    assert drop(average_row(rows)) == drop(average_row(alone))
+    assert average_row(rows)["psnr"] == (rows[0]["psnr"] + rows[1]["psnr"]) / 2
+    # the CLI prints them under the table and keeps them in the Parquet file's metadata
+    out = tmp_path / "eval.parquet"
+    assert cli.main(["evaluate", "--checkpoint", str(files["run"]), "--data", str(data), "--out", str(out),
+                     "--quiet", "--tile", "32", "--tile-overlap", "16"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-3:-1] == [reason for _, reason in rows.skipped]
+    assert printed[-1].endswith(f"2 clips, 2 left out -> {out}")
+    table = pq.read_table(out)
+    assert [r["clip"] for r in table.to_pylist()] == ["a", "c", "average"]
+    assert table.to_pylist()[2]["psnr"] == pytest.approx(average_row(alone)["psnr"])
+    assert json.loads(table.schema.metadata[b"fedvsr.skipped"]) == [{"path": p, "reason": r} for p, r in rows.skipped]
+
+
+def test_evaluate_raises_naming_every_video_when_none_can_be_read(files, tmp_path, capsys):
+    data = tmp_path / "videos"
+    data.mkdir()
+    (data / "b.mkv").write_bytes(b"")
+    (data / "d.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    b, d = (data / "b.mkv").resolve(), (data / "d.mp4").resolve()
+    loaded = load_model(files["run"], device="cpu")
+    with pytest.raises(VideoError) as err:
+        evaluate(loaded, [data], tile=32, overlap=16)
+    msg = str(err.value)
+    assert msg.startswith(f"none of the 2 evaluation videos can be read: {b}: empty file (0 bytes), not a video; "
+                          f"{d}: PyAV cannot decode it (")
+    out = tmp_path / "eval.parquet"
+    assert cli.main(["evaluate", "--checkpoint", str(files["run"]), "--data", str(data), "--out", str(out),
+                     "--quiet"]) == 1
+    assert f"fedvsr: video error: {msg}" in capsys.readouterr().err
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------- errors

@@ -197,11 +197,15 @@ def test_psnr_falls_as_crf_rises(clip256):
 
 def test_psnr_falls_as_qp_rises(clip256):
     """FCVSR's HEVC degradation on one clip (8 frames, LR 64x64): the PSNR of the decoded codec output against
-    the codec's input (the bicubic LR frames) falls as QP rises, 22 > 27 > 32 > 37."""
+    the codec's input (the bicubic LR frames) falls as QP rises, 22 > 27 > 32 > 37.
+
+    Measured about 35.4, 31.5, 28.3, 25.6 on an idle machine, and 34.4, 32.9, 28.4, 25.5 in a fresh clone under
+    load: libx265 reads uninitialised memory at 64x64 (fedvsr.data.video), so a step can move by a dB from one
+    process to another. Hence a margin per step of 0.5 dB and one of 7 dB over the whole range."""
     clean = degrade_video(clip256, "bicubic", 4)
     psnr = [_luma_psnr(degrade_video(clip256, "hevc", 4, qp=qp), clean) for qp in (22, 27, 32, 37)]
-    assert psnr[0] > psnr[1] + 1.5 > psnr[2] + 3 > psnr[3] + 4.5, psnr  # measured about 35.4, 31.5, 28.3, 25.6
-    assert psnr[0] > 32
+    assert psnr[0] > psnr[1] + 0.5 > psnr[2] + 1 > psnr[3] + 1.5, psnr
+    assert psnr[0] - psnr[3] > 7 and psnr[0] > 32, psnr
 
 
 def test_hevc_encodes_without_b_frames(monkeypatch, clip256):
