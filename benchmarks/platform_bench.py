@@ -269,12 +269,12 @@ def aggregation(args) -> dict:
         merge_updates(PartialAggregate(), updates)
 
     def torch_ops() -> None:  # the same merge through torch operations (the GPU / non-float32 path)
-        real = aggregate._compiled_merge
-        aggregate._compiled_merge = lambda *a: False
+        real = aggregate.KERNEL_MIN_ELEMENTS
+        aggregate.KERNEL_MIN_ELEMENTS = 1 << 62
         try:
             merge_updates(PartialAggregate(), updates)
         finally:
-            aggregate._compiled_merge = real
+            aggregate.KERNEL_MIN_ELEMENTS = real
 
     def sequential() -> None:
         agg = PartialAggregate()

@@ -24,14 +24,12 @@ after another with :meth:`PartialAggregate.add`.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
-from fedvsr.fl.merge_kernel import BLOCK as KERNEL_BLOCK
-from fedvsr.fl.merge_kernel import merge_into
 
 Params = dict[str, torch.Tensor]
 
@@ -199,8 +197,8 @@ class ClientUpdate:
         return sum(v.numel() * v.element_size() for _, t, _, _ in self.entries for v in t.values())
 
 
-#: elements per block of :func:`merge_updates`'s torch path (GPU tensors, dtypes other than float32): 512 KiB of
-#: float64 accumulator and as much buffer; float32 on the CPU goes through ``merge_kernel`` (its own block)
+#: elements per block of :func:`merge_updates`'s torch path (GPU tensors, dtypes other than float32, small sums):
+#: 512 KiB of float64 accumulator and as much buffer; the compiled kernel has its own block
 MERGE_BLOCK = 1 << 16
 
 
@@ -208,55 +206,33 @@ def merge_updates(aggregate: PartialAggregate, updates: list[ClientUpdate], bloc
     """Add ``updates`` to ``aggregate`` in the order given: the same bits as calling ``aggregate.add`` for each
     of their entries in turn (every term ``value * weight`` is exact in float64, and the power-of-two rescaling
     commutes with the additions), computed block by block so each accumulator block is read and written once."""
-    by_name: dict[str, list[tuple[dict[str, torch.Tensor], float, int]]] = {}
+    by_name: dict[str, list[tuple[Mapping[str, torch.Tensor], float, int]]] = {}
     for update in updates:
         for name, tensors, mantissa, exponent in update.entries:
             by_name.setdefault(name, []).append((tensors, mantissa, exponent))
     for name, terms in by_name.items():
         scale = aggregate._rescale(name, max(e for _, _, e in terms))
         weights = [math.ldexp(m, e - scale) for _, m, e in terms]
-        if _merge_packed(aggregate, name, [t for t, _, _ in terms], weights, block):
-            aggregate.weights[name] = _sum_in_order(aggregate.weights.get(name, 0.0), weights)
-            continue
-        acc = aggregate.sums.setdefault(name, {})
-        for key in dict.fromkeys(k for t, _, _ in terms for k in t):
-            parts = [(t[key], w) for (t, _, _), w in zip(terms, weights, strict=True) if key in t]
-            fresh = key not in acc
-            if fresh and _compiled_merge(parts[0][0], parts):  # written by the kernel, first term included
-                buffer = aggregate.spare.pop((name, key), None)
-                shape = parts[0][0].shape
-                if buffer is None or buffer.shape != shape:
-                    buffer = torch.empty(shape, dtype=torch.float64)
-                acc[key] = buffer
-            elif fresh:
-                first, w0 = parts.pop(0)
-                acc[key] = first.to(torch.float64) * w0
-                fresh = False
-            target = acc[key].view(-1)
-            flats = [(v.reshape(-1), w) for v, w in parts]
-            if not flats:
-                continue
-            if _compiled_merge(target, flats):
-                values, ws = [v.numpy() for v, _ in flats], [w for _, w in flats]
-                merge_into(target.numpy(), values, ws, block or KERNEL_BLOCK, fresh=fresh)
-                continue
-            # elsewhere (a GPU, other dtypes): widen each block into one reused float64 buffer, then a same-dtype
-            # add (faster than a mixed-dtype add_); the same bits, as value * weight is exact in float64
-            step = block or MERGE_BLOCK
-            wide = torch.empty(min(step, target.numel()), dtype=torch.float64, device=target.device)
-            for start in range(0, target.numel(), step):
-                chunk = target[start : start + step]
-                buf = wide[: chunk.numel()]
-                for flat, w in flats:
-                    buf.copy_(flat[start : start + step])
-                    chunk.add_(buf, alpha=w)
+        if not _merge_packed(aggregate, name, [t for t, _, _ in terms], weights, block):
+            acc = aggregate.sums.setdefault(name, {})
+            for key in dict.fromkeys(k for t, _, _ in terms for k in t):
+                parts = [(t[key], w) for (t, _, _), w in zip(terms, weights, strict=True) if key in t]
+                fresh = key not in acc
+                if fresh:
+                    first = parts[0][0]
+                    buffer = aggregate.spare.pop((name, key), None)
+                    if buffer is None or buffer.shape != first.shape or buffer.device != first.device:
+                        buffer = torch.empty(first.shape, dtype=torch.float64, device=first.device)
+                    acc[key] = buffer
+                _add_terms(acc[key].view(-1), [v.reshape(-1) for v, _ in parts], [w for _, w in parts], block,
+                           fresh)
         aggregate.weights[name] = _sum_in_order(aggregate.weights.get(name, 0.0), weights)
 
 
 def _merge_packed(aggregate: PartialAggregate, name: str, terms: list[Mapping[str, torch.Tensor]],
                   weights: list[float], block: int | None) -> bool:
-    """The whole accumulator ``name`` in one kernel call, when every term is packed with one layout and the
-    accumulator is empty or is the flat float64 array (with views per tensor) an earlier such merge made."""
+    """The whole accumulator ``name`` at once, when every term is packed with one layout and the accumulator
+    is empty or is the flat float64 array (with views per tensor) an earlier such merge made."""
     layout = getattr(terms[0], "layout", None)
     if layout is None or any(getattr(t, "layout", None) != layout for t in terms):
         return False
@@ -269,20 +245,52 @@ def _merge_packed(aggregate: PartialAggregate, name: str, terms: list[Mapping[st
     if fresh:
         size = terms[0].flat.shape[0]
         buffer = aggregate.spare.pop((name, ""), None)
-        if buffer is None or buffer.shape != (size,):
+        if buffer is None or buffer.shape != (size,) or buffer.device.type != "cpu":
             buffer = torch.empty(size, dtype=torch.float64)
         views = {key: buffer[offset : offset + math.prod(shape)].view(shape) for key, shape, offset in layout}
         aggregate.sums[name] = dict(views)
         aggregate.flat[name] = (buffer, layout, views)
-    buffer = aggregate.flat[name][0]
-    merge_into(buffer.numpy(), [t.flat for t in terms], weights, block or KERNEL_BLOCK, fresh=fresh)
+    _add_terms(aggregate.flat[name][0], [t.flat for t in terms], weights, block, fresh)
     return True
 
 
-def _compiled_merge(target: torch.Tensor, flats: list[tuple[torch.Tensor, float]]) -> bool:
-    """Whether :func:`merge_into` (compiled, fused widen-and-add) takes this sum: float32 values on the CPU."""
-    return target.device.type == "cpu" and target.is_contiguous() and all(
-        v.device.type == "cpu" and v.dtype == torch.float32 and v.is_contiguous() for v, _ in flats)
+#: sums of at least this many elements (float32 on the CPU) go through the compiled kernel
+#: (:mod:`fedvsr.fl.merge_kernel`); smaller ones through torch operations, which cost no compilation: loading the
+#: kernel takes about 0.7 s in each new process even from Numba's disk cache, more than a small model's merges
+KERNEL_MIN_ELEMENTS = 1 << 18
+
+
+def _add_terms(target: torch.Tensor, values: list[torch.Tensor | np.ndarray], weights: list[float],
+               block: int | None, fresh: bool) -> None:
+    """``target`` (1-D float64) ``+= values[0] * weights[0]``, then the next, ... in order (``fresh``: target
+    holds nothing yet and starts as the first term, so a term of -0.0 stays -0.0, as in ``add``)."""
+    if not values:
+        return
+    arrays = [v.numpy() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v for v in values]
+    if (target.device.type == "cpu" and target.numel() >= KERNEL_MIN_ELEMENTS
+            and all(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)):
+        from fedvsr.fl.merge_kernel import BLOCK, merge_into  # imports Numba: only where a large sum needs it
+
+        merge_into(target.numpy(), arrays, weights, block or BLOCK, fresh=fresh)
+        return
+    with warnings.catch_warnings():  # arrays from Ray's object store are read-only; they are only read here
+        warnings.simplefilter("ignore", UserWarning)
+        tensors = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in arrays]
+    if fresh:  # the first term, exactly (value * weight is exact in float64)
+        target.copy_(tensors[0])
+        target.mul_(weights[0])
+        tensors, weights = tensors[1:], weights[1:]
+    if not tensors:
+        return
+    # widen each block into one reused float64 buffer, then a same-dtype add (faster than a mixed-dtype add_)
+    step = block or MERGE_BLOCK
+    wide = torch.empty(min(step, target.numel()), dtype=torch.float64, device=target.device)
+    for start in range(0, target.numel(), step):
+        chunk = target[start : start + step]
+        buf = wide[: chunk.numel()]
+        for value, w in zip(tensors, weights, strict=True):
+            buf.copy_(value[start : start + step])
+            chunk.add_(buf, alpha=w)
 
 
 def _sum_in_order(start: float, values: list[float]) -> float:

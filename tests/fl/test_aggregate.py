@@ -68,7 +68,16 @@ def test_normalised_weights_sum_to_one_for_any_log_weights():
     assert normalised_weights([]) == []
 
 
-def test_recorded_updates_merged_blockwise_give_the_bits_of_adding_them_in_turn():
+@pytest.fixture(params=["kernel", "torch"])
+def merge_path(request, monkeypatch):
+    """Run a merge test through the compiled kernel (every float32 sum) and through torch operations (none)."""
+    from fedvsr.fl import aggregate as agg
+
+    monkeypatch.setattr(agg, "KERNEL_MIN_ELEMENTS", 0 if request.param == "kernel" else 1 << 62)
+    return request.param
+
+
+def test_recorded_updates_merged_blockwise_give_the_bits_of_adding_them_in_turn(merge_path):
     from fedvsr.fl.aggregate import ClientUpdate, merge_updates
 
     g = torch.Generator().manual_seed(0)
@@ -97,10 +106,10 @@ def test_recorded_updates_merged_blockwise_give_the_bits_of_adding_them_in_turn(
 
 
 def test_compiled_merge_and_torch_path_give_the_same_bits(monkeypatch):
-    """float32 on the CPU goes through the compiled kernel; anything else (here float16, and the kernel switched
-    off) through torch operations: both give the bits of sequential ``add``, for 1 to 9 updates (the kernel
-    adds four, then two, then one per pass), a tensor of 0 elements, and zeros of both signs (a sum of -0.0
-    terms stays -0.0, as in ``add``)."""
+    """float32 on the CPU goes through the compiled kernel (from KERNEL_MIN_ELEMENTS elements on); anything else
+    (here float16, and every sum with the threshold out of reach) through torch operations: both give the bits
+    of sequential ``add``, for 1 to 9 updates (the kernel adds four, then two, then one per pass), a tensor of
+    0 elements, and zeros of both signs (a sum of -0.0 terms stays -0.0, as in ``add``)."""
     from fedvsr.fl import aggregate as agg
     from fedvsr.fl.aggregate import ClientUpdate, merge_updates
 
@@ -115,8 +124,9 @@ def test_compiled_merge_and_torch_path_give_the_same_bits(monkeypatch):
             seq.add("model", t, log_weight=0.37 * k)
             updates.append(u)
         compiled, plain = PartialAggregate(), PartialAggregate()
+        monkeypatch.setattr(agg, "KERNEL_MIN_ELEMENTS", 0)
         merge_updates(compiled, updates, block=512)
-        monkeypatch.setattr(agg, "_compiled_merge", lambda *a: False)
+        monkeypatch.setattr(agg, "KERNEL_MIN_ELEMENTS", 1 << 62)
         merge_updates(plain, updates, block=512)
         monkeypatch.undo()
         for key in ("w", "h", "empty", "z"):  # bit by bit: -0.0 is not 0.0 here
@@ -145,7 +155,7 @@ def test_merge_kernel_refuses_what_it_cannot_sum():
     assert acc.tolist() == [2.5] * 4
 
 
-def test_an_aggregate_reusing_the_last_rounds_buffers_gives_the_same_sums():
+def test_an_aggregate_reusing_the_last_rounds_buffers_gives_the_same_sums(merge_path):
     from fedvsr.fl.aggregate import ClientUpdate, merge_updates
 
     g = torch.Generator().manual_seed(2)
@@ -182,7 +192,7 @@ def test_an_aggregate_reusing_the_last_rounds_buffers_gives_the_same_sums():
     assert third.sums["model"]["a"].shape == (40, 3) and third.flat["model"][0].shape == (127,)
 
 
-def test_a_packed_update_crosses_pickle_as_one_array_and_merges_read_only():
+def test_a_packed_update_crosses_pickle_as_one_array_and_merges_read_only(merge_path):
     """Float32 tensors travel as one flat array (pickle protocol 5 out of band, as Ray sends them); after the
     trip the array is read-only, as one from the object store: the merge gives the bits of ``add`` all the
     same, mixing read-only and writable updates, and the tensors read back equal what was added."""
