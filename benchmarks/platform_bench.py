@@ -166,11 +166,20 @@ def overhead(args) -> dict:
 
 
 # --------------------------------------------------------------------------- queue depth
-#: vs_flower.py's xdevice workload (one local step a client) on 1 worker: where the time between clients shows
-XDEVICE = ["model.name=efvsr", "model.preset=tiny", "data.videos=302", "data.frames=6", "data.height=64",
-           "data.width=64", "data.patch=8", "data.samples_per_video=4", "fl.clients=300", "fl.clients_per_round=10",
-           "fl.batch_size=4", "fl.local_epochs=1", "fl.optimizer=adam", "platform.workers=1", "eval.holdout=2",
-           "eval.clips=1"]
+def _overrides(tree: dict, prefix: str = "") -> list[str]:
+    """A nested config dict as ``key.sub=value`` overrides."""
+    out = []
+    for key, value in tree.items():
+        out += _overrides(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}={value}"]
+    return out
+
+
+def _xdevice() -> list[str]:
+    """vs_flower.py's xdevice workload (one local step a client) on 1 worker: where the time between clients
+    shows."""
+    from vs_flower import WORKLOADS  # benchmarks/ is on sys.path when a script there runs
+
+    return [*_overrides(WORKLOADS["xdevice"]), "platform.workers=1"]
 
 
 def depth(args) -> dict:
@@ -180,10 +189,10 @@ def depth(args) -> dict:
     from fedvsr.config import load_config
     from fedvsr.platform.run import run_experiment
 
-    runs = []
+    runs, workload = [], _xdevice()
     for rep in range(args.reps):
         for d in (1, 2):
-            cfg = load_config(None, [*XDEVICE, f"fl.rounds={args.rounds}", f"platform.queue_depth={d}", *args.set])
+            cfg = load_config(None, [*workload, f"fl.rounds={args.rounds}", f"platform.queue_depth={d}", *args.set])
             with tempfile.TemporaryDirectory() as tmp:
                 run_experiment(cfg, Path(tmp) / "run")
                 rounds = pq.read_table(Path(tmp) / "run" / "rounds.parquet").to_pydict()
@@ -195,7 +204,7 @@ def depth(args) -> dict:
             print(runs[-1], flush=True)
     pairs = [b["train_s_per_round"] / a["train_s_per_round"] for a, b in zip(runs[::2], runs[1::2], strict=True)]
     print(f"depth 2 / depth 1 per pair: {[round(p, 3) for p in pairs]}")
-    return {"config": XDEVICE, "rounds": args.rounds, "runs": runs, "ratio_depth2_to_depth1": pairs,
+    return {"config": workload, "rounds": args.rounds, "runs": runs, "ratio_depth2_to_depth1": pairs,
             "median_ratio": statistics.median(pairs)}
 
 

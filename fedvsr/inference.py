@@ -44,7 +44,7 @@ import torch
 import yaml
 
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
-from fedvsr.data.video import IMAGE_SUFFIXES, VideoError, list_frame_files
+from fedvsr.data.video import IMAGE_SUFFIXES, LEFT_OUT, VideoError, list_frame_files
 from fedvsr.metrics import bicubic_upsample, psnr_rgb, psnr_y, ssim_rgb, ssim_y
 from fedvsr.models import VSRModel, build_model
 from fedvsr.platform.checkpoint import load_arrays
@@ -916,7 +916,7 @@ def _evaluation_entries(paths: list[str | os.PathLike], scale: int, degradation:
         elif (layout := detect_layout(p)) is not None:
             scan = scan_dataset(layout, p, scale, degradation)
             entries += scan.test or scan.train
-            skipped += [(path, f"evaluation video left out: {path}: {reason}") for path, reason in scan.skipped]
+            skipped += [(path, f"{LEFT_OUT}{path}: {reason}") for path, reason in scan.skipped]
         else:
             entries += scan_folder(p)
     seen: dict[str, int] = {}
@@ -1020,7 +1020,6 @@ def evaluate(loaded: LoadedModel, paths: list[str | os.PathLike], degradation: s
         raise VideoError(f"no videos found in {', '.join(map(str, paths))}"
                          + "".join(f"; {reason}" for _, reason in scan_skipped))
     rows = EvaluationRows()
-    errors: list[str] = []  # the messages of the videos left out here, each naming its file
 
     def skip(path: str, reason: str) -> None:
         rows.skipped.append((path, reason))
@@ -1028,20 +1027,19 @@ def evaluate(loaded: LoadedModel, paths: list[str | os.PathLike], degradation: s
             on_skip(path, reason)
 
     for path, reason in scan_skipped:
-        errors.append(reason.removeprefix("evaluation video left out: "))
         skip(path, reason)
     for e in entries:
         try:
             clip = evaluate_clip(loaded, e, degradation, scale, params, tile, overlap)
         except (VideoError, OSError) as err:
-            errors.append(str(err))
-            skip(e.path, f"evaluation video left out: {err}")
+            skip(e.path, f"{LEFT_OUT}{err}")
             continue
         row = {**clip, "degradation": degradation, **{k: v for k, v in params.items()}}
         rows.append(row)
         if on_clip:
             on_clip(row)
     if not rows:
+        errors = [reason.removeprefix(LEFT_OUT) for _, reason in rows.skipped]  # each names its file
         raise VideoError(f"none of the {len(errors)} evaluation videos can be read: {'; '.join(errors)}")
     return rows
 

@@ -103,13 +103,20 @@ def cached_decoded(root: Path | None, source: str | os.PathLike, decode: Callabl
         path = Path(root) / f"{decoded_key(source)}.hr.npy"
     except OSError:  # a missing or unreadable source: decoding it says so in its own words
         return decode()
-    arr = _read(path, None)
+    return _cached(path, decode, None, "hr_", keep=lambda arr: arr.nbytes <= max_bytes)
+
+
+def _cached(path: Path, build: Callable[[], np.ndarray], shape: tuple[int, ...] | None, prefix: str = "",
+            keep: Callable[[np.ndarray], bool] = lambda arr: True) -> np.ndarray:
+    """The entry at ``path``, or ``build()``, stored there when ``keep`` says so (a write that fails costs the
+    saving, not the result); counted in :data:`STATS` as ``<prefix>hits`` / ``<prefix>misses``."""
+    arr = _read(path, shape)
     if arr is not None:
-        STATS["hr_hits"] += 1
+        STATS[f"{prefix}hits"] += 1
         return arr
-    arr = decode()
-    if arr.nbytes <= max_bytes:
-        STATS["hr_misses"] += 1
+    arr = build()
+    if keep(arr):
+        STATS[f"{prefix}misses"] += 1
         try:
             _write(path, arr)
         except OSError:
@@ -155,15 +162,4 @@ def cached_lr(root: Path | None, key: str, build: Callable[[], np.ndarray],
     """
     if root is None:
         return build()
-    path = Path(root) / f"{key}.npy"
-    arr = _read(path, shape)
-    if arr is not None:
-        STATS["hits"] += 1
-        return arr
-    STATS["misses"] += 1
-    arr = build()
-    try:
-        _write(path, arr)
-    except OSError:
-        STATS["write_errors"] += 1
-    return arr
+    return _cached(Path(root) / f"{key}.npy", build, shape)

@@ -35,6 +35,11 @@ _IMAGE_ENCODERS: dict[str, tuple[str, str]] = {
 _SUBSAMPLED_420 = {"yuv420p", "yuvj420p", "nv12", "yuv420p10le"}
 
 
+#: how an evaluation video that cannot be read is reported, before the error naming it (the platform's
+#: ``video_skipped`` events and ``fedvsr evaluate``)
+LEFT_OUT = "evaluation video left out: "
+
+
 class VideoError(ValueError):
     """A video or frame folder that cannot be read; the message names the path and the problem."""
 

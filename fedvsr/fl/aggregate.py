@@ -188,10 +188,6 @@ class ClientUpdate:
             copied = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
         self.entries.append((name, copied, mantissa, exponent))
 
-    def to(self, device: torch.device | str) -> ClientUpdate:
-        self.entries = [(n, {k: v.to(device) for k, v in t.items()}, m, e) for n, t, m, e in self.entries]
-        return self
-
     @property
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for _, t, _, _ in self.entries for v in t.values())

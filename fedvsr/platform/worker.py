@@ -23,6 +23,7 @@ import torch
 from fedvsr.config import ExperimentConfig, config_from_dict
 from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair_for, resolve_augment
 from fedvsr.data.synthetic import VideoEntry
+from fedvsr.data.video import LEFT_OUT
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import ClientUpdate, to_torch
 from fedvsr.fl.client import epoch_batches, run_client
@@ -82,7 +83,7 @@ class ClientWorker:
                 try:
                     pairs.append(self._pair(i))
                 except (OSError, ValueError) as err:
-                    self.eval_skipped.append((self.videos[i].path, f"evaluation video left out: {err}"))
+                    self.eval_skipped.append((self.videos[i].path, f"{LEFT_OUT}{err}"))
             if not pairs:
                 raise ValueError(f"none of the {len(self.eval_videos)} evaluation videos can be read: "
                                  + "; ".join(reason for _, reason in self.eval_skipped[:3]))
