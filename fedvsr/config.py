@@ -59,6 +59,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    seed: int = _spec(0, "data seed: the built-in videos, which videos are held out for evaluation, the "
+                      "partition among clients and the random degradation draws; fixed while replicates vary "
+                      "the training seed (seed)", min=0)
     source: str = _spec("synthetic", "where videos come from: synthetic (built-in); folder (video files and frame "
                         "folders under data.root, label = the folder under the root); reds (train_sharp/<clip>/, "
                         "train split = all but REDS4); vid4 (GT/<clip>/, a test set); vimeo90k (vimeo_septuplet/"
@@ -67,14 +70,14 @@ class DataConfig:
                         "BIx4 / BDx4, vimeo_septuplet_matlabLRx4) replace the resampling of the HR frames when "
                         "present", choices=DATA_SOURCES)
     root: str = _spec("", "dataset folder (folder and dataset sources); synthetic: the folder holding the built "
-                          "videos, one synthetic-<key> folder per seed and size (default: $FEDVSR_CACHE or "
+                          "videos, one synthetic-<key> folder per data.seed and size (default: $FEDVSR_CACHE or "
                           "~/.cache/fedvsr)")
     degradation: str = _spec("bicubic", "how LR videos are made from HR videos: bicubic (antialiased, MATLAB-"
                              "like); blur (Gaussian blur of data.sigma + every scale-th pixel); h264 (blur + H.264 "
                              "at data.crf: FCA2; blur-h264 is the same); hevc (bicubic + HEVC at data.qp, no "
                              "B-frames: FCVSR's low-delay); fca2-mix (FCA2's training mix: blur, then H.264 at a "
                              "random CRF for a data.mix_compressed fraction of the videos); vsrgan (bicubic + "
-                             "the VSRGAN degradation suite, data.vsrgan_*). Random draws depend on (seed, video)",
+                             "the VSRGAN degradation suite, data.vsrgan_*). Random draws depend on (data.seed, video)",
                              choices=DEGRADATIONS)
     crf: int = _spec(25, "h264: H.264 constant rate factor (FCA2 paper: 15, 25, 35)", min=0, max=51)
     qp: int = _spec(32, "hevc: HEVC quantisation parameter (FCVSR paper: 22, 27, 32, 37)", min=0, max=51)
@@ -222,7 +225,9 @@ class EvalConfig:
 
 @dataclass
 class ExperimentConfig:
-    seed: int = _spec(0, "seed of everything: data, partition, sampling, init, local training", min=0)
+    seed: int = _spec(0, "training seed: the initial model, client sampling, local crops, batches and "
+                      "augmentation, dropout and straggler draws (replicates vary it; data.seed keeps the data)",
+                      min=0)
     model: ModelConfig = _spec(None, "model", factory=ModelConfig)
     data: DataConfig = _spec(None, "data", factory=DataConfig)
     fl: FLConfig = _spec(None, "federated learning", factory=FLConfig)

@@ -116,3 +116,23 @@ def test_readme_configuration_table_is_the_config():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert config_table() in readme
+
+
+def test_the_training_seed_keeps_the_data_and_the_data_seed_changes_it(tmp_path):
+    """`seed` varies training only (replicates); `data.seed` picks the built-in videos, the held-out videos
+    and the partition."""
+    from fedvsr.data.sources import experiment_data, synthetic_root
+    from fedvsr.fl.partition import partition_videos
+
+    def data(*extra):
+        cfg = load_config(None, [f"data.root={tmp_path}", "data.videos=12", "data.frames=2", "data.height=32",
+                                 "data.width=32", "data.patch=8", "fl.clients=4", "fl.partition=random", *extra])
+        d = experiment_data(cfg)
+        labels = [d.videos[i].label for i in d.pool]
+        return synthetic_root(cfg.data, cfg.data.seed), d.held, partition_videos(labels, 4, "random", cfg.data.seed)
+
+    base = data()
+    assert data("seed=5") == base
+    other = data("data.seed=5")
+    assert other[0] != base[0]
+    assert other[1:] != base[1:]

@@ -110,7 +110,7 @@ def load_pair_for(cfg, entry: VideoEntry) -> VideoPair:
     """:func:`load_pair` with everything taken from the experiment config: ``data.degradation``, its
     ``data.*`` parameters (:func:`fedvsr.data.degrade.degradation_params`), ``data.scale``, the experiment
     ``seed``, ``data.lr_cache`` and ``data.hr_cache_mb``."""
-    return load_pair(entry, cfg.data.degradation, cfg.data.scale, seed=cfg.seed, lr_cache=cfg.data.lr_cache,
+    return load_pair(entry, cfg.data.degradation, cfg.data.scale, seed=cfg.data.seed, lr_cache=cfg.data.lr_cache,
                      hr_cache_mb=cfg.data.hr_cache_mb, **degradation_params(cfg.data))
 
 

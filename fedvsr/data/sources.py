@@ -75,8 +75,8 @@ def resolve_videos(cfg) -> list[VideoEntry]:
     split of a dataset layout (REDS without REDS4, Vimeo-90K's sep_trainlist, Kinetics' train)."""
     d = cfg.data
     if d.source == "synthetic":
-        return build_synthetic_dataset(synthetic_root(d, cfg.seed), d.videos, d.frames, d.height, d.width,
-                                       cfg.seed, d.content)
+        return build_synthetic_dataset(synthetic_root(d, d.seed), d.videos, d.frames, d.height, d.width,
+                                       d.seed, d.content)
     if d.source == "folder":
         return scan_folder(d.root)
     if d.source in LAYOUTS:
@@ -228,7 +228,7 @@ def _whole_videos(cfg) -> ExperimentData:
         return ExperimentData(videos, list(range(len(train))), list(range(len(train), len(videos))), skipped)
     videos = _training_split(scan, d.root) if scan is not None else resolve_videos(cfg)
     if cfg.eval.source == "holdout":
-        pool, held = split_holdout(videos, cfg.eval.holdout, cfg.seed)
+        pool, held = split_holdout(videos, cfg.eval.holdout, d.seed)
         return ExperimentData(videos, pool, held, skipped)
     if cfg.eval.source == "folder":
         extra, more = _evaluation_root(cfg)

@@ -72,7 +72,7 @@ class Coordinator:
             for path, reason in data.skipped:  # a dataset scan's unusable videos: recorded, never a crash
                 self._event("video_skipped", reason, path=path)
         labels = [videos[i].label for i in client_pool]
-        parts = partition_videos(labels, cfg.fl.clients, cfg.fl.partition, cfg.seed, cfg.fl.dirichlet_beta)
+        parts = partition_videos(labels, cfg.fl.clients, cfg.fl.partition, cfg.data.seed, cfg.fl.dirichlet_beta)
         self.client_videos = [[client_pool[j] for j in part] for part in parts]
         write_parquet_atomic(
             self.out / "partition.parquet",
