@@ -1,6 +1,7 @@
 """The ``fedvsr`` command.
 
     fedvsr simulate [--config FILE] [--set key=value ...] [--out DIR] [--resume] [--address ADDR]
+                    [--replicates N [--vary-data]]
     fedvsr train-central [--config FILE] [--set key=value ...] [--out DIR] [--workers N] [--gpu]
     fedvsr models [--json]
     fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--resume] [--address ADDR] [--set k=v ...]
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -36,6 +38,10 @@ def _simulate(args: argparse.Namespace) -> int:
         from fedvsr.platform.cluster import join_cluster
 
         join_cluster(args.address, include_dashboard=False, logging_level="ERROR", log_to_driver=True)
+    from fedvsr.platform.replicates import is_replicate_group
+
+    if args.replicates != 1 or args.vary_data or (args.resume and is_replicate_group(out)):
+        return _simulate_replicates(args, cfg, out)
 
     def on_start(info: dict) -> None:
         b, i = info["bicubic"], info["initial"]
@@ -73,6 +79,51 @@ def _simulate(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _simulate_replicates(args: argparse.Namespace, cfg, out: Path) -> int:
+    """``fedvsr simulate --replicates N``: the replicates stepped together, one aggregate line per round."""
+    from fedvsr.platform.replicates import run_replicates
+
+    tty = sys.stdout.isatty()
+
+    def on_start(info: dict) -> None:
+        b, i = info["bicubic"], info["initial"]
+        how = "each with its own workers" if info["parallel"] else "sharing the workers' CPUs, one after another"
+        print(f"fedvsr: {info['params']:,} parameters, {info['replicates']} replicates (training seeds "
+              f"{', '.join(map(str, info['seeds']))}; data seeds {', '.join(map(str, sorted(set(info['data_seeds']))))}"
+              f"), {info['workers']} workers each, {how}; output in {out}", flush=True)
+        print(f"bicubic    psnr {b['psnr']:6.2f}  ssim {b['ssim']:.4f}  (replicate 0)", flush=True)
+        if info["start_round"] == 1:
+            print(f"round   0  psnr {i['psnr']:6.2f}  ssim {i['ssim']:.4f}  (initial model, replicate 0)", flush=True)
+        else:
+            print(f"resuming at round {info['start_round']}", flush=True)
+
+    def on_progress(item: dict) -> None:
+        if tty:
+            done, total = item["progress"]
+            print(f"\rround {item['round']:3d}  replicate {item['replicate']}  [{'#' * (20 * done // total):<20}] "
+                  f"{done}/{total} clients", end="", flush=True)
+
+    def on_round(agg: dict, rows: list[dict]) -> None:
+        clear = "\r\033[K" if tty else ""
+        each = " ".join(f"{r['psnr']:.2f}" for r in rows)
+        print(f"{clear}round {agg['round']:3d}  psnr {_pm(agg, 'psnr', 3)}  ssim {_pm(agg, 'ssim', 4)}  "
+              f"loss {agg['train_loss_mean']:.5f}  (n={agg['n']}: {each})  {agg['seconds']:5.1f}s", flush=True)
+
+    s = run_replicates(cfg, out, args.replicates, args.vary_data, resume=args.resume, on_start=on_start,
+                       on_round=on_round, on_progress=on_progress)
+    print(f"final      psnr {_pm(s, 'final_psnr', 3, '')}  ssim {_pm(s, 'final_ssim', 4, '')}  "
+          f"({_pm(s, 'gain_db', 2, '', sign=True)} dB over bicubic, 95% interval over {s['replicates']} replicates)"
+          f"  -> {out}/summary.json", flush=True)
+    return 0
+
+
+def _pm(row: dict, key: str, digits: int, suffix: str = "_mean", sign: bool = False) -> str:
+    """``"25.431 +- 0.052"``: a mean and the half width of its 95% interval (just the mean when n = 1)."""
+    mean, low, high = row[f"{key}{suffix}"], row.get(f"{key}_low", math.nan), row.get(f"{key}_high", math.nan)
+    text = f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
+    return text if not math.isfinite(high - low) else f"{text} +- {(high - low) / 2:.{digits}f}"
 
 
 def _train_central(args: argparse.Namespace) -> int:
@@ -217,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config key, e.g. --set fl.rounds=20 (repeatable)")
     sim.add_argument("--out", help="output folder (default: runs/sim-<time>)")
     sim.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    sim.add_argument("--replicates", type=int, default=1, metavar="N",
+                     help="run the experiment under N training seeds (seed, seed+1, ...; the data seed fixed) in "
+                          "one folder, with the mean and 95%% interval per round (default 1)")
+    sim.add_argument("--vary-data", action="store_true",
+                     help="with --replicates: vary data.seed with the training seed (other videos, held-out clips "
+                          "and partition per replicate)")
     sim.add_argument("--address", help="Ray cluster to run on, host:port of its head (or auto); same as --set "
                      "platform.address=...; default: the job's cluster under `ray job submit`, else a local Ray")
     sim.set_defaults(func=_simulate)

@@ -58,7 +58,9 @@ class Coordinator:
     """Holds the global model and the strategy's server state; drives the worker pool round by round."""
 
     def __init__(self, cfg_dict: dict[str, Any], out_dir: str, resume: bool = False,
-                 placement_group: PlacementGroup | None = None, fault: str = "") -> None:
+                 placement_group: PlacementGroup | None = None, fault: str = "", share: float = 1.0) -> None:
+        """``share`` scales the Ray resources each worker reserves (replicates stepped in lockstep share one set of
+        CPUs, see fedvsr.platform.replicates); a worker's torch threads stay ``platform.cpus_per_worker``."""
         self.cfg = cfg = config_from_dict(cfg_dict)
         self.out = Path(out_dir)
         self.strategy = build_strategy(cfg.fl)
@@ -88,7 +90,7 @@ class Coordinator:
         # Ray restarts a dead worker (max_restarts); its calls are not retried by Ray (max_task_retries = 0):
         # the coordinator retries the one client it was training, on whichever worker is free
         remote = ray.remote(ClientWorker).options(
-            num_cpus=p.cpus_per_worker, num_gpus=p.gpus_per_worker, max_restarts=max(2, p.max_retries),
+            num_cpus=p.cpus_per_worker * share, num_gpus=p.gpus_per_worker * share, max_restarts=max(2, p.max_retries),
             max_task_retries=0, **placement,
         )
         # large data lists (thousands of clients) go to the object store once, and holding the references here

@@ -75,6 +75,68 @@ def check_local_resources(cfg: ExperimentConfig) -> None:
             )
 
 
+class Experiment:
+    """The driver's handle on one run: its coordinator actor, driven one round at a time.
+
+    Ray must be running (:func:`init_ray`). A new run writes ``config.yaml`` into ``out`` first; with ``resume``
+    the coordinator continues from the checkpoint there. ``share`` scales the Ray resources each client worker
+    reserves (replicates stepped in lockstep share one set of CPUs: :mod:`fedvsr.platform.replicates`)."""
+
+    def __init__(self, cfg: ExperimentConfig, out: Path, resume: bool = False,
+                 placement_group: PlacementGroup | None = None, share: float = 1.0) -> None:
+        self.cfg, self.out = cfg, out
+        if not resume:
+            out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out / "config.yaml", cfg.to_yaml())
+        self.coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
+            cfg.to_dict(), str(out), resume, placement_group, os.environ.get("FEDVSR_FAULT", ""), share
+        )
+        try:
+            self.info: dict[str, Any] = ray.get(self.coordinator.info.remote())
+        except BaseException:
+            self.close()
+            raise
+        self.next_round: int = self.info["start_round"]
+
+    @property
+    def done(self) -> bool:
+        return self.next_round > self.cfg.fl.rounds
+
+    def run_round(self, on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Train and evaluate the next round; returns its row of ``rounds.parquet``. ``on_progress({"round",
+        "progress": (done, total)})`` each time one of its clients finishes."""
+        row: dict[str, Any] = {}
+        for ref in self.coordinator.run_round.options(num_returns="streaming").remote(self.next_round):
+            item = ray.get(ref)
+            if "row" in item:
+                row = item["row"]
+            elif on_progress:
+                on_progress(item)
+        self.next_round += 1
+        return row
+
+    def finish(self) -> dict[str, Any]:
+        """Write the final model and ``summary.json``; returns the summary."""
+        return ray.get(self.coordinator.finish.remote())
+
+    def close(self) -> None:
+        ray.kill(self.coordinator)
+
+
+def start_ray(cfg: ExperimentConfig, placement_group: PlacementGroup | None = None) -> bool:
+    """Start or join Ray for ``cfg`` (:func:`init_ray`); on a local Ray, refuse a worker pool it can never place.
+    Returns whether this call started Ray."""
+    started = init_ray(cfg)
+    try:
+        if placement_group is None and not (cfg.platform.address or os.environ.get("RAY_ADDRESS")):
+            check_local_resources(cfg)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    return started
+
+
 def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, resume: bool = False,
                    on_round: Callable[[dict[str, Any]], None] | None = None,
                    on_start: Callable[[dict[str, Any]], None] | None = None,
@@ -88,31 +150,19 @@ def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, res
     trial's group). ``$FEDVSR_FAULT`` (a testing hook, see :meth:`ClientWorker._maybe_fail`) reaches the workers."""
     out = Path(out_dir).resolve()
     cfg = run_config(out, cfg, resume)
-    started = init_ray(cfg)  # before the folder is written: an unreachable cluster leaves nothing behind
-    if placement_group is None and not (cfg.platform.address or os.environ.get("RAY_ADDRESS")):
-        check_local_resources(cfg)
-    if not resume:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", cfg.to_yaml())
-    coordinator = None
+    started = start_ray(cfg, placement_group)  # before the folder is written: an unreachable cluster leaves nothing
+    run = None
     try:
-        coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
-            cfg.to_dict(), str(out), resume, placement_group, os.environ.get("FEDVSR_FAULT", "")
-        )
-        info = ray.get(coordinator.info.remote())
+        run = Experiment(cfg, out, resume, placement_group)
         if on_start:
-            on_start(info)
-        for t in range(info["start_round"], cfg.fl.rounds + 1):
-            for ref in coordinator.run_round.options(num_returns="streaming").remote(t):
-                item = ray.get(ref)
-                if "row" in item:
-                    if on_round:
-                        on_round(item["row"])
-                elif on_progress:
-                    on_progress(item)
-        return ray.get(coordinator.finish.remote())
+            on_start(run.info)
+        while not run.done:
+            row = run.run_round(on_progress)
+            if on_round:
+                on_round(row)
+        return run.finish()
     finally:
-        if coordinator is not None:
-            ray.kill(coordinator)
+        if run is not None:
+            run.close()
         if started:
             ray.shutdown()

@@ -1,6 +1,7 @@
 """The sweep commands of ``fedvsr``: ``sweep``, ``best`` and ``report``.
 
-    fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--seed S] [--address ADDR] [--set k=v ...]
+    fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--seed S] [--replicates N] [--address ADDR]
+                 [--set k=v ...]
     fedvsr sweep --resume --out DIR
     fedvsr sweep --list
     fedvsr best DIR... [--metric psnr|ssim|loss|COLUMN] [--mode max|min] [--where k=v ...] [--top K] [--json]
@@ -34,10 +35,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the folder of the sweep to continue")
-        if args.set or args.trials is not None or args.seed is not None:
-            raise ConfigError("--resume continues a sweep as it was started; --set, --trials and --seed cannot change "
+        if args.set or args.trials is not None or args.seed is not None or args.replicates is not None:
+            raise ConfigError("--resume continues a sweep as it was started; --set, --trials, --seed and --replicates "
+                              "cannot change "
                               "it (Tune cannot change a sweep's search space on restore)")
-    spec = load_spec(args.spec, args.set, args.trials, args.seed) if args.spec else None
+    spec = load_spec(args.spec, args.set, args.trials, args.seed, args.replicates) if args.spec else None
     out = Path(args.out or f"runs/sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
     from fedvsr.sweeps.runner import run_sweep
@@ -115,6 +117,8 @@ def add_commands(sub) -> None:
     sw.add_argument("--trials", type=int, help="optuna: number of trials (overrides the spec)")
     sw.add_argument("--concurrent", type=int, help="trials running at once (default: as many as resources allow)")
     sw.add_argument("--seed", type=int, help="seed of the searcher (overrides the spec's)")
+    sw.add_argument("--replicates", type=int, metavar="N", help="training seeds per point (overrides the spec's "
+                    "`replicates`): each trial runs N replicates and ASHA / Optuna decide on their mean")
     sw.add_argument("--address", help="Ray cluster to run on (host:port of its head, or auto); default: the job's "
                     "cluster under `ray job submit`, else a local Ray. On several nodes --out must be on a file "
                     "system they all mount (docs/cluster.md)")

@@ -151,12 +151,12 @@ def check_nodes_see(sweep_dir: str | os.PathLike, sweep_id: str, folders: dict[s
     return len(nodes)
 
 
-def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, sweep_id: str | None = None) -> None:
-    """The Tune function of one trial (runs in a Tune actor, on any node of the cluster)."""
+def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, sweep_id: str | None = None,
+                parallel: bool = False) -> None:
+    """The Tune function of one trial (runs in a Tune actor, on any node of the cluster). With
+    ``spec.replicates`` > 1 the trial runs its point's replicates stepped together and reports their mean per
+    round (``parallel``: each replicate with its own workers, see :mod:`fedvsr.platform.replicates`)."""
     from ray import tune
-    from ray.util.placement_group import get_current_placement_group
-
-    from fedvsr.platform.run import run_experiment
 
     if sweep_id is not None:  # before anything is written: never a run folder on a node's local disk
         check_sweep_folder(sweep_dir, sweep_id)
@@ -164,34 +164,82 @@ def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, sweep_i
     out = Path(sweep_dir) / "runs" / run_folder_name(tune.get_context().get_trial_id(), overrides)
     try:
         cfg = spec.experiment_config(overrides)
-        rounds = cfg.fl.rounds
-        done = pq.read_table(out / "rounds.parquet").to_pylist() if (out / "rounds.parquet").is_file() else []
-        if (out / "summary.json").is_file() and len(done) >= rounds:
-            tune.report(_report_row(done[-1], rounds))  # finished before an interruption: nothing to train
-            return
-        resume = (out / "config.yaml").is_file()
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / NODE_FILE, this_node())
-        last: list[dict[str, Any]] = []
-
-        def on_round(row: dict[str, Any]) -> None:
-            # the last round is reported after the run has written its summary and model: Tune ends a trial
-            # as soon as it reports round max_t, and would cut the run's ending short
-            if row["round"] < rounds:
-                tune.report(_report_row(row, rounds))
-            else:
-                last.append(row)
-
-        run_experiment(None if resume else cfg, out, resume=resume, on_round=on_round,
-                       placement_group=get_current_placement_group())
-        if last:
-            tune.report(_report_row(last[-1], rounds))
+        if spec.replicates > 1:
+            _trial_replicates(cfg, spec, out, parallel)
+        else:
+            _trial_run(cfg, out)
     except Exception as err:
+        from fedvsr.platform.replicates import is_replicate_group
+
         out.mkdir(parents=True, exist_ok=True)
-        if not (out / "config.yaml").is_file():  # a config that never ran: keep what was asked
+        if not (out / "config.yaml").is_file() and not is_replicate_group(out):
             write_text_atomic(out / "config.yaml", yaml.safe_dump(_tree(spec, overrides), sort_keys=False))
         write_text_atomic(out / ERROR_FILE, root_cause(err) + "\n\n" + traceback.format_exc())
         raise
+
+
+def _trial_run(cfg, out: Path) -> None:
+    """One run per trial: its rounds reported as they finish; a finished run is reported, not trained again."""
+    from ray import tune
+    from ray.util.placement_group import get_current_placement_group
+
+    from fedvsr.platform.run import run_experiment
+
+    rounds = cfg.fl.rounds
+    done = pq.read_table(out / "rounds.parquet").to_pylist() if (out / "rounds.parquet").is_file() else []
+    if (out / "summary.json").is_file() and len(done) >= rounds:
+        tune.report(_report_row(done[-1], rounds))  # finished before an interruption: nothing to train
+        return
+    resume = (out / "config.yaml").is_file()
+    last: list[dict[str, Any]] = []
+
+    def on_round(row: dict[str, Any]) -> None:
+        # the last round is reported after the run has written its summary and model: Tune ends a trial
+        # as soon as it reports round max_t, and would cut the run's ending short
+        if row["round"] < rounds:
+            tune.report(_report_row(row, rounds))
+        else:
+            last.append(row)
+
+    run_experiment(None if resume else cfg, out, resume=resume, on_round=on_round,
+                   placement_group=get_current_placement_group())
+    if last:
+        tune.report(_report_row(last[-1], rounds))
+
+
+def _trial_replicates(cfg, spec: SweepSpec, out: Path, parallel: bool) -> None:
+    """A point's replicates in the trial folder, stepped together; Tune sees the mean of each round."""
+    from ray import tune
+    from ray.util.placement_group import get_current_placement_group
+
+    from fedvsr.platform.replicates import ReplicateGroup, aggregate_rounds, is_replicate_group
+
+    rounds = cfg.fl.rounds
+    group = ReplicateGroup(cfg, out, spec.replicates, spec.vary_data, resume=is_replicate_group(out),
+                           placement_group=get_current_placement_group(), parallel=parallel)
+    try:
+        if group.done:  # finished before an interruption: report, do not train again
+            group.finish()
+            tune.report(_report_mean(aggregate_rounds([list(rows.values()) for rows in group.rows])[-1], rounds))
+            return
+        while not group.done:
+            agg, _ = group.run_round()
+            if agg["round"] == rounds:
+                group.finish()  # before the last report (see _trial_run)
+            tune.report(_report_mean(agg, rounds))
+    finally:
+        group.close()
+
+
+def _report_mean(agg: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """What a trial with replicates reports: the mean of each metric over them (what ASHA and Optuna compare),
+    with its std and n."""
+    loss = agg["train_loss_mean"]
+    return {"round": int(agg["round"]), "rounds": rounds, "psnr": float(agg["psnr_mean"]),
+            "ssim": float(agg["ssim_mean"]), "loss": float(loss) if math.isfinite(loss) else math.inf,
+            "psnr_std": float(agg["psnr_std"]), "replicates": int(agg["n"]), "seconds": float(agg["seconds"])}
 
 
 def root_cause(err: BaseException) -> str:
@@ -217,8 +265,9 @@ def _tree(spec: SweepSpec, overrides: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def trial_resources(spec: SweepSpec) -> Callable[[dict[str, Any]], Any]:
-    """Tune's per-trial resources: an empty bundle for the trial's driver, one bundle per client worker."""
+def trial_resources(spec: SweepSpec, parallel: bool = False) -> Callable[[dict[str, Any]], Any]:
+    """Tune's per-trial resources: an empty bundle for the trial's driver, one bundle per client worker (per
+    client worker of every replicate when the replicates run in ``parallel``; else they share one set)."""
     from ray import tune
 
     def resources(config: dict[str, Any]):
@@ -227,7 +276,8 @@ def trial_resources(spec: SweepSpec) -> Callable[[dict[str, Any]], Any]:
         except ConfigError:  # the trial records the error itself
             p = spec.experiment_config({}).platform
         worker = {"CPU": p.cpus_per_worker, **({"GPU": p.gpus_per_worker} if p.gpus_per_worker else {})}
-        return tune.PlacementGroupFactory([{"CPU": 0}] + [dict(worker) for _ in range(p.workers)])
+        copies = spec.replicates if parallel else 1
+        return tune.PlacementGroupFactory([{"CPU": 0}] + [dict(worker) for _ in range(p.workers * copies)])
 
     return resources
 
@@ -381,6 +431,17 @@ def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | 
             ray.shutdown()
 
 
+def replicates_in_parallel(spec: SweepSpec) -> bool:
+    """Whether a trial's replicates each get their own workers: when the cluster holds all of them at once
+    (else they share one set of workers' resources and run one after another within each round)."""
+    import ray
+
+    from fedvsr.platform.replicates import fits_in_parallel
+
+    return spec.replicates > 1 and fits_in_parallel(spec.experiment_config({}), spec.replicates,
+                                                    ray.cluster_resources())
+
+
 def _dataset_folders(cfg) -> dict[str, str]:
     """The base config's dataset folders that every node must see (a synthetic dataset is built on each node)."""
     folders = {}
@@ -396,8 +457,10 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    parallel = replicates_in_parallel(spec)
     trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, spec=spec, sweep_dir=str(out), sweep_id=sweep_id), trial_resources(spec))
+        tune.with_parameters(sweep_trial, spec=spec, sweep_dir=str(out), sweep_id=sweep_id, parallel=parallel),
+        trial_resources(spec, parallel))
     metric = METRIC_KEYS[spec.metric]
     if resume and tune.Tuner.can_restore(str(out / TUNE_DIR)):
         tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False,
@@ -422,8 +485,10 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
                                       callbacks=[_progress_callback(spec, out, echo, table_every)],
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
+        reps = (f", {spec.replicates} replicates per point ({'in parallel' if parallel else 'sharing the workers'}"
+                f"; ASHA and Optuna see their mean)" if spec.replicates > 1 else "")
         echo(f"fedvsr sweep: {spec.name}: {spec.trials} trials ({spec.search}"
-             f"{', ASHA on rounds' if spec.scheduler == 'asha' else ''}), metric {spec.metric} ({spec.mode}); "
+             f"{', ASHA on rounds' if spec.scheduler == 'asha' else ''}{reps}), metric {spec.metric} ({spec.mode}); "
              f"output in {out}")
     started = time.time()
     grid = tuner.fit()

@@ -8,6 +8,8 @@ A spec file (the shipped ones are in ``fedvsr/sweeps/spaces/``; ``fedvsr sweep -
     trials: 16              # optuna only
     scheduler: asha         # asha (stops bad trials early on the round axis) | none
     asha: {grace_period: 2, reduction_factor: 3}
+    replicates: 3           # training seeds per point (seed, seed + 1, ...; data.seed fixed, or vary_data: true);
+                            # ASHA's rungs and Optuna see the mean over a point's replicates
     fixed:                  # config keys every trial shares (`--set` adds to and overrides them)
       fl.strategy: fedprox
       fl.rounds: 20
@@ -57,7 +59,8 @@ CONTINUOUS = ("uniform", "loguniform", "int")
 CATEGORICAL = ("choice", "grid")
 DERIVED = ("affine", "value")
 KINDS = CONTINUOUS + CATEGORICAL + DERIVED
-_TOP_KEYS = {"description", "metric", "search", "trials", "scheduler", "asha", "fixed", "params", "seed"}
+_TOP_KEYS = {"description", "metric", "search", "trials", "scheduler", "asha", "fixed", "params", "seed", "replicates",
+             "vary_data"}
 _ASHA_KEYS = {"grace_period", "reduction_factor"}
 
 
@@ -127,6 +130,9 @@ class SweepSpec:
     seed: int
     fixed: dict[str, Any] = field(default_factory=dict)  #: dotted key -> value, incl. --set overrides
     params: tuple[Param, ...] = ()
+    #: training seeds per point (seed, seed + 1, ...; fedvsr.platform.replicates): ASHA and Optuna see their mean
+    replicates: int = 1
+    vary_data: bool = False  #: replicates vary data.seed too
 
     # ------------------------------------------------------------------ the experiment side
     def base_tree(self) -> dict[str, Any]:
@@ -237,7 +243,8 @@ class SweepSpec:
             "description": self.description, "metric": self.metric, "search": self.search, "trials": self.trials,
             "scheduler": self.scheduler,
             "asha": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
-            "seed": self.seed, "fixed": dict(self.fixed), "params": params,
+            "seed": self.seed, "replicates": self.replicates, "vary_data": self.vary_data, "fixed": dict(self.fixed),
+            "params": params,
         }
 
 
@@ -269,7 +276,7 @@ def spec_path(name_or_path: str | Path) -> Path:
 
 
 def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, trials: int | None = None,
-              seed: int | None = None) -> SweepSpec:
+              seed: int | None = None, replicates: int | None = None) -> SweepSpec:
     """Read and validate a spec; ``overrides`` (``key=value``, as ``--set``) add to its fixed keys."""
     from fedvsr.config import parse_override
 
@@ -291,6 +298,8 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, tria
         data["trials"] = trials
     if seed is not None:
         data["seed"] = seed
+    if replicates is not None:
+        data["replicates"] = replicates
     return build_spec(path.stem, data, cli_keys={parse_override(t)[0] for t in overrides or []})
 
 
@@ -318,6 +327,15 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise err(f"seed = {seed!r} is not allowed; expected an integer >= 0")
+
+    replicates = data.get("replicates", 1)
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise err(f"replicates = {replicates!r} is not allowed; expected an integer >= 1 (training seeds per point)")
+    vary_data = data.get("vary_data", False)
+    if not isinstance(vary_data, bool):
+        raise err(f"vary_data = {vary_data!r} is not allowed; expected true or false")
+    if vary_data and replicates < 2:
+        raise err("vary_data = true needs replicates >= 2 (it varies data.seed across a point's replicates)")
 
     fixed_raw = data.get("fixed") or {}
     if not isinstance(fixed_raw, dict):
@@ -355,7 +373,7 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
     spec = SweepSpec(
         name=name, description=str(data.get("description", "")).strip(), metric=metric, mode=METRICS[metric],
         search=search, trials=int(trials or 0), scheduler=scheduler, grace_period=0, reduction_factor=0, seed=seed,
-        fixed=fixed, params=tuple(params),
+        fixed=fixed, params=tuple(params), replicates=replicates, vary_data=vary_data,
     )
     spec = _with_asha(spec, asha, err)
     _validate_experiments(spec, err)
