@@ -85,6 +85,10 @@ def _simulate_replicates(args: argparse.Namespace, cfg, out: Path) -> int:
     """``fedvsr simulate --replicates N``: the replicates stepped together, one aggregate line per round."""
     from fedvsr.platform.replicates import run_replicates
 
+    if args.replicates < 1:
+        raise ConfigError(f"--replicates = {args.replicates} is not allowed; expected an integer >= 1")
+    if args.vary_data and args.replicates < 2 and not args.resume:
+        raise ConfigError("--vary-data needs --replicates N with N >= 2 (it varies data.seed across the replicates)")
     tty = sys.stdout.isatty()
 
     def on_start(info: dict) -> None:

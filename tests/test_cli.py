@@ -60,3 +60,17 @@ def test_simulate_runs_a_real_experiment(tmp_path, synth_root):
     assert lines[-1].startswith("final      psnr") and "over bicubic" in lines[-1]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_psnr"] == pq.read_table(out / "rounds.parquet").to_pydict()["psnr"][-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--replicates", "0"], "--replicates = 0 is not allowed; expected an integer >= 1"),
+    (["--vary-data"], "--vary-data needs --replicates N with N >= 2"),
+])
+def test_bad_replicate_options_are_refused_before_ray_starts(argv, message, tmp_path, capsys):
+    import ray
+
+    from fedvsr.cli import main
+
+    assert main(["simulate", "--out", str(tmp_path / "x"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not ray.is_initialized()
