@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from fedvsr.config import ConfigError
 
@@ -47,20 +46,21 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _varying(rows: list[dict[str, Any]], skip: set[str]) -> list[str]:
-    """Config columns whose values differ among ``rows`` (what distinguishes the runs)."""
-    from fedvsr.sweeps.results import RESULT_COLUMNS
-
-    keys = sorted({k for r in rows for k in r} - set(RESULT_COLUMNS) - skip)
-    return [k for k in keys if len({json.dumps(r.get(k), default=str) for r in rows}) > 1]
-
-
 def _best(args: argparse.Namespace) -> int:
-    from fedvsr.sweeps.results import collect_rows, parse_where, rank, winner_yaml
+    from fedvsr.sweeps.results import (
+        best_yaml,
+        collect_rows,
+        parse_where,
+        point_json,
+        rank_points,
+        top_table,
+        winner_warnings,
+    )
 
     try:
         rows = collect_rows(args.dirs)
-        ranked, column, mode = rank(rows, args.metric, args.mode, parse_where(args.where), args.include_stopped)
+        ranking = rank_points(rows, args.metric, args.mode, parse_where(args.where), args.include_stopped)
+        ranked = ranking.points
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from None
     if not ranked:
@@ -70,27 +70,16 @@ def _best(args: argparse.Namespace) -> int:
         raise ConfigError(f"no run to rank among {len(rows)} ({', '.join(f'{n} {s}' for s, n in statuses.items())})"
                           + (" matching --where" if args.where else "")
                           + ("" if args.include_stopped else "; --include-stopped also ranks trials ASHA stopped"))
-    top = ranked[: args.top or 1]
+    for warning in winner_warnings(ranking):
+        print(warning, file=sys.stderr)
     if args.json:
+        top = [point_json(p, i, ranking.column) for i, p in enumerate(ranked[: args.top or 1], 1)]
         print(json.dumps(top if args.top else top[0], indent=2, default=str))
-        return 0
-    if not args.top:
-        print(winner_yaml(top[0], column, mode, len(ranked)), end="")
-        return 0
-    varying = _varying(top, skip={"data.root", "platform.address"})
-    print(f"top {len(top)} of {len(ranked)} by {column} ({mode}):")
-    print(f"{'#':>3} {column:>11} {'status':<9} {'rounds':>6}  {'sweep/trial':<32} " + "  ".join(varying))
-    for i, r in enumerate(top, 1):
-        name = f"{r['sweep']}/{r['trial']}" if r.get("sweep") else r["trial"]
-        values = "  ".join(_fmt(r.get(k)) for k in varying)
-        print(f"{i:>3} {r[column]:>11.4f} {r['status']:<9} {r['rounds_run']:>6}  {name:<32} {values}")
+    elif args.top:
+        print(top_table(ranking, args.top), end="")
+    else:
+        print(best_yaml(ranking), end="")
     return 0
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4g}"
-    return str(v)
 
 
 def _report(args: argparse.Namespace) -> int:
