@@ -1,9 +1,10 @@
-"""The sweep commands of ``fedvsr``: ``sweep``, ``best`` and ``report``.
+"""The sweep and result commands of ``fedvsr``: ``sweep``, ``best``, ``compare`` and ``report``.
 
     fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--seed S] [--address ADDR] [--set k=v ...]
     fedvsr sweep --resume --out DIR
     fedvsr sweep --list
     fedvsr best DIR... [--metric psnr|ssim|loss|COLUMN] [--mode max|min] [--where k=v ...] [--top K] [--json]
+    fedvsr compare RUN_OR_SWEEP RUN_OR_SWEEP... [--label NAME ...] [--metric M] [--out DIR]
     fedvsr report DIR [--out DIR] [--top K]
 """
 
@@ -82,6 +83,18 @@ def _best(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from fedvsr.compare import run_compare
+
+    try:
+        out, text = run_compare(args.dirs, args.out, args.label, args.metric)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    print(text, end="")
+    print(f"-> {out / 'compare.md'}, {out / 'compare.png'}, {out / 'compare.json'}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from fedvsr.report import sweep_report
 
@@ -95,7 +108,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    """Register ``sweep``, ``best`` and ``report`` on the ``fedvsr`` subparsers."""
+    """Register ``sweep``, ``best``, ``compare`` and ``report`` on the ``fedvsr`` subparsers."""
     sw = sub.add_parser("sweep", help="run a Ray Tune sweep of experiments (Optuna or grid, ASHA on rounds)",
                         description="Run a sweep: SPEC is a shipped spec (fedvsr sweep --list) or a YAML file.")
     sw.add_argument("spec", nargs="?", help="shipped spec name or YAML file")
@@ -123,6 +136,17 @@ def add_commands(sub) -> None:
                       help="also rank trials ASHA stopped early (their last-round value)")
     best.add_argument("--json", action="store_true", help="print JSON rows")
     best.set_defaults(func=_best)
+
+    cmp = sub.add_parser("compare", help="experiments side by side with intervals and paired tests (the first is the "
+                         "reference)", description="Compare run folders, replicate groups, folders of runs of one "
+                         "config, or sweeps (each contributes its best point by mean) against the first.")
+    cmp.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP", help="two or more folders; the first is the reference")
+    cmp.add_argument("--label", action="append", metavar="NAME",
+                     help="a name per folder, in order (default: the config keys that differ, e.g. fl.strategy=fedvsr)")
+    cmp.add_argument("--metric", default="psnr", help="what the paired difference is of: psnr, ssim, loss (final "
+                     "values) or a column (best_psnr)")
+    cmp.add_argument("--out", help="folder of compare.md, compare.png, compare.json (default: compare-<time>)")
+    cmp.set_defaults(func=_compare)
 
     rep = sub.add_parser("report", help="plots and a Markdown summary of a sweep")
     rep.add_argument("dir", help="sweep folder")
