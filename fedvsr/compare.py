@@ -90,9 +90,10 @@ def load_entry(source: str, column: str, mode: str) -> Entry:
     rows, left = _finished(path, collect_rows([path]), column)
     points = group_points(rows)
     if len(points) > 1:
-        keys = differing_keys([point_config(p[0]) for p in points]) or ["their folders"]
-        raise ConfigError(f"{source!r} holds {len(points)} points, not one (they differ in {', '.join(keys)}); "
-                          f"give one folder per experiment")
+        keys = differing_keys([point_config(p[0]) for p in points])
+        why = (f"they differ in {', '.join(keys)}" if keys else
+               "runs of one seed pair again: repeats, not replicates, or runs of separate sweeps or groups")
+        raise ConfigError(f"{source!r} holds {len(points)} points, not one ({why}); give one folder per experiment")
     return Entry(source, points[0], f"a set of {len(rows)} runs of one config{left}")
 
 

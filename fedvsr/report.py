@@ -278,8 +278,9 @@ def winner_sentence(ranking, keys: list[str], digits: int) -> str:
     if ties:
         verb = "is" if len(ties) == 1 else "are"
         text += f"; {_and(ties)} {verb} not distinguishable from it at {level} ({method_words(rest)})"
-    else:
-        text += f"; every other point is distinguishable from it at {level} ({method_words(rest)})"
+    elif len(untested) < len(rest):
+        text += (f"; every other {'tested ' if untested else ''}point is distinguishable from it at {level} "
+                 f"({method_words(rest)})")
     if untested:
         text += f"; {_and(untested)} could not be tested (a single run)"
     return text + "."

@@ -92,3 +92,13 @@ def test_winner_sentence_without_finished_points():
     from fedvsr.sweeps.results import Ranking
 
     assert winner_sentence(Ranking([], "final_psnr", "max", 0), [], 2) == "No finished trial: no winner."
+
+
+def test_winner_sentence_with_an_untested_single_run(tmp_path):
+    sweep = fake_sweep(tmp_path / "s", {"0-a": {"curves": [[28.0, 28.0], [28.0, 28.2], [28.0, 28.4]], "lr": 0.001},
+                                        "1-b": {"psnrs": [28.0, 28.1], "lr": 0.002}},
+                       params={"fl.lr": {"grid": [0.001, 0.002]}}, fixed={"fl.rounds": 2})
+    ranking = rank_points(collect_rows([sweep]))
+    # mean 28.2, s = 0.2, half = 4.3027 * 0.2 / sqrt(3) = 0.4968
+    assert winner_sentence(ranking, ["fl.lr"], 2) == ("fl.lr = 0.001 wins with 28.20 ± 0.50 dB (n=3); 0.002 could not "
+                                                       "be tested (a single run).")

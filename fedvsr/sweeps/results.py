@@ -278,8 +278,9 @@ def rank(rows: list[dict[str, Any]], metric: str = "psnr", mode: str | None = No
          where: list[tuple[str, Any]] | None = None, include_stopped: bool = False) -> tuple[list[dict], str, str]:
     """The rows that may win (finished, or also stopped ones), filtered by ``where``, best first.
 
-    ``metric`` is psnr / ssim / loss (the final value) or any numeric column (``best_psnr``). Returns the
-    ranked rows, the column ranked by and the mode."""
+    ``metric`` is psnr / ssim / loss (the final value) or any numeric column (``best_psnr``); a ``where`` key that
+    is no column is a ConfigError (:func:`check_where`). Returns the ranked rows, the column ranked by and the
+    mode."""
     column, default_mode = METRIC_COLUMNS.get(metric, (metric, "max"))
     mode = mode or default_mode
     if mode not in ("max", "min"):
@@ -501,9 +502,13 @@ def _tie_lines(ranking: Ranking, digits: int) -> list[str]:
                 f"top points with replicates (fedvsr simulate --replicates 3, or replicates: 3 in the sweep spec)"]
     ties = [p for p in rest if p.tie]
     untested = [p for p in rest if p.tie is None]
-    lines = [(f"not distinguishable from it at {ranking.level:.0%} ({method_words(rest)}): "
-              + ", ".join(f"{p.label} ({_pm(p.interval, digits)})" for p in ties)) if ties
-             else f"every other point is distinguishable from it at {ranking.level:.0%} ({method_words(rest)})"]
+    lines = []
+    if ties:
+        lines.append(f"not distinguishable from it at {ranking.level:.0%} ({method_words(rest)}): "
+                     + ", ".join(f"{p.label} ({_pm(p.interval, digits)})" for p in ties))
+    elif len(untested) < len(rest):
+        lines.append(f"every other {'tested ' if untested else ''}point is distinguishable from it at "
+                     f"{ranking.level:.0%} ({method_words(rest)})")
     if untested:
         lines.append("not tested (a single run, no interval): " + ", ".join(p.label for p in untested))
     return lines
@@ -598,9 +603,10 @@ def interval_json(iv: Interval | None) -> dict[str, Any] | None:
 
 
 def point_json(point: Point, rank_index: int, column: str) -> dict[str, Any]:
-    """A point as JSON (NaN as null)."""
+    """A point as JSON (NaN as null); ``column`` (``final_psnr``) holds its mean, as ``mean`` does."""
     vs = point.ranked.versus_top
-    return {"rank": rank_index, "label": point.label, "column": column, **interval_json(point.interval),
+    return {"rank": rank_index, "label": point.label, "column": column, column: _num(point.interval.mean),
+            **interval_json(point.interval),
             "tie": point.tie, "p_adjusted": _num(point.ranked.p_adjusted),
             "versus_top": None if vs is None else {**interval_json(vs.diff), "p": _num(vs.p), "paired": vs.paired},
             "gain_db": interval_json(point.gain), "status": point.status, "rounds_run": point.rounds_run,

@@ -21,7 +21,7 @@ from fedvsr.sweeps.results import (
     winner_warnings,
     winner_yaml,
 )
-from tests.folders import fake_run, fake_sweep
+from tests.folders import fake_group, fake_run, fake_sweep
 
 
 def test_run_row_numbers(tmp_path):
@@ -290,7 +290,7 @@ def test_best_cli_prints_the_warning_and_refuses_unknown_keys(tmp_path, capsys):
     assert "the winner a is below bicubic" in err and load_config(None).fl.lr == yaml.safe_load(out)["fl"]["lr"]
     assert main(["best", str(tmp_path), "--json", "--top", "1"]) == 0
     (point,) = json.loads(capsys.readouterr().out)
-    assert point["label"] == "a" and point["n"] == 1 and point["low"] is None
+    assert point["label"] == "a" and point["n"] == 1 and point["low"] is None and point["final_psnr"] == 27.3
     assert point["gain_db"]["mean"] == pytest.approx(-0.2)
 
 
@@ -310,3 +310,13 @@ def test_a_group_speaks_for_its_replicates_and_a_failed_one_keeps_its_error(tmp_
     assert table.column("replicate").to_pylist() == [0, 1, None]
     ranking = rank_points(rows)
     assert [p.label for p in ranking.points] == ["s/0-a"] and ranking.points[0].n == 2
+
+
+def test_a_single_run_beside_replicates_is_untested_not_beaten(tmp_path):
+    fake_group(tmp_path / "g", [[27.0, 28.0], [27.0, 28.2], [27.0, 28.4]], lr=0.001)
+    fake_run(tmp_path / "one", [27.0, 28.1], lr=0.002, seed=5)
+    ranking = rank_points(collect_rows([tmp_path]))
+    head = [line for line in best_yaml(ranking).splitlines() if line.startswith("#")]
+    assert head[-2:] == ["# not tested (a single run, no interval): one",
+                         "# rerun it with 3 replicates: fedvsr simulate --config best.yaml --replicates 3"]
+    assert not any("distinguishable" in line for line in head)
