@@ -359,7 +359,8 @@ def _parts(point: list[dict[str, Any]]) -> tuple[tuple[str, ...], int]:
     first = point[0]
     if first.get("sweep_dir"):
         return (*Path(first["sweep_dir"]).parts, first["trial"]), 2  # <sweep folder>/<trial>
-    return Path(first.get("group") or first["out"]).parts, 1
+    parts = Path(first.get("group") or first["out"]).parts
+    return parts, 2 if REPLICATE_DIR.fullmatch(parts[-1]) else 1  # one replicate given alone: <group>/rep-<r>
 
 
 def point_labels(points: list[list[dict[str, Any]]]) -> list[str]:
@@ -459,8 +460,8 @@ def method_words(points: list[Point]) -> str:
     """How the points were compared with the top: paired t-tests (shared seeds), Welch's, or both."""
     kinds = {p.ranked.versus_top.paired for p in points if p.ranked.versus_top is not None
              and p.ranked.versus_top.testable}
-    name = {frozenset({True}): "paired t-tests", frozenset({False}): "Welch t-tests"}.get(
-        frozenset(kinds), "paired (shared seeds) or Welch t-tests")
+    name = {frozenset({True}): "paired t-tests", frozenset({False}): "Welch t-tests",
+            frozenset(): "t-tests paired by seed"}.get(frozenset(kinds), "paired (shared seeds) or Welch t-tests")
     return f"Holm-corrected {name}"
 
 
@@ -471,7 +472,7 @@ def winner_warnings(ranking: Ranking) -> list[str]:
     top = ranking.points[0]
     if top.gain.mean >= 0:
         return []
-    return [f"fedvsr best: warning: the winner {top.label} is below bicubic: final PSNR {top.gain.mean:+.4f} dB "
+    return [f"fedvsr best: warning: the winner {top.label} is below bicubic: final PSNR {_pm(top.gain, 4, True)} dB "
             f"against bicubic's on the same clips (mean over {top.gain.n} run{'s' * (top.gain.n > 1)}); the model "
             f"made the video worse than upscaling it does"]
 

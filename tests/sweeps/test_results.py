@@ -310,6 +310,9 @@ def test_a_group_speaks_for_its_replicates_and_a_failed_one_keeps_its_error(tmp_
     assert table.column("replicate").to_pylist() == [0, 1, None]
     ranking = rank_points(rows)
     assert [p.label for p in ranking.points] == ["s/0-a"] and ranking.points[0].n == 2
+    alone = rank_points(collect_rows([path / "runs" / "0-a" / "rep-1", path / "runs" / "0-a" / "rep-0"]))
+    # runs given alone, one config under two seeds: a point of hand-run runs, labelled by its first run's group
+    assert [(p.label, p.n) for p in alone.points] == [("0-a/rep-0 (+1)", 2)]
 
 
 def test_a_single_run_beside_replicates_is_untested_not_beaten(tmp_path):
