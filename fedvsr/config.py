@@ -618,3 +618,64 @@ def config_table() -> str:
 
     walk(ExperimentConfig, "")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------- applicability
+
+_FEDVSR_FAMILY = ("fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
+#: key (or ``prefix*``) -> (the key it depends on, the values under which it is used). Read from the code that
+#: uses each key: fedvsr.fl.build_strategy (FedVSR's ablations are FedVSR with parts switched off: gla and
+#: ala drop L_HiFr, gla forces alpha_decay = none, fedavg-dwt keeps sample weights, so no alpha; lambda_vsr
+#: still scales the loss of gla and ala, and mixing still blends the weights of fedavg-dwt), degrade.params,
+#: fl.schedule, fl.partition, the coordinator's deadline and straggler draws, and the data and eval sources.
+KEY_CONDITIONS: dict[str, tuple[str, tuple]] = {
+    "fl.mu": ("fl.strategy", ("fedprox",)),
+    "fl.server_lr": ("fl.strategy", ("scaffold",)),
+    "fl.lambda_vsr": ("fl.strategy", _FEDVSR_FAMILY),
+    "fl.lambda_hifr": ("fl.strategy", ("fedvsr", "fedavg-dwt")),
+    "fl.hifr_mode": ("fl.strategy", ("fedvsr", "fedavg-dwt")),
+    "fl.hifr_eps": ("fl.strategy", ("fedvsr", "fedavg-dwt")),
+    "fl.alpha": ("fl.strategy", ("fedvsr", "fedvsr-gla", "fedvsr-ala")),
+    "fl.mixing": ("fl.strategy", _FEDVSR_FAMILY),
+    "fl.alpha_decay": ("fl.strategy", ("fedvsr", "fedvsr-ala")),
+    "data.crf": ("data.degradation", ("h264", "blur-h264")),
+    "data.qp": ("data.degradation", ("hevc",)),
+    "data.sigma": ("data.degradation", ("blur", "h264", "blur-h264", "fca2-mix")),
+    "data.mix_*": ("data.degradation", ("fca2-mix",)),
+    "data.vsrgan_*": ("data.degradation", ("vsrgan",)),
+    "fl.lr_min": ("fl.lr_schedule", ("cosine",)),
+    "fl.lr_milestones": ("fl.lr_schedule", ("multistep",)),
+    "fl.lr_gamma": ("fl.lr_schedule", ("multistep",)),
+    "fl.dirichlet_beta": ("fl.partition", ("quantity-skew", "dirichlet")),
+    "data.videos": ("data.source", ("synthetic",)),
+    "data.frames": ("data.source", ("synthetic",)),
+    "data.height": ("data.source", ("synthetic",)),
+    "data.width": ("data.source", ("synthetic",)),
+    "data.content": ("data.source", ("synthetic",)),
+    "eval.holdout": ("eval.source", ("holdout",)),
+    "eval.root": ("eval.source", ("folder",)),
+}
+#: used only with a deadline (fl.deadline > 0): the unit, the action, and the speeds that scale it
+DEADLINE_KEYS = ("fl.deadline_unit", "fl.deadline_action", "fl.stragglers")
+
+
+def key_applies(flat_config: dict[str, Any], key: str) -> bool:
+    """Whether the dotted ``key`` can change the numbers of the run whose flattened config (``{"fl.mu": ...}``)
+    is ``flat_config``: ``fl.mu`` only under FedProx, ``data.crf`` only under an H.264 degradation, ... (see
+    :data:`KEY_CONDITIONS`). A key with no condition, or whose condition key is missing, applies. Result tables
+    leave a key that does not apply empty, so ``--where fl.mu=0.001`` does not match FedVSR runs."""
+    if key in DEADLINE_KEYS:
+        deadline = flat_config.get("fl.deadline")
+        return deadline is None or deadline > 0
+    if key == "fl.lr_clock":  # the clock of a schedule or a warm-up; nothing to count under a plain constant rate
+        schedule, warmup = flat_config.get("fl.lr_schedule"), flat_config.get("fl.lr_warmup")
+        return schedule is None or schedule != "constant" or bool(warmup)
+    condition = KEY_CONDITIONS.get(key)
+    if condition is None:
+        section, _, name = key.rpartition(".")
+        starred = f"{section}.{name.split('_', 1)[0]}_*" if "_" in name else None
+        condition = KEY_CONDITIONS.get(starred) if starred else None
+    if condition is None:
+        return True
+    on, values = condition
+    return on not in flat_config or flat_config[on] in values

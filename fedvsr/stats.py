@@ -179,3 +179,30 @@ def tie_set(points: Mapping[str, Mapping[object, float]], mode: str = "max", lev
         tie = None if not math.isfinite(p) else p >= 1 - level
         ranked.append(Ranked(name, kept[name], intervals[name], comp, p, tie))
     return ranked
+
+
+def verdict(comparison: Comparison | None, p_adjusted: float, mode: str = "max", level: float = LEVEL) -> str:
+    """One word for a - b at ``level``: "better" / "worse" (adjusted p below 1 - level, in the direction
+    ``mode`` prefers), "tie" (not distinguishable), or "untested" (no test possible: a single run on a side)."""
+    if comparison is None or not math.isfinite(p_adjusted):
+        return "untested"
+    if p_adjusted >= 1 - level or comparison.diff.mean == 0:
+        return "tie"
+    return "better" if (comparison.diff.mean > 0) == (mode == "max") else "worse"
+
+
+def decimals_for(intervals: Sequence[Interval], least: int = 2, most: int = 6) -> int:
+    """Decimals that show a significant digit of the narrowest interval's half-width and of the smallest gap
+    between two means, between ``least`` and ``most``: means 0.004 apart need 3 decimals, where 2 would print
+    every point of a tight sweep as the same number."""
+    means = sorted(iv.mean for iv in intervals if math.isfinite(iv.mean))
+    sizes = [iv.half for iv in intervals if math.isfinite(iv.half) and iv.half > 0]
+    scale = max((abs(m) for m in means), default=0.0)
+    sizes += [b - a for a, b in zip(means, means[1:], strict=False) if b - a > 1e-9 * max(scale, 1.0)]  # not rounding
+    if not sizes:
+        return least
+    smallest = min(sizes)
+    digits = least
+    while digits < most and smallest < 10 ** -digits:
+        digits += 1
+    return digits

@@ -94,3 +94,24 @@ def test_tie_set_with_single_runs_cannot_test():
 
 def test_tie_set_minimises_for_loss():
     assert tie_set({"lo": {0: 0.1, 1: 0.11}, "hi": {0: 0.2, 1: 0.21}}, mode="min")[0].name == "lo"
+
+
+def test_verdict_words():
+    from fedvsr.stats import verdict
+
+    up, down = paired_test(A, B), paired_test(B, A)
+    assert verdict(up, up.p) == "better" and verdict(down, down.p) == "worse"
+    assert verdict(up, 0.2) == "tie"  # after correction: not below 0.05
+    assert verdict(up, up.p, mode="min") == "worse"  # a higher loss is worse
+    assert verdict(paired_test({0: 1.0}, {0: 2.0}), math.nan) == "untested"
+
+
+def test_decimals_show_the_narrowest_interval_and_the_closest_means():
+    from fedvsr.stats import decimals_for
+
+    wide = [mean_interval([25.0, 25.2]), mean_interval([26.0, 26.2])]
+    assert decimals_for(wide) == 2
+    close = [mean_interval([27.6600, 27.6624]), mean_interval([27.6640, 27.6664])]  # half 0.015, means 0.004 apart
+    assert decimals_for(close) == 3
+    assert decimals_for([mean_interval([25.61])]) == 2  # nothing to resolve
+    assert decimals_for([mean_interval([1.0]), mean_interval([1.0 + 1e-12])]) == 2  # float noise is no gap

@@ -1,10 +1,11 @@
-"""The sweep commands of ``fedvsr``: ``sweep``, ``best`` and ``report``.
+"""The sweep and result commands of ``fedvsr``: ``sweep``, ``best``, ``compare`` and ``report``.
 
     fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--seed S] [--replicates N] [--address ADDR]
                  [--set k=v ...]
     fedvsr sweep --resume --out DIR
     fedvsr sweep --list
     fedvsr best DIR... [--metric psnr|ssim|loss|COLUMN] [--mode max|min] [--where k=v ...] [--top K] [--json]
+    fedvsr compare RUN_OR_SWEEP RUN_OR_SWEEP... [--label NAME ...] [--metric M] [--out DIR]
     fedvsr report DIR [--out DIR] [--top K]
 """
 
@@ -12,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from fedvsr.config import ConfigError
 
@@ -49,20 +49,21 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _varying(rows: list[dict[str, Any]], skip: set[str]) -> list[str]:
-    """Config columns whose values differ among ``rows`` (what distinguishes the runs)."""
-    from fedvsr.sweeps.results import RESULT_COLUMNS
-
-    keys = sorted({k for r in rows for k in r} - set(RESULT_COLUMNS) - skip)
-    return [k for k in keys if len({json.dumps(r.get(k), default=str) for r in rows}) > 1]
-
-
 def _best(args: argparse.Namespace) -> int:
-    from fedvsr.sweeps.results import collect_rows, parse_where, rank, winner_yaml
+    from fedvsr.sweeps.results import (
+        best_yaml,
+        collect_rows,
+        parse_where,
+        point_json,
+        rank_points,
+        top_table,
+        winner_warnings,
+    )
 
     try:
         rows = collect_rows(args.dirs)
-        ranked, column, mode = rank(rows, args.metric, args.mode, parse_where(args.where), args.include_stopped)
+        ranking = rank_points(rows, args.metric, args.mode, parse_where(args.where), args.include_stopped)
+        ranked = ranking.points
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from None
     if not ranked:
@@ -72,27 +73,28 @@ def _best(args: argparse.Namespace) -> int:
         raise ConfigError(f"no run to rank among {len(rows)} ({', '.join(f'{n} {s}' for s, n in statuses.items())})"
                           + (" matching --where" if args.where else "")
                           + ("" if args.include_stopped else "; --include-stopped also ranks trials ASHA stopped"))
-    top = ranked[: args.top or 1]
+    for warning in winner_warnings(ranking):
+        print(warning, file=sys.stderr)
     if args.json:
+        top = [point_json(p, i, ranking.column) for i, p in enumerate(ranked[: args.top or 1], 1)]
         print(json.dumps(top if args.top else top[0], indent=2, default=str))
-        return 0
-    if not args.top:
-        print(winner_yaml(top[0], column, mode, len(ranked)), end="")
-        return 0
-    varying = _varying(top, skip={"data.root", "platform.address"})
-    print(f"top {len(top)} of {len(ranked)} by {column} ({mode}):")
-    print(f"{'#':>3} {column:>11} {'status':<9} {'rounds':>6}  {'sweep/trial':<32} " + "  ".join(varying))
-    for i, r in enumerate(top, 1):
-        name = f"{r['sweep']}/{r['trial']}" if r.get("sweep") else r["trial"]
-        values = "  ".join(_fmt(r.get(k)) for k in varying)
-        print(f"{i:>3} {r[column]:>11.4f} {r['status']:<9} {r['rounds_run']:>6}  {name:<32} {values}")
+    elif args.top:
+        print(top_table(ranking, args.top), end="")
+    else:
+        print(best_yaml(ranking), end="")
     return 0
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4g}"
-    return str(v)
+def _compare(args: argparse.Namespace) -> int:
+    from fedvsr.compare import run_compare
+
+    try:
+        out, text = run_compare(args.dirs, args.out, args.label, args.metric)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    print(text, end="")
+    print(f"-> {out / 'compare.md'}, {out / 'compare.png'}, {out / 'compare.json'}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -108,7 +110,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    """Register ``sweep``, ``best`` and ``report`` on the ``fedvsr`` subparsers."""
+    """Register ``sweep``, ``best``, ``compare`` and ``report`` on the ``fedvsr`` subparsers."""
     sw = sub.add_parser("sweep", help="run a Ray Tune sweep of experiments (Optuna or grid, ASHA on rounds)",
                         description="Run a sweep: SPEC is a shipped spec (fedvsr sweep --list) or a YAML file.")
     sw.add_argument("spec", nargs="?", help="shipped spec name or YAML file")
@@ -138,6 +140,17 @@ def add_commands(sub) -> None:
                       help="also rank trials ASHA stopped early (their last-round value)")
     best.add_argument("--json", action="store_true", help="print JSON rows")
     best.set_defaults(func=_best)
+
+    cmp = sub.add_parser("compare", help="experiments side by side with intervals and paired tests (the first is the "
+                         "reference)", description="Compare run folders, replicate groups, folders of runs of one "
+                         "config, or sweeps (each contributes its best point by mean) against the first.")
+    cmp.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP", help="two or more folders; the first is the reference")
+    cmp.add_argument("--label", action="append", metavar="NAME",
+                     help="a name per folder, in order (default: the config keys that differ, e.g. fl.strategy=fedvsr)")
+    cmp.add_argument("--metric", default="psnr", help="what the paired difference is of: psnr, ssim, loss (final "
+                     "values) or a column (best_psnr)")
+    cmp.add_argument("--out", help="folder of compare.md, compare.png, compare.json (default: compare-<time>)")
+    cmp.set_defaults(func=_compare)
 
     rep = sub.add_parser("report", help="plots and a Markdown summary of a sweep")
     rep.add_argument("dir", help="sweep folder")
