@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_sweep_ray import tiny_fixed
 
+from fedvsr.sweeps.results import rank_points, top_table
 from fedvsr.sweeps.runner import run_sweep
 from fedvsr.sweeps.spec import build_spec
 
@@ -20,7 +21,7 @@ def test_asha_decides_on_the_mean_of_each_points_replicates(ray_local, synth_roo
     spec = build_spec("reps", {"search": "grid", "scheduler": "asha", "asha": asha, "replicates": 2, "fixed": fixed,
                                "params": {"fl.lr": {"grid": [0.5, 0.002, 0.004]}}})
     lines: list[str] = []
-    run_sweep(spec, tmp_path / "sweep", concurrent=1, echo=lines.append)
+    rows = run_sweep(spec, tmp_path / "sweep", concurrent=1, echo=lines.append)
     assert len(lines) and "2 replicates per point" in lines[0]
     trials = sorted((tmp_path / "sweep" / "runs").iterdir())
     assert len(trials) == 3
@@ -39,3 +40,16 @@ def test_asha_decides_on_the_mean_of_each_points_replicates(ray_local, synth_roo
         assert shown == pytest.approx(agg[-1]["psnr_mean"], abs=0.005)
         seen += 1
     assert seen == 3
+
+    # `fedvsr best` ranks the points by their mean over the replicates and marks the tie set
+    ranking = rank_points(rows, "psnr", include_stopped=True)
+    assert len(ranking.points) == 3 and all(p.n == 2 for p in ranking.points)
+    means = [p.interval.mean for p in ranking.points]
+    assert means == sorted(means, reverse=True)
+    finals = {p.label: sum(r["final_psnr"] for r in p.rows) / 2 for p in ranking.points}
+    assert means == pytest.approx([finals[p.label] for p in ranking.points])
+    assert ranking.points[0].tie is True and all(p.tie is not None for p in ranking.points)
+    diverged = next(p for p in ranking.points if p.rows[0]["fl.lr"] == 0.5)
+    assert diverged is ranking.points[-1]
+    text = top_table(ranking, 3)
+    assert "= " in text.splitlines()[1]  # the legend of tie marks
