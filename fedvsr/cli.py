@@ -23,7 +23,7 @@ from fedvsr.platform.cluster import ClusterUnreachable
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from fedvsr.platform.run import run_experiment
+    from fedvsr.platform.run import RunFailed, run_experiment
 
     if args.resume:
         if not args.out:
@@ -56,6 +56,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     def on_round(row: dict) -> None:
         extra = "".join(f"  {row[k]} {k}" for k in ("retried", "cut") if row.get(k))
+        extra += "  FAILED" if row.get("status") == "failed" else ""
         clear = "\r\033[K" if tty else ""  # wipe the progress bar
         print(
             f"{clear}round {row['round']:3d}  psnr {row['psnr']:6.2f}  ssim {row['ssim']:.4f}  "
@@ -64,8 +65,12 @@ def _simulate(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    summary = run_experiment(cfg, out, resume=args.resume, on_round=on_round, on_start=on_start,
-                             on_progress=on_progress)
+    try:
+        summary = run_experiment(cfg, out, resume=args.resume, on_round=on_round, on_start=on_start,
+                                 on_progress=on_progress)
+    except RunFailed as err:
+        print(f"fedvsr: run failed: {err}", file=sys.stderr, flush=True)
+        return 1
     gain = summary["final_psnr"] - summary["bicubic_psnr"]
     print(
         f"final      psnr {summary['final_psnr']:6.2f}  ssim {summary['final_ssim']:.4f}  "

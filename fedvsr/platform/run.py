@@ -14,7 +14,18 @@ from ray.util.placement_group import PlacementGroup
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
 from fedvsr.platform.cluster import join_cluster
 from fedvsr.platform.coordinator import Coordinator, on_this_node
+from fedvsr.platform.data import check_data
 from fedvsr.platform.results import write_text_atomic
+
+
+class RunFailed(RuntimeError):
+    """A run stopped because a round trained fewer clients than ``fl.min_clients``; the message names the round,
+    the reasons counted and what was kept."""
+
+
+def _failure(why: str, out: Path, t: int) -> str:
+    kept = f"the checkpoint of round {t - 1} is kept" if t > 1 else "no round had completed"
+    return f"{why}; each client's reason is in {out / 'clients.parquet'}, {kept}"
 
 
 def run_config(out: Path, cfg: ExperimentConfig | None, resume: bool) -> ExperimentConfig:
@@ -88,6 +99,7 @@ def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, res
     trial's group). ``$FEDVSR_FAULT`` (a testing hook, see :meth:`ClientWorker._maybe_fail`) reaches the workers."""
     out = Path(out_dir).resolve()
     cfg = run_config(out, cfg, resume)
+    check_data(cfg, out)  # every video probed (and cached) before Ray starts: unusable data stops here
     started = init_ray(cfg)  # before the folder is written: an unreachable cluster leaves nothing behind
     if placement_group is None and not (cfg.platform.address or os.environ.get("RAY_ADDRESS")):
         check_local_resources(cfg)
@@ -108,6 +120,8 @@ def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, res
                 if "row" in item:
                     if on_round:
                         on_round(item["row"])
+                    if "failed" in item:  # too few clients trained (fl.min_clients): stop, keeping what was done
+                        raise RunFailed(_failure(item["failed"], out, t))
                 elif on_progress:
                     on_progress(item)
         return ray.get(coordinator.finish.remote())
