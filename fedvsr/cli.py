@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fedvsr.config import ConfigError, load_config
 from fedvsr.platform.cluster import ClusterUnreachable
+from fedvsr.platform.errors import RunFailed
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -62,6 +63,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     def on_round(row: dict) -> None:
         extra = "".join(f"  {row[k]} {k}" for k in ("retried", "cut") if row.get(k))
+        extra += "  FAILED" if row.get("status") == "failed" else ""
         clear = "\r\033[K" if tty else ""  # wipe the progress bar
         print(
             f"{clear}round {row['round']:3d}  psnr {row['psnr']:6.2f}  ssim {row['ssim']:.4f}  "
@@ -337,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"fedvsr: config error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:  # too few clients trained in a round (fl.min_clients); what was done is kept
+        print(f"fedvsr: run failed: {err}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         print("fedvsr: interrupted; resume with --resume --out DIR", file=sys.stderr)
         return 130

@@ -145,6 +145,10 @@ class FLConfig:
     strategy: str = _spec("fedavg", "federated strategy", choices=STRATEGIES)
     clients: int = _spec(8, "number of simulated clients", min=1)
     clients_per_round: int = _spec(4, "clients sampled each round", min=1)
+    min_clients: int = _spec(1, "a round in which fewer sampled clients train (the others dropped: unreadable data, "
+                             "dropout, deadline, lost workers) fails: recorded, no model update, and the run stops "
+                             "with an error, keeping the last good round's checkpoint; 0 = never (such a round "
+                             "keeps the global model and the run goes on)", min=0)
     rounds: int = _spec(20, "communication rounds", min=1)
     local_epochs: int = _spec(1, "local epochs per round", min=1)
     batch_size: int = _spec(8, "local mini-batch size", min=1)
@@ -453,6 +457,10 @@ def validate(cfg: ExperimentConfig) -> None:
             f"fl.clients_per_round = {fl.clients_per_round} is larger than fl.clients = {fl.clients}; "
             f"allowed: 1 <= fl.clients_per_round <= fl.clients"
         )
+    if fl.min_clients > fl.clients_per_round:
+        raise ConfigError(f"fl.min_clients = {fl.min_clients} is larger than fl.clients_per_round = "
+                          f"{fl.clients_per_round}: every round would fail; allowed: 0 <= fl.min_clients <= "
+                          f"fl.clients_per_round")
     try:
         entry = get_entry(cfg.model.name)
     except KeyError as err:

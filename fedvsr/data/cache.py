@@ -25,6 +25,10 @@ Decoded HR videos are kept in the same folder (``<key>.hr.npy``, :func:`cached_d
 enough (``data.hr_cache_mb``, default 64 MiB): PyAV decoding was 13% of a worker's time on many small
 clients, while reading an entry back costs about nothing. Raw frames are large (a 720p frame is 2.6 MiB), so
 bigger videos are decoded each time rather than filling the disk.
+
+What a scan learnt by decoding a video (:mod:`fedvsr.data.probe`: its frame count and size, or why it cannot be
+read) is kept there too, as ``<key>.probe.json`` (:func:`cached_probe`, keyed by the source's fingerprint like
+a decoded HR entry), so a dataset is decoded once per node and later scans only read these answers.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ import numpy as np
 CACHE_VERSION = 1
 
 #: this process's ``hits``, ``misses``, ``writes`` and ``corrupt`` (entries deleted and rebuilt), ``hr_hits`` and
-#: ``hr_misses`` (decoded HR entries read, and written)
+#: ``hr_misses`` (decoded HR entries read, and written), ``probe_hits`` and ``probe_misses`` (probe answers read,
+#: and found by decoding)
 STATS: Counter[str] = Counter()
 
 
@@ -163,3 +168,59 @@ def cached_lr(root: Path | None, key: str, build: Callable[[], np.ndarray],
     if root is None:
         return build()
     return _cached(Path(root) / f"{key}.npy", build, shape)
+
+
+def probe_key(source: str | os.PathLike) -> str:
+    """SHA-256 (hex) naming what a probe learnt about ``source`` (its fingerprint and :data:`CACHE_VERSION`)."""
+    record = {"version": CACHE_VERSION, "probe": _fingerprint(source)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def cached_probe(root: Path | None, source: str | os.PathLike,
+                 probe: Callable[[], tuple[dict[str, object], bool]]) -> dict[str, object]:
+    """The probe answer of ``source`` kept under ``root`` as ``<key>.probe.json``, or ``probe()``'s, stored there
+    when ``probe`` says it may be (``(answer, keep)``: an error that may pass, such as a permission, is not
+    kept). ``root = None``, or a source that cannot be fingerprinted, probes every time; an entry that cannot be
+    read as a JSON object is deleted and probed again; one that cannot be written costs the saving."""
+    try:
+        path = None if root is None else Path(root) / f"{probe_key(source)}.probe.json"
+    except OSError:  # a missing or unreadable source: the probe says so in its own words
+        path = None
+    answer = None if path is None else _read_json(path)
+    if answer is not None:
+        STATS["probe_hits"] += 1
+        return answer
+    answer, keep = probe()
+    STATS["probe_misses"] += 1
+    if path is not None and keep:
+        try:
+            _write_text(path, json.dumps(answer, sort_keys=True))
+        except OSError:
+            STATS["write_errors"] += 1
+    return answer
+
+
+def _read_json(path: Path) -> dict[str, object] | None:
+    """The JSON object at ``path``, or None when missing; anything else there is deleted (and None returned)."""
+    try:
+        answer = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        answer = None
+    if isinstance(answer, dict):
+        return answer
+    STATS["corrupt"] += 1
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Save ``text`` as ``path`` atomically (a temporary file in the same folder, then ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -36,18 +36,17 @@ The layouts, as the reference implementations read them (BasicSR = XPixelGroup/B
   is the label; the test split is ``val`` (the test split's labels were not published with the videos).
 
 What a scan checks, without decoding anything (a real dataset has 10^5 - 10^6 frame files): the root's
-layout, that each video's frame folder holds frame images (or its video file is not empty), and that a
-pre-made LR folder holds as many frames as its HR folder. A video that fails is skipped and recorded in
+layout, that each video's frame folder holds frame images (or its video file is a file, and not empty), and
+that a pre-made LR folder holds as many frames as its HR folder. A video that fails is skipped and recorded in
 :attr:`DatasetScan.skipped` with the reason; a root that does not match the layout raises
-:class:`LayoutError` saying what was expected where. A corrupt or truncated file is found when a worker
-decodes it (:func:`~fedvsr.data.datasets.load_pair` raises an error naming the file) and drops that client
-for the round, recorded in ``clients.parquet`` and ``events.jsonl``.
+:class:`LayoutError` saying what was expected where. Whether the videos the scan keeps decode, and are long
+and large enough, is found next by probing each once (:mod:`fedvsr.data.probe`, cached, through
+:func:`~fedvsr.data.sources.experiment_data`).
 """
 
 from __future__ import annotations
 
 import csv
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +54,6 @@ from pathlib import Path
 from fedvsr.data.degrade import RESAMPLING
 from fedvsr.data.synthetic import VideoEntry
 from fedvsr.data.video import IMAGE_SUFFIXES, natural_key
-
-log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".y4m")
 LAYOUTS = ("reds", "vid4", "vimeo90k", "kinetics")
@@ -133,18 +130,11 @@ def _first_dir(candidates: list[Path]) -> Path | None:
     return next((c for c in candidates if c.is_dir()), None)
 
 
-def _log_skipped(scan: DatasetScan, root: Path) -> None:
-    for path, reason in scan.skipped[:5]:
-        log.warning("%s: skipped %s: %s", scan.layout, path, reason)
-    if len(scan.skipped) > 5:
-        log.warning("%s: skipped %d more videos under %s", scan.layout, len(scan.skipped) - 5, root)
-
-
 def _require_videos(scan: DatasetScan, root: Path, what: str) -> DatasetScan:
     if not scan.train and not scan.test:
-        first = f"; the first skipped: {scan.skipped[0][0]}: {scan.skipped[0][1]}" if scan.skipped else ""
-        raise LayoutError(f"data.root {str(root)!r}: no usable {what} ({len(scan.skipped)} skipped{first})")
-    _log_skipped(scan, root)
+        named = "".join(f"; {path}: {reason}" for path, reason in scan.skipped[:10])
+        more = f"; ... and {len(scan.skipped) - 10} more" if len(scan.skipped) > 10 else ""
+        raise LayoutError(f"data.root {str(root)!r}: no usable {what} ({len(scan.skipped)} skipped{named}{more})")
     return scan
 
 
@@ -263,8 +253,9 @@ def _kinetics_folder(folder: Path, root: Path, split: str | None, skipped: list[
     prefix = f"{split}/" if split else ""
     classes = [c for c in _subdirs(folder) if not (split is None and c == "annotations")]
     for label in classes:
-        with os.scandir(folder / label) as it:
-            files = sorted((e.name for e in it if e.name.lower().endswith(VIDEO_SUFFIXES)), key=natural_key)
+        with os.scandir(folder / label) as it:  # a folder named like a video (x.mp4/) is not one
+            files = sorted((e.name for e in it if e.is_file() and e.name.lower().endswith(VIDEO_SUFFIXES)),
+                           key=natural_key)
         for f in files:
             entry = _video_entry(folder / label / f, label, f"{prefix}{label}/{Path(f).stem}", skipped)
             if entry is not None:

@@ -1,17 +1,26 @@
-"""Dataset sources: which videos an experiment uses, and which of them are held out for evaluation."""
+"""Dataset sources: which videos an experiment uses, and which of them are held out for evaluation.
+
+Every video of a dataset (folder, REDS, Vid4, Vimeo-90K, Kinetics; the built-in synthetic ones are made here and
+need no check) is probed when the data is scanned (:mod:`fedvsr.data.probe`): one that cannot be decoded, is too
+short for a clip or too small for a training patch is left out with the reason (:attr:`ExperimentData.left_out`),
+so the clients and the evaluation are made of usable videos only.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import av
 import numpy as np
 
+from fedvsr.data.cache import cache_root
 from fedvsr.data.layouts import LAYOUTS, VIDEO_SUFFIXES, DatasetScan, LayoutError, detect_layout, scan_dataset
+from fedvsr.data.probe import NOT_LISTED, TOO_SHORT, UNREADABLE, LeftOut, Needs, usable_videos
 from fedvsr.data.synthetic import VideoEntry, build_synthetic_dataset, dataset_params
 from fedvsr.data.video import IMAGE_SUFFIXES, VideoError, list_frame_files, natural_key
 
@@ -37,9 +46,15 @@ def degradation_params(data_cfg) -> dict[str, object]:
     return params(data_cfg)
 
 
+class DataError(FileNotFoundError, ValueError):
+    """The usable videos cannot make the experiment (none can be read, too few for the clients); the message
+    names the videos left out and why."""
+
+
 def scan_folder(root: str | os.PathLike) -> list[VideoEntry]:
-    """Videos under ``root``: video files and folders of frame images. A video's label is the name of
-    the folder directly under ``root`` that holds it (``root/<label>/<video>``), or ``"all"``."""
+    """Videos under ``root``: video files and folders of frame images (a folder named like a video file that holds
+    no frame image is neither). A video's label is the name of the folder directly under ``root`` that holds it
+    (``root/<label>/<video>``), or ``"all"``."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data.root {str(root)!r} is not a folder")
@@ -95,7 +110,7 @@ def split_holdout(entries: list[VideoEntry], holdout: int, seed: int) -> tuple[l
     """Indices of (client videos, held-out videos): ``holdout`` videos picked round-robin over the
     sorted classes (a seeded choice within each class), the rest for the clients."""
     if holdout >= len(entries):
-        raise ValueError(f"eval.holdout = {holdout} leaves no video for the clients ({len(entries)} videos)")
+        raise DataError(f"eval.holdout = {holdout} leaves no video for the clients ({len(entries)} usable videos)")
     rng = np.random.default_rng([seed, 7])
     by_label: dict[str, list[int]] = {}
     for i, e in enumerate(entries):
@@ -152,16 +167,18 @@ def _segmented(cfg, data: ExperimentData) -> ExperimentData:
     evaluation videos stay whole, so no frame of them is ever trained on."""
     d = cfg.data
     pool = [data.videos[i] for i in data.pool]
-    known = [d.frames] * len(pool) if d.source == "synthetic" else None
+    known = [data.frames[i] for i in data.pool] if data.frames else None
     segments, short = segment_videos(pool, d.segment_frames, known)
     if len(segments) < cfg.fl.clients:
-        raise ValueError(
+        raise DataError(
             f"data.segment_frames = {d.segment_frames} cuts the {len(pool)} client videos into {len(segments)} "
             f"segments, fewer than fl.clients = {cfg.fl.clients}; allowed: fl.clients <= {len(segments)}, or a "
             f"smaller data.segment_frames")
     start = len(data.videos)
-    return ExperimentData(data.videos + segments, list(range(start, start + len(segments))), data.held,
-                          data.skipped + short)
+    left = [LeftOut(path, TOO_SHORT, f"{path}: {reason}") for path, reason in short]
+    return replace(data, videos=data.videos + segments, pool=list(range(start, start + len(segments))),
+                   frames=data.frames + [d.segment_frames] * len(segments) if data.frames else [],
+                   left_out=data.left_out + left)
 
 
 @dataclass
@@ -171,9 +188,24 @@ class ExperimentData:
     videos: list[VideoEntry]
     pool: list[int]
     held: list[int]
-    #: ``(path, reason)`` of the videos a dataset scan skipped (a frame folder without frames, a pre-made LR
-    #: folder whose frame count differs, an empty video file); they are logged as warnings too
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: the videos left out, each with the kind of problem and the reason: those a dataset scan found unusable (a
+    #: frame folder without frames, an empty file, a Kinetics video no annotation labels) and those a probe found
+    #: unreadable, too short for a clip or too small for a training patch (:mod:`fedvsr.data.probe`)
+    left_out: list[LeftOut] = field(default_factory=list)
+    #: the frame count of each of ``videos`` (from the probe; empty when not known)
+    frames: list[int] = field(default_factory=list)
+    #: the whole videos the scan found, usable or not
+    considered: int = 0
+
+
+def clip_frames(cfg) -> int:
+    """Frames of one clip: ``data.clip_frames``, or the model's input frames."""
+    if cfg.data.clip_frames:
+        return cfg.data.clip_frames
+    from fedvsr.models.registry import get_entry, preset_kwargs  # the model's frame count, not the model
+
+    m = cfg.model
+    return int(preset_kwargs(m.name, m.preset, m.options).get("num_frames", get_entry(m.name).cls.num_frames))
 
 
 def _evaluation_root(cfg) -> tuple[list[VideoEntry], list[tuple[str, str]]]:
@@ -196,13 +228,15 @@ def _evaluation_root(cfg) -> tuple[list[VideoEntry], list[tuple[str, str]]]:
 def experiment_data(cfg) -> ExperimentData:
     """The videos of an experiment (:func:`_whole_videos`), the client pool cut into segments of
     ``data.segment_frames`` frames when that is set (:func:`segment_videos`; the evaluation videos are chosen
-    as whole videos first and stay whole)."""
+    as whole videos first and stay whole). Raises :class:`DataError` when no usable video is left for the
+    clients or for the evaluation, naming the videos left out and why."""
     data = _whole_videos(cfg)
     return _segmented(cfg, data) if cfg.data.segment_frames else data
 
 
 def _whole_videos(cfg) -> ExperimentData:
-    """The videos of an experiment: which the clients share and which evaluate the global model.
+    """The videos of an experiment: which the clients share and which evaluate the global model, each probed
+    and the unusable ones left out (:func:`_usable`) before any is chosen for the clients or the evaluation.
 
     ``eval.source = holdout``: ``eval.holdout`` videos of the training source are kept from the clients
     (:func:`split_holdout`). ``eval.source = split``: the dataset layout's own test split (REDS4, Vimeo-90K's
@@ -211,34 +245,79 @@ def _whole_videos(cfg) -> ExperimentData:
     a dataset layout, :func:`_evaluation_root`) are appended to ``videos`` for evaluation."""
     d = cfg.data
     scan = scan_source(cfg) if d.source in LAYOUTS else None
-    skipped = list(scan.skipped) if scan is not None else []
     if cfg.eval.source == "split":
-        if scan is None or not scan.has_test_split:
-            why = {None: f"data.source = {d.source!r} has no standard test split",
-                   "vid4": "Vid4 is a test set: it has no training split to keep apart from it",
-                   "kinetics": f"data.root {d.root!r} has no val/ split folder (Kinetics: "
-                               f"<root>/train/<class>/... and <root>/val/<class>/...)"}
-            raise LayoutError(f"eval.source = 'split': {why.get(scan and scan.layout, why[None])}; use "
-                              f"eval.source = 'holdout', or 'folder' with eval.root (e.g. a Vid4 root)")
-        if not scan.test:
-            raise LayoutError(f"eval.source = 'split': the {scan.layout} test split is empty under data.root "
-                              f"{d.root!r} ({len(scan.skipped)} videos skipped)")
-        train = _training_split(scan, d.root)
-        videos = train + scan.test
-        return ExperimentData(videos, list(range(len(train))), list(range(len(train), len(videos))), skipped)
-    videos = _training_split(scan, d.root) if scan is not None else resolve_videos(cfg)
+        _check_test_split(cfg, scan)
+    if d.source == "synthetic":  # built here: nothing to probe
+        videos = resolve_videos(cfg)
+        data = ExperimentData(videos, [], [], frames=[d.frames] * len(videos), considered=len(videos))
+    elif d.source == "folder":
+        data = _usable(cfg, scan_folder(d.root), [], training=True, where=f"data.root {d.root!r}")
+    elif scan is not None:
+        data = _usable(cfg, _training_split(scan, d.root), scan.skipped, training=True, where=f"data.root {d.root!r}")
+    else:
+        raise ValueError(f"unknown data.source {d.source!r}")
     if cfg.eval.source == "holdout":
-        pool, held = split_holdout(videos, cfg.eval.holdout, d.seed)
-        return ExperimentData(videos, pool, held, skipped)
-    if cfg.eval.source == "folder":
-        extra, more = _evaluation_root(cfg)
-        return ExperimentData(videos + extra, list(range(len(videos))),
-                              list(range(len(videos), len(videos) + len(extra))), skipped + more)
-    raise ValueError(f"unknown eval.source {cfg.eval.source!r}")
+        pool, held = split_holdout(data.videos, cfg.eval.holdout, d.seed)
+        return replace(data, pool=pool, held=held)
+    if cfg.eval.source == "split":
+        test = _usable(cfg, scan.test, [], training=False, where=f"the {scan.layout} test split under data.root "
+                                                                  f"{d.root!r}")
+    elif cfg.eval.source == "folder":
+        test = _usable(cfg, *_evaluation_root(cfg), training=False, where=f"eval.root {cfg.eval.root!r}")
+    else:
+        raise ValueError(f"unknown eval.source {cfg.eval.source!r}")
+    n, m = len(data.videos), len(test.videos)
+    return ExperimentData(data.videos + test.videos, list(range(n)), list(range(n, n + m)),
+                          data.left_out + test.left_out, data.frames + test.frames, data.considered + test.considered)
+
+
+def _check_test_split(cfg, scan: DatasetScan | None) -> None:
+    """``eval.source = split`` needs a dataset layout with a test split on disk."""
+    d = cfg.data
+    if scan is None or not scan.has_test_split:
+        why = {None: f"data.source = {d.source!r} has no standard test split",
+               "vid4": "Vid4 is a test set: it has no training split to keep apart from it",
+               "kinetics": f"data.root {d.root!r} has no val/ split folder (Kinetics: "
+                           f"<root>/train/<class>/... and <root>/val/<class>/...)"}
+        raise LayoutError(f"eval.source = 'split': {why.get(scan and scan.layout, why[None])}; use "
+                          f"eval.source = 'holdout', or 'folder' with eval.root (e.g. a Vid4 root)")
+    if not scan.test:
+        raise LayoutError(f"eval.source = 'split': the {scan.layout} test split is empty under data.root "
+                          f"{d.root!r} ({len(scan.skipped)} videos skipped)")
+
+
+def _usable(cfg, entries: list[VideoEntry], skipped: list[tuple[str, str]], training: bool,
+            where: str) -> ExperimentData:
+    """The usable ones of ``entries`` (:func:`~fedvsr.data.probe.usable_videos`: probed through the cache of
+    ``data.lr_cache``, for training clips of ``data.patch`` LR pixels, or for evaluation clips), with the videos
+    the scan ``skipped`` and the probe left out (each reason naming the file); raises :class:`DataError` naming
+    them when none is usable."""
+    d = cfg.data
+    needs = Needs(clip_frames(cfg), d.patch if training else 1, d.scale)
+    videos, frames, left = usable_videos(entries, needs, cache_root(d.lr_cache), d.hr_cache_mb * 2**20)
+    left = [LeftOut(path, NOT_LISTED if reason.startswith("not listed") else UNREADABLE, f"{path}: {reason}")
+            for path, reason in skipped] + left
+    if not videos:
+        raise _none_usable(where, len(left), left)
+    return ExperimentData(videos, [], [], left, frames, considered=len(videos) + len(left))
+
+
+def _none_usable(where: str, considered: int, left: list[LeftOut], limit: int = 10) -> DataError:
+    """The error of a source none of whose videos can be used, naming them (the first ``limit``) and why."""
+    named = "; ".join(e.reason for e in left[:limit])
+    more = f"; ... and {len(left) - limit} more" if len(left) > limit else ""
+    return DataError(f"{where}: none of the {considered} videos can be used ({left_out_counts(left)}): "
+                     f"{named}{more}")
+
+
+def left_out_counts(left: list[LeftOut]) -> str:
+    """``"unreadable: 3, too small: 1"``: the videos left out, counted by kind, most first."""
+    counts = Counter(e.kind for e in left)
+    return ", ".join(f"{k}: {n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def experiment_videos(cfg) -> tuple[list[VideoEntry], list[int], list[int]]:
     """``(videos, client pool, evaluation videos)`` of an experiment, as indices into ``videos``
-    (:func:`experiment_data` without the skipped videos)."""
+    (:func:`experiment_data` without the videos left out)."""
     data = experiment_data(cfg)
     return data.videos, data.pool, data.held

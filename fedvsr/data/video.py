@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -49,17 +50,19 @@ def natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _decode_file(path: Path) -> list[np.ndarray]:
-    """Decode every frame of the first video stream of ``path`` as ``(H, W, 3)`` uint8 RGB.
+def _iter_file(path: Path) -> Iterator[np.ndarray]:
+    """Decode the frames of the first video stream of ``path`` one at a time, as ``(H, W, 3)`` uint8 RGB.
 
     Raises :class:`VideoError` naming the file for an empty file, a file that is not a container PyAV can
     read (a text file named ``.mp4``), a file without a video stream, a decoding error (a truncated or corrupt
-    stream), and a file that decodes fewer frames than its container declares (a truncated AVI). An MP4 cut
-    short usually loses its index and fails to open; Matroska declares no frame count and MP4 edit lists may
-    drop declared samples, so such files cut short between frames decode as shorter videos.
+    stream), and a file that decodes fewer frames than its container declares (a truncated AVI; raised after
+    its last frame). An MP4 cut short usually loses its index and fails to open; Matroska declares no frame
+    count and MP4 edit lists may drop declared samples, so such files cut short between frames decode as
+    shorter videos.
     """
     if path.is_file() and path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes), not a video")
+    decoded = declared = 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -70,28 +73,22 @@ def _decode_file(path: Path) -> list[np.ndarray]:
             stream.thread_type = "AUTO"
             # an MP4 / MOV may declare samples that its edit list drops, so its count is not checked
             declared = 0 if "mov" in container.format.name else stream.frames
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+            for frame in container.decode(stream):
+                decoded += 1
+                yield frame.to_ndarray(format="rgb24")
     except av.FFmpegError as err:
         raise VideoError(f"{path}: PyAV cannot decode it ({err}); the file is corrupt, truncated or not a "
                          f"video") from err
-    if frames and declared > len(frames):
-        raise VideoError(f"{path}: truncated or corrupt: decoded {len(frames)} of the {declared} frames its "
+    if decoded and declared > decoded:
+        raise VideoError(f"{path}: truncated or corrupt: decoded {decoded} of the {declared} frames its "
                          f"container declares")
-    return frames
 
 
-def _stack(frames: list[np.ndarray], path: Path, names: list[str] | None = None) -> np.ndarray:
-    if not frames:
-        raise VideoError(f"{path}: no frames decoded (a truncated or empty video)")
-    first = frames[0].shape
-    for i, frame in enumerate(frames):
-        if frame.shape != first:
-            where = names[i] if names is not None else f"frame {i}"
-            raise VideoError(
-                f"{path}: frames differ in size: {where} is {frame.shape[1]}x{frame.shape[0]}, "
-                f"the first frame is {first[1]}x{first[0]} (width x height)"
-            )
-    return np.stack(frames)
+def _first_frame(file: Path) -> np.ndarray:
+    """The first frame of an image file."""
+    for frame in _iter_file(file):
+        return frame
+    raise VideoError(f"{file}: no frame decoded from the image")
 
 
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
@@ -99,6 +96,35 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def iter_video(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """The frames of a video file or a folder of frame images, one at a time, with :func:`read_video`'s checks
+    (a frame of another size than the first and a video without frames raise :class:`VideoError` where they
+    are met), so that a video can be checked without holding all of it in memory."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file or directory")
+    if path.is_dir():
+        files = list_frame_files(path)
+        if not files:
+            raise VideoError(f"{path}: folder holds no frame images ({', '.join(IMAGE_SUFFIXES)})")
+        frames, names = map(_first_frame, files), [f.name for f in files]
+    else:
+        frames, names = _iter_file(path), None
+    first = None
+    for i, frame in enumerate(frames):
+        if first is None:
+            first = frame.shape
+        elif frame.shape != first:
+            where = names[i] if names is not None else f"frame {i}"
+            raise VideoError(
+                f"{path}: frames differ in size: {where} is {frame.shape[1]}x{frame.shape[0]}, "
+                f"the first frame is {first[1]}x{first[0]} (width x height)"
+            )
+        yield frame
+    if first is None:
+        raise VideoError(f"{path}: no frames decoded (a truncated or empty video)")
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
@@ -120,21 +146,7 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
     VideoError
         Missing path, undecodable file, zero frames, folder without images, frames of different sizes.
     """
-    path = Path(path)
-    if not path.exists():
-        raise VideoError(f"{path}: no such file or directory")
-    if path.is_dir():
-        files = list_frame_files(path)
-        if not files:
-            raise VideoError(f"{path}: folder holds no frame images ({', '.join(IMAGE_SUFFIXES)})")
-        frames = []
-        for file in files:
-            decoded = _decode_file(file)
-            if not decoded:
-                raise VideoError(f"{file}: no frame decoded from the image")
-            frames.append(decoded[0])
-        return _stack(frames, path, [f.name for f in files])
-    return _stack(_decode_file(path), path)
+    return np.stack(list(iter_video(path)))
 
 
 def _check_frames(frames: np.ndarray, what: str = "frames") -> None:

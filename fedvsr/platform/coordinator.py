@@ -19,6 +19,7 @@ import json
 import math
 import pickle
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from fedvsr.fl.strategy import float_state
 from fedvsr.metrics import mean_scores
 from fedvsr.models import build_model, count_params
 from fedvsr.platform.checkpoint import load_checkpoint, save_arrays, save_checkpoint
+from fedvsr.platform.data import record_left_out
 from fedvsr.platform.results import ResultsStore, write_json_atomic, write_parquet_atomic
 from fedvsr.platform.state_store import ClientStateStore
 from fedvsr.platform.worker import ClientWorker
@@ -70,9 +72,7 @@ class Coordinator:
         # data: videos, held-out evaluation videos, partition among clients
         data = experiment_data(cfg)
         videos, client_pool, held_out = data.videos, data.pool, data.held
-        if not resume:
-            for path, reason in data.skipped:  # a dataset scan's unusable videos: recorded, never a crash
-                self._event("video_skipped", reason, path=path)
+        record_left_out(self.out, data, None if resume else self._event)  # the videos the probe left out
         labels = [videos[i].label for i in client_pool]
         parts = partition_videos(labels, cfg.fl.clients, cfg.fl.partition, cfg.data.seed, cfg.fl.dirichlet_beta)
         self.client_videos = [[client_pool[j] for j in part] for part in parts]
@@ -320,6 +320,8 @@ class Coordinator:
 
         def done(c: int, _w: int, out: dict[str, Any]) -> None:
             reports[c] = out["report"]
+            for path, reason in out.get("skipped", ()):  # a video that broke since the scan: the client went on
+                self._event("video_skipped", reason, path=path, round=t, client=c)
             arrived[position[c]] = out["update"]
             if out["state"] is not None:
                 states[c] = out["state"]
@@ -360,7 +362,10 @@ class Coordinator:
                 r["weight"] = 0.0
                 self._event("client_dropped", r["reason"], round=t, client=r["client"])
 
-        if kept:
+        failed = _failed_round(t, rows, cfg.fl.min_clients)
+        if failed:  # too few clients trained: no update, no checkpoint; the run stops after this round's rows
+            self._event("round_failed", failed, round=t)
+        elif kept:
             new_params, new_server = self.strategy.server_update(
                 to_torch(self.params), aggregate, to_torch(self.server_state), t, cfg.fl.clients,
                 [r["weight"] for r in kept],
@@ -395,6 +400,11 @@ class Coordinator:
             "workers": len(self.alive),
             "eval_workers": metrics["eval_workers"],
         }
+        row["status"] = "failed" if failed else "ok"
+        if failed:
+            self.results.append(row, rows)
+            yield {"row": row, "failed": failed}
+            return
         if self.store is not None:
             ray.get(self.store.commit.remote(t, states))
         self.results.append(row, rows)
@@ -444,6 +454,18 @@ class Coordinator:
         plot_psnr([{"round": 0, "psnr": self.initial["psnr"]}, *rounds], self.bicubic["psnr"],
                   self.out / "psnr.png", title=f"{summary['model']}/{summary['preset']} - {summary['strategy']}")
         return summary
+
+
+def _failed_round(t: int, rows: list[dict[str, Any]], min_clients: int) -> str:
+    """Why round ``t`` failed (``"round 3: 1 of 4 clients trained (data error: 2, missed the deadline: 1)"``),
+    or ``""`` when at least ``min_clients`` (``fl.min_clients``) of its clients trained."""
+    trained = sum(r["status"] == "ok" for r in rows)
+    if trained >= min_clients:
+        return ""
+    reasons = Counter(r["reason"].split(":")[0] for r in rows if r["status"] != "ok")
+    counted = ", ".join(f"{k}: {n}" for k, n in reasons.most_common())
+    return (f"round {t}: {trained} of {len(rows)} clients trained ({counted}), fewer than fl.min_clients = "
+            f"{min_clients}")
 
 
 def _first_line(err: BaseException) -> str:

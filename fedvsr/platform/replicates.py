@@ -34,6 +34,7 @@ import ray
 from ray.util.placement_group import PlacementGroup
 
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
+from fedvsr.platform.data import check_data
 from fedvsr.platform.results import write_json_atomic, write_parquet_atomic
 from fedvsr.platform.run import Experiment, start_ray
 from fedvsr.stats import mean_interval
@@ -255,6 +256,11 @@ def run_replicates(cfg: ExperimentConfig | None, out_dir: str | Path, n: int = 1
     elif is_replicate_group(out) or (out / "config.yaml").exists():
         raise ConfigError(f"output folder {str(out)!r} already holds a run; pass --resume to continue it or choose "
                           "another --out")
+    seen: set[int] = set()
+    for r, c in enumerate(replicate_configs(cfg, n, vary_data)):  # before Ray starts: unusable data stops here
+        if c.data.seed not in seen:
+            seen.add(c.data.seed)
+            check_data(c, replicate_dir(out, r))
     started = start_ray(cfg)
     group = None
     try:

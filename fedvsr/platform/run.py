@@ -14,7 +14,14 @@ from ray.util.placement_group import PlacementGroup
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
 from fedvsr.platform.cluster import join_cluster
 from fedvsr.platform.coordinator import Coordinator, on_this_node
+from fedvsr.platform.data import check_data
+from fedvsr.platform.errors import RunFailed
 from fedvsr.platform.results import write_text_atomic
+
+
+def _failure(why: str, out: Path, t: int) -> str:
+    kept = f"the checkpoint of round {t - 1} is kept" if t > 1 else "no round had completed"
+    return f"{why}; each client's reason is in {out / 'clients.parquet'}, {kept}"
 
 
 def run_config(out: Path, cfg: ExperimentConfig | None, resume: bool) -> ExperimentConfig:
@@ -105,13 +112,15 @@ class Experiment:
     def run_round(self, on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Train and evaluate the next round; returns its row of ``rounds.parquet``. ``on_progress({"round",
         "progress": (done, total)})`` each time one of its clients finishes."""
-        row: dict[str, Any] = {}
-        for ref in self.coordinator.run_round.options(num_returns="streaming").remote(self.next_round):
+        t, row, failed = self.next_round, {}, ""
+        for ref in self.coordinator.run_round.options(num_returns="streaming").remote(t):
             item = ray.get(ref)
             if "row" in item:
-                row = item["row"]
+                row, failed = item["row"], item.get("failed", "")
             elif on_progress:
                 on_progress(item)
+        if failed:  # too few clients trained (fl.min_clients): stop, keeping what was done
+            raise RunFailed(_failure(failed, self.out, t), row)
         self.next_round += 1
         return row
 
@@ -150,6 +159,7 @@ def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, res
     trial's group). ``$FEDVSR_FAULT`` (a testing hook, see :meth:`ClientWorker._maybe_fail`) reaches the workers."""
     out = Path(out_dir).resolve()
     cfg = run_config(out, cfg, resume)
+    check_data(cfg, out)  # every video probed (and cached) before Ray starts: unusable data stops here
     started = start_ray(cfg, placement_group)  # before the folder is written: an unreachable cluster leaves nothing
     run = None
     try:
@@ -157,7 +167,12 @@ def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, res
         if on_start:
             on_start(run.info)
         while not run.done:
-            row = run.run_round(on_progress)
+            try:
+                row = run.run_round(on_progress)
+            except RunFailed as err:
+                if on_round and err.row:  # the failed round is recorded: show it too
+                    on_round(err.row)
+                raise
             if on_round:
                 on_round(row)
         return run.finish()

@@ -23,7 +23,7 @@ import torch
 from fedvsr.config import ExperimentConfig, config_from_dict
 from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair_for, resolve_augment
 from fedvsr.data.synthetic import VideoEntry
-from fedvsr.data.video import LEFT_OUT
+from fedvsr.data.video import LEFT_OUT, VideoError
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import ClientUpdate, to_torch
 from fedvsr.fl.client import epoch_batches, run_client
@@ -62,6 +62,7 @@ class ClientWorker:
         self._cache_size = video_cache
         self._eval: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.eval_skipped: list[tuple[str, str]] = []
+        self.skipped: list[tuple[str, str]] = []  # the videos of the client in training that could not be used
 
     # ------------------------------------------------------------------ data
     def _pair(self, i: int) -> VideoPair:
@@ -108,6 +109,7 @@ class ClientWorker:
         and the deadline in fl.deadline_unit already scaled by the speed (``budget``; 0 = none)."""
         plan = plan or {}
         self._maybe_fail(round, client)
+        self.skipped = []
         cfg = self.cfg
         gp = to_torch(global_params, self.device)
         ss = to_torch(server_state, self.device)
@@ -133,17 +135,16 @@ class ClientWorker:
         if not result.ok:  # nothing of a left-out client reaches the aggregate
             update = ClientUpdate()
         new_state = {k: v.detach().cpu().numpy() for k, v in kept.items()} if kept is not None else None
-        return {"update": update, "report": report, "state": new_state}
+        return {"update": update, "report": report, "state": new_state, "skipped": self.skipped}
 
     def _train_one(self, ctx: ClientContext, update: ClientUpdate, plan: dict[str, Any]):
         cfg = self.cfg
         seed = client_seed(cfg.seed, ctx.round, ctx.client)
         start = time.perf_counter()
-        try:
-            pairs = [self._pair(i) for i in self.client_videos[ctx.client]]
-            data = TrainClips(pairs, self.clip_frames, cfg.data.patch, cfg.data.samples_per_video, seed,
-                              self.augment)
-        except (OSError, ValueError) as err:  # a corrupt or unreadable video: drop the client, keep the round
+        try:  # a video that broke since the scan is left out (self.skipped); a client with none left is dropped
+            data = TrainClips(self._usable_pairs(ctx.client), self.clip_frames, cfg.data.patch,
+                              cfg.data.samples_per_video, seed, self.augment)
+        except (OSError, ValueError) as err:
             return LocalResult(ctx.client, 0, 0, math.nan, time.perf_counter() - start, False,
                                f"data error: {err}"), 0.0, None
         ctx.samples = len(data)
@@ -176,6 +177,22 @@ class ClientWorker:
                                                f"{result.steps} of {steps} local steps done")
             return result, -math.inf, None
         return result, log_weight, kept
+
+    def _usable_pairs(self, client: int) -> list[VideoPair]:
+        """The pairs of ``client``'s videos that load and hold a training clip; each other one is recorded in
+        ``self.skipped`` as ``(path, reason)``. Raises :class:`VideoError` when none is left."""
+        pairs = []
+        for i in self.client_videos[client]:
+            try:
+                pair = self._pair(i)
+                TrainClips([pair], self.clip_frames, self.cfg.data.patch, 1, 0, self.augment)  # long and large enough
+                pairs.append(pair)
+            except (OSError, ValueError) as err:
+                self.skipped.append((self.videos[i].path, str(err)))
+        if not pairs:
+            raise VideoError(f"none of its {len(self.client_videos[client])} videos can be used: "
+                             + "; ".join(reason for _, reason in self.skipped[:3]))
+        return pairs
 
     def _maybe_fail(self, round: int, client: int) -> None:
         """Testing hook (``FEDVSR_FAULT=kill:ROUND:CLIENT:MARKER`` in the driver's environment): SIGKILL this

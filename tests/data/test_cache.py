@@ -168,7 +168,7 @@ def test_second_load_pair_hits_the_cache(tmp_path, video, monkeypatch):
     assert len(encodes) == 3 and len(list(root.iterdir())) == 2
 
 
-def test_load_pair_for_takes_seed_and_cache_from_the_config(tmp_path, video):
+def test_load_pair_for_takes_the_data_seed_and_cache_from_the_config(tmp_path, video):
     from fedvsr.config import load_config
     from fedvsr.data.datasets import load_pair_for
     from fedvsr.data.degrade import degrade_video
@@ -176,13 +176,13 @@ def test_load_pair_for_takes_seed_and_cache_from_the_config(tmp_path, video):
 
     overrides = ["data.degradation=vsrgan", "data.vsrgan_prob=1.0", "data.vsrgan_ops=noise,cutblur",
                  f"data.lr_cache={tmp_path / 'lr'}"]
-    a = load_pair_for(load_config(None, overrides + ["seed=1"]), video)
-    b = load_pair_for(load_config(None, overrides + ["seed=1", "data.lr_cache=none"]), video)
-    c = load_pair_for(load_config(None, overrides + ["seed=2"]), video)
+    a = load_pair_for(load_config(None, overrides + ["data.seed=1"]), video)
+    b = load_pair_for(load_config(None, overrides + ["data.seed=1", "data.lr_cache=none"]), video)
+    c = load_pair_for(load_config(None, overrides + ["data.seed=2"]), video)
     np.testing.assert_array_equal(a.lr, b.lr)  # cached or not, the same (seed, video) gives the same clip
-    assert not np.array_equal(a.lr, c.lr)  # another experiment seed, other draws
+    assert not np.array_equal(a.lr, c.lr)  # another data seed, other draws
     other = VideoEntry(video.path, video.label, "w")  # same file, another video name
-    assert not np.array_equal(load_pair_for(load_config(None, overrides + ["seed=1"]), other).lr, a.lr)
+    assert not np.array_equal(load_pair_for(load_config(None, overrides + ["data.seed=1"]), other).lr, a.lr)
     entries = sorted(f.name for f in (tmp_path / "lr").iterdir())
     # three LR clips, and the file's decoded frames once (data.hr_cache_mb: shared by both video names)
     assert len(entries) == 4 and sum(e.endswith(".hr.npy") for e in entries) == 1

@@ -22,7 +22,7 @@ from fedvsr.data.layouts import (
     scan_vimeo90k,
 )
 from fedvsr.data.sources import experiment_data, experiment_videos, resolve_videos
-from fedvsr.data.video import VideoError, write_frame_folder
+from fedvsr.data.video import VideoError, write_frame_folder, write_video
 
 HR, S = 32, 4
 
@@ -234,7 +234,8 @@ def test_kinetics_class_folders_without_splits_and_flat_csv_download(tmp_path):
 
 
 def config(*overrides: str):
-    return load_config(None, ["model.preset=tiny", "fl.clients=2", "fl.clients_per_round=1", *overrides])
+    return load_config(None, ["model.preset=tiny", "fl.clients=2", "fl.clients_per_round=1", f"data.patch={HR // S}",
+                              *overrides])
 
 
 def test_config_sources_and_split_validation(tmp_path):
@@ -273,21 +274,22 @@ def test_experiment_videos_with_the_dataset_split_and_a_vid4_evaluation_root(tmp
 
 def test_kinetics_split_needs_a_val_folder_and_skips_are_reported(tmp_path):
     root = tmp_path / "kin"
-    for cls in ("a", "b"):
+    for i, cls in enumerate(("a", "b")):
         for n in range(2):
-            touch_video(root / cls / f"{n}.mp4")
+            write_video(root / cls / f"{n}.mp4", frames(2 * i + n), crf=23)
     touch_video(root / "a" / "broken.mp4", b"")
     with pytest.raises(LayoutError, match=r"has no val/ split folder"):
         experiment_data(config("data.source=kinetics", f"data.root={root}", "eval.source=split"))
     data = experiment_data(config("data.source=kinetics", f"data.root={root}", "eval.holdout=1"))
     assert len(data.videos) == 4 and len(data.held) == 1
-    assert data.skipped == [(str(root / "a" / "broken.mp4"), "empty file (0 bytes)")]
+    path = str(root / "a" / "broken.mp4")
+    assert data.left_out == [(path, "unreadable", f"{path}: empty file (0 bytes)")]
 
 
 @pytest.mark.slow
-def test_reds_experiment_end_to_end_drops_the_client_with_a_corrupt_frame(ray_local, tmp_path):
-    """Train on a tiny REDS tree with its pre-made LR frames, evaluate on REDS4; one corrupt training frame
-    drops its client (recorded), the round completes."""
+def test_reds_experiment_end_to_end_leaves_out_the_clip_with_a_corrupt_frame(ray_local, tmp_path):
+    """Train on a tiny REDS tree with its pre-made LR frames, evaluate on REDS4; a clip with one corrupt training
+    frame and a clip folder without frames are left out at the scan (recorded), the three other clips train."""
     import pyarrow.parquet as pq
 
     from fedvsr.platform.run import run_experiment
@@ -297,14 +299,15 @@ def test_reds_experiment_end_to_end_drops_the_client_with_a_corrupt_frame(ray_lo
     victim = root / "train_sharp" / "002" / "00000003.png"
     victim.write_bytes(b"not a png" * 10)
     (root / "train_sharp" / "005").mkdir()  # a clip folder without frames: skipped at scan, recorded
-    overrides = ["model.preset=tiny", "fl.rounds=1", "fl.clients=4", "fl.clients_per_round=4", "fl.batch_size=4",
+    overrides = ["model.preset=tiny", "fl.rounds=1", "fl.clients=3", "fl.clients_per_round=3", "fl.batch_size=4",
                  "data.source=reds", f"data.root={root}", "data.patch=8", "data.samples_per_video=2",
                  "eval.source=split", "eval.clips=2", "platform.workers=2"]
     summary = run_experiment(load_config(None, overrides), tmp_path / "out")
     clients = pq.read_table(tmp_path / "out" / "clients.parquet").to_pydict()
-    dropped = [r for r, s in zip(clients["reason"], clients["status"], strict=True) if s == "dropped"]
-    assert len(dropped) == 1 and str(victim) in dropped[0] and "data error" in dropped[0]
-    assert np.isfinite(summary["final_psnr"]) and summary["clients_dropped"] == 1
+    assert clients["status"] == ["ok"] * 3 and np.isfinite(summary["final_psnr"])
+    partition = pq.read_table(tmp_path / "out" / "partition.parquet").to_pydict()
+    assert sorted(partition["video"]) == ["001", "003", "004"]
     events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
-    assert [e["kind"] for e in events] == ["video_skipped", "client_dropped"]
-    assert events[0]["path"].endswith("005") and "no" in events[0]["message"]
+    assert [(e["kind"], Path(e["path"]).name, e["problem"]) for e in events] == [
+        ("video_skipped", "005", "unreadable"), ("video_skipped", "002", "unreadable")]
+    assert events[1]["message"].startswith(f"{victim}: PyAV cannot decode it")

@@ -136,7 +136,7 @@ def video_folder(tmp_path):
     return folder, scan_folder(folder)
 
 
-def test_corrupt_video_drops_its_client_and_the_round_completes(ray_local, synth_root, tmp_path):
+def test_a_corrupt_video_is_left_out_at_the_scan_and_every_client_trains(ray_local, synth_root, tmp_path):
     folder, scanned = video_folder(tmp_path)
     client_idx, _ = split_holdout(scanned, 2, 0)
     victim = scanned[client_idx[0]]
@@ -145,14 +145,15 @@ def test_corrupt_video_drops_its_client_and_the_round_completes(ray_local, synth
     out, summary = run(tmp_path, "corrupt", synth_root, "data.source=folder", f"data.root={folder}",
                        "fl.clients_per_round=4")
     clients = pq.read_table(out / "clients.parquet").to_pydict()
-    dropped = [i for i, s in enumerate(clients["status"]) if s == "dropped"]
-    assert len(dropped) == 2  # the victim's client, in both rounds
-    assert all(victim.path in clients["reason"][i] and "data error" in clients["reason"][i] for i in dropped)
+    assert set(clients["status"]) == {"ok"}
     rounds = pq.read_table(out / "rounds.parquet").to_pydict()
-    assert rounds["aggregated"] == [3, 3] and rounds["dropped"] == [1, 1]
-    assert np.isfinite(summary["final_psnr"]) and summary["clients_dropped"] == 2
+    assert rounds["aggregated"] == [4, 4] and rounds["dropped"] == [0, 0]
+    assert np.isfinite(summary["final_psnr"]) and summary["clients_dropped"] == 0
+    partition = pq.read_table(out / "partition.parquet").to_pydict()
+    assert len(partition["video"]) == 7 and Path(victim.path).stem not in {Path(v).name for v in partition["video"]}
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    assert [e["kind"] for e in events] == ["client_dropped", "client_dropped"]
+    assert [(e["kind"], e["path"], e["problem"]) for e in events] == [("video_skipped", victim.path, "unreadable")]
+    assert events[0]["message"].startswith(f"{victim.path}: PyAV cannot decode it")
 
 
 def test_fcvsr_tiny_trains_two_federated_rounds(ray_local, synth_root, tmp_path):
@@ -194,23 +195,24 @@ def test_recipe_knobs_reach_the_run(ray_local, synth_root, tmp_path):
     assert summary["bicubic_psnr_rgb"] == pytest.approx(ref["psnr_rgb"], abs=1e-9)
 
 
-def test_a_corrupt_evaluation_video_is_left_out_and_recorded(ray_local, synth_root, tmp_path):
+def test_a_corrupt_evaluation_video_is_left_out_at_the_scan(ray_local, synth_root, tmp_path):
     folder, scanned = video_folder(tmp_path)
     _, held = split_holdout(scanned, 2, 0)
-    victim, kept = scanned[held[0]], scanned[held[1]]
+    victim = scanned[held[0]]
     with open(victim.path, "wb") as f:
         f.write(b"\x00not a video" * 50)
     out, summary = run(tmp_path, "corrupt-eval", synth_root, "data.source=folder", f"data.root={folder}",
                        "fl.rounds=1")
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert [(e["kind"], e["path"]) for e in events] == [("video_skipped", victim.path)]
-    assert events[0]["message"].startswith("evaluation video left out: ") and victim.path in events[0]["message"]
-    # the run is evaluated on the other held-out video alone: bicubic equals that video's own clips' score
+    # the run is evaluated on the two videos held out of the 9 readable ones: bicubic equals their clips' score
+    usable = [e for e in scanned if e.path != victim.path]
+    _, held = split_holdout(usable, 2, 0)
     cfg = load_config(None, tiny_experiment(synth_root, "data.source=folder", f"data.root={folder}"))
     from fedvsr.models import build_model
     from fedvsr.platform.worker import evaluate_bicubic
 
     model = build_model(cfg.model.name, cfg.model.preset)
-    clips = eval_clips([load_pair(kept, "bicubic", 4)], model.num_frames, cfg.eval.clips)
+    clips = eval_clips([load_pair(usable[i], "bicubic", 4) for i in held], model.num_frames, cfg.eval.clips)
     assert summary["bicubic_psnr"] == evaluate_bicubic(model, clips, cfg)["psnr"]
     assert np.isfinite(summary["final_psnr"]) and summary["rounds"] == 1
