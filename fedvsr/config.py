@@ -710,7 +710,10 @@ def _check_holds(path: Path, shown: str, resume: bool, ours: tuple[str, ...], wh
     if mine:
         raise ConfigError(f"output folder {shown} already holds a {what}; pass --resume to continue it or choose "
                           f"another --out")
-    entries = sorted(e.name + ("/" if e.is_dir() else "") for e in path.iterdir())
+    try:
+        entries = sorted(e.name + ("/" if e.is_dir() else "") for e in path.iterdir())
+    except OSError as err:
+        raise ConfigError(f"--out {shown} cannot be read: {err.strerror}") from None
     if entries:
         listed = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
         raise ConfigError(f"--out {shown} holds other files ({listed}) and no fedvsr {what}; choose a new or empty "
