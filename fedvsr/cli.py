@@ -16,13 +16,29 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
-from fedvsr.config import ConfigError, load_config
+from fedvsr.config import (
+    MAX_REPLICATES,
+    SEED_MAX,
+    ConfigError,
+    ExperimentConfig,
+    Machine,
+    check_fits_machine,
+    check_output_folder,
+    cpu_overcommit,
+    is_local,
+    load_config,
+)
 from fedvsr.platform.cluster import ClusterUnreachable
 from fedvsr.platform.errors import RunFailed
+
+#: the files that make a folder a run of ``fedvsr simulate`` (one run, or a group of replicates)
+RUN_FILES = ("config.yaml", "replicates.json")
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -31,10 +47,23 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+        given = [flag for flag, on in (("--config", args.config), ("--set", args.set), ("--vary-data", args.vary_data),
+                                       ("--replicates", args.replicates != 1)) if on]
+        if given:
+            raise ConfigError(f"--resume continues a run as it was started (the config saved in --out); "
+                              f"{', '.join(given)} cannot change it: drop {'them' if len(given) > 1 else 'it'}, or "
+                              f"start a new run in another --out")
         cfg = None
     else:
         cfg = load_config(args.config, [*args.set, *([f"platform.address={args.address}"] if args.address else [])])
+        _check_replicate_seeds(cfg, args.replicates, args.vary_data)
     out = Path(args.out or f"runs/sim-{time.strftime('%Y%m%d-%H%M%S')}")
+    args.out = str(out)  # for the interrupted message of main()
+    check_output_folder(out, resume=args.resume, ours=RUN_FILES)
+    if cfg is not None:
+        say_starting(cfg)
+    else:
+        print(f"fedvsr: resuming the run in {out}: starting Ray and its workers ...", flush=True)
     if args.resume and args.address:  # a resumed run keeps its saved config; --address says where it runs now
         from fedvsr.platform.cluster import join_cluster
 
@@ -83,14 +112,52 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_replicate_seeds(cfg: ExperimentConfig, replicates: int, vary_data: bool) -> None:
+    """Replicate r runs seed + r (and data.seed + r with --vary-data): the last must still be a valid seed."""
+    if not 1 <= replicates <= MAX_REPLICATES:
+        raise ConfigError(f"--replicates = {replicates} is not allowed; expected an integer >= 1 and <= "
+                          f"{MAX_REPLICATES}")
+    if vary_data and replicates < 2:
+        raise ConfigError("--vary-data needs --replicates N with N >= 2 (it varies data.seed across the replicates)")
+    for key, seed in (("seed", cfg.seed), *((("data.seed", cfg.data.seed),) if vary_data else ())):
+        if seed + replicates - 1 > SEED_MAX:
+            raise ConfigError(f"{key} = {seed} with --replicates {replicates} gives replicate seeds up to "
+                              f"{seed + replicates - 1}, above {SEED_MAX} (2^63 - 1); allowed: {key} <= "
+                              f"{SEED_MAX - replicates + 1}")
+
+
+def say_starting(cfg: ExperimentConfig, prefix: str = "fedvsr", workers: str = "") -> None:
+    """What the first seconds of a run are spent on (Ray's start, the built-in videos), and a loud line when the
+    workers share too few cores (``platform.oversubscribe``). First refuses what this machine cannot hold.
+    ``workers``: how the workers are counted (default ``"N workers"``)."""
+    p, machine = cfg.platform, Machine.this()
+    check_fits_machine(cfg, machine)
+    over = cpu_overcommit(cfg, machine)
+    if over and p.oversubscribe:
+        print(f"{prefix}: WARNING: platform.oversubscribe = true: {p.workers} workers x {p.cpus_per_worker:g} CPUs = "
+              f"{over[0]:g} CPUs on a machine with {over[1]}; the workers share the cores, each runs slower, and "
+              f"timings are not comparable with a run that fits", file=sys.stderr, flush=True)
+    where = (f"joining the Ray cluster at {p.address or '$RAY_ADDRESS'}" if not is_local(cfg) else
+             f"starting a local Ray with {max(machine.cpus, math.ceil(p.workers * p.cpus_per_worker - 1e-9))} CPUs")
+    workers = workers or f"{p.workers} worker{'s' if p.workers > 1 else ''}"
+    print(f"{prefix}: {where}, then {workers} ...", flush=True)
+    d = cfg.data
+    if d.source == "synthetic":
+        from fedvsr.data.sources import synthetic_root
+        from fedvsr.data.synthetic import MANIFEST
+
+        root = synthetic_root(d, d.seed)
+        if not (root / MANIFEST).is_file():
+            print(f"{prefix}: building the {d.videos} built-in videos ({d.frames} frames of {d.width}x{d.height}) "
+                  f"in {root}, once: later runs reuse them ...", flush=True)
+    else:
+        print(f"{prefix}: reading the videos of data.source = {d.source} under {d.root} ...", flush=True)
+
+
 def _simulate_replicates(args: argparse.Namespace, cfg, out: Path) -> int:
     """``fedvsr simulate --replicates N``: the replicates stepped together, one aggregate line per round."""
     from fedvsr.platform.replicates import run_replicates
 
-    if args.replicates < 1:
-        raise ConfigError(f"--replicates = {args.replicates} is not allowed; expected an integer >= 1")
-    if args.vary_data and args.replicates < 2 and not args.resume:
-        raise ConfigError("--vary-data needs --replicates N with N >= 2 (it varies data.seed across the replicates)")
     tty = sys.stdout.isatty()
 
     def on_start(info: dict) -> None:
@@ -133,10 +200,13 @@ def _pm(row: dict, key: str, digits: int, suffix: str = "_mean", sign: bool = Fa
 
 
 def _train_central(args: argparse.Namespace) -> int:
-    from fedvsr.platform.central import CentralTrainingError, run_central
+    from fedvsr.platform.central import CentralTrainingError, central_config, run_central
 
     cfg = load_config(args.config, args.set)
     out = Path(args.out or f"runs/central-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_output_folder(out, ours=RUN_FILES)
+    say_starting(central_config(cfg, args.workers, True if args.gpu else None))
+
     def on_start(info: dict) -> None:
         b, i = info["bicubic"], info["initial"]
         print(f"fedvsr: {info['params']:,} parameters, central training on {info['workers']} Ray Train workers "
@@ -330,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``fedvsr`` command; returns its exit code: 0, 1 (the command failed), 2 (a config, input or
+    cluster error: one ``fedvsr: ...`` line, before Ray starts where it can be known then), 130 (interrupted),
+    141 (the reader of its output went away, as ``fedvsr best --json | head``: quietly, as 128 + SIGPIPE)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -343,8 +416,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fedvsr: run failed: {err}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        print("fedvsr: interrupted; resume with --resume --out DIR", file=sys.stderr)
+        print(f"fedvsr: interrupted{_how_to_continue(args)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141
+
+
+def _how_to_continue(args: argparse.Namespace) -> str:
+    """``"; continue with: fedvsr simulate --resume --out DIR"`` when an interrupted command left a run to resume."""
+    out = getattr(args, "out", None)
+    if args.command == "simulate" and out and any((Path(out) / name).is_file() for name in RUN_FILES):
+        return f"; continue with: fedvsr simulate --resume --out {shlex.quote(out)}"
+    if args.command == "simulate" and out:
+        return f"; nothing to resume in {out}"
+    return ""
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush at exit finds no closed pipe (Python's
+    documented recipe for SIGPIPE); nothing to do when stdout is not a file descriptor (a test's capture)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,12 @@ SPLIT_SOURCES = ("reds", "vimeo90k", "kinetics")
 EVAL_CHANNELS = ("y", "rgb", "y+rgb")
 DEADLINE_UNITS = ("steps", "seconds")
 DEADLINE_ACTIONS = ("cut", "drop")
+#: the largest seed (``seed``, ``data.seed``): a signed 64-bit integer, what Parquet and JSON readers, numpy's
+#: SeedSequence and ``torch.manual_seed`` (which takes < 2^64) all hold; replicates use seed + r, so they must fit too
+SEED_MAX = 2**63 - 1
+#: the most replicates of one experiment (``fedvsr simulate --replicates``, a sweep spec's ``replicates``): a 95%
+#: interval is already tight at 30; each replicate is a whole run folder
+MAX_REPLICATES = 1000
 
 
 @dataclass
@@ -61,7 +67,8 @@ class ModelConfig:
 class DataConfig:
     seed: int = _spec(0, "data seed: the built-in videos, which videos are held out for evaluation, the "
                       "partition among clients and the random degradation draws; fixed while replicates vary "
-                      "the training seed (seed)", min=0)
+                      "the training seed (seed); at most 2^63 - 1 (a signed 64-bit integer, as Parquet stores "
+                      "it)", min=0, max=SEED_MAX)
     source: str = _spec("synthetic", "where videos come from: synthetic (built-in); folder (video files and frame "
                         "folders under data.root, label = the folder under the root); reds (train_sharp/<clip>/, "
                         "train split = all but REDS4); vid4 (GT/<clip>/, a test set); vimeo90k (vimeo_septuplet/"
@@ -118,41 +125,45 @@ class DataConfig:
     hr_cache_mb: float = _spec(64.0, "decoded HR videos of at most this many MiB (frames x H x W x 3 bytes) are kept "
                                "as arrays in the same cache folder, so a node decodes each once (a larger one is "
                                "decoded on every load: REDS' 100 frames of 720p are 264 MiB); 0 = never",
-                               min=0.0)
+                               min=0.0, max=1048576.0)
     scale: int = _spec(4, "super-resolution factor (1: LR = HR, for pretraining an autoencoder GT -> GT, "
                        "FCA2's mode = pretrain)", choices=(1, 2, 3, 4))
-    clip_frames: int = _spec(0, "frames per training clip; 0 = the model's number of input frames", min=0)
-    patch: int = _spec(32, "LR training crop size in pixels (HR crop = patch * scale)", min=4)
-    samples_per_video: int = _spec(16, "random clips drawn from each video per local epoch", min=1)
+    clip_frames: int = _spec(0, "frames per training clip; 0 = the model's number of input frames (the papers "
+                             "train on 5 to 30)", min=0, max=1000)
+    patch: int = _spec(32, "LR training crop size in pixels (HR crop = patch * scale; the papers crop 64 LR pixels)",
+                       min=4, max=1024)
+    samples_per_video: int = _spec(16, "random clips drawn from each video per local epoch", min=1, max=100000)
     augment: str = _spec("auto", "training-clip augmentation: flip (horizontal, vertical, temporal reversal), "
                          "flip-rot (flip plus 90-degree rotations: all 8 orientations), none; auto = flip-rot for "
                          "a rotation-safe model (every shipped family), else flip", choices=AUGMENTS)
-    videos: int = _spec(28, "synthetic: number of videos generated (clients + held-out)", min=2)
-    frames: int = _spec(16, "synthetic: frames per video", min=1)
-    height: int = _spec(128, "synthetic: HR frame height", min=16)
-    width: int = _spec(128, "synthetic: HR frame width", min=16)
+    videos: int = _spec(28, "synthetic: number of videos generated (clients + held-out); a local run also checks "
+                        "that they fit the machine's memory and disk before Ray starts", min=2, max=1000000)
+    frames: int = _spec(16, "synthetic: frames per video", min=1, max=10000)
+    height: int = _spec(128, "synthetic: HR frame height (at most 8192, DCI 8K)", min=16, max=8192)
+    width: int = _spec(128, "synthetic: HR frame width (at most 8192, DCI 8K)", min=16, max=8192)
     content: str = _spec("natural", "synthetic: the content classes, video k of class k mod their number: natural "
                          "(scikit-image's photographs under a pan, a zoom, a roll, and textures under a hand-held "
                          "moving crop); procedural (gratings, checkerboards, 1/f noise with objects, waves); all "
                          "(the eight)", choices=SYNTHETIC_CONTENT)
     segment_frames: int = _spec(0, "cut every client video into segments of this many frames and partition the "
                                 "segments (a shorter last segment is dropped); evaluation videos stay whole; "
-                                "0 = whole videos", min=0)
+                                "0 = whole videos", min=0, max=10000)
 
 
 @dataclass
 class FLConfig:
     strategy: str = _spec("fedavg", "federated strategy", choices=STRATEGIES)
-    clients: int = _spec(8, "number of simulated clients", min=1)
-    clients_per_round: int = _spec(4, "clients sampled each round", min=1)
+    clients: int = _spec(8, "number of simulated clients", min=1, max=100000)
+    clients_per_round: int = _spec(4, "clients sampled each round", min=1, max=100000)
     min_clients: int = _spec(1, "a round in which fewer sampled clients train (the others dropped: unreadable data, "
                              "dropout, deadline, lost workers) fails: recorded, no model update, and the run stops "
                              "with an error, keeping the last good round's checkpoint; 0 = never (such a round "
-                             "keeps the global model and the run goes on)", min=0)
-    rounds: int = _spec(20, "communication rounds", min=1)
-    local_epochs: int = _spec(1, "local epochs per round", min=1)
-    batch_size: int = _spec(8, "local mini-batch size", min=1)
-    lr: float = _spec(2e-3, "client learning rate", min=0.0, min_exclusive=True)
+                             "keeps the global model and the run goes on)", min=0, max=100000)
+    rounds: int = _spec(20, "communication rounds (the FedVSR paper runs 100; at most 100000)", min=1, max=100000)
+    local_epochs: int = _spec(1, "local epochs per round", min=1, max=1000)
+    batch_size: int = _spec(8, "local mini-batch size in clips (FCVSR: 8; at most 4096)", min=1, max=4096)
+    lr: float = _spec(2e-3, "client learning rate (the papers' Adam rates are 1e-4 to 2e-4; at most 10, which no "
+                      "optimizer here survives)", min=0.0, min_exclusive=True, max=10.0)
     optimizer: str = _spec("adam", "client optimizer (fresh each round)", choices=OPTIMIZERS)
     lr_schedule: str = _spec("constant", "learning-rate schedule: constant; cosine (annealing to fl.lr_min over "
                              "the clock's horizon: FCA2, VRT/RVRT); multistep (times fl.lr_gamma at each of "
@@ -160,27 +171,29 @@ class FLConfig:
     lr_clock: str = _spec("round", "what the schedule counts: round (global round t-1 of fl.rounds; one rate "
                           "for a whole round) or local (the client's local step within the round, of all its "
                           "steps that round; restarts each round, as the optimizer does)", choices=LR_CLOCKS)
-    lr_warmup: int = _spec(0, "linear warm-up over the first N clock units (rate * (i+1)/N)", min=0)
-    lr_min: float = _spec(0.0, "cosine: the rate reached at the end of the horizon", min=0.0)
+    lr_warmup: int = _spec(0, "linear warm-up over the first N clock units (rate * (i+1)/N)", min=0, max=1000000)
+    lr_min: float = _spec(0.0, "cosine: the rate reached at the end of the horizon", min=0.0, max=10.0)
     lr_milestones: list = _spec(None, "multistep: clock positions (0-based, increasing) where the rate is "
                                 "multiplied by fl.lr_gamma", factory=list)
-    lr_gamma: float = _spec(0.5, "multistep: factor at each milestone", min=0.0, min_exclusive=True)
+    lr_gamma: float = _spec(0.5, "multistep: factor at each milestone", min=0.0, min_exclusive=True, max=10.0)
     clip_grad_norm: float = _spec(0.0, "clip each optimizer's gradients to this total L2 norm before its "
-                                  "step (after SCAFFOLD's correction); 0 = off", min=0.0)
+                                  "step (after SCAFFOLD's correction); 0 = off", min=0.0, max=1e6)
     partition: str = _spec("random", "how videos are split among clients: random ('less heterogeneous'), "
                            "by-class (one class per client, 'more heterogeneous'), quantity-skew, dirichlet",
                            choices=PARTITIONS)
-    dirichlet_beta: float = _spec(0.5, "concentration of the quantity-skew / dirichlet partitions", min=0.0,
-                                  min_exclusive=True)
+    dirichlet_beta: float = _spec(0.5, "concentration of the quantity-skew / dirichlet partitions (large = "
+                                  "even)", min=0.0, min_exclusive=True, max=1e6)
     mu: float = _spec(0.001, "FedProx: weight of the proximal term (mu/2) * squared distance to the global "
-                      "weights (FedVSR paper: any mu above 1e-3 hurts VSR training)", min=0.0)
-    server_lr: float = _spec(1.0, "SCAFFOLD: global step size eta_g", min=0.0, min_exclusive=True)
-    lambda_vsr: float = _spec(1.0, "FedVSR: weight of the model's own loss L_VSR", min=0.0)
-    lambda_hifr: float = _spec(1.0, "FedVSR: weight of the DWT high-frequency loss L_HiFr", min=0.0)
+                      "weights (FedVSR paper: any mu above 1e-3 hurts VSR training; FedProx's grid ends at 1)", min=0.0,
+                      max=1000.0)
+    server_lr: float = _spec(1.0, "SCAFFOLD: global step size eta_g", min=0.0, min_exclusive=True, max=100.0)
+    lambda_vsr: float = _spec(1.0, "FedVSR: weight of the model's own loss L_VSR", min=0.0, max=1e6)
+    lambda_hifr: float = _spec(1.0, "FedVSR: weight of the DWT high-frequency loss L_HiFr", min=0.0, max=1e6)
     hifr_mode: str = _spec("2d", "FedVSR: DWT of L_HiFr per frame (2d) or over (T, H, W) (3d)", choices=HIFR_MODES)
     hifr_eps: float = _spec(1e-3, "FedVSR: Charbonnier epsilon of L_HiFr (the authors' code: about 3.2e-5)",
-                            min=0.0, min_exclusive=True)
-    alpha: float = _spec(1.0, "FedVSR: exponent strength of the loss-aware weights (1/L_i)^a_t", min=0.0)
+                            min=0.0, min_exclusive=True, max=1.0)
+    alpha: float = _spec(1.0, "FedVSR: exponent strength of the loss-aware weights (1/L_i)^a_t", min=0.0,
+                         max=100.0)
     alpha_decay: str = _spec("linear", "FedVSR: none (greedy), linear a_t = alpha(1-t/T), power alpha^(1-t/T)",
                              choices=ALPHA_DECAYS)
     mixing: str = _spec("none", "FedVSR: 'hellinger' blends loss-aware and uniform weights (authors' code)",
@@ -189,25 +202,31 @@ class FLConfig:
                            "client; recorded as dropped, never trained)", min=0.0, max=1.0)
     deadline: float = _spec(0.0, "per-client deadline in fl.deadline_unit, scaled by the client's speed (see "
                             "fl.stragglers); a client that cannot finish is cut or dropped (fl.deadline_action); "
-                            "0 = none", min=0.0)
+                            "0 = none", min=0.0, max=1e9)
     deadline_unit: str = _spec("steps", "steps (local steps of a speed-1 client: seeded, reproducible) or seconds "
                                "(wall clock of the worker: depends on the hardware)", choices=DEADLINE_UNITS)
     deadline_action: str = _spec("cut", "cut (aggregate the steps done by the deadline: FedProx's partial work) or "
                                  "drop (leave the late client out: FedAvg's rule)", choices=DEADLINE_ACTIONS)
     stragglers: float = _spec(0.0, "spread of client speeds: client i runs at speed exp(sigma z_i), z_i ~ N(0, 1) "
                               "drawn once per client from the seed; its deadline budget is fl.deadline x speed; "
-                              "0 = every client at speed 1", min=0.0)
+                              "0 = every client at speed 1; at most 10 (speeds e^-40 .. e^40)", min=0.0,
+                              max=10.0)
 
 
 @dataclass
 class PlatformConfig:
-    workers: int = _spec(2, "long-lived worker actors training clients", min=1)
+    workers: int = _spec(2, "long-lived worker actors training clients; on a local Ray, workers x "
+                         "cpus_per_worker may not exceed the machine's CPUs (see platform.oversubscribe)", min=1,
+                         max=10000)
     cpus_per_worker: float = _spec(1.0, "CPUs reserved per worker (also its torch threads)", min=0.0,
-                                   min_exclusive=True)
+                                   min_exclusive=True, max=1024.0)
+    oversubscribe: bool = _spec(False, "local Ray only: allow platform.workers x platform.cpus_per_worker above the "
+                                "machine's CPUs (Ray is then told it has that many; the workers share the cores and "
+                                "each runs slower; said on the console)")
     gpus_per_worker: float = _spec(0.0, "GPUs per worker; fractions share a GPU", min=0.0, max=8.0)
     address: str = _spec("", "Ray cluster address; empty = start a local Ray; 'auto' = the running cluster")
     max_retries: int = _spec(2, "times a client is retried on another (or the restarted) worker when its worker "
-                             "dies during the round; after that it is dropped with the reason recorded", min=0)
+                             "dies during the round; after that it is dropped with the reason recorded", min=0, max=100)
     queue_depth: int = _spec(2, "client calls in flight per worker: 2 queues its next client behind the running "
                              "one, so it does not wait for the coordinator between clients (the round's last "
                              "clients still go to whichever worker is free); 1 = one at a time", min=1, max=8)
@@ -221,8 +240,9 @@ class EvalConfig:
                         "under eval.root, e.g. train on REDS, test on Vid4)", choices=EVAL_SOURCES)
     root: str = _spec("", "folder of the evaluation videos (eval.source = folder): a REDS, Vid4 (GT/ with BIx4/, "
                       "BDx4/) or Vimeo-90K root gives its test split, any other folder every video under it")
-    holdout: int = _spec(4, "videos held out from the clients for evaluation (eval.source = holdout)", min=0)
-    clips: int = _spec(8, "evaluation clips (whole frames) drawn from the evaluation videos", min=1)
+    holdout: int = _spec(4, "videos held out from the clients for evaluation (eval.source = holdout)", min=0,
+                         max=100000)
+    clips: int = _spec(8, "evaluation clips (whole frames) drawn from the evaluation videos", min=1, max=100000)
     channels: str = _spec("y", "PSNR / SSIM on y (BT.601 luma, as the papers report), rgb, or y+rgb (psnr, "
                           "ssim on Y plus psnr_rgb, ssim_rgb)", choices=EVAL_CHANNELS)
 
@@ -230,8 +250,8 @@ class EvalConfig:
 @dataclass
 class ExperimentConfig:
     seed: int = _spec(0, "training seed: the initial model, client sampling, local crops, batches and "
-                      "augmentation, dropout and straggler draws (replicates vary it; data.seed keeps the data)",
-                      min=0)
+                      "augmentation, dropout and straggler draws (replicates vary it; data.seed keeps the data); "
+                      "at most 2^63 - 1, less the replicates above the first", min=0, max=SEED_MAX)
     model: ModelConfig = _spec(None, "model", factory=ModelConfig)
     data: DataConfig = _spec(None, "data", factory=DataConfig)
     fl: FLConfig = _spec(None, "federated learning", factory=FLConfig)
@@ -290,6 +310,8 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
     elif t is str:
         if not isinstance(value, str):
             raise bad
+        if "\x00" in value:
+            raise ConfigError(f"{key} = {value!r} is not allowed: it holds a NUL character")
     elif t is bool:
         if not isinstance(value, bool):
             raise bad
@@ -414,7 +436,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: cannot parse the value: {err}") from None
+        raise ConfigError(f"override {text!r}: cannot parse the value: {one_line(err)}") from None
     return key, value
 
 
@@ -424,19 +446,56 @@ def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
     return cfg
 
 
+#: the largest config or spec file read (a config is a few KiB; this stops a mistaken data file or device early)
+MAX_YAML_BYTES = 16 * 2**20
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (YAML's and the OS's messages span several): lines joined by ``"; "``."""
+    return "; ".join(" ".join(line.split()) for line in str(text).splitlines() if line.strip())
+
+
+def read_yaml_file(path: str | os.PathLike, what: str = "config file") -> Any:
+    """The YAML document in ``path``, or a ConfigError naming the file: missing, a folder or a device, unreadable
+    (permissions), larger than :data:`MAX_YAML_BYTES`, not UTF-8 text, or not YAML."""
+    p = Path(path)
+    name = repr(str(p))
+    try:
+        info = p.stat()
+    except OSError as err:
+        if not p.exists() and isinstance(err, FileNotFoundError):
+            raise ConfigError(f"{what} {name} does not exist") from None
+        raise ConfigError(f"{what} {name} cannot be read: {err.strerror}") from None
+    if p.is_dir():
+        raise ConfigError(f"{what} {name} is a folder, not a YAML file")
+    if not p.is_file():
+        raise ConfigError(f"{what} {name} is not a regular file (a device, a pipe or a socket)")
+    if info.st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {name} holds {info.st_size:,} bytes, more than the {MAX_YAML_BYTES:,} a YAML "
+                          f"{what} may have")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise ConfigError(f"{what} {name} cannot be read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {name} is not UTF-8 text (byte {err.start}: {err.reason}); expected a YAML "
+                          f"file") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {name} is not valid YAML: {one_line(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {name} is not valid YAML: nested too deeply") from None
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Build and validate the config from a YAML file (optional) and ``key=value`` overrides."""
     tree: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+        loaded = read_yaml_file(path)
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level, not a "
+                              f"{type(loaded).__name__}")
         tree = loaded or {}
     for text in overrides or []:
         key, value = parse_override(text)
@@ -592,6 +651,7 @@ def _check_model_builds(cfg: ExperimentConfig) -> None:
 
     from fedvsr.models.registry import build_model
 
+    _check_option_sizes(cfg.model.options, "model.options")
     try:
         with torch.device("meta"):
             model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
@@ -609,6 +669,231 @@ def _check_model_builds(cfg: ExperimentConfig) -> None:
             f"data.scale = {cfg.data.scale} does not match {cfg.model.name}/{cfg.model.preset}, which upscales "
             f"x{scale}; allowed: data.scale = {scale}, or model.options.scale = {cfg.data.scale}"
         )
+
+
+# ----------------------------------------------------------------------------------------- the output folder
+
+
+def check_output_folder(out: str | os.PathLike, *, resume: bool = False, ours: tuple[str, ...] | None = None,
+                        what: str = "run") -> None:
+    """Refuse an output folder a command could not write into, before Ray starts: a file, a path under a file, a
+    read-only file system, an immutable or unwritable folder (found by creating, then removing, a probe file, and
+    the missing folders on the way to it). With ``ours`` (the files that mark a folder of ours, e.g.
+    ``("config.yaml",)``) also what the folder holds: a new ``what`` needs a new or empty folder (one holding
+    ``ours`` is resumed with --resume, one holding other files is someone else's), ``resume`` one holding ``ours``."""
+    path = Path(out)
+    shown = repr(str(out))
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {shown} is a file, not a folder; choose a new or empty folder")
+    if ours is not None:
+        _check_holds(path, shown, resume, ours, what)
+    if path.is_dir():
+        _probe_write(path, shown)
+        return
+    above = path.absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise ConfigError(f"--out {shown} is under {str(above)!r}, which is a file, not a folder")
+    created: list[Path] = []
+    try:
+        for folder in reversed([path.absolute(), *path.absolute().parents]):
+            if not folder.exists():
+                folder.mkdir()
+                created.append(folder)
+        _probe_write(path, shown)
+    except OSError as err:
+        raise ConfigError(f"--out {shown} cannot be created: {err.strerror} ({err.filename})") from None
+    finally:
+        for folder in reversed(created):  # leave nothing: the command creates it when it starts writing
+            folder.rmdir()
+
+
+def _check_holds(path: Path, shown: str, resume: bool, ours: tuple[str, ...], what: str) -> None:
+    mine = path.is_dir() and any((path / name).exists() for name in ours)
+    if resume and not mine:
+        raise ConfigError(f"--resume: {shown} holds no {' or '.join(ours)} of an earlier {what}")
+    if resume or not path.is_dir():
+        return
+    if mine:
+        raise ConfigError(f"output folder {shown} already holds a {what}; pass --resume to continue it or choose "
+                          f"another --out")
+    try:
+        entries = sorted(e.name + ("/" if e.is_dir() else "") for e in path.iterdir())
+    except OSError as err:
+        raise ConfigError(f"--out {shown} cannot be read: {err.strerror}") from None
+    if entries:
+        listed = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
+        raise ConfigError(f"--out {shown} holds other files ({listed}) and no fedvsr {what}; choose a new or empty "
+                          f"folder")
+
+
+def _probe_write(folder: Path, shown: str) -> None:
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".fedvsr-write-probe-")
+    except OSError as err:
+        raise ConfigError(f"--out {shown} is not writable: {err.strerror} (a read-only file system, an immutable "
+                          f"folder or its permissions)") from None
+    os.close(fd)
+    os.unlink(name)
+
+
+# ------------------------------------------------------------------------------- what this machine can hold
+
+#: rendering a built-in video peaks at up to this many bytes of memory per byte of its frames: float64 scenes and
+#: their temporaries (tracemalloc of fedvsr.data.synthetic.synth_video at 16 x 256 x 256: 24 to 64 by content class)
+RENDER_BYTES_PER_BYTE = 64
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the machine that starts a local Ray offers: the CPUs this process may use and its memory in bytes;
+    ``disk_free`` (bytes) stands in for the free space under the data folder (None: measure it)."""
+
+    cpus: int
+    memory: int
+    disk_free: int | None = None
+
+    @staticmethod
+    def this() -> Machine:
+        """This machine: its CPU affinity (what containers and taskset leave), its physical memory capped by a
+        cgroup limit."""
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+            try:
+                memory = min(memory, int(Path(limit).read_text().strip()))
+            except (OSError, ValueError):  # absent, or "max" (no limit)
+                pass
+        return Machine(cpus=cpus, memory=memory)
+
+
+def is_local(cfg: ExperimentConfig) -> bool:
+    """Whether ``cfg`` starts a local Ray (no ``platform.address``, not inside ``ray job submit``)."""
+    return not (cfg.platform.address or os.environ.get("RAY_ADDRESS"))
+
+
+def cpu_overcommit(cfg: ExperimentConfig, machine: Machine | None = None) -> tuple[float, int] | None:
+    """``(CPUs the workers reserve, CPUs of the machine)`` when a local run asks for more than the machine has;
+    None when it fits or runs on a cluster."""
+    if not is_local(cfg):
+        return None
+    machine = machine or Machine.this()
+    need = cfg.platform.workers * cfg.platform.cpus_per_worker
+    return (need, machine.cpus) if need > machine.cpus + 1e-9 else None
+
+
+def check_fits_machine(cfg: ExperimentConfig, machine: Machine | None = None) -> None:
+    """On a local Ray, refuse before it starts what this machine cannot hold: the workers' CPUs (unless
+    ``platform.oversubscribe``), and for the built-in videos one video's rendering and one client's decoded videos
+    against its memory, and all of them against the free disk where they are stored (unless built already)."""
+    if not is_local(cfg):
+        return
+    machine = machine or Machine.this()
+    over = cpu_overcommit(cfg, machine)
+    p = cfg.platform
+    if over and not p.oversubscribe:
+        raise ConfigError(
+            f"platform.workers = {p.workers} x platform.cpus_per_worker = {p.cpus_per_worker:g} needs {over[0]:g} "
+            f"CPUs but this machine has {over[1]}; allowed here: platform.workers <= "
+            f"{max(int(over[1] / p.cpus_per_worker + 1e-9), 0)}, or platform.oversubscribe = true to share the "
+            f"cores (each worker then runs slower), or platform.address of a cluster")
+    _check_model_fits(cfg, machine)
+    if cfg.data.source == "synthetic":
+        _check_synthetic_fits(cfg, machine)
+
+
+def _check_model_fits(cfg: ExperimentConfig, machine: Machine) -> None:
+    """The model's float32 parameters: each worker holds at least 4 copies (weights, gradients, Adam's two moments;
+    SGD's momentum-free step fewer, its update more), the coordinator at least 3 (weights, a float64 sum)."""
+    import torch
+
+    from fedvsr.models.registry import build_model
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_model(cfg.model.name, cfg.model.preset, cfg.model.options).parameters())
+    need = params * 4 * (4 * cfg.platform.workers + 3)
+    if need > machine.memory:
+        raise ConfigError(
+            f"model.options = {cfg.model.options!r} gives {cfg.model.name}/{cfg.model.preset} {params:,} parameters "
+            f"({_size(params * 4)} as float32); {cfg.platform.workers} workers holding at least 4 copies each "
+            f"(weights, gradients, Adam's two moments) and the coordinator 3 need {_size(need)}, more than this "
+            f"machine's {_size(machine.memory)} of memory; allowed here: a smaller model (fewer channels or blocks)")
+
+
+def _size(n: float) -> str:
+    """``"1.5 GiB"``: a byte count in binary units."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _check_synthetic_fits(cfg: ExperimentConfig, machine: Machine) -> None:
+    d, mem = cfg.data, machine.memory
+    video = d.frames * d.height * d.width * 3
+    shape = f"data.frames x data.height x data.width x 3 bytes = {d.frames} x {d.height} x {d.width} x 3"
+    if video * RENDER_BYTES_PER_BYTE > mem:
+        raise ConfigError(
+            f"the built-in videos are {shape} = {_size(video)} each, and rendering one takes up to "
+            f"{RENDER_BYTES_PER_BYTE} times that ({_size(video * RENDER_BYTES_PER_BYTE)}, float64 scenes), more than "
+            f"this machine's {_size(mem)} of memory; allowed here: data.frames x data.height x data.width <= "
+            f"{mem // (3 * RENDER_BYTES_PER_BYTE):,}")
+    held = cfg.eval.holdout if cfg.eval.source == "holdout" else 0
+    per_client = video * (1 + 1 / d.scale**2) * (d.videos - held) / cfg.fl.clients  # HR and LR frames, decoded
+    if per_client > mem:
+        most = held + cfg.fl.clients * int(mem / (video * (1 + 1 / d.scale**2)))
+        raise ConfigError(
+            f"data.videos = {d.videos} built-in videos of {_size(video)} ({shape}), less eval.holdout = {held}, "
+            f"over fl.clients = {cfg.fl.clients} give each client {_size(per_client)} of decoded frames (HR and LR), "
+            f"which a worker holds while it trains the client: more than this machine's {_size(mem)} of memory; "
+            f"allowed here: data.videos <= {most:,}, or smaller videos, or more clients")
+    from fedvsr.data.sources import synthetic_root
+    from fedvsr.data.synthetic import MANIFEST
+
+    root = synthetic_root(d, d.seed)
+    if (root / MANIFEST).is_file():
+        return  # built already: nothing more to store
+    where = root
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = machine.disk_free if machine.disk_free is not None else _free_bytes(where)
+    if free is not None and d.videos * video > free:
+        raise ConfigError(
+            f"data.videos = {d.videos} built-in videos of {_size(video)} ({shape}) are {_size(d.videos * video)} "
+            f"of frames to store under {str(where)!r} (lossless files, and decoded copies in the cache), more than "
+            f"the {_size(free)} free there; allowed here: data.videos <= {free // video:,}, or data.root on a "
+            f"larger disk")
+
+
+def _free_bytes(path: Path) -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:  # not a folder we can look at: the output-folder check or the build says why
+        return None
+
+
+#: the largest integer in model.options: every shipped family's sizes (channels, blocks, frames) are at most 128
+#: and its counts (spynet_frozen_iters) 5000; a larger one is a typo that would take minutes to build even on the
+#: meta device (2 ms per residual block here)
+MAX_MODEL_OPTION = 65536
+
+
+def _check_option_sizes(value: Any, key: str) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_option_sizes(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_option_sizes(v, key)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_MODEL_OPTION:
+        raise ConfigError(f"{key} = {value} is not allowed; integers in model.options are at most {MAX_MODEL_OPTION} "
+                          f"in size (model sizes and counts)")
 
 
 def config_table() -> str:

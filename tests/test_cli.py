@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from tests.conftest import tiny_experiment
 
@@ -55,6 +61,8 @@ def test_simulate_runs_a_real_experiment(tmp_path, synth_root):
     proc = fedvsr("simulate", "--out", str(out), *sets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
+    # what the first seconds go to is said before Ray starts (the videos of synth_root may be built already)
+    assert lines[0].startswith("fedvsr: starting a local Ray with ") and lines[0].endswith(", then 2 workers ...")
     assert any(line.startswith("bicubic    psnr") for line in lines)
     assert [line.split()[1] for line in lines if line.startswith("round") and "loss" in line] == ["1", "2"]
     assert lines[-1].startswith("final      psnr") and "over bicubic" in lines[-1]
@@ -74,3 +82,91 @@ def test_bad_replicate_options_are_refused_before_ray_starts(argv, message, tmp_
     assert main(["simulate", "--out", str(tmp_path / "x"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not ray.is_initialized()
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`fedvsr best --json | head` once ended in a BrokenPipeError traceback: the reader that went away is now an
+    exit code (141 = 128 + SIGPIPE, as a shell reports a process SIGPIPE ended) and nothing on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "models", "--json", "--no-flops"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first write
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141
+    assert err == ""
+
+
+def test_starting_lines_and_the_loud_oversubscription_warning(tmp_path, capsys, monkeypatch):
+    from fedvsr.cli import say_starting
+    from fedvsr.config import Machine, load_config
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cpus = Machine.this().cpus
+    cfg = load_config(None, [f"data.root={tmp_path}", f"platform.workers={cpus + 1}", "platform.oversubscribe=true"])
+    say_starting(cfg)
+    out, err = capsys.readouterr()
+    assert err == (f"fedvsr: WARNING: platform.oversubscribe = true: {cpus + 1} workers x 1 CPUs = {cpus + 1} CPUs on "
+                   f"a machine with {cpus}; the workers share the cores, each runs slower, and timings are not "
+                   f"comparable with a run that fits\n")
+    assert out.splitlines() == [
+        f"fedvsr: starting a local Ray with {cpus + 1} CPUs, then {cpus + 1} workers ...",
+        f"fedvsr: building the 28 built-in videos (16 frames of 128x128) in {tmp_path}/synthetic-"
+        f"{out.split('synthetic-')[1][:12]}, once: later runs reuse them ...",
+    ]
+
+
+def test_an_interrupted_sweep_names_what_is_missing():
+    from fedvsr.sweeps.runner import SweepInterrupted
+    from fedvsr.sweeps.spec import build_spec
+
+    spec = build_spec("s", {"search": "grid", "fixed": {"fl.rounds": 3},
+                            "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003, 0.004]}}})
+    rows = [{"trial": "00000-a", "status": "finished", "rounds": 3, "rounds_run": 3, "fl.lr": 0.001},
+            {"trial": "00001-b", "status": "incomplete", "rounds": 3, "rounds_run": 1, "fl.lr": 0.002}]
+    err = SweepInterrupted(Path("/x"), spec, rows)
+    assert err.out == Path("/x") and err.missing == 3
+    assert str(err) == ("3 of 4 trials not finished (1 done); started: 00001-b (round 1 of 3; fl.lr=0.002); not "
+                        "started: fl.lr=0.003; fl.lr=0.004")
+
+
+@pytest.mark.slow
+def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root):
+    """Ctrl-C during `fedvsr sweep` (SIGINT to the driver): exit 130, the trials not finished and the command that
+    continues them, no "next: fedvsr best"; `fedvsr best` ranks what finished and counts what is missing; the
+    printed command finishes the sweep."""
+    fixed = {"model.preset": "tiny", "fl.rounds": 3, "fl.clients": 4, "fl.clients_per_round": 2, "fl.batch_size": 4,
+             "data.root": str(synth_root), "data.videos": 10, "data.frames": 5, "data.height": 64, "data.width": 64,
+             "data.patch": 16, "data.samples_per_video": 4, "eval.holdout": 2, "eval.clips": 2, "platform.workers": 1}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"search": "grid", "scheduler": "none", "fixed": fixed,
+                                    "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003]}}}))
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "sweep", str(spec), "--out", str(out),
+                             "--concurrent", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (list(out.glob("runs/*/status.json"))
+                                          and len(list(out.glob("runs/*/rounds.parquet"))) >= 2):
+        time.sleep(0.2)  # the first trial finished, the second trained a round
+    os.kill(proc.pid, signal.SIGINT)  # the driver only, as a terminal's Ctrl-C reaches it
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stdout + stderr
+    assert "next: fedvsr best" not in stdout and "Traceback" not in stderr
+    again = f"fedvsr sweep --resume --out {out}"
+    assert re.search(r"^fedvsr sweep: interrupted: 2 of 3 trials not finished \(1 done\); started: 00001-\w{8} "
+                     r"\(round [12] of 3; fl.lr=0.002\); not started: fl.lr=0.003$", stderr, flags=re.MULTILINE), stderr
+    assert stderr.splitlines()[-1] == f"fedvsr sweep: continue it with: {again}"
+
+    best = subprocess.run([sys.executable, "-m", "fedvsr.cli", "best", str(out), "--json"], capture_output=True,
+                          text=True, timeout=120)
+    assert best.returncode == 0, best.stderr
+    assert json.loads(best.stdout)["fl.lr"] == 0.001
+    assert best.stderr == (f"fedvsr best: ranking the 1 finished of 3 runs; not ranked: 1 incomplete (interrupted: "
+                           f"{again} finishes them), 1 not started ({again} runs them)\n")
+
+    resumed = subprocess.run([sys.executable, "-m", "fedvsr.cli", *again.split()[1:]], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.stdout.splitlines()[-1].startswith("next: fedvsr best")
+    rows = pq.read_table(out / "trials.parquet").to_pylist()
+    assert sorted((r["fl.lr"], r["status"], r["rounds_run"]) for r in rows) == [
+        (0.001, "finished", 3), (0.002, "finished", 3), (0.003, "finished", 3)]

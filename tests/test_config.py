@@ -136,3 +136,146 @@ def test_the_training_seed_keeps_the_data_and_the_data_seed_changes_it(tmp_path)
     other = data("data.seed=5")
     assert other[0] != base[0]
     assert other[1:] != base[1:]
+
+
+# ------------------------------------------------------------------- bounds, files, the machine, the output folder
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("seed=18446744073709551617", "seed = 18446744073709551617 is not allowed; expected an integer >= 0 and <= "
+                                  "9223372036854775807"),
+    ("fl.rounds=1.0e+12", "fl.rounds = 1000000000000.0 is not allowed; expected an integer >= 1 and <= 100000"),
+    ("fl.batch_size=100000000", "fl.batch_size = 100000000 is not allowed; expected an integer >= 1 and <= 4096"),
+    ("fl.lr=1e300", "fl.lr = '1e300' is not allowed; expected a number > 0.0 and <= 10.0"),
+    ("data.height=65536", "data.height = 65536 is not allowed; expected an integer >= 16 and <= 8192"),
+])
+def test_absurd_values_name_the_allowed_range(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value) == message
+
+
+def test_the_largest_allowed_values_load():
+    cfg = load_config(None, ["seed=9223372036854775807", "data.seed=9223372036854775807", "fl.rounds=100000",
+                             "fl.batch_size=4096", "fl.lr=10", "platform.oversubscribe=true"])
+    assert (cfg.seed, cfg.fl.rounds, cfg.fl.lr, cfg.platform.oversubscribe) == (2**63 - 1, 100000, 10.0, True)
+
+
+def test_config_files_that_cannot_be_read_name_the_file(tmp_path):
+    from fedvsr.config import read_yaml_file
+
+    (tmp_path / "b.yaml").write_bytes(b"fl:\n  lr: \xff\xfe\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "b.yaml")
+    assert str(info.value) == (f"config file {str(tmp_path / 'b.yaml')!r} is not UTF-8 text (byte 10: invalid start "
+                               f"byte); expected a YAML file")
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_config(tmp_path)
+    (tmp_path / "bom.yaml").write_bytes("\ufefffl: {rounds: 3}\n".encode())  # a Windows editor's byte-order mark
+    assert load_config(tmp_path / "bom.yaml").fl.rounds == 3
+    (tmp_path / "bad.yaml").write_text("fl: [1, 2\n")
+    with pytest.raises(ConfigError) as info:
+        read_yaml_file(tmp_path / "bad.yaml", "sweep spec file")
+    assert str(info.value).startswith(f"sweep spec file {str(tmp_path / 'bad.yaml')!r} is not valid YAML: while "
+                                      f"parsing a flow sequence; ")
+    assert "\n" not in str(info.value)
+
+
+def _tiny_machine_config(tmp_path, *extra):
+    return load_config(None, [f"data.root={tmp_path}", *extra])
+
+
+@pytest.fixture
+def local(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+def test_more_worker_cpus_than_the_machine_are_refused_unless_oversubscribed(tmp_path, local):
+    from fedvsr.config import Machine, check_fits_machine, cpu_overcommit
+
+    big = 2**50
+    with pytest.raises(ConfigError) as info:
+        check_fits_machine(_tiny_machine_config(tmp_path, "platform.workers=3"), Machine(cpus=2, memory=big))
+    assert str(info.value) == ("platform.workers = 3 x platform.cpus_per_worker = 1 needs 3 CPUs but this machine "
+                               "has 2; allowed here: platform.workers <= 2, or platform.oversubscribe = true to share "
+                               "the cores (each worker then runs slower), or platform.address of a cluster")
+    halves = _tiny_machine_config(tmp_path, "platform.workers=5", "platform.cpus_per_worker=0.5")
+    with pytest.raises(ConfigError, match=r"needs 2.5 CPUs but this machine has 2; allowed here: platform.workers "
+                                          r"<= 4"):
+        check_fits_machine(halves, Machine(cpus=2, memory=big))
+    over = _tiny_machine_config(tmp_path, "platform.workers=3", "platform.oversubscribe=true")
+    check_fits_machine(over, Machine(cpus=2, memory=big))
+    assert cpu_overcommit(over, Machine(cpus=2, memory=big)) == (3.0, 2)
+    cluster = _tiny_machine_config(tmp_path, "platform.workers=3", "platform.address=10.0.0.1:6379")
+    check_fits_machine(cluster, Machine(cpus=2, memory=big))  # a cluster's CPUs are not this machine's
+    assert cpu_overcommit(cluster, Machine(cpus=2, memory=big)) is None
+
+
+def test_the_model_and_the_built_in_videos_must_fit_the_memory(tmp_path, local):
+    """efvsr/small has 160,707 parameters (tests/test_cli.py works them out); 2 workers x 4 copies + 3 for the
+    coordinator, 4 bytes each: 160,707 x 44 = 7,071,108 bytes. A video is 16 x 128 x 128 x 3 = 786,432 bytes;
+    rendering one takes 64 x 786,432 = 50,331,648."""
+    from fedvsr.config import Machine, check_fits_machine
+
+    cfg = _tiny_machine_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"gives efvsr/small 160,707 parameters \(627.8 KiB as float32\); 2 workers "
+                                          r"holding at least 4 copies each .* need 6.7 MiB, more than this machine's "
+                                          r"6.7 MiB of memory"):
+        check_fits_machine(cfg, Machine(cpus=2, memory=7_071_107))
+    with pytest.raises(ConfigError) as info:  # the model fits; rendering a video does not
+        check_fits_machine(cfg, Machine(cpus=2, memory=50_331_647))
+    assert str(info.value) == ("the built-in videos are data.frames x data.height x data.width x 3 bytes = 16 x 128 x "
+                               "128 x 3 = 768.0 KiB each, and rendering one takes up to 64 times that (48.0 MiB, "
+                               "float64 scenes), more than this machine's 48.0 MiB of memory; allowed here: "
+                               "data.frames x data.height x data.width <= 262,143")
+    check_fits_machine(cfg, Machine(cpus=2, memory=50_331_648, disk_free=2**40))
+    # 1000 videos less 4 held out over 8 clients: 124.5 x 786,432 x (1 + 1/16) = 104,030,208 bytes per client
+    many = _tiny_machine_config(tmp_path, "data.videos=1000")
+    with pytest.raises(ConfigError, match=r"give each client 99.2 MiB of decoded frames \(HR and LR\), which a worker "
+                                          r"holds while it trains the client: more than this machine's 95.4 MiB of "
+                                          r"memory; allowed here: data.videos <= 956,"):
+        check_fits_machine(many, Machine(cpus=2, memory=100_000_000, disk_free=2**40))
+
+
+def test_the_built_in_videos_must_fit_the_free_disk_unless_built(tmp_path, local):
+    """28 videos of 786,432 bytes are 22,020,096 bytes of frames."""
+    from fedvsr.config import Machine, check_fits_machine
+    from fedvsr.data.sources import synthetic_root
+
+    cfg = _tiny_machine_config(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        check_fits_machine(cfg, Machine(cpus=2, memory=2**40, disk_free=22_020_095))
+    assert str(info.value) == (f"data.videos = 28 built-in videos of 768.0 KiB (data.frames x data.height x "
+                               f"data.width x 3 bytes = 16 x 128 x 128 x 3) are 21.0 MiB of frames to store under "
+                               f"{str(tmp_path)!r} (lossless files, and decoded copies in the cache), more than the "
+                               f"21.0 MiB free there; allowed here: data.videos <= 27, or data.root on a larger disk")
+    check_fits_machine(cfg, Machine(cpus=2, memory=2**40, disk_free=22_020_096))
+    root = synthetic_root(cfg.data, cfg.data.seed)
+    root.mkdir()
+    (root / "manifest.json").write_text("{}")  # built already: nothing more to store
+    check_fits_machine(cfg, Machine(cpus=2, memory=2**40, disk_free=0))
+
+
+def test_output_folder_checks_leave_nothing_behind(tmp_path):
+    from fedvsr.config import check_output_folder
+
+    check_output_folder(tmp_path / "a" / "b" / "run", ours=("config.yaml",))  # created, probed, removed
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "empty").mkdir()
+    check_output_folder(tmp_path / "empty", ours=("config.yaml",))
+    assert list((tmp_path / "empty").iterdir()) == []
+    full = tmp_path / "full"
+    full.mkdir()
+    for name in "abcdef":
+        (full / f"{name}.txt").write_text(name)
+    with pytest.raises(ConfigError) as info:
+        check_output_folder(full, ours=("config.yaml",))
+    assert str(info.value) == (f"--out {str(full)!r} holds other files (a.txt, b.txt, c.txt, d.txt, e.txt, ... (6 "
+                               f"entries)) and no fedvsr run; choose a new or empty folder")
+    check_output_folder(full)  # without `ours` (a sweep trial's folder): only that it is a writable folder
+    (full / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume to continue it"):
+        check_output_folder(full, ours=("config.yaml",))
+    check_output_folder(full, resume=True, ours=("config.yaml",))
+    assert sorted(p.name for p in full.iterdir()) == ["a.txt", "b.txt", "c.txt", "config.yaml", "d.txt", "e.txt",
+                                                      "f.txt"]

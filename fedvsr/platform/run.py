@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ray
-import yaml
 from ray.util.placement_group import PlacementGroup
 
-from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
+from fedvsr.config import ConfigError, ExperimentConfig, Machine, check_fits_machine, check_output_folder, load_config
 from fedvsr.platform.cluster import join_cluster
 from fedvsr.platform.coordinator import Coordinator, on_this_node
 from fedvsr.platform.data import check_data
@@ -26,12 +26,13 @@ def _failure(why: str, out: Path, t: int) -> str:
 
 def run_config(out: Path, cfg: ExperimentConfig | None, resume: bool) -> ExperimentConfig:
     """The config of the run in ``out``: on resume the one saved there (``cfg`` is ignored); else ``cfg``,
-    after checking that ``out`` holds no other run."""
+    after checking that ``out`` is a folder it can write (:func:`check_output_folder`) and holds no other run."""
+    check_output_folder(out, resume=resume)
     saved = out / "config.yaml"
     if resume:
         if not saved.exists():
             raise ConfigError(f"--resume: {str(out)!r} holds no config.yaml of an earlier run")
-        return config_from_dict(yaml.safe_load(saved.read_text()))
+        return load_config(saved)
     if saved.exists():
         raise ConfigError(
             f"output folder {str(out)!r} already holds a run; pass --resume to continue it or choose another --out"
@@ -61,8 +62,9 @@ def init_ray(cfg: ExperimentConfig) -> bool:
                 f"platform.gpus_per_worker = {p.gpus_per_worker} but this machine has no CUDA GPU; "
                 "allowed here: 0 (or give platform.address of a cluster with GPUs)"
             )
-    need = p.workers * p.cpus_per_worker
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), **common)
+    machine = Machine.this()
+    check_fits_machine(cfg, machine)  # the workers' CPUs (unless platform.oversubscribe), the built-in videos
+    ray.init(num_cpus=max(machine.cpus, math.ceil(p.workers * p.cpus_per_worker - 1e-9)), **common)
     return True
 
 

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from fedvsr.config import ConfigError
+import yaml
+
+from fedvsr.config import ConfigError, check_output_folder
+from fedvsr.sweeps.results import SWEEP_FILE
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -41,12 +46,51 @@ def _sweep(args: argparse.Namespace) -> int:
                               "it (Tune cannot change a sweep's search space on restore)")
     spec = load_spec(args.spec, args.set, args.trials, args.seed, args.replicates) if args.spec else None
     out = Path(args.out or f"runs/sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_output_folder(out, resume=args.resume, ours=(SWEEP_FILE,), what="sweep")
+    if args.concurrent is not None and args.concurrent < 1:
+        raise ConfigError(f"--concurrent = {args.concurrent} is not allowed; expected an integer >= 1")
+    if spec is not None:
+        from fedvsr.cli import say_starting
 
-    from fedvsr.sweeps.runner import run_sweep
+        base = spec.experiment_config({"platform.address": args.address} if args.address else {})
+        _check_points_fit(spec, base)
+        w = base.platform.workers
+        say_starting(base, prefix="fedvsr sweep", workers=f"{w} worker{'s' if w > 1 else ''} per trial")
+    else:
+        print(f"fedvsr sweep: resuming the sweep in {out}: starting Ray ...", flush=True)
 
-    run_sweep(spec, out, concurrent=args.concurrent, resume=args.resume, address=args.address)
+    from fedvsr.sweeps.runner import SweepInterrupted, run_sweep
+
+    again = f"fedvsr sweep --resume --out {shlex.quote(str(out))}"
+    try:
+        run_sweep(spec, out, concurrent=args.concurrent, resume=args.resume, address=args.address)
+    except SweepInterrupted as err:
+        print(f"fedvsr sweep: interrupted: {err}", file=sys.stderr, flush=True)
+        print(f"fedvsr sweep: continue it with: {again}", file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:  # before Tune took over the signal: while Ray started, or checking the nodes
+        saved = (out / SWEEP_FILE).is_file()
+        print("fedvsr sweep: interrupted " + (f"before its trials began; continue it with: {again}" if saved else
+                                              "before anything was written"), file=sys.stderr, flush=True)
+        return 130
     print(f"next: fedvsr best {out}   |   fedvsr report {out}", flush=True)
     return 0
+
+
+def _check_points_fit(spec, base) -> None:
+    """Each grid point against this machine (:func:`fedvsr.config.check_fits_machine`): a point whose workers need
+    more CPUs than a local Ray has would wait for them forever. (Optuna's points are drawn later; the fixed keys are
+    checked with the base config.)"""
+    from fedvsr.config import check_fits_machine
+
+    if spec.search != "grid" or base.platform.address:
+        return
+    for point in spec.grid_points():
+        try:
+            check_fits_machine(spec.experiment_config(point))
+        except ConfigError as err:
+            values = ", ".join(f"{k}={v}" for k, v in point.items())
+            raise ConfigError(f"sweep spec {spec.name!r}, grid point {values}: {err}") from None
 
 
 def _best(args: argparse.Namespace) -> int:
@@ -66,13 +110,14 @@ def _best(args: argparse.Namespace) -> int:
         ranked = ranking.points
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from None
+    missing, total = _not_ranked(rows, args)
     if not ranked:
-        statuses = {}
-        for r in rows:
-            statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-        raise ConfigError(f"no run to rank among {len(rows)} ({', '.join(f'{n} {s}' for s, n in statuses.items())})"
-                          + (" matching --where" if args.where else "")
-                          + ("" if args.include_stopped else "; --include-stopped also ranks trials ASHA stopped"))
+        raise ConfigError(f"no {'finished ' if missing else ''}run to rank among {len(rows)}"
+                          + (" matching --where" if args.where else "") + (f"; {missing}" if missing else ""))
+    partial = total > len(rows) or any(r.get("status") not in ("finished", "stopped") for r in rows)
+    if partial:  # rank what finished, say what is not there (a sweep whose trials ASHA stopped is not partial)
+        print(f"fedvsr best: ranking the {ranking.runs} finished of {total} runs; {missing}", file=sys.stderr,
+              flush=True)
     for warning in winner_warnings(ranking):
         print(warning, file=sys.stderr)
     if args.json:
@@ -95,6 +140,34 @@ def _compare(args: argparse.Namespace) -> int:
     print(text, end="")
     print(f"-> {out / 'compare.md'}, {out / 'compare.png'}, {out / 'compare.json'}")
     return 0
+
+
+def _not_ranked(rows: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, int]:
+    """What ``fedvsr best`` leaves out, counted by status, with what finishes it (``"not ranked: 2 incomplete
+    (interrupted: ...), 1 stopped (...)"``; empty when every run and every trial the sweep planned is there), and
+    the number of runs there should be."""
+    rankable = {"finished", "stopped"} if args.include_stopped else {"finished"}
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.get("status") not in rankable:
+            counts[r.get("status")] = counts.get(r.get("status"), 0) + 1
+    resume = "fedvsr sweep --resume --out DIR"
+    if len(args.dirs) == 1 and (Path(args.dirs[0]) / SWEEP_FILE).is_file():  # its sweep.yaml counts the trials
+        resume = f"fedvsr sweep --resume --out {shlex.quote(args.dirs[0])}"
+        try:  # every trial runs the spec's replicates (a run folder each)
+            saved = yaml.safe_load((Path(args.dirs[0]) / SWEEP_FILE).read_text()) or {}
+            planned = int(saved.get("trials") or 0) * int(saved.get("replicates") or 1)
+        except (OSError, ValueError, TypeError, yaml.YAMLError):
+            planned = 0
+        if planned > len(rows):
+            counts["not started"] = planned - len(rows)
+    why = {"incomplete": f"interrupted: {resume} finishes them" if "DIR" not in resume else
+                         f"interrupted: {resume} (a sweep) or fedvsr simulate --resume --out DIR (a run) finishes them",
+           "not started": f"{resume} runs them",
+           "stopped": "stopped early by ASHA: --include-stopped ranks them by their last round",
+           "error": "failed: their errors are in trials.parquet"}
+    parts = [f"{n} {status} ({why.get(status, 'not ranked')})" for status, n in sorted(counts.items())]
+    return ("not ranked: " + ", ".join(parts) if parts else ""), len(rows) + counts.get("not started", 0)
 
 
 def _report(args: argparse.Namespace) -> int:

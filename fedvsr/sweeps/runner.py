@@ -491,12 +491,46 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
              f"{', ASHA on rounds' if spec.scheduler == 'asha' else ''}{reps}), metric {spec.metric} ({spec.mode}); "
              f"output in {out}")
     started = time.time()
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune gives up saving its state once more, what it had is kept
+        grid = None
     rows = write_trials_table(out)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped", "error", "incomplete")}
     echo(f"fedvsr sweep: {len(rows)} trials in {time.time() - started:.0f} s: "
          + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" -> {out / 'trials.parquet'}")
-    if grid.num_errors:
+    if grid is not None and grid.num_errors:
         echo(f"fedvsr sweep: {grid.num_errors} trial(s) failed; their errors are in trials.parquet")
+    # Tune ends fit() early only when interrupted (SIGINT, SIGUSR1): it catches the signal itself, saves its state
+    # and returns the trials as they are, those not finished PENDING, RUNNING or PAUSED, and no error
+    if grid is None or grid.num_terminated + grid.num_errors < spec.trials:
+        raise SweepInterrupted(out, spec, rows)
     return rows
 
+
+class SweepInterrupted(Exception):
+    """A sweep that stopped before all its trials finished (Ctrl-C): ``--resume`` continues it. ``unfinished``
+    names the trials that started and did not finish, ``not_started`` the grid points (or a count of Optuna's
+    proposals) never run."""
+
+    def __init__(self, out: Path, spec: SweepSpec, rows: list[dict[str, Any]]) -> None:
+        self.out = out
+        keys = spec.swept_keys()
+
+        def values(point: dict[str, Any]) -> str:
+            return ", ".join(f"{k}={_short(point[k])}" for k in keys if k in point)
+
+        self.unfinished = [f"{r['trial']} (round {r.get('rounds_run', 0)} of {r.get('rounds', '?')}; {values(r)})"
+                           for r in rows if r.get("status") == "incomplete"]
+        done = sum(r.get("status") != "incomplete" for r in rows)
+        if spec.search == "grid":
+            self.not_started = [values(p) for p in spec.grid_points()
+                                if not any(all(r.get(k) == v for k, v in p.items()) for r in rows)]
+            left = len(self.not_started)
+        else:
+            left = max(spec.trials - len(rows), 0)
+            self.not_started = [f"{left} not proposed yet"] if left else []
+        self.missing = len(self.unfinished) + left
+        super().__init__(f"{self.missing} of {spec.trials} trials not finished ({done} done)"
+                         + (f"; started: {'; '.join(self.unfinished)}" if self.unfinished else "")
+                         + (f"; not started: {'; '.join(self.not_started)}" if self.not_started else ""))

@@ -49,7 +49,18 @@ from typing import Any
 
 import yaml
 
-from fedvsr.config import ConfigError, ExperimentConfig, allowed_values, check_value, config_from_dict, set_dotted
+from fedvsr.config import (
+    MAX_REPLICATES,
+    SEED_MAX,
+    ConfigError,
+    ExperimentConfig,
+    allowed_values,
+    check_value,
+    config_field,
+    config_from_dict,
+    read_yaml_file,
+    set_dotted,
+)
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 METRICS = {"psnr": "max", "ssim": "max", "loss": "min"}
@@ -62,6 +73,10 @@ KINDS = CONTINUOUS + CATEGORICAL + DERIVED
 _TOP_KEYS = {"description", "metric", "search", "trials", "scheduler", "asha", "fixed", "params", "seed", "replicates",
              "vary_data"}
 _ASHA_KEYS = {"grace_period", "reduction_factor"}
+#: the largest searcher seed: Optuna's TPESampler seeds numpy's RandomState, which takes 0 .. 2^32 - 1
+SEARCH_SEED_MAX = 2**32 - 1
+#: the most trials of an Optuna search (each is a whole experiment)
+MAX_TRIALS = 100000
 
 
 class SpecError(ConfigError):
@@ -264,9 +279,7 @@ def spec_path(name_or_path: str | Path) -> Path:
     """A shipped spec's file by name, or the given YAML file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SpecError(f"sweep spec file {str(path)!r} does not exist")
-        return path
+        return path  # read_yaml_file says what is wrong with it
     shipped = SPACES_DIR / f"{name_or_path}.yaml"
     if not shipped.is_file():
         names = ", ".join(n for n, _ in list_specs())
@@ -282,11 +295,12 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, tria
 
     path = spec_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"sweep spec {str(path)!r} is not valid YAML: {err}") from None
+        data = read_yaml_file(path, "sweep spec file")
+    except ConfigError as err:
+        raise SpecError(str(err)) from None
     if not isinstance(data, dict):
-        raise SpecError(f"sweep spec {str(path)!r} must hold a mapping at the top level")
+        raise SpecError(f"sweep spec {str(path)!r} must hold a mapping at the top level, not "
+                        f"{'nothing' if data is None else 'a ' + type(data).__name__}")
     data = copy.deepcopy(data)
     for text in overrides or []:
         key, value = parse_override(text)
@@ -295,6 +309,9 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, tria
             raise SpecError(f"{path.stem}: 'fixed' must be a mapping of config keys to values")
         data["fixed"][key] = value
     if trials is not None:
+        if data.get("search", "optuna") == "grid":
+            raise SpecError(f"--trials = {trials}: sweep spec {path.stem!r} is a grid (search: grid), which runs each "
+                            "of its points once; drop --trials, or use a spec with search: optuna")
         data["trials"] = trials
     if seed is not None:
         data["seed"] = seed
@@ -325,12 +342,14 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
     if not isinstance(asha, dict) or set(asha) - _ASHA_KEYS:
         raise err(f"asha = {asha!r}: expected a mapping with keys {', '.join(sorted(_ASHA_KEYS))}")
     seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise err(f"seed = {seed!r} is not allowed; expected an integer >= 0")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEARCH_SEED_MAX:
+        raise err(f"seed = {seed!r} is not allowed; expected an integer >= 0 and <= {SEARCH_SEED_MAX} (the searcher's "
+                  f"seed: Optuna's sampler takes 32 bits)")
 
     replicates = data.get("replicates", 1)
-    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
-        raise err(f"replicates = {replicates!r} is not allowed; expected an integer >= 1 (training seeds per point)")
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or not 1 <= replicates <= MAX_REPLICATES:
+        raise err(f"replicates = {replicates!r} is not allowed; expected an integer >= 1 and <= {MAX_REPLICATES} "
+                  f"(training seeds per point)")
     vary_data = data.get("vary_data", False)
     if not isinstance(vary_data, bool):
         raise err(f"vary_data = {vary_data!r} is not allowed; expected true or false")
@@ -368,8 +387,9 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
                       "use choice/grid values, or search: optuna")
     trials = data.get("trials")
     if search == "optuna":
-        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-            raise err(f"trials = {trials!r}: search = 'optuna' needs trials, an integer >= 1 (or --trials N)")
+        if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
+            raise err(f"trials = {trials!r}: search = 'optuna' needs trials, an integer >= 1 and <= {MAX_TRIALS} "
+                      f"(or --trials N)")
     spec = SweepSpec(
         name=name, description=str(data.get("description", "")).strip(), metric=metric, mode=METRICS[metric],
         search=search, trials=int(trials or 0), scheduler=scheduler, grace_period=0, reduction_factor=0, seed=seed,
@@ -377,9 +397,24 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
     )
     spec = _with_asha(spec, asha, err)
     _validate_experiments(spec, err)
+    _check_replicate_seeds(spec, err)
     if search == "grid":
-        object.__setattr__(spec, "trials", len(spec.grid_points()))
+        points = len(spec.grid_points())
+        # sweep.yaml records the grid's size as trials: that one value is allowed, any other was a mistake
+        if trials is not None and (isinstance(trials, bool) or trials != points):
+            raise err(f"trials = {trials!r} is not allowed with search = 'grid', which runs each of its {points} "
+                      f"points once; remove trials, or use search: optuna")
+        object.__setattr__(spec, "trials", points)
     return spec
+
+
+def _check_replicate_seeds(spec: SweepSpec, err) -> None:
+    """A point's replicate r runs seed + r (and data.seed + r with vary_data): the last must still be a seed."""
+    base = spec.experiment_config({})
+    for key, seed in (("seed", base.seed), *((("data.seed", base.data.seed),) if spec.vary_data else ())):
+        if seed + spec.replicates - 1 > SEED_MAX:
+            raise err(f"{key} = {seed} with replicates = {spec.replicates} gives replicate seeds above {SEED_MAX} "
+                      f"(2^63 - 1); allowed: {key} <= {SEED_MAX - spec.replicates + 1}")
 
 
 def _with_asha(spec: SweepSpec, asha: dict, err) -> SweepSpec:
@@ -429,7 +464,7 @@ def _param(spec_name: str, pname: str, body: Any, fixed: dict[str, Any], earlier
             raise err(f"keys = {keys_raw!r}: expected a list of at least two config keys")
         keys = tuple(str(k) for k in keys_raw)
         try:
-            check_value(pname, None)
+            config_field(pname)  # raises for a name that is no key (a value check would also fail on a key)
         except ConfigError:
             pass
         else:

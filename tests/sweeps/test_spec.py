@@ -154,3 +154,35 @@ def test_searcher_marks_trials_stopped_early_as_pruned():
     assert states[1] == (optuna.trial.TrialState.PRUNED, 20.0)  # Optuna keeps the last intermediate value
     assert search._ot_study.trials[1].intermediate_values == {1: 20.0}
     assert states[2][0] == optuna.trial.TrialState.FAIL
+
+
+def test_trials_with_a_grid_are_refused_but_the_grid_size_round_trips(tmp_path):
+    """A grid runs each point once: `trials` (or --trials) in a grid spec was silently ignored; only the grid's own
+    size is accepted, which is what sweep.yaml records (so a saved spec loads again)."""
+    with pytest.raises(SpecError) as info:
+        spec({"fl.lr": {"grid": [0.1, 0.2]}}, trials=0)
+    assert str(info.value) == ("sweep spec 't': trials = 0 is not allowed with search = 'grid', which runs each of "
+                               "its 2 points once; remove trials, or use search: optuna")
+    grid = spec({"fl.lr": {"grid": [0.1, 0.2]}})
+    assert grid.trials == 2 and build_spec("again", grid.to_dict()).to_dict() == grid.to_dict()
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"search": "grid", "fixed": TINY, "params": {"fl.lr": {"grid": [0.1, 0.2]}}}))
+    with pytest.raises(SpecError, match=r"--trials = 2: sweep spec 'g' is a grid \(search: grid\), which runs each "
+                                        r"of its points once; drop --trials"):
+        load_spec(path, trials=2)
+
+
+def test_a_joint_parameter_named_after_a_key_is_refused():
+    """The name check once asked whether None was a valid value of the key, so a key like fl.lr passed as a name."""
+    with pytest.raises(SpecError, match="a joint parameter's name must not be a config key"):
+        spec({"fl.lr": {"keys": ["fl.lr", "fl.mu"], "grid": [[0.1, 0.1]]}})
+
+
+def test_searcher_seed_and_replicates_are_bounded():
+    with pytest.raises(SpecError, match=r"seed = 4294967296 is not allowed; expected an integer >= 0 and <= "
+                                        r"4294967295 \(the searcher's seed: Optuna's sampler takes 32 bits\)"):
+        spec({"fl.lr": {"grid": [0.1]}}, seed=2**32)
+    with pytest.raises(SpecError, match=r"seed = 9223372036854775806 with replicates = 3 gives replicate seeds above "
+                                        r"9223372036854775807 \(2\^63 - 1\); allowed: seed <= 9223372036854775805"):
+        build_spec("test", {"search": "grid", "replicates": 3, "fixed": {**TINY, "seed": 2**63 - 2},
+                            "params": {"fl.lr": {"grid": [0.1]}}})
