@@ -127,6 +127,10 @@ class DataConfig:
     augment: str = _spec("auto", "training-clip augmentation: flip (horizontal, vertical, temporal reversal), "
                          "flip-rot (flip plus 90-degree rotations: all 8 orientations), none; auto = flip-rot for "
                          "a rotation-safe model (every shipped family), else flip", choices=AUGMENTS)
+    dark_threshold: float = _spec(0.0, "VSRGAN's dark-patch elimination: a training crop whose HR mean RGB (0..1, "
+                                  "all its frames) is below this is redrawn (seeded; the brightest of 11 draws "
+                                  "when all are dark); the paper gives no value; 0 = keep every crop", min=0.0,
+                                  max=1.0)
     videos: int = _spec(28, "synthetic: number of videos generated (clients + held-out)", min=2)
     frames: int = _spec(16, "synthetic: frames per video", min=1)
     height: int = _spec(128, "synthetic: HR frame height", min=16)

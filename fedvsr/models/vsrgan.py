@@ -88,7 +88,10 @@ Readings of the paper. Each is "paper says X; we do Y because Z"; where the pape
   whole clip. The adversarial term is taken on the reassembled final output.
 * Scales. The paper's results are x2; the platform's default data is x4, which the cascade covers
   (``scale`` must be a power of 2; x3 is not supported). The x2 and x4 stage losses weigh the same.
-* Data side (dark-patch filtering, the degradation suite) belongs to ``fedvsr.data``, not to the model.
+* Data side: the degradation suite (``data.degradation=vsrgan``, :mod:`fedvsr.data.degrade`) and the
+  dark-patch elimination (Sec. 1.4: "sub-batches that are too dark (detected according to mean of their RGB
+  values) are eliminated"; :mod:`fedvsr.data.dark_patch`, ``data.dark_threshold``) belong to ``fedvsr.data``,
+  not to the model. The paper gives no threshold, so the filter is off until ``data.dark_threshold`` is set.
 """
 
 from __future__ import annotations

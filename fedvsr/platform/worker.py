@@ -142,7 +142,7 @@ class ClientWorker:
         try:
             pairs = [self._pair(i) for i in self.client_videos[ctx.client]]
             data = TrainClips(pairs, self.clip_frames, cfg.data.patch, cfg.data.samples_per_video, seed,
-                              self.augment)
+                              self.augment, cfg.data.dark_threshold)
         except (OSError, ValueError) as err:  # a corrupt or unreadable video: drop the client, keep the round
             return LocalResult(ctx.client, 0, 0, math.nan, time.perf_counter() - start, False,
                                f"data error: {err}"), 0.0, None
