@@ -240,6 +240,22 @@ def test_switches_change_the_parameter_counts_by_hand():
     assert count_params(meta("fca2", "tiny", mode="pretrain")) == count_params(m.autoencoder)
 
 
+def test_paper_light_cleaning_fits_table_iv_budget():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    light, paper = meta("fca2", "paper-light", mode="joint"), meta("fca2", "paper", mode="joint")
+    # 3x3 head 3 -> 32, 12 residual blocks of two 3x3 32 -> 32 convs, 3x3 tail 32 -> 3 (biases everywhere)
+    cleaning = (3 * 32 * 9 + 32) + 12 * 2 * (32 * 32 * 9 + 32) + (32 * 3 * 9 + 3)
+    assert count_params(light.cleaning) == cleaning == 223_715
+    assert count_params(paper) - count_params(light) == count_params(paper.cleaning) - cleaning
+    assert light.cleaning.passes == 3
+    # Table IV: cleaning adds 7 ms to FCA2's 50 (57 ms): 12 % of the pipeline; here 11 % of its FLOPs
+    with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        light.eval()(torch.rand(1, 7, 3, 32, 32))
+    share = sum(counter.get_flop_counts()["FCA2.cleaning"].values()) / counter.get_total_flops()
+    assert 0.10 < share < 0.13
+
+
 # ---------------------------------------------------------------- behaviour
 def test_shapes_in_every_mode_and_long_clips_in_chunks():
     torch.manual_seed(0)
