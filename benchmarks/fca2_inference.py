@@ -62,6 +62,38 @@ def flop_breakdown(frames: int, size: int, specs: list[tuple[str, str, str, dict
     return rows
 
 
+def stage_clocks(model: torch.nn.Module) -> dict[str, float]:
+    """Seconds spent in each FCA2 stage (forward hooks on its submodules; summed over calls, e.g. the encoder
+    runs once per group), reset by the caller; the rest of a forward (chunking, stacking, frame averaging,
+    colour correction) is the total minus their sum."""
+    spent: dict[str, float] = {}
+    modules = dict(model.named_modules())
+    for stage in STAGES:
+        module = modules.get(stage)
+        if module is None:
+            continue
+        spent[stage] = 0.0
+
+        def pre(_m, _x, stage=stage):
+            spent[f"_{stage}"] = time.perf_counter()
+
+        def post(_m, _x, _y, stage=stage):
+            spent[stage] += time.perf_counter() - spent.pop(f"_{stage}")
+
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
+    return spent
+
+
+def stage_shares(runs: list[dict[str, float]], totals: list[float]) -> dict[str, float]:
+    """Median over the runs of each stage's share of the run's time, and of the rest (``other``)."""
+    if not runs or not runs[0]:
+        return {}
+    shares = {k: statistics.median(r[k] / t for r, t in zip(runs, totals, strict=True)) for k in runs[0]}
+    shares["other"] = statistics.median(1 - sum(r.values()) / t for r, t in zip(runs, totals, strict=True))
+    return {k: round(v, 4) for k, v in shares.items()}
+
+
 def timed(model: torch.nn.Module, clip: torch.Tensor) -> float:
     start = time.perf_counter()
     with torch.no_grad():
@@ -102,9 +134,13 @@ def main() -> None:
     clip = torch.rand(1, args.frames, 3, args.size, args.size)
     models = {label: build_model(name, preset, opts).eval() for label, name, preset, opts in specs}
     times: dict[str, list[float]] = {k: [] for k in models}
+    clocks = {name: stage_clocks(model) for name, model in models.items()}
+    stage_runs: dict[str, list[dict[str, float]]] = {k: [] for k in models}
     for _ in range(args.pairs):
         for name, model in models.items():
+            clocks[name].update(dict.fromkeys(clocks[name], 0.0))
             times[name].append(timed(model, clip))
+            stage_runs[name].append(dict(clocks[name]))
             print(f"{name:<32} {times[name][-1]:8.2f} s", flush=True)
     base = statistics.median(times["basicvsr"])
     gflops = {r["model"]: r["gflops"] for r in flops}
@@ -114,7 +150,7 @@ def main() -> None:
         rows.append({"model": name, "params": count_params(models[name]), "gflops": gflops[name],
                      "median_s": round(med, 3),
                      "ms_per_frame": round(1000 * med / args.frames, 2), "speedup_vs_basicvsr": round(base / med, 3),
-                     "runs_s": [round(t, 3) for t in ts]})
+                     "runs_s": [round(t, 3) for t in ts], "stage_share": stage_shares(stage_runs[name], ts)})
     result = {"frames": args.frames, "lr_size": args.size, "hr_size": 4 * args.size, "threads": args.threads,
               "pairs": args.pairs, "device": "cpu (shared, loaded machine)", "rows": rows,
               "paper_speedup": round(67 / 33, 2)}
@@ -127,6 +163,13 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['gflops']} | {r['median_s']:.2f} | "
                      f"{r['ms_per_frame']:.1f} | {r['speedup_vs_basicvsr']:.2f}x |")
     lines.append(f"\nFCA2 paper, Table I (A6000 GPU, Vid4): 67 ms -> 33 ms per frame, {67 / 33:.2f}x.")
+    lines += ["", "Share of each FCA2 run's time per stage (median over the runs; `other`: chunking, stacking, frame "
+              "averaging, colour correction):", "", "| model | " + " | ".join((*STAGES, "other")) + " |",
+              "|---|" + "---|" * (len(STAGES) + 1)]
+    for r in rows:
+        if r["stage_share"]:
+            lines.append(f"| {r['model']} | " + " | ".join(f"{100 * r['stage_share'].get(k, 0):.0f} %"
+                                                          for k in (*STAGES, "other")) + " |")
     (out / "result.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

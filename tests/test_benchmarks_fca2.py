@@ -66,3 +66,12 @@ def test_inference_variants():
         ("basicvsr", "paper"), ("fca2/paper", "paper"), ("fca2/paper-light", "paper-light"),
         ("fca2/paper (clean_passes=1)", "paper")]
     assert specs[-1][3] == {"mode": "joint", "clean_passes": 1}
+
+
+def test_inference_stage_shares_by_hand():
+    inf = load("fca2_inference")
+    runs = [{"cleaning": 1.0, "backbone": 2.0}, {"cleaning": 3.0, "backbone": 3.0}, {"cleaning": 1.0, "backbone": 1.0}]
+    # shares per run: cleaning 0.25, 0.3, 0.5; backbone 0.5, 0.3, 0.5; other 0.25, 0.4, 0.0
+    got = inf.stage_shares(runs, [4.0, 10.0, 2.0])
+    assert got == {"cleaning": 0.3, "backbone": 0.5, "other": 0.25}
+    assert inf.stage_shares([{}], [1.0]) == {}
