@@ -40,9 +40,11 @@ Readings (the paper leaves these open; the authors' code settles most):
 
 * Cleaning: RealBasicVSR's cleaning module (64 channels, 20 residual blocks), 3 fixed passes (the paper;
   the authors' code stops early when the mean residue is small). It is trained with the backbone, not
-  pretrained on PIPAL (not available here). At that size it costs 46 % of fca2/paper's FLOPs and hides the
-  paper's ~2x speed-up; Table IV has cleaning add only 7 ms to 50 (12 % of FCA2 + BasicVSR++'s 57 ms), so
-  ``paper-light`` sizes it to that budget: 32 channels, 12 blocks, still 3 passes (11 % of its FLOPs).
+  pretrained on PIPAL (not available here). At that size it is 46 % of fca2/paper's FLOPs (41 % of its CPU
+  time, ``benchmarks/results/fca2_inference``); Table IV has cleaning add only 7 ms to 50 (12 % of FCA2 +
+  BasicVSR++'s 57 ms), so ``paper-light`` sizes it to that budget: 32 channels, 12 blocks, still 3 passes
+  (11 % of its FLOPs, 9 % of its CPU time). Even so FCA2 is slower than its backbone alone on the CPU: the
+  decoder at the HR size takes 45 % of paper-light's time.
 * Flow guidance: the authors' recurrent fusion (a frame-sized state warped by SpyNet flow, concatenated with
   the next frame, a conv and 30 residual blocks of C channels); the paper's text says only that the flows
   "are concatenated into a single input".
