@@ -136,6 +136,10 @@ class DataConfig:
     augment: str = _spec("auto", "training-clip augmentation: flip (horizontal, vertical, temporal reversal), "
                          "flip-rot (flip plus 90-degree rotations: all 8 orientations), none; auto = flip-rot for "
                          "a rotation-safe model (every shipped family), else flip", choices=AUGMENTS)
+    dark_threshold: float = _spec(0.0, "VSRGAN's dark-patch elimination: a training crop whose HR mean RGB (0..1, "
+                                  "all its frames) is below this is redrawn (seeded; the brightest of 11 draws "
+                                  "when all are dark); the paper gives no value; 0 = keep every crop", min=0.0,
+                                  max=1.0)
     videos: int = _spec(28, "synthetic: number of videos generated (clients + held-out); a local run also checks "
                         "that they fit the machine's memory and disk before Ray starts", min=2, max=1000000)
     frames: int = _spec(16, "synthetic: frames per video", min=1, max=10000)
@@ -538,6 +542,7 @@ def validate(cfg: ExperimentConfig) -> None:
             f"data.clip_frames = {data.clip_frames} does not match the {num_frames} input frames of "
             f"{cfg.model.name}/{cfg.model.preset}, which restores the centre frame; allowed: 0 or {num_frames}"
         )
+    _check_hifr_mode(cfg, entry.cls.center_output)
     _check_schedule(fl)
     if fl.stragglers > 0 and fl.deadline == 0:
         raise ConfigError(f"fl.stragglers = {fl.stragglers} has no effect without a deadline: client speeds only "
@@ -619,6 +624,19 @@ def _check_degradation(data: DataConfig) -> None:
     if data.lr_cache not in ("", "none", "off") and Path(data.lr_cache).expanduser().is_file():
         raise ConfigError(f"data.lr_cache = {data.lr_cache!r} is a file; allowed: '' (the default folder), 'none', "
                           f"or a folder")
+
+
+def _check_hifr_mode(cfg: ExperimentConfig, center_output: bool) -> None:
+    """3D L_HiFr needs a clip (b, t, c, H, W) out of the model; a centre-output model returns one frame."""
+    if cfg.fl.hifr_mode == "3d" and center_output and cfg.fl.strategy in ("fedvsr", "fedavg-dwt"):
+        from fedvsr.models.registry import get_entry, model_names
+
+        clips = ", ".join(n for n in model_names() if not get_entry(n).cls.center_output)
+        raise ConfigError(
+            f"fl.hifr_mode = '3d' needs a restored clip, but {cfg.model.name} restores only the centre frame "
+            f"(fl.strategy = {cfg.fl.strategy!r} uses L_HiFr); allowed: fl.hifr_mode = '2d' with "
+            f"{cfg.model.name}, or '3d' with a model that restores every frame ({clips})"
+        )
 
 
 def _check_schedule(fl: FLConfig) -> None:

@@ -279,3 +279,20 @@ def test_output_folder_checks_leave_nothing_behind(tmp_path):
     check_output_folder(full, resume=True, ours=("config.yaml",))
     assert sorted(p.name for p in full.iterdir()) == ["a.txt", "b.txt", "c.txt", "config.yaml", "d.txt", "e.txt",
                                                       "f.txt"]
+
+
+@pytest.mark.parametrize(("model", "strategy"), [("efvsr", "fedvsr"), ("fcvsr", "fedavg-dwt")])
+def test_3d_hifr_refused_for_centre_output_models(model, strategy):
+    # a centre-output model returns one frame (b, c, H, W); 3D L_HiFr needs (b, t, c, H, W)
+    with pytest.raises(ConfigError, match=(
+        rf"fl.hifr_mode = '3d' needs a restored clip, but {model} restores only the centre frame "
+        rf"\(fl.strategy = '{strategy}' uses L_HiFr\); allowed: fl.hifr_mode = '2d' with {model}, or '3d' with a "
+        r"model that restores every frame \(basicvsr, basicvsr\+\+, fca2, vsrgan\)")):
+        load_config(None, [f"model.name={model}", f"fl.strategy={strategy}", "fl.hifr_mode=3d"])
+
+
+def test_3d_hifr_allowed_where_it_runs():
+    # strategies without L_HiFr never compute it; clip-output models give it a time axis
+    assert load_config(None, ["model.name=efvsr", "fl.strategy=fedavg", "fl.hifr_mode=3d"]).fl.hifr_mode == "3d"
+    cfg = load_config(None, ["model.name=basicvsr", "model.preset=tiny", "fl.strategy=fedvsr", "fl.hifr_mode=3d"])
+    assert cfg.fl.hifr_mode == "3d"

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from fedvsr.data.cache import cache_key, cache_root, cached_decoded, cached_lr
+from fedvsr.data.dark_patch import bright_window
 from fedvsr.data.degrade import (
     RANDOM_DEGRADATIONS,
     canonical,
@@ -160,13 +161,17 @@ class TrainClips(torch.utils.data.Dataset):
     and FCVSR's "random rotation and reflection"). All draws come from ``np.random.default_rng([seed, i])``,
     so an item depends only on ``(seed, i)`` (and the crop and flips of an item are the same under every
     ``augment`` setting). Items are ``(lr, hr)``: ``(clip_frames, 3, patch, patch)`` and
-    ``(clip_frames, 3, s*patch, s*patch)``.
+    ``(clip_frames, 3, s*patch, s*patch)``. ``dark_threshold > 0`` redraws a crop whose HR mean RGB is
+    below it (VSRGAN's dark-patch elimination, :mod:`fedvsr.data.dark_patch`; seeded by ``(seed, i)`` too).
     """
 
     def __init__(self, pairs: list[VideoPair], clip_frames: int, patch: int, samples_per_video: int, seed: int,
-                 augment: str = "flip") -> None:
+                 augment: str = "flip", dark_threshold: float = 0.0) -> None:
         if augment not in AUGMENTS:
             raise ValueError(f"unknown augmentation {augment!r}; allowed: {', '.join(AUGMENTS)}")
+        if not 0.0 <= dark_threshold <= 1.0:
+            raise ValueError(f"dark_threshold must be in [0, 1] (a mean RGB value), got {dark_threshold}")
+        self.dark_threshold = dark_threshold
         self.augment = augment
         self.scale = _check_pairs(pairs, clip_frames)
         if patch < 1:
@@ -197,6 +202,8 @@ class TrainClips(torch.utils.data.Dataset):
         x = int(rng.integers(0, w - self.patch + 1))
         hflip, vflip, reverse, transpose = rng.random(4) < 0.5
         s, p = self.scale, self.patch
+        if self.dark_threshold > 0:
+            t0, y, x = bright_window(pair.hr, (t0, y, x), self.clip_frames, p, s, self.dark_threshold, [self.seed, i])
         lr = pair.lr[t0 : t0 + self.clip_frames, y : y + p, x : x + p]
         hr = pair.hr[t0 : t0 + self.clip_frames, y * s : (y + p) * s, x * s : (x + p) * s]
         if self.augment != "none":

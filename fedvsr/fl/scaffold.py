@@ -4,11 +4,17 @@ arXiv:1910.06378), option II of its Algorithm 1.
 Client i keeps a control variate ``c_i`` (zero before its first round, persisted across rounds
 in the platform's client-state store); the server keeps ``c``. Every local step uses the
 corrected gradient ``g_i(y_k) - c_i + c``. After K local steps, option II sets
-``c_i+ = c_i - c + (x - y_i) / (K * eta_l)``. The server moves ``x <- x + eta_g * mean_i(y_i - x)``
+``c_i+ = c_i - c + (x - y_i) / (K * eta_l)``. K is counted per parameter tensor: the optimizer steps
+that tensor took this round (one per call of :meth:`Scaffold.before_step` in which it holds a
+gradient), not the client's mini-batches. The two differ for a model that steps a network several
+times per mini-batch, or steps its networks apart: VSRGAN's generator with ``accumulate=False`` takes
+one step per patch-wise pass (2 per mini-batch), its discriminator one; dividing by the mini-batches
+doubled the generator's ``c_i``. A tensor that took no step keeps its ``c_i`` (option II is undefined
+at K = 0; ``x - y_i = 0`` says nothing new). The server moves ``x <- x + eta_g * mean_i(y_i - x)``
 over the participating clients and ``c <- c + (1/N) * sum_i (c_i+ - c_i)`` with N all clients.
 
 With SGD, ``x - y_i = eta_l * sum_k (g_i(y_k) - c_i + c)``, so option II is exactly
-``c_i+ = (1/K) * sum_k g_i(y_k)``, the mean of the raw mini-batch gradients along the local
+``c_i+ = (1/K) * sum_k g_i(y_k)``, the mean of the raw gradients of its K steps along the local
 trajectory; that is how we compute it. It is the same number for SGD, and with Adam (which the
 paper does not analyse) it keeps ``c_i`` in gradient units: ``(x - y_i) / (K * eta_l)`` would be in
 Adam-step units there, orders of magnitude larger than the gradients it corrects, and training
@@ -58,12 +64,16 @@ class Scaffold(Strategy):
         ctx.scratch["c"], ctx.scratch["c_i"] = c, c_i
         ctx.scratch["correction"] = {n: c[n] - c_i[n] for n in names}
         ctx.scratch["grad_sum"] = {n: torch.zeros_like(c[n]) for n in names}
+        ctx.scratch["steps"] = dict.fromkeys(names, 0)  # K per tensor: the optimizer steps it took
 
     def before_step(self, ctx: ClientContext) -> None:
-        corr, grad_sum = ctx.scratch["correction"], ctx.scratch["grad_sum"]
+        # called once per optimizer step; a tensor with a gradient is one that step moves (a model clears the
+        # gradients of the networks it does not step: see fedvsr.models.base)
+        corr, grad_sum, steps = ctx.scratch["correction"], ctx.scratch["grad_sum"], ctx.scratch["steps"]
         for n, w in ctx.model.named_parameters():
             if n in corr and w.grad is not None:
                 grad_sum[n].add_(w.grad)
+                steps[n] += 1
                 w.grad.add_(corr[n])
 
     def client_log_weight(self, ctx: ClientContext, result: LocalResult) -> float:
@@ -71,10 +81,11 @@ class Scaffold(Strategy):
 
     def end_local(self, ctx: ClientContext, result: LocalResult, log_weight: float, partial: PartialAggregate):
         super().end_local(ctx, result, log_weight, partial)
-        c_i, grad_sum = ctx.scratch["c_i"], ctx.scratch["grad_sum"]
+        c_i, grad_sum, steps = ctx.scratch["c_i"], ctx.scratch["grad_sum"], ctx.scratch["steps"]
         new_c_i, delta_c = {}, {}
         for n in c_i:
-            new_c_i[n] = grad_sum[n] / ctx.steps  # = c_i - c + (x - y_i) / (K eta_l) for SGD (option II)
+            # = c_i - c + (x - y_i) / (K eta_l) for SGD (option II), K = this tensor's optimizer steps
+            new_c_i[n] = grad_sum[n] / steps[n] if steps[n] else c_i[n]
             delta_c[n] = new_c_i[n] - c_i[n]
         partial.add("delta_c", delta_c, 1.0)
         return {f"c_i.{n}": v for n, v in new_c_i.items()}

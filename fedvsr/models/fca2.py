@@ -31,9 +31,20 @@ adds 3.47 M to a backbone, Table I 3.3 M.
 
 Readings (the paper leaves these open; the authors' code settles most):
 
+* Grouping when the channels do not divide (``K * (S - O) + O != C*N``; of Table VI's pairs on 7 RGB frames
+  only (9, 3) divides): ``group_fit = pad`` (default) reads eq. (3) literally, every group at stride S - O,
+  the stack padded with zero channels up to ``K * (S - O) + O`` and the decoder dropping them, so adjacent
+  groups share exactly O channels and Table VI's O = 0 rows stay overlap-free; ``group_fit = shift`` shifts
+  the last group back to end at channel C*N (it then shares more than O channels with its neighbour:
+  (9, 0) gives [0, 9), [9, 18), [12, 21), 6 shared channels).
+
 * Cleaning: RealBasicVSR's cleaning module (64 channels, 20 residual blocks), 3 fixed passes (the paper;
   the authors' code stops early when the mean residue is small). It is trained with the backbone, not
-  pretrained on PIPAL (not available here).
+  pretrained on PIPAL (not available here). At that size it is 46 % of fca2/paper's FLOPs (41 % of its CPU
+  time, ``benchmarks/results/fca2_inference``); Table IV has cleaning add only 7 ms to 50 (12 % of FCA2 +
+  BasicVSR++'s 57 ms), so ``paper-light`` sizes it to that budget: 32 channels, 12 blocks, still 3 passes
+  (11 % of its FLOPs, 9 % of its CPU time). Even so FCA2 is slower than its backbone alone on the CPU: the
+  decoder at the HR size takes 45 % of paper-light's time.
 * Flow guidance: the authors' recurrent fusion (a frame-sized state warped by SpyNet flow, concatenated with
   the next frame, a conv and 30 residual blocks of C channels); the paper's text says only that the flows
   "are concatenated into a single input".
@@ -66,6 +77,9 @@ AE_PREFIX = "autoencoder."
 
 _PAPER = {"num_frames": 7, "group_size": 9, "overlap": 3, "features": 64, "blocks": 3, "flow_blocks": 30,
           "clean_features": 64, "clean_blocks": 20}
+# cleaning sized to Table IV's budget: it adds 7 ms to 50 (57 with it, 12 %); 32 x 12 blocks, 3 passes, is 11 % of
+# fca2/paper-light's FLOPs (137 of 1199 GFLOPs on 100 frames of 32x32; RealBasicVSR's 64 x 20 is 46 %, 908 of 1970)
+_LIGHT_CLEANING = {"clean_features": 32, "clean_blocks": 12}
 _TINY = {"num_frames": 7, "group_size": 9, "overlap": 3, "features": 8, "blocks": 1, "flow_blocks": 1,
          "refine_features": 4, "refine_blocks": 1, "clean_features": 8, "clean_blocks": 1,
          "spynet_channels": [4, 8, 4, 2]}
@@ -110,6 +124,7 @@ def read_autoencoder_state(path: str, shapes_only: bool = False) -> dict[str, An
     presets={
         "paper": {**_PAPER, "backbone": "basicvsr", "backbone_preset": "paper"},
         "paper-basicvsr++": {**_PAPER, "backbone": "basicvsr++", "backbone_preset": "paper"},
+        "paper-light": {**_PAPER, **_LIGHT_CLEANING, "backbone": "basicvsr", "backbone_preset": "paper"},
         "small": {**_PAPER, "features": 32, "blocks": 2, "flow_blocks": 5, "clean_features": 32, "clean_blocks": 5,
                   "backbone": "basicvsr", "backbone_preset": "small"},
         "tiny": {**_TINY, "backbone": "basicvsr", "backbone_preset": "tiny"},
@@ -135,6 +150,7 @@ class FCA2(FlowFreeze, VSRModel):
         in_channels: int = 3,
         group_size: int = 9,
         overlap: int = 3,
+        group_fit: str = "pad",
         grouping: bool = True,
         flow_guidance: bool = True,
         color_correction: str = "decoder",
@@ -172,7 +188,7 @@ class FCA2(FlowFreeze, VSRModel):
         self.autoencoder = FrameAutoencoder(
             num_frames, in_channels, group_size, overlap, features, blocks, flow_blocks, refine_features,
             refine_blocks, grouping, flow_guidance, color_correction, color_eps, spynet_weights,
-            spynet_channels)
+            spynet_channels, group_fit)
         self.cleaning: CleaningNet | None = None
         self.backbone: nn.Module | None = None
         if mode != "pretrain":

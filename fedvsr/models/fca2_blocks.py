@@ -16,6 +16,8 @@ from fedvsr.models.blocks import ResidualBlock
 from fedvsr.models.spynet import SPYNET_CHANNELS, SpyNet, flow_warp
 
 COLOR_PLACEMENTS = ("decoder", "encoder", "both", "none")
+#: what the last group does when ``K * (S - O) + O`` overruns the ``C*N`` channels (see :func:`group_channels`)
+GROUP_FITS = ("pad", "shift")
 
 
 # ---------------------------------------------------------------- grouping (eq. 3)
@@ -34,24 +36,35 @@ def check_grouping(total: int, group_size: int, overlap: int) -> None:
                          f"allowed: 1 <= group_size <= {total}")
 
 
-def group_channels(total: int, group_size: int, overlap: int) -> list[tuple[int, int]]:
+def group_channels(total: int, group_size: int, overlap: int, fit: str = "pad") -> list[tuple[int, int]]:
     """The ``[start, end)`` channel ranges of eq. (3): ``K = ceil((C*N - O) / (S - O))`` groups of ``S``
-    channels with stride ``S - O``; a last group that would overrun is shifted back to end at the last
-    channel (DESIGN.md). ``group_channels(21, 9, 3) == [(0, 9), (6, 15), (12, 21)]``."""
+    channels with stride ``S - O``. ``group_channels(21, 9, 3) == [(0, 9), (6, 15), (12, 21)]``: an exact fit,
+    ``K * (S - O) + O == C*N``. When the channels do not divide, the paper does not say what happens; ``fit``:
+
+    * ``pad`` (default): eq. (3) read literally, every group at its stride; the last one runs past channel
+      ``C*N`` into zero channels (:class:`FrameAutoencoder` pads the stack with zeros up to ``K * (S - O) + O``
+      and its decoder drops them), so neighbouring groups share exactly O channels and the O = 0 rows of
+      Table VI are overlap-free: (6, 0) on 21 channels gives [0, 6), [6, 12), [12, 18), [18, 24).
+    * ``shift``: the last group is shifted back to end at the last channel, [15, 21) instead of [18, 24),
+      which shares 3 channels with its neighbour (O = 0 is then not overlap-free).
+    """
     check_grouping(total, group_size, overlap)
+    if fit not in GROUP_FITS:
+        raise ValueError(f"group_fit must be one of {', '.join(GROUP_FITS)}, got {fit!r}")
     s, o = int(group_size), int(overlap)
     k = max(1, math.ceil((total - o) / (s - o)))
     groups = []
     for g in range(k):
         start = (s - o) * g
-        if start + s > total:
+        if start + s > total and fit == "shift":
             start = total - s
         groups.append((start, start + s))
     return groups
 
 
 def channel_counts(groups: list[tuple[int, int]], total: int) -> torch.Tensor:
-    """How many groups encode each of the ``total`` channels (the decoder's frame-averaging divisor)."""
+    """How many groups encode each of the ``total`` channels (the decoder's frame-averaging divisor; with
+    ``pad`` grouping, ``total`` counts the zero channels too)."""
     counts = torch.zeros(total)
     for start, end in groups:
         counts[start:end] += 1
@@ -171,24 +184,27 @@ class FrameAutoencoder(nn.Module):
     Switches (Tables III, VII): ``grouping=False`` compresses all C*N channels to K*C in one step (one
     encoder / decoder over everything); ``flow_guidance=False`` drops SpyNet and the recurrent fusion;
     ``color_correction`` in ``decoder`` (default, the paper's), ``encoder``, ``both``, ``none``.
+    ``group_fit``: ``pad`` (default) or ``shift``, what the last group does when the channels do not divide
+    (:func:`group_channels`).
     """
 
     def __init__(self, num_frames: int, in_channels: int = 3, group_size: int = 9, overlap: int = 3,
                  features: int = 64, blocks: int = 3, flow_blocks: int = 30, refine_features: int = 16,
                  refine_blocks: int = 2, grouping: bool = True, flow_guidance: bool = True,
                  color_correction: str = "decoder", color_eps: float = 1e-5, spynet_weights: str = "",
-                 spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS) -> None:
+                 spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS, group_fit: str = "pad") -> None:
         super().__init__()
         if color_correction not in COLOR_PLACEMENTS:
             raise ValueError(f"color_correction must be one of {', '.join(COLOR_PLACEMENTS)}, got {color_correction!r}")
         total = in_channels * num_frames
         self.num_frames, self.in_channels, self.total = int(num_frames), int(in_channels), total
-        self.groups = group_channels(total, group_size, overlap)
+        self.groups = group_channels(total, group_size, overlap, group_fit)
+        self.padded = self.groups[-1][1]  # K * (S - O) + O with pad grouping (zero channels past C*N), else C*N
         self.grouping = bool(grouping)
         self.color_correction = color_correction
         self.color_eps = float(color_eps)
         k = len(self.groups)
-        self.register_buffer("counts", channel_counts(self.groups, total) if grouping else torch.ones(total),
+        self.register_buffer("counts", channel_counts(self.groups, self.padded) if grouping else torch.ones(total),
                              persistent=False)
         self.flow = FlowGuidance(in_channels, flow_blocks, spynet_weights, spynet_channels) if flow_guidance else None
         if grouping:  # one encoder / decoder shared by every group (the authors' code)
@@ -216,6 +232,8 @@ class FrameAutoencoder(nn.Module):
         feats = self.flow(x, flow_frozen) if self.flow is not None else x
         stacked = feats.reshape(b, n * c, h, w)  # eq. (2)
         if self.grouping:
+            if self.padded > self.total:  # pad grouping: the last group reads zero channels past C*N
+                stacked = torch.cat([stacked, stacked.new_zeros(b, self.padded - self.total, h, w)], dim=1)
             z = torch.stack([self.encoder(stacked[:, s:e]) for s, e in self.groups], dim=1)
         else:
             z = self.encoder(stacked).view(b, self.num_compressed, c, h, w)
@@ -227,11 +245,11 @@ class FrameAutoencoder(nn.Module):
         """``z: (b, K, c, H, W)``, ``ref: (b, n, c, h, w)`` (the frames that were encoded) -> ``(b, n, c, H, W)``."""
         b, k, c, hh, ww = z.shape
         if self.grouping:
-            out = z.new_zeros(b, self.total, hh, ww)
+            out = z.new_zeros(b, self.padded, hh, ww)
             decoded = self.decoder(z.reshape(b * k, c, hh, ww)).view(b, k, -1, hh, ww)
             for g, (s, e) in enumerate(self.groups):
                 out[:, s:e] = out[:, s:e] + decoded[:, g]
-            out = out / self.counts.view(1, -1, 1, 1)  # frame averaging
+            out = (out / self.counts.view(1, -1, 1, 1))[:, : self.total]  # frame averaging; the zero pad dropped
         else:
             out = self.decoder(z.reshape(b, k * c, hh, ww))
         if self.refine is not None:

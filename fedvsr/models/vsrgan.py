@@ -24,7 +24,8 @@ since both are submodules and the strategy averages the whole state dict):
    x4, also per patch), and the x2 output is scored against the HR clip downscaled by 2 as well as the
    x4 output against the HR clip. ``cascade=False`` builds a one-pass x``scale`` generator instead.
 3. Gradient accumulation (Sec. 3.2): with ``accumulate=True`` the passes' gradients add up and the
-   generator takes one step per mini-batch; otherwise one step per pass. Gradient clipping is the
+   generator takes one step per mini-batch; otherwise one step per pass (SCAFFOLD's K counts each
+   network's own optimizer steps, so its control variates stay option II's either way). Gradient clipping is the
    platform's ``fl.clip_grad_norm``, applied to each network's accumulated gradient right before its step.
 4. Separate generator and discriminator steps (Sec. 1.4): the generator step runs with the
    discriminator frozen, then the discriminator takes one step on the HR frames (real) and the detached
@@ -87,7 +88,10 @@ Readings of the paper. Each is "paper says X; we do Y because Z"; where the pape
   whole clip. The adversarial term is taken on the reassembled final output.
 * Scales. The paper's results are x2; the platform's default data is x4, which the cascade covers
   (``scale`` must be a power of 2; x3 is not supported). The x2 and x4 stage losses weigh the same.
-* Data side (dark-patch filtering, the degradation suite) belongs to ``fedvsr.data``, not to the model.
+* Data side: the degradation suite (``data.degradation=vsrgan``, :mod:`fedvsr.data.degrade`) and the
+  dark-patch elimination (Sec. 1.4: "sub-batches that are too dark (detected according to mean of their RGB
+  values) are eliminated"; :mod:`fedvsr.data.dark_patch`, ``data.dark_threshold``) belong to ``fedvsr.data``,
+  not to the model. The paper gives no threshold, so the filter is off until ``data.dark_threshold`` is set.
 """
 
 from __future__ import annotations

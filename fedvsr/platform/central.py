@@ -187,7 +187,8 @@ def train_pooled(cfg: ExperimentConfig, videos: list[VideoEntry], pool: list[int
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         seed = client_seed(cfg.seed, epoch, POOLED)
-        data = TrainClips(pairs, clip_frames, cfg.data.patch, cfg.data.samples_per_video, seed, augment)
+        data = TrainClips(pairs, clip_frames, cfg.data.patch, cfg.data.samples_per_video, seed, augment,
+                          cfg.data.dark_threshold)
         n = len(data)
         steps = math.ceil(n / batch)
 

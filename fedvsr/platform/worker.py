@@ -143,7 +143,7 @@ class ClientWorker:
         start = time.perf_counter()
         try:  # a video that broke since the scan is left out (self.skipped); a client with none left is dropped
             data = TrainClips(self._usable_pairs(ctx.client), self.clip_frames, cfg.data.patch,
-                              cfg.data.samples_per_video, seed, self.augment)
+                              cfg.data.samples_per_video, seed, self.augment, cfg.data.dark_threshold)
         except (OSError, ValueError) as err:
             return LocalResult(ctx.client, 0, 0, math.nan, time.perf_counter() - start, False,
                                f"data error: {err}"), 0.0, None

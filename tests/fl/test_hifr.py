@@ -48,13 +48,33 @@ def test_low_band_is_ignored():
     assert hifr_loss(sr, hr).item() == pytest.approx(E, rel=1e-9)
 
 
-def test_odd_size_zero_padding_by_hand():
-    sr = torch.ones(1, 1, 3, 3, dtype=torch.float64)
+def test_odd_size_symmetric_padding_by_hand():
+    sr = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], dtype=torch.float64).reshape(1, 1, 3, 3)
     hr = torch.zeros_like(sr)
-    # padded to 4x4 with zeros: blocks [[1,1],[1,1]] -> 0,0,0; [[1,0],[1,0]] -> 0,1,0;
-    # [[1,1],[0,0]] -> 1,0,0; [[1,0],[0,0]] -> 1/2,1/2,1/2: 7 zeros, 2 ones, 3 halves
-    expected = (7 * charb(0.0) + 2 * charb(1.0) + 3 * charb(0.5)) / 12
+    # the odd axes get their last sample repeated: [[1,2,3,3],[4,5,6,6],[7,8,9,9],[7,8,9,9]];
+    # blocks [[1,2],[4,5]] -> -3,-1,0; [[3,3],[6,6]] -> -3,0,0; [[7,8],[7,8]] -> 0,-1,0; [[9,9],[9,9]] -> 0,0,0
+    expected = (2 * charb(3.0) + 2 * charb(1.0) + 8 * charb(0.0)) / 12
     assert hifr_loss(sr, hr).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_3d_odd_frames_by_hand():
+    # three frames, all 1, all 3, all 5 (2x2): time is padded to 1, 3, 5, 5
+    sr = torch.tensor([1.0, 3.0, 5.0], dtype=torch.float64).reshape(1, 3, 1, 1, 1).expand(1, 3, 1, 2, 2)
+    hr = torch.zeros(1, 3, 1, 2, 2, dtype=torch.float64)
+    # cube (1, 3): temporal detail (4 - 12)/(2*sqrt2) = -2*sqrt2, 6 zeros; cube (5, 5): 7 zeros
+    expected = (charb(2 * math.sqrt(2)) + 13 * charb(0.0)) / 14
+    assert hifr_loss(sr, hr, mode="3d").item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", HIFR_MODES)
+@pytest.mark.parametrize("size", [(4, 8, 8), (5, 8, 8), (7, 9, 11), (3, 5, 6), (2, 3, 3)])
+def test_constant_offset_costs_exactly_eps(mode, size):
+    # a colour offset has no high-frequency content at any size: odd T (5 for VSRGAN, 7 for BasicVSR), odd H, W
+    t, h, w = size
+    hr = torch.rand(2, t, 3, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(t * h * w))
+    offset = torch.tensor([0.1, -0.25, 0.5], dtype=torch.float64).reshape(1, 1, 3, 1, 1)
+    assert hifr_loss(hr + offset, hr, mode=mode).item() == pytest.approx(E, rel=1e-12)
+    assert hifr_loss(hr[:, 0] + 7.0, hr[:, 0], mode="2d").item() == pytest.approx(E, rel=1e-12)
 
 
 def test_equal_inputs_give_exactly_eps_floor():

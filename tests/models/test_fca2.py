@@ -55,9 +55,33 @@ def test_paper_grouping_of_seven_rgb_frames():
     (6, 2, [(0, 6), (4, 10), (8, 14), (12, 18), (15, 21)]),
 ])
 def test_uneven_grouping_shifts_the_last_group_back(s, o, groups):
+    got = group_channels(21, s, o, fit="shift")
+    assert got == groups and len(got) == math.ceil((21 - o) / (s - o))
+    assert all(e - b == s for b, e in got)
+
+
+@pytest.mark.parametrize(("s", "o", "groups"), [
+    # eq. (3) literally: group g starts at g (S - O); the last runs past channel 21 into zero channels
+    (6, 0, [(0, 6), (6, 12), (12, 18), (18, 24)]),
+    (9, 0, [(0, 9), (9, 18), (18, 27)]),
+    (6, 2, [(0, 6), (4, 10), (8, 14), (12, 18), (16, 22)]),
+    (9, 3, [(0, 9), (6, 15), (12, 21)]),  # the exact fit: no pad, the same as shift
+    (12, 4, [(0, 12), (8, 20), (16, 28)]),
+    (18, 8, [(0, 18), (10, 28)]),
+])
+def test_pad_grouping_shares_exactly_o_channels(s, o, groups):
     got = group_channels(21, s, o)
     assert got == groups and len(got) == math.ceil((21 - o) / (s - o))
     assert all(e - b == s for b, e in got)
+    assert all(got[g][1] - got[g + 1][0] == o for g in range(len(got) - 1))  # O = 0: no channel shared
+    assert got[-1][1] == len(got) * (s - o) + o
+
+
+def test_unknown_group_fit_is_refused():
+    with pytest.raises(ValueError, match="group_fit must be one of pad, shift, got 'wrap'"):
+        group_channels(21, 6, 0, fit="wrap")
+    with pytest.raises(ConfigError, match="group_fit must be one of pad, shift, got 'wrap'"):
+        load_config(None, fca2_overrides("model.options.group_fit=wrap"))
 
 
 def test_channel_counts_of_the_paper_grouping():
@@ -87,6 +111,37 @@ def test_decoder_divides_each_channel_by_the_groups_that_encoded_it():
     per_channel = out.reshape(2, 21, 16)[0, :, 0].tolist()
     # channels 6-8 are in groups 1 and 2, 12-14 in groups 2 and 3: their decodings are averaged
     assert per_channel == [1] * 6 + [1.5] * 3 + [2] * 3 + [2.5] * 3 + [3] * 6
+
+
+class Recorder(torch.nn.Module):
+    """A stand-in encoder that records its inputs and returns their first C channels."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.c, self.seen = c, []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return x[:, : self.c]
+
+
+def test_pad_grouping_encodes_zeros_past_the_channels_and_decodes_without_them():
+    # S = 6, O = 0 on 7 RGB frames: groups [0, 6), [6, 12), [12, 18), [18, 24); channels 21-23 are zeros
+    ae = FrameAutoencoder(7, 3, 6, 0, features=4, blocks=0, flow_blocks=0, refine_features=0,
+                          flow_guidance=False, color_correction="none")
+    ae.encoder = Recorder(3)
+    x = torch.arange(1, 22, dtype=torch.float32).view(1, 7, 3, 1, 1).expand(1, 7, 3, 2, 2)
+    assert ae.encode(x).shape == (1, 4, 3, 2, 2)
+    assert ae.encoder.seen[-1][0, :, 0, 0].tolist() == [19, 20, 21, 0, 0, 0]
+    assert ae.encoder.seen[2][0, :, 0, 0].tolist() == [13, 14, 15, 16, 17, 18]
+    ae.decoder = GroupIndex(6, 4)
+    per_channel = ae.decode(torch.zeros(2, 4, 3, 4, 4), x).reshape(2, 21, 16)[0, :, 0].tolist()
+    assert per_channel == [1] * 6 + [2] * 6 + [3] * 6 + [4] * 3  # each channel decoded once: nothing averaged
+    shift = FrameAutoencoder(7, 3, 6, 0, features=4, blocks=0, flow_blocks=0, refine_features=0,
+                             flow_guidance=False, color_correction="none", group_fit="shift")
+    shift.decoder = GroupIndex(6, 4)
+    per_channel = shift.decode(torch.zeros(2, 4, 3, 4, 4), x).reshape(2, 21, 16)[0, :, 0].tolist()
+    assert per_channel == [1] * 6 + [2] * 6 + [3] * 3 + [3.5] * 3 + [4] * 3  # [15, 21) overlaps [12, 18)
 
 
 def test_color_correction_equation_4_numbers():
@@ -183,6 +238,22 @@ def test_switches_change_the_parameter_counts_by_hand():
     # colour correction has no parameters; pretrain mode is the autoencoder alone
     assert count_params(meta("fca2", "tiny", mode="joint", color_correction="none")) == base
     assert count_params(meta("fca2", "tiny", mode="pretrain")) == count_params(m.autoencoder)
+
+
+def test_paper_light_cleaning_fits_table_iv_budget():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    light, paper = meta("fca2", "paper-light", mode="joint"), meta("fca2", "paper", mode="joint")
+    # 3x3 head 3 -> 32, 12 residual blocks of two 3x3 32 -> 32 convs, 3x3 tail 32 -> 3 (biases everywhere)
+    cleaning = (3 * 32 * 9 + 32) + 12 * 2 * (32 * 32 * 9 + 32) + (32 * 3 * 9 + 3)
+    assert count_params(light.cleaning) == cleaning == 223_715
+    assert count_params(paper) - count_params(light) == count_params(paper.cleaning) - cleaning
+    assert light.cleaning.passes == 3
+    # Table IV: cleaning adds 7 ms to FCA2's 50 (57 ms): 12 % of the pipeline; here 11 % of its FLOPs
+    with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        light.eval()(torch.rand(1, 7, 3, 32, 32))
+    share = sum(counter.get_flop_counts()["FCA2.cleaning"].values()) / counter.get_total_flops()
+    assert 0.10 < share < 0.13
 
 
 # ---------------------------------------------------------------- behaviour
