@@ -14,6 +14,7 @@ from ray.util.placement_group import PlacementGroup
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
 from fedvsr.platform.cluster import join_cluster
 from fedvsr.platform.coordinator import Coordinator, on_this_node
+from fedvsr.platform.local_ray import start_local_ray
 from fedvsr.platform.results import write_text_atomic
 
 
@@ -33,8 +34,9 @@ def run_config(out: Path, cfg: ExperimentConfig | None, resume: bool) -> Experim
 
 
 def init_ray(cfg: ExperimentConfig) -> bool:
-    """Start or join Ray for this experiment (``platform.address``, else ``$RAY_ADDRESS``, else a local Ray);
-    returns True when this call started it."""
+    """Start or join Ray for this experiment (``platform.address``, else ``$RAY_ADDRESS``, else a local Ray on
+    127.0.0.1 with token authentication: :func:`~fedvsr.platform.local_ray.start_local_ray`); returns True when this
+    call started or joined it."""
     if ray.is_initialized():
         return False
     p = cfg.platform
@@ -55,7 +57,8 @@ def init_ray(cfg: ExperimentConfig) -> bool:
                 "allowed here: 0 (or give platform.address of a cluster with GPUs)"
             )
     need = p.workers * p.cpus_per_worker
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), **common)
+    # loopback only, a token of this process, gone with it (fedvsr.platform.local_ray)
+    start_local_ray(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), **common)
     return True
 
 
