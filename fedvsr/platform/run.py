@@ -15,6 +15,7 @@ from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
 from fedvsr.platform.cluster import join_cluster
 from fedvsr.platform.coordinator import Coordinator, on_this_node
 from fedvsr.platform.local_ray import start_local_ray
+from fedvsr.platform.ray_console import divert_ray_output, session_log
 from fedvsr.platform.results import write_text_atomic
 
 
@@ -33,10 +34,11 @@ def run_config(out: Path, cfg: ExperimentConfig | None, resume: bool) -> Experim
     return cfg
 
 
-def init_ray(cfg: ExperimentConfig) -> bool:
+def init_ray(cfg: ExperimentConfig, log: str | os.PathLike | None = None) -> bool:
     """Start or join Ray for this experiment (``platform.address``, else ``$RAY_ADDRESS``, else a local Ray on
     127.0.0.1 with token authentication: :func:`~fedvsr.platform.local_ray.start_local_ray`); returns True when this
-    call started or joined it."""
+    call started or joined it. Ray's messages of events fedvsr handles and its tracebacks then go to ``log`` (default:
+    ``fedvsr-console.log`` in Ray's session logs), not to the console (:mod:`fedvsr.platform.ray_console`)."""
     if ray.is_initialized():
         return False
     p = cfg.platform
@@ -46,6 +48,7 @@ def init_ray(cfg: ExperimentConfig) -> bool:
     address = p.address or os.environ.get("RAY_ADDRESS", "")
     if address:
         join_cluster(address, **common)
+        divert_ray_output(log or session_log())
         return True
     if p.gpus_per_worker > 0:
         import torch
@@ -59,6 +62,7 @@ def init_ray(cfg: ExperimentConfig) -> bool:
     need = p.workers * p.cpus_per_worker
     # loopback only, a token of this process, gone with it (fedvsr.platform.local_ray)
     start_local_ray(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), **common)
+    divert_ray_output(log or session_log())
     return True
 
 
@@ -91,7 +95,8 @@ def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, res
     trial's group). ``$FEDVSR_FAULT`` (a testing hook, see :meth:`ClientWorker._maybe_fail`) reaches the workers."""
     out = Path(out_dir).resolve()
     cfg = run_config(out, cfg, resume)
-    started = init_ray(cfg)  # before the folder is written: an unreachable cluster leaves nothing behind
+    # before the folder is written: an unreachable cluster leaves nothing behind
+    started = init_ray(cfg, log=out / "ray.log")
     if placement_group is None and not (cfg.platform.address or os.environ.get("RAY_ADDRESS")):
         check_local_resources(cfg)
     if not resume:
