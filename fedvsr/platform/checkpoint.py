@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class Checkpoint:
     extra: dict[str, Any]  #: the rest of ``state.json`` (bicubic and initial scores)
     folder: Path  #: the round folder (or ``checkpoint/`` itself for the older layout)
     legacy: bool = False  #: the older layout: no manifest, no result tables inside
-    passed_over: list[tuple[str, str]] = field(default_factory=list)  #: newer folders that did not verify: (path, why)
 
 
 def _sha256(path: Path) -> str:
@@ -146,10 +145,12 @@ def _legacy_round(d: Path) -> int | None:
         return None
 
 
-def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Checkpoint | None:
-    """The newest complete checkpoint in ``ckpt_dir`` (module docstring), or None when there is none."""
+def latest_checkpoint(ckpt_dir: str | os.PathLike,
+                      passed_over: list[tuple[str, str]] | None = None) -> Checkpoint | None:
+    """The newest complete checkpoint in ``ckpt_dir`` (module docstring), or None when there is none. The newer
+    folders that did not verify are appended to ``passed_over`` as (path, why)."""
     d = Path(ckpt_dir)
-    passed: list[tuple[str, str]] = []
+    passed = passed_over if passed_over is not None else []
     for _, folder in checkpoint_rounds(d):
         why = _verify(folder)
         if why:
@@ -157,11 +158,11 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Checkpoint | None:
             continue
         state = json.loads((folder / "state.json").read_text())
         return Checkpoint(int(state.pop("round")), load_arrays(folder / TENSORS[0]), load_arrays(folder / TENSORS[1]),
-                          state, folder, passed_over=passed)
+                          state, folder)
     if _legacy_round(d) is not None and all((d / n).is_file() for n in TENSORS):
         state = json.loads((d / "state.json").read_text())
         return Checkpoint(int(state.pop("round")), load_arrays(d / TENSORS[0]), load_arrays(d / TENSORS[1]), state,
-                          d, legacy=True, passed_over=passed)
+                          d, legacy=True)
     return None
 
 

@@ -124,11 +124,14 @@ class Coordinator:
         model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
         self.model_params = count_params(model)
         self.start_round = 1
-        ckpt = latest_checkpoint(self.out / "checkpoint") if resume else None
+        passed_over: list[tuple[str, str]] = []
+        ckpt = latest_checkpoint(self.out / "checkpoint", passed_over) if resume else None
         if resume and self.store is not None:  # client states newer than the checkpoint were never checkpointed
             ray.get(self.store.rollback.remote(ckpt.round if ckpt else 0))
-        for path, why in ckpt.passed_over if ckpt else []:
-            self._event("checkpoint_skipped", f"{path}: {why}; resuming from an earlier checkpoint", path=path)
+        for path, why in passed_over:
+            self._event("checkpoint_skipped", f"{path}: {why}; not resumed from", path=path)
+        if resume and ckpt is None:
+            self._event("resumed", "no complete checkpoint: the run starts over from round 1")
         if ckpt is not None:
             self.params, self.server_state = ckpt.params, ckpt.server_state
             self.start_round = ckpt.round + 1

@@ -58,7 +58,7 @@ def test_the_two_newest_round_folders_are_kept_and_the_newest_is_loaded(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["round-00002", "round-00003"]
     ckpt = latest_checkpoint(tmp_path)
     assert (ckpt.round, ckpt.params["w"].tolist(), ckpt.server_state["c.w"].tolist()) == (3, [3, 3, 3], [-3, -3, -3])
-    assert ckpt.extra == {"bicubic": {"psnr": 1.0}} and ckpt.passed_over == [] and not ckpt.legacy
+    assert ckpt.extra == {"bicubic": {"psnr": 1.0}} and not ckpt.legacy
     manifest = json.loads((tmp_path / "round-00003" / MANIFEST).read_text())
     assert sorted(manifest["files"]) == ["global.safetensors", "server_state.safetensors", "state.json"]
     assert latest_weights(tmp_path) == tmp_path / "round-00003" / "global.safetensors"
@@ -71,12 +71,14 @@ def test_a_folder_that_does_not_match_its_manifest_is_passed_over(tmp_path):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # one bit of one weight flipped
     weights.write_bytes(bytes(data))
-    ckpt = latest_checkpoint(tmp_path)
+    passed: list[tuple[str, str]] = []
+    ckpt = latest_checkpoint(tmp_path, passed)
     assert ckpt.round == 1 and ckpt.params["w"].tolist() == [1, 1, 1]
-    assert ckpt.passed_over == [(str(tmp_path / "round-00002"),
-                                 "global.safetensors does not match its sha256 in manifest.json")]
+    assert passed == [(str(tmp_path / "round-00002"), "global.safetensors does not match its sha256 in manifest.json")]
     (tmp_path / "round-00001" / MANIFEST).unlink()
-    assert latest_checkpoint(tmp_path) is None
+    passed.clear()
+    assert latest_checkpoint(tmp_path, passed) is None
+    assert passed[1] == (str(tmp_path / "round-00001"), "no manifest.json (the round's checkpoint was not finished)")
 
 
 def test_a_folder_cut_short_before_its_rename_is_never_loaded_and_is_removed(tmp_path):
