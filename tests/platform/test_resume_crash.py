@@ -189,12 +189,13 @@ def fingerprint(out) -> dict:
 #: to start per run; the numbers do not depend on the number of workers)
 TINY = (*SCAFFOLD, "fl.rounds=3", "platform.workers=1")
 
-#: every write point at least once, each kill in the resume of the one before; a kill after a round's checkpoint is
-#: published ('checkpoint', 'pruned') ends that round for good, so the chain moves to the next round there. After
-#: checkpoint_files:2 the run folder is turned into the older layout (round 1's checkpoint as checkpoint/state.json
-#: and its two tensor files), so the kills after it also cover a resume from that layout and its removal at round 3.
-CHAIN = [("client_state", 1), ("checkpoint_files", 1), ("checkpoint", 1), ("clients", 2), ("checkpoint_files", 2),
-         "older layout", ("pruned", 2), ("rounds", 3), ("pruned", 3), ("model", 3), ("summary", 3)]
+#: every write point once, each kill in the resume of the one before; a kill after a round's checkpoint is published
+#: ('checkpoint', 'pruned') ends that round for good, so the chain moves to the next round there. After clients:2
+#: the run folder is turned into the older layout (round 1's checkpoint as checkpoint/state.json and its two tensor
+#: files), so the next resume redoes round 2 from that layout, which is kept as the fallback until round 3's
+#: checkpoint removes it.
+CHAIN = [("client_state", 1), ("checkpoint_files", 1), ("checkpoint", 1), ("clients", 2), "older layout",
+         ("rounds", 3), ("pruned", 3), ("model", 3), ("summary", 3)]
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +250,7 @@ def test_a_run_killed_at_every_write_point_in_turn_resumes_to_the_same_bits(refe
             to_older_layout(ckpt_dir)
             continue
         kill_at(tmp_path, synth_root, monkeypatch, *step, resume=i > 0)
-        if step == ("pruned", 2):  # round 2 done again from the older layout's round 1, which stays the fallback
+        if step == ("rounds", 3):  # round 2 done again from the older layout's round 1, which stays the fallback
             assert sorted(p.name for p in ckpt_dir.iterdir()) == [TENSORS[0], "round-00002", TENSORS[1],
                                                                    "state.json"]
         if step == ("pruned", 3):  # two round folders: the older layout's files are gone
