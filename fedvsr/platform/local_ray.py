@@ -7,8 +7,9 @@
 * **Token.** Ray's token authentication on (``RAY_AUTH_MODE=token``) with a fresh 256-bit token per driver process
   (``RAY_AUTH_TOKEN``, in the environment of the driver and the Ray processes it starts, never written to disk), so
   another user of the machine, who can reach 127.0.0.1 too, cannot attach a driver and run code in the run: Ray
-  refuses a client without the token. It is not Ray's shared ``~/.ray/auth_token`` (Ray writes that file
-  world-readable) and an explicit ``RAY_AUTH_MODE=disabled`` does not turn it off for a local run.
+  refuses a client without the token. It is not Ray's shared ``~/.ray/auth_token`` (which Ray 2.60's own local
+  default would use, written with the default umask: 0644 here) and an explicit ``RAY_AUTH_MODE=disabled`` does
+  not turn it off for a local run.
 * **Clean-up.** A watchdog (:mod:`fedvsr.platform.reaper`) ends the Ray processes the driver started when the
   driver dies, ``kill -9`` included, instead of the minute Ray's agents otherwise linger.
 
