@@ -140,8 +140,7 @@ def say_starting(cfg: ExperimentConfig, prefix: str = "fedvsr", workers: str = "
     where = (f"joining the Ray cluster at {p.address or '$RAY_ADDRESS'}" if not is_local(cfg) else
              f"starting a local Ray with {max(machine.cpus, math.ceil(p.workers * p.cpus_per_worker - 1e-9))} CPUs")
     workers = workers or f"{p.workers} worker{'s' if p.workers > 1 else ''}"
-    print(f"{prefix}: {where}, then {workers} ...", flush=True)
-    d = cfg.data
+    d = cfg.data  # the data are read (and checked) first, then Ray starts
     if d.source == "synthetic":
         from fedvsr.data.sources import synthetic_root
         from fedvsr.data.synthetic import MANIFEST
@@ -152,6 +151,7 @@ def say_starting(cfg: ExperimentConfig, prefix: str = "fedvsr", workers: str = "
                   f"in {root}, once: later runs reuse them ...", flush=True)
     else:
         print(f"{prefix}: reading the videos of data.source = {d.source} under {d.root} ...", flush=True)
+    print(f"{prefix}: {where}, then {workers} ...", flush=True)
 
 
 def _simulate_replicates(args: argparse.Namespace, cfg, out: Path) -> int:

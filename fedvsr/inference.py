@@ -47,12 +47,12 @@ from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
 from fedvsr.data.video import IMAGE_SUFFIXES, LEFT_OUT, VideoError, list_frame_files
 from fedvsr.metrics import bicubic_upsample, psnr_rgb, psnr_y, ssim_rgb, ssim_y
 from fedvsr.models import VSRModel, build_model
-from fedvsr.platform.checkpoint import load_arrays
+from fedvsr.platform.checkpoint import latest_weights, load_arrays
 
 #: the weights file of a run folder (written by ``fedvsr simulate`` / ``train-central`` at the end)
 RUN_WEIGHTS = "model.safetensors"
-#: the latest round's weights of a run that has not finished
-RUN_CHECKPOINT_WEIGHTS = Path("checkpoint") / "global.safetensors"
+#: the latest round's weights of a run that has not finished (fedvsr.platform.checkpoint.latest_weights)
+RUN_CHECKPOINT_WEIGHTS = Path("checkpoint") / "round-*" / "global.safetensors"
 DEFAULT_TILE = 128
 DEFAULT_OVERLAP = 32
 DEFAULT_FPS = Fraction(24)
@@ -88,8 +88,9 @@ class LoadedModel:
 
 def _find_run_config(weights: Path) -> Path | None:
     """The ``config.yaml`` of the run a weights file belongs to (``<run>/model.safetensors``,
-    ``<run>/checkpoint/global.safetensors``), or None."""
-    for folder in (weights.parent, weights.parent.parent):
+    ``<run>/checkpoint/round-<t>/global.safetensors``, or the older ``<run>/checkpoint/global.safetensors``), or
+    None."""
+    for folder in weights.parents[:3]:
         if (folder / "config.yaml").is_file():
             return folder / "config.yaml"
     return None
@@ -134,8 +135,8 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, preset: 
     """Build the model of ``checkpoint`` and load its weights.
 
     ``checkpoint`` is a run folder (its ``config.yaml`` names the model; the weights are
-    ``model.safetensors``, or ``checkpoint/global.safetensors`` of a run that has not finished) or a
-    safetensors file (a run's ``config.yaml`` one or two folders up names the model; a bare file needs
+    ``model.safetensors``, or the newest checkpoint's ``global.safetensors`` of a run that has not finished) or a
+    safetensors file (a run's ``config.yaml`` one to three folders up names the model; a bare file needs
     ``model`` and ``preset``). ``model`` / ``preset`` / ``options`` given here override the run's.
     Raises :class:`ConfigError` naming the path and what is missing or does not fit."""
     path = Path(checkpoint)
@@ -149,7 +150,7 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, preset: 
                               f"and --preset)")
         weights = path / RUN_WEIGHTS
         if not weights.is_file():
-            weights = path / RUN_CHECKPOINT_WEIGHTS
+            weights = latest_weights(path / "checkpoint") or path / RUN_CHECKPOINT_WEIGHTS
         if not weights.is_file():
             raise ConfigError(f"checkpoint {str(path)!r} holds no weights: neither {RUN_WEIGHTS} nor "
                               f"{RUN_CHECKPOINT_WEIGHTS} (did the run finish a round?)")

@@ -108,9 +108,9 @@ def test_starting_lines_and_the_loud_oversubscription_warning(tmp_path, capsys, 
                    f"a machine with {cpus}; the workers share the cores, each runs slower, and timings are not "
                    f"comparable with a run that fits\n")
     assert out.splitlines() == [
-        f"fedvsr: starting a local Ray with {cpus + 1} CPUs, then {cpus + 1} workers ...",
         f"fedvsr: building the 28 built-in videos (16 frames of 128x128) in {tmp_path}/synthetic-"
         f"{out.split('synthetic-')[1][:12]}, once: later runs reuse them ...",
+        f"fedvsr: starting a local Ray with {cpus + 1} CPUs, then {cpus + 1} workers ...",
     ]
 
 

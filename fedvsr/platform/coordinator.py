@@ -17,7 +17,9 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import os
 import pickle
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,15 +42,18 @@ from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import float_state
 from fedvsr.metrics import mean_scores
 from fedvsr.models import build_model, count_params
-from fedvsr.platform.checkpoint import load_checkpoint, save_arrays, save_checkpoint
+from fedvsr.platform.checkpoint import latest_checkpoint, prune_checkpoints, save_arrays, save_checkpoint
 from fedvsr.platform.data import record_left_out
-from fedvsr.platform.results import ResultsStore, write_json_atomic, write_parquet_atomic
+from fedvsr.platform.results import ResultsStore, fsync_file, repair_jsonl, write_json_atomic, write_parquet_atomic
 from fedvsr.platform.state_store import ClientStateStore
 from fedvsr.platform.worker import ClientWorker
 from fedvsr.report import plot_psnr
 
 #: client updates merged at once (block by block: see fedvsr.fl.aggregate.merge_updates)
 MERGE_BATCH = 8
+#: where a round writes to disk, in order (``FEDVSR_FAULT=crash-at:POINT:ROUND`` kills the coordinator there; the
+#: last two are in :meth:`Coordinator.finish`, ROUND being the last round)
+WRITE_POINTS = ("client_state", "clients", "rounds", "checkpoint_files", "checkpoint", "pruned", "model", "summary")
 
 
 def on_this_node() -> NodeAffinitySchedulingStrategy:
@@ -65,6 +70,9 @@ class Coordinator:
         CPUs, see fedvsr.platform.replicates); a worker's torch threads stay ``platform.cpus_per_worker``."""
         self.cfg = cfg = config_from_dict(cfg_dict)
         self.out = Path(out_dir)
+        self._crash_at = fault.split(":")[1:3] if fault.startswith("crash-at:") else None  # a testing hook
+        if resume:
+            repair_jsonl(self.out / "events.jsonl")  # a line cut short by a crash
         self.strategy = build_strategy(cfg.fl)
         self.schedule = LRSchedule.from_config(cfg.fl)
         self._last_aggregate: PartialAggregate | None = None  # its float64 buffers are reused the next round
@@ -97,7 +105,8 @@ class Coordinator:
         # keeps them there for as long as a worker may need restarting (Ray re-reads an actor's constructor
         # arguments on restart: ray#53727); small ones travel inline, as Ray would send them anyway
         self._worker_args = tuple(_inline_or_put(a) for a in (videos, self.client_videos, held_out))
-        self.workers = [remote.remote(cfg_dict, i, *self._worker_args, fault=fault) for i in range(p.workers)]
+        worker_fault = fault if fault.startswith("kill:") else ""
+        self.workers = [remote.remote(cfg_dict, i, *self._worker_args, fault=worker_fault) for i in range(p.workers)]
         self.alive = list(range(p.workers))
         # largest client data first, so the longest clients start first and nobody waits for one at the end
         self.client_size = [len(v) for v in self.client_videos]
@@ -117,15 +126,20 @@ class Coordinator:
         model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
         self.model_params = count_params(model)
         self.start_round = 1
-        if resume and (self.out / "checkpoint" / "state.json").exists():
-            done, params, server_state, extra = load_checkpoint(self.out / "checkpoint")
-            if self.store is not None:
-                ray.get(self.store.rollback.remote(done))
-            self.params, self.server_state = params, server_state
-            self.start_round = done + 1
-            self.bicubic = extra["bicubic"]
-            self.initial = extra["initial"]
-            self._event("resumed", f"resumed after round {done}")
+        passed_over: list[tuple[str, str]] = []
+        ckpt = latest_checkpoint(self.out / "checkpoint", passed_over) if resume else None
+        if resume and self.store is not None:  # client states newer than the checkpoint were never checkpointed
+            ray.get(self.store.rollback.remote(ckpt.round if ckpt else 0))
+        for path, why in passed_over:
+            self._event("checkpoint_skipped", f"{path}: {why}; not resumed from", path=path)
+        if resume and ckpt is None:
+            self._event("resumed", "no complete checkpoint: the run starts over from round 1")
+        if ckpt is not None:
+            self.params, self.server_state = ckpt.params, ckpt.server_state
+            self.start_round = ckpt.round + 1
+            self.bicubic = ckpt.extra["bicubic"]
+            self.initial = ckpt.extra["initial"]
+            self._event("resumed", f"resumed after round {ckpt.round}")
         else:
             init = float_state(model)
             self.params = to_numpy(init)
@@ -138,7 +152,8 @@ class Coordinator:
                 self._event("video_skipped", reason, path=path)
         if self.start_round == 1:
             self.initial = self._evaluate(self.params)
-        self.results = ResultsStore(self.out, keep_until_round=self.start_round - 1)
+        self.results = ResultsStore(self.out, keep_until_round=self.start_round - 1,
+                                    restore_from=None if ckpt is None or ckpt.legacy else ckpt.folder)
 
     # ------------------------------------------------------------------ helpers
     def _event(self, kind: str, message: str, **fields: Any) -> None:
@@ -405,12 +420,33 @@ class Coordinator:
             self.results.append(row, rows)
             yield {"row": row, "failed": failed}
             return
+        self._commit_round(t, row, rows, states)
+        yield {"row": row}
+
+    def _commit_round(self, t: int, row: dict[str, Any], rows: list[dict[str, Any]],
+                      states: dict[int, dict[str, np.ndarray]]) -> None:
+        """Round ``t`` to disk: client states, the tables, then the checkpoint folder, which is what a resume
+        trusts (fedvsr.platform.checkpoint); only then older checkpoints and client-state versions go."""
         if self.store is not None:
             ray.get(self.store.commit.remote(t, states))
-        self.results.append(row, rows)
-        save_checkpoint(self.out / "checkpoint", t, self.params, self.server_state,
-                        {"bicubic": self.bicubic, "initial": self.initial})
-        yield {"row": row}
+        self._crash_point("client_state", t)
+        self.results.append(row, rows, written=lambda name: self._crash_point(name, t))
+        if (self.out / "events.jsonl").exists():
+            fsync_file(self.out / "events.jsonl")
+        ckpt_dir = self.out / "checkpoint"
+        save_checkpoint(ckpt_dir, t, self.params, self.server_state, {"bicubic": self.bicubic, "initial": self.initial},
+                        files=self.results.paths(), before_publish=lambda: self._crash_point("checkpoint_files", t))
+        self._crash_point("checkpoint", t)
+        oldest = prune_checkpoints(ckpt_dir)
+        if self.store is not None:
+            ray.get(self.store.prune.remote(oldest))
+        self._crash_point("pruned", t)
+
+    def _crash_point(self, point: str, t: int) -> None:
+        """Testing hook: SIGKILL this process at ``point`` of round ``t`` when ``FEDVSR_FAULT=crash-at:POINT:ROUND``
+        (a driver killed there: the coordinator runs in the driver's Ray and dies with it)."""
+        if self._crash_at == [point, str(t)]:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def strategy_lr(self, t: int) -> float:
         return self.schedule.round_rate(t, self.cfg.fl.rounds)
@@ -427,6 +463,7 @@ class Coordinator:
     # ------------------------------------------------------------------ end of the run
     def finish(self) -> dict[str, Any]:
         save_arrays(self.out / "model.safetensors", self.params)
+        self._crash_point("model", self.cfg.fl.rounds)
         rounds = self.results.rounds
         last = rounds[-1] if rounds else {"psnr": self.initial["psnr"], "ssim": self.initial["ssim"]}
         best = max(rounds, key=lambda r: r["psnr"]) if rounds else None
@@ -451,6 +488,7 @@ class Coordinator:
             "rounds_seconds": float(sum(r["seconds"] for r in rounds)),
         }
         write_json_atomic(self.out / "summary.json", summary)
+        self._crash_point("summary", self.cfg.fl.rounds)
         plot_psnr([{"round": 0, "psnr": self.initial["psnr"]}, *rounds], self.bicubic["psnr"],
                   self.out / "psnr.png", title=f"{summary['model']}/{summary['preset']} - {summary['strategy']}")
         return summary

@@ -261,7 +261,7 @@ def run_replicates(cfg: ExperimentConfig | None, out_dir: str | Path, n: int = 1
         if c.data.seed not in seen:
             seen.add(c.data.seed)
             check_data(c, replicate_dir(out, r))
-    started = start_ray(cfg)
+    started = start_ray(cfg, log=out / "ray.log")
     group = None
     try:
         if parallel is None:

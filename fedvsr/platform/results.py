@@ -1,10 +1,12 @@
-"""Result tables in Parquet, written atomically (temp file + rename) so a crash never leaves half a file."""
+"""Result tables in Parquet, written atomically (temp file, fsync, rename, fsync of the folder): a crash never
+leaves half a file, and a file renamed into place is on disk before anything written after it."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +14,46 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def atomic_write(path: Path, write) -> None:
+def fsync_file(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a folder, so that the names created or renamed in it are on disk; a no-op where the system cannot
+    (Windows, some network file systems)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write, durable: bool = True) -> None:
+    """``write(tmp)`` a temp file beside ``path``, then rename it to ``path``. ``durable``: fsync the file before
+    the rename and the folder after it (``False`` where the caller fsyncs a whole folder at once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        if durable:
+            fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_parquet_atomic(path: str | os.PathLike, table: pa.Table) -> None:
@@ -46,24 +77,61 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     atomic_write(Path(path), write)
 
 
+def repair_jsonl(path: str | os.PathLike) -> int:
+    """Cut a last line left unfinished by a crash (no newline at its end) from a JSON-lines file, so that the next
+    append starts a line of its own; returns the bytes cut."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    cut = len(data) - (data.rfind(b"\n") + 1)
+    if cut:
+        with open(path, "r+b") as f:
+            f.truncate(len(data) - cut)
+            os.fsync(f.fileno())
+    return cut
+
+
 class ResultsStore:
     """``rounds.parquet`` (one row per round) and ``clients.parquet`` (one row per client-round).
 
-    Rows are kept in memory and both files are rewritten atomically after every round. On resume,
-    rows of rounds after the checkpointed round are discarded (they were not checkpointed)."""
+    Rows are kept in memory and both files are rewritten atomically after every round. On resume from round
+    ``keep_until_round``'s checkpoint, the rows are those of the tables saved in that checkpoint (``restore_from``;
+    the run's own tables, for a checkpoint of the older layout that holds none), and rows of later rounds are
+    discarded: they were not checkpointed."""
 
-    def __init__(self, out_dir: str | os.PathLike, keep_until_round: int = 0) -> None:
+    TABLES = ("clients", "rounds")
+
+    def __init__(self, out_dir: str | os.PathLike, keep_until_round: int = 0,
+                 restore_from: str | os.PathLike | None = None) -> None:
         self.out = Path(out_dir)
         self.rounds: list[dict[str, Any]] = []
         self.clients: list[dict[str, Any]] = []
         if keep_until_round > 0:
+            source = Path(restore_from) if restore_from is not None else self.out
             for name, rows in (("rounds", self.rounds), ("clients", self.clients)):
-                path = self.out / f"{name}.parquet"
+                path = source / f"{name}.parquet"
                 if path.exists():
                     rows += [r for r in pq.read_table(path).to_pylist() if r["round"] <= keep_until_round]
+            if self.rounds:
+                self._write()  # the run's tables agree with the checkpoint from now on
+        else:
+            for name in self.TABLES:  # a run started over: nothing of an earlier start is kept
+                (self.out / f"{name}.parquet").unlink(missing_ok=True)
 
-    def append(self, round_row: dict[str, Any], client_rows: list[dict[str, Any]]) -> None:
+    def paths(self) -> dict[str, Path]:
+        """The tables' files (name -> path), for a checkpoint to hold."""
+        return {f"{name}.parquet": self.out / f"{name}.parquet" for name in self.TABLES if self.rounds}
+
+    def append(self, round_row: dict[str, Any], client_rows: list[dict[str, Any]],
+               written: Callable[[str], None] | None = None) -> None:
+        """Add a round's rows and rewrite both tables; ``written(name)`` after each (a testing hook)."""
         self.rounds.append(round_row)
         self.clients.extend(client_rows)
-        write_parquet_atomic(self.out / "clients.parquet", pa.Table.from_pylist(self.clients))
-        write_parquet_atomic(self.out / "rounds.parquet", pa.Table.from_pylist(self.rounds))
+        self._write(written)
+
+    def _write(self, written: Callable[[str], None] | None = None) -> None:
+        for name in self.TABLES:
+            write_parquet_atomic(self.out / f"{name}.parquet", pa.Table.from_pylist(getattr(self, name)))
+            if written is not None:
+                written(name)

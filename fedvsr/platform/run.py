@@ -16,6 +16,8 @@ from fedvsr.platform.cluster import join_cluster
 from fedvsr.platform.coordinator import Coordinator, on_this_node
 from fedvsr.platform.data import check_data
 from fedvsr.platform.errors import RunFailed
+from fedvsr.platform.local_ray import start_local_ray
+from fedvsr.platform.ray_console import divert_ray_output, session_log
 from fedvsr.platform.results import write_text_atomic
 
 
@@ -40,9 +42,11 @@ def run_config(out: Path, cfg: ExperimentConfig | None, resume: bool) -> Experim
     return cfg
 
 
-def init_ray(cfg: ExperimentConfig) -> bool:
-    """Start or join Ray for this experiment (``platform.address``, else ``$RAY_ADDRESS``, else a local Ray);
-    returns True when this call started it."""
+def init_ray(cfg: ExperimentConfig, log: str | os.PathLike | None = None) -> bool:
+    """Start or join Ray for this experiment (``platform.address``, else ``$RAY_ADDRESS``, else a local Ray on
+    127.0.0.1 with token authentication: :func:`~fedvsr.platform.local_ray.start_local_ray`); returns True when this
+    call started or joined it. Ray's messages of events fedvsr handles and its tracebacks then go to ``log`` (default:
+    ``fedvsr-console.log`` in Ray's session logs), not to the console (:mod:`fedvsr.platform.ray_console`)."""
     if ray.is_initialized():
         return False
     p = cfg.platform
@@ -52,6 +56,7 @@ def init_ray(cfg: ExperimentConfig) -> bool:
     address = p.address or os.environ.get("RAY_ADDRESS", "")
     if address:
         join_cluster(address, **common)
+        divert_ray_output(log or session_log())
         return True
     if p.gpus_per_worker > 0:
         import torch
@@ -64,7 +69,9 @@ def init_ray(cfg: ExperimentConfig) -> bool:
             )
     machine = Machine.this()
     check_fits_machine(cfg, machine)  # the workers' CPUs (unless platform.oversubscribe), the built-in videos
-    ray.init(num_cpus=max(machine.cpus, math.ceil(p.workers * p.cpus_per_worker - 1e-9)), **common)
+    # loopback only, a token of this process, gone with it (fedvsr.platform.local_ray)
+    start_local_ray(num_cpus=max(machine.cpus, math.ceil(p.workers * p.cpus_per_worker - 1e-9)), **common)
+    divert_ray_output(log or session_log())
     return True
 
 
@@ -134,10 +141,10 @@ class Experiment:
         ray.kill(self.coordinator)
 
 
-def start_ray(cfg: ExperimentConfig, placement_group: PlacementGroup | None = None) -> bool:
-    """Start or join Ray for ``cfg`` (:func:`init_ray`); on a local Ray, refuse a worker pool it can never place.
-    Returns whether this call started Ray."""
-    started = init_ray(cfg)
+def start_ray(cfg: ExperimentConfig, placement_group: PlacementGroup | None = None, log: Path | None = None) -> bool:
+    """Start or join Ray for ``cfg`` (:func:`init_ray`, Ray's own messages to ``log``); on a local Ray, refuse a
+    worker pool it can never place. Returns whether this call started Ray."""
+    started = init_ray(cfg, log=log)
     try:
         if placement_group is None and not (cfg.platform.address or os.environ.get("RAY_ADDRESS")):
             check_local_resources(cfg)
@@ -162,7 +169,8 @@ def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, res
     out = Path(out_dir).resolve()
     cfg = run_config(out, cfg, resume)
     check_data(cfg, out)  # every video probed (and cached) before Ray starts: unusable data stops here
-    started = start_ray(cfg, placement_group)  # before the folder is written: an unreachable cluster leaves nothing
+    # before the folder is written: an unreachable cluster leaves nothing behind
+    started = start_ray(cfg, placement_group, log=out / "ray.log")
     run = None
     try:
         run = Experiment(cfg, out, resume, placement_group)

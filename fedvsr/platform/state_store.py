@@ -2,11 +2,12 @@
 
 The store is a directory of safetensors files, one per client and round it was written in
 (``client_00007.r00012.safetensors``), fronted by a small in-memory cache. The coordinator puts
-the states returned in round t with ``commit(t, states)`` *before* it writes the round's
-checkpoint, and keeps the previous version of each client's file, so a run killed between the
-two resumes from a consistent pair: :meth:`ClientStateStore.rollback` drops versions newer than
-the checkpointed round. Any worker can train any client: it is handed the client's state with
-the client. Run as a Ray actor on the coordinator's node (or used directly in-process).
+the states returned in round t with ``commit(t, states)`` (each file fsynced, then the folder)
+*before* it writes the round's checkpoint, and prunes old versions only after it, keeping every
+version a kept checkpoint may need (:meth:`ClientStateStore.prune`), so a run killed anywhere
+in between resumes from a consistent pair: :meth:`ClientStateStore.rollback` drops versions
+newer than the checkpointed round. Any worker can train any client: it is handed the client's
+state with the client. Run as a Ray actor on the coordinator's node (or used directly in-process).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fedvsr.platform.checkpoint import load_arrays, save_arrays
+from fedvsr.platform.results import fsync_dir, fsync_file
 
 _FILE = re.compile(r"^client_(\d+)\.r(\d+)\.safetensors$")
 
@@ -34,6 +36,8 @@ class ClientStateStore:
             m = _FILE.match(f.name)
             if m:
                 self._versions.setdefault(int(m[1]), []).append(int(m[2]))
+            elif f.name.startswith(".client_"):  # the temp file of a write cut short by a crash
+                f.unlink(missing_ok=True)
         for v in self._versions.values():
             v.sort()
 
@@ -65,16 +69,30 @@ class ClientStateStore:
         return out
 
     def commit(self, round: int, states: dict[int, dict[str, np.ndarray]]) -> int:
-        """Persist the states written in ``round``; keep one older version per client for rollback."""
+        """Persist the states written in ``round`` (on disk when this returns); older versions stay until
+        :meth:`prune`."""
         for c, state in states.items():
-            save_arrays(self._path(c, round), state)
+            save_arrays(self._path(c, round), state, durable=False)
             versions = self._versions.setdefault(c, [])
             if round not in versions:
                 versions.append(round)
-            while len(versions) > 2:
-                self._path(c, versions.pop(0)).unlink(missing_ok=True)
             self._remember(c, state)
+        for c in states:
+            fsync_file(self._path(c, round))
+        fsync_dir(self.dir)
         return len(states)
+
+    def prune(self, oldest: int) -> int:
+        """Remove the versions no checkpoint from round ``oldest`` on can need: per client, those older than its
+        newest version at or before ``oldest``; returns how many."""
+        removed = 0
+        for client, versions in self._versions.items():
+            needed = [r for r in versions if r <= oldest][-1:] + [r for r in versions if r > oldest]
+            for r in [r for r in versions if r not in needed]:
+                self._path(client, r).unlink(missing_ok=True)
+                versions.remove(r)
+                removed += 1
+        return removed
 
     def _remember(self, client: int, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._cache[client] = state

@@ -412,7 +412,7 @@ def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | 
 
     from fedvsr.platform.run import init_ray
 
-    started = init_ray(base)  # joins the address or starts a local Ray
+    started = init_ray(base, log=out / "ray.log")  # joins the address or starts a local Ray
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines instead of Tune's tables
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     try:

@@ -40,7 +40,7 @@ def fedavg_run(ray_local, synth_root, tmp_path_factory):
 def test_two_round_experiment_writes_every_output(fedavg_run):
     out, summary = fedavg_run
     for name in ["config.yaml", "rounds.parquet", "clients.parquet", "summary.json", "model.safetensors",
-                 "psnr.png", "partition.parquet", "checkpoint/state.json"]:
+                 "psnr.png", "partition.parquet", "checkpoint/round-00002/manifest.json"]:
         assert (out / name).exists(), name
     rounds = pq.read_table(out / "rounds.parquet").to_pydict()
     assert rounds["round"] == [1, 2]
@@ -121,7 +121,7 @@ def test_scaffold_keeps_client_states_in_the_store(ray_local, synth_root, tmp_pa
     pairs = zip(clients["client"], clients["round"], strict=True)
     expected = sorted(f"client_{c:05d}.r{r:05d}.safetensors" for c, r in pairs)
     assert files == expected
-    server = load_arrays(out / "checkpoint" / "server_state.safetensors")
+    server = load_arrays(out / "checkpoint" / "round-00002" / "server_state.safetensors")
     assert set(server) == {f"c.{k}" for k in load_arrays(out / "model.safetensors")}
     assert any(np.abs(v).sum() > 0 for v in server.values())
     assert np.isfinite(summary["final_psnr"])

@@ -9,7 +9,6 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_tiny, tiny_experiment
 
 from fedvsr.config import ConfigError, load_config
 from fedvsr.platform.replicates import (
@@ -21,6 +20,7 @@ from fedvsr.platform.replicates import (
     write_aggregate,
 )
 from fedvsr.stats import mean_interval
+from tests.conftest import run_tiny, tiny_experiment
 
 
 def test_replicates_vary_the_training_seed_and_keep_the_data_seed():
