@@ -33,7 +33,7 @@ def _spec(default: Any, help: str, *, choices: tuple | None = None, min: float |
 DATA_SOURCES = ("synthetic", "folder", "reds", "vid4", "vimeo90k", "kinetics")
 DEGRADATIONS = ("bicubic", "blur", "h264", "blur-h264", "hevc", "fca2-mix", "vsrgan")
 STRATEGIES = ("fedavg", "fedprox", "scaffold", "fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
-PARTITIONS = ("random", "by-class", "quantity-skew", "dirichlet")
+PARTITIONS = ("random", "by-class", "quantity-skew", "dirichlet", "by-degradation")
 ALPHA_DECAYS = ("none", "linear", "power")
 HIFR_MODES = ("2d", "3d")
 MIXINGS = ("none", "hellinger")
@@ -164,8 +164,11 @@ class FLConfig:
     clip_grad_norm: float = _spec(0.0, "clip each optimizer's gradients to this total L2 norm before its "
                                   "step (after SCAFFOLD's correction); 0 = off", min=0.0)
     partition: str = _spec("random", "how videos are split among clients: random ('less heterogeneous'), "
-                           "by-class (one class per client, 'more heterogeneous'), quantity-skew, dirichlet",
-                           choices=PARTITIONS)
+                           "by-class (one class per client, 'more heterogeneous'), quantity-skew, dirichlet, "
+                           "by-degradation (random's split, and each client's LR videos from its own device: "
+                           "bicubic, blur of sigma 1.0-2.0, H.264 at CRF 18-35, HEVC at QP 22-37 in turn over the "
+                           "clients, drawn from data.seed; evaluation video k gets kind k mod 4 at the middle of "
+                           "its range; data.degradation stays bicubic)", choices=PARTITIONS)
     dirichlet_beta: float = _spec(0.5, "concentration of the quantity-skew / dirichlet partitions", min=0.0,
                                   min_exclusive=True)
     mu: float = _spec(0.001, "FedProx: weight of the proximal term (mu/2) * squared distance to the global "
@@ -533,6 +536,11 @@ def validate(cfg: ExperimentConfig) -> None:
             f"data.clip_frames = {data.clip_frames} is longer than the videos (data.frames = {data.frames})"
         )
     _check_degradation(data)
+    if fl.partition == "by-degradation" and data.degradation != "bicubic":
+        raise ConfigError(f"data.degradation = {data.degradation!r} is not used with fl.partition = 'by-degradation', "
+                          f"which gives every client its own device's degradation (and the evaluation videos each "
+                          f"kind in turn); allowed: data.degradation = 'bicubic' (the default), or another "
+                          f"fl.partition")
 
 
 def _check_degradation(data: DataConfig) -> None:
