@@ -5,8 +5,10 @@ FedAvg, FedProx, SCAFFOLD and FedVSR, each under the "less heterogeneous" (rando
 degradation) partitions; same seed, same data, same model.
 Writes benchmarks/results/table1.parquet (one row per run and round), prints a Markdown table of
 final / best PSNR and SSIM, and plots PSNR per round per strategy like the paper's Fig. 2.
-The data are the default experiment's: since issue 12 the natural classes (scikit-image's photographs
-under camera motion); ``--set data.content=procedural`` gives the earlier gratings / checkerboards / noise.
+The data and recipe are the default experiment's: the natural classes (scikit-image's photographs under camera
+motion, each class its own images), efvsr/small, LR patches of 16, 64 clips a video, batch 4, Adam at 2e-3 under a
+cosine schedule over the ``--rounds`` rounds (benchmarks/results/default_recipe); ``--set data.content=procedural``
+gives the earlier gratings / checkerboards / noise.
 
     python benchmarks/fl_table1.py [--rounds 20] [--set key=value ...]
     # strategies in separate processes (e.g. two at a time), then one table of all of them:
