@@ -33,7 +33,7 @@ def _spec(default: Any, help: str, *, choices: tuple | None = None, min: float |
 DATA_SOURCES = ("synthetic", "folder", "reds", "vid4", "vimeo90k", "kinetics")
 DEGRADATIONS = ("bicubic", "blur", "h264", "blur-h264", "hevc", "fca2-mix", "vsrgan")
 STRATEGIES = ("fedavg", "fedprox", "scaffold", "fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
-PARTITIONS = ("random", "by-class", "quantity-skew", "dirichlet")
+PARTITIONS = ("random", "by-class", "quantity-skew", "dirichlet", "by-degradation")
 ALPHA_DECAYS = ("none", "linear", "power")
 HIFR_MODES = ("2d", "3d")
 MIXINGS = ("none", "hellinger")
@@ -130,9 +130,12 @@ class DataConfig:
                        "FCA2's mode = pretrain)", choices=(1, 2, 3, 4))
     clip_frames: int = _spec(0, "frames per training clip; 0 = the model's number of input frames (the papers "
                              "train on 5 to 30)", min=0, max=1000)
-    patch: int = _spec(32, "LR training crop size in pixels (HR crop = patch * scale; the papers crop 64 LR pixels)",
-                       min=4, max=1024)
-    samples_per_video: int = _spec(16, "random clips drawn from each video per local epoch", min=1, max=100000)
+    patch: int = _spec(16, "LR training crop size in pixels (HR crop = patch * scale; the papers crop 64 LR pixels); "
+                       "the default experiment's recipe: 16 (a quarter of the built-in 32x32 LR frames, so four "
+                       "times the crops for the same compute as whole frames)", min=4, max=1024)
+    samples_per_video: int = _spec(64, "random clips drawn from each video per local epoch (default experiment: 3 "
+                                   "videos x 64 = 192 clips, 48 local steps a client a round at fl.batch_size 4)",
+                                   min=1, max=100000)
     augment: str = _spec("auto", "training-clip augmentation: flip (horizontal, vertical, temporal reversal), "
                          "flip-rot (flip plus 90-degree rotations: all 8 orientations), none; auto = flip-rot for "
                          "a rotation-safe model (every shipped family), else flip", choices=AUGMENTS)
@@ -165,12 +168,15 @@ class FLConfig:
                              "keeps the global model and the run goes on)", min=0, max=100000)
     rounds: int = _spec(20, "communication rounds (the FedVSR paper runs 100; at most 100000)", min=1, max=100000)
     local_epochs: int = _spec(1, "local epochs per round", min=1, max=1000)
-    batch_size: int = _spec(8, "local mini-batch size in clips (FCVSR: 8; at most 4096)", min=1, max=4096)
+    batch_size: int = _spec(4, "local mini-batch size in clips (FCVSR: 8; small batches, many steps: the default "
+                            "experiment gains more from local steps than from larger batches; at most 4096)", min=1,
+                            max=4096)
     lr: float = _spec(2e-3, "client learning rate (the papers' Adam rates are 1e-4 to 2e-4; at most 10, which no "
                       "optimizer here survives)", min=0.0, min_exclusive=True, max=10.0)
     optimizer: str = _spec("adam", "client optimizer (fresh each round)", choices=OPTIMIZERS)
-    lr_schedule: str = _spec("constant", "learning-rate schedule: constant; cosine (annealing to fl.lr_min over "
-                             "the clock's horizon: FCA2, VRT/RVRT); multistep (times fl.lr_gamma at each of "
+    lr_schedule: str = _spec("cosine", "learning-rate schedule: constant; cosine (annealing to fl.lr_min over "
+                             "the clock's horizon: FCA2, VRT/RVRT; the default, over the rounds, so the run settles "
+                             "by its last rounds); multistep (times fl.lr_gamma at each of "
                              "fl.lr_milestones: FCVSR halves at 2K, 8K, 12K of 30K)", choices=LR_SCHEDULES)
     lr_clock: str = _spec("round", "what the schedule counts: round (global round t-1 of fl.rounds; one rate "
                           "for a whole round) or local (the client's local step within the round, of all its "
@@ -183,8 +189,11 @@ class FLConfig:
     clip_grad_norm: float = _spec(0.0, "clip each optimizer's gradients to this total L2 norm before its "
                                   "step (after SCAFFOLD's correction); 0 = off", min=0.0, max=1e6)
     partition: str = _spec("random", "how videos are split among clients: random ('less heterogeneous'), "
-                           "by-class (one class per client, 'more heterogeneous'), quantity-skew, dirichlet",
-                           choices=PARTITIONS)
+                           "by-class (one class per client, 'more heterogeneous'), quantity-skew, dirichlet, "
+                           "by-degradation (random's split, and each client's LR videos from its own device: "
+                           "bicubic, blur of sigma 1.0-2.0, H.264 at CRF 18-35, HEVC at QP 22-37 in turn over the "
+                           "clients, drawn from data.seed; evaluation video k gets kind k mod 4 at the middle of "
+                           "its range; data.degradation stays bicubic)", choices=PARTITIONS)
     dirichlet_beta: float = _spec(0.5, "concentration of the quantity-skew / dirichlet partitions (large = "
                                   "even)", min=0.0, min_exclusive=True, max=1e6)
     mu: float = _spec(0.001, "FedProx: weight of the proximal term (mu/2) * squared distance to the global "
@@ -605,6 +614,11 @@ def validate(cfg: ExperimentConfig) -> None:
             f"data.clip_frames = {data.clip_frames} is longer than the videos (data.frames = {data.frames})"
         )
     _check_degradation(data)
+    if fl.partition == "by-degradation" and data.degradation != "bicubic":
+        raise ConfigError(f"data.degradation = {data.degradation!r} is not used with fl.partition = 'by-degradation', "
+                          f"which gives every client its own device's degradation (and the evaluation videos each "
+                          f"kind in turn); allowed: data.degradation = 'bicubic' (the default), or another "
+                          f"fl.partition")
 
 
 def _check_degradation(data: DataConfig) -> None:

@@ -55,7 +55,7 @@ def test_parse_override_types():
         (["fl=3"], r"fl = 3 is not allowed; expected a mapping of fl.\* keys"),
         (["data.clip_frames=5"], r"data.clip_frames = 5 does not match the 3 input frames of efvsr/small"),
         (["fl.clients=30"], r"data.videos = 28 leaves 24 videos after eval.holdout = 4, fewer than fl.clients"),
-        (["data.height=100"], r"data.height = 100 must be a multiple of data.scale = 4"),
+        (["data.height=102"], r"data.height = 102 must be a multiple of data.scale = 4"),
         (["data.patch=64"], r"data.height = 128 .* allowed: data.height >= 256"),
         (["data.source=folder"], r"data.root = '' must name the dataset folder"),
         (["model.options={channels: -3}"], r"model.options = \{'channels': -3\} cannot build efvsr/small"),

@@ -171,7 +171,7 @@ CONFIG_CASES: list[tuple[str, list[str], str]] = [
     ("per-round-above-clients", ["--set", "fl.clients_per_round=20"], "fl.clients_per_round = 20 is larger than "
      "fl.clients = 8"),
     ("clients-above-videos", ["--set", "fl.clients=30"], "data.videos = 28 leaves 24 videos after eval.holdout = 4"),
-    ("height-not-multiple", ["--set", "data.height=100"], "data.height = 100 must be a multiple of data.scale = 4"),
+    ("height-not-multiple", ["--set", "data.height=102"], "data.height = 102 must be a multiple of data.scale = 4"),
     ("patch-above-frame", ["--set", "data.patch=64"], "allowed: data.height >= 256"),
     ("folder-without-root", ["--set", "data.source=folder"], "data.root = '' must name the dataset folder"),
     ("eval-folder-without-root", ["--set", "eval.source=folder"], "eval.root = '' must name the folder"),

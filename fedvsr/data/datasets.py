@@ -109,10 +109,16 @@ def load_pair(entry: VideoEntry, degradation: str, scale: int, *, seed: int = 0,
 
 def load_pair_for(cfg, entry: VideoEntry) -> VideoPair:
     """:func:`load_pair` with everything taken from the experiment config: ``data.degradation``, its
-    ``data.*`` parameters (:func:`fedvsr.data.degrade.degradation_params`), ``data.scale``, the experiment
-    ``seed``, ``data.lr_cache`` and ``data.hr_cache_mb``."""
-    return load_pair(entry, cfg.data.degradation, cfg.data.scale, seed=cfg.data.seed, lr_cache=cfg.data.lr_cache,
-                     hr_cache_mb=cfg.data.hr_cache_mb, **degradation_params(cfg.data))
+    ``data.*`` parameters (:func:`fedvsr.data.degrade.degradation_params`), ``data.scale``, the data seed
+    ``data.seed``, ``data.lr_cache`` and ``data.hr_cache_mb``. A video that carries its own degradation
+    (``entry.degradation``: its client's device under ``fl.partition = by-degradation``) is degraded by that one
+    and its parameters instead (the LR cache keys on them, so each device's LR video is an entry of its own)."""
+    if entry.degradation:
+        name, params = entry.degradation, dict(entry.degradation_params)
+    else:
+        name, params = cfg.data.degradation, degradation_params(cfg.data)
+    return load_pair(entry, name, cfg.data.scale, seed=cfg.data.seed, lr_cache=cfg.data.lr_cache,
+                     hr_cache_mb=cfg.data.hr_cache_mb, **params)
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:

@@ -2,14 +2,21 @@
 
 The procedural classes of :mod:`fedvsr.data.synthetic` (gratings, checkerboards, band-limited noise, waves)
 have none of the statistics of camera footage: edges of every orientation and contrast, occlusion
-boundaries, textures that are not periodic. These classes film the photographs that scikit-image ships
-inside its wheel (no download) with a moving virtual camera:
+boundaries, textures that are not periodic. These classes film the images that scikit-image ships inside its
+wheel (no download) with a moving virtual camera. Each class has its own images (:data:`CLASS_SOURCES`: no
+image appears in two classes) and its own camera motion, so a client holding one class differs from another
+in content and in motion, as two real devices filming different scenes would:
 
-* ``photo-pan``: a colour photograph under a smooth pan with a perpendicular wobble.
-* ``photo-zoom``: a colour photograph under a slow zoom in and out around a drifting centre.
-* ``photo-rotate``: a colour photograph under a rotating and translating camera.
+* ``photo-pan``: a street scene (motorcycle, colour) or the cameraman (grey, tinted) under a smooth pan with a
+  perpendicular wobble.
+* ``photo-zoom``: a close-up (chelsea the cat, a coffee cup; colour) under a slow zoom in and out around a
+  drifting centre.
+* ``photo-rotate``: the astronaut or a stained tissue section (immunohistochemistry; colour), or coins (grey,
+  tinted) under a rotating and translating camera.
 * ``texture-crop``: a crop window moving over a tinted texture (brick, grass, gravel) held by an unsteady
   hand: a slow drift plus a sub-pixel shake and a small roll.
+
+A greyscale image is mapped onto a line between two colours of moderate saturation (a tint drawn per video).
 
 Each frame is an affine resampling of the photograph: the pixel centre ``(x, y)`` (offsets from the frame
 centre) samples the source at ``c + z R(theta) (x, y)`` with a cubic B-spline (scipy's ``map_coordinates``
@@ -20,10 +27,10 @@ anti-aliasing scikit-image's ``rescale`` uses), so zooming out does not alias. T
 that every frame's footprint, plus the spline's support, lies inside the photograph: no border is ever
 mirrored or wrapped into view. (A frame larger than a photograph allows is served by zooming in, ``z < 1``.)
 
-Only the PNG photographs are used (``rocket`` and ``hubble_deep_field`` are JPEG files, whose decoded pixels
-may differ between JPEG libraries, and the datasets' frames are meant to be the same bytes everywhere).
-Everything is float64 and scipy's spline and Gaussian filters are plain C loops, so the frames do not
-depend on the CPU's SIMD extensions.
+Only images stored losslessly (PNG) are used: ``rocket``, ``hubble_deep_field`` and ``retina`` are JPEG files,
+whose decoded pixels may differ between JPEG libraries, and the datasets' frames are meant to be the same bytes
+everywhere. Everything is float64 and scipy's spline and Gaussian filters are plain C loops, so the frames do
+not depend on the CPU's SIMD extensions.
 """
 
 from __future__ import annotations
@@ -36,20 +43,30 @@ import numpy as np
 NATURAL_CLASSES: tuple[str, ...] = ("photo-pan", "photo-zoom", "photo-rotate", "texture-crop")
 
 #: colour photographs shipped in scikit-image's wheel (PNG), by their ``skimage.data`` names
-PHOTOS: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "motorcycle")
-#: greyscale textures shipped in scikit-image's wheel (PNG)
+PHOTOS: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "motorcycle", "immunohistochemistry")
+#: greyscale photographs shipped in scikit-image's wheel (PNG), filmed tinted
+GREY_PHOTOS: tuple[str, ...] = ("camera", "coins")
+#: greyscale textures shipped in scikit-image's wheel (PNG), filmed tinted
 TEXTURES: tuple[str, ...] = ("brick", "grass", "gravel")
+SOURCES: tuple[str, ...] = PHOTOS + GREY_PHOTOS + TEXTURES
+#: the images each natural class films: disjoint, so the classes differ in content as well as in motion
+CLASS_SOURCES: dict[str, tuple[str, ...]] = {
+    "photo-pan": ("motorcycle", "camera"),
+    "photo-zoom": ("chelsea", "coffee"),
+    "photo-rotate": ("astronaut", "immunohistochemistry", "coins"),
+    "texture-crop": TEXTURES,
+}
 
 _MARGIN = 3.0  # source pixels kept between a footprint and the photograph's edge (cubic spline support + 1)
 
 
 @cache
 def source_image(name: str) -> np.ndarray:
-    """A photograph of ``skimage.data`` as float64 in [0, 1], ``(H, W, 3)`` or ``(H, W)``; read-only."""
+    """An image of ``skimage.data`` as float64 in [0, 1], ``(H, W, 3)`` (colour) or ``(H, W)``; read-only."""
     import skimage.data
 
-    if name not in PHOTOS + TEXTURES:
-        raise ValueError(f"unknown source image {name!r}; choose one of {list(PHOTOS + TEXTURES)}")
+    if name not in SOURCES:
+        raise ValueError(f"unknown source image {name!r}; choose one of {list(SOURCES)}")
     img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
     out = img.astype(np.float64) / 255.0
     out.flags.writeable = False
@@ -120,21 +137,30 @@ def _film(
     return out
 
 
-def _photo(rng: np.random.Generator) -> np.ndarray:
-    """A colour photograph, mirrored left-right half the time, with a mild per-channel gain."""
-    img = source_image(PHOTOS[int(rng.integers(len(PHOTOS)))])
+def _photo(rng: np.random.Generator, label: str) -> np.ndarray:
+    """One of the class's photographs, mirrored left-right half the time: a colour one with a mild per-channel
+    gain, a greyscale one tinted (:func:`_tint`)."""
+    name = CLASS_SOURCES[label][int(rng.integers(len(CLASS_SOURCES[label])))]
+    img = source_image(name)
     if rng.random() < 0.5:
         img = img[:, ::-1]
+    if img.ndim == 2:
+        return _tint(img, rng)
     return img * rng.uniform(0.9, 1.1, 3)
 
 
 def _texture(rng: np.random.Generator) -> np.ndarray:
-    """A greyscale texture mapped onto a line between two colours of moderate saturation."""
+    """A greyscale texture, mirrored and transposed at random, tinted (:func:`_tint`)."""
     g = source_image(TEXTURES[int(rng.integers(len(TEXTURES)))])
     if rng.random() < 0.5:
         g = g[:, ::-1]
     if rng.random() < 0.5:
         g = g.T
+    return _tint(g, rng)
+
+
+def _tint(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A greyscale image ``(H, W)`` mapped onto a line between two colours of moderate saturation."""
     grey = rng.uniform(0.35, 0.65)
     dark = grey * 0.35 + rng.uniform(-0.08, 0.08, 3)
     light = np.minimum(1.0, grey * 1.45 + rng.uniform(-0.08, 0.08, 3))
@@ -148,7 +174,7 @@ def _flat(t: np.ndarray) -> np.ndarray:
 def _photo_pan(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Smooth pan at 0.4-2 frame pixels per frame, a perpendicular wobble of up to 2 pixels, fixed zoom."""
     tt = _flat(t)
-    src = _photo(rng)
+    src = _photo(rng, "photo-pan")
     speed, heading = rng.uniform(0.4, 2.0), rng.uniform(0, 2 * np.pi)
     wobble, period, phase = rng.uniform(0, 2.0), rng.uniform(8, 24), rng.uniform(0, 2 * np.pi)
     wob = wobble * (np.sin(2 * np.pi * tt / period + phase) - np.sin(phase))
@@ -161,7 +187,7 @@ def _photo_pan(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: np.n
 def _photo_zoom(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Zoom oscillating by a factor of up to exp(+-0.3) around 1.2-2.4 source pixels per pixel, slow drift."""
     tt = _flat(t)
-    src = _photo(rng)
+    src = _photo(rng, "photo-zoom")
     amp, period, phase = rng.uniform(0.1, 0.3), rng.uniform(16, 48), rng.uniform(0, 2 * np.pi)
     zoom = np.exp(rng.uniform(np.log(1.2), np.log(2.4)) + amp * np.sin(2 * np.pi * tt / period + phase))
     drift = rng.uniform(-0.5, 0.5, 2)
@@ -171,7 +197,7 @@ def _photo_zoom(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: np.
 def _photo_rotate(rng: np.random.Generator, t: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Roll of 0.5-2 degrees per frame from a random angle, translation at up to 1 pixel per frame."""
     tt = _flat(t)
-    src = _photo(rng)
+    src = _photo(rng, "photo-rotate")
     omega = rng.choice([-1.0, 1.0]) * np.deg2rad(rng.uniform(0.5, 2.0))
     theta = rng.uniform(-np.pi, np.pi) + omega * tt
     speed, heading = rng.uniform(0.0, 1.0), rng.uniform(0, 2 * np.pi)

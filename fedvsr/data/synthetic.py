@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +58,8 @@ CONTENT: dict[str, tuple[str, ...]] = {
 DEFAULT_CONTENT = "natural"
 
 #: bumped whenever the renderer or the storage changes, so datasets built by an older one are rebuilt
-#: (3: the natural classes and the content key)
-GENERATOR_VERSION = 3
+#: (3: the natural classes and the content key; 4: each natural class films its own images)
+GENERATOR_VERSION = 4
 #: how the videos are stored: lossless FFV1 (RGB) in Matroska
 CODEC, PIX_FMT, SUFFIX = "ffv1", "bgr0", ".mkv"
 MANIFEST = "manifest.json"
@@ -84,6 +85,11 @@ class VideoEntry:
     #: ``frame_stop = 0``: the whole video
     frame_start: int = 0
     frame_stop: int = 0
+    #: this video's own degradation (a :mod:`fedvsr.data.degrade` name) and its parameters as sorted ``(key,
+    #: value)`` pairs, used instead of ``data.degradation`` (``fl.partition = by-degradation`` gives each client's
+    #: videos its device's, see :func:`fedvsr.fl.partition.with_degradations`); ``""``: the experiment's
+    degradation: str = ""
+    degradation_params: tuple[tuple[str, Any], ...] = ()
 
     def segment(self, start: int, stop: int) -> VideoEntry:
         """The segment of frames ``start .. stop - 1`` of this whole video, named ``<name>[start:stop]``."""

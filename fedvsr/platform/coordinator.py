@@ -33,10 +33,11 @@ from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from fedvsr.config import config_from_dict
+from fedvsr.data.degrade import degradation_params
 from fedvsr.data.sources import experiment_data
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import PartialAggregate, merge_updates, normalised_weights, to_numpy, to_torch
-from fedvsr.fl.partition import partition_table, partition_videos
+from fedvsr.fl.partition import Degradation, client_degradations, partition_table, partition_videos, with_degradations
 from fedvsr.fl.sampling import client_seed, sample_clients
 from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import float_state
@@ -84,9 +85,14 @@ class Coordinator:
         labels = [videos[i].label for i in client_pool]
         parts = partition_videos(labels, cfg.fl.clients, cfg.fl.partition, cfg.data.seed, cfg.fl.dirichlet_beta)
         self.client_videos = [[client_pool[j] for j in part] for part in parts]
+        # each client's degradation: its device's under by-degradation (carried by its videos), else data.degradation
+        devices = client_degradations(cfg.fl.clients, cfg.data.seed) if cfg.fl.partition == "by-degradation" else None
+        if devices is not None:
+            videos = with_degradations(videos, self.client_videos, held_out, devices)
         write_parquet_atomic(
             self.out / "partition.parquet",
-            partition_table(parts, labels, [videos[i].name for i in client_pool]),
+            partition_table(parts, labels, [videos[i].name for i in client_pool], devices or [
+                Degradation.of(cfg.data.degradation, degradation_params(cfg.data))] * cfg.fl.clients),
         )
 
         # the worker pool: long-lived actors sized from platform.*

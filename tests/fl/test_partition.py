@@ -4,12 +4,19 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from fedvsr.data.synthetic import VideoEntry
 from fedvsr.fl.partition import (
+    DEVICE_KINDS,
+    DEVICE_RANGES,
     DIRICHLET_MAX_DRAWS,
     PARTITIONS,
+    Degradation,
+    client_degradations,
+    evaluation_degradations,
     partition_summary,
     partition_table,
     partition_videos,
+    with_degradations,
 )
 
 # the paper's Kinetics set-up: 40 classes x 6 videos = 240 videos, interleaved on purpose
@@ -127,7 +134,7 @@ def test_errors():
     with pytest.raises(
         ValueError,
         match=r"partition must be one of \('random', 'by-class', 'quantity-skew', "
-        r"'dirichlet'\), got 'iid'",
+        r"'dirichlet', 'by-degradation'\), got 'iid'",
     ):
         partition_videos(LABELS, 4, "iid", seed=0)
     with pytest.raises(ValueError, match="dirichlet_beta must be > 0, got 0"):
@@ -166,3 +173,71 @@ def test_partition_table_and_summary():
         partition_table(parts, labels, names[:3])
     with pytest.raises(ValueError, match=r"client 1 has video index 9, outside 0..3"):
         partition_table([[0], [9]], labels, names)
+
+
+# ----------------------------------------------------------------------------- by-degradation
+
+
+def test_by_degradation_splits_videos_as_random_does():
+    """The same draw as "random": the two partitions differ only in the clients' degradations."""
+    for seed in (0, 5):
+        assert partition_videos(LABELS, 7, "by-degradation", seed) == partition_videos(LABELS, 7, "random", seed)
+
+
+def test_client_degradations_kinds_in_turn_within_their_ranges():
+    devices = client_degradations(400, seed=3)
+    assert [d.name for d in devices] == [DEVICE_KINDS[c % 4] for c in range(400)]
+    assert DEVICE_KINDS == ("bicubic", "blur", "h264", "hevc")
+    assert all(d.params == () for d in devices[0::4])
+    sigmas = [dict(d.params)["sigma"] for d in devices[1::4]]
+    crfs = [dict(d.params)["crf"] for d in devices[2::4]]
+    qps = [dict(d.params)["qp"] for d in devices[3::4]]
+    assert 1.0 <= min(sigmas) and max(sigmas) <= 2.0 and all(s == round(s, 2) for s in sigmas)
+    assert sorted(set(crfs)) == list(range(18, 36))  # 100 draws reach every integer of 18..35 (and no other)
+    assert sorted(set(qps)) == list(range(22, 38))
+    assert all(isinstance(v, int) for v in crfs + qps)
+    assert {dict(d.params)["sigma"] for d in devices[2::4]} == {1.5}  # H.264 is FCA2's: blur 1.5 first
+    assert DEVICE_RANGES == {"blur": ("sigma", 1.0, 2.0), "h264": ("crf", 18, 35), "hevc": ("qp", 22, 37)}
+
+
+def test_client_degradations_are_seeded_by_the_data_seed_and_client():
+    """Client c's draw is default_rng([seed, 0xDE6, c]): the same whatever the number of clients."""
+    devices = client_degradations(8, seed=0)
+    assert [str(d) for d in devices] == ["bicubic", "blur(sigma=1.38)", "h264(crf=30, sigma=1.5)", "hevc(qp=36)",
+                                         "bicubic", "blur(sigma=1.54)", "h264(crf=27, sigma=1.5)", "hevc(qp=34)"]
+    assert dict(devices[1].params)["sigma"] == round(float(np.random.default_rng([0, 0xDE6, 1]).uniform(1, 2)), 2)
+    assert dict(devices[2].params)["crf"] == int(np.random.default_rng([0, 0xDE6, 2]).integers(18, 36))
+    assert client_degradations(8, seed=0) == devices  # deterministic
+    assert client_degradations(5, seed=0) == devices[:5]  # more clients do not move the first ones
+    assert client_degradations(8, seed=1) != devices
+    with pytest.raises(ValueError, match="clients must be an integer >= 1, got 0"):
+        client_degradations(0, seed=0)
+
+
+def test_evaluation_degradations_every_kind_at_the_middle_of_its_range():
+    assert [str(d) for d in evaluation_degradations(6)] == [
+        "bicubic", "blur(sigma=1.5)", "h264(crf=26, sigma=1.5)", "hevc(qp=29)", "bicubic", "blur(sigma=1.5)"]
+    assert evaluation_degradations(0) == []
+
+
+def test_with_degradations_carries_each_clients_device():
+    videos = [VideoEntry(f"/v{i}.mkv", "a", f"v{i}", lr_path=f"/lr{i}" if i == 2 else None) for i in range(6)]
+    devices = [Degradation.of("blur", {"sigma": 1.25}), Degradation.of("hevc", {"qp": 30})]
+    out = with_degradations(videos, [[0, 2], [3]], [4, 1], devices)
+    assert [(v.degradation, v.degradation_params) for v in out] == [
+        ("blur", (("sigma", 1.25),)), ("blur", (("sigma", 1.5),)), ("blur", (("sigma", 1.25),)),
+        ("hevc", (("qp", 30),)), ("bicubic", ()), ("", ())]
+    assert out[2].lr_path is None  # made from the HR video by its device's degradation, not the dataset's twin
+    assert out[5] is videos[5] and videos[0].degradation == ""  # untouched: neither a client's nor evaluated
+    assert out[2].segment(0, 3).whole() == out[2]  # a segment keeps its video's degradation
+    with pytest.raises(ValueError, match="2 degradations for 1 clients"):
+        with_degradations(videos, [[0]], [], devices)
+
+
+def test_partition_table_records_each_clients_degradation():
+    devices = [Degradation.of("h264", {"sigma": 1.5, "crf": 27}), Degradation.of("bicubic")]
+    table = partition_table([[0, 2], [1]], ["a", "b", "a"], ["v0", "v1", "v2"], devices).to_pydict()
+    assert table["degradation"] == ["h264", "h264", "bicubic"]
+    assert table["degradation_params"] == ['{"crf": 27, "sigma": 1.5}'] * 2 + ["{}"]
+    with pytest.raises(ValueError, match="1 degradations for 2 clients"):
+        partition_table([[0, 2], [1]], ["a", "b", "a"], ["v0", "v1", "v2"], devices[:1])
