@@ -207,7 +207,7 @@ def test_a_sweep_submitted_as_a_job_runs_on_both_nodes_and_best_reads_it(cluster
     best = _run([sys.executable, "-m", "fedvsr.cli", "best", str(out)], cluster.no_token_env())
     assert best.returncode == 0, best.stderr
     winner = max(rows, key=lambda r: r["final_psnr"])
-    assert best.stdout.startswith(f"# fedvsr best: sweep 'spec', trial {winner['trial']}")
+    assert best.stdout.startswith(f"# fedvsr best: sweep/{winner['trial']}: final_psnr = ")
     assert yaml.safe_load(best.stdout)["fl"]["lr"] == winner["fl.lr"]
 
 
