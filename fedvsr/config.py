@@ -48,6 +48,7 @@ SPLIT_SOURCES = ("reds", "vimeo90k", "kinetics")
 EVAL_CHANNELS = ("y", "rgb", "y+rgb")
 DEADLINE_UNITS = ("steps", "seconds")
 DEADLINE_ACTIONS = ("cut", "drop")
+KERNELS = ("native", "portable")  # fedvsr.platform.environment
 
 
 @dataclass
@@ -207,6 +208,9 @@ class PlatformConfig:
     queue_depth: int = _spec(2, "client calls in flight per worker: 2 queues its next client behind the running "
                              "one, so it does not wait for the coordinator between clients (the round's last "
                              "clients still go to whichever worker is free); 1 = one at a time", min=1, max=8)
+    kernels: str = _spec("native", "CPU kernels of the coordinator and workers: native (each library picks by the "
+                         "CPU; the bits differ between CPU types) or portable (pinned to AVX2 code: the same bits on "
+                         "every x86-64 CPU with AVX2, slower; README Reproducibility)", choices=KERNELS)
 
 
 @dataclass
