@@ -248,17 +248,19 @@ def compare(a: Path, b: Path) -> dict:
     ra, rb = _rows(a / "run", "rounds.parquet"), _rows(b / "run", "rounds.parquet")
     ca, cb = _rows(a / "run", "clients.parquet"), _rows(b / "run", "clients.parquet")
     model = [hashlib.sha256((x / "run" / "model.safetensors").read_bytes()).hexdigest() for x in (a, b)]
-    first = None
+    first, columns = None, []
     for r in sorted({row["round"] for row in ra}):
-        if ([x for x in ra if x["round"] == r] != [x for x in rb if x["round"] == r]
-                or [x for x in ca if x["round"] == r] != [x for x in cb if x["round"] == r]):
+        columns = [f"{table}.{k}" for table, (x, y) in (("rounds", (ra, rb)), ("clients", (ca, cb)))
+                   for k in x[0] if [row[k] for row in x if row["round"] == r] != [row[k] for row in y
+                                                                                     if row["round"] == r]]
+        if columns:
             first = r
             break
     diff = [x["psnr"] - y["psnr"] for x, y in zip(ra, rb, strict=True)]
     videos = [_digest(sorted((x / "data").rglob("*.mkv"))) for x in (a, b)]
     lr = [_digest(sorted((x / "lr").rglob("*.npy"))) for x in (a, b)]
     return {"bit_identical": ra == rb and ca == cb and model[0] == model[1],
-            "first_differing_round": first,
+            "first_differing_round": first, "first_differing_columns": columns,
             "round_1_psnr": [ra[0]["psnr"], rb[0]["psnr"]],
             "max_abs_delta_psnr": max(abs(d) for d in diff), "final_delta_psnr": rb[-1]["psnr"] - ra[-1]["psnr"],
             "max_abs_delta_train_loss": max(abs(x["train_loss"] - y["train_loss"]) for x, y in zip(ra, rb,
@@ -275,6 +277,12 @@ def cost(variants: dict) -> dict:
             "mean": round(sum(ratios) / len(ratios), 3) if ratios else None}
 
 
+def _first(c: dict) -> str:
+    if c["first_differing_round"] is None:
+        return "-"
+    return f"{c['first_differing_round']} ({', '.join(c['first_differing_columns'])})"
+
+
 def _data(c: dict) -> str:
     if c["videos_identical"] and c["lr_frames_identical"]:
         return "identical"
@@ -284,11 +292,11 @@ def _data(c: dict) -> str:
 
 def run_table(result: dict) -> str:
     lines = ["| variant | what | final PSNR / SSIM | best PSNR | s/round | compared with | bits | first round that "
-             "differs | largest per-round ΔPSNR | final ΔPSNR | videos, LR frames |", "|---" * 11 + "|"]
+             "differs (in) | largest per-round ΔPSNR | final ΔPSNR | videos, LR frames |", "|---" * 11 + "|"]
     for name, v in result["variants"].items():
         c = result["compared"].get(name)
         against = ("-",) * 6 if c is None else (
-            f"`{c['with']}`", "identical" if c["bit_identical"] else "differ", str(c["first_differing_round"] or "-"),
+            f"`{c['with']}`", "identical" if c["bit_identical"] else "differ", _first(c),
             f"{c['max_abs_delta_psnr']:.4f} dB", f"{c['final_delta_psnr']:+.4f} dB",
             _data(c))
         lines.append(f"| `{name}` | {v['what']} | {v['final_psnr']:.4f} / {v['final_ssim']:.5f} | {v['best_psnr']:.4f} "
