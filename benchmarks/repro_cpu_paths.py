@@ -1,9 +1,9 @@
 """How far the numbers move on another CPU, why, and what ``platform.kernels = portable`` pins.
 
     python benchmarks/repro_cpu_paths.py [--out benchmarks/results/repro_cpu_paths] [--set key=value ...]
-        [--variants machines | knobs | NAME ...] [--no-probe]
+        [--variants machines | knobs | NAME ...] [--parts ops cost runs]
 
-Two parts, each variant in fresh processes (torch, oneDNN, MKL and numpy read the variables below when they
+Three parts, each variant in fresh processes (torch, oneDNN, MKL and numpy read the variables below when they
 load; the Ray workers inherit them from the driver, as on a machine whose CPU offers only those kernels):
 
 1. **Ops** (``kernels.json``, ``kernels.md``): the pieces of one ``efvsr/small`` training step (convolution
@@ -11,7 +11,11 @@ load; the Ray workers inherit them from the driver, as on a machine whose CPU of
    sums, an Adam step on fixed gradients, a whole step) and of the data path (the LR frames' bicubic
    downsampling, numpy's float64 ``exp``), each on fixed inputs, hashed; a variant's row says which ops give
    other bits than ``native``. This names the kernel behind a difference.
-2. **Runs** (``repro.json``, ``repro.md``, ``<variant>_rounds.parquet``): the experiment (the default one, or
+2. **Cost** (``kernel_cost.json``): process CPU seconds per efvsr/small training step with native kernels,
+   portable mode's, and the stricter pinning it does not use (oneDNN off, so convolutions go through MKL's
+   reproducible GEMM), in turn A B C A B C, each a fresh process. CPU seconds, not wall time, so that other
+   jobs on a shared machine move the ratio little.
+3. **Runs** (``repro.json``, ``repro.md``, ``<variant>_rounds.parquet``): the experiment (the default one, or
    with ``--set`` overrides) once per variant, each on videos it builds itself and its own LR cache, compared
    with ``native`` (portable runs with ``portable``): bit-identical or not (rounds, clients, final model), the
    first round that differs, the largest per-round PSNR difference, whether the videos and LR frames are
@@ -165,6 +169,62 @@ def probe_ops() -> dict[str, str]:
     return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), **out}
 
 
+def time_steps(steps: int = 20) -> dict[str, float]:
+    """Process CPU seconds (and wall seconds) per efvsr/small training step (batch 8 of 32x32 LR patches, Adam,
+    1 thread): the kernels' cost, little moved by other processes on a shared machine, unlike wall time."""
+    import torch
+
+    torch.set_num_threads(1)
+    if os.environ.get(PROBE_MKLDNN_OFF):
+        torch.backends.mkldnn.enabled = False
+    from fedvsr.models import build_model, charbonnier
+
+    g = torch.Generator().manual_seed(1)
+    lr, hr = torch.rand(8, 3, 3, 32, 32, generator=g), torch.rand(8, 3, 3, 128, 128, generator=g)
+    model = build_model("efvsr", "small", {})
+    adam = torch.optim.Adam(model.parameters(), lr=2e-3, betas=(0.9, 0.99))
+
+    def step() -> None:
+        adam.zero_grad()
+        charbonnier(model(lr), model.target(hr)).backward()
+        adam.step()
+
+    for _ in range(2):
+        step()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(steps):
+        step()
+    return {"cpu": (time.process_time() - cpu) / steps, "wall": (time.perf_counter() - wall) / steps}
+
+
+#: the kernel settings timed against native: portable mode, and the stricter pinning it does not use (oneDNN off)
+TIMED = {"native": {}, "portable": kernel_env("portable"),
+         "portable, oneDNN off": {**kernel_env("portable"), PROBE_MKLDNN_OFF: "1"}}
+
+
+def time_kernels(out: Path, repeats: int = 5) -> dict:
+    """CPU seconds per training step under :data:`TIMED`, in turn (A B C A B C ...), each a fresh process."""
+    times: dict[str, list[dict[str, float]]] = {n: [] for n in TIMED}
+    for _ in range(repeats):
+        for name, env in TIMED.items():
+            proc = subprocess.run([sys.executable, __file__, "--time-child"], env=_env(env), capture_output=True,
+                                  text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"timing {name} failed:\n{proc.stderr[-3000:]}")
+            times[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    base = [t["cpu"] for t in times["native"]]
+    result = {name: {"cpu_seconds_per_step": [round(t["cpu"], 4) for t in ts],
+                     "wall_seconds_per_step": [round(t["wall"], 4) for t in ts],
+                     "cpu_over_native": [round(t["cpu"] / b, 3) for t, b in zip(ts, base, strict=True)],
+                     "median_cpu_over_native": round(statistics.median(t["cpu"] / b for t, b in
+                                                                       zip(ts, base, strict=True)), 3)}
+              for name, ts in times.items()}
+    (out / "kernel_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    for name, r in result.items():
+        print(f"cost {name}: CPU s/step {r['cpu_seconds_per_step']}, over native {r['cpu_over_native']}", flush=True)
+    return result
+
+
 def run_probes(out: Path) -> dict:
     results = {}
     for name, env in PROBES.items():
@@ -290,7 +350,7 @@ def _data(c: dict) -> str:
     return f"videos {same[c['videos_identical']]}, LR {same[c['lr_frames_identical']]}"
 
 
-def run_table(result: dict) -> str:
+def run_table(result: dict, out: Path) -> str:
     lines = ["| variant | what | final PSNR / SSIM | best PSNR | s/round | compared with | bits | first round that "
              "differs (in) | largest per-round ΔPSNR | final ΔPSNR | videos, LR frames |", "|---" * 11 + "|"]
     for name, v in result["variants"].items():
@@ -305,9 +365,18 @@ def run_table(result: dict) -> str:
     foot = (f"\nPortable mode's median seconds per round over native's, A B A B: "
             f"{', '.join(f'{r:.2f}' for r in c['portable_over_native_round_seconds'])} (mean {c['mean']}).\n"
             if c["mean"] is not None else "")
+    if (out / "kernel_cost.json").is_file():
+        k = json.loads((out / "kernel_cost.json").read_text())
+        foot += ("CPU seconds per efvsr/small training step over native's (`kernel_cost.json`, median of "
+                 f"{len(k['native']['cpu_over_native'])} turns): "
+                 + ", ".join(f"{n} {r['median_cpu_over_native']:.2f}" for n, r in k.items() if n != "native")
+                 + ".\n")
     return (f"Measured {result['date']} at commit {result['commit']} on {result['machine']['cpu_model']} "
             f"({result['machine']['torch_cpu_capability']}; overrides: {' '.join(result['overrides']) or 'none'}).\n\n"
             + "\n".join(lines) + "\n" + foot)
+
+
+PARTS = ("ops", "cost", "runs")
 
 
 def main() -> None:
@@ -315,38 +384,47 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "repro_cpu_paths"))
     parser.add_argument("--set", action="append", default=[], help="config overrides for every variant")
     parser.add_argument("--variants", nargs="+", default=["machines"], help="groups or names (see the docstring)")
-    parser.add_argument("--no-probe", action="store_true", help="skip the op probe")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
+                        help="ops: the op probe; cost: the kernel timing; runs: the experiment per variant")
     parser.add_argument("--probe-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--time-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.probe_child:
-        print(json.dumps(probe_ops()))
+    if args.probe_child or args.time_child:
+        print(json.dumps(probe_ops() if args.probe_child else time_steps()))
         return
     names = list(dict.fromkeys(n for v in args.variants for n in GROUPS.get(v, [v])))
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; allowed: {', '.join([*GROUPS, *VARIANTS])}")
-    if "native" not in names:
-        names.insert(0, "native")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not args.no_probe:
+    if "ops" in args.parts:
         run_probes(out)
+    if "cost" in args.parts:
+        time_kernels(out)
+    if "runs" in args.parts:
+        run_all(out, ["native", *(n for n in names if n != "native")], args.set)
+    elif (out / "repro.json").is_file():  # the table again, with the kernel cost measured now
+        (out / "repro.md").write_text(run_table(json.loads((out / "repro.json").read_text()), out))
+
+
+def run_all(out: Path, names: list[str], overrides: list[str]) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    result: dict = {"date": datetime.date.today().isoformat(), "commit": commit, "overrides": args.set,
+    result: dict = {"date": datetime.date.today().isoformat(), "commit": commit, "overrides": overrides,
                     "machine": describe(), "variants": {}, "compared": {}}
     work = Path(tempfile.mkdtemp(prefix="fedvsr-repro-"))
     try:
         for name in names:
-            result["variants"][name] = run_variant(name, work, args.set)
+            result["variants"][name] = run_variant(name, work, overrides)
             shutil.copy(work / name / "run" / "rounds.parquet", out / f"{name}_rounds.parquet")
             ref = REFERENCE.get(name, "native")
             if name != "native" and ref in result["variants"]:
                 result["compared"][name] = {"with": ref, **compare(work / ref, work / name)}
         result["cost"] = cost(result["variants"])
         (out / "repro.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "repro.md").write_text(run_table(result))
-        print(run_table(result))
+        (out / "repro.md").write_text(run_table(result, out))
+        print(run_table(result, out))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
