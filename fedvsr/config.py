@@ -54,6 +54,7 @@ SEED_MAX = 2**63 - 1
 #: the most replicates of one experiment (``fedvsr simulate --replicates``, a sweep spec's ``replicates``): a 95%
 #: interval is already tight at 30; each replicate is a whole run folder
 MAX_REPLICATES = 1000
+KERNELS = ("native", "portable")  # fedvsr.platform.environment
 
 
 @dataclass
@@ -243,6 +244,9 @@ class PlatformConfig:
     queue_depth: int = _spec(2, "client calls in flight per worker: 2 queues its next client behind the running "
                              "one, so it does not wait for the coordinator between clients (the round's last "
                              "clients still go to whichever worker is free); 1 = one at a time", min=1, max=8)
+    kernels: str = _spec("native", "CPU kernels of the coordinator and workers: native (each library picks by the "
+                         "CPU; the bits differ between CPU types) or portable (pinned to AVX2 code: the same bits on "
+                         "every x86-64 CPU with AVX2, slower; README Reproducibility)", choices=KERNELS)
 
 
 @dataclass

@@ -45,6 +45,7 @@ from fedvsr.metrics import mean_scores
 from fedvsr.models import build_model, count_params
 from fedvsr.platform.checkpoint import latest_checkpoint, prune_checkpoints, save_arrays, save_checkpoint
 from fedvsr.platform.data import record_left_out
+from fedvsr.platform.environment import actor_options
 from fedvsr.platform.results import ResultsStore, fsync_file, repair_jsonl, write_json_atomic, write_parquet_atomic
 from fedvsr.platform.state_store import ClientStateStore
 from fedvsr.platform.worker import ClientWorker
@@ -105,7 +106,7 @@ class Coordinator:
         # the coordinator retries the one client it was training, on whichever worker is free
         remote = ray.remote(ClientWorker).options(
             num_cpus=p.cpus_per_worker * share, num_gpus=p.gpus_per_worker * share, max_restarts=max(2, p.max_retries),
-            max_task_retries=0, **placement,
+            max_task_retries=0, **placement, **actor_options(p.kernels),
         )
         # large data lists (thousands of clients) go to the object store once, and holding the references here
         # keeps them there for as long as a worker may need restarting (Ray re-reads an actor's constructor
@@ -201,7 +202,8 @@ class Coordinator:
         return {"start_round": self.start_round, "rounds": self.cfg.fl.rounds, "bicubic": self.bicubic,
                 "initial": self.initial, "params": self.model_params, "workers": len(self.alive),
                 "worker_pids": [p["pid"] for p in pings], "devices": [p["device"] for p in pings],
-                "gpus": [p["gpu"] for p in pings], "nodes": [p["node"] for p in pings]}
+                "gpus": [p["gpu"] for p in pings], "nodes": [p["node"] for p in pings],
+                "environments": ray.get([self.workers[i].environment.remote() for i in self.alive])}
 
     # ------------------------------------------------------------------ the pool
     def _dispatch(self, tasks: list[Any], submit: Callable[[Any, Any], ray.ObjectRef],

@@ -15,6 +15,7 @@ from fedvsr.config import ConfigError, ExperimentConfig, Machine, check_fits_mac
 from fedvsr.platform.cluster import join_cluster
 from fedvsr.platform.coordinator import Coordinator, on_this_node
 from fedvsr.platform.data import check_data
+from fedvsr.platform.environment import actor_options, add_workers, write_environment
 from fedvsr.platform.errors import RunFailed
 from fedvsr.platform.local_ray import start_local_ray
 from fedvsr.platform.ray_console import divert_ray_output, session_log
@@ -104,11 +105,14 @@ class Experiment:
         if not resume:
             out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(out / "config.yaml", cfg.to_yaml())
-        self.coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
+        environment = write_environment(out, cfg.platform.kernels, resume)  # what the run computes with
+        self.coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node(),
+                                                           **actor_options(cfg.platform.kernels)).remote(
             cfg.to_dict(), str(out), resume, placement_group, os.environ.get("FEDVSR_FAULT", ""), share
         )
         try:
             self.info: dict[str, Any] = ray.get(self.coordinator.info.remote())
+            add_workers(environment, self.info["environments"])
         except BaseException:
             self.close()
             raise

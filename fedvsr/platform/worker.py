@@ -32,6 +32,7 @@ from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import ClientContext, LocalResult
 from fedvsr.metrics import bicubic_upsample, pair_scores, score
 from fedvsr.models import VSRModel, build_model
+from fedvsr.platform.environment import describe
 
 
 class ClientWorker:
@@ -226,6 +227,10 @@ class ClientWorker:
     def evaluate_bicubic(self) -> dict[str, float]:
         """The same metrics for bicubic upsampling of the LR frames the model restores."""
         return evaluate_bicubic(self.model, self._eval_clips(), self.cfg)
+
+    def environment(self) -> dict[str, Any]:
+        """What this worker process computes with (:func:`fedvsr.platform.environment.describe`)."""
+        return describe()
 
     def ping(self) -> dict[str, Any]:
         return {"index": self.index, "pid": os.getpid(), "device": self.device_name, "gpu": self.gpu_ids,
