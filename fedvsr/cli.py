@@ -22,20 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from fedvsr.config import (
-    MAX_REPLICATES,
-    SEED_MAX,
-    ConfigError,
-    ExperimentConfig,
-    Machine,
-    check_fits_machine,
-    check_output_folder,
-    cpu_overcommit,
-    is_local,
-    load_config,
-)
+from fedvsr.config import MAX_REPLICATES, SEED_MAX, ConfigError, ExperimentConfig, load_config
 from fedvsr.platform.cluster import ClusterUnreachable
 from fedvsr.platform.errors import RunFailed
+from fedvsr.preflight import Machine, check_fits_machine, check_output_folder, cpu_overcommit, is_local
 
 #: the files that make a folder a run of ``fedvsr simulate`` (one run, or a group of replicates)
 RUN_FILES = ("config.yaml", "replicates.json")

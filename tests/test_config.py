@@ -191,7 +191,7 @@ def local(monkeypatch):
 
 
 def test_more_worker_cpus_than_the_machine_are_refused_unless_oversubscribed(tmp_path, local):
-    from fedvsr.config import Machine, check_fits_machine, cpu_overcommit
+    from fedvsr.preflight import Machine, check_fits_machine, cpu_overcommit
 
     big = 2**50
     with pytest.raises(ConfigError) as info:
@@ -215,7 +215,7 @@ def test_the_model_and_the_built_in_videos_must_fit_the_memory(tmp_path, local):
     """efvsr/small has 160,707 parameters (tests/test_cli.py works them out); 2 workers x 4 copies + 3 for the
     coordinator, 4 bytes each: 160,707 x 44 = 7,071,108 bytes. A video is 16 x 128 x 128 x 3 = 786,432 bytes;
     rendering one takes 64 x 786,432 = 50,331,648."""
-    from fedvsr.config import Machine, check_fits_machine
+    from fedvsr.preflight import Machine, check_fits_machine
 
     cfg = _tiny_machine_config(tmp_path)
     with pytest.raises(ConfigError, match=r"gives efvsr/small 160,707 parameters \(627.8 KiB as float32\); 2 workers "
@@ -239,8 +239,8 @@ def test_the_model_and_the_built_in_videos_must_fit_the_memory(tmp_path, local):
 
 def test_the_built_in_videos_must_fit_the_free_disk_unless_built(tmp_path, local):
     """28 videos of 786,432 bytes are 22,020,096 bytes of frames."""
-    from fedvsr.config import Machine, check_fits_machine
     from fedvsr.data.sources import synthetic_root
+    from fedvsr.preflight import Machine, check_fits_machine
 
     cfg = _tiny_machine_config(tmp_path)
     with pytest.raises(ConfigError) as info:
@@ -257,7 +257,7 @@ def test_the_built_in_videos_must_fit_the_free_disk_unless_built(tmp_path, local
 
 
 def test_output_folder_checks_leave_nothing_behind(tmp_path):
-    from fedvsr.config import check_output_folder
+    from fedvsr.preflight import check_output_folder
 
     check_output_folder(tmp_path / "a" / "b" / "run", ours=("config.yaml",))  # created, probed, removed
     assert list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ from typing import Any
 import ray
 from ray.util.placement_group import PlacementGroup
 
-from fedvsr.config import ConfigError, ExperimentConfig, Machine, check_fits_machine, check_output_folder, load_config
+from fedvsr.config import ConfigError, ExperimentConfig, load_config
 from fedvsr.platform.cluster import join_cluster
 from fedvsr.platform.coordinator import Coordinator, on_this_node
 from fedvsr.platform.data import check_data
@@ -20,6 +20,7 @@ from fedvsr.platform.errors import RunFailed
 from fedvsr.platform.local_ray import start_local_ray
 from fedvsr.platform.ray_console import divert_ray_output, session_log
 from fedvsr.platform.results import write_text_atomic
+from fedvsr.preflight import Machine, check_fits_machine, check_output_folder
 
 
 def _failure(why: str, out: Path, t: int) -> str:

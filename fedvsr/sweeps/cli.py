@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from fedvsr.config import ConfigError, check_output_folder
+from fedvsr.config import ConfigError
+from fedvsr.preflight import check_output_folder
 from fedvsr.sweeps.results import SWEEP_FILE
 
 
@@ -78,10 +79,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _check_points_fit(spec, base) -> None:
-    """Each grid point against this machine (:func:`fedvsr.config.check_fits_machine`): a point whose workers need
+    """Each grid point against this machine (:func:`fedvsr.preflight.check_fits_machine`): a point whose workers need
     more CPUs than a local Ray has would wait for them forever. (Optuna's points are drawn later; the fixed keys are
     checked with the base config.)"""
-    from fedvsr.config import check_fits_machine
+    from fedvsr.preflight import check_fits_machine
 
     if spec.search != "grid" or base.platform.address:
         return
