@@ -50,15 +50,20 @@ PARTITIONS = {"random": "less heterogeneous (random)", "by-class": "more heterog
 REFERENCE = "FedAvg"
 
 
-def run_cells(partitions: list[str], strategies: list[str], n: int, extra: list[str], work: Path) -> dict:
-    """Run (or read) every (partition, strategy) cell; returns {(partition, strategy): group folder}."""
+def run_cells(partitions: list[str], strategies: list[str], n: int, extra: list[str], work: Path,
+              collect_only: bool = False) -> dict:
+    """Run (or read) every (partition, strategy) cell; returns {(partition, strategy): group folder}. With
+    ``collect_only`` only the finished cells are read and nothing runs."""
     cells = {}
     for part in partitions:
         for name in strategies:
             out = work / part / name
-            cells[part, name] = out
             if (out / "summary.json").is_file():
+                cells[part, name] = out
                 continue
+            if collect_only:
+                continue
+            cells[part, name] = out
             cfg = load_config(None, [f"fl.partition={part}", *STRATEGIES[name], *extra])
             start = time.time()
             s = run_replicates(cfg, out, n, resume=is_replicate_group(out))
@@ -163,10 +168,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="extra config overrides for every run")
     parser.add_argument("--work", default="runs/paper-tables", help="run folders (resumable)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "paper_tables"))
+    parser.add_argument("--collect-only", action="store_true", help="run nothing: the tables of the finished cells")
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
-    init_ray(load_config(None, args.set))  # one Ray for every run
-    cells = run_cells(args.partitions, args.strategies, args.replicates, args.set, work)
+    if not args.collect_only:
+        init_ray(load_config(None, args.set))  # one Ray for every run
+    cells = run_cells(args.partitions, args.strategies, args.replicates, args.set, work, args.collect_only)
     out.mkdir(parents=True, exist_ok=True)
     rows = collect(cells)
     pq.write_table(pa.Table.from_pylist(rows), out / "rounds.parquet")
@@ -180,7 +187,8 @@ def main() -> None:
             *table(cells, args.partitions, TABLE2), ""]
     (out / "tables.md").write_text("\n".join(text))
     for part in args.partitions:
-        plot(rows, part, [s for s in STRATEGIES if (part, s) in cells], out / f"psnr_{part}.png")
+        if any(p == part for p, _ in cells):
+            plot(rows, part, [s for s in STRATEGIES if (part, s) in cells], out / f"psnr_{part}.png")
     print("\n".join(text))
 
 
