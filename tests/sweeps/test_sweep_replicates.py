@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_asha_decides_on_the_mean_of_each_points_replicates(ray_local, synth_root, tmp_path):
-    fixed = {**tiny_fixed(synth_root, 3), "seed": 10}
+    fixed = {**tiny_fixed(synth_root, 2), "seed": 10}
     asha = {"grace_period": 1, "reduction_factor": 2}
     spec = build_spec("reps", {"search": "grid", "scheduler": "asha", "asha": asha, "replicates": 2, "fixed": fixed,
                                "params": {"fl.lr": {"grid": [0.5, 0.002, 0.004]}}})
