@@ -138,7 +138,7 @@ def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root)
     """Ctrl-C during `fedvsr sweep` (SIGINT to the driver): exit 130, the trials not finished and the command that
     continues them, no "next: fedvsr best"; `fedvsr best` ranks what finished and counts what is missing; the
     printed command finishes the sweep."""
-    fixed = {"model.preset": "tiny", "fl.rounds": 3, "fl.clients": 4, "fl.clients_per_round": 2, "fl.batch_size": 4,
+    fixed = {"model.preset": "tiny", "fl.rounds": 4, "fl.clients": 4, "fl.clients_per_round": 2, "fl.batch_size": 4,
              "data.root": str(synth_root), "data.videos": 10, "data.frames": 5, "data.height": 64, "data.width": 64,
              "data.patch": 16, "data.samples_per_video": 4, "eval.holdout": 2, "eval.clips": 2, "platform.workers": 1}
     spec = tmp_path / "spec.yaml"
@@ -157,16 +157,26 @@ def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root)
     assert proc.returncode == 130, stdout + stderr
     assert "next: fedvsr best" not in stdout and "Traceback" not in stderr
     again = f"fedvsr sweep --resume --out {out}"
-    assert re.search(r"^fedvsr sweep: interrupted: 2 of 3 trials not finished \(1 done\); started: 00001-\w{8} "
-                     r"\(round [12] of 3; fl.lr=0.002\); not started: fl.lr=0.003$", stderr, flags=re.MULTILINE), stderr
+    # the second trial is stopped mid-run, unless it ran its last rounds while the driver was stopping Tune (seen
+    # on a fast CI machine with 3 rounds a trial): then it is done, and only the third is left
+    m = re.search(r"^fedvsr sweep: interrupted: (\d) of 3 trials not finished \((\d) done\)(.*)$", stderr,
+                  flags=re.MULTILINE)
+    assert m, stderr
+    done = int(m[2])
+    if done == 1:
+        assert m[1] == "2" and re.fullmatch(r"; started: 00001-\w{8} \(round [123] of 4; fl.lr=0.002\); "
+                                            r"not started: fl.lr=0.003", m[3]), stderr
+    else:
+        assert (m[1], done, m[3]) == ("1", 2, "; not started: fl.lr=0.003"), stderr
     assert stderr.splitlines()[-1] == f"fedvsr sweep: continue it with: {again}"
 
     best = subprocess.run([sys.executable, "-m", "fedvsr.cli", "best", str(out), "--json"], capture_output=True,
                           text=True, timeout=120)
     assert best.returncode == 0, best.stderr
-    assert json.loads(best.stdout)["config"]["fl.lr"] == 0.001
-    assert best.stderr == (f"fedvsr best: ranking the 1 finished of 3 runs; not ranked: 1 incomplete (interrupted: "
-                           f"{again} finishes them), 1 not started ({again} runs them)\n")
+    assert json.loads(best.stdout)["config"]["fl.lr"] in ((0.001,) if done == 1 else (0.001, 0.002))
+    incomplete = f"1 incomplete (interrupted: {again} finishes them), " if done == 1 else ""
+    assert best.stderr == (f"fedvsr best: ranking the {done} finished of 3 runs; not ranked: {incomplete}"
+                           f"1 not started ({again} runs them)\n")
 
     resumed = subprocess.run([sys.executable, "-m", "fedvsr.cli", *again.split()[1:]], capture_output=True, text=True,
                              timeout=600)
@@ -174,4 +184,4 @@ def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root)
     assert resumed.stdout.splitlines()[-1].startswith("next: fedvsr best")
     rows = pq.read_table(out / "trials.parquet").to_pylist()
     assert sorted((r["fl.lr"], r["status"], r["rounds_run"]) for r in rows) == [
-        (0.001, "finished", 3), (0.002, "finished", 3), (0.003, "finished", 3)]
+        (0.001, "finished", 4), (0.002, "finished", 4), (0.003, "finished", 4)]

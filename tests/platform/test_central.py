@@ -104,10 +104,15 @@ def test_two_workers_take_the_same_steps_as_one_process(central_run, synth_root)
     w1, w2 = float_weights(events[-1][2]), load_arrays(out / "model.safetensors")
     assert w1.keys() == w2.keys()
     # Adam divides each step by sqrt(v): where a weight's gradients are near zero, rounding-level differences in
-    # them move it by up to ~4e-5 (seen on the natural built-in data); everywhere else they agree to 1e-5
-    for k in w1:
-        np.testing.assert_allclose(w1[k], w2[k], rtol=0, atol=1e-4, err_msg=k)
-        assert np.mean(np.abs(w1[k] - w2[k]) > 1e-5) < 0.02, k
+    # them move it by up to ~1e-4 (seen: 4e-5 on the natural built-in data, one weight of 9216 at 1.02e-4 while
+    # the machine was loaded); most weights agree to 1e-5 (a CPU with other kernels left 5% of one conv's weights
+    # above 1e-5). A step taken on other samples or with another weighting moves every weight by ~lr = 1e-3.
+    diffs = {k: np.abs(w1[k] - w2[k]) for k in w1}
+    every = np.concatenate([d.ravel() for d in diffs.values()])
+    for k, d in diffs.items():
+        assert d.max() < 5e-4, k
+        assert np.mean(d > 1e-5) < 0.2, k
+    assert np.mean(every > 1e-4) < 1e-3 and np.mean(every > 1e-5) < 0.05
     # and the training moved the weights by far more than that
     assert np.abs(w1["tail.weight"]).max() > 1e-3
 
