@@ -15,8 +15,10 @@ difference whose interval holds zero is a tie.
 
 The runs go to ``--work`` (run folders with checkpoints; an interrupted call continues where it stopped, a
 finished cell is read, not run again); ``--out`` gets the small results: ``tables.md`` (both tables),
-``rounds.parquet`` (every round of every replicate), ``summary.json`` and ``psnr_<partition>.png`` (mean and
-95% band per round).
+``rounds.parquet`` (every round of every replicate), ``summary.json``, ``psnr_<partition>.png`` (mean and
+95% band per round) and ``paired_rounds.parquet`` (each strategy against FedAvg at every round: the paired
+difference, its interval, the raw p-value and the p-value Holm-corrected over the rounds, since looking at every
+round and picking one is a multiple comparison of its own).
 """
 
 from __future__ import annotations
@@ -128,6 +130,44 @@ def collect(cells: dict) -> list[dict]:
     return rows
 
 
+def by_round(rows: list[dict], partitions: list[str], strategies: list[str]) -> tuple[list[dict], list[str]]:
+    """Each strategy against FedAvg at every round, paired by seed: rows for ``paired_rounds.parquet`` and one
+    Markdown line per (partition, strategy) naming the round of the largest mean difference and the rounds whose
+    raw p-value is below 0.05, with the p-values Holm-corrected over the rounds."""
+    out, lines = [], []
+    for part in partitions:
+        def psnr(name: str, part: str = part) -> dict:
+            return {(r["round"], r["seed"]): r["psnr"] for r in rows if (r["partition"], r["strategy"]) == (part, name)}
+
+        ref = psnr(REFERENCE)
+        for s in strategies:
+            mine = psnr(s)
+            if s == REFERENCE or not mine or not ref:
+                continue
+            rounds = sorted({t for t, _ in mine if t > 0})
+            comps = [compare({k: v for (t, k), v in mine.items() if t == rnd},
+                             {k: v for (t, k), v in ref.items() if t == rnd}) for rnd in rounds]
+            adjusted = holm([c.p for c in comps])
+            for rnd, c, p_holm in zip(rounds, comps, adjusted, strict=True):
+                out.append({"partition": part, "strategy": s, "round": rnd, "diff": c.diff.mean, "low": c.diff.low,
+                            "high": c.diff.high, "p": c.p, "p_holm_rounds": p_holm})
+            top = max(range(len(rounds)), key=lambda i: abs(comps[i].diff.mean))
+
+            def which(ps: list[float], sign: int, rounds: list = rounds, comps: list = comps) -> str:
+                hits = [str(r) for r, c, p in zip(rounds, comps, ps, strict=True)
+                        if p < 0.05 and c.diff.mean * sign > 0]
+                return ", ".join(hits) or "none"
+
+            raw = [c.p for c in comps]
+            lines.append(f"- {PARTITIONS[part]}, {s} - {REFERENCE}: largest mean difference "
+                         f"{comps[top].diff.mean:+.3f} dB [{comps[top].diff.low:+.3f}, {comps[top].diff.high:+.3f}] at "
+                         f"round {rounds[top]} (raw p {comps[top].p:.3g}, Holm over the {len(rounds)} rounds "
+                         f"{adjusted[top]:.3g}); raw p < 0.05: ahead at rounds {which(raw, 1)}, behind at "
+                         f"{which(raw, -1)}; Holm-corrected p < 0.05: ahead at {which(adjusted, 1)}, behind at "
+                         f"{which(adjusted, -1)}")
+    return out, lines
+
+
 def plot(rows: list[dict], part: str, strategies: list[str], path: Path) -> None:
     """Mean PSNR per round with its 95% band over the replicates, one line per strategy."""
     import matplotlib
@@ -137,18 +177,26 @@ def plot(rows: list[dict], part: str, strategies: list[str], path: Path) -> None
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    bicubic = None
-    for i, s in enumerate(strategies):
+    bicubic, top, curves = None, None, {}
+    for s in strategies:
         rs = [r for r in rows if r["partition"] == part and r["strategy"] == s]
-        if not rs:
-            continue
-        bicubic = rs[0]["bicubic_psnr"]
-        rounds = sorted({r["round"] for r in rs})
-        ivs = [mean_interval([r["psnr"] for r in rs if r["round"] == t]) for t in rounds]
-        ax.plot(rounds, [iv.mean for iv in ivs], "-", color=f"C{i}", label=f"{s} (n={ivs[-1].n})")
-        ax.fill_between(rounds, [iv.low for iv in ivs], [iv.high for iv in ivs], color=f"C{i}", alpha=0.2, lw=0)
+        if rs:
+            bicubic = rs[0]["bicubic_psnr"]
+            rounds = sorted({r["round"] for r in rs})
+            curves[s] = rounds, [mean_interval([r["psnr"] for r in rs if r["round"] == t]) for t in rounds]
+    # the axis shows bicubic - 0.5 dB and up: a strategy that breaks down (SCAFFOLD) would otherwise flatten the
+    # others into one line; its legend entry says that it leaves the axis, and its band is not drawn
+    bottom = bicubic - 0.5 if bicubic is not None else None
+    for i, (s, (rounds, ivs)) in enumerate(curves.items()):
+        below = [t for t, iv in zip(rounds, ivs, strict=True) if bottom is not None and iv.mean < bottom]
+        label = f"{s} (n={ivs[-1].n})" + (f"; below the axis in {len(below)} rounds" if below else "")
+        ax.plot(rounds, [iv.mean for iv in ivs], "-", color=f"C{i}", label=label)
+        if not below:  # a broken-down strategy's band spans tens of dB: its line says enough
+            ax.fill_between(rounds, [iv.low for iv in ivs], [iv.high for iv in ivs], color=f"C{i}", alpha=0.2, lw=0)
+        top = max([top or -1e9, *(iv.mean for iv in ivs)])
     if bicubic is not None:
         ax.axhline(bicubic, color="gray", linestyle=":", label=f"bicubic ({bicubic:.2f} dB)")
+        ax.set_ylim(bottom, top + 0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("PSNR (dB, Y)")
@@ -185,6 +233,10 @@ def main() -> None:
             "and Holm-adjusted p-value (within a partition); 'tie' when p >= 0.05.", "", "## Table 1", "",
             *table(cells, args.partitions, TABLE1), "", "## Table 2 (ablations)", "",
             *table(cells, args.partitions, TABLE2), ""]
+    paired, lines = by_round(rows, args.partitions, [s for s in STRATEGIES if any(n == s for _, n in cells)])
+    if paired:
+        pq.write_table(pa.Table.from_pylist(paired), out / "paired_rounds.parquet")
+        text += ["## Every round against FedAvg (paired by seed)", "", *lines, ""]
     (out / "tables.md").write_text("\n".join(text))
     for part in args.partitions:
         if any(p == part for p, _ in cells):
