@@ -245,9 +245,9 @@ class PlatformConfig:
                              "one, so it does not wait for the coordinator between clients (the round's last "
                              "clients still go to whichever worker is free); 1 = one at a time", min=1, max=8)
     kernels: str = _spec("native", "CPU kernels of the coordinator and workers: native (each library picks by the "
-                         "CPU; the bits differ between CPU types) or portable (pinned to AVX2 code, meant to give the same "
-                         "bits on x86-64 CPUs with AVX2; tested on two kernel paths of one machine; 1.2-1.3x slower; "
-                         "README Reproducibility)", choices=KERNELS)
+                         "CPU; the bits differ between CPU types) or portable (pinned to AVX2 code, meant to give "
+                         "the same bits on x86-64 CPUs with AVX2; tested on two kernel paths of one machine; "
+                         "1.2-1.3x slower; README Reproducibility)", choices=KERNELS)
 
 
 @dataclass

@@ -265,19 +265,24 @@ def winner_sentence(ranking, keys: list[str], digits: int) -> str:
         return "No finished trial: no winner."
     top, rest = ranking.points[0], ranking.points[1:]
     unit = " dB" if "psnr" in ranking.column else ""
-    text = f"{_describe(top, keys)} wins with {_pm(top.interval, digits, unit)} (n={top.n})"
+    value = f"{_pm(top.interval, digits, unit)} (n={top.n})"
     if top.n < 2:
         runner = f" from the runner-up, {_describe(rest[0], keys)} ({rest[0].interval.mean:.{digits}f}{unit})" \
             if rest else ""
-        return text + f"; no interval: rerun with replicates (`replicates: 3` in the spec) to tell it{runner}."
+        return (f"{_describe(top, keys)} has the highest single run, {value}; no interval: rerun with replicates "
+                f"(`replicates: 3` in the spec) to tell it{runner}.")
     if not rest:
-        return text + "; it is the only finished point."
+        return f"{_describe(top, keys)} wins with {value}; it is the only finished point."
     ties = [_describe(p, keys, values_only=True) for p in rest if p.tie]
     untested = [_describe(p, keys, values_only=True) for p in rest if p.tie is None]
     level = f"{ranking.level:.0%}"
+    # "wins" only when every other point was tested and told apart from it: a tie is never a winner
+    text = (f"{_describe(top, keys)} has the highest mean, {value}" if ties or untested
+            else f"{_describe(top, keys)} wins with {value}")
     if ties:
         verb = "is" if len(ties) == 1 else "are"
-        text += f"; {_and(ties)} {verb} not distinguishable from it at {level} ({method_words(rest)})"
+        text += (f"; {_and(ties)} {verb} not distinguishable from it at {level} ({method_words(rest)}): a tie "
+                 f"between these {len(ties) + 1} points, no single winner")
     elif len(untested) < len(rest):
         text += (f"; every other {'tested ' if untested else ''}point is distinguishable from it at {level} "
                  f"({method_words(rest)})")

@@ -24,8 +24,9 @@ def test_report_names_the_winner_and_its_ties_in_words(tmp_path):
     assert [f.name for f in files] == ["final_psnr_vs_fl.lambda_hifr.png", "psnr_per_round_top.png",
                                        "trials_per_round.png", "report.md"]
     md = (sweep / "report" / "report.md").read_text()
-    assert ("λ_HiFr = 0.4 wins with 25.61 ± 0.02 dB (n=3); 0.3 is not distinguishable from it at 95% "
-            "(Holm-corrected paired t-tests).") in md
+    assert ("λ_HiFr = 0.4 has the highest mean, 25.61 ± 0.02 dB (n=3); 0.3 is not distinguishable from it at 95% "
+            "(Holm-corrected paired t-tests): a tie between these 2 points, no single winner.") in md
+    assert "wins" not in md
     assert "| 1 | = | 25.61 ± 0.02 | 3 | +0.61 ± 0.02 | 25.61 | 0.7561 | 0.4 | lambdas/1-a |" in md
     assert "| 3 |  | 25.42 ± 0.07 | 3 | +0.42 ± 0.07 | 25.42 | 0.7542 | 0.5 | lambdas/2-c |" in md
     assert "- search: grid, 3 trials (3 finished), 9 runs" in md
@@ -37,8 +38,8 @@ def test_single_runs_say_no_interval(tmp_path):
                        params={"fl.lr": {"grid": [0.001, 0.002]}}, fixed={"fl.rounds": 2})
     sweep_report(sweep)
     md = (sweep / "report" / "report.md").read_text()
-    assert ("fl.lr = 0.002 wins with 28.35 dB (n=1); no interval: rerun with replicates (`replicates: 3` in the "
-            "spec) to tell it from the runner-up, fl.lr = 0.001 (28.31 dB).") in md
+    assert ("fl.lr = 0.002 has the highest single run, 28.35 dB (n=1); no interval: rerun with replicates "
+            "(`replicates: 3` in the spec) to tell it from the runner-up, fl.lr = 0.001 (28.31 dB).") in md
 
 
 def test_enough_digits_to_tell_close_points_apart(tmp_path):
@@ -100,5 +101,5 @@ def test_winner_sentence_with_an_untested_single_run(tmp_path):
                        params={"fl.lr": {"grid": [0.001, 0.002]}}, fixed={"fl.rounds": 2})
     ranking = rank_points(collect_rows([sweep]))
     # mean 28.2, s = 0.2, half = 4.3027 * 0.2 / sqrt(3) = 0.4968
-    assert winner_sentence(ranking, ["fl.lr"], 2) == ("fl.lr = 0.001 wins with 28.20 ± 0.50 dB (n=3); 0.002 could not "
-                                                       "be tested (a single run).")
+    assert winner_sentence(ranking, ["fl.lr"], 2) == (
+        "fl.lr = 0.001 has the highest mean, 28.20 ± 0.50 dB (n=3); 0.002 could not be tested (a single run).")
