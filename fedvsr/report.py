@@ -308,7 +308,7 @@ def _markdown(spec, rows, ranking, top: int, keys, images, compared, sweep_dir: 
              f"finished trials only",
              "- swept: " + "; ".join(f"`{p.name}` {p.describe()}" for p in spec.params),
              "- fixed: " + ", ".join(f"`{k}={_fmt(v)}`" for k, v in spec.fixed.items()), "",
-             "## Winner", "", winner_sentence(ranking, keys, digits), ""]
+             "## The top point and its ties", "", winner_sentence(ranking, keys, digits), ""]
     if shown:
         lines += [f"## Top {len(shown)}", "",
                   f"Mean ± half-width of the {ranking.level:.0%} t interval over n replicates; tie: not "
