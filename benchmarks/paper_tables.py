@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from fedvsr.config import load_config
 from fedvsr.platform.replicates import is_replicate_group, run_replicates
 from fedvsr.platform.run import init_ray
-from fedvsr.stats import compare, holm, mean_interval
+from fedvsr.stats import compare, holm, mean_interval, verdict
 
 STRATEGIES = {
     "FedAvg": ["fl.strategy=fedavg"],
@@ -99,8 +99,7 @@ def table(cells: dict, partitions: list[str], strategies: tuple[str, ...]) -> li
                     _pm(summ, "final_ssim", 4)]
             if s in comps:
                 c, p = comps[s], adjusted[s]
-                verdict = "tie" if not p < 0.05 else ("better" if c.diff.mean > 0 else "worse")
-                cols += [f"{c.diff.mean:+.3f} [{c.diff.low:+.3f}, {c.diff.high:+.3f}]", f"{p:.3g}", verdict]
+                cols += [f"{c.diff.mean:+.3f} [{c.diff.low:+.3f}, {c.diff.high:+.3f}]", f"{p:.3g}", verdict(c, p)]
             else:
                 cols += ["-", "-", "reference" if s == REFERENCE else "-"]
             lines.append(f"| {PARTITIONS[part]} | {s} | " + " | ".join(cols) + " |")

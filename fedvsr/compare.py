@@ -138,10 +138,7 @@ def _p(p: float) -> str:
 
 
 def _pm(iv: Interval | None, digits: int, sign: bool = False) -> str:
-    if iv is None:
-        return ""
-    mean = f"{iv.mean:{'+' if sign else ''}.{digits}f}"
-    return mean if iv.n < 2 or not math.isfinite(iv.half) else f"{mean} ± {iv.half:.{digits}f}"
+    return "" if iv is None else iv.pm(digits, sign)
 
 
 def markdown(entries: list[Entry], comps: list[dict[str, Any]], column: str, level: float) -> str:

@@ -247,10 +247,7 @@ def _describe(point, keys: list[str], values_only: bool = False) -> str:
 
 def _pm(iv, digits: int, unit: str = "", sign: bool = False) -> str:
     """``25.61 ± 0.04 dB`` (the mean alone when there is no interval)."""
-    mean = f"{iv.mean:{'+' if sign else ''}.{digits}f}"
-    if iv.n < 2 or not math.isfinite(iv.half):
-        return f"{mean}{unit}"
-    return f"{mean} ± {iv.half:.{digits}f}{unit}"
+    return iv.pm(digits, sign) + unit
 
 
 def _and(items: list[str]) -> str:

@@ -48,6 +48,12 @@ class Interval:
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
 
+    def pm(self, digits: int, sign: bool = False, sep: str = "±") -> str:
+        """``"25.61 ± 0.04"`` (``sign``: ``"+0.61 ± 0.04"``; ``sep``: ``"+-"`` for plain-text tables), or the mean
+        alone when there is no interval."""
+        mean = f"{self.mean:{'+' if sign else ''}.{digits}f}"
+        return mean if self.n < 2 or not math.isfinite(self.half) else f"{mean} {sep} {self.half:.{digits}f}"
+
     def text(self, digits: int = 2) -> str:
         """``"25.43 +- 0.05 (n=3)"``, or ``"25.43 (n=1, no interval)"``."""
         if self.n < 2 or not math.isfinite(self.half):

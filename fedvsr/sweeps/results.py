@@ -478,10 +478,7 @@ def winner_warnings(ranking: Ranking) -> list[str]:
 
 
 def _pm(iv: Interval | None, digits: int, sign: bool = False) -> str:
-    if iv is None:
-        return ""
-    mean = f"{iv.mean:+.{digits}f}" if sign else f"{iv.mean:.{digits}f}"
-    return mean if iv.n < 2 or not math.isfinite(iv.half) else f"{mean} +- {iv.half:.{digits}f}"
+    return "" if iv is None else iv.pm(digits, sign, sep="+-")
 
 
 def show_path(path: str) -> str:
