@@ -1,4 +1,4 @@
-"""VSRGAN's dark-patch elimination (Cetin and Akca, ``papers/vsrgan.txt``, Sec. 1.4, the training steps).
+"""VSRGAN's dark-patch elimination (Cetin and Akca, arXiv:2505.10589, Sec. 1.4, the training steps).
 
 The paper: "Sub-batches that are too dark (detected according to mean of their RGB values) are eliminated
 since they will affect the model badly in long term training." Readings:

@@ -1,7 +1,7 @@
 """BasicVSR: bidirectional recurrent propagation with SpyNet flow alignment.
 
 K. C. K. Chan, X. Wang, K. Yu, C. Dong, C. C. Loy, "BasicVSR: The Search for Essential Components in Video
-Super-Resolution and Beyond", CVPR 2021 (arXiv:2012.02181); FCA2 (``papers/fca2.md``, Table I) uses it as a
+Super-Resolution and Beyond", CVPR 2021 (arXiv:2012.02181); FCA2 (arXiv:2506.11545, Table I) uses it as a
 backbone and as a baseline. The architecture is BasicSR's ``basicvsr_arch.py``: SpyNet flows between
 neighbouring frames; a backward and a forward branch, each ``[frame, warped hidden state] -> conv ->
 residual blocks``; a 1x1 fusion of the two branches per frame; pixel-shuffle upsampling; and the bilinear

@@ -1,7 +1,7 @@
 """BasicVSR++: second-order grid propagation with flow-guided deformable alignment.
 
 K. C. K. Chan, S. Zhou, X. Xu, C. C. Loy, "BasicVSR++: Improving Video Super-Resolution with Enhanced
-Propagation and Alignment", CVPR 2022 (arXiv:2104.13371); FCA2 (``papers/fca2.md``, Table I) uses it as a
+Propagation and Alignment", CVPR 2022 (arXiv:2104.13371); FCA2 (arXiv:2506.11545, Table I) uses it as a
 backbone and as a baseline. The architecture is BasicSR's ``basicvsrpp_arch.py``: per-frame features (a conv
 and 5 residual blocks), four propagation branches (backward, forward, backward, forward), each frame's
 branch input being the features of every earlier branch; second-order propagation (the hidden states of

@@ -1,7 +1,7 @@
 """FCA2: a frame-compression autoencoder around any VSR backbone.
 
 Z. Wang, J. Li, W. Lu, L. He, M. Gong, X. Gao, "FCA2: Frame Compression-Aware Autoencoder for Modular and
-Fast Compressed Video Super-Resolution" (``papers/fca2.md``, Sec. III-IV). The N frames of a clip are
+Fast Compressed Video Super-Resolution" (FCA2, arXiv:2506.11545, Sec. III-IV). The N frames of a clip are
 stacked into C*N channels (eq. 2) and cut into K overlapping groups of S channels with overlap O (eq. 3);
 each group is encoded into one C-channel frame, so the backbone (BasicVSR, BasicVSR++, or any registered
 family that restores every frame) super-resolves K frames instead of N (7 RGB frames, S = 9, O = 3: K = 3,

@@ -1,7 +1,7 @@
 """FCA2's parts: overlapping channel grouping, colour correction (eq. 4), the cleaning network, the
 spatial / channel coding networks, the flow guidance, and the frame-compression autoencoder built from them.
 
-Paper: ``papers/fca2.md`` Sec. III (eqs. 2-4, Fig. 5); where it is silent, the authors' public code
+Paper: FCA2, arXiv:2506.11545 Sec. III (eqs. 2-4, Fig. 5); where it is silent, the authors' public code
 (``handsomewzy/FCA2``, ``proposedGAE_arch.py`` / ``FCA2_arch.py``) settles it, as noted below.
 """
 

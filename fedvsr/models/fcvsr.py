@@ -1,7 +1,7 @@
 """FCVSR and FCVSR-S: frequency-aware compressed video super-resolution.
 
 Q. Zhu, F. Zhang, F. Chen, S. Zhu, D. Bull, B. Zeng, "FCVSR: A Frequency-aware Method for
-Compressed Video Super-Resolution" (``papers/fcvsr.md``, Sec. III and IV-A). Seven LR frames
+Compressed Video Super-Resolution" (arXiv:2502.06431, Sec. III and IV-A). Seven LR frames
 in, the centre frame out at x4: a 3x3 convolution per frame (eq. 1); motion-guided adaptive
 alignment (MGAA) on frames t-3..t-1, then t+1..t+3, then on the two results with frame t;
 multi-frequency feature refinement (MFFR); reconstruction (REC) of an HR residual that is added

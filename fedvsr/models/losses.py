@@ -1,4 +1,4 @@
-"""Image losses of VSRGAN (``papers/vsrgan.txt`` Sec. 3.1.7): content (MSE / Charbonnier), edge-aware
+"""Image losses of VSRGAN (arXiv:2505.10589 Sec. 3.1.7): content (MSE / Charbonnier), edge-aware
 (Laplacian with the 4- or 8-neighbour kernel, Sobel, Ricker, Laplacian pyramid, gradient), SSIM, the
 adversarial loss and an optional VGG perceptual ("LPIPS") loss from a local weights file.
 

@@ -1,7 +1,7 @@
 """VSRGAN: SRGAN extended to video with 3D non-local blocks.
 
 K. Cetin, H. Akca, "Super-Resolution Generative Adversarial Networks based Video Enhancement"
-(``papers/vsrgan.txt``, Sec. 1.4, 2.1, 3.1, 3.2, 4). A generator restores every frame of an LR clip
+(arXiv:2505.10589, Sec. 1.4, 2.1, 3.1, 3.2, 4). A generator restores every frame of an LR clip
 (sequence in, sequence out) and a U-Net discriminator judges frames real or fake. Two generators:
 ``rrdb`` (residual-in-residual dense blocks; the paper's 27 M-parameter model) and ``residual``
 (residual blocks; the 5 M model). Both are built in the paper's four parts: channel expansion with

@@ -1,4 +1,4 @@
-"""Building blocks of VSRGAN (``papers/vsrgan.txt``): the concatenation-based residual block, the RRDB,
+"""Building blocks of VSRGAN (arXiv:2505.10589): the concatenation-based residual block, the RRDB,
 the 3D dot-product non-local block, the two generators and the U-Net discriminator.
 
 Tensors are ``(n, c, h, w)`` for the per-frame 2-D parts and ``(b, t, c, h, w)`` for the parts that

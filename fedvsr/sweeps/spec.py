@@ -2,7 +2,7 @@
 
 A spec file (the shipped ones are in ``fedvsr/sweeps/spaces/``; ``fedvsr sweep --list`` shows them)::
 
-    description: FedProx's mu grid {0.001, 0.01, 0.1, 1} (fedvsr.md 5.2)
+    description: FedProx's mu grid {0.001, 0.01, 0.1, 1} (the FedVSR paper, arXiv:2503.13745, Sec. 5.2)
     metric: psnr            # psnr | ssim | loss: the global model's value after a trial's last round
     search: grid            # grid: every point once; optuna: Optuna's TPE proposes `trials` points (seeded)
     trials: 16              # optuna only

@@ -1,4 +1,4 @@
-"""FCA2 (papers/fca2.md Sec. III-IV): grouping, frame averaging, eq. 4, sizes, switches, training modes, and
+"""FCA2 (arXiv:2506.11545 Sec. III-IV): grouping, frame averaging, eq. 4, sizes, switches, training modes, and
 user models by import path; plus the BasicVSR / BasicVSR++ / SpyNet parts it is built from."""
 
 from __future__ import annotations
