@@ -32,9 +32,10 @@ Variant groups (``--variants``; default ``machines``):
 - ``knobs``: one library forced down at a time: ``aten-avx2``, ``aten-default``, ``onednn-avx2``, ``mkl-avx2``,
   ``mkl-cbwr``, ``numpy-avx2`` (and ``native``).
 
-A forced-down variant only emulates another CPU when this one has the faster kernels (the README's numbers
-come from an AVX-512 machine; on an AVX2 machine ``avx2-cpu`` is ``native``). ``environment.json`` of each
-run records what its workers ran; ``repro.json`` keeps the fields that differ between variants.
+A forced-down variant only emulates another CPU when this one has the faster kernels (the numbers of
+docs/reproducibility.md come from an AVX-512 machine; on an AVX2 machine ``avx2-cpu`` is ``native``).
+``environment.json`` of each run records what its workers ran; ``repro.json`` keeps the fields that differ
+between variants.
 """
 
 from __future__ import annotations

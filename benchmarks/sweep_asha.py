@@ -1,6 +1,6 @@
-"""The README's sweep walkthrough, and ASHA's saving measured: the shipped ``fedvsr-lambda-bounded`` sweep
-(FedVSR, lambda_vsr + lambda_hifr = 1, 9 points, 20 rounds, default data and model) run twice in one
-go, first with the spec's ASHA scheduler, then with every trial run to the end.
+"""The sweep of docs/benchmarks.md ("Sweeps: ASHA against every trial"), and ASHA's saving measured: the
+shipped ``fedvsr-lambda-bounded`` sweep (FedVSR, lambda_vsr + lambda_hifr = 1, 9 points, 20 rounds, default data
+and model) run twice in one go, first with the spec's ASHA scheduler, then with every trial run to the end.
 
     python benchmarks/sweep_asha.py [--out benchmarks/results/sweep_lambda_bounded] [--set key=value ...]
 

@@ -1,7 +1,7 @@
 """fedvsr against Flower's simulation engine on the same client work (issue 11, benchmark 2).
 
 Run by hand (Flower lives in a venv of its own, never a fedvsr dependency: flwr 1.42's simulation extra pins
-ray 2.55.1; see the README's benchmark section for how /work/bench-flwr is made)::
+ray 2.55.1; docs/benchmarks.md, "Against Flower and pfl-research")::
 
     /work/bench-flwr/bin/python benchmarks/vs_flower.py --workload small --reps 2
     /work/bench-flwr/bin/python benchmarks/vs_flower.py --workload xdevice --reps 2

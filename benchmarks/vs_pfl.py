@@ -1,7 +1,7 @@
 """fedvsr against Apple's pfl-research (pfl 0.6) on the small-client workload (issue 11, benchmark 3).
 
 Run by hand (pfl lives in a venv of its own, /work/bench-pfl, with torch 2.13.0 CPU, psutil and fedvsr installed
-``--no-deps``; see the README's benchmark section)::
+``--no-deps``; docs/benchmarks.md, "Against Flower and pfl-research")::
 
     /work/bench-flwr/bin/python benchmarks/vs_pfl.py --reps 2
 

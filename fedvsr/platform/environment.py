@@ -3,7 +3,7 @@
 The same seed and config give bit-identical results on one machine with one set of libraries, but not on
 another x86 CPU: torch, oneDNN, MKL and numpy each pick their kernels by the CPU's instruction sets when
 they load, and those kernels round differently. Measured on the default experiment
-(``benchmarks/repro_cpu_paths.py``, README "Reproducibility"): oneDNN's convolutions (AVX-512 against AVX2
+(``benchmarks/repro_cpu_paths.py``, docs/reproducibility.md): oneDNN's convolutions (AVX-512 against AVX2
 JIT kernels sum in another order) and MKL's vector math (``torch.sqrt`` of float32 tensors goes to MKL VML,
 whose AVX-512 and AVX2 code differ in the last bit: the Charbonnier loss and Adam both take square roots)
 change the bits from the first local step; torch's own AVX2 and AVX-512 kernels (ATen) give the same bits
