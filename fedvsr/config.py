@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ from fedvsr.config_checks import (  # noqa: F401  (re-exported: fedvsr.config is
     key_applies,
     validate,
 )
-from fedvsr.fields import ConfigError, allowed, coerce, default_of, field_type, is_key
+from fedvsr.fields import ConfigError, allowed, coerce, default_of, field_type, is_key, key_fields
 from fedvsr.fields import key as _spec
 from fedvsr.fl.registry import all_key_fields, get_strategy, readers, strategy_names
+from fedvsr.models.registry import recipe_fields
 
 DATA_SOURCES = ("synthetic", "folder", "reds", "vid4", "vimeo90k", "kinetics")
 DEGRADATIONS = ("bicubic", "blur", "h264", "blur-h264", "hevc", "fca2-mix", "vsrgan")
@@ -53,7 +54,36 @@ KERNELS = ("native", "portable")  # fedvsr.platform.environment
 class ModelConfig:
     name: str = _spec("efvsr", "registered model family (`fedvsr models` lists them)")
     preset: str = _spec("small", "size preset of the family")
-    options: dict = _spec(None, "constructor arguments overriding the preset's", factory=dict)
+    options: dict = _spec(None, "constructor arguments overriding the preset's (network sizes; a user model's "
+                          "arguments); a family's training-recipe keys are model.recipe.*", factory=dict)
+    #: the family's training-recipe dataclass (fedvsr.models.registry.ModelEntry.recipe; VSRGAN's loss weights):
+    #: its keys are model.recipe.*; None for a family without one. The constructor gets its values that differ
+    #: from their defaults through ``options`` (what the runtime passes to build_model)
+    recipe: Any = None
+
+    def __post_init__(self) -> None:
+        entry = _model_entry(self.name)
+        if self.recipe is None and entry is not None and entry.recipe is not None:
+            self.recipe = entry.recipe()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as a config file holds it: the recipe's keys under ``recipe`` (a family with one), not in
+        ``options``."""
+        out = {"name": self.name, "preset": self.preset, "options": dataclasses.asdict(self)["options"]}
+        if self.recipe is not None:
+            out["options"] = {k: v for k, v in out["options"].items() if not hasattr(self.recipe, k)}
+            out["recipe"] = dataclasses.asdict(self.recipe)
+        return out
+
+
+def _model_entry(name: str) -> Any:
+    """The model registry's entry, or None for a name it cannot resolve (validate() says why)."""
+    from fedvsr.models.registry import get_entry
+
+    try:
+        return get_entry(name)
+    except KeyError:
+        return None
 
 
 @dataclass
@@ -284,7 +314,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["fl"] = self.fl.to_dict()
+        out["model"], out["fl"] = self.model.to_dict(), self.fl.to_dict()
         return out
 
     def to_yaml(self) -> str:
@@ -297,13 +327,27 @@ class ExperimentConfig:
 def section_keys(cls: type) -> dict[str, dataclasses.Field]:
     """The keys of a config section (name -> declaration), in table order: the ``fl`` section's own keys and,
     where its ``params`` field stands, every registered strategy's keys (each once)."""
+    if cls is _Recipes:
+        return dict(recipe_fields())
     out: dict[str, dataclasses.Field] = {}
     for f in fields(cls):
         if is_key(f):
             out[f.name] = f
         elif cls is FLConfig and f.name == "params":
             out.update(all_key_fields())
+        elif cls is ModelConfig and f.name == "recipe":
+            out["recipe"] = _RECIPE_SECTION
     return out
+
+
+@dataclass
+class _Recipes:
+    """The ``model.recipe`` section as the table and the key lookup see it: every family's recipe keys."""
+
+
+#: the field that stands for the model.recipe section (its keys: fedvsr.models.registry.recipe_fields)
+_RECIPE_SECTION = field(default_factory=_Recipes, metadata={"help": "training recipe"})
+_RECIPE_SECTION.name = "recipe"
 
 
 def _is_section(f: dataclasses.Field) -> bool:
@@ -329,7 +373,44 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
             kwargs[name] = _build(f.default_factory, value, key + ".")
         else:
             kwargs[name] = coerce(key, f, value)
-    return _build_fl(kwargs) if cls is FLConfig else cls(**kwargs)
+    if cls is _Recipes:
+        return kwargs
+    if cls is FLConfig:
+        return _build_fl(kwargs)
+    return _build_model(kwargs) if cls is ModelConfig else cls(**kwargs)
+
+
+def _build_model(kwargs: dict[str, Any]) -> ModelConfig:
+    """The ``model`` section: the family's recipe dataclass from ``model.recipe.*``, whose values that differ
+    from their defaults join ``options`` (the constructor's keyword arguments). A recipe key in ``options`` or one
+    the family does not read is refused, naming where it belongs."""
+    given = kwargs.pop("recipe", {})
+    cfg = ModelConfig(**kwargs)
+    entry = _model_entry(cfg.name)
+    if entry is None:
+        return cfg  # validate() names the unknown model
+    declared = recipe_fields()  # the values are coerced already (section model.recipe)
+    reads = {f.name: f for f in key_fields(entry.recipe)} if entry.recipe is not None else {}
+    for name in cfg.options:
+        if name in reads:
+            raise ConfigError(f"model.options.{name} is a key of {cfg.name}'s training recipe: set "
+                              f"model.recipe.{name} instead (the value is checked there)")
+    chosen = {}
+    for name, value in given.items():
+        if name in reads:
+            chosen[name] = value
+        elif value != default_of(declared[name]):
+            raise ConfigError(f"model.recipe.{name} = {value!r} has no effect with model.name = {cfg.name!r} "
+                              f"({'its recipe keys: ' + ', '.join(reads) if reads else 'it has no recipe keys'}); "
+                              f"remove it, or choose the model family it belongs to")
+    if entry.recipe is not None:
+        try:
+            cfg.recipe = entry.recipe(**chosen)
+        except ValueError as err:  # the recipe's own cross-key checks (VSRGAN's LPIPS weights file)
+            raise ConfigError(str(err)) from None
+        defaults = entry.recipe()
+        cfg.options = {**cfg.options, **{k: v for k, v in chosen.items() if v != getattr(defaults, k)}}
+    return cfg
 
 
 def _build_fl(kwargs: dict[str, Any]) -> FLConfig:
