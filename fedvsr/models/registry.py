@@ -132,6 +132,11 @@ def register_model(
     return wrap
 
 
+def unregister_model(name: str) -> None:
+    """Remove a family (tests that register one of their own)."""
+    _REGISTRY.pop(name, None)
+
+
 def _check_recipe(name: str, recipe: type, presets: dict[str, dict[str, Any]]) -> None:
     """A recipe key is declared once: no preset sets it, and a key two families share is declared alike."""
     keys = {f.name: f for f in key_fields(recipe)}
