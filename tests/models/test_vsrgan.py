@@ -59,7 +59,7 @@ def test_bad_options_are_errors_at_build_time():
 
 
 def test_recipe_keys_are_typed_config_keys_checked_before_ray():
-    from fedvsr.config import ConfigError, config_table, load_config
+    from fedvsr.config import ConfigError, config_from_dict, config_table, load_config
     from fedvsr.models.vsrgan import VSRGANRecipe
 
     base = ["model.name=vsrgan", "model.preset=tiny"]
@@ -68,6 +68,7 @@ def test_recipe_keys_are_typed_config_keys_checked_before_ray():
     # the constructor gets the values that differ from the recipe's defaults; the file keeps them under recipe
     assert cfg.model.options == {"sobel_weight": 0.25, "patch_sizes": [4, 8]}
     assert cfg.to_dict()["model"]["options"] == {} and cfg.to_dict()["model"]["recipe"]["sobel_weight"] == 0.25
+    assert config_from_dict(cfg.to_dict()) == cfg  # what the coordinator and the workers rebuild from the dict
     with torch.device("meta"):
         model = build_model("vsrgan", "tiny", cfg.model.options)
     assert model.weights["sobel"] == 0.25 and model.patch_sizes == [4, 8]
