@@ -3,7 +3,10 @@
 ``load_config(path, overrides)`` builds one :class:`ExperimentConfig` from an optional YAML
 file and ``key=value`` overrides with dotted keys (``fl.lr=1e-3``). Every bad value is
 rejected here, before Ray starts, with a :class:`ConfigError` naming the key, the value and
-what is allowed. Each field documents itself where it is declared.
+what is allowed. Each field documents itself where it is declared (:func:`fedvsr.fields.key`), once: a
+strategy's keys (``fl.mu``, ``fl.lambda_hifr``) in its parameter dataclass (:mod:`fedvsr.fl.registry`), a
+model family's training-recipe keys (``model.recipe.*``) in its recipe dataclass, the checks across keys in
+:mod:`fedvsr.config_checks`.
 """
 
 from __future__ import annotations
