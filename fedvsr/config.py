@@ -3,13 +3,15 @@
 ``load_config(path, overrides)`` builds one :class:`ExperimentConfig` from an optional YAML
 file and ``key=value`` overrides with dotted keys (``fl.lr=1e-3``). Every bad value is
 rejected here, before Ray starts, with a :class:`ConfigError` naming the key, the value and
-what is allowed. Each field documents itself where it is declared.
+what is allowed. Each field documents itself where it is declared (:func:`fedvsr.fields.key`), once: a
+strategy's keys (``fl.mu``, ``fl.lambda_hifr``) in its parameter dataclass (:mod:`fedvsr.fl.registry`), a
+model family's training-recipe keys (``model.recipe.*``) in its recipe dataclass, the checks across keys in
+:mod:`fedvsr.config_checks`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,34 +19,28 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names key, value and what is allowed."""
-
-
-def _spec(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-          max: float | None = None, min_exclusive: bool = False, factory: Any = None) -> Any:
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
+from fedvsr.config_checks import (  # noqa: F401  (re-exported: fedvsr.config is where callers look)
+    DEADLINE_KEYS,
+    KEY_CONDITIONS,
+    MAX_MODEL_OPTION,
+    SPLIT_SOURCES,
+    key_applies,
+    validate,
+)
+from fedvsr.fields import ConfigError, allowed, coerce, default_of, field_type, is_key, key_fields
+from fedvsr.fields import key as _spec
+from fedvsr.fl.registry import all_key_fields, get_strategy, readers, strategy_names
+from fedvsr.models.registry import recipe_fields
 
 DATA_SOURCES = ("synthetic", "folder", "reds", "vid4", "vimeo90k", "kinetics")
 DEGRADATIONS = ("bicubic", "blur", "h264", "blur-h264", "hevc", "fca2-mix", "vsrgan")
-STRATEGIES = ("fedavg", "fedprox", "scaffold", "fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
 PARTITIONS = ("random", "by-class", "quantity-skew", "dirichlet", "by-degradation")
-ALPHA_DECAYS = ("none", "linear", "power")
-HIFR_MODES = ("2d", "3d")
-MIXINGS = ("none", "hellinger")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "multistep")
 LR_CLOCKS = ("round", "local")
 AUGMENTS = ("auto", "none", "flip", "flip-rot")
 EVAL_SOURCES = ("holdout", "split", "folder")
 SYNTHETIC_CONTENT = ("natural", "procedural", "all")  # fedvsr.data.synthetic.CONTENT
-#: the data.source values with a standard test split for eval.source = split
-SPLIT_SOURCES = ("reds", "vimeo90k", "kinetics")
 EVAL_CHANNELS = ("y", "rgb", "y+rgb")
 DEADLINE_UNITS = ("steps", "seconds")
 DEADLINE_ACTIONS = ("cut", "drop")
@@ -61,7 +57,36 @@ KERNELS = ("native", "portable")  # fedvsr.platform.environment
 class ModelConfig:
     name: str = _spec("efvsr", "registered model family (`fedvsr models` lists them)")
     preset: str = _spec("small", "size preset of the family")
-    options: dict = _spec(None, "constructor arguments overriding the preset's", factory=dict)
+    options: dict = _spec(None, "constructor arguments overriding the preset's (network sizes; a user model's "
+                          "arguments); a family's training-recipe keys are model.recipe.*", factory=dict)
+    #: the family's training-recipe dataclass (fedvsr.models.registry.ModelEntry.recipe; VSRGAN's loss weights):
+    #: its keys are model.recipe.*; None for a family without one. The constructor gets its values that differ
+    #: from their defaults through ``options`` (what the runtime passes to build_model)
+    recipe: Any = None
+
+    def __post_init__(self) -> None:
+        entry = _model_entry(self.name)
+        if self.recipe is None and entry is not None and entry.recipe is not None:
+            self.recipe = entry.recipe()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as a config file holds it: the recipe's keys under ``recipe`` (a family with one), not in
+        ``options``."""
+        out = {"name": self.name, "preset": self.preset, "options": dataclasses.asdict(self)["options"]}
+        if self.recipe is not None:
+            out["options"] = {k: v for k, v in out["options"].items() if not hasattr(self.recipe, k)}
+            out["recipe"] = dataclasses.asdict(self.recipe)
+        return out
+
+
+def _model_entry(name: str) -> Any:
+    """The model registry's entry, or None for a name it cannot resolve (validate() says why)."""
+    from fedvsr.models.registry import get_entry
+
+    try:
+        return get_entry(name)
+    except KeyError:
+        return None
 
 
 @dataclass
@@ -160,7 +185,9 @@ class DataConfig:
 
 @dataclass
 class FLConfig:
-    strategy: str = _spec("fedavg", "federated strategy", choices=STRATEGIES)
+    strategy: str = _spec("fedavg", "federated strategy (fedvsr.fl.registry: the ablations fedavg-dwt, fedvsr-gla "
+                          "and fedvsr-ala are FedVSR with parts switched off); a strategy's own keys follow "
+                          "fl.dirichlet_beta, and one it does not read may not be set", choices=strategy_names)
     clients: int = _spec(8, "number of simulated clients", min=1, max=100000)
     clients_per_round: int = _spec(4, "clients sampled each round", min=1, max=100000)
     min_clients: int = _spec(1, "a round in which fewer sampled clients train (the others dropped: unreadable data, "
@@ -197,21 +224,9 @@ class FLConfig:
                            "its range; data.degradation stays bicubic)", choices=PARTITIONS)
     dirichlet_beta: float = _spec(0.5, "concentration of the quantity-skew / dirichlet partitions (large = "
                                   "even)", min=0.0, min_exclusive=True, max=1e6)
-    mu: float = _spec(0.001, "FedProx: weight of the proximal term (mu/2) * squared distance to the global "
-                      "weights (FedVSR paper: any mu above 1e-3 hurts VSR training; FedProx's grid ends at 1)", min=0.0,
-                      max=1000.0)
-    server_lr: float = _spec(1.0, "SCAFFOLD: global step size eta_g", min=0.0, min_exclusive=True, max=100.0)
-    lambda_vsr: float = _spec(1.0, "FedVSR: weight of the model's own loss L_VSR", min=0.0, max=1e6)
-    lambda_hifr: float = _spec(1.0, "FedVSR: weight of the DWT high-frequency loss L_HiFr", min=0.0, max=1e6)
-    hifr_mode: str = _spec("2d", "FedVSR: DWT of L_HiFr per frame (2d) or over (T, H, W) (3d)", choices=HIFR_MODES)
-    hifr_eps: float = _spec(1e-3, "FedVSR: Charbonnier epsilon of L_HiFr (the authors' code: about 3.2e-5)",
-                            min=0.0, min_exclusive=True, max=1.0)
-    alpha: float = _spec(1.0, "FedVSR: exponent strength of the loss-aware weights (1/L_i)^a_t", min=0.0,
-                         max=100.0)
-    alpha_decay: str = _spec("linear", "FedVSR: none (greedy), linear a_t = alpha(1-t/T), power alpha^(1-t/T)",
-                             choices=ALPHA_DECAYS)
-    mixing: str = _spec("none", "FedVSR: 'hellinger' blends loss-aware and uniform weights (authors' code)",
-                        choices=MIXINGS)
+    #: the strategy's parameter dataclass (fedvsr.fl.registry): its keys are this section's fl.mu, fl.lambda_hifr,
+    #: ... (in a config file, flat beside the others); None = the strategy's defaults
+    params: Any = None
     dropout: float = _spec(0.0, "probability that a sampled client fails to report (drawn per seed, round and "
                            "client; recorded as dropped, never trained)", min=0.0, max=1.0)
     deadline: float = _spec(0.0, "per-client deadline in fl.deadline_unit, scaled by the client's speed (see "
@@ -225,6 +240,30 @@ class FLConfig:
                               "drawn once per client from the seed; its deadline budget is fl.deadline x speed; "
                               "0 = every client at speed 1; at most 10 (speeds e^-40 .. e^40)", min=0.0,
                               max=10.0)
+
+    def __post_init__(self) -> None:
+        try:
+            entry = get_strategy(self.strategy)
+        except KeyError as err:
+            raise ConfigError(f"fl.strategy = {self.strategy!r}: {err.args[0]}") from None
+        if self.params is None:
+            self.params = entry.make_params()
+        elif not isinstance(self.params, entry.params):
+            raise ConfigError(f"fl.params is a {type(self.params).__name__}, but fl.strategy = {self.strategy!r} "
+                              f"takes {entry.params.__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as a config file holds it: the strategy's keys flat in the place of ``params``, every
+        strategy's keys present (a key the chosen strategy does not read at its default), as earlier runs wrote."""
+        raw, reads = dataclasses.asdict(self), get_strategy(self.strategy).keys()
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name != "params":
+                out[f.name] = raw[f.name]
+                continue
+            for name, kf in all_key_fields().items():
+                out[name] = raw["params"][name] if name in reads else default_of(kf)
+        return out
 
 
 @dataclass
@@ -247,7 +286,7 @@ class PlatformConfig:
     kernels: str = _spec("native", "CPU kernels of the coordinator and workers: native (each library picks by the "
                          "CPU; the bits differ between CPU types) or portable (pinned to AVX2 code, meant to give "
                          "the same bits on x86-64 CPUs with AVX2; tested on two kernel paths of one machine; "
-                         "1.2-1.3x slower; README Reproducibility)", choices=KERNELS)
+                         "1.2-1.3x slower; docs/reproducibility.md)", choices=KERNELS)
 
 
 @dataclass
@@ -277,7 +316,9 @@ class ExperimentConfig:
     eval: EvalConfig = _spec(None, "evaluation", factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["model"], out["fl"] = self.model.to_dict(), self.fl.to_dict()
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -286,86 +327,38 @@ class ExperimentConfig:
 # ----------------------------------------------------------------------------------------- building
 
 
-def _allowed(f: dataclasses.Field) -> str:
-    m = f.metadata
-    if m.get("choices"):
-        return "one of " + ", ".join(repr(c) for c in m["choices"])
-    parts = []
-    if m.get("min") is not None:
-        parts.append(f"{'>' if m.get('min_exclusive') else '>='} {m['min']}")
-    if m.get("max") is not None:
-        parts.append(f"<= {m['max']}")
-    kind = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping",
-            list: "a list of integers"}
-    return kind.get(_field_type(f), "a value") + (" " + " and ".join(parts) if parts else "")
+def section_keys(cls: type) -> dict[str, dataclasses.Field]:
+    """The keys of a config section (name -> declaration), in table order: the ``fl`` section's own keys and,
+    where its ``params`` field stands, every registered strategy's keys (each once)."""
+    if cls is _Recipes:
+        return dict(recipe_fields())
+    out: dict[str, dataclasses.Field] = {}
+    for f in fields(cls):
+        if is_key(f):
+            out[f.name] = f
+        elif cls is FLConfig and f.name == "params":
+            out.update(all_key_fields())
+        elif cls is ModelConfig and f.name == "recipe":
+            out["recipe"] = _RECIPE_SECTION
+    return out
 
 
-def _field_type(f: dataclasses.Field) -> type:
-    t = f.type if isinstance(f.type, str) else f.type.__name__
-    return {"int": int, "float": float, "str": str, "bool": bool, "dict": dict, "list": list}.get(t, object)
+@dataclass
+class _Recipes:
+    """The ``model.recipe`` section as the table and the key lookup see it: every family's recipe keys."""
 
 
-def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
-    t = _field_type(f)
-    bad = ConfigError(f"{key} = {value!r} is not allowed; expected {_allowed(f)}")
-    if t is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise bad
-    elif t is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad
-        value = float(value)
-    elif t is str:
-        if not isinstance(value, str):
-            raise bad
-        if "\x00" in value:
-            raise ConfigError(f"{key} = {value!r} is not allowed: it holds a NUL character")
-    elif t is bool:
-        if not isinstance(value, bool):
-            raise bad
-    elif t is dict:
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise bad
-    elif t is list:
-        if value is None:
-            value = []
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        items = []
-        for v in value:
-            if isinstance(v, float) and v.is_integer():
-                v = int(v)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise bad
-            items.append(v)
-        return items
-    m = f.metadata
-    if m.get("choices") and value not in m["choices"]:
-        raise bad
-    if m.get("min") is not None:
-        if value < m["min"] or (m.get("min_exclusive") and value == m["min"]):
-            raise bad
-    if m.get("max") is not None and value > m["max"]:
-        raise bad
-    return value
+#: the field that stands for the model.recipe section (its keys: fedvsr.models.registry.recipe_fields)
+_RECIPE_SECTION = field(default_factory=_Recipes, metadata={"help": "training recipe"})
+_RECIPE_SECTION.name = "recipe"
+
+
+def _is_section(f: dataclasses.Field) -> bool:
+    return dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None)
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    by_name = {f.name: f for f in fields(cls)}
+    by_name = section_keys(cls)
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         key = f"{prefix}{name}"
@@ -375,16 +368,71 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
                 + ", ".join(sorted(by_name))
             )
         f = by_name[name]
-        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING
-                                    else None):
+        if _is_section(f):
             if value is None:
                 value = {}
             if not isinstance(value, dict):
                 raise ConfigError(f"{key} = {value!r} is not allowed; expected a mapping of {key}.* keys")
             kwargs[name] = _build(f.default_factory, value, key + ".")
         else:
-            kwargs[name] = _coerce(key, f, value)
-    return cls(**kwargs)
+            kwargs[name] = coerce(key, f, value)
+    if cls is _Recipes:
+        return kwargs
+    if cls is FLConfig:
+        return _build_fl(kwargs)
+    return _build_model(kwargs) if cls is ModelConfig else cls(**kwargs)
+
+
+def _build_model(kwargs: dict[str, Any]) -> ModelConfig:
+    """The ``model`` section: the family's recipe dataclass from ``model.recipe.*``, whose values that differ
+    from their defaults join ``options`` (the constructor's keyword arguments). A recipe key in ``options`` or one
+    the family does not read is refused, naming where it belongs."""
+    given = kwargs.pop("recipe", {})
+    cfg = ModelConfig(**kwargs)
+    entry = _model_entry(cfg.name)
+    if entry is None:
+        return cfg  # validate() names the unknown model
+    declared = recipe_fields()  # the values are coerced already (section model.recipe)
+    reads = {f.name: f for f in key_fields(entry.recipe)} if entry.recipe is not None else {}
+    for name in cfg.options:
+        if name in reads:
+            raise ConfigError(f"model.options.{name} is a key of {cfg.name}'s training recipe: set "
+                              f"model.recipe.{name} instead (the value is checked there)")
+    chosen = {}
+    for name, value in given.items():
+        if name in reads:
+            chosen[name] = value
+        elif value != default_of(declared[name]):
+            raise ConfigError(f"model.recipe.{name} = {value!r} has no effect with model.name = {cfg.name!r} "
+                              f"({'its recipe keys: ' + ', '.join(reads) if reads else 'it has no recipe keys'}); "
+                              f"remove it, or choose the model family it belongs to")
+    if entry.recipe is not None:
+        try:
+            cfg.recipe = entry.recipe(**chosen)
+        except ValueError as err:  # the recipe's own cross-key checks (VSRGAN's LPIPS weights file)
+            raise ConfigError(str(err)) from None
+        defaults = entry.recipe()
+        cfg.options = {**cfg.options, **{k: v for k, v in chosen.items() if v != getattr(defaults, k)}}
+    return cfg
+
+
+def _build_fl(kwargs: dict[str, Any]) -> FLConfig:
+    """The ``fl`` section: its own keys, then the chosen strategy's parameter dataclass from the strategy keys.
+    A strategy key the strategy does not read is refused unless it holds its default (what earlier runs'
+    config.yaml files hold for every strategy's keys), as fl.lr_milestones is without fl.lr_schedule multistep."""
+    strategy_keys = all_key_fields()
+    given = {name: kwargs.pop(name) for name in list(kwargs) if name in strategy_keys}
+    fl = FLConfig(**kwargs)
+    entry = get_strategy(fl.strategy)
+    reads = entry.keys()
+    for name, value in given.items():
+        if name not in reads and value != default_of(strategy_keys[name]):
+            own = f"it reads {', '.join('fl.' + k for k in reads)}" if reads else "it reads no fl.* key of its own"
+            raise ConfigError(
+                f"fl.{name} = {value!r} has no effect with fl.strategy = {entry.name!r} ({entry.description}; "
+                f"{own}); remove it, or choose a strategy that reads it: {', '.join(readers(name))}")
+    fl.params = entry.make_params({name: v for name, v in given.items() if name in reads})
+    return fl
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -408,38 +456,37 @@ def config_field(dotted: str) -> dataclasses.Field | None:
     field (``"model.options.group_size"``); raises ConfigError for a key that does not exist."""
     cls, parts = ExperimentConfig, dotted.split(".")
     for i, part in enumerate(parts):
-        by_name = {f.name: f for f in fields(cls)}
+        by_name = section_keys(cls)
         if part not in by_name:
             where = ".".join(parts[:i])
             raise ConfigError(f"unknown key {dotted!r}; allowed keys{' in ' + repr(where) if where else ''}: "
                               + ", ".join(sorted(by_name)))
         f = by_name[part]
-        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(sub):
+        if _is_section(f):
             if i == len(parts) - 1:
                 raise ConfigError(f"{dotted!r} is a section, not a key; its keys: "
-                                  + ", ".join(sorted(g.name for g in fields(sub))))
-            cls = sub
+                                  + ", ".join(sorted(section_keys(f.default_factory))))
+            cls = f.default_factory
             continue
         if i == len(parts) - 1:
             return f
-        if _field_type(f) is dict:
+        if field_type(f) is dict:
             return None  # free-form mapping (model.options): checked when the model is built
         parent = ".".join(parts[: i + 1])
-        raise ConfigError(f"unknown key {dotted!r}: {parent!r} is a key ({_allowed(f)}), not a section")
+        raise ConfigError(f"unknown key {dotted!r}: {parent!r} is a key ({allowed(f)}), not a section")
     return None
 
 
 def check_value(dotted: str, value: Any) -> Any:
     """The value as the config would store it, or ConfigError naming key, value and what is allowed."""
     f = config_field(dotted)
-    return value if f is None else _coerce(dotted, f, value)
+    return value if f is None else coerce(dotted, f, value)
 
 
 def allowed_values(dotted: str) -> str:
     """What a key allows, in words (``"a number > 0.0"``); empty for a free-form key."""
     f = config_field(dotted)
-    return "" if f is None else _allowed(f)
+    return "" if f is None else allowed(f)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -521,284 +568,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     return config_from_dict(tree)
 
 
-# --------------------------------------------------------------------------------------- validation
-
-
-def validate(cfg: ExperimentConfig) -> None:
-    """Checks that involve several keys, or the model registry."""
-    from fedvsr.models.registry import get_entry, preset_kwargs
-
-    fl, data = cfg.fl, cfg.data
-    if fl.clients_per_round > fl.clients:
-        raise ConfigError(
-            f"fl.clients_per_round = {fl.clients_per_round} is larger than fl.clients = {fl.clients}; "
-            f"allowed: 1 <= fl.clients_per_round <= fl.clients"
-        )
-    if fl.min_clients > fl.clients_per_round:
-        raise ConfigError(f"fl.min_clients = {fl.min_clients} is larger than fl.clients_per_round = "
-                          f"{fl.clients_per_round}: every round would fail; allowed: 0 <= fl.min_clients <= "
-                          f"fl.clients_per_round")
-    try:
-        entry = get_entry(cfg.model.name)
-    except KeyError as err:
-        raise ConfigError(f"model.name = {cfg.model.name!r}: {err.args[0]}") from None
-    if cfg.model.preset not in entry.presets:
-        raise ConfigError(
-            f"model.preset = {cfg.model.preset!r} is not a preset of {cfg.model.name!r}; "
-            f"allowed: {', '.join(entry.presets)}"
-        )
-    _check_model_builds(cfg)
-    num_frames = preset_kwargs(cfg.model.name, cfg.model.preset, cfg.model.options).get(
-        "num_frames", entry.cls.num_frames
-    )
-    if data.clip_frames and entry.cls.center_output and data.clip_frames != num_frames:
-        raise ConfigError(
-            f"data.clip_frames = {data.clip_frames} does not match the {num_frames} input frames of "
-            f"{cfg.model.name}/{cfg.model.preset}, which restores the centre frame; allowed: 0 or {num_frames}"
-        )
-    _check_hifr_mode(cfg, entry.cls.center_output)
-    _check_schedule(fl)
-    if fl.stragglers > 0 and fl.deadline == 0:
-        raise ConfigError(f"fl.stragglers = {fl.stragglers} has no effect without a deadline: client speeds only "
-                          f"scale fl.deadline; set fl.deadline > 0 or fl.stragglers = 0")
-    ev = cfg.eval
-    if ev.source == "holdout" and ev.holdout < 1:
-        raise ConfigError("eval.holdout = 0 leaves no evaluation video with eval.source = 'holdout'; allowed: "
-                          "eval.holdout >= 1, or eval.source = 'folder' with eval.root")
-    if ev.source == "folder" and not ev.root:
-        raise ConfigError("eval.root = '' must name the folder of evaluation videos when eval.source = 'folder'")
-    if ev.source == "split" and data.source not in SPLIT_SOURCES:
-        why = ("Vid4 is a test set with no training split; use it as eval.root with eval.source = 'folder'"
-               if data.source == "vid4" else "it has no standard test split")
-        raise ConfigError(f"eval.source = 'split' is not allowed with data.source = {data.source!r}: {why}; allowed: "
-                          f"data.source one of {', '.join(map(repr, SPLIT_SOURCES))}, or eval.source 'holdout' / "
-                          f"'folder'")
-    if data.augment == "flip-rot" and not getattr(entry.cls, "rotation_safe", True):
-        raise ConfigError(f"data.augment = 'flip-rot': {cfg.model.name} is not rotation-safe; allowed: auto, "
-                          f"flip, none")
-    held = ev.holdout if ev.source == "holdout" else 0
-    clip = data.clip_frames or num_frames
-    if data.segment_frames and data.segment_frames < clip:
-        raise ConfigError(
-            f"data.segment_frames = {data.segment_frames} is shorter than a training clip ({clip} frames: "
-            f"data.clip_frames, or the {num_frames} input frames of {cfg.model.name}/{cfg.model.preset}); "
-            f"allowed: 0 (whole videos) or data.segment_frames >= {clip}"
-        )
-    if data.source == "synthetic" and data.segment_frames:
-        if data.segment_frames > data.frames:
-            raise ConfigError(
-                f"data.segment_frames = {data.segment_frames} is longer than the videos (data.frames = "
-                f"{data.frames}); allowed: 0 (whole videos) or {clip} <= data.segment_frames <= {data.frames}"
-            )
-        segments = (data.videos - held) * (data.frames // data.segment_frames)
-        if segments < fl.clients:
-            raise ConfigError(
-                f"data.segment_frames = {data.segment_frames} cuts the {data.videos - held} client videos "
-                f"(data.videos = {data.videos} less eval.holdout = {held}) of {data.frames} frames into "
-                f"{segments} segments, fewer than fl.clients = {fl.clients}; allowed: fl.clients <= {segments}"
-            )
-    if data.source == "synthetic":
-        client_videos = data.videos - held
-        if client_videos < fl.clients and not data.segment_frames:
-            raise ConfigError(
-                f"data.videos = {data.videos} leaves {client_videos} videos after eval.holdout = "
-                f"{held}, fewer than fl.clients = {fl.clients}; allowed: "
-                f"data.videos >= fl.clients + eval.holdout"
-            )
-        for key, size in (("data.height", data.height), ("data.width", data.width)):
-            if size % data.scale or size // data.scale < data.patch:
-                raise ConfigError(
-                    f"{key} = {size} must be a multiple of data.scale = {data.scale} and give LR frames "
-                    f"at least data.patch = {data.patch} pixels wide; allowed: {key} >= "
-                    f"{data.patch * data.scale}"
-                )
-    elif not data.root:
-        raise ConfigError(f"data.root = '' must name the dataset folder when data.source = {data.source!r}")
-    if data.clip_frames and data.source == "synthetic" and data.clip_frames > data.frames:
-        raise ConfigError(
-            f"data.clip_frames = {data.clip_frames} is longer than the videos (data.frames = {data.frames})"
-        )
-    _check_degradation(data)
-    if fl.partition == "by-degradation" and data.degradation != "bicubic":
-        raise ConfigError(f"data.degradation = {data.degradation!r} is not used with fl.partition = 'by-degradation', "
-                          f"which gives every client its own device's degradation (and the evaluation videos each "
-                          f"kind in turn); allowed: data.degradation = 'bicubic' (the default), or another "
-                          f"fl.partition")
-
-
-def _check_degradation(data: DataConfig) -> None:
-    """The degradation keys against one another: the fca2-mix CRF range, the VSRGAN operations, the LR cache."""
-    if data.mix_crf_min > data.mix_crf_max:
-        raise ConfigError(f"data.mix_crf_min = {data.mix_crf_min} is larger than data.mix_crf_max = "
-                          f"{data.mix_crf_max}; allowed: data.mix_crf_min <= data.mix_crf_max")
-    from fedvsr.data.degrade import VSRGAN_OPS, parse_ops
-
-    try:
-        ops = parse_ops(data.vsrgan_ops)
-    except ValueError as err:
-        raise ConfigError(f"data.vsrgan_ops = {data.vsrgan_ops!r}: {err}") from None
-    if not ops and data.degradation == "vsrgan":
-        raise ConfigError(f"data.vsrgan_ops = {data.vsrgan_ops!r} names no operation; allowed: a comma-separated "
-                          f"subset of {', '.join(VSRGAN_OPS)}")
-    if data.lr_cache not in ("", "none", "off") and Path(data.lr_cache).expanduser().is_file():
-        raise ConfigError(f"data.lr_cache = {data.lr_cache!r} is a file; allowed: '' (the default folder), 'none', "
-                          f"or a folder")
-
-
-def _check_hifr_mode(cfg: ExperimentConfig, center_output: bool) -> None:
-    """3D L_HiFr needs a clip (b, t, c, H, W) out of the model; a centre-output model returns one frame."""
-    if cfg.fl.hifr_mode == "3d" and center_output and cfg.fl.strategy in ("fedvsr", "fedavg-dwt"):
-        from fedvsr.models.registry import get_entry, model_names
-
-        clips = ", ".join(n for n in model_names() if not get_entry(n).cls.center_output)
-        raise ConfigError(
-            f"fl.hifr_mode = '3d' needs a restored clip, but {cfg.model.name} restores only the centre frame "
-            f"(fl.strategy = {cfg.fl.strategy!r} uses L_HiFr); allowed: fl.hifr_mode = '2d' with "
-            f"{cfg.model.name}, or '3d' with a model that restores every frame ({clips})"
-        )
-
-
-def _check_schedule(fl: FLConfig) -> None:
-    """The learning-rate schedule's keys against one another and against the round clock's horizon."""
-    ms = fl.lr_milestones
-    if fl.lr_schedule == "multistep":
-        if not ms:
-            raise ConfigError("fl.lr_schedule = 'multistep' needs fl.lr_milestones, e.g. [5, 10] (clock positions "
-                              "where the rate is multiplied by fl.lr_gamma)")
-        if any(m < 1 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:], strict=False)):
-            raise ConfigError(f"fl.lr_milestones = {ms} is not allowed; expected increasing integers >= 1")
-        if fl.lr_clock == "round" and ms[-1] >= fl.rounds:
-            raise ConfigError(f"fl.lr_milestones = {ms}: {ms[-1]} is never reached with fl.lr_clock = 'round' "
-                              f"and fl.rounds = {fl.rounds} (positions 0 .. {fl.rounds - 1}); allowed: milestones "
-                              f"< fl.rounds")
-    elif ms:
-        raise ConfigError(f"fl.lr_milestones = {ms} is only used by fl.lr_schedule = 'multistep' (it is "
-                          f"{fl.lr_schedule!r}); remove it or change the schedule")
-    if fl.lr_schedule == "cosine" and fl.lr_min >= fl.lr:
-        raise ConfigError(f"fl.lr_min = {fl.lr_min} must be below fl.lr = {fl.lr} for the cosine schedule")
-    if fl.lr_clock == "round" and fl.lr_warmup >= fl.rounds:
-        raise ConfigError(f"fl.lr_warmup = {fl.lr_warmup} rounds is not shorter than fl.rounds = {fl.rounds}; "
-                          f"allowed: 0 <= fl.lr_warmup < fl.rounds (or fl.lr_clock = 'local')")
-
-
-def _check_model_builds(cfg: ExperimentConfig) -> None:
-    """Construct the model once on the meta device (no memory, no compute), so that a bad
-    ``model.options`` value is a config error here rather than a crash inside a Ray worker."""
-    import torch
-
-    from fedvsr.models.registry import build_model
-
-    _check_option_sizes(cfg.model.options, "model.options")
-    try:
-        with torch.device("meta"):
-            model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
-            check = getattr(model, "check_experiment", None)  # a family's own cross-key checks (FCA2's modes)
-            if callable(check):
-                check(cfg)
-    except (TypeError, ValueError, RuntimeError, KeyError) as err:
-        raise ConfigError(
-            f"model.options = {cfg.model.options!r} cannot build {cfg.model.name}/{cfg.model.preset}: "
-            f"{err.args[0] if isinstance(err, KeyError) else err}"
-        ) from None
-    scale = getattr(model, "scale", cfg.data.scale)
-    if int(scale) != cfg.data.scale:
-        raise ConfigError(
-            f"data.scale = {cfg.data.scale} does not match {cfg.model.name}/{cfg.model.preset}, which upscales "
-            f"x{scale}; allowed: data.scale = {scale}, or model.options.scale = {cfg.data.scale}"
-        )
-
-
-#: the largest integer in model.options: every shipped family's sizes (channels, blocks, frames) are at most 128
-#: and its counts (spynet_frozen_iters) 5000; a larger one is a typo that would take minutes to build even on the
-#: meta device (2 ms per residual block here)
-MAX_MODEL_OPTION = 65536
-
-
-def _check_option_sizes(value: Any, key: str) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_option_sizes(v, f"{key}.{k}")
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _check_option_sizes(v, key)
-    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_MODEL_OPTION:
-        raise ConfigError(f"{key} = {value} is not allowed; integers in model.options are at most {MAX_MODEL_OPTION} "
-                          f"in size (model sizes and counts)")
-
-
 def config_table() -> str:
-    """Every key as a Markdown table (key, default, allowed, what it is): the README's configuration table."""
+    """Every key as a Markdown table (key, default, allowed, what it is): docs/reference/config.md's table."""
     lines = ["| key | default | allowed | what it is |", "|---|---|---|---|"]
 
     def walk(cls: type, prefix: str) -> None:
-        for f in fields(cls):
-            sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-            if dataclasses.is_dataclass(sub):
-                walk(sub, f"{prefix}{f.name}.")
+        for name, f in section_keys(cls).items():
+            if _is_section(f):
+                walk(f.default_factory, f"{prefix}{name}.")
                 continue
-            default = sub() if sub is not None else f.default
-            lines.append(f"| `{prefix}{f.name}` | `{default!r}` | {_allowed(f)} | {f.metadata['help']} |")
+            lines.append(f"| `{prefix}{name}` | `{default_of(f)!r}` | {allowed(f)} | {f.metadata['help']} |")
 
     walk(ExperimentConfig, "")
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------- applicability
-
-_FEDVSR_FAMILY = ("fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
-#: key (or ``prefix*``) -> (the key it depends on, the values under which it is used). Read from the code that
-#: uses each key: fedvsr.fl.build_strategy (FedVSR's ablations are FedVSR with parts switched off: gla and
-#: ala drop L_HiFr, gla forces alpha_decay = none, fedavg-dwt keeps sample weights, so no alpha; lambda_vsr
-#: still scales the loss of gla and ala, and mixing still blends the weights of fedavg-dwt), degrade.params,
-#: fl.schedule, fl.partition, the coordinator's deadline and straggler draws, and the data and eval sources.
-KEY_CONDITIONS: dict[str, tuple[str, tuple]] = {
-    "fl.mu": ("fl.strategy", ("fedprox",)),
-    "fl.server_lr": ("fl.strategy", ("scaffold",)),
-    "fl.lambda_vsr": ("fl.strategy", _FEDVSR_FAMILY),
-    "fl.lambda_hifr": ("fl.strategy", ("fedvsr", "fedavg-dwt")),
-    "fl.hifr_mode": ("fl.strategy", ("fedvsr", "fedavg-dwt")),
-    "fl.hifr_eps": ("fl.strategy", ("fedvsr", "fedavg-dwt")),
-    "fl.alpha": ("fl.strategy", ("fedvsr", "fedvsr-gla", "fedvsr-ala")),
-    "fl.mixing": ("fl.strategy", _FEDVSR_FAMILY),
-    "fl.alpha_decay": ("fl.strategy", ("fedvsr", "fedvsr-ala")),
-    "data.crf": ("data.degradation", ("h264", "blur-h264")),
-    "data.qp": ("data.degradation", ("hevc",)),
-    "data.sigma": ("data.degradation", ("blur", "h264", "blur-h264", "fca2-mix")),
-    "data.mix_*": ("data.degradation", ("fca2-mix",)),
-    "data.vsrgan_*": ("data.degradation", ("vsrgan",)),
-    "fl.lr_min": ("fl.lr_schedule", ("cosine",)),
-    "fl.lr_milestones": ("fl.lr_schedule", ("multistep",)),
-    "fl.lr_gamma": ("fl.lr_schedule", ("multistep",)),
-    "fl.dirichlet_beta": ("fl.partition", ("quantity-skew", "dirichlet")),
-    "data.videos": ("data.source", ("synthetic",)),
-    "data.frames": ("data.source", ("synthetic",)),
-    "data.height": ("data.source", ("synthetic",)),
-    "data.width": ("data.source", ("synthetic",)),
-    "data.content": ("data.source", ("synthetic",)),
-    "eval.holdout": ("eval.source", ("holdout",)),
-    "eval.root": ("eval.source", ("folder",)),
-}
-#: used only with a deadline (fl.deadline > 0): the unit, the action, and the speeds that scale it
-DEADLINE_KEYS = ("fl.deadline_unit", "fl.deadline_action", "fl.stragglers")
-
-
-def key_applies(flat_config: dict[str, Any], key: str) -> bool:
-    """Whether the dotted ``key`` can change the numbers of the run whose flattened config (``{"fl.mu": ...}``)
-    is ``flat_config``: ``fl.mu`` only under FedProx, ``data.crf`` only under an H.264 degradation, ... (see
-    :data:`KEY_CONDITIONS`). A key with no condition, or whose condition key is missing, applies. Result tables
-    leave a key that does not apply empty, so ``--where fl.mu=0.001`` does not match FedVSR runs."""
-    if key in DEADLINE_KEYS:
-        deadline = flat_config.get("fl.deadline")
-        return deadline is None or deadline > 0
-    if key == "fl.lr_clock":  # the clock of a schedule or a warm-up; nothing to count under a plain constant rate
-        schedule, warmup = flat_config.get("fl.lr_schedule"), flat_config.get("fl.lr_warmup")
-        return schedule is None or schedule != "constant" or bool(warmup)
-    condition = KEY_CONDITIONS.get(key)
-    if condition is None:
-        section, _, name = key.rpartition(".")
-        starred = f"{section}.{name.split('_', 1)[0]}_*" if "_" in name else None
-        condition = KEY_CONDITIONS.get(starred) if starred else None
-    if condition is None:
-        return True
-    on, values = condition
-    return on not in flat_config or flat_config[on] in values

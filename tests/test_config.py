@@ -93,8 +93,6 @@ def test_config_choices_follow_the_implementations():
     from fedvsr import config
     from fedvsr.data.datasets import AUGMENTS
     from fedvsr.data.degrade import DEGRADATIONS
-    from fedvsr.fl.hifr import HIFR_MODES
-    from fedvsr.fl.loss_aware import ALPHA_DECAYS
     from fedvsr.fl.partition import PARTITIONS
     from fedvsr.fl.schedule import CLOCKS, SCHEDULES
     from fedvsr.metrics import CHANNELS
@@ -104,8 +102,9 @@ def test_config_choices_follow_the_implementations():
     assert config.AUGMENTS == ("auto", *AUGMENTS)
     assert config.EVAL_CHANNELS == CHANNELS
     assert config.PARTITIONS == PARTITIONS
-    assert config.ALPHA_DECAYS == ALPHA_DECAYS
-    assert config.HIFR_MODES == HIFR_MODES
+    # a strategy's keys are declared by its parameter dataclass (fl.hifr_mode: FedVSRParams with fl.hifr's modes)
+    assert config.allowed_values("fl.hifr_mode") == "one of '2d', '3d'"
+    assert config.allowed_values("fl.alpha_decay") == "one of 'none', 'linear', 'power'"
 
 
 def test_the_documented_config_key_table_is_the_config():
@@ -293,7 +292,57 @@ def test_3d_hifr_refused_for_centre_output_models(model, strategy):
 
 
 def test_3d_hifr_allowed_where_it_runs():
-    # strategies without L_HiFr never compute it; clip-output models give it a time axis
-    assert load_config(None, ["model.name=efvsr", "fl.strategy=fedavg", "fl.hifr_mode=3d"]).fl.hifr_mode == "3d"
+    # clip-output models give L_HiFr a time axis
     cfg = load_config(None, ["model.name=basicvsr", "model.preset=tiny", "fl.strategy=fedvsr", "fl.hifr_mode=3d"])
-    assert cfg.fl.hifr_mode == "3d"
+    assert cfg.fl.params.hifr_mode == "3d"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["fl.strategy=fedvsr-gla", "fl.lambda_hifr=0.5"],
+     "fl.lambda_hifr = 0.5 has no effect with fl.strategy = 'fedvsr-gla' (F-GLA: greedy loss-aware aggregation "
+     "without decay, no DWT loss; it reads fl.lambda_vsr, fl.alpha, fl.mixing); remove it, or choose a strategy "
+     "that reads it: fedvsr, fedavg-dwt"),
+    (["fl.strategy=fedavg", "fl.mu=0.1"],
+     "fl.mu = 0.1 has no effect with fl.strategy = 'fedavg' (FedAvg: sample-weighted average of the client models; "
+     "it reads no fl.* key of its own); remove it, or choose a strategy that reads it: fedprox"),
+    (["fl.strategy=fedvsr-gla", "fl.alpha_decay=power"], "fl.alpha_decay = 'power' has no effect with fl.strategy = "
+     "'fedvsr-gla'"),
+    (["fl.strategy=fedavg-dwt", "fl.alpha=2"], "fl.alpha = 2.0 has no effect with fl.strategy = 'fedavg-dwt' "
+     "(F-L_HiFr: the DWT loss with FedAvg's sample weights; it reads fl.lambda_vsr, fl.lambda_hifr, fl.hifr_mode, "
+     "fl.hifr_eps, fl.mixing)"),
+    (["fl.strategy=fedprox", "fl.server_lr=0.5"], "fl.server_lr = 0.5 has no effect with fl.strategy = 'fedprox' "
+     "(FedProx: FedAvg plus the proximal term (mu/2)||w - w_global||^2; it reads fl.mu); remove it, or choose a "
+     "strategy that reads it: scaffold"),
+])
+def test_a_key_the_strategy_does_not_read_is_refused_naming_the_strategy(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert str(err.value).startswith(message)
+
+
+def test_a_strategy_key_at_its_default_loads_under_any_strategy(tmp_path):
+    # config.yaml of earlier runs holds every strategy's keys at their defaults: it still loads, to the same config
+    old = tmp_path / "config.yaml"
+    old.write_text("fl:\n  strategy: fedvsr-gla\n  mu: 0.001\n  server_lr: 1.0\n  lambda_hifr: 1.0\n  alpha_decay: "
+                   "linear\n  lambda_vsr: 0.5\n")
+    cfg = load_config(old)
+    assert (cfg.fl.params.lambda_vsr, cfg.fl.params.lambda_hifr, cfg.fl.params.alpha_decay) == (0.5, 0.0, "none")
+    assert load_config(old).to_dict()["fl"]["lambda_hifr"] == 1.0  # written as before: the key's default
+    # one that ran with a value the ablation ignored says what to change
+    old.write_text("fl:\n  strategy: fedvsr-ala\n  lambda_hifr: 0.3\n")
+    with pytest.raises(ConfigError, match=r"^fl.lambda_hifr = 0.3 has no effect with fl.strategy = 'fedvsr-ala' "):
+        load_config(old)
+
+
+def test_strategy_keys_are_declared_once_and_listed_once():
+    from fedvsr.config import config_field, config_table
+    from fedvsr.fl import FedProxParams, FedVSRParams
+
+    rows = [line.split(" | ")[0] for line in config_table().splitlines()]
+    assert rows.count("| `fl.mu`") == rows.count("| `fl.lambda_hifr`") == 1
+    assert config_field("fl.mu") is FedProxParams.__dataclass_fields__["mu"]
+    assert config_field("fl.lambda_hifr") is FedVSRParams.__dataclass_fields__["lambda_hifr"]
+    with pytest.raises(ConfigError, match=r"unknown key 'fl.loss_aware'; allowed keys in 'fl': alpha,"):
+        load_config(None, ["fl.strategy=fedvsr", "fl.loss_aware=false"])  # a switch of the registry, not a key
+    with pytest.raises(ConfigError, match=r"unknown key 'fl.params'"):
+        load_config(None, ["fl.params={mu: 1}"])

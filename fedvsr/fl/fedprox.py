@@ -10,16 +10,20 @@ from dataclasses import dataclass
 
 import torch
 
+from fedvsr.fields import check_fields, key
 from fedvsr.fl.strategy import ClientContext, Strategy
 
 
 @dataclass(frozen=True)
 class FedProxParams:
-    mu: float = 0.001  #: weight of the proximal term; the FedProx paper tries {0.001, 0.01, 0.1, 1}
+    """FedProx's hyperparameter, the config key ``fl.mu``."""
+
+    mu: float = key(0.001, "FedProx: weight of the proximal term (mu/2) * squared distance to the global "
+                    "weights (FedVSR paper: any mu above 1e-3 hurts VSR training; FedProx's grid ends at 1)", min=0.0,
+                    max=1000.0)
 
     def __post_init__(self) -> None:
-        if not self.mu >= 0:
-            raise ValueError(f"fl.mu = {self.mu} is not allowed; expected a number >= 0")
+        check_fields(self, "fl.")
 
 
 def proximal_term(ctx: ClientContext, mu: float) -> torch.Tensor:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedvsr.fields import check_fields, key
 from fedvsr.fl.hifr import HIFR_MODES, hifr_loss
 from fedvsr.fl.loss_aware import (
     ALPHA_DECAYS,
@@ -31,27 +32,24 @@ MIXINGS = ("none", "hellinger")
 
 @dataclass(frozen=True)
 class FedVSRParams:
-    lambda_vsr: float = 1.0  #: weight of the model's own loss L_VSR
-    lambda_hifr: float = 1.0  #: weight of the DWT high-frequency loss L_HiFr (0 switches it off)
-    hifr_mode: str = "2d"  #: "2d": Haar per frame (LH, HL, HH); "3d": Haar over (T, H, W), 7 bands
-    hifr_eps: float = 1e-3  #: Charbonnier epsilon of L_HiFr
-    loss_aware: bool = True  #: weigh clients by (1/L_i)^a_t; False: FedAvg's sample weights
-    alpha: float = 1.0  #: strength of the loss-based weighting
-    alpha_decay: str = "linear"  #: "none" (greedy), "linear" (a_t = alpha(1-t/T)), "power" (alpha^(1-t/T))
-    mixing: str = "none"  #: "hellinger": blend with uniform weights as the authors' code does
+    """FedVSR's hyperparameters, the config keys ``fl.lambda_vsr`` ... ``fl.mixing``; ``loss_aware`` is no key:
+    the registry's ``fedavg-dwt`` entry switches it off."""
+
+    lambda_vsr: float = key(1.0, "FedVSR: weight of the model's own loss L_VSR", min=0.0, max=1e6)
+    lambda_hifr: float = key(1.0, "FedVSR: weight of the DWT high-frequency loss L_HiFr", min=0.0, max=1e6)
+    hifr_mode: str = key("2d", "FedVSR: DWT of L_HiFr per frame (2d) or over (T, H, W) (3d)", choices=HIFR_MODES)
+    hifr_eps: float = key(1e-3, "FedVSR: Charbonnier epsilon of L_HiFr (the authors' code: about 3.2e-5)",
+                          min=0.0, min_exclusive=True, max=1.0)
+    #: weigh clients by (1/L_i)^a_t; False: FedAvg's sample weights (not a key: fedavg-dwt fixes it)
+    loss_aware: bool = True
+    alpha: float = key(1.0, "FedVSR: exponent strength of the loss-aware weights (1/L_i)^a_t", min=0.0, max=100.0)
+    alpha_decay: str = key("linear", "FedVSR: none (greedy), linear a_t = alpha(1-t/T), power alpha^(1-t/T)",
+                           choices=ALPHA_DECAYS)
+    mixing: str = key("none", "FedVSR: 'hellinger' blends loss-aware and uniform weights (authors' code)",
+                      choices=MIXINGS)
 
     def __post_init__(self) -> None:
-        checks = [
-            ("fl.lambda_vsr", self.lambda_vsr >= 0, "a number >= 0"),
-            ("fl.lambda_hifr", self.lambda_hifr >= 0, "a number >= 0"),
-            ("fl.hifr_mode", self.hifr_mode in HIFR_MODES, f"one of {HIFR_MODES}"),
-            ("fl.alpha", self.alpha >= 0, "a number >= 0"),
-            ("fl.alpha_decay", self.alpha_decay in ALPHA_DECAYS, f"one of {ALPHA_DECAYS}"),
-            ("fl.mixing", self.mixing in MIXINGS, f"one of {MIXINGS}"),
-        ]
-        for key, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"{key} = {getattr(self, key[3:])!r} is not allowed; expected {allowed}")
+        check_fields(self, "fl.")
 
 
 class FedVSR(Strategy):

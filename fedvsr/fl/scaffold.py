@@ -27,17 +27,19 @@ from dataclasses import dataclass
 
 import torch
 
+from fedvsr.fields import check_fields, key
 from fedvsr.fl.aggregate import Params, PartialAggregate
 from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy
 
 
 @dataclass(frozen=True)
 class ScaffoldParams:
-    server_lr: float = 1.0  #: eta_g, the global step size
+    """SCAFFOLD's hyperparameter, the config key ``fl.server_lr``."""
+
+    server_lr: float = key(1.0, "SCAFFOLD: global step size eta_g", min=0.0, min_exclusive=True, max=100.0)
 
     def __post_init__(self) -> None:
-        if not self.server_lr > 0:
-            raise ValueError(f"fl.server_lr = {self.server_lr} is not allowed; expected a number > 0")
+        check_fields(self, "fl.")
 
 
 class Scaffold(Strategy):

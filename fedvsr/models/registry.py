@@ -15,6 +15,7 @@ attribute, not a class, not an ``nn.Module``, missing contract attributes) is a 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from fedvsr.fields import default_of, key_fields
 from fedvsr.models.base import VSRModel
 
 
@@ -32,6 +34,10 @@ class ModelEntry:
     cls: type[VSRModel]
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    #: the family's training-recipe dataclass (loss weights, patch sizes...: keys declared with
+    #: fedvsr.fields.key, the config's ``model.recipe.*``), passed to the constructor as keyword arguments; None
+    #: for a family whose constructor takes only network sizes
+    recipe: type | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -107,9 +113,10 @@ def check_contract(name: str, model: nn.Module) -> None:
 
 
 def register_model(
-    name: str, presets: dict[str, dict[str, Any]], description: str = ""
+    name: str, presets: dict[str, dict[str, Any]], description: str = "", recipe: type | None = None
 ) -> Callable[[type[VSRModel]], type[VSRModel]]:
-    """Class decorator adding a model family to the registry under ``name``."""
+    """Class decorator adding a model family to the registry under ``name``; ``recipe`` is its training-recipe
+    dataclass (see :class:`ModelEntry`)."""
 
     def wrap(cls: type[VSRModel]) -> type[VSRModel]:
         if name in _REGISTRY:
@@ -117,10 +124,42 @@ def register_model(
         if not presets:
             raise ValueError(f"model {name!r} needs at least one preset")
         doc = description or (cls.__doc__ or "").strip().splitlines()[0]
-        _REGISTRY[name] = ModelEntry(name, cls, dict(presets), doc)
+        if recipe is not None:
+            _check_recipe(name, recipe, presets)
+        _REGISTRY[name] = ModelEntry(name, cls, dict(presets), doc, recipe)
         return cls
 
     return wrap
+
+
+def unregister_model(name: str) -> None:
+    """Remove a family (tests that register one of their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def _check_recipe(name: str, recipe: type, presets: dict[str, dict[str, Any]]) -> None:
+    """A recipe key is declared once: no preset sets it, and a key two families share is declared alike."""
+    keys = {f.name: f for f in key_fields(recipe)}
+    for preset, kwargs in presets.items():
+        clash = sorted(set(kwargs) & set(keys))
+        if clash:
+            raise ValueError(f"model {name!r} preset {preset!r} sets the recipe key(s) {', '.join(clash)}")
+    for other, f in recipe_fields().items():
+        mine = keys.get(other)
+        if mine is not None and (mine.type, default_of(mine), dict(mine.metadata)) != (
+                f.type, default_of(f), dict(f.metadata)):
+            raise ValueError(f"model {name!r}: model.recipe.{other} is declared differently by another family")
+
+
+def recipe_fields() -> dict[str, dataclasses.Field]:
+    """Every registered family's recipe keys (name -> declaration), each once, in registration order."""
+    _load_builtin()
+    out: dict[str, dataclasses.Field] = {}
+    for entry in _REGISTRY.values():
+        if entry.recipe is not None:
+            for f in key_fields(entry.recipe):
+                out.setdefault(f.name, f)
+    return out
 
 
 def model_names() -> list[str]:

@@ -77,8 +77,8 @@ Readings of the paper. Each is "paper says X; we do Y because Z"; where the pape
   Laplacian pyramid: 5x5 binomial Gaussian, 3 levels, L1 per band; gradient: finite differences; SSIM:
   ``1 - SSIM`` with an 11x11 Gaussian window. Distances are L2 (the paper's "e.g., L2") except the pyramid's.
   The paper gives no loss weights: ours (0.1 for each edge / SSIM loss) are placeholders to tune
-  through ``model.options``. LPIPS: the paper feeds VGG-19's first 36 layers and compares the features
-  (L1); no weights can be downloaded, so it is off unless ``lpips_weights`` names a local VGG-19
+  through ``model.recipe.*`` (:class:`VSRGANRecipe`). LPIPS: the paper feeds VGG-19's first 36 layers and
+  compares the features (L1); no weights can be downloaded, so it is off unless ``lpips_weights`` names a local VGG-19
   state-dict file (``lpips_weight > 0`` without one is a configuration error saying so). The VGG is not
   part of the model's state dict (not federated, not checkpointed).
 * Patch losses. "Losses are calculated for each patch independently, in addition to the comparison of
@@ -96,7 +96,7 @@ Readings of the paper. Each is "paper says X; we do Y because Z"; where the pape
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedvsr.fields import check_fields, key
 from fedvsr.models import losses as L
 from fedvsr.models.base import StepHooks, VSRModel
 from fedvsr.models.registry import register_model
@@ -112,6 +113,58 @@ from fedvsr.models.vsrgan_blocks import Generator, UNetDiscriminator
 _PAPER = {"channels": 128, "num_frames": 5, "disc_channels": 64, "disc_depth": 3}
 
 WEIGHTS = ("adversarial", "laplacian", "sobel", "ricker", "pyramid", "gradient", "ssim", "lpips")
+
+
+@dataclass(frozen=True)
+class VSRGANRecipe:
+    """VSRGAN's training recipe: its loss weights and the patch-wise cascaded training (the config keys
+    ``model.recipe.*``; the networks' sizes are the preset's and ``model.options``'). The paper gives no loss
+    weights: ours are placeholders to tune (a sweep samples these keys like any other)."""
+
+    cascade: bool = key(True, "VSRGAN: cascaded training (Sec. 3.1.6): the generator upsamples x2 and runs twice "
+                        "at x4, the x2 output scored against the HR clip downscaled by 2; false = one x-scale pass")
+    content_loss: str = key("mse", "VSRGAN: content loss, the paper's MSE or Charbonnier (eq. 21)",
+                            choices=("mse", "charbonnier"))
+    charbonnier_eps: float = key(1e-3, "VSRGAN: Charbonnier epsilon of the content loss (content_loss = "
+                                 "charbonnier)", min=0.0, min_exclusive=True, max=1.0)
+    adversarial_weight: float = key(1e-3, "VSRGAN: weight of the adversarial BCE on the U-Net discriminator's "
+                                    "logit map (SRGAN's 1e-3; not in the paper); 0 = no discriminator step",
+                                    min=0.0, max=1e6)
+    laplacian_weight: float = key(0.1, "VSRGAN: weight of the Laplacian edge loss", min=0.0, max=1e6)
+    laplacian_neighbours: int = key(8, "VSRGAN: Laplacian kernel, 8 (Moore) or 4 (von Neumann) neighbours",
+                                    choices=(4, 8))
+    sobel_weight: float = key(0.1, "VSRGAN: weight of the Sobel (H + V) edge loss", min=0.0, max=1e6)
+    ricker_weight: float = key(0.1, "VSRGAN: weight of the Ricker (Mexican hat) edge loss", min=0.0, max=1e6)
+    ricker_width: float = key(0.55, "VSRGAN: width s of the 3x3 Ricker kernel (the paper: 0.55, centre 3.4786)",
+                              min=0.0, min_exclusive=True, max=100.0)
+    pyramid_weight: float = key(0.1, "VSRGAN: weight of the Laplacian-pyramid loss (L1 per band)", min=0.0, max=1e6)
+    pyramid_levels: int = key(3, "VSRGAN: levels of the Laplacian pyramid (5x5 binomial Gaussian)", min=1, max=16)
+    gradient_weight: float = key(0.1, "VSRGAN: weight of the finite-difference gradient loss", min=0.0, max=1e6)
+    ssim_weight: float = key(0.1, "VSRGAN: weight of 1 - SSIM (11x11 Gaussian window)", min=0.0, max=1e6)
+    lpips_weight: float = key(0.0, "VSRGAN: weight of the LPIPS-style VGG-19 feature loss; > 0 needs "
+                              "model.recipe.lpips_weights (no weights are downloaded)", min=0.0, max=1e6)
+    lpips_weights: str = key("", "VSRGAN: path of a local VGG-19 state-dict file for the LPIPS loss (not "
+                             "federated, not checkpointed)")
+    edge_distance: str = key("l2", "VSRGAN: distance of the edge and gradient losses (the paper's 'e.g., L2')",
+                             choices=L.DISTANCES)
+    patch_sizes: list = key(None, "VSRGAN: LR patch sizes of the patch-wise passes (the paper's 16 and 32); a size "
+                            "that does not divide the LR crop is skipped, with none left one pass on the whole clip",
+                            factory=lambda: [16, 32])
+    whole_weight: float = key(1.0, "VSRGAN: weight of the losses on the reassembled whole, beside the mean of the "
+                              "per-patch losses", min=0.0, max=1e6)
+    accumulate: bool = key(True, "VSRGAN: the patch passes' gradients add up to one generator step per mini-batch "
+                           "(Sec. 3.2); false = one step per pass")
+
+    def __post_init__(self) -> None:
+        check_fields(self, "model.recipe.")
+        if self.lpips_weight > 0 and not self.lpips_weights:
+            raise ValueError(
+                f"model.recipe.lpips_weight = {self.lpips_weight} needs model.recipe.lpips_weights = the path of a "
+                f"local VGG-19 weights file (no weights are downloaded); without one LPIPS is off: set lpips_weight = 0"
+            )
+        if self.lpips_weights and not Path(self.lpips_weights).is_file():
+            raise ValueError(f"model.recipe.lpips_weights = {self.lpips_weights!r} is not a file (a local VGG-19 state "
+                             f"dict)")
 
 
 def to_patches(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -143,6 +196,7 @@ def from_patches(y: torch.Tensor, b: int, gh: int, gw: int) -> torch.Tensor:
                           "disc_channels": 8, "disc_depth": 2},
     },
     description="VSRGAN: RRDB / residual generator with a 3D non-local block + U-Net discriminator",
+    recipe=VSRGANRecipe,
 )
 class VSRGAN(VSRModel):
     """VSRGAN generator (``rrdb`` or ``residual``) and U-Net discriminator: every frame restored at x``scale``."""
@@ -157,7 +211,6 @@ class VSRGAN(VSRModel):
         blocks: int = 26,
         num_frames: int = 5,
         scale: int = 4,
-        cascade: bool = True,
         convs: int = 2,
         negative_slope: float = 0.2,
         res_scale: float = 0.2,
@@ -165,83 +218,47 @@ class VSRGAN(VSRModel):
         image_skip: bool = True,
         disc_channels: int = 64,
         disc_depth: int = 3,
-        content_loss: str = "mse",
-        charbonnier_eps: float = 1e-3,
-        adversarial_weight: float = 1e-3,
-        laplacian_weight: float = 0.1,
-        laplacian_neighbours: int = 8,
-        sobel_weight: float = 0.1,
-        ricker_weight: float = 0.1,
-        ricker_width: float = 0.55,
-        pyramid_weight: float = 0.1,
-        pyramid_levels: int = 3,
-        gradient_weight: float = 0.1,
-        ssim_weight: float = 0.1,
-        lpips_weight: float = 0.0,
-        lpips_weights: str = "",
-        edge_distance: str = "l2",
-        patch_sizes: Sequence[int] = (16, 32),
-        whole_weight: float = 1.0,
-        accumulate: bool = True,
         in_channels: int = 3,
+        **recipe: Any,
     ) -> None:
+        """The networks' sizes (a preset's keys, ``model.options``) and the training recipe's keys
+        (:class:`VSRGANRecipe`, ``model.recipe.*`` in a config)."""
         super().__init__()
+        r = self.recipe = VSRGANRecipe(**recipe)
         for name, value in (("channels", channels), ("num_frames", num_frames), ("convs", convs),
                             ("nonlocal_reduction", nonlocal_reduction), ("disc_channels", disc_channels),
-                            ("disc_depth", disc_depth), ("pyramid_levels", pyramid_levels)):
+                            ("disc_depth", disc_depth)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if blocks < 0:
             raise ValueError(f"blocks must be >= 0, got {blocks}")
         if scale < 2 or scale & (scale - 1):
             raise ValueError(f"scale must be a power of 2 (2, 4, 8), got {scale}")
-        if content_loss not in ("mse", "charbonnier"):
-            raise ValueError(f"content_loss must be 'mse' or 'charbonnier', got {content_loss!r}")
-        if edge_distance not in L.DISTANCES:
-            raise ValueError(f"edge_distance must be one of {', '.join(L.DISTANCES)}, got {edge_distance!r}")
-        if laplacian_neighbours not in (4, 8):
-            raise ValueError(f"laplacian_neighbours must be 4 or 8, got {laplacian_neighbours}")
-        if ricker_width <= 0:
-            raise ValueError(f"ricker_width must be > 0, got {ricker_width}")
-        weights = {"adversarial": adversarial_weight, "laplacian": laplacian_weight, "sobel": sobel_weight,
-                   "ricker": ricker_weight, "pyramid": pyramid_weight, "gradient": gradient_weight,
-                   "ssim": ssim_weight, "lpips": lpips_weight, "whole": whole_weight}
-        for name, value in weights.items():
-            if not float(value) >= 0:
-                raise ValueError(f"{name}_weight must be >= 0, got {value}")
-        sizes = [int(p) for p in patch_sizes]
+        sizes = [int(p) for p in r.patch_sizes]
         if any(p < 1 for p in sizes):
-            raise ValueError(f"patch_sizes must be positive LR patch sizes, got {list(patch_sizes)}")
+            raise ValueError(f"patch_sizes must be positive LR patch sizes, got {list(r.patch_sizes)}")
         self.num_frames = int(num_frames)
         self.scale = int(scale)
-        self.cascade = bool(cascade)
-        self.content_kind = content_loss
-        self.charbonnier_eps = charbonnier_eps
-        self.weights = {k: float(v) for k, v in weights.items()}
-        self.laplacian_neighbours = laplacian_neighbours
-        self.ricker_width = ricker_width
-        self.pyramid_levels = pyramid_levels
-        self.edge_distance = edge_distance
+        self.cascade = bool(r.cascade)
+        self.content_kind = r.content_loss
+        self.charbonnier_eps = r.charbonnier_eps
+        self.weights = {k: float(getattr(r, f"{k}_weight")) for k in (*WEIGHTS, "whole")}
+        self.laplacian_neighbours = r.laplacian_neighbours
+        self.ricker_width = r.ricker_width
+        self.pyramid_levels = r.pyramid_levels
+        self.edge_distance = r.edge_distance
         self.patch_sizes = sizes
-        self.accumulate = bool(accumulate)
+        self.accumulate = bool(r.accumulate)
         # networks
-        step = 2 if cascade else self.scale
-        self.stages = self.scale.bit_length() - 1 if cascade else 1
+        step = 2 if self.cascade else self.scale
+        self.stages = self.scale.bit_length() - 1 if self.cascade else 1
         self.generator = Generator(generator, channels, blocks, step, convs, negative_slope, res_scale,
                                    nonlocal_reduction, image_skip, in_channels)
         self.discriminator = UNetDiscriminator(disc_channels, disc_depth, negative_slope, in_channels)
         # LPIPS (VGG-19 features) only from a local file: nothing is downloaded
         self.perceptual: L.PerceptualLoss | None = None
-        if lpips_weight > 0 and not lpips_weights:
-            raise ValueError(
-                f"lpips_weight = {lpips_weight} needs lpips_weights = the path of a local VGG-19 weights file "
-                f"(no weights are downloaded); without one LPIPS is off: set lpips_weight = 0"
-            )
-        if lpips_weights:
-            if not Path(lpips_weights).is_file():
-                raise ValueError(f"lpips_weights = {lpips_weights!r} is not a file (a local VGG-19 state dict)")
-            if torch.empty(0).device.type != "meta":  # the config check builds on the meta device: no loading
-                self.perceptual = L.PerceptualLoss(lpips_weights)
+        if r.lpips_weights and torch.empty(0).device.type != "meta":  # the config check builds on meta: no loading
+            self.perceptual = L.PerceptualLoss(r.lpips_weights)
 
     @property
     def counted_module(self) -> nn.Module:

@@ -40,9 +40,6 @@ grid point that is not a valid experiment) raises :class:`SpecError` (a ConfigEr
 from __future__ import annotations
 
 import copy
-import itertools
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,22 +51,31 @@ from fedvsr.config import (
     SEED_MAX,
     ConfigError,
     ExperimentConfig,
-    allowed_values,
-    check_value,
-    config_field,
     config_from_dict,
     read_yaml_file,
     set_dotted,
+)
+from fedvsr.sweeps.params import (  # noqa: F401  (Param, SpecError and the kinds are part of this module's API)
+    CATEGORICAL,
+    CONTINUOUS,
+    DERIVED,
+    KINDS,
+    Param,
+    SpecError,
+    _check,
+    _derived,
+    _exclusive,
+    _fmt,
+    _fmt_point,
+    _label,
+    _matches,
+    _param,
 )
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 METRICS = {"psnr": "max", "ssim": "max", "loss": "min"}
 SEARCHES = ("grid", "optuna")
 SCHEDULERS = ("asha", "none")
-CONTINUOUS = ("uniform", "loguniform", "int")
-CATEGORICAL = ("choice", "grid")
-DERIVED = ("affine", "value")
-KINDS = CONTINUOUS + CATEGORICAL + DERIVED
 _TOP_KEYS = {"description", "metric", "search", "trials", "scheduler", "asha", "fixed", "params", "seed", "replicates",
              "vary_data"}
 _ASHA_KEYS = {"grace_period", "reduction_factor"}
@@ -77,56 +83,6 @@ _ASHA_KEYS = {"grace_period", "reduction_factor"}
 SEARCH_SEED_MAX = 2**32 - 1
 #: the most trials of an Optuna search (each is a whole experiment)
 MAX_TRIALS = 100000
-
-
-class SpecError(ConfigError):
-    """A sweep spec that cannot run; the message names the spec, the key and what is allowed."""
-
-
-@dataclass(frozen=True)
-class Param:
-    """One swept parameter (see the module docstring)."""
-
-    name: str  #: the dotted config key, or the label of a joint parameter
-    keys: tuple[str, ...]  #: the config keys it sets
-    kind: str  #: one of KINDS
-    low: float | None = None
-    high: float | None = None
-    step: int | None = None
-    log: bool = False
-    values: tuple = ()  #: categorical values (tuples for a joint parameter)
-    source: str = ""  #: affine: the key it derives from
-    scale: float = 1.0
-    offset: float = 0.0
-    when: tuple[tuple[str, tuple], ...] = ()  #: (key, allowed values) pairs
-
-    @property
-    def joint(self) -> bool:
-        return len(self.keys) > 1 or self.keys[0] != self.name
-
-    @property
-    def is_log(self) -> bool:
-        return self.kind == "loguniform" or (self.kind == "int" and self.log)
-
-    def applies(self, values: dict[str, Any]) -> bool:
-        """Whether the ``when`` conditions hold for the config values drawn so far."""
-        return all(key in values and _matches(values[key], allowed) for key, allowed in self.when)
-
-    def assign(self, value: Any) -> dict[str, Any]:
-        """Config keys set when this parameter takes ``value`` (a tuple for a joint parameter)."""
-        if self.joint:
-            return dict(zip(self.keys, value, strict=True))
-        return {self.name: value}
-
-    def describe(self) -> str:
-        if self.kind in CONTINUOUS:
-            extra = f", step {self.step}" if self.step else ""
-            return f"{self.kind}[{self.low:g}, {self.high:g}{extra}]" + (" (log)" if self.is_log else "")
-        if self.kind in CATEGORICAL:
-            return f"{self.kind} of {len(self.values)}: " + ", ".join(_fmt(v) for v in self.values)
-        if self.kind == "affine":
-            return f"{self.scale:g} * {self.source} + {self.offset:g}"
-        return f"= {_fmt(self.values[0])}"
 
 
 @dataclass(frozen=True)
@@ -325,6 +281,42 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
     def err(msg: str) -> SpecError:
         return SpecError(f"sweep spec {name!r}: {msg}")
 
+    top = _top_level(data, err)
+    fixed_raw = data.get("fixed") or {}
+    if not isinstance(fixed_raw, dict):
+        raise err("'fixed' must be a mapping of config keys (fl.rounds) to values")
+    fixed = {str(key): _check(name, str(key), value) for key, value in fixed_raw.items()}
+    params = _params(name, data.get("params") or {}, fixed, fixed_raw, cli_keys, err)
+    search = top["search"]
+    if search == "grid":
+        bad = [p.name for p in params if p.kind in CONTINUOUS]
+        if bad:
+            raise err(f"search = 'grid' needs listed values, but {bad[0]!r} has a continuous distribution; "
+                      "use choice/grid values, or search: optuna")
+    trials = data.get("trials")
+    if search == "optuna":
+        if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
+            raise err(f"trials = {trials!r}: search = 'optuna' needs trials, an integer >= 1 and <= {MAX_TRIALS} "
+                      f"(or --trials N)")
+    asha = top.pop("asha")
+    spec = SweepSpec(name=name, description=str(data.get("description", "")).strip(), mode=METRICS[top["metric"]],
+                     trials=int(trials or 0), grace_period=0, reduction_factor=0, fixed=fixed, params=tuple(params),
+                     **top)
+    spec = _with_asha(spec, asha, err)
+    _validate_experiments(spec, err)
+    _check_replicate_seeds(spec, err)
+    if search == "grid":
+        points = len(spec.grid_points())
+        # sweep.yaml records the grid's size as trials: that one value is allowed, any other was a mistake
+        if trials is not None and (isinstance(trials, bool) or trials != points):
+            raise err(f"trials = {trials!r} is not allowed with search = 'grid', which runs each of its {points} "
+                      f"points once; remove trials, or use search: optuna")
+        object.__setattr__(spec, "trials", points)
+    return spec
+
+
+def _top_level(data: dict[str, Any], err) -> dict[str, Any]:
+    """The spec's top-level settings: metric, search, scheduler, asha, seed, replicates, vary_data."""
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise err(f"unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}; allowed: "
@@ -345,7 +337,6 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEARCH_SEED_MAX:
         raise err(f"seed = {seed!r} is not allowed; expected an integer >= 0 and <= {SEARCH_SEED_MAX} (the searcher's "
                   f"seed: Optuna's sampler takes 32 bits)")
-
     replicates = data.get("replicates", 1)
     if isinstance(replicates, bool) or not isinstance(replicates, int) or not 1 <= replicates <= MAX_REPLICATES:
         raise err(f"replicates = {replicates!r} is not allowed; expected an integer >= 1 and <= {MAX_REPLICATES} "
@@ -355,15 +346,13 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
         raise err(f"vary_data = {vary_data!r} is not allowed; expected true or false")
     if vary_data and replicates < 2:
         raise err("vary_data = true needs replicates >= 2 (it varies data.seed across a point's replicates)")
+    return {"metric": metric, "search": search, "scheduler": scheduler, "asha": asha, "seed": seed,
+            "replicates": replicates, "vary_data": vary_data}
 
-    fixed_raw = data.get("fixed") or {}
-    if not isinstance(fixed_raw, dict):
-        raise err("'fixed' must be a mapping of config keys (fl.rounds) to values")
-    fixed = {}
-    for key, value in fixed_raw.items():
-        fixed[str(key)] = _check(name, str(key), value)
 
-    params_raw = data.get("params") or {}
+def _params(name: str, params_raw: Any, fixed: dict[str, Any], fixed_raw: dict, cli_keys: set[str] | None,
+            err) -> list[Param]:
+    """The spec's swept parameters, in order, and the keys they set against one another, --set and fixed."""
     if not isinstance(params_raw, dict) or not params_raw:
         raise err("'params' must be a non-empty mapping of swept config keys to distributions")
     params: list[Param] = []
@@ -379,33 +368,7 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
     clash = sorted(set(swept) & set(fixed_raw))
     if clash:
         raise err(f"{clash[0]!r} is both fixed and swept; keep it in one place")
-
-    if search == "grid":
-        bad = [p.name for p in params if p.kind in CONTINUOUS]
-        if bad:
-            raise err(f"search = 'grid' needs listed values, but {bad[0]!r} has a continuous distribution; "
-                      "use choice/grid values, or search: optuna")
-    trials = data.get("trials")
-    if search == "optuna":
-        if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
-            raise err(f"trials = {trials!r}: search = 'optuna' needs trials, an integer >= 1 and <= {MAX_TRIALS} "
-                      f"(or --trials N)")
-    spec = SweepSpec(
-        name=name, description=str(data.get("description", "")).strip(), metric=metric, mode=METRICS[metric],
-        search=search, trials=int(trials or 0), scheduler=scheduler, grace_period=0, reduction_factor=0, seed=seed,
-        fixed=fixed, params=tuple(params), replicates=replicates, vary_data=vary_data,
-    )
-    spec = _with_asha(spec, asha, err)
-    _validate_experiments(spec, err)
-    _check_replicate_seeds(spec, err)
-    if search == "grid":
-        points = len(spec.grid_points())
-        # sweep.yaml records the grid's size as trials: that one value is allowed, any other was a mistake
-        if trials is not None and (isinstance(trials, bool) or trials != points):
-            raise err(f"trials = {trials!r} is not allowed with search = 'grid', which runs each of its {points} "
-                      f"points once; remove trials, or use search: optuna")
-        object.__setattr__(spec, "trials", points)
-    return spec
+    return params
 
 
 def _check_replicate_seeds(spec: SweepSpec, err) -> None:
@@ -428,160 +391,6 @@ def _with_asha(spec: SweepSpec, asha: dict, err) -> SweepSpec:
     object.__setattr__(spec, "grace_period", grace)
     object.__setattr__(spec, "reduction_factor", factor)
     return spec
-
-
-def _check(spec_name: str, key: str, value: Any) -> Any:
-    try:
-        return check_value(key, value)
-    except ConfigError as e:
-        raise SpecError(f"sweep spec {spec_name!r}: {e}") from None
-
-
-def _param(spec_name: str, pname: str, body: Any, fixed: dict[str, Any], earlier: list[Param]) -> Param:
-    def err(msg: str) -> SpecError:
-        return SpecError(f"sweep spec {spec_name!r}, parameter {pname!r}: {msg}")
-
-    if not isinstance(body, dict):
-        raise err(f"expected a mapping such as {{uniform: [0.1, 1]}} or {{choice: [a, b]}}, got {body!r}")
-    body = dict(body)
-    keys_raw = body.pop("keys", None)
-    when_raw = body.pop("when", None) or {}
-    extras = {k: body.pop(k) for k in ("step", "log", "scale", "offset") if k in body}
-    kinds = [k for k in body if k in KINDS]
-    other = [k for k in body if k not in KINDS]
-    if other:
-        raise err(f"unknown field(s) {', '.join(map(str, other))}; allowed: {', '.join(KINDS)}, keys, when, "
-                  "step, log, scale, offset")
-    if len(kinds) != 1:
-        raise err(f"needs exactly one distribution of {', '.join(KINDS)}, got {kinds or 'none'}")
-    kind = kinds[0]
-    spec_value = body[kind]
-
-    if keys_raw is not None:
-        if kind not in CATEGORICAL:
-            raise err("a joint parameter (keys: [...]) takes choice/grid values: a list of tuples")
-        if not isinstance(keys_raw, list) or len(keys_raw) < 2:
-            raise err(f"keys = {keys_raw!r}: expected a list of at least two config keys")
-        keys = tuple(str(k) for k in keys_raw)
-        try:
-            config_field(pname)  # raises for a name that is no key (a value check would also fail on a key)
-        except ConfigError:
-            pass
-        else:
-            raise err("a joint parameter's name must not be a config key; name it e.g. 'group_overlap'")
-    else:
-        keys = (pname,)
-    for k in keys:
-        try:
-            allowed_values(k)
-        except ConfigError as e:
-            raise err(str(e)) from None
-
-    when = []
-    if not isinstance(when_raw, dict):
-        raise err(f"when = {when_raw!r}: expected a mapping {{key: value or [values]}}")
-    known = dict(fixed)
-    for p in earlier:
-        for k in p.keys:
-            known.setdefault(k, None)
-    for ckey, cval in when_raw.items():
-        ckey = str(ckey)
-        if ckey not in known:
-            raise err(f"when names {ckey!r}, which is neither a fixed key nor a parameter listed earlier; "
-                      f"known: {', '.join(sorted(known)) or 'none'}")
-        allowed = tuple(cval) if isinstance(cval, list) else (cval,)
-        for v in allowed:
-            _check(spec_name, ckey, v)
-        possible = _possible_values(ckey, fixed, earlier)
-        if possible is not None and not any(_matches(v, allowed) for v in possible):
-            raise err(f"when {ckey} in {list(allowed)} can never hold: {ckey} takes {list(possible)}")
-        when.append((ckey, allowed))
-
-    kw: dict[str, Any] = {"name": pname, "keys": keys, "kind": kind, "when": tuple(when)}
-    if kind in CONTINUOUS:
-        if not (isinstance(spec_value, list) and len(spec_value) == 2
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in spec_value)):
-            raise err(f"{kind} = {spec_value!r}: expected [low, high], two numbers")
-        low, high = (float(x) for x in spec_value)
-        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
-            raise err(f"{kind} = {spec_value!r}: expected finite low < high")
-        if kind == "loguniform" and low <= 0:
-            raise err(f"loguniform = {spec_value!r}: low must be > 0")
-        if kind == "int":
-            if not (low.is_integer() and high.is_integer()):
-                raise err(f"int = {spec_value!r}: expected integer bounds")
-            step = extras.get("step", 1)
-            if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-                raise err(f"step = {step!r}: expected an integer >= 1")
-            kw.update(step=step if step != 1 else None, log=bool(extras.get("log", False)))
-            if kw["log"] and (low < 1 or step != 1):
-                raise err("int with log: true needs low >= 1 and step 1 (Optuna's rule)")
-        for bound in (low, high):  # ranges are intervals: both ends allowed -> every value allowed
-            _check(spec_name, pname, int(bound) if kind == "int" else bound)
-        kw.update(low=low, high=high)
-    elif kind in CATEGORICAL:
-        if not isinstance(spec_value, list) or not spec_value:
-            raise err(f"{kind} = {spec_value!r}: expected a non-empty list of values")
-        values = []
-        for v in spec_value:
-            if len(keys) > 1:
-                if not isinstance(v, list) or len(v) != len(keys):
-                    raise err(f"value {v!r} must be a list of {len(keys)} values, one per key {list(keys)}")
-                values.append(tuple(_check(spec_name, k, x) for k, x in zip(keys, v, strict=True)))
-            else:
-                values.append(_check(spec_name, pname, v))
-        if len({_label(v) for v in values}) != len(values):
-            raise err(f"{kind} = {spec_value!r} lists a value twice")
-        kw["values"] = tuple(values)
-    elif kind == "affine":
-        source = str(spec_value)
-        if source not in {k for p in earlier for k in p.keys} | set(fixed):
-            raise err(f"affine = {source!r} must name a fixed key or a parameter listed earlier")
-        scale, offset = extras.get("scale", 1.0), extras.get("offset", 0.0)
-        for what, x in (("scale", scale), ("offset", offset)):
-            if isinstance(x, bool) or not isinstance(x, (int, float)):
-                raise err(f"{what} = {x!r}: expected a number")
-        kw.update(source=source, scale=float(scale), offset=float(offset))
-        possible = _possible_values(source, fixed, earlier)
-        src_param = next((p for p in earlier if source in p.keys), None)
-        if src_param is not None and src_param.kind in CONTINUOUS:
-            possible = (src_param.low, src_param.high)
-        for x in possible or ():
-            _check(spec_name, pname, _affine(float(x), float(scale), float(offset)))
-    else:  # value
-        kw["values"] = (_check(spec_name, pname, spec_value),)
-    return Param(**kw)
-
-
-def _possible_values(key: str, fixed: dict[str, Any], earlier: list[Param]) -> tuple | None:
-    """The values ``key`` can take given the fixed keys and earlier parameters; None when continuous."""
-    values: list[Any] = []
-    setters = [p for p in earlier if key in p.keys]
-    for p in setters:
-        i = p.keys.index(key)
-        if p.kind in CATEGORICAL:
-            values += [v[i] if p.joint else v for v in p.values]
-        elif p.kind == "value":
-            values.append(p.values[0])
-        else:
-            return None
-    if key in fixed and (not setters or any(p.when for p in setters)):
-        values.append(fixed[key])
-    if not setters and key not in fixed:
-        return None
-    return tuple(values)
-
-
-def _exclusive(params: list[Param], key: str) -> bool:
-    """Whether the parameters setting ``key`` have conditions on one key with disjoint values."""
-    setters = [p for p in params if key in p.keys]
-    if any(not p.when for p in setters):
-        return False
-    for a, b in itertools.combinations(setters, 2):
-        wa, wb = dict(a.when), dict(b.when)
-        if not any(k in wb and not set(map(_label, wa[k])) & set(map(_label, wb[k])) for k in wa):
-            return False
-    return True
 
 
 def _validate_experiments(spec: SweepSpec, err) -> None:
@@ -639,37 +448,3 @@ def _context_for(spec: SweepSpec, target: Param) -> dict[str, Any]:
     return context
 
 
-def _derived(p: Param, context: dict[str, Any]) -> Any:
-    if p.kind == "value":
-        return p.values[0]
-    return _affine(float(context[p.source]), p.scale, p.offset)
-
-
-def _affine(x: float, scale: float, offset: float) -> float:
-    # rounded so that 1 - 0.7 is 0.3, not 0.30000000000000004
-    return round(scale * x + offset, 12)
-
-
-def _matches(value: Any, allowed: tuple) -> bool:
-    return any(_label(value) == _label(a) for a in allowed)
-
-
-def _label(value: Any) -> str:
-    """A stable string for a value (Optuna's categorical choices must be plain scalars)."""
-    if isinstance(value, tuple):
-        return json.dumps(list(value))
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_fmt(v) for v in value) + ")"
-    return str(value)
-
-
-def _fmt_point(point: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in point.items())

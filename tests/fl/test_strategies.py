@@ -191,15 +191,32 @@ def test_nan_client_is_left_out_and_global_stays_finite():
 
 
 @pytest.mark.parametrize(
-    ("name", "lambda_hifr", "loss_aware", "decay"),
-    [("fedvsr", 0.3, True, "power"), ("fedavg-dwt", 0.3, False, "power"), ("fedvsr-gla", 0.0, True, "none"),
-     ("fedvsr-ala", 0.0, True, "power")],
+    ("name", "overrides", "lambda_hifr", "loss_aware", "decay"),
+    [("fedvsr", ["fl.lambda_hifr=0.3", "fl.alpha_decay=power"], 0.3, True, "power"),
+     ("fedavg-dwt", ["fl.lambda_hifr=0.3"], 0.3, False, "linear"),
+     ("fedvsr-gla", [], 0.0, True, "none"),
+     ("fedvsr-ala", ["fl.alpha_decay=power"], 0.0, True, "power")],
 )
-def test_ablations_switch_the_right_parts_off(name, lambda_hifr, loss_aware, decay):
-    cfg = load_config(None, [f"fl.strategy={name}", "fl.lambda_hifr=0.3", "fl.alpha_decay=power"])
+def test_ablations_switch_the_right_parts_off(name, overrides, lambda_hifr, loss_aware, decay):
+    cfg = load_config(None, [f"fl.strategy={name}", *overrides])
     s = build_strategy(cfg.fl)
-    assert s.name == name
+    assert s.name == name and isinstance(s, FedVSR)
     assert (s.params.lambda_hifr, s.params.loss_aware, s.params.alpha_decay) == (lambda_hifr, loss_aware, decay)
+    assert s.params == cfg.fl.params  # the config holds the strategy's own dataclass, fixed fields applied
+
+
+def test_the_registry_builds_every_strategy_from_its_entry():
+    from fedvsr.fl.registry import get_strategy, readers, strategy_names
+
+    assert strategy_names() == ("fedavg", "fedprox", "scaffold", "fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
+    assert [type(get_strategy(n).build()).__name__ for n in strategy_names()] == [
+        "FedAvg", "FedProx", "Scaffold", "FedVSR", "FedVSR", "FedVSR", "FedVSR"]
+    assert get_strategy("fedvsr-ala").keys() == ("lambda_vsr", "alpha", "alpha_decay", "mixing")
+    assert readers("alpha_decay") == ["fedvsr", "fedvsr-ala"]
+    with pytest.raises(ValueError, match="strategy 'fedvsr-gla' does not read lambda_hifr"):
+        get_strategy("fedvsr-gla").make_params({"lambda_hifr": 0.5})
+    with pytest.raises(TypeError, match="strategy 'fedprox' takes FedProxParams, not FedVSRParams"):
+        get_strategy("fedprox").build(FedVSRParams())
 
 
 def test_recipe_defaults_and_hifr_eps_reach_the_strategies():

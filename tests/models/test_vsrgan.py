@@ -52,16 +52,49 @@ def test_bad_options_are_errors_at_build_time():
         meta("tiny", scale=3)
     with pytest.raises(ValueError, match="generator must be 'rrdb' or 'residual'"):
         meta("tiny", generator="dense")
-    with pytest.raises(ValueError, match="sobel_weight must be >= 0"):
+    with pytest.raises(ValueError, match=r"^model.recipe.sobel_weight = -1.0 is not allowed; expected a number >= 0.0"):
         meta("tiny", sobel_weight=-1.0)
-    with pytest.raises(ValueError, match="laplacian_neighbours must be 4 or 8"):
+    with pytest.raises(ValueError, match=r"^model.recipe.laplacian_neighbours = 6 is not allowed; expected one of 4"):
         meta("tiny", laplacian_neighbours=6)
+
+
+def test_recipe_keys_are_typed_config_keys_checked_before_ray():
+    from fedvsr.config import ConfigError, config_from_dict, config_table, load_config
+    from fedvsr.models.vsrgan import VSRGANRecipe
+
+    base = ["model.name=vsrgan", "model.preset=tiny"]
+    cfg = load_config(None, [*base, "model.recipe.sobel_weight=0.25", "model.recipe.patch_sizes=[4, 8]"])
+    assert cfg.model.recipe == VSRGANRecipe(sobel_weight=0.25, patch_sizes=[4, 8])
+    # the constructor gets the values that differ from the recipe's defaults; the file keeps them under recipe
+    assert cfg.model.options == {"sobel_weight": 0.25, "patch_sizes": [4, 8]}
+    assert cfg.to_dict()["model"]["options"] == {} and cfg.to_dict()["model"]["recipe"]["sobel_weight"] == 0.25
+    assert config_from_dict(cfg.to_dict()) == cfg  # what the coordinator and the workers rebuild from the dict
+    with torch.device("meta"):
+        model = build_model("vsrgan", "tiny", cfg.model.options)
+    assert model.weights["sobel"] == 0.25 and model.patch_sizes == [4, 8]
+    table = config_table()
+    assert "| `model.recipe.adversarial_weight` | `0.001` | a number >= 0.0 and <= 1000000.0 | VSRGAN: weight" in table
+    for overrides, message in [
+        (["model.recipe.ssim_weight=-0.1"], "model.recipe.ssim_weight = -0.1 is not allowed; expected a number >= 0.0 "
+                                            "and <= 1000000.0"),
+        (["model.options.sobel_weight=0.3"], "model.options.sobel_weight is a key of vsrgan's training recipe: set "
+                                             "model.recipe.sobel_weight instead (the value is checked there)"),
+        (["model.recipe.lpips_weight=0.5"], "model.recipe.lpips_weight = 0.5 needs model.recipe.lpips_weights = the "
+                                            "path of a local VGG-19 weights file"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [*base, *overrides])
+        assert str(err.value).startswith(message)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model.recipe.whole_weight=2"])
+    assert str(err.value) == ("model.recipe.whole_weight = 2.0 has no effect with model.name = 'efvsr' (it has no "
+                              "recipe keys); remove it, or choose the model family it belongs to")
 
 
 def test_lpips_is_off_without_a_local_vgg_file(tmp_path):
     with pytest.raises(ValueError, match="no weights are downloaded.*LPIPS is off"):
         meta("tiny", lpips_weight=0.1)
-    with pytest.raises(ValueError, match="is not a file"):
+    with pytest.raises(ValueError, match="model.recipe.lpips_weights = .* is not a file"):
         meta("tiny", lpips_weight=0.1, lpips_weights=str(tmp_path / "vgg19.pth"))
     assert build_model("vsrgan", "tiny").perceptual is None
 
