@@ -25,8 +25,8 @@ import numpy as np
 
 from fedvsr.data.datasets import load_pair
 from fedvsr.data.degrade import _to_tensor, _to_uint8, apply_vsrgan_op, degrade_video
-from fedvsr.data.synthetic import CLASSES, VideoEntry, synth_video
-from fedvsr.data.video import write_video
+from fedvsr.data.synthetic import CLASSES, synth_video
+from fedvsr.data.video import VideoEntry, write_video
 
 
 def y_psnr(a: np.ndarray, b: np.ndarray) -> float:

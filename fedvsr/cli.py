@@ -3,7 +3,7 @@
     fedvsr simulate [--config FILE] [--set key=value ...] [--out DIR] [--resume] [--address ADDR]
                     [--replicates N [--vary-data]]
     fedvsr train-central [--config FILE] [--set key=value ...] [--out DIR] [--workers N] [--gpu]
-    fedvsr models [--json]
+    fedvsr models [--json] [--flops]
     fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--resume] [--address ADDR] [--set k=v ...]
     fedvsr best DIR... [--metric psnr|ssim|loss] [--where k=v ...] [--top K] [--json]
     fedvsr report DIR
@@ -283,7 +283,7 @@ def _upscale(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from fedvsr.data.video import VideoError
-    from fedvsr.inference import default_evaluation_path, evaluate, evaluation_table, format_table
+    from fedvsr.evaluation import default_evaluation_path, evaluate, evaluation_table, format_table
     from fedvsr.platform.results import write_parquet_atomic
 
     loaded = _inference_model(args)
@@ -354,10 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     central.add_argument("--gpu", action="store_true", help="one GPU per worker (default: platform.gpus_per_worker)")
     central.set_defaults(func=_train_central)
 
-    models = sub.add_parser("models", help="list model families and presets with their sizes")
+    models = sub.add_parser("models", help="list model families and presets with their sizes (parameters; FLOPs "
+                            "with --flops)")
     models.add_argument("--json", action="store_true", help="print a JSON list of objects")
-    models.add_argument("--no-flops", dest="flops", action="store_false",
-                        help="skip counting FLOPs (faster)")
+    models.add_argument("--flops", action="store_true",
+                        help="also count the FLOPs of one forward pass on a 64x64 LR clip (runs every preset once: "
+                             "tens of seconds of CPU; without it only the parameters are counted)")
     models.set_defaults(func=_models)
 
     up = sub.add_parser("upscale", help="super-resolve a video file (H.264 out, streamed and tiled)")

@@ -42,7 +42,7 @@ def test_config_errors_stop_before_ray_starts(tmp_path, args, message):
 
 
 def test_models_lists_every_family_and_preset():
-    proc = fedvsr("models", "--json", "--no-flops")
+    proc = fedvsr("models", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     efvsr = {r["preset"]: r for r in rows if r["name"] == "efvsr"}
@@ -52,6 +52,7 @@ def test_models_lists_every_family_and_preset():
     expected = conv(9, 32) + 9 * conv(32, 32) + 2 * conv(32, 128) + conv(32, 3)
     assert efvsr["small"]["params"] == expected
     assert efvsr["small"]["num_frames"] == 3 and efvsr["small"]["center_output"] is True
+    assert "flops" not in efvsr["small"]  # counted only with --flops (tens of seconds of CPU for every preset)
 
 
 @pytest.mark.slow
@@ -94,7 +95,7 @@ def test_bad_replicate_options_are_refused_before_ray_starts(argv, message, tmp_
 def test_a_closed_pipe_ends_quietly():
     """`fedvsr best --json | head` once ended in a BrokenPipeError traceback: the reader that went away is now an
     exit code (141 = 128 + SIGPIPE, as a shell reports a process SIGPIPE ended) and nothing on stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "models", "--json", "--no-flops"],
+    proc = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "models", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader is gone before the first write
     err = proc.stderr.read().decode()

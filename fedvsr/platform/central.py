@@ -38,7 +38,7 @@ The training itself, :func:`train_pooled`, has no Ray in it: one rank's part, wh
 any process (the tests compare it with a run on two Ray Train workers); :func:`train_loop` runs it on Ray Train.
 
 **Storage.** Every epoch rank 0 evaluates the model on the held-out clips (as
-:func:`~fedvsr.platform.worker.evaluate_model`) and attaches a Ray Train checkpoint holding the weights
+:func:`~fedvsr.evaluation.evaluate_model`) and attaches a Ray Train checkpoint holding the weights
 (safetensors) and the rows so far; the run keeps the latest in ``<out>/ray_train`` (Ray Train's
 storage). The driver reads it at the end and writes ``config.yaml``, ``rounds.parquet``,
 ``summary.json``, ``model.safetensors`` and ``psnr.png`` into ``<out>``. On a cluster of several nodes,
@@ -66,7 +66,8 @@ import torch
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
 from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair_for, resolve_augment
 from fedvsr.data.sources import experiment_videos
-from fedvsr.data.synthetic import VideoEntry
+from fedvsr.data.video import VideoEntry
+from fedvsr.evaluation import evaluate_bicubic, evaluate_model
 from fedvsr.fl.client import epoch_batches, make_optimizer
 from fedvsr.fl.sampling import client_seed
 from fedvsr.fl.schedule import LRSchedule
@@ -74,7 +75,6 @@ from fedvsr.models import VSRModel, build_model, count_params
 from fedvsr.models.base import StepHooks
 from fedvsr.platform.checkpoint import load_arrays, save_arrays
 from fedvsr.platform.results import write_json_atomic, write_parquet_atomic, write_text_atomic
-from fedvsr.platform.worker import evaluate_bicubic, evaluate_model
 from fedvsr.report import plot_psnr
 
 #: the pooled dataset's client id in :func:`~fedvsr.fl.sampling.client_seed`; never a real client's (0 .. clients-1)

@@ -209,8 +209,8 @@ def test_a_corrupt_evaluation_video_is_left_out_at_the_scan(ray_local, synth_roo
     usable = [e for e in scanned if e.path != victim.path]
     _, held = split_holdout(usable, 2, 0)
     cfg = load_config(None, tiny_experiment(synth_root, "data.source=folder", f"data.root={folder}"))
+    from fedvsr.evaluation import evaluate_bicubic
     from fedvsr.models import build_model
-    from fedvsr.platform.worker import evaluate_bicubic
 
     model = build_model(cfg.model.name, cfg.model.preset)
     clips = eval_clips([load_pair(usable[i], "bicubic", 4) for i in held], model.num_frames, cfg.eval.clips)
