@@ -50,6 +50,7 @@ def _simulate(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/sim-{time.strftime('%Y%m%d-%H%M%S')}")
     args.out = str(out)  # for the interrupted message of main()
     check_output_folder(out, resume=args.resume, ours=RUN_FILES)
+    args.runs_in = out  # main() draws the plots of the runs finished in it
     if cfg is not None:
         say_starting(cfg)
     else:
@@ -195,6 +196,7 @@ def _train_central(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     out = Path(args.out or f"runs/central-{time.strftime('%Y%m%d-%H%M%S')}")
     check_output_folder(out, ours=RUN_FILES)
+    args.runs_in = out  # main() draws the plots of the runs finished in it
     say_starting(central_config(cfg, args.workers, True if args.gpu else None))
 
     def on_start(info: dict) -> None:
@@ -413,6 +415,19 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _discard_stdout()
         return 141
+    finally:
+        _draw_plots(args)
+
+
+def _draw_plots(args: argparse.Namespace) -> None:
+    """``psnr.png`` of every run that ``simulate``, ``train-central`` or ``sweep`` finished in its output folder
+    (``args.runs_in``, set once the folder is checked), also when the command was interrupted or a later run
+    failed: drawn here from the runs' results, as the runtime never draws (:func:`fedvsr.report.plot_runs`)."""
+    runs_in = getattr(args, "runs_in", None)
+    if runs_in is not None and Path(runs_in).is_dir():
+        from fedvsr.report import plot_runs
+
+        plot_runs(runs_in)
 
 
 def _how_to_continue(args: argparse.Namespace) -> str:

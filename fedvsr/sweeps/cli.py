@@ -48,6 +48,7 @@ def _sweep(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set, args.trials, args.seed, args.replicates) if args.spec else None
     out = Path(args.out or f"runs/sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_output_folder(out, resume=args.resume, ours=(SWEEP_FILE,), what="sweep")
+    args.runs_in = out  # fedvsr.cli.main draws the plots of the trials finished in it
     if args.concurrent is not None and args.concurrent < 1:
         raise ConfigError(f"--concurrent = {args.concurrent} is not allowed; expected an integer >= 1")
     if spec is not None:

@@ -49,8 +49,6 @@ SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.parquet"
 #: the Ray node that ran a sweep trial (its coordinator; the trial's workers share its placement group)
 NODE_FILE = "node.json"
-#: a random id written by the sweep driver; a trial that cannot read the same id there is not seeing the folder
-SWEEP_ID_FILE = "sweep-id"
 #: marks a replicate group folder: {"replicates": N, "seeds": [...], "data_seeds": [...], "vary_data": ...}
 REPLICATES_FILE = "replicates.json"
 REPLICATE_DIR = re.compile(r"rep-(\d+)")
