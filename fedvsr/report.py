@@ -171,7 +171,7 @@ def _label(row: dict, keys: list[str]) -> str:
 
 
 def _top_rounds_plot(top: list, keys: list[str], compared: list, path: Path) -> Path:
-    from fedvsr.sweeps.results import round_series
+    from fedvsr.sweeps.points import round_series
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
@@ -194,7 +194,7 @@ def _top_rounds_plot(top: list, keys: list[str], compared: list, path: Path) -> 
 
 
 def _asha_plot(points: list[list[dict]], rungs: list[int], path: Path) -> Path:
-    from fedvsr.sweeps.results import round_series
+    from fedvsr.sweeps.points import round_series
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
@@ -234,7 +234,8 @@ def sweep_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
                  compare: list[str] | None = None) -> list[Path]:
     """Write the report of a sweep folder into ``out`` (default ``<sweep>/report``); returns the files."""
     from fedvsr.sweeps.persist import saved_spec
-    from fedvsr.sweeps.results import collect_rows, group_points, is_sweep_dir, rank_points, sweep_rows
+    from fedvsr.sweeps.points import group_points, rank_points
+    from fedvsr.sweeps.results import collect_rows, is_sweep_dir, sweep_rows
 
     d = Path(sweep_dir)
     if not is_sweep_dir(d):
@@ -289,7 +290,7 @@ def _and(items: list[str]) -> str:
 
 def winner_sentence(ranking, keys: list[str], digits: int) -> str:
     """The winner and its tie set in words (report.md)."""
-    from fedvsr.sweeps.results import method_words
+    from fedvsr.sweeps.points import method_words
 
     if not ranking.points:
         return "No finished trial: no winner."

@@ -13,7 +13,8 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 
 from fedvsr.report import _round_axes, draw_band, param_points, sweep_report, winner_sentence  # noqa: E402
 from fedvsr.stats import decimals_for, mean_interval  # noqa: E402
-from fedvsr.sweeps.results import collect_rows, rank_points, round_series  # noqa: E402
+from fedvsr.sweeps.points import rank_points, round_series
+from fedvsr.sweeps.results import collect_rows
 from tests.folders import fake_sweep  # noqa: E402
 from tests.sweeps.test_results import FINALS, _lambda_sweep  # noqa: E402
 
@@ -90,7 +91,7 @@ def test_bands_are_shaded_where_there_are_replicates_and_rounds_are_integers(tmp
 
 
 def test_winner_sentence_without_finished_points():
-    from fedvsr.sweeps.results import Ranking
+    from fedvsr.sweeps.points import Ranking
 
     assert winner_sentence(Ranking([], "final_psnr", "max", 0), [], 2) == "No finished trial: no winner."
 

@@ -135,6 +135,22 @@ def float_weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
+def _initial_model(cfg: ExperimentConfig, world: int, device: torch.device) -> VSRModel:
+    """The model every rank starts from: built after ``torch.manual_seed(seed)``, as the coordinator's, on
+    ``device``; with several ranks, rank 0's weights broadcast (the same seed gives the same weights everywhere:
+    this makes sure of it)."""
+    import torch.distributed as dist
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options).to(device)
+    if not isinstance(model, VSRModel):
+        raise TypeError(f"model {cfg.model.name!r} is not a VSRModel; train-central needs its training_step")
+    if world > 1:
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+    return model
+
+
 def train_pooled(cfg: ExperimentConfig, videos: list[VideoEntry], pool: list[int], held: list[int],
                  rank: int = 0, world: int = 1, device: torch.device | str = "cpu"
                  ) -> Iterator[tuple[str, dict[str, Any] | None, VSRModel]]:
@@ -147,13 +163,7 @@ def train_pooled(cfg: ExperimentConfig, videos: list[VideoEntry], pool: list[int
     import torch.distributed as dist
 
     device = torch.device(device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options).to(device)
-    if not isinstance(model, VSRModel):
-        raise TypeError(f"model {cfg.model.name!r} is not a VSRModel; train-central needs its training_step")
-    if world > 1:  # the same seed gives the same weights everywhere; make sure of it
-        for tensor in model.state_dict().values():
-            dist.broadcast(tensor, src=0)
+    model = _initial_model(cfg, world, device)
 
     def load(i: int) -> VideoPair:
         return load_pair_for(cfg, videos[i])

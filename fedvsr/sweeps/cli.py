@@ -96,15 +96,8 @@ def _check_points_fit(spec, base) -> None:
 
 
 def _best(args: argparse.Namespace) -> int:
-    from fedvsr.sweeps.results import (
-        best_yaml,
-        collect_rows,
-        parse_where,
-        point_json,
-        rank_points,
-        top_table,
-        winner_warnings,
-    )
+    from fedvsr.sweeps.points import best_yaml, point_json, rank_points, top_table, winner_warnings
+    from fedvsr.sweeps.results import collect_rows, parse_where
 
     try:
         rows = collect_rows(args.dirs)
