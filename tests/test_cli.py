@@ -104,9 +104,9 @@ def test_a_closed_pipe_ends_quietly():
 
 
 def test_starting_lines_and_the_loud_oversubscription_warning(tmp_path, capsys, monkeypatch):
-    from fedvsr.cli import say_starting
     from fedvsr.config import load_config
     from fedvsr.preflight import Machine
+    from fedvsr.starting import say_starting
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cpus = Machine.this().cpus

@@ -52,7 +52,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.concurrent is not None and args.concurrent < 1:
         raise ConfigError(f"--concurrent = {args.concurrent} is not allowed; expected an integer >= 1")
     if spec is not None:
-        from fedvsr.cli import say_starting
+        from fedvsr.starting import say_starting
 
         base = spec.experiment_config({"platform.address": args.address} if args.address else {})
         _check_points_fit(spec, base)
