@@ -72,6 +72,7 @@ def test_simulate_runs_a_real_experiment(tmp_path, synth_root):
     assert lines[-1].startswith("final      psnr") and "over bicubic" in lines[-1]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_psnr"] == pq.read_table(out / "rounds.parquet").to_pydict()["psnr"][-1]
+    assert (out / "psnr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn by the command from the results
 
 
 @pytest.mark.parametrize("argv, message", [
