@@ -483,3 +483,11 @@ def test_truncated_stream_is_an_error_not_a_short_output(files, tmp_path):
     with pytest.raises(VideoError, match=rf"^{cut}: "):
         upscale(loaded, cut, out, progress=False)
     assert not out.exists()
+
+
+def test_evaluate_restores_with_the_tiling_of_upscale():
+    """fedvsr.evaluation sits below fedvsr.inference (the platform uses it) and keeps its own copy of the defaults."""
+    from fedvsr import evaluation, inference
+
+    assert (evaluation.DEFAULT_TILE, evaluation.DEFAULT_OVERLAP) == (inference.DEFAULT_TILE, inference.DEFAULT_OVERLAP)
+    assert (evaluation.DEFAULT_TILE, evaluation.DEFAULT_OVERLAP) == (128, 32)  # what --tile / --tile-overlap say
