@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from fedvsr.data.datasets import load_pair
-from fedvsr.data.degrade import _to_tensor, _to_uint8, apply_vsrgan_op, degrade_video
-from fedvsr.data.synthetic import CLASSES, VideoEntry, synth_video
-from fedvsr.data.video import write_video
+from fedvsr.data.degrade import apply_vsrgan_op, degrade_video
+from fedvsr.data.resample import to_tensor, to_uint8
+from fedvsr.data.synthetic import CLASSES, synth_video
+from fedvsr.data.video import VideoEntry, write_video
 
 
 def y_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -67,8 +68,8 @@ def main() -> None:
     ops: dict[str, dict[str, float]] = {}
     for lab, hr in clips.items():
         bic = degrade_video(hr, "bicubic", 4)
-        x = _to_tensor(bic)
-        ops[lab] = {op: y_psnr(_to_uint8(apply_vsrgan_op(x, op, p)), bic) for op, p in OPS.items()}
+        x = to_tensor(bic)
+        ops[lab] = {op: y_psnr(to_uint8(apply_vsrgan_op(x, op, p)), bic) for op, p in OPS.items()}
 
     timing: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

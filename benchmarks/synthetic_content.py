@@ -20,7 +20,8 @@ from fedvsr.config import load_config
 from fedvsr.data.degrade import degrade_video
 from fedvsr.data.natural import CLASS_SOURCES
 from fedvsr.data.sources import split_holdout
-from fedvsr.data.synthetic import CLASSES, CONTENT, VideoEntry, synth_video, video_seed
+from fedvsr.data.synthetic import CLASSES, CONTENT, synth_video, video_seed
+from fedvsr.data.video import VideoEntry
 from fedvsr.metrics import bicubic_upsample, psnr_y
 
 

@@ -235,10 +235,10 @@ def flower_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
 
     from fedvsr.config import config_from_dict
     from fedvsr.data.datasets import eval_clips
+    from fedvsr.evaluation import evaluate_model
     from fedvsr.fl.sampling import sample_clients
     from fedvsr.fl.strategy import float_state
     from fedvsr.models import build_model
-    from fedvsr.platform.worker import evaluate_model
 
     cfg = config_from_dict(cfg_dict)
     torch.set_num_threads(1)

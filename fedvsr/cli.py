@@ -3,7 +3,7 @@
     fedvsr simulate [--config FILE] [--set key=value ...] [--out DIR] [--resume] [--address ADDR]
                     [--replicates N [--vary-data]]
     fedvsr train-central [--config FILE] [--set key=value ...] [--out DIR] [--workers N] [--gpu]
-    fedvsr models [--json]
+    fedvsr models [--json] [--flops]
     fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--resume] [--address ADDR] [--set k=v ...]
     fedvsr best DIR... [--metric psnr|ssim|loss] [--where k=v ...] [--top K] [--json]
     fedvsr report DIR
@@ -25,7 +25,8 @@ from pathlib import Path
 from fedvsr.config import MAX_REPLICATES, SEED_MAX, ConfigError, ExperimentConfig, load_config
 from fedvsr.platform.cluster import ClusterUnreachable
 from fedvsr.platform.errors import RunFailed
-from fedvsr.preflight import Machine, check_fits_machine, check_output_folder, cpu_overcommit, is_local
+from fedvsr.preflight import check_output_folder
+from fedvsr.starting import say_starting
 
 #: the files that make a folder a run of ``fedvsr simulate`` (one run, or a group of replicates)
 RUN_FILES = ("config.yaml", "replicates.json")
@@ -50,6 +51,7 @@ def _simulate(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/sim-{time.strftime('%Y%m%d-%H%M%S')}")
     args.out = str(out)  # for the interrupted message of main()
     check_output_folder(out, resume=args.resume, ours=RUN_FILES)
+    args.runs_in = out  # main() draws the plots of the runs finished in it
     if cfg is not None:
         say_starting(cfg)
     else:
@@ -116,34 +118,6 @@ def _check_replicate_seeds(cfg: ExperimentConfig, replicates: int, vary_data: bo
                               f"{SEED_MAX - replicates + 1}")
 
 
-def say_starting(cfg: ExperimentConfig, prefix: str = "fedvsr", workers: str = "") -> None:
-    """What the first seconds of a run are spent on (Ray's start, the built-in videos), and a loud line when the
-    workers share too few cores (``platform.oversubscribe``). First refuses what this machine cannot hold.
-    ``workers``: how the workers are counted (default ``"N workers"``)."""
-    p, machine = cfg.platform, Machine.this()
-    check_fits_machine(cfg, machine)
-    over = cpu_overcommit(cfg, machine)
-    if over and p.oversubscribe:
-        print(f"{prefix}: WARNING: platform.oversubscribe = true: {p.workers} workers x {p.cpus_per_worker:g} CPUs = "
-              f"{over[0]:g} CPUs on a machine with {over[1]}; the workers share the cores, each runs slower, and "
-              f"timings are not comparable with a run that fits", file=sys.stderr, flush=True)
-    where = (f"joining the Ray cluster at {p.address or '$RAY_ADDRESS'}" if not is_local(cfg) else
-             f"starting a local Ray with {max(machine.cpus, math.ceil(p.workers * p.cpus_per_worker - 1e-9))} CPUs")
-    workers = workers or f"{p.workers} worker{'s' if p.workers > 1 else ''}"
-    d = cfg.data  # the data are read (and checked) first, then Ray starts
-    if d.source == "synthetic":
-        from fedvsr.data.sources import synthetic_root
-        from fedvsr.data.synthetic import MANIFEST
-
-        root = synthetic_root(d, d.seed)
-        if not (root / MANIFEST).is_file():
-            print(f"{prefix}: building the {d.videos} built-in videos ({d.frames} frames of {d.width}x{d.height}) "
-                  f"in {root}, once: later runs reuse them ...", flush=True)
-    else:
-        print(f"{prefix}: reading the videos of data.source = {d.source} under {d.root} ...", flush=True)
-    print(f"{prefix}: {where}, then {workers} ...", flush=True)
-
-
 def _simulate_replicates(args: argparse.Namespace, cfg, out: Path) -> int:
     """``fedvsr simulate --replicates N``: the replicates stepped together, one aggregate line per round."""
     from fedvsr.platform.replicates import run_replicates
@@ -195,6 +169,7 @@ def _train_central(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     out = Path(args.out or f"runs/central-{time.strftime('%Y%m%d-%H%M%S')}")
     check_output_folder(out, ours=RUN_FILES)
+    args.runs_in = out  # main() draws the plots of the runs finished in it
     say_starting(central_config(cfg, args.workers, True if args.gpu else None))
 
     def on_start(info: dict) -> None:
@@ -283,7 +258,7 @@ def _upscale(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from fedvsr.data.video import VideoError
-    from fedvsr.inference import default_evaluation_path, evaluate, evaluation_table, format_table
+    from fedvsr.evaluation import default_evaluation_path, evaluate, evaluation_table, format_table
     from fedvsr.platform.results import write_parquet_atomic
 
     loaded = _inference_model(args)
@@ -354,10 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     central.add_argument("--gpu", action="store_true", help="one GPU per worker (default: platform.gpus_per_worker)")
     central.set_defaults(func=_train_central)
 
-    models = sub.add_parser("models", help="list model families and presets with their sizes")
+    models = sub.add_parser("models", help="list model families and presets with their sizes (parameters; FLOPs "
+                            "with --flops)")
     models.add_argument("--json", action="store_true", help="print a JSON list of objects")
-    models.add_argument("--no-flops", dest="flops", action="store_false",
-                        help="skip counting FLOPs (faster)")
+    models.add_argument("--flops", action="store_true",
+                        help="also count the FLOPs of one forward pass on a 64x64 LR clip (runs every preset once: "
+                             "tens of seconds of CPU; without it only the parameters are counted)")
     models.set_defaults(func=_models)
 
     up = sub.add_parser("upscale", help="super-resolve a video file (H.264 out, streamed and tiled)")
@@ -411,6 +388,19 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _discard_stdout()
         return 141
+    finally:
+        _draw_plots(args)
+
+
+def _draw_plots(args: argparse.Namespace) -> None:
+    """``psnr.png`` of every run that ``simulate``, ``train-central`` or ``sweep`` finished in its output folder
+    (``args.runs_in``, set once the folder is checked), also when the command was interrupted or a later run
+    failed: drawn here from the runs' results, as the runtime never draws (:func:`fedvsr.report.plot_runs`)."""
+    runs_in = getattr(args, "runs_in", None)
+    if runs_in is not None and Path(runs_in).is_dir():
+        from fedvsr.report import plot_runs
+
+        plot_runs(runs_in)
 
 
 def _how_to_continue(args: argparse.Namespace) -> str:

@@ -23,24 +23,26 @@ from fedvsr.config import ConfigError
 from fedvsr.platform.results import write_json_atomic, write_text_atomic
 from fedvsr.report import plot_bands
 from fedvsr.stats import LEVEL, Comparison, Interval, compare, decimals_for, holm, mean_interval, verdict
-from fedvsr.sweeps.results import (
-    METRIC_COLUMNS,
+from fedvsr.sweeps.points import (
     cell,
-    collect_rows,
     differing_keys,
     group_points,
-    group_rows,
     interval_json,
-    is_group_dir,
-    is_run_dir,
-    is_sweep_dir,
     point_config,
     point_labels,
     rank_points,
     round_series,
-    run_row,
     seed_key,
     show_path,
+)
+from fedvsr.sweeps.results import (
+    METRIC_COLUMNS,
+    collect_rows,
+    group_rows,
+    is_group_dir,
+    is_run_dir,
+    is_sweep_dir,
+    run_row,
     sweep_rows,
 )
 

@@ -1,5 +1,6 @@
-"""Inference on real videos: ``fedvsr upscale`` (super-resolve a video file) and ``fedvsr evaluate``
-(PSNR / SSIM of a checkpoint and of bicubic on given videos).
+"""Inference on real videos: a checkpoint loaded as a model (:func:`load_model`), its tiled, streamed restoration
+of a video (:func:`restore_frames`) and ``fedvsr upscale`` (super-resolve a video file). The frames are read and
+written by :mod:`fedvsr.data.streaming`; ``fedvsr evaluate`` is :mod:`fedvsr.evaluation`.
 
 Streaming: the input is decoded frame by frame and the model sees a sliding window of its
 ``num_frames`` LR frames; each restored frame is encoded as soon as it is done, so neither the
@@ -22,30 +23,23 @@ whole frames.
 
 from __future__ import annotations
 
-import io
 import json
-import logging
-import math
 import os
 import sys
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
-import av
 import numpy as np
-import pyarrow as pa
 import torch
 import yaml
 
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
-from fedvsr.data.video import IMAGE_SUFFIXES, LEFT_OUT, VideoError, list_frame_files
-from fedvsr.metrics import bicubic_upsample, psnr_rgb, psnr_y, ssim_rgb, ssim_y
+from fedvsr.data.streaming import AudioTrack, FrameReader, H264Writer
+from fedvsr.metrics import bicubic_upsample
 from fedvsr.models import VSRModel, build_model
 from fedvsr.platform.checkpoint import latest_weights, load_arrays
 
@@ -55,15 +49,6 @@ RUN_WEIGHTS = "model.safetensors"
 RUN_CHECKPOINT_WEIGHTS = Path("checkpoint") / "round-*" / "global.safetensors"
 DEFAULT_TILE = 128
 DEFAULT_OVERLAP = 32
-DEFAULT_FPS = Fraction(24)
-#: FFmpeg demuxers that turn text into frames (a text file "opens" as a 640x400 ANSI-art video)
-_TEXT_DEMUXERS = {"tty", "srt", "ass", "webvtt", "subviewer", "txt"}
-#: the sample rate an input's audio is re-encoded at when PyAV's AAC encoder does not take its own
-AAC_FALLBACK_RATE = 48000
-#: the channel layout AAC is written in for a channel count whose layout the input leaves unspecified
-_USUAL_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
-
-log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -84,6 +69,11 @@ class LoadedModel:
     @property
     def scale(self) -> int:
         return self.model.scale
+
+    def restore(self, frames: Iterator[np.ndarray], tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                bicubic: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """:func:`restore_frames` with this model (what :mod:`fedvsr.evaluation` calls)."""
+        return restore_frames(self, frames, tile, overlap, bicubic)
 
 
 def _find_run_config(weights: Path) -> Path | None:
@@ -208,128 +198,6 @@ def _load_weights(model: VSRModel, arrays: dict[str, np.ndarray], weights: Path,
                 raise ConfigError(f"{weights}: the weights do not fit model {what}: {k} has shape {v.shape}, the "
                                   f"model's is {tuple(state[k].shape)}; check --model / --preset / --options")
             state[k].copy_(torch.from_numpy(np.ascontiguousarray(v)).reshape(state[k].shape))
-
-
-# ----------------------------------------------------------------------------- reading frames
-
-
-def frame_rate(fps: float) -> Fraction:
-    """``--fps`` as a Fraction; 23.976, 29.97, 59.94 and 119.88 mean the NTSC rates ``n * 1000 / 1001``."""
-    if fps <= 0:
-        raise ConfigError(f"--fps {fps} is not allowed; expected a positive frame rate")
-    for n in (24, 30, 60, 120):
-        if abs(fps - n * 1000 / 1001) < 0.005:
-            return Fraction(n * 1000, 1001)
-    return Fraction(fps).limit_denominator(1000)
-
-
-class FrameReader:
-    """Streams the frames of a video file (first video stream) or a folder of frame images as
-    ``(H, W, 3)`` uint8 RGB, one at a time. Use as a context manager; ``fps`` (a Fraction), ``frames``
-    (the count the container announces, None if unknown), ``width`` and ``height`` are known on entry.
-
-    Every failure is a :class:`VideoError` naming the file: a missing, unreadable, corrupt or unsupported
-    file, a video that stops before the frame count its container announces (truncated), frames that
-    change size."""
-
-    def __init__(self, path: str | os.PathLike, fps: float | None = None) -> None:
-        self.path = Path(path)
-        self._fps_override = fps
-        self._container = None
-        self._files: list[Path] | None = None
-        self.fps: Fraction = DEFAULT_FPS
-        self.frames: int | None = None
-        self._seconds: float | None = None
-        self.width = self.height = 0
-
-    def __enter__(self) -> FrameReader:
-        path = self.path
-        if not path.exists():
-            raise VideoError(f"{path}: no such file or directory")
-        if path.is_dir():
-            self._files = list_frame_files(path)
-            if not self._files:
-                raise VideoError(f"{path}: folder holds no frame images ({', '.join(IMAGE_SUFFIXES)})")
-            self.frames = len(self._files)
-            first = self._image(self._files[0])
-            self.height, self.width = first.shape[:2]
-        else:
-            try:
-                self._container = av.open(str(path))
-            except av.FFmpegError as err:
-                raise VideoError(f"{path}: not a video PyAV can read: corrupt, truncated or unsupported "
-                                 f"({err})") from err
-            if not self._container.streams.video:
-                self._container.close()
-                raise VideoError(f"{path}: no video stream in the file")
-            stream = self._container.streams.video[0]
-            stream.thread_type = "AUTO"
-            if self._container.format.name in _TEXT_DEMUXERS:  # FFmpeg renders any text file as ANSI art
-                self._container.close()
-                raise VideoError(f"{path}: not a video file (FFmpeg reads it as text, format "
-                                 f"{self._container.format.name!r})")
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            self.fps = Fraction(rate) if rate else DEFAULT_FPS
-            # the length the container announces (Matroska: only a duration, no frame count)
-            if stream.duration and stream.time_base:
-                self._seconds = float(stream.duration * stream.time_base)
-            elif self._container.duration and len(self._container.streams) == 1:
-                self._seconds = self._container.duration / av.time_base
-            self.frames = stream.frames or (round(self._seconds * float(self.fps)) if self._seconds else None)
-            self.width, self.height = stream.codec_context.width, stream.codec_context.height
-        if self._fps_override:
-            self.fps = frame_rate(self._fps_override)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._container is not None:
-            self._container.close()
-
-    def _image(self, file: Path) -> np.ndarray:
-        try:
-            with av.open(str(file)) as c:
-                for frame in c.decode(video=0):
-                    return frame.to_ndarray(format="rgb24")
-        except (av.FFmpegError, IndexError) as err:
-            raise VideoError(f"{file}: cannot decode the frame image ({err})") from err
-        raise VideoError(f"{file}: no frame decoded from the image")
-
-    def _check(self, frame: np.ndarray, where: str) -> np.ndarray:
-        if frame.shape[:2] != (self.height, self.width):
-            raise VideoError(f"{where}: frame is {frame.shape[1]}x{frame.shape[0]}, the first frame is "
-                             f"{self.width}x{self.height} (width x height); frames must keep one size")
-        return frame
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        if self._files is not None:
-            for file in self._files:
-                yield self._check(self._image(file), str(file))
-            return
-        count = 0
-        first = last = None
-        try:
-            for frame in self._container.decode(self._container.streams.video[0]):
-                count += 1
-                if count == 1 and (frame.width, frame.height) != (self.width, self.height):
-                    self.width, self.height = frame.width, frame.height
-                if frame.time is not None:
-                    first, last = frame.time if first is None else first, frame.time
-                yield self._check(frame.to_ndarray(format="rgb24"), f"{self.path} frame {count - 1}")
-        except av.FFmpegError as err:
-            raise VideoError(f"{self.path}: decoding failed after {count} frames: corrupt or truncated ({err})") \
-                from err
-        if count == 0:
-            raise VideoError(f"{self.path}: no frames decoded: corrupt, truncated or empty")
-        announced = self._container.streams.video[0].frames
-        if announced and count < announced:
-            raise VideoError(f"{self.path}: truncated: its container announces {announced} frames, "
-                             f"only {count} could be decoded")
-        if self._seconds and first is not None:
-            frame_s = 1 / float(self.fps)
-            decoded = last - first + frame_s
-            if decoded < self._seconds - 1.5 * frame_s:
-                raise VideoError(f"{self.path}: truncated: its container announces {self._seconds:.3f} s of video, "
-                                 f"decoding stopped after {count} frames ({decoded:.3f} s)")
 
 
 # ----------------------------------------------------------------------------- windows and tiles
@@ -512,296 +380,6 @@ def _hms(seconds: float) -> str:
 # ----------------------------------------------------------------------------- upscale
 
 
-def _takes_audio(fmt: str, template: av.AudioStream | None = None, rate: int = 0, layout: str = "") -> bool:
-    """Whether an output of container format ``fmt`` takes the audio stream ``template`` copied as it is
-    (or, without one, PyAV's AAC encoder at ``rate`` / ``layout``): a header is written to memory with that
-    stream alone, so the muxer's own checks (its codec tags, "experimental in this container") decide."""
-    try:
-        with av.open(io.BytesIO(), "w", format=fmt) as probe:
-            if template is not None:
-                probe.add_stream_from_template(template)
-            else:
-                probe.add_stream("aac", rate=rate, layout=layout)
-            probe.start_encoding()
-    except (av.FFmpegError, ValueError, TypeError):
-        return False
-    return True
-
-
-class _AudioTrack:
-    """The first audio stream of a video file, carried into the upscaled output beside the new video.
-
-    Its packets are copied as they are when the output's container takes its codec (AAC into MP4, anything
-    into Matroska), else decoded and re-encoded with PyAV's AAC encoder (at the input's sample rate and
-    channel layout where AAC takes them, else :data:`AAC_FALLBACK_RATE` / the usual layout of its channel
-    count / stereo). Times are shifted so that the input's first video frame is at 0, as the written video
-    starts at 0, and the audio stops at the end of the written video: a copied stream keeps whole packets,
-    those that start before the end (so it ends at most one audio packet after the video: 1024 samples for
-    AAC; the packet that ends at the video's start is kept too, as the decoder's pre-roll), a re-encoded one
-    is cut at the sample. Audio shorter than the video stays shorter.
-
-    Audio is never a reason to lose the video: an audio stream that cannot be opened, that the output's
-    container takes neither as it is nor as AAC, or that fails to read or to write part way is left out from
-    there on (what was read before the failure is kept), and :attr:`error` says why, naming the file (also
-    logged as a warning)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.error: str | None = None  #: why the audio is missing from the output or stops early
-        self.mode = ""  #: "copy" or "aac" once added to an output
-        self.stream: av.AudioStream | None = None  #: the output's audio stream
-        self.input = None
-        self.source: av.AudioStream | None = None
-        self.start = 0.0  # the input's time of its first video frame: the output's 0
-        self._eof = False  # nothing more is read from the input (its end, or a read error)
-        self._broken = False  # nothing more is written (a write error)
-        self._read_to = 0.0  # output time of the end of the last packet read
-        self._next: av.Packet | None = None  # copy: the first packet at or beyond the end muxed so far
-        self._preroll: av.Packet | None = None  # copy: the last packet that ends at or before the video's start
-        self._resampler: av.AudioResampler | None = None
-        self._rate, self._layout = 0, ""
-        self._pending: np.ndarray | None = None  # aac: resampled samples (channels, n) not encoded yet ...
-        self._position: int | None = None  # ... and the output sample index of their first one
-        try:
-            self.input = av.open(str(path))
-            if not self.input.streams.audio:
-                self.close()
-                return
-            self.source = self.input.streams.audio[0]
-            video = self.input.streams.video[0]
-            if video.start_time is not None:
-                self.start = float(video.start_time * video.time_base)
-            self._packets = self.input.demux(self.source)
-        except (av.FFmpegError, IndexError) as err:
-            self.close()
-            self.source = None
-            self._fail(f"cannot open its audio stream ({err})")
-
-    @property
-    def description(self) -> str:
-        """What the output carries: ``'aac 44100 Hz mono, copied'``, ``'flac 44100 Hz mono, re-encoded to aac
-        44100 Hz mono'``, or ``''`` (no audio)."""
-        if self.stream is None or self.source is None:
-            return ""
-        ctx = self.source.codec_context
-        what = f"{ctx.name} {ctx.sample_rate} Hz {ctx.layout.name}"
-        return f"{what}, copied" if self.mode == "copy" else f"{what}, re-encoded to aac {self._rate} Hz {self._layout}"
-
-    def _fail(self, why: str) -> None:
-        if self.error is None:
-            self.error = f"{self.path}: audio left out: {why}"
-            log.warning("%s", self.error)
-
-    def add_to(self, container: av.container.OutputContainer) -> None:
-        """Add the output's audio stream to ``container`` (before anything is muxed into it)."""
-        if self.source is None:
-            return
-        fmt = container.format.name
-        ctx = self.source.codec_context
-        if _takes_audio(fmt, self.source):
-            self.stream = container.add_stream_from_template(self.source)
-            self.mode = "copy"
-            return
-        rates = av.Codec("aac", "w").audio_rates or ()
-        rate = ctx.sample_rate if ctx.sample_rate in rates else AAC_FALLBACK_RATE
-        # its layout, or the usual one of its channel count (for a layout of unspecified order: "1 channels"), or
-        # stereo
-        usual = _USUAL_LAYOUTS.get(ctx.layout.nb_channels, "stereo")
-        for layout in dict.fromkeys((ctx.layout.name, usual, "stereo")):
-            if _takes_audio(fmt, rate=rate, layout=layout):
-                self.stream = container.add_stream("aac", rate=rate, layout=layout)
-                self.mode, self._rate, self._layout = "aac", rate, layout
-                self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-                return
-        self._fail(f"the output's container ({fmt}) takes neither its {ctx.name} audio as it is nor AAC")
-
-    def mux_until(self, container: av.container.OutputContainer, end: float) -> None:
-        """Mux the audio from the video's start up to ``end`` seconds of the output's video."""
-        if self.stream is None or self._broken:
-            return
-        try:
-            if self.mode == "copy":
-                self._copy_until(container, end)
-            else:
-                self._encode_until(container, end)
-        except (av.FFmpegError, ValueError) as err:
-            self._broken = True
-            self._fail(f"cannot write it after {self._written():.3f} s ({err}); the output's audio stops there")
-
-    def finish(self, container: av.container.OutputContainer, end: float) -> None:
-        """Mux the audio up to ``end`` (the video's end) and flush the AAC encoder."""
-        self.mux_until(container, end)
-        if self.mode != "aac" or self.stream is None or self._broken:
-            return
-        try:
-            if self._position is not None:
-                self._take(self._resampler.resample(None))  # the resampler's delayed samples
-                self._emit(container, round(end * self._rate))
-            container.mux(self.stream.encode(None))
-        except (av.FFmpegError, ValueError) as err:
-            self._broken = True
-            self._fail(f"cannot write it after {self._written():.3f} s ({err}); the output's audio stops there")
-
-    def close(self) -> None:
-        if self.input is not None:
-            self.input.close()
-            self.input = None
-
-    def _read(self) -> av.Packet | None:
-        """The next audio packet of the input (None at its end, or after a read error: recorded)."""
-        if self._next is not None:
-            packet, self._next = self._next, None
-            return packet
-        if self._eof:
-            return None
-        try:
-            for packet in self._packets:
-                if packet.size and packet.pts is not None:
-                    self._read_to = float((packet.pts + (packet.duration or 0)) * packet.time_base) - self.start
-                    return packet
-        except av.FFmpegError as err:
-            self._read_failed(err, self._read_to)
-        self._eof = True
-        return None
-
-    def _read_failed(self, err: Exception, at: float) -> None:
-        """Stop reading: ``err`` came after ``at`` seconds of the output's audio."""
-        self._eof = True
-        self._fail(f"cannot read it after {max(at, 0.0):.3f} s ({err}); the output's audio stops there")
-
-    def _written(self) -> float:
-        if self.mode == "aac":
-            return max(self._position or 0, 0) / self._rate
-        return max(self._read_to, 0.0)
-
-    # copy: whole packets, shifted
-    def _copy_until(self, container: av.container.OutputContainer, end: float) -> None:
-        while (packet := self._read()) is not None:
-            t = float(packet.pts * packet.time_base) - self.start
-            if t >= end:
-                self._next = packet
-                return
-            if t + float((packet.duration or 0) * packet.time_base) <= 0:
-                self._preroll = packet  # before the video's start: only the last one is kept
-                continue
-            for p in (self._preroll, packet) if self._preroll is not None else (packet,):
-                shift = round(self.start / p.time_base)
-                p.pts -= shift
-                if p.dts is not None:
-                    p.dts -= shift
-                p.stream = self.stream
-                container.mux(p)
-            self._preroll = None
-
-    # aac: decoded, resampled, cut at the sample, re-encoded
-    def _pending_samples(self) -> int:
-        return 0 if self._pending is None else self._pending.shape[1]
-
-    def _take(self, frames: list[av.AudioFrame]) -> None:
-        """Append resampled frames to the pending samples."""
-        if frames:
-            new = np.concatenate([f.to_ndarray() for f in frames], axis=1)
-            self._pending = new if self._pending is None else np.concatenate([self._pending, new], axis=1)
-
-    def _emit(self, container: av.container.OutputContainer, stop: int) -> None:
-        """Encode the pending samples of output index below ``stop`` (those before 0 are dropped)."""
-        if self._pending is None:
-            return
-        a, n = self._position, self._pending.shape[1]
-        lo = min(n, max(0, -a))
-        hi = max(lo, min(n, stop - a))
-        if hi > lo:
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self._pending[:, lo:hi]), format="fltp",
-                                               layout=self._layout)
-            frame.sample_rate = self._rate
-            frame.pts = a + lo
-            frame.time_base = Fraction(1, self._rate)
-            container.mux(self.stream.encode(frame))
-        self._pending = self._pending[:, hi:] if hi < n else None
-        self._position = a + hi
-
-    def _encode_until(self, container: av.container.OutputContainer, end: float) -> None:
-        stop = round(end * self._rate)
-        while self._position is None or self._position + self._pending_samples() < stop:
-            packet = self._read()
-            if packet is None:
-                break
-            try:
-                frames = packet.decode()
-            except av.FFmpegError as err:
-                self._read_failed(err, float(packet.pts * packet.time_base) - self.start)
-                break
-            for frame in frames:
-                if self._position is None:  # the first sample's time; from there on the samples follow on
-                    t = (frame.time if frame.time is not None else self.start) - self.start
-                    self._position = round(t * self._rate)
-                self._take(self._resampler.resample(frame))
-        self._emit(container, stop)
-
-
-class _H264Writer:
-    """Encodes ``(H, W, 3)`` uint8 RGB frames with libx264 (yuv420p) into a temporary file beside ``path``,
-    renamed over ``path`` by :meth:`finish`; odd sizes get one replicated row / column (yuv420p needs
-    even sizes). With ``audio``, its stream is muxed beside the video, up to the end of each frame written."""
-
-    def __init__(self, path: Path, fps: Fraction, crf: int, preset: str, audio: _AudioTrack | None = None) -> None:
-        if not path.suffix:
-            raise ConfigError(f"output {str(path)!r} needs a suffix naming the container (.mp4, .mkv, .mov)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
-        self.fps, self.crf, self.preset = fps, crf, preset
-        self.audio = audio
-        self.container = None
-        self.stream = None
-        self.count = 0
-
-    def _open(self, h: int, w: int) -> None:
-        try:
-            self.container = av.open(str(self.tmp), mode="w")
-            self.stream = self.container.add_stream("libx264", rate=self.fps)
-        except (av.FFmpegError, ValueError) as err:
-            self.abort()
-            raise ConfigError(f"output {str(self.path)!r}: cannot write H.264 into this container ({err})") from err
-        self.stream.width, self.stream.height = w + w % 2, h + h % 2
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.codec_context.time_base = 1 / self.fps
-        self.stream.options = {"crf": str(self.crf), "preset": self.preset}
-        if self.audio is not None:
-            self.audio.add_to(self.container)
-
-    def write(self, frame: np.ndarray) -> None:
-        h, w, _ = frame.shape
-        if self.container is None:
-            self._open(h, w)
-        if h % 2 or w % 2:
-            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        vf.pts = self.count
-        vf.time_base = 1 / self.fps
-        self.container.mux(self.stream.encode(vf))
-        self.count += 1
-        if self.audio is not None:
-            self.audio.mux_until(self.container, float(self.count / self.fps))
-
-    def finish(self) -> None:
-        if self.audio is not None:
-            self.audio.finish(self.container, float(self.count / self.fps))
-        self.container.mux(self.stream.encode(None))
-        self.container.close()
-        self.container = None
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if self.container is not None:
-            try:
-                self.container.close()
-            except av.FFmpegError:
-                pass
-            self.container = None
-        self.tmp.unlink(missing_ok=True)
-
-
 @dataclass
 class UpscaleStats:
     input: str
@@ -836,7 +414,7 @@ def upscale(loaded: LoadedModel, src: str | os.PathLike, dst: str | os.PathLike,
     file and renamed: a failure leaves no ``dst``.
 
     The first audio stream of a video file is carried into ``dst``, copied as it is when ``dst``'s container
-    takes its codec, else re-encoded to AAC, and cut at the end of the video (see :class:`_AudioTrack`);
+    takes its codec, else re-encoded to AAC, and cut at the end of the video (see :class:`AudioTrack`);
     audio that cannot be carried (whole or in part) never fails the upscale: ``audio_error`` of the result says
     what is missing and why. A frame folder has no audio."""
     start = time.perf_counter()
@@ -848,9 +426,9 @@ def upscale(loaded: LoadedModel, src: str | os.PathLike, dst: str | os.PathLike,
         raise ConfigError(f"output {str(dst)!r} is the input file")
     model_s = encode_s = 0.0
     with FrameReader(src, fps) as reader:
-        audio = _AudioTrack(src) if src.is_file() else None
+        audio = AudioTrack(src) if src.is_file() else None
         try:
-            writer = _H264Writer(dst, reader.fps, crf, x264_preset, audio)
+            writer = H264Writer(dst, reader.fps, crf, x264_preset, audio)
         except BaseException:
             if audio is not None:
                 audio.close()
@@ -885,217 +463,3 @@ def upscale(loaded: LoadedModel, src: str | os.PathLike, dst: str | os.PathLike,
                             (s * reader.width, s * reader.height), float(reader.fps), time.perf_counter() - start,
                             model_s, encode_s, tile, overlap, audio=audio.description if audio else "",
                             audio_error=audio.error if audio else None)
-
-
-# ----------------------------------------------------------------------------- evaluate
-
-
-def evaluation_videos(paths: list[str | os.PathLike], scale: int = 4, degradation: str = "bicubic") -> list:
-    """The videos to evaluate on, as :class:`~fedvsr.data.synthetic.VideoEntry`: each path is a video file,
-    a frame folder, a dataset root (REDS, Vid4-like ``GT/``, Vimeo-90K: its test split, with its pre-made
-    LR frames where they fit ``degradation``) or a folder of videos and frame folders (every one of them).
-    A path that does not exist raises :class:`VideoError` naming it."""
-    return _evaluation_entries(paths, scale, degradation)[0]
-
-
-def _evaluation_entries(paths: list[str | os.PathLike], scale: int, degradation: str
-                        ) -> tuple[list, list[tuple[str, str]]]:
-    """:func:`evaluation_videos` and the ``(path, reason)`` of the videos a dataset root's scan left out."""
-    from fedvsr.data.layouts import detect_layout, scan_dataset
-    from fedvsr.data.sources import scan_folder
-    from fedvsr.data.synthetic import VideoEntry
-
-    entries: list[VideoEntry] = []
-    skipped: list[tuple[str, str]] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise VideoError(f"{p}: no such file or directory")
-        if p.is_file():
-            entries.append(VideoEntry(path=str(p.resolve()), label="all", name=p.stem))
-        elif list_frame_files(p):
-            entries.append(VideoEntry(path=str(p.resolve()), label="all", name=p.name))
-        elif (layout := detect_layout(p)) is not None:
-            scan = scan_dataset(layout, p, scale, degradation)
-            entries += scan.test or scan.train
-            skipped += [(path, f"{LEFT_OUT}{path}: {reason}") for path, reason in scan.skipped]
-        else:
-            entries += scan_folder(p)
-    seen: dict[str, int] = {}
-    out = []
-    for e in entries:  # names must tell the rows apart
-        k = seen.get(e.name, 0)
-        seen[e.name] = k + 1
-        out.append(e if k == 0 else VideoEntry(e.path, e.label, f"{e.name}#{k}", e.lr_path))
-    return out, skipped
-
-
-class EvaluationRows(list):
-    """What :func:`evaluate` returns: a list of rows, one per clip evaluated, in order, and :attr:`skipped`,
-    the ``(path, reason)`` of every video left out because it could not be read (the reason names the file,
-    worded as the platform's ``video_skipped`` events: ``"evaluation video left out: <path>: ..."``)."""
-
-    def __init__(self, rows: Iterable[dict[str, Any]] = (), skipped: Iterable[tuple[str, str]] = ()) -> None:
-        super().__init__(rows)
-        self.skipped: list[tuple[str, str]] = list(skipped)
-
-
-METRICS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb")
-
-
-class _FrameScores:
-    """Per-frame PSNR / SSIM (Y and RGB) sums, fed in chunks so that a long clip is never held in float;
-    the means equal :func:`fedvsr.metrics.score` with ``channels='y+rgb'`` on the whole clip."""
-
-    def __init__(self, crop: int) -> None:
-        self.crop = crop
-        self.sums = dict.fromkeys(METRICS, 0.0)
-        self.n = 0
-
-    def add(self, sr: np.ndarray, hr: np.ndarray) -> None:
-        """``sr, hr``: ``(n, H, W, 3)`` uint8."""
-        a = torch.from_numpy(np.ascontiguousarray(sr)).permute(0, 3, 1, 2).double().div_(255)
-        b = torch.from_numpy(np.ascontiguousarray(hr)).permute(0, 3, 1, 2).double().div_(255)
-        k = a.shape[0]
-        for name, fn in zip(METRICS, (psnr_y, ssim_y, psnr_rgb, ssim_rgb), strict=True):
-            self.sums[name] += fn(a, b, self.crop) * k
-        self.n += k
-
-    def means(self) -> dict[str, float]:
-        return {k: v / self.n for k, v in self.sums.items()}
-
-
-def evaluate_clip(loaded: LoadedModel, entry, degradation: str, scale: int, params: dict[str, Any],
-                  tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, chunk: int = 8) -> dict[str, Any]:
-    """One row of ``fedvsr evaluate``: the clip's frames degraded (as training degrades them), restored
-    whole (every frame, border frames by replication), and PSNR / SSIM on Y and RGB with a border crop of
-    ``scale`` for the model and for bicubic, each the mean over the clip's frames."""
-    from fedvsr.data.datasets import load_pair
-
-    start = time.perf_counter()
-    pair = load_pair(entry, degradation, scale, **params)
-    model_scores, bic_scores = _FrameScores(scale), _FrameScores(scale)
-    sr_buf, bic_buf, i = [], [], 0
-    for hr_frame, bic in restore_frames(loaded, iter(pair.lr), tile, overlap, bicubic=True):
-        sr_buf.append(hr_frame)
-        bic_buf.append(bic)
-        if len(sr_buf) == chunk:
-            model_scores.add(np.stack(sr_buf), pair.hr[i: i + chunk])
-            bic_scores.add(np.stack(bic_buf), pair.hr[i: i + chunk])
-            i += chunk
-            sr_buf, bic_buf = [], []
-    if sr_buf:
-        model_scores.add(np.stack(sr_buf), pair.hr[i:])
-        bic_scores.add(np.stack(bic_buf), pair.hr[i:])
-    t, h, w, _ = pair.hr.shape
-    return {"clip": entry.name, "path": entry.path, "frames": t, "width": w, "height": h,
-            **model_scores.means(), **{f"bicubic_{k}": v for k, v in bic_scores.means().items()},
-            "seconds": time.perf_counter() - start}
-
-
-def evaluate(loaded: LoadedModel, paths: list[str | os.PathLike], degradation: str | None = None,
-             crf: int | None = None, qp: int | None = None, tile: int = DEFAULT_TILE,
-             overlap: int = DEFAULT_OVERLAP, on_clip: Callable[[dict[str, Any]], None] | None = None,
-             on_skip: Callable[[str, str], None] | None = None) -> EvaluationRows:
-    """``fedvsr evaluate``: one row per clip (:func:`evaluate_clip`). The degradation and its strength
-    come from the run's config unless given; a bare weights file defaults to ``bicubic``, crf 25, qp 32
-    (the config's defaults) at the model's scale.
-
-    A video that cannot be read (corrupt, truncated, not a video: a :class:`VideoError` or an ``OSError``;
-    or left out by a dataset root's scan) is left out and the others are evaluated: it is listed in the
-    result's :attr:`~EvaluationRows.skipped` with the reason naming the file (and passed to ``on_skip(path,
-    reason)`` when it happens), and the rows, so their averages, are exactly those of evaluating the readable
-    videos alone. Only when none can be read is that an error, a :class:`VideoError` naming every one. A
-    path that does not exist raises before anything is evaluated."""
-    from fedvsr.config import DataConfig
-    from fedvsr.data.degrade import DEGRADATIONS
-
-    d = loaded.config.data if loaded.config is not None else DataConfig()
-    degradation = degradation or d.degradation
-    if degradation not in DEGRADATIONS:
-        raise ConfigError(f"--degradation {degradation!r} is not allowed; expected one of {', '.join(DEGRADATIONS)}")
-    scale = loaded.scale
-    params = {"blur-h264": {"crf": d.crf if crf is None else crf},
-              "hevc": {"qp": d.qp if qp is None else qp}}.get(degradation, {})
-    entries, scan_skipped = _evaluation_entries(paths, scale, degradation)
-    if not entries:
-        raise VideoError(f"no videos found in {', '.join(map(str, paths))}"
-                         + "".join(f"; {reason}" for _, reason in scan_skipped))
-    rows = EvaluationRows()
-
-    def skip(path: str, reason: str) -> None:
-        rows.skipped.append((path, reason))
-        if on_skip:
-            on_skip(path, reason)
-
-    for path, reason in scan_skipped:
-        skip(path, reason)
-    for e in entries:
-        try:
-            clip = evaluate_clip(loaded, e, degradation, scale, params, tile, overlap)
-        except (VideoError, OSError) as err:
-            skip(e.path, f"{LEFT_OUT}{err}")
-            continue
-        row = {**clip, "degradation": degradation, **{k: v for k, v in params.items()}}
-        rows.append(row)
-        if on_clip:
-            on_clip(row)
-    if not rows:
-        errors = [reason.removeprefix(LEFT_OUT) for _, reason in rows.skipped]  # each names its file
-        raise VideoError(f"none of the {len(errors)} evaluation videos can be read: {'; '.join(errors)}")
-    return rows
-
-
-def average_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mean over clips of every metric (each clip counts once, as papers average over clips)."""
-    keys = [*METRICS, *(f"bicubic_{k}" for k in METRICS)]
-    out: dict[str, Any] = {"clip": "average", "path": None, "frames": int(sum(r["frames"] for r in rows)),
-                           "width": None, "height": None}
-    out.update({k: float(np.mean([r[k] for r in rows])) for k in keys})
-    out["seconds"] = float(sum(r["seconds"] for r in rows))
-    return out
-
-
-def evaluation_table(rows: list[dict[str, Any]], loaded: LoadedModel) -> pa.Table:
-    """The Parquet table: one row per clip then the ``average`` row, with the model and checkpoint. The videos
-    left out (``rows.skipped`` of :class:`EvaluationRows`) are in the schema's metadata under
-    ``fedvsr.skipped``: a JSON list of ``{"path", "reason"}``."""
-    all_rows = [*rows, {**average_row(rows), **{k: rows[0][k] for k in ("degradation", "crf", "qp") if k in rows[0]}}]
-    cols: dict[str, list] = {k: [r.get(k) for r in all_rows] for k in all_rows[0]}
-    for k in (f"{m}_gain" for m in ("psnr", "psnr_rgb")):
-        base = k[: -len("_gain")]
-        cols[k] = [r[base] - r[f"bicubic_{base}"] for r in all_rows]
-    n = len(all_rows)
-    cols.update({"model": [loaded.name] * n, "preset": [loaded.preset] * n, "scale": [loaded.scale] * n,
-                 "checkpoint": [str(loaded.weights)] * n})
-    skipped = [{"path": path, "reason": reason} for path, reason in getattr(rows, "skipped", ())]
-    return pa.table(cols, metadata={"fedvsr.skipped": json.dumps(skipped)})
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The printed table: per clip and the average, model and bicubic on Y and RGB; then one line per video
-    left out (``rows.skipped`` of :class:`EvaluationRows`), its reason."""
-    head = (f"{'clip':<24} {'frames':>6}  {'PSNR-Y':>7} {'SSIM-Y':>7} {'PSNR':>7} {'SSIM':>7}  "
-            f"{'bic PSNR-Y':>10} {'bic SSIM-Y':>10} {'bic PSNR':>8} {'bic SSIM':>8}")
-    lines = [head, "-" * len(head)]
-    for r in [*rows, average_row(rows)]:
-        if r["clip"] == "average":
-            lines.append("-" * len(head))
-        name = r["clip"] if len(r["clip"]) <= 24 else "..." + r["clip"][-21:]
-        lines.append(f"{name:<24} {r['frames']:>6}  {_db(r['psnr'])} {r['ssim']:7.4f} {_db(r['psnr_rgb'])} "
-                     f"{r['ssim_rgb']:7.4f}  {_db(r['bicubic_psnr'], 10)} {r['bicubic_ssim']:10.4f} "
-                     f"{_db(r['bicubic_psnr_rgb'], 8)} {r['bicubic_ssim_rgb']:8.4f}")
-    lines += [reason for _, reason in getattr(rows, "skipped", ())]
-    return "\n".join(lines)
-
-
-def _db(x: float, width: int = 7) -> str:
-    return f"{'inf':>{width}}" if math.isinf(x) else f"{x:{width}.2f}"
-
-
-def default_evaluation_path(loaded: LoadedModel, checkpoint: str | os.PathLike) -> Path:
-    """Where ``fedvsr evaluate`` writes its table without ``--out``: ``<run>/evaluation.parquet`` for a run
-    folder, ``<weights stem>.evaluation.parquet`` beside a weights file."""
-    p = Path(checkpoint)
-    if p.is_dir():
-        return p / "evaluation.parquet"
-    return p.with_name(f"{p.stem}.evaluation.parquet")

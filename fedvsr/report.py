@@ -1,9 +1,11 @@
-"""Figures and tables drawn from results, so the runtime never draws: a run's PSNR curve, and a sweep's
+"""Figures and tables drawn from results, so the runtime never draws: a run's PSNR curve (``psnr.png``, drawn by
+the ``fedvsr`` command from the run's ``summary.json`` and ``rounds.parquet`` when it ends), and a sweep's
 report (metric against each swept parameter, PSNR per round of the top trials, ASHA's stopped-vs-
 finished picture, and a Markdown summary)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -43,6 +45,37 @@ def plot_psnr(rounds: list[dict[str, Any]], bicubic_psnr: float, path: Path, tit
     ax.legend()
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_run(run_dir: str | os.PathLike) -> Path | None:
+    """``psnr.png`` of a finished run (``fedvsr simulate`` or ``train-central``) from its ``summary.json`` and
+    ``rounds.parquet``: the initial model at round 0, then every round; None for a folder that holds no finished
+    single run (a replicate group's own summary, a run that stopped before its summary)."""
+    import pyarrow.parquet as pq
+
+    run = Path(run_dir)
+    if not (run / "summary.json").is_file() or not (run / "rounds.parquet").is_file():
+        return None
+    s = json.loads((run / "summary.json").read_text())
+    if "initial_psnr" not in s:
+        return None
+    rows = pq.read_table(run / "rounds.parquet", columns=["round", "psnr"]).to_pylist()
+    how = f"central, {s['workers']} workers" if s["strategy"] == "central" else s["strategy"]
+    return plot_psnr([{"round": 0, "psnr": s["initial_psnr"]}, *rows], s["bicubic_psnr"], run / "psnr.png",
+                     title=f"{s['model']}/{s['preset']} - {how}")
+
+
+def plot_runs(folder: str | os.PathLike) -> list[Path]:
+    """:func:`plot_run` for the run in ``folder`` and every run below it (replicates, sweep trials) whose
+    ``psnr.png`` is missing or older than its ``summary.json``; returns the files drawn."""
+    folder = Path(folder)
+    drawn = []
+    for summary in sorted({folder / "summary.json", *folder.rglob("summary.json")}):
+        png = summary.with_name("psnr.png")
+        if summary.is_file() and (not png.is_file() or png.stat().st_mtime_ns < summary.stat().st_mtime_ns):
+            if (path := plot_run(summary.parent)) is not None:
+                drawn.append(path)
+    return drawn
 
 
 # ----------------------------------------------------------------------------------------- bands
@@ -138,7 +171,7 @@ def _label(row: dict, keys: list[str]) -> str:
 
 
 def _top_rounds_plot(top: list, keys: list[str], compared: list, path: Path) -> Path:
-    from fedvsr.sweeps.results import round_series
+    from fedvsr.sweeps.points import round_series
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
@@ -161,7 +194,7 @@ def _top_rounds_plot(top: list, keys: list[str], compared: list, path: Path) -> 
 
 
 def _asha_plot(points: list[list[dict]], rungs: list[int], path: Path) -> Path:
-    from fedvsr.sweeps.results import round_series
+    from fedvsr.sweeps.points import round_series
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
@@ -200,8 +233,9 @@ def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int
 def sweep_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = None, top: int = 5,
                  compare: list[str] | None = None) -> list[Path]:
     """Write the report of a sweep folder into ``out`` (default ``<sweep>/report``); returns the files."""
-    from fedvsr.sweeps.results import collect_rows, group_points, is_sweep_dir, rank_points, sweep_rows
-    from fedvsr.sweeps.runner import saved_spec
+    from fedvsr.sweeps.persist import saved_spec
+    from fedvsr.sweeps.points import group_points, rank_points
+    from fedvsr.sweeps.results import collect_rows, is_sweep_dir, sweep_rows
 
     d = Path(sweep_dir)
     if not is_sweep_dir(d):
@@ -256,7 +290,7 @@ def _and(items: list[str]) -> str:
 
 def winner_sentence(ranking, keys: list[str], digits: int) -> str:
     """The winner and its tie set in words (report.md)."""
-    from fedvsr.sweeps.results import method_words
+    from fedvsr.sweeps.points import method_words
 
     if not ranking.points:
         return "No finished trial: no winner."

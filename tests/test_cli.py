@@ -42,7 +42,7 @@ def test_config_errors_stop_before_ray_starts(tmp_path, args, message):
 
 
 def test_models_lists_every_family_and_preset():
-    proc = fedvsr("models", "--json", "--no-flops")
+    proc = fedvsr("models", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     efvsr = {r["preset"]: r for r in rows if r["name"] == "efvsr"}
@@ -52,6 +52,7 @@ def test_models_lists_every_family_and_preset():
     expected = conv(9, 32) + 9 * conv(32, 32) + 2 * conv(32, 128) + conv(32, 3)
     assert efvsr["small"]["params"] == expected
     assert efvsr["small"]["num_frames"] == 3 and efvsr["small"]["center_output"] is True
+    assert "flops" not in efvsr["small"]  # counted only with --flops (tens of seconds of CPU for every preset)
 
 
 @pytest.mark.slow
@@ -71,6 +72,7 @@ def test_simulate_runs_a_real_experiment(tmp_path, synth_root):
     assert lines[-1].startswith("final      psnr") and "over bicubic" in lines[-1]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_psnr"] == pq.read_table(out / "rounds.parquet").to_pydict()["psnr"][-1]
+    assert (out / "psnr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn by the command from the results
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -94,7 +96,7 @@ def test_bad_replicate_options_are_refused_before_ray_starts(argv, message, tmp_
 def test_a_closed_pipe_ends_quietly():
     """`fedvsr best --json | head` once ended in a BrokenPipeError traceback: the reader that went away is now an
     exit code (141 = 128 + SIGPIPE, as a shell reports a process SIGPIPE ended) and nothing on stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "models", "--json", "--no-flops"],
+    proc = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "models", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader is gone before the first write
     err = proc.stderr.read().decode()
@@ -103,9 +105,9 @@ def test_a_closed_pipe_ends_quietly():
 
 
 def test_starting_lines_and_the_loud_oversubscription_warning(tmp_path, capsys, monkeypatch):
-    from fedvsr.cli import say_starting
     from fedvsr.config import load_config
     from fedvsr.preflight import Machine
+    from fedvsr.starting import say_starting
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cpus = Machine.this().cpus

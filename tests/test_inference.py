@@ -1,4 +1,5 @@
-"""`fedvsr upscale` and `fedvsr evaluate` (fedvsr/inference.py) on real video files written here."""
+"""`fedvsr upscale` and `fedvsr evaluate` (fedvsr/inference.py, fedvsr/evaluation.py, fedvsr/data/streaming.py) on real
+video files written here."""
 
 from __future__ import annotations
 
@@ -19,21 +20,11 @@ from torch import nn
 from fedvsr import cli
 from fedvsr.config import ConfigError, load_config
 from fedvsr.data.datasets import load_pair
-from fedvsr.data.synthetic import VideoEntry
-from fedvsr.data.video import VideoError, read_video, write_video
+from fedvsr.data.streaming import FrameReader
+from fedvsr.data.video import VideoEntry, VideoError, read_video, write_video
+from fedvsr.evaluation import average_row, evaluate
 from fedvsr.fl.strategy import float_state
-from fedvsr.inference import (
-    FrameReader,
-    LoadedModel,
-    average_row,
-    evaluate,
-    frame_windows,
-    load_model,
-    restore_frames,
-    tile_spans,
-    tiled_forward,
-    upscale,
-)
+from fedvsr.inference import LoadedModel, frame_windows, load_model, restore_frames, tile_spans, tiled_forward, upscale
 from fedvsr.metrics import bicubic_upsample, quantize, score
 from fedvsr.models import VSRModel, build_model
 from fedvsr.platform.checkpoint import save_arrays
@@ -319,7 +310,7 @@ def test_audio_that_breaks_or_does_not_fit_never_costs_the_video(files, tmp_path
     # FLAC packets of 4608 samples; from 0.5 s on they are garbage: the 6th packet (at 23040 samples) fails
     broken, out = tmp_path / "broken.mkv", tmp_path / "up.mov"
     _write_av(broken, "flac", garbage_after=0.5)
-    with caplog.at_level(logging.WARNING, logger="fedvsr.inference"):
+    with caplog.at_level(logging.WARNING, logger="fedvsr.data.streaming"):
         st = upscale(loaded, broken, out, tile=0, progress=False)
     assert st.audio == "flac 44100 Hz mono, re-encoded to aac 44100 Hz mono"
     assert st.audio_error.startswith(f"{broken}: audio left out: cannot read it after 0.522 s (")
@@ -492,3 +483,11 @@ def test_truncated_stream_is_an_error_not_a_short_output(files, tmp_path):
     with pytest.raises(VideoError, match=rf"^{cut}: "):
         upscale(loaded, cut, out, progress=False)
     assert not out.exists()
+
+
+def test_evaluate_restores_with_the_tiling_of_upscale():
+    """fedvsr.evaluation sits below fedvsr.inference (the platform uses it) and keeps its own copy of the defaults."""
+    from fedvsr import evaluation, inference
+
+    assert (evaluation.DEFAULT_TILE, evaluation.DEFAULT_OVERLAP) == (inference.DEFAULT_TILE, inference.DEFAULT_OVERLAP)
+    assert (evaluation.DEFAULT_TILE, evaluation.DEFAULT_OVERLAP) == (128, 32)  # what --tile / --tile-overlap say

@@ -11,9 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
-from fedvsr.report import _round_axes, draw_band, param_points, sweep_report, winner_sentence  # noqa: E402
+from fedvsr.report import _round_axes, draw_band, param_points, plot_runs, sweep_report, winner_sentence  # noqa: E402
 from fedvsr.stats import decimals_for, mean_interval  # noqa: E402
-from fedvsr.sweeps.results import collect_rows, rank_points, round_series  # noqa: E402
+from fedvsr.sweeps.points import rank_points, round_series  # noqa: E402
+from fedvsr.sweeps.results import collect_rows  # noqa: E402
 from tests.folders import fake_sweep  # noqa: E402
 from tests.sweeps.test_results import FINALS, _lambda_sweep  # noqa: E402
 
@@ -90,7 +91,7 @@ def test_bands_are_shaded_where_there_are_replicates_and_rounds_are_integers(tmp
 
 
 def test_winner_sentence_without_finished_points():
-    from fedvsr.sweeps.results import Ranking
+    from fedvsr.sweeps.points import Ranking
 
     assert winner_sentence(Ranking([], "final_psnr", "max", 0), [], 2) == "No finished trial: no winner."
 
@@ -103,3 +104,32 @@ def test_winner_sentence_with_an_untested_single_run(tmp_path):
     # mean 28.2, s = 0.2, half = 4.3027 * 0.2 / sqrt(3) = 0.4968
     assert winner_sentence(ranking, ["fl.lr"], 2) == (
         "fl.lr = 0.001 has the highest mean, 28.20 ± 0.50 dB (n=3); 0.002 could not be tested (a single run).")
+
+
+def test_run_plots_are_drawn_from_the_results_of_every_finished_run(tmp_path, monkeypatch):
+    """psnr.png of each replicate of a group (not of the group's own aggregate), from summary.json and
+    rounds.parquet: the initial model at round 0, then the rounds; drawn again only when the summary is newer."""
+    import pyarrow.parquet as pq
+
+    from fedvsr import report
+    from fedvsr.config import load_config
+    from fedvsr.platform.results import run_summary, write_json_atomic
+    from tests.folders import fake_group
+
+    group = fake_group(tmp_path / "g", [[27.1, 27.4], [27.2, 27.3]])
+    cfg = load_config(None, [])
+    for r, strategy in ((0, "fedavg"), (1, "central")):
+        run = group / f"rep-{r}"
+        rows = pq.read_table(run / "rounds.parquet").to_pylist()
+        summary = run_summary(cfg, strategy, 10, rows, {"psnr": 27.5, "ssim": 0.8}, {"psnr": 27.0, "ssim": 0.7})
+        write_json_atomic(run / "summary.json", {**summary, **({"workers": 2} if strategy == "central" else {})})
+    seen, real = [], report.plot_psnr
+    monkeypatch.setattr(report, "plot_psnr", lambda rounds, bicubic, path, title: seen.append(
+        (rounds, bicubic, path.parent.name, title)) or real(rounds, bicubic, path, title))
+    assert plot_runs(group) == [group / "rep-0" / "psnr.png", group / "rep-1" / "psnr.png"]
+    assert seen == [([{"round": 0, "psnr": 27.0}, {"round": 1, "psnr": 27.1}, {"round": 2, "psnr": 27.4}], 27.5,
+                     "rep-0", "efvsr/small - fedavg"),
+                    ([{"round": 0, "psnr": 27.0}, {"round": 1, "psnr": 27.2}, {"round": 2, "psnr": 27.3}], 27.5,
+                     "rep-1", "efvsr/small - central, 2 workers")]
+    assert (group / "rep-0" / "psnr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_runs(group) == [] and not (group / "psnr.png").exists()  # up to date; the group is no single run

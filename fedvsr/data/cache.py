@@ -52,6 +52,11 @@ CACHE_VERSION = 1
 STATS: Counter[str] = Counter()
 
 
+def cache_dir() -> Path:
+    """The folder of fedvsr's caches and built-in videos: ``$FEDVSR_CACHE``, else ``~/.cache/fedvsr``."""
+    return Path(os.environ.get("FEDVSR_CACHE", Path.home() / ".cache" / "fedvsr"))
+
+
 def cache_root(setting: str = "") -> Path | None:
     """The cache folder for ``data.lr_cache``: ``''`` -> ``$FEDVSR_CACHE/lr``, ``'none'`` / ``'off'`` -> None (no
     cache), else the path."""
@@ -59,8 +64,6 @@ def cache_root(setting: str = "") -> Path | None:
         return None
     if setting:
         return Path(setting).expanduser()
-    from fedvsr.data.sources import cache_dir
-
     return cache_dir() / "lr"
 
 

@@ -23,8 +23,7 @@ from fedvsr.data.degrade import (
     degrade_video,
     has_later_stage,
 )
-from fedvsr.data.synthetic import VideoEntry
-from fedvsr.data.video import VideoError, read_video
+from fedvsr.data.video import VideoEntry, VideoError, read_video
 
 
 @dataclass

@@ -19,12 +19,12 @@ and ``lr (T, H//scale, W//scale, 3)``, both uint8 RGB:
 The random degradations draw from ``np.random.default_rng([seed, video_key(video)])``: the same
 experiment seed and video name give the same LR clip in every worker and on every node.
 The codec degradations go through a real encode / decode with PyAV (in a temporary folder); LR frames
-of odd or tiny sizes are edge-padded for the encoder and cropped back.
+of odd or tiny sizes are edge-padded for the encoder and cropped back. The resampling underneath (bicubic,
+Gaussian blur) is :mod:`fedvsr.data.resample`.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import io
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedvsr.data.resample import bicubic_downsample, blur_downsample, check_range, gaussian_kernel, to_tensor, to_uint8
 from fedvsr.data.video import read_video, write_video
 
 #: FCA2 IV-A: "Gaussian smoothing (standard deviation = 1.5)"
@@ -48,88 +49,6 @@ VSRGAN_OPS: tuple[str, ...] = ("blur", "noise", "contrast", "frequency", "cutblu
 
 #: accepted old names
 ALIASES: dict[str, str] = {"blur-h264": "h264"}
-
-
-def _check_scale(scale: int, h: int, w: int) -> None:
-    if not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
-    if h % scale or w % scale:
-        raise ValueError(f"frame size {h}x{w} (HxW) is not divisible by scale {scale}")
-
-
-def _check_range(name: str, value: float, low: float, high: float, integer: bool = False) -> None:
-    bad = (isinstance(value, bool) or not isinstance(value, (int, float))
-           or (integer and not float(value).is_integer()) or not low <= value <= high)
-    if bad:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name} = {value!r} is not allowed; expected {kind} in [{low}, {high}]")
-
-
-@functools.lru_cache(maxsize=32)
-def _imresize_weights(n: int, scale: int) -> torch.Tensor:
-    """``(n // scale, n)`` float64 matrix of MATLAB's ``imresize(., 1/scale, 'bicubic')`` along one axis.
-
-    As MATLAB's ``contributions``: the cubic kernel (a = -0.5) widened by ``scale`` (antialiasing, support
-    ``4 * scale`` input pixels), output pixel ``i`` (1-based) centred at input ``u = i * scale + (1 - scale) / 2``,
-    weights normalised to sum 1, input indices beyond the borders mirrored (the edge pixel repeated).
-    """
-
-    def cubic(t: np.ndarray) -> np.ndarray:
-        a = np.abs(t)
-        return np.where(a <= 1, 1.5 * a**3 - 2.5 * a**2 + 1,
-                        np.where(a <= 2, -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2, 0.0))
-
-    out = n // scale
-    u = np.arange(1, out + 1) * scale + 0.5 * (1 - scale)
-    left = np.floor(u - 2 * scale)
-    idx = left[:, None] + np.arange(4 * scale + 2)[None]
-    wts = cubic((u[:, None] - idx) / scale) / scale
-    wts /= wts.sum(1, keepdims=True)
-    idx = idx.astype(np.int64) - 1
-    idx = np.where(idx < 0, -idx - 1, np.where(idx >= n, 2 * n - idx - 1, idx))
-    mat = np.zeros((out, n))
-    np.add.at(mat, (np.repeat(np.arange(out), idx.shape[1]), idx.ravel()), wts.ravel())
-    return torch.from_numpy(mat)
-
-
-def bicubic_downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Antialiased bicubic downsampling, as MATLAB's ``imresize(hr, 1/scale, 'bicubic')`` (the LR frames of
-    Vid4 ``BIx4``, REDS ``train_sharp_bicubic`` and Vimeo-90K ``matlabLRx4`` are made with it; BasicSR's
-    ``imresize`` is the same). Inside the frame it equals PyTorch's ``interpolate(..., 'bicubic',
-    antialias=True)``; within ``2 * scale`` pixels of a border MATLAB mirrors the frame where PyTorch
-    renormalises the truncated kernel.
-
-    Parameters
-    ----------
-    hr
-        ``(..., c, H, W)`` float in [0, 1], H and W divisible by ``scale``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(..., c, H//scale, W//scale)``, clamped to [0, 1].
-    """
-    if not hr.is_floating_point():
-        raise ValueError(f"bicubic_downsample expects a float tensor in [0, 1], got {hr.dtype}")
-    if hr.dim() < 3:
-        raise ValueError(f"bicubic_downsample expects (..., c, H, W), got shape {tuple(hr.shape)}")
-    *_, h, w = hr.shape
-    _check_scale(scale, h, w)
-    rows = _imresize_weights(h, scale).to(device=hr.device, dtype=hr.dtype)
-    cols = _imresize_weights(w, scale).to(device=hr.device, dtype=hr.dtype)
-    return (rows @ hr @ cols.T).clamp_(0, 1)
-
-
-def _to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(T, 3, H, W)`` float32 in [0, 1]."""
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.dtype} {tuple(frames.shape)}")
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
-
-
-def _to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """``(T, 3, h, w)`` float in [0, 1] -> ``(T, h, w, 3)`` uint8, rounded."""
-    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def _codec_round_trip(lr: np.ndarray, min_h: int = 2, min_w: int = 2, **encode: object) -> np.ndarray:
@@ -150,57 +69,29 @@ def _codec_round_trip(lr: np.ndarray, min_h: int = 2, min_w: int = 2, **encode: 
     return np.ascontiguousarray(out[:, :h, :w])
 
 
-def gaussian_kernel(sigma: float, radius: int | None = None) -> torch.Tensor:
-    """Normalised 1-D Gaussian ``(2 r + 1,)`` float32; ``r = max(6, ceil(3 sigma))`` by default (13 taps)."""
-    if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    r = max(6, math.ceil(3 * sigma)) if radius is None else radius
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    return (k / k.sum()).float()
-
-
-def blur_downsample(hr: torch.Tensor, scale: int, sigma: float) -> torch.Tensor:
-    """Gaussian blur (reflect padding) and keep every ``scale``-th pixel from (0, 0).
-
-    ``hr (n, c, H, W)`` float -> ``(n, c, H/s, W/s)`` clamped to [0, 1].
-    """
-    n, c, h, w = hr.shape
-    _check_scale(scale, h, w)
-    k = gaussian_kernel(sigma).to(hr.dtype)
-    r = (k.numel() - 1) // 2
-    if r >= min(h, w):
-        raise ValueError(f"frame size {h}x{w} is too small for a blur of radius {r}")
-    x = hr.reshape(n * c, 1, h, w)
-    x = F.pad(x, (r, r, r, r), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = F.conv2d(x, k.view(1, 1, -1, 1))
-    return x[..., ::scale, ::scale].reshape(n, c, h // scale, w // scale).clamp_(0, 1)
-
-
 # ------------------------------------------------------------------------------------ the papers' degradations
 
 
 def bicubic(hr: np.ndarray, scale: int) -> np.ndarray:
     """``hr (T, H, W, 3)`` uint8 -> ``(T, H/s, W/s, 3)`` uint8: bicubic downsampling, rounded."""
-    return _to_uint8(bicubic_downsample(_to_tensor(hr), scale))
+    return to_uint8(bicubic_downsample(to_tensor(hr), scale))
 
 
 def blur(hr: np.ndarray, scale: int, sigma: float = FCA2_SIGMA) -> np.ndarray:
     """Gaussian blur of standard deviation ``sigma`` + every ``scale``-th pixel, rounded to uint8."""
-    _check_range("sigma", sigma, 0.1, 10.0)
-    return _to_uint8(blur_downsample(_to_tensor(hr), scale, sigma))
+    check_range("sigma", sigma, 0.1, 10.0)
+    return to_uint8(blur_downsample(to_tensor(hr), scale, sigma))
 
 
 def h264_stage(lr: np.ndarray, crf: int = 25) -> np.ndarray:
     """H.264 (libx264, yuv420p, the encoder's defaults) at ``crf``, decoded back; uint8 in and out."""
-    _check_range("crf", crf, 0, 51, integer=True)
+    check_range("crf", crf, 0, 51, integer=True)
     return _codec_round_trip(lr, codec="libx264", crf=int(crf), pix_fmt="yuv420p")
 
 
 def h264(hr: np.ndarray, scale: int, sigma: float = FCA2_SIGMA, crf: int = 25) -> np.ndarray:
     """FCA2's degradation: Gaussian blur (``sigma``) + every ``scale``-th pixel + H.264 at ``crf``."""
-    _check_range("crf", crf, 0, 51, integer=True)
+    check_range("crf", crf, 0, 51, integer=True)
     return h264_stage(blur(hr, scale, sigma), crf)
 
 
@@ -214,13 +105,13 @@ def hevc_stage(lr: np.ndarray, qp: int = 32) -> np.ndarray:
     encoder and cropped after decoding: x265 refuses frames under 16x16 and, as bundled with
     PyAV, crashes on widths 33-48.
     """
-    _check_range("qp", qp, 0, 51, integer=True)
+    check_range("qp", qp, 0, 51, integer=True)
     return _codec_round_trip(lr, min_h=16, min_w=64, codec="libx265", qp=int(qp), pix_fmt="yuv420p", bframes=0)
 
 
 def hevc(hr: np.ndarray, scale: int, qp: int = 32) -> np.ndarray:
     """FCVSR's degradation: bicubic downsampling + low-delay HEVC at a fixed ``qp``; uint8 in and out."""
-    _check_range("qp", qp, 0, 51, integer=True)
+    check_range("qp", qp, 0, 51, integer=True)
     return hevc_stage(bicubic(hr, scale), qp)
 
 
@@ -243,9 +134,9 @@ def fca2_mix_crf(seed: int, video: str, crf_min: int = 15, crf_max: int = 35, co
     uniformly sampled from diverse compression rates" (FCA2 IV-A): with probability ``compressed`` a CRF drawn
     uniformly from the integers ``crf_min .. crf_max``.
     """
-    _check_range("crf_min", crf_min, 0, 51, integer=True)
-    _check_range("crf_max", crf_max, 0, 51, integer=True)
-    _check_range("compressed", compressed, 0.0, 1.0)
+    check_range("crf_min", crf_min, 0, 51, integer=True)
+    check_range("crf_max", crf_max, 0, 51, integer=True)
+    check_range("compressed", compressed, 0.0, 1.0)
     if crf_min > crf_max:
         raise ValueError(f"crf_min = {crf_min} is larger than crf_max = {crf_max}; allowed: crf_min <= crf_max")
     rng = video_rng(seed, video, 2)
@@ -388,13 +279,13 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     4:2:0, through Pillow) and decoded back."""
     from PIL import Image
 
-    frames = _to_uint8(x)
+    frames = to_uint8(x)
     out = np.empty_like(frames)
     for i, frame in enumerate(frames):
         buf = io.BytesIO()
         Image.fromarray(frame).save(buf, format="JPEG", quality=int(quality))
         out[i] = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return _to_tensor(out)
+    return to_tensor(out)
 
 
 _VSRGAN_FNS: dict[str, Callable[..., torch.Tensor]] = {
@@ -425,15 +316,15 @@ VSRGAN_DEFAULTS: dict[str, object] = {
 
 def _check_vsrgan(prob: float, sigma_max: float, noise_max: float, brightness: float, contrast: float,
                   freq_gain: float, cutblur_max: float, diffusion_steps: int, jpeg_min: int) -> None:
-    _check_range("prob", prob, 0.0, 1.0)
-    _check_range("sigma_max", sigma_max, 0.2, 5.0)
-    _check_range("noise_max", noise_max, 0.0, 50.0)
-    _check_range("brightness", brightness, 0.0, 0.5)
-    _check_range("contrast", contrast, 0.0, 0.9)
-    _check_range("freq_gain", freq_gain, 0.0, 1.0)
-    _check_range("cutblur_max", cutblur_max, 0.1, 1.0)
-    _check_range("diffusion_steps", diffusion_steps, 1, 20, integer=True)
-    _check_range("jpeg_min", jpeg_min, 1, 95, integer=True)
+    check_range("prob", prob, 0.0, 1.0)
+    check_range("sigma_max", sigma_max, 0.2, 5.0)
+    check_range("noise_max", noise_max, 0.0, 50.0)
+    check_range("brightness", brightness, 0.0, 0.5)
+    check_range("contrast", contrast, 0.0, 0.9)
+    check_range("freq_gain", freq_gain, 0.0, 1.0)
+    check_range("cutblur_max", cutblur_max, 0.1, 1.0)
+    check_range("diffusion_steps", diffusion_steps, 1, 20, integer=True)
+    check_range("jpeg_min", jpeg_min, 1, 95, integer=True)
 
 
 def draw_vsrgan(seed: int, video: str, h: int, w: int, ops: str | tuple[str, ...] = VSRGAN_DEFAULTS["ops"],
@@ -505,10 +396,10 @@ def vsrgan_stage(lr: np.ndarray, seed: int = 0, video: str = "", ops: str = VSRG
     _, h, w, _ = lr.shape
     chosen = draw_vsrgan(seed, video, h, w, ops, prob, sigma_max, noise_max, brightness, contrast, freq_gain,
                          cutblur_max, diffusion_steps, jpeg_min)
-    x = _to_tensor(lr)
+    x = to_tensor(lr)
     for op, params in chosen:
         x = apply_vsrgan_op(x, op, params)
-    return _to_uint8(x)
+    return to_uint8(x)
 
 
 def vsrgan(hr: np.ndarray, scale: int, seed: int = 0, video: str = "", ops: str = VSRGAN_DEFAULTS["ops"],

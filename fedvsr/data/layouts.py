@@ -1,7 +1,7 @@
 """The on-disk layouts of the public VSR datasets: REDS, Vid4, Vimeo-90K and Kinetics.
 
 Each scanner reads what exists under a dataset's root (nothing is downloaded) and returns the dataset's
-standard train / test split as :class:`~fedvsr.data.synthetic.VideoEntry` lists. Where the dataset ships
+standard train / test split as :class:`~fedvsr.data.video.VideoEntry` lists. Where the dataset ships
 pre-made LR frames for the configured scale and the degradation's resampling (:data:`RESAMPLING`: ``BI``
 for ``bicubic`` and ``hevc``, ``BD`` for ``blur-h264``), each entry's ``lr_path`` names them and
 :func:`~fedvsr.data.datasets.load_pair` reads them instead of resampling the HR frames (the codec stage of
@@ -52,8 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedvsr.data.degrade import RESAMPLING
-from fedvsr.data.synthetic import VideoEntry
-from fedvsr.data.video import IMAGE_SUFFIXES, natural_key
+from fedvsr.data.video import IMAGE_SUFFIXES, VideoEntry, natural_key
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".y4m")
 LAYOUTS = ("reds", "vid4", "vimeo90k", "kinetics")

@@ -25,8 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fedvsr.data.cache import cached_decoded, cached_probe
-from fedvsr.data.synthetic import VideoEntry
-from fedvsr.data.video import VideoError, iter_video
+from fedvsr.data.video import VideoEntry, VideoError, iter_video
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from fedvsr.data.cache import cache_root
+from fedvsr.data.cache import cache_dir, cache_root
 from fedvsr.data.layouts import LAYOUTS, VIDEO_SUFFIXES, DatasetScan, LayoutError, detect_layout, scan_dataset
 from fedvsr.data.probe import NOT_LISTED, TOO_SHORT, UNREADABLE, LeftOut, Needs, usable_videos
-from fedvsr.data.synthetic import VideoEntry, build_synthetic_dataset, dataset_params
-from fedvsr.data.video import IMAGE_SUFFIXES, VideoError, list_frame_files, natural_key
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FEDVSR_CACHE", Path.home() / ".cache" / "fedvsr"))
+from fedvsr.data.synthetic import build_synthetic_dataset, dataset_params
+from fedvsr.data.video import IMAGE_SUFFIXES, VideoEntry, VideoError, list_frame_files, natural_key
 
 
 def synthetic_root(data_cfg, seed: int) -> Path:

@@ -37,14 +37,13 @@ import json
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from fedvsr.data.natural import NATURAL_CLASSES, NATURAL_RENDERERS
-from fedvsr.data.video import write_video
+from fedvsr.data.video import VideoEntry, write_video
 
 PROCEDURAL_CLASSES: tuple[str, ...] = ("stripes-pan", "checker-zoom", "noise-objects", "waves-rotate")
 #: every class :func:`synth_video` renders; a class's index here seeds its scenes, so new classes go at the end
@@ -69,42 +68,6 @@ MANIFEST = "manifest.json"
 _REAL = np.float64
 _TWO_PI = _REAL(2 * np.pi)
 _EDGE_PX = 0.7  # width, in screen pixels, of the soft edges of checkers and shapes
-
-
-@dataclass(frozen=True)
-class VideoEntry:
-    """One video of a dataset."""
-
-    path: str  #: absolute path of the video file (or frame folder)
-    label: str  #: content class, for class-based partitions
-    name: str  #: unique name, e.g. ``"stripes-pan_0003"``
-    #: the dataset's pre-made LR frames of this video (a frame folder), used instead of resampling the HR;
-    #: None: the LR video is made from the HR one (see :mod:`fedvsr.data.layouts`)
-    lr_path: str | None = None
-    #: a segment of the video (``data.segment_frames``): frames ``frame_start .. frame_stop - 1`` only;
-    #: ``frame_stop = 0``: the whole video
-    frame_start: int = 0
-    frame_stop: int = 0
-    #: this video's own degradation (a :mod:`fedvsr.data.degrade` name) and its parameters as sorted ``(key,
-    #: value)`` pairs, used instead of ``data.degradation`` (``fl.partition = by-degradation`` gives each client's
-    #: videos its device's, see :func:`fedvsr.fl.partition.with_degradations`); ``""``: the experiment's
-    degradation: str = ""
-    degradation_params: tuple[tuple[str, Any], ...] = ()
-
-    def segment(self, start: int, stop: int) -> VideoEntry:
-        """The segment of frames ``start .. stop - 1`` of this whole video, named ``<name>[start:stop]``."""
-        if self.frame_stop:
-            raise ValueError(f"{self.name!r} is already a segment")
-        if not 0 <= start < stop:
-            raise ValueError(f"a segment needs 0 <= start < stop, got {start}:{stop}")
-        return replace(self, name=f"{self.name}[{start}:{stop}]", frame_start=start, frame_stop=stop)
-
-    def whole(self) -> VideoEntry:
-        """The whole video a segment was cut from (itself if it is not a segment)."""
-        if not self.frame_stop:
-            return self
-        return replace(self, name=self.name[: -len(f"[{self.frame_start}:{self.frame_stop}]")], frame_start=0,
-                       frame_stop=0)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -217,7 +217,7 @@ def evaluation_degradations(videos: int) -> list[Degradation]:
 
 def with_degradations(videos: Sequence[Any], client_videos: Sequence[Sequence[int]], eval_videos: Sequence[int],
                       devices: Sequence[Degradation]) -> list[Any]:
-    """``videos`` (frozen video entries, :class:`fedvsr.data.synthetic.VideoEntry`) with client ``c``'s videos
+    """``videos`` (frozen video entries, :class:`fedvsr.data.video.VideoEntry`) with client ``c``'s videos
     (indices ``client_videos[c]``) carrying ``devices[c]`` and the evaluation videos carrying
     :func:`evaluation_degradations`; the others are unchanged. A carried degradation makes the LR video from the
     HR one, so a dataset's pre-made LR twin (made for ``data.degradation``) is dropped from those entries."""

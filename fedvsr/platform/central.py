@@ -38,10 +38,11 @@ The training itself, :func:`train_pooled`, has no Ray in it: one rank's part, wh
 any process (the tests compare it with a run on two Ray Train workers); :func:`train_loop` runs it on Ray Train.
 
 **Storage.** Every epoch rank 0 evaluates the model on the held-out clips (as
-:func:`~fedvsr.platform.worker.evaluate_model`) and attaches a Ray Train checkpoint holding the weights
+:func:`~fedvsr.evaluation.evaluate_model`) and attaches a Ray Train checkpoint holding the weights
 (safetensors) and the rows so far; the run keeps the latest in ``<out>/ray_train`` (Ray Train's
 storage). The driver reads it at the end and writes ``config.yaml``, ``rounds.parquet``,
-``summary.json``, ``model.safetensors`` and ``psnr.png`` into ``<out>``. On a cluster of several nodes,
+``summary.json`` and ``model.safetensors`` into ``<out>`` (``fedvsr train-central`` then draws ``psnr.png``
+from them). On a cluster of several nodes,
 ``<out>`` (like a sweep's folder and the data) must be on storage every node mounts at the same path.
 Rank 0 also sends each row to the driver through a Ray queue, for the per-epoch progress lines.
 """
@@ -66,16 +67,16 @@ import torch
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
 from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair_for, resolve_augment
 from fedvsr.data.sources import experiment_videos
-from fedvsr.data.synthetic import VideoEntry
+from fedvsr.data.video import VideoEntry
+from fedvsr.evaluation import evaluate_bicubic, evaluate_model
 from fedvsr.fl.client import epoch_batches, make_optimizer
 from fedvsr.fl.sampling import client_seed
 from fedvsr.fl.schedule import LRSchedule
 from fedvsr.models import VSRModel, build_model, count_params
 from fedvsr.models.base import StepHooks
 from fedvsr.platform.checkpoint import load_arrays, save_arrays
-from fedvsr.platform.results import write_json_atomic, write_parquet_atomic, write_text_atomic
-from fedvsr.platform.worker import evaluate_bicubic, evaluate_model
-from fedvsr.report import plot_psnr
+from fedvsr.platform.cluster import root_cause
+from fedvsr.platform.results import run_summary, write_json_atomic, write_parquet_atomic, write_text_atomic
 
 #: the pooled dataset's client id in :func:`~fedvsr.fl.sampling.client_seed`; never a real client's (0 .. clients-1)
 POOLED = 2**32 - 1
@@ -134,6 +135,22 @@ def float_weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
+def _initial_model(cfg: ExperimentConfig, world: int, device: torch.device) -> VSRModel:
+    """The model every rank starts from: built after ``torch.manual_seed(seed)``, as the coordinator's, on
+    ``device``; with several ranks, rank 0's weights broadcast (the same seed gives the same weights everywhere:
+    this makes sure of it)."""
+    import torch.distributed as dist
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options).to(device)
+    if not isinstance(model, VSRModel):
+        raise TypeError(f"model {cfg.model.name!r} is not a VSRModel; train-central needs its training_step")
+    if world > 1:
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+    return model
+
+
 def train_pooled(cfg: ExperimentConfig, videos: list[VideoEntry], pool: list[int], held: list[int],
                  rank: int = 0, world: int = 1, device: torch.device | str = "cpu"
                  ) -> Iterator[tuple[str, dict[str, Any] | None, VSRModel]]:
@@ -146,13 +163,7 @@ def train_pooled(cfg: ExperimentConfig, videos: list[VideoEntry], pool: list[int
     import torch.distributed as dist
 
     device = torch.device(device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options).to(device)
-    if not isinstance(model, VSRModel):
-        raise TypeError(f"model {cfg.model.name!r} is not a VSRModel; train-central needs its training_step")
-    if world > 1:  # the same seed gives the same weights everywhere; make sure of it
-        for tensor in model.state_dict().values():
-            dist.broadcast(tensor, src=0)
+    model = _initial_model(cfg, world, device)
 
     def load(i: int) -> VideoPair:
         return load_pair_for(cfg, videos[i])
@@ -358,8 +369,6 @@ def run_central(cfg: ExperimentConfig, out_dir: str | os.PathLike, workers: int 
         try:
             result = trainer.fit()
         except TrainingFailedError as err:
-            from fedvsr.sweeps.runner import root_cause
-
             ranks: dict[str, list[int]] = {}  # the same error of several workers, said once
             for r, e in sorted((getattr(err, "worker_failures", None) or {}).items()):
                 ranks.setdefault(root_cause(e), []).append(r)
@@ -383,36 +392,13 @@ def run_central(cfg: ExperimentConfig, out_dir: str | os.PathLike, workers: int 
 
 def finish(cfg: ExperimentConfig, out: Path, saved: dict[str, Any], weights: dict[str, np.ndarray]
            ) -> dict[str, Any]:
-    """Write ``rounds.parquet``, ``model.safetensors``, ``summary.json`` and ``psnr.png`` of a finished run
-    (the keys of a federated run's summary, with ``strategy = "central"``)."""
-    rows, bicubic, initial = saved["rows"], saved["bicubic"], saved["initial"]
+    """Write ``rounds.parquet``, ``model.safetensors`` and ``summary.json`` of a finished run (the keys of a
+    federated run's summary, with ``strategy = "central"``, then ``workers``, ``device`` and
+    ``samples_per_round``); the ``fedvsr`` command draws ``psnr.png`` from them."""
+    rows = saved["rows"]
     write_parquet_atomic(out / "rounds.parquet", pa.Table.from_pylist(rows))
     save_arrays(out / "model.safetensors", weights)
-    last = rows[-1]
-    best = max(rows, key=lambda r: r["psnr"])
-    summary = {
-        "model": cfg.model.name,
-        "preset": cfg.model.preset,
-        "params": saved["params"],
-        "strategy": "central",
-        "rounds": len(rows),
-        "final_psnr": last["psnr"],
-        "final_ssim": last["ssim"],
-        "best_psnr": best["psnr"],
-        "best_round": best["round"],
-        "bicubic_psnr": bicubic["psnr"],
-        "bicubic_ssim": bicubic["ssim"],
-        "initial_psnr": initial["psnr"],
-        "initial_ssim": initial["ssim"],
-        **{f"final_{k}": last[k] for k in ("psnr_rgb", "ssim_rgb") if k in last},
-        **{f"bicubic_{k}": bicubic[k] for k in ("psnr_rgb", "ssim_rgb") if k in bicubic},
-        "eval_channels": cfg.eval.channels,
-        "rounds_seconds": float(sum(r["seconds"] for r in rows)),
-        "workers": saved["workers"],
-        "device": saved["device"],
-        "samples_per_round": rows[-1]["samples"],
-    }
+    summary = run_summary(cfg, "central", saved["params"], rows, saved["bicubic"], saved["initial"])
+    summary.update(workers=saved["workers"], device=saved["device"], samples_per_round=rows[-1]["samples"])
     write_json_atomic(out / "summary.json", summary)
-    plot_psnr([{"round": 0, "psnr": initial["psnr"]}, *rows], bicubic["psnr"], out / "psnr.png",
-              title=f"{cfg.model.name}/{cfg.model.preset} - central, {saved['workers']} workers")
     return summary

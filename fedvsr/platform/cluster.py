@@ -19,6 +19,7 @@ are errors of the cluster's set-up, not of the experiment's config.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -196,3 +197,97 @@ def probe_auth(address: str, timeout: float = 5.0) -> None:
     finally:
         if channel is not None:
             channel.close()
+
+
+# ----------------------------------------------------------------------------- errors and shared storage
+# (a Ray error's root cause, and whether every node sees a sweep's folder; used by the sweeps and train-central)
+
+#: the file of a sweep folder holding a random id written by the sweep driver; a trial that cannot read the same id
+#: there is not seeing the folder (:func:`check_sweep_folder`)
+SWEEP_ID_FILE = "sweep-id"
+
+
+def root_cause(err: BaseException) -> str:
+    """``"Type: message"`` of the error that started it all: Ray wraps an error raised inside an actor
+    (a coordinator that cannot read its data) in its own errors, whose text ends with the original one."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException) and cause is not err:
+        return root_cause(cause)
+    text = str(err).strip()
+    found = re.findall(r"^(\w+(?:Error|Exception|Unreachable)): (.+)$", text, flags=re.MULTILINE)
+    if found and type(err).__module__.startswith("ray"):
+        kind, message = found[-1]
+        return f"{kind}: {message.strip()}"
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".strip()
+
+
+def this_node() -> dict[str, str]:
+    """``{"node_ip", "node_id", "hostname"}`` of the Ray node this process runs on."""
+    import ray
+
+    return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+            "hostname": socket.gethostname()}
+
+
+def _storage_hint(sweep_dir: str | os.PathLike) -> str:
+    return (f"on a cluster of several nodes the sweep's --out ({str(sweep_dir)!r}) must be on a file system every "
+            f"node mounts at the same path (NFS, EFS, Filestore), see {CLUSTER_DOC}")
+
+
+def _sweep_folder_problem(sweep_dir: str | os.PathLike, sweep_id: str) -> str | None:
+    """What is wrong with the sweep folder as this node sees it (None: it holds the driver's ``sweep-id``)."""
+    marker = Path(sweep_dir) / SWEEP_ID_FILE
+    try:
+        found = marker.read_text().strip()
+    except OSError:
+        return f"{str(marker)!r} is not there"
+    return None if found == sweep_id else f"{str(marker)!r} holds another sweep (its sweep-id differs)"
+
+
+def check_sweep_folder(sweep_dir: str | os.PathLike, sweep_id: str) -> None:
+    """Raise :class:`SharedStorageError` unless this node sees the sweep folder the driver made (its ``sweep-id``)."""
+    problem = _sweep_folder_problem(sweep_dir, sweep_id)
+    if problem:
+        node = this_node()
+        raise SharedStorageError(f"node {node['node_ip']} ({node['hostname']}, node id {node['node_id'][:12]}) does "
+                                 f"not see the sweep folder: {problem}; " + _storage_hint(sweep_dir))
+
+
+def _look_from_node(sweep_dir: str, sweep_id: str, folders: dict[str, str]) -> list[str]:
+    """On one node: what it fails to see (an empty list when it sees everything)."""
+    problem = _sweep_folder_problem(sweep_dir, sweep_id)
+    problems = [problem] if problem else []
+    for key, folder in folders.items():
+        if not Path(folder).is_dir():
+            problems.append(f"{key} = {folder!r} is not a folder there")
+    return problems
+
+
+def check_nodes_see(sweep_dir: str | os.PathLike, sweep_id: str, folders: dict[str, str] | None = None,
+                    timeout: float = 120.0) -> int:
+    """Run a zero-CPU task on every alive node of the connected Ray cluster that checks it sees the sweep folder
+    (and each of ``folders``, ``{config key: path}``); raise one :class:`SharedStorageError` naming every node that
+    does not. Returns the number of nodes checked."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    look = ray.remote(num_cpus=0, max_retries=0)(_look_from_node)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    pending = {look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+        str(sweep_dir), sweep_id, folders or {}): n for n in nodes}
+    ready, missing = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
+    problems = []
+    for ref in ready:
+        node = pending[ref]
+        try:
+            found = ray.get(ref)
+        except Exception as err:  # the node died meanwhile, or cannot start a worker
+            found = [f"the check failed there: {root_cause(err)}"]
+        problems += [f"node {node['NodeManagerAddress']} ({node['NodeID'][:12]}): {p}" for p in found]
+    problems += [f"node {pending[ref]['NodeManagerAddress']} ({pending[ref]['NodeID'][:12]}): did not answer within "
+                 f"{timeout:g} s" for ref in missing]
+    if problems:
+        raise SharedStorageError(f"{len({p.split(':', 1)[0] for p in problems})} of {len(nodes)} nodes of the "
+                                 "cluster do not see what the sweep needs: " + "; ".join(problems) + "; "
+                                 + _storage_hint(sweep_dir) + " (and so must the dataset folders)")
+    return len(nodes)

@@ -46,10 +46,16 @@ from fedvsr.models import build_model, count_params
 from fedvsr.platform.checkpoint import latest_checkpoint, prune_checkpoints, save_arrays, save_checkpoint
 from fedvsr.platform.data import record_left_out
 from fedvsr.platform.environment import actor_options
-from fedvsr.platform.results import ResultsStore, fsync_file, repair_jsonl, write_json_atomic, write_parquet_atomic
+from fedvsr.platform.results import (
+    ResultsStore,
+    fsync_file,
+    repair_jsonl,
+    run_summary,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from fedvsr.platform.state_store import ClientStateStore
 from fedvsr.platform.worker import ClientWorker
-from fedvsr.report import plot_psnr
 
 #: client updates merged at once (block by block: see fedvsr.fl.aggregate.merge_updates)
 MERGE_BATCH = 8
@@ -470,35 +476,15 @@ class Coordinator:
 
     # ------------------------------------------------------------------ end of the run
     def finish(self) -> dict[str, Any]:
+        """Write the final model and ``summary.json`` (:func:`~fedvsr.platform.results.run_summary`); returns the
+        summary. The ``fedvsr`` command draws ``psnr.png`` from them afterwards: the runtime never draws."""
         save_arrays(self.out / "model.safetensors", self.params)
         self._crash_point("model", self.cfg.fl.rounds)
         rounds = self.results.rounds
-        last = rounds[-1] if rounds else {"psnr": self.initial["psnr"], "ssim": self.initial["ssim"]}
-        best = max(rounds, key=lambda r: r["psnr"]) if rounds else None
-        summary = {
-            "model": self.cfg.model.name,
-            "preset": self.cfg.model.preset,
-            "params": self.model_params,
-            "strategy": self.cfg.fl.strategy,
-            "rounds": len(rounds),
-            "final_psnr": last["psnr"],
-            "final_ssim": last["ssim"],
-            "best_psnr": best["psnr"] if best else None,
-            "best_round": best["round"] if best else None,
-            "bicubic_psnr": self.bicubic["psnr"],
-            "bicubic_ssim": self.bicubic["ssim"],
-            "initial_psnr": self.initial["psnr"],
-            "initial_ssim": self.initial["ssim"],
-            **{f"final_{k}": last[k] for k in ("psnr_rgb", "ssim_rgb") if k in last},
-            **{f"bicubic_{k}": self.bicubic[k] for k in ("psnr_rgb", "ssim_rgb") if k in self.bicubic},
-            "eval_channels": self.cfg.eval.channels,
-            "clients_dropped": int(sum(r["dropped"] for r in rounds)),
-            "rounds_seconds": float(sum(r["seconds"] for r in rounds)),
-        }
+        summary = run_summary(self.cfg, self.cfg.fl.strategy, self.model_params, rounds, self.bicubic, self.initial,
+                              clients_dropped=int(sum(r["dropped"] for r in rounds)))
         write_json_atomic(self.out / "summary.json", summary)
         self._crash_point("summary", self.cfg.fl.rounds)
-        plot_psnr([{"round": 0, "psnr": self.initial["psnr"]}, *rounds], self.bicubic["psnr"],
-                  self.out / "psnr.png", title=f"{summary['model']}/{summary['preset']} - {summary['strategy']}")
         return summary
 
 

@@ -135,3 +135,36 @@ class ResultsStore:
             write_parquet_atomic(self.out / f"{name}.parquet", pa.Table.from_pylist(getattr(self, name)))
             if written is not None:
                 written(name)
+
+
+def run_summary(cfg, strategy: str, params: int, rows: list[dict[str, Any]], bicubic: dict[str, float],
+                initial: dict[str, float], clients_dropped: int | None = None) -> dict[str, Any]:
+    """The ``summary.json`` of a finished run, federated (``fedvsr simulate``: ``strategy`` = ``fl.strategy``, with
+    ``clients_dropped``) or central (``strategy = "central"``, which adds its own keys after these): the model,
+    its size, the final and best round of ``rows`` (those of ``rounds.parquet``; with no rounds the final values are
+    the initial model's), bicubic and the initial model on the same held-out clips, the RGB metrics where they
+    were measured, and the rounds' seconds. ``cfg``: the run's :class:`~fedvsr.config.ExperimentConfig`."""
+    last = rows[-1] if rows else {"psnr": initial["psnr"], "ssim": initial["ssim"]}
+    best = max(rows, key=lambda r: r["psnr"]) if rows else None
+    summary = {
+        "model": cfg.model.name,
+        "preset": cfg.model.preset,
+        "params": params,
+        "strategy": strategy,
+        "rounds": len(rows),
+        "final_psnr": last["psnr"],
+        "final_ssim": last["ssim"],
+        "best_psnr": best["psnr"] if best else None,
+        "best_round": best["round"] if best else None,
+        "bicubic_psnr": bicubic["psnr"],
+        "bicubic_ssim": bicubic["ssim"],
+        "initial_psnr": initial["psnr"],
+        "initial_ssim": initial["ssim"],
+        **{f"final_{k}": last[k] for k in ("psnr_rgb", "ssim_rgb") if k in last},
+        **{f"bicubic_{k}": bicubic[k] for k in ("psnr_rgb", "ssim_rgb") if k in bicubic},
+        "eval_channels": cfg.eval.channels,
+    }
+    if clients_dropped is not None:
+        summary["clients_dropped"] = clients_dropped
+    summary["rounds_seconds"] = float(sum(r["seconds"] for r in rows))
+    return summary

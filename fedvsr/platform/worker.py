@@ -20,18 +20,17 @@ import numpy as np
 import ray
 import torch
 
-from fedvsr.config import ExperimentConfig, config_from_dict
+from fedvsr.config import config_from_dict
 from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair_for, resolve_augment
-from fedvsr.data.synthetic import VideoEntry
-from fedvsr.data.video import LEFT_OUT, VideoError
+from fedvsr.data.video import LEFT_OUT, VideoEntry, VideoError
+from fedvsr.evaluation import evaluate_bicubic, evaluate_model, pair_scores_of_model
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import ClientUpdate, to_torch
 from fedvsr.fl.client import epoch_batches, run_client
 from fedvsr.fl.sampling import client_seed
 from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import ClientContext, LocalResult
-from fedvsr.metrics import bicubic_upsample, pair_scores, score
-from fedvsr.models import VSRModel, build_model
+from fedvsr.models import build_model
 from fedvsr.platform.environment import describe
 
 
@@ -237,27 +236,6 @@ class ClientWorker:
                 "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""}
 
 
-# ---------------------------------------------------------------------- evaluation (shared with train-central)
-@torch.no_grad()
-def evaluate_model(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]], cfg: ExperimentConfig,
-                   device: torch.device) -> dict[str, float]:
-    """Mean PSNR / SSIM (``eval.channels``, border crop = ``data.scale``) of ``model`` on ``(lr, hr)`` clips:
-    the model in eval mode restores each clip, its output clamped to [0, 1], against ``model.target(hr)``.
-    Leaves the model in eval mode."""
-    model.eval()
-    pairs = [(model(lr[None].to(device)).clamp(0, 1).cpu(), model.target(hr[None])) for lr, hr in clips]
-    return score(pairs, cfg.data.scale, cfg.eval.channels)
-
-
-@torch.no_grad()
-def pair_scores_of_model(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]], cfg: ExperimentConfig,
-                         device: torch.device) -> list[dict[str, float]]:
-    """:func:`evaluate_model` per clip (their mean over all clips, in clip order, is evaluate_model's value)."""
-    model.eval()
-    pairs = [(model(lr[None].to(device)).clamp(0, 1).cpu(), model.target(hr[None])) for lr, hr in clips]
-    return pair_scores(pairs, cfg.data.scale, cfg.eval.channels)
-
-
 def _ray_gpu_ids() -> list:
     if not ray.is_initialized():
         return []
@@ -265,10 +243,3 @@ def _ray_gpu_ids() -> list:
         return list(ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
     except Exception:  # outside a Ray worker
         return []
-
-
-def evaluate_bicubic(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]],
-                     cfg: ExperimentConfig) -> dict[str, float]:
-    """The same metrics for bicubic upsampling of the LR frames ``model`` restores (its ``target`` of the LR clip)."""
-    return score([(bicubic_upsample(model.target(lr[None]), cfg.data.scale), model.target(hr[None]))
-                  for lr, hr in clips], cfg.data.scale, cfg.eval.channels)

@@ -48,10 +48,11 @@ def _sweep(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set, args.trials, args.seed, args.replicates) if args.spec else None
     out = Path(args.out or f"runs/sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_output_folder(out, resume=args.resume, ours=(SWEEP_FILE,), what="sweep")
+    args.runs_in = out  # fedvsr.cli.main draws the plots of the trials finished in it
     if args.concurrent is not None and args.concurrent < 1:
         raise ConfigError(f"--concurrent = {args.concurrent} is not allowed; expected an integer >= 1")
     if spec is not None:
-        from fedvsr.cli import say_starting
+        from fedvsr.starting import say_starting
 
         base = spec.experiment_config({"platform.address": args.address} if args.address else {})
         _check_points_fit(spec, base)
@@ -95,15 +96,8 @@ def _check_points_fit(spec, base) -> None:
 
 
 def _best(args: argparse.Namespace) -> int:
-    from fedvsr.sweeps.results import (
-        best_yaml,
-        collect_rows,
-        parse_where,
-        point_json,
-        rank_points,
-        top_table,
-        winner_warnings,
-    )
+    from fedvsr.sweeps.points import best_yaml, point_json, rank_points, top_table, winner_warnings
+    from fedvsr.sweeps.results import collect_rows, parse_where
 
     try:
         rows = collect_rows(args.dirs)

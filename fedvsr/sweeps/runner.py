@@ -34,7 +34,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import time
 import traceback
 import uuid
@@ -46,17 +45,17 @@ import pyarrow.parquet as pq
 import yaml
 
 from fedvsr.config import ConfigError
-from fedvsr.platform.cluster import CLUSTER_DOC, SharedStorageError
+from fedvsr.platform.cluster import SWEEP_ID_FILE, check_nodes_see, check_sweep_folder, root_cause, this_node
 from fedvsr.platform.results import write_json_atomic, write_text_atomic
+from fedvsr.sweeps.persist import save_spec, saved_spec
 from fedvsr.sweeps.results import (
     ERROR_FILE,
     NODE_FILE,
     SWEEP_FILE,
-    SWEEP_ID_FILE,
     mark_status,
     write_trials_table,
 )
-from fedvsr.sweeps.spec import SpecError, SweepSpec, build_spec
+from fedvsr.sweeps.spec import SpecError, SweepSpec
 
 METRIC_KEYS = {"psnr": "psnr", "ssim": "ssim", "loss": "loss"}
 #: Tune's own experiment folder (its state, for --resume) inside the sweep folder
@@ -75,80 +74,6 @@ def _report_row(row: dict[str, Any], rounds: int) -> dict[str, Any]:
     return {"round": int(row["round"]), "rounds": rounds, "psnr": float(row["psnr"]), "ssim": float(row["ssim"]),
             # a round where every client was dropped has no loss: worst, never NaN (ASHA compares it)
             "loss": float(loss) if math.isfinite(loss) else math.inf, "seconds": float(row["seconds"])}
-
-
-def this_node() -> dict[str, str]:
-    """``{"node_ip", "node_id", "hostname"}`` of the Ray node this process runs on."""
-    import socket
-
-    import ray
-
-    return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
-            "hostname": socket.gethostname()}
-
-
-def _storage_hint(sweep_dir: str | os.PathLike) -> str:
-    return (f"on a cluster of several nodes the sweep's --out ({str(sweep_dir)!r}) must be on a file system every "
-            f"node mounts at the same path (NFS, EFS, Filestore), see {CLUSTER_DOC}")
-
-
-def _sweep_folder_problem(sweep_dir: str | os.PathLike, sweep_id: str) -> str | None:
-    """What is wrong with the sweep folder as this node sees it (None: it holds the driver's ``sweep-id``)."""
-    marker = Path(sweep_dir) / SWEEP_ID_FILE
-    try:
-        found = marker.read_text().strip()
-    except OSError:
-        return f"{str(marker)!r} is not there"
-    return None if found == sweep_id else f"{str(marker)!r} holds another sweep (its sweep-id differs)"
-
-
-def check_sweep_folder(sweep_dir: str | os.PathLike, sweep_id: str) -> None:
-    """Raise :class:`SharedStorageError` unless this node sees the sweep folder the driver made (its ``sweep-id``)."""
-    problem = _sweep_folder_problem(sweep_dir, sweep_id)
-    if problem:
-        node = this_node()
-        raise SharedStorageError(f"node {node['node_ip']} ({node['hostname']}, node id {node['node_id'][:12]}) does "
-                                 f"not see the sweep folder: {problem}; " + _storage_hint(sweep_dir))
-
-
-def _look_from_node(sweep_dir: str, sweep_id: str, folders: dict[str, str]) -> list[str]:
-    """On one node: what it fails to see (an empty list when it sees everything)."""
-    problem = _sweep_folder_problem(sweep_dir, sweep_id)
-    problems = [problem] if problem else []
-    for key, folder in folders.items():
-        if not Path(folder).is_dir():
-            problems.append(f"{key} = {folder!r} is not a folder there")
-    return problems
-
-
-def check_nodes_see(sweep_dir: str | os.PathLike, sweep_id: str, folders: dict[str, str] | None = None,
-                    timeout: float = 120.0) -> int:
-    """Run a zero-CPU task on every alive node of the connected Ray cluster that checks it sees the sweep folder
-    (and each of ``folders``, ``{config key: path}``); raise one :class:`SharedStorageError` naming every node that
-    does not. Returns the number of nodes checked."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    look = ray.remote(num_cpus=0, max_retries=0)(_look_from_node)
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    pending = {look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-        str(sweep_dir), sweep_id, folders or {}): n for n in nodes}
-    ready, missing = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
-    problems = []
-    for ref in ready:
-        node = pending[ref]
-        try:
-            found = ray.get(ref)
-        except Exception as err:  # the node died meanwhile, or cannot start a worker
-            found = [f"the check failed there: {root_cause(err)}"]
-        problems += [f"node {node['NodeManagerAddress']} ({node['NodeID'][:12]}): {p}" for p in found]
-    problems += [f"node {pending[ref]['NodeManagerAddress']} ({pending[ref]['NodeID'][:12]}): did not answer within "
-                 f"{timeout:g} s" for ref in missing]
-    if problems:
-        raise SharedStorageError(f"{len({p.split(':', 1)[0] for p in problems})} of {len(nodes)} nodes of the "
-                                 "cluster do not see what the sweep needs: " + "; ".join(problems) + "; "
-                                 + _storage_hint(sweep_dir) + " (and so must the dataset folders)")
-    return len(nodes)
 
 
 def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, sweep_id: str | None = None,
@@ -240,20 +165,6 @@ def _report_mean(agg: dict[str, Any], rounds: int) -> dict[str, Any]:
     return {"round": int(agg["round"]), "rounds": rounds, "psnr": float(agg["psnr_mean"]),
             "ssim": float(agg["ssim_mean"]), "loss": float(loss) if math.isfinite(loss) else math.inf,
             "psnr_std": float(agg["psnr_std"]), "replicates": int(agg["n"]), "seconds": float(agg["seconds"])}
-
-
-def root_cause(err: BaseException) -> str:
-    """``"Type: message"`` of the error that started it all: Ray wraps an error raised inside an actor
-    (a coordinator that cannot read its data) in its own errors, whose text ends with the original one."""
-    cause = getattr(err, "cause", None)
-    if isinstance(cause, BaseException) and cause is not err:
-        return root_cause(cause)
-    text = str(err).strip()
-    found = re.findall(r"^(\w+(?:Error|Exception|Unreachable)): (.+)$", text, flags=re.MULTILINE)
-    if found and type(err).__module__.startswith("ray"):
-        kind, message = found[-1]
-        return f"{kind}: {message.strip()}"
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".strip()
 
 
 def _tree(spec: SweepSpec, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -372,16 +283,6 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def save_spec(spec: SweepSpec, sweep_dir: Path) -> None:
-    write_text_atomic(sweep_dir / SWEEP_FILE, yaml.safe_dump({"name": spec.name, **spec.to_dict()}, sort_keys=False))
-
-
-def saved_spec(sweep_dir: Path) -> SweepSpec:
-    data = yaml.safe_load((sweep_dir / SWEEP_FILE).read_text())
-    name = data.pop("name", sweep_dir.name)
-    return build_spec(name, data)
 
 
 def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | None = None, resume: bool = False,

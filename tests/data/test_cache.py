@@ -134,8 +134,8 @@ def test_cache_root_setting(tmp_path, monkeypatch):
 
 @pytest.fixture
 def video(tmp_path):
-    from fedvsr.data.synthetic import VideoEntry, synth_video
-    from fedvsr.data.video import write_video
+    from fedvsr.data.synthetic import synth_video
+    from fedvsr.data.video import VideoEntry, write_video
 
     hr = synth_video(0, "stripes-pan", 3, 64, 64)
     write_video(tmp_path / "v.mkv", hr, codec="ffv1", pix_fmt="bgr0")
@@ -172,7 +172,7 @@ def test_load_pair_for_takes_the_data_seed_and_cache_from_the_config(tmp_path, v
     from fedvsr.config import load_config
     from fedvsr.data.datasets import load_pair_for
     from fedvsr.data.degrade import degrade_video
-    from fedvsr.data.synthetic import VideoEntry
+    from fedvsr.data.video import VideoEntry
 
     overrides = ["data.degradation=vsrgan", "data.vsrgan_prob=1.0", "data.vsrgan_ops=noise,cutblur",
                  f"data.lr_cache={tmp_path / 'lr'}"]
@@ -193,8 +193,8 @@ def test_load_pair_for_takes_the_data_seed_and_cache_from_the_config(tmp_path, v
 def test_premade_lr_twin_is_cached_only_with_a_later_stage(tmp_path, video):
     from fedvsr.data.datasets import load_pair
     from fedvsr.data.degrade import degrade_video
-    from fedvsr.data.synthetic import VideoEntry, synth_video
-    from fedvsr.data.video import write_frame_folder
+    from fedvsr.data.synthetic import synth_video
+    from fedvsr.data.video import VideoEntry, write_frame_folder
 
     hr = synth_video(0, "stripes-pan", 3, 64, 64)
     twin = tmp_path / "lr_twin"

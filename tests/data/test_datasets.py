@@ -8,8 +8,8 @@ import torch
 
 from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair, resolve_augment
 from fedvsr.data.degrade import bicubic_downsample, degrade_video
-from fedvsr.data.synthetic import CLASSES, VideoEntry, synth_video
-from fedvsr.data.video import write_video
+from fedvsr.data.synthetic import CLASSES, synth_video
+from fedvsr.data.video import VideoEntry, write_video
 
 
 def _pair(seed: int, label: str, frames: int = 8, h: int = 48, w: int = 64, scale: int = 4) -> VideoPair:

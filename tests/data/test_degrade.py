@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import fedvsr.data.degrade as degrade
+import fedvsr.data.resample as resample
 from fedvsr.config import ConfigError, load_config
 from fedvsr.data.degrade import (
     DEGRADATIONS,
@@ -177,7 +178,7 @@ def test_blur_is_fca2_sigma_then_subsampling(hr):
     assert degrade.FCA2_SIGMA == 1.5
     assert degrade.blur.__defaults__ == (1.5,) and degrade.h264.__defaults__ == (1.5, 25)
     ref = blur_downsample(torch.from_numpy(hr).permute(0, 3, 1, 2).float() / 255, 4, 1.5)
-    np.testing.assert_array_equal(degrade_video(hr, "blur", 4), degrade._to_uint8(ref))
+    np.testing.assert_array_equal(degrade_video(hr, "blur", 4), resample.to_uint8(ref))
     impulse = np.zeros((1, 32, 32, 3), np.uint8)
     impulse[0, 16, 16] = 255
     lr = degrade_video(impulse, "blur", 4, sigma=1.5).astype(np.float64)[0, :, :, 0]
@@ -330,7 +331,7 @@ def test_contrast_brightness_move_mean_and_std_by_the_drawn_factors():
     for i in range(2):
         assert float(y[i].mean() - x[i].mean()) == pytest.approx(0.05, abs=1e-5)
         assert float(y[i].std() / x[i].std()) == pytest.approx(1.2, rel=1e-4)
-    lr = degrade._to_uint8(x)
+    lr = resample.to_uint8(x)
     (_, p), = draw_vsrgan(1, "clip", 24, 24, ops="contrast", prob=1.0, brightness=0.1, contrast=0.2)
     assert abs(p["brightness"]) <= 0.1 and 0.8 <= p["contrast"] <= 1.2
     out = vsrgan_stage(lr, seed=1, video="clip", ops="contrast", prob=1.0).astype(np.float64) / 255
@@ -351,7 +352,7 @@ def test_frequency_guided_scales_the_haar_detail_bands(gain):
 
 
 def test_cutblur_changes_exactly_its_rectangle():
-    lr = degrade._to_uint8(_grey_noise(3, 40, 48, 0.0, 1.0))
+    lr = resample.to_uint8(_grey_noise(3, 40, 48, 0.0, 1.0))
     for video in ("a", "b", "c", "d"):
         (_, p), = draw_vsrgan(2, video, 40, 48, ops="cutblur", prob=1.0, cutblur_max=0.5)
         assert round(0.25 * 40) <= p["height"] <= round(0.5 * 40) and round(0.25 * 48) <= p["width"] <= 24
@@ -406,9 +407,9 @@ def test_adaptive_blurs_flat_regions_more_than_detailed_ones():
 
 
 def test_jpeg_quality_lowers_psnr():
-    x = degrade._to_tensor(textured_clip(2, 48, 48, seed=3))
-    ref = degrade._to_uint8(x)
-    psnr = [_luma_psnr(degrade._to_uint8(apply_vsrgan_op(x, "jpeg", {"quality": q})), ref) for q in (20, 50, 90)]
+    x = resample.to_tensor(textured_clip(2, 48, 48, seed=3))
+    ref = resample.to_uint8(x)
+    psnr = [_luma_psnr(resample.to_uint8(apply_vsrgan_op(x, "jpeg", {"quality": q})), ref) for q in (20, 50, 90)]
     assert psnr[0] + 2 < psnr[1] and psnr[1] + 3 < psnr[2], psnr
 
 

@@ -15,8 +15,8 @@ import pytest
 from fedvsr.config import ConfigError, load_config
 from fedvsr.data.datasets import load_pair
 from fedvsr.data.sources import count_frames, experiment_data, segment_videos
-from fedvsr.data.synthetic import PROCEDURAL_CLASSES, VideoEntry, synth_video
-from fedvsr.data.video import VideoError, write_frame_folder, write_video
+from fedvsr.data.synthetic import PROCEDURAL_CLASSES, synth_video
+from fedvsr.data.video import VideoEntry, VideoError, write_frame_folder, write_video
 from fedvsr.fl.partition import partition_videos
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fedvsr.data.synthetic import VideoEntry
+from fedvsr.data.video import VideoEntry
 from fedvsr.fl.partition import (
     DEVICE_KINDS,
     DEVICE_RANGES,

@@ -14,8 +14,8 @@ from fedvsr.data.cache import cache_key, cache_root
 from fedvsr.data.datasets import eval_clips, load_pair_for
 from fedvsr.data.degrade import degrade_video
 from fedvsr.data.sources import experiment_data
-from fedvsr.data.synthetic import VideoEntry, build_synthetic_dataset
-from fedvsr.data.video import read_video
+from fedvsr.data.synthetic import build_synthetic_dataset
+from fedvsr.data.video import VideoEntry, read_video
 from fedvsr.fl.partition import client_degradations, evaluation_degradations, partition_videos, with_degradations
 from tests.conftest import run_tiny, tiny_experiment
 
@@ -82,8 +82,8 @@ def test_tiny_run_gives_each_client_its_device(ray_local, synth_root, tmp_path):
     held = with_degradations(data.videos, [[] for _ in range(4)], data.held, devices)
     assert [(held[i].degradation, held[i].degradation_params) for i in data.held] == [
         (d.name, d.params) for d in evaluation_degradations(2)]
+    from fedvsr.evaluation import evaluate_bicubic
     from fedvsr.models import build_model
-    from fedvsr.platform.worker import evaluate_bicubic
 
     model = build_model(cfg.model.name, cfg.model.preset)
     clips = eval_clips([load_pair_for(cfg, held[i]) for i in data.held], model.num_frames, cfg.eval.clips)

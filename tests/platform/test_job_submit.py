@@ -32,8 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from fedvsr.platform.cluster import SharedStorageError
-from fedvsr.sweeps.runner import check_nodes_see
+from fedvsr.platform.cluster import SharedStorageError, check_nodes_see
 
 pytestmark = pytest.mark.slow
 # the dashboard (Ray's job-submission server) needs Ray's "default" extra: ray[default] in pyproject.toml

@@ -10,17 +10,8 @@ from scipy import stats as st
 
 from fedvsr.config import ConfigError, key_applies, load_config
 from fedvsr.report import asha_rungs
-from fedvsr.sweeps.results import (
-    best_yaml,
-    collect_rows,
-    rank,
-    rank_points,
-    run_row,
-    to_table,
-    top_table,
-    winner_warnings,
-    winner_yaml,
-)
+from fedvsr.sweeps.points import best_yaml, rank_points, top_table, winner_warnings
+from fedvsr.sweeps.results import collect_rows, rank, run_row, to_table, winner_yaml
 from tests.folders import fake_group, fake_run, fake_sweep
 
 

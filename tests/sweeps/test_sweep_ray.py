@@ -123,6 +123,8 @@ def test_a_killed_sweep_resumes_and_runs_only_the_missing_trials(synth_root, tmp
     rows = collect_rows([out])
     assert sorted(r["fl.lr"] for r in rows) == [0.001, 0.002, 0.003, 0.004]
     assert {r["status"] for r in rows} == {"finished"} and all(r["rounds_run"] == 3 for r in rows)
+    # the command draws each trial's psnr.png from its results (the killed driver drew none; the runtime never does)
+    assert all((Path(r["out"]) / "psnr.png").is_file() for r in rows)
     for name, stamp in done_before.items():  # finished trials were not trained again
         assert (out / "runs" / name / "summary.json").stat().st_mtime_ns == stamp
         events = out / "runs" / name / "events.jsonl"

@@ -7,7 +7,7 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from fedvsr.sweeps.results import rank_points, top_table
+from fedvsr.sweeps.points import rank_points, top_table
 from fedvsr.sweeps.runner import run_sweep
 from fedvsr.sweeps.spec import build_spec
 from tests.sweeps.test_sweep_ray import tiny_fixed
