@@ -32,7 +32,7 @@ import torch
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from fedvsr.config import config_from_dict
+from fedvsr.config import ExperimentConfig
 from fedvsr.data.degrade import degradation_params
 from fedvsr.data.sources import experiment_data
 from fedvsr.fl import build_strategy
@@ -66,11 +66,24 @@ def on_this_node() -> NodeAffinitySchedulingStrategy:
 class Coordinator:
     """Holds the global model and the strategy's server state; drives the worker pool round by round."""
 
-    def __init__(self, cfg_dict: dict[str, Any], out_dir: str, resume: bool = False,
-                 placement_group: PlacementGroup | None = None, fault: str = "", share: float = 1.0) -> None:
-        """``share`` scales the Ray resources each worker reserves (replicates stepped in lockstep share one set of
-        CPUs, see fedvsr.platform.replicates); a worker's torch threads stay ``platform.cpus_per_worker``."""
-        self.cfg = cfg = config_from_dict(cfg_dict)
+    def __init__(self, placement_group: PlacementGroup | None = None, share: float = 1.0) -> None:
+        """Process-level setup: where the workers go (inside a sweep trial, the bundles of the trial's placement
+        group, so trials running side by side never starve each other) and ``share``, which scales the Ray
+        resources each worker reserves (replicates stepped in lockstep share one set of CPUs, see
+        fedvsr.platform.replicates); a worker's torch threads stay ``platform.cpus_per_worker``. Each experiment
+        is then built by :meth:`configure`, which keeps the worker actors alive from one experiment to the next
+        when their resources stay the same."""
+        self.placement_group, self.share = placement_group, share
+        self.workers: list[Any] = []
+        self.alive: list[int] = []
+        self._pool_shape: tuple = ()
+        self.store = None
+
+    def configure(self, cfg: ExperimentConfig, out_dir: str, resume: bool = False, fault: str = "") -> None:
+        """Build experiment ``cfg`` (writing to ``out_dir``; with ``resume`` from its checkpoint there): its data
+        views and partition, its strategy, the worker pool (reused when it has the same shape), the client-state
+        store and the global model with its server state. ``fault``: the testing hooks of ``$FEDVSR_FAULT``."""
+        self.cfg = cfg
         self.out = Path(out_dir)
         self._crash_at = fault.split(":")[1:3] if fault.startswith("crash-at:") else None  # a testing hook
         if resume:
@@ -78,8 +91,19 @@ class Coordinator:
         self.strategy = build_strategy(cfg.fl)
         self.schedule = LRSchedule.from_config(cfg.fl)
         self._last_aggregate: PartialAggregate | None = None  # its float64 buffers are reused the next round
+        videos, held_out = self._partition(cfg, resume)
+        self._start_workers(cfg, videos, held_out, fault if fault.startswith("kill:") else "")
+        # largest client data first, so the longest clients start first and nobody waits for one at the end
+        self.client_size = [len(v) for v in self.client_videos]
+        # system heterogeneity: a seeded speed per client (fl.stragglers)
+        speeds = np.random.default_rng([cfg.seed, 0x5EED]).standard_normal(cfg.fl.clients)
+        self.speed = np.exp(cfg.fl.stragglers * speeds) if cfg.fl.stragglers > 0 else np.ones(cfg.fl.clients)
+        self._start_store()
+        self._start_model(resume)
 
-        # data: videos, held-out evaluation videos, partition among clients
+    def _partition(self, cfg: ExperimentConfig, resume: bool) -> tuple[list[Any], list[int]]:
+        """The experiment's videos (with their clients' degradations), held-out evaluation videos and each
+        client's videos (``self.client_videos``); writes partition.parquet."""
         data = experiment_data(cfg)
         videos, client_pool, held_out = data.videos, data.pool, data.held
         record_left_out(self.out, data, None if resume else self._event)  # the videos the probe left out
@@ -95,40 +119,53 @@ class Coordinator:
             partition_table(parts, labels, [videos[i].name for i in client_pool], devices or [
                 Degradation.of(cfg.data.degradation, degradation_params(cfg.data))] * cfg.fl.clients),
         )
+        return videos, held_out
 
-        # the worker pool: long-lived actors sized from platform.*
+    def _start_workers(self, cfg: ExperimentConfig, videos: list[Any], held_out: list[int], fault: str) -> None:
+        """Configure the worker pool for ``cfg``: the live actors when the pool has the same shape (count,
+        resources, kernels, restarts) and none was lost, else new long-lived actors sized from platform.*."""
         p = cfg.platform
-        # inside a sweep trial the workers take the bundles of the trial's placement group, so trials
-        # running side by side never starve each other
-        placement = {} if placement_group is None else {
-            "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group)}
-        # Ray restarts a dead worker (max_restarts); its calls are not retried by Ray (max_task_retries = 0):
-        # the coordinator retries the one client it was training, on whichever worker is free
-        remote = ray.remote(ClientWorker).options(
-            num_cpus=p.cpus_per_worker * share, num_gpus=p.gpus_per_worker * share, max_restarts=max(2, p.max_retries),
-            max_task_retries=0, **placement, **actor_options(p.kernels),
-        )
+        shape = (p.workers, p.cpus_per_worker, p.gpus_per_worker, p.kernels, max(2, p.max_retries))
+        if shape != self._pool_shape or len(self.alive) != len(self.workers):
+            for worker in self.workers:
+                ray.kill(worker)
+            placement = {} if self.placement_group is None else {
+                "scheduling_strategy": PlacementGroupSchedulingStrategy(self.placement_group)}
+            # Ray restarts a dead worker (max_restarts); its calls are not retried by Ray (max_task_retries = 0):
+            # the coordinator retries the one client it was training, on whichever worker is free
+            remote = ray.remote(ClientWorker).options(
+                num_cpus=p.cpus_per_worker * self.share, num_gpus=p.gpus_per_worker * self.share,
+                max_restarts=shape[-1], max_task_retries=0, **placement, **actor_options(p.kernels),
+            )
+            self.workers = [remote.remote(i) for i in range(p.workers)]
+            self.alive, self._pool_shape = list(range(p.workers)), shape
         # large data lists (thousands of clients) go to the object store once, and holding the references here
-        # keeps them there for as long as a worker may need restarting (Ray re-reads an actor's constructor
-        # arguments on restart: ray#53727); small ones travel inline, as Ray would send them anyway
+        # keeps them there for as long as a worker may need reconfiguring after a restart; small ones travel
+        # inline, as Ray would send them anyway
         self._worker_args = tuple(_inline_or_put(a) for a in (videos, self.client_videos, held_out))
-        worker_fault = fault if fault.startswith("kill:") else ""
-        self.workers = [remote.remote(cfg_dict, i, *self._worker_args, fault=worker_fault) for i in range(p.workers)]
-        self.alive = list(range(p.workers))
-        # largest client data first, so the longest clients start first and nobody waits for one at the end
-        self.client_size = [len(v) for v in self.client_videos]
-        # system heterogeneity: a seeded speed per client (fl.stragglers)
-        speeds = np.random.default_rng([cfg.seed, 0x5EED]).standard_normal(cfg.fl.clients)
-        self.speed = np.exp(cfg.fl.stragglers * speeds) if cfg.fl.stragglers > 0 else np.ones(cfg.fl.clients)
+        self._worker_fault = fault
+        ray.get([w.configure.remote(cfg, *self._worker_args, fault=fault) for w in self.workers])
 
-        # per-client persistent state (SCAFFOLD's c_i), outside worker memory, on this node
+    def _reconfigure(self, w: int) -> ray.ObjectRef:
+        """Configure worker ``w`` again once Ray has restarted it (its constructor alone ran); retried while it is
+        restarting, fails if it is gone for good."""
+        return self.workers[w].configure.options(max_task_retries=-1).remote(
+            self.cfg, *self._worker_args, fault=self._worker_fault)
+
+    def _start_store(self) -> None:
+        """Per-client persistent state (SCAFFOLD's c_i), outside worker memory, on this node."""
+        if self.store is not None:
+            ray.kill(self.store)
         self.store = None
         if self.strategy.stateful_clients:
             self.store = ray.remote(ClientStateStore).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
                 str(self.out / "client_state")
             )
 
-        # global model: fresh (seeded) or from the checkpoint
+    def _start_model(self, resume: bool) -> None:
+        """The global model and server state: fresh (seeded) or from the checkpoint; the bicubic and initial
+        metrics; the results store."""
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
         self.model_params = count_params(model)
@@ -281,8 +318,8 @@ class Coordinator:
                     if requeued is not None:
                         requeued(q_task, w)
                 task, _, order, attempt, _ = info[dead[0]]  # the oldest unfinished call was the running one
-                # answered once Ray has restarted it (retried while it is restarting); fails if it is gone for good
-                pending[self.workers[w].ping.options(max_task_retries=-1).remote()] = (None, w, -1, 0, "ping")
+                # answered once Ray has restarted and reconfigured it; fails if it is gone for good
+                pending[self._reconfigure(w)] = (None, w, -1, 0, "ping")
                 if failed(task, w, err, attempt):
                     heapq.heappush(queue, (-size(task), order, task, attempt + 1))
                 continue
