@@ -109,9 +109,10 @@ class Experiment:
         environment = write_environment(out, cfg.platform.kernels, resume)  # what the run computes with
         self.coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node(),
                                                            **actor_options(cfg.platform.kernels)).remote(
-            cfg.to_dict(), str(out), resume, placement_group, os.environ.get("FEDVSR_FAULT", ""), share
+            placement_group, share
         )
         try:
+            ray.get(self.coordinator.configure.remote(cfg, str(out), resume, os.environ.get("FEDVSR_FAULT", "")))
             self.info: dict[str, Any] = ray.get(self.coordinator.info.remote())
             add_workers(environment, self.info["environments"])
         except BaseException:
