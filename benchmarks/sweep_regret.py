@@ -35,6 +35,8 @@ def spec_file(work: Path, name: str, rounds: int, trials: int, replicates: int) 
     data = yaml.safe_load(spec_path(SPEC).read_text())
     data["fixed"] = {**data["fixed"], **TINY, "fl.rounds": rounds}
     data["replicates"] = replicates
+    grid = data["params"]["fl.lambda_hifr"]["grid"]
+    data["params"]["fl.lambda_hifr"]["grid"] = grid[:: max(1, len(grid) // trials)][:trials]  # --trials < 9: spread
     if name != "tpe-asha":
         data["scheduler"] = "none"
         data.pop("asha", None)
@@ -96,7 +98,8 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=9, help="TPE's trials (the grid has 9 points)")
+    parser.add_argument("--trials", type=int, default=9, help="trials of each sweep (the grid's 9 points, or that "
+                        "many of them spread over the range)")
     parser.add_argument("--replicates", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--sweeps", default="grid,tpe,tpe-asha")
