@@ -150,10 +150,15 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, help="simulate commands run one after another (default: all)")
     parser.add_argument("--parts", default="one,four,sweep,sequential,plain")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--no-prepare", action="store_true", help="the data is already built and cached")
+    parser.add_argument("--floor-of", help="only compute the floor and utilisation of this finished sweep folder")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # the plain loop's own process
     args = parser.parse_args()
     if args.plain:
         print(json.dumps(plain_optuna(args.trials)))
+        return
+    if args.floor_of:
+        print(json.dumps(floor_seconds(Path(args.floor_of), float(os.cpu_count() or 1))))
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +166,8 @@ def main() -> None:
     cores = float(os.cpu_count() or 1)
     parts = args.parts.split(",")
     result: dict = {"settings": SETTINGS, "trials": args.trials, "cores": cores, "walls": {}, "load": {}}
-    prepare(work)
+    if not args.no_prepare:
+        prepare(work)
 
     def timed(name: str, run) -> float:
         load = os.getloadavg()[0]
