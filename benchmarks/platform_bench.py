@@ -112,7 +112,7 @@ def plain_rounds(cfg, rounds: int) -> list[dict]:
     labels = [data.videos[i].label for i in data.pool]
     parts = partition_videos(labels, cfg.fl.clients, cfg.fl.partition, cfg.seed, cfg.fl.dirichlet_beta)
     client_videos = [[data.pool[j] for j in part] for part in parts]
-    worker = ClientWorker(cfg.to_dict(), 0, data.videos, client_videos, data.held)
+    worker = ClientWorker.local(cfg, 0, data.videos, client_videos, data.held)
     strategy = build_strategy(cfg.fl)
     torch.manual_seed(cfg.seed)
     params = to_numpy(float_state(build_model(cfg.model.name, cfg.model.preset, cfg.model.options)))

@@ -9,8 +9,13 @@ parameters, scale) is computed once per node and stored as ``<key>.npy`` in one 
   degradation's own name (``blur-h264`` and ``h264`` share entries), every parameter, the scale and
   :data:`CACHE_VERSION`; an edited video gets a new key, so no entry is ever stale;
 * an entry is written to a temporary file in the same folder and renamed over ``<key>.npy`` with
-  ``os.replace``: a reader sees a whole file or none, and two workers writing the same key at once both
-  succeed (the last rename wins; both wrote the same array);
+  ``os.replace``: a reader sees a whole file or none;
+* an entry is built by one process of a node at a time (an exclusive ``flock`` on a lock file named by a hash of
+  the entry's path, in :data:`LOCKS` in the node's temporary folder, so the cache folder holds entries only): two
+  workers, or two sweep trials side by side, that need the same missing entry do not both encode it -- the
+  second waits, then reads the first one's. This matters beyond the saved work: the codecs are not
+  bit-reproducible across processes, so two builders would train on two different LR clips, and a trial's
+  numbers would depend on which other trial ran beside it. Where no lock file can be made, it builds without;
 * an entry is read with ``np.load(mmap_mode="c")`` (copy-on-write: the pages are shared through the page
   cache, writes stay private); an entry that cannot be read or has the wrong shape or dtype is deleted
   and rebuilt, never an error.
@@ -33,15 +38,21 @@ a decoded HR entry), so a dataset is decoded once per node and later scans only 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+#: the lock files of entries being built (one per entry ever built on this node, empty files)
+LOCKS = Path(tempfile.gettempdir()) / f"fedvsr-cache-locks-{os.getuid()}"
 
 #: bumped whenever a degradation's output changes for the same parameters, so old entries are not used
 CACHE_VERSION = 1
@@ -122,14 +133,38 @@ def _cached(path: Path, build: Callable[[], np.ndarray], shape: tuple[int, ...] 
     if arr is not None:
         STATS[f"{prefix}hits"] += 1
         return arr
-    arr = build()
-    if keep(arr):
-        STATS[f"{prefix}misses"] += 1
-        try:
-            _write(path, arr)
-        except OSError:
-            STATS["write_errors"] += 1
+    with _building(path):  # one builder per entry: the others wait here and read its entry (module docstring)
+        arr = _read(path, shape)
+        if arr is not None:
+            STATS[f"{prefix}hits"] += 1
+            STATS["waited"] += 1
+            return arr
+        arr = build()
+        if keep(arr):
+            STATS[f"{prefix}misses"] += 1
+            try:
+                _write(path, arr)
+            except OSError:
+                STATS["write_errors"] += 1
     return arr
+
+
+@contextmanager
+def _building(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the entry ``path`` (released when the process dies). Where the lock file cannot
+    be made, nothing is held."""
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    try:
+        LOCKS.mkdir(parents=True, exist_ok=True)
+        fd = os.open(LOCKS / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the lock file stays (removing it would race with a waiter)
 
 
 def _read(path: Path, shape: tuple[int, ...] | None) -> np.ndarray | None:

@@ -14,7 +14,6 @@ where it stopped.
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 import os
@@ -22,7 +21,7 @@ import pickle
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import torch
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from fedvsr.config import config_from_dict
+from fedvsr.config import ExperimentConfig
 from fedvsr.data.degrade import degradation_params
 from fedvsr.data.sources import experiment_data
 from fedvsr.fl import build_strategy
@@ -46,6 +45,7 @@ from fedvsr.models import build_model, count_params
 from fedvsr.platform.checkpoint import latest_checkpoint, prune_checkpoints, save_arrays, save_checkpoint
 from fedvsr.platform.data import record_left_out
 from fedvsr.platform.environment import actor_options
+from fedvsr.platform.pool import WorkerPool
 from fedvsr.platform.results import (
     ResultsStore,
     fsync_file,
@@ -72,11 +72,23 @@ def on_this_node() -> NodeAffinitySchedulingStrategy:
 class Coordinator:
     """Holds the global model and the strategy's server state; drives the worker pool round by round."""
 
-    def __init__(self, cfg_dict: dict[str, Any], out_dir: str, resume: bool = False,
-                 placement_group: PlacementGroup | None = None, fault: str = "", share: float = 1.0) -> None:
-        """``share`` scales the Ray resources each worker reserves (replicates stepped in lockstep share one set of
-        CPUs, see fedvsr.platform.replicates); a worker's torch threads stay ``platform.cpus_per_worker``."""
-        self.cfg = cfg = config_from_dict(cfg_dict)
+    def __init__(self, placement_group: PlacementGroup | None = None, share: float = 1.0) -> None:
+        """Process-level setup: where the workers go (inside a sweep trial, the bundles of the trial's placement
+        group, so trials running side by side never starve each other) and ``share``, which scales the Ray
+        resources each worker reserves (replicates stepped in lockstep share one set of CPUs, see
+        fedvsr.platform.replicates); a worker's torch threads stay ``platform.cpus_per_worker``. Each experiment
+        is then built by :meth:`configure`, which keeps the worker actors alive from one experiment to the next
+        when their resources stay the same."""
+        self.placement_group, self.share = placement_group, share
+        self.pool: WorkerPool | None = None
+        self._pool_shape: tuple = ()
+        self.store = None
+
+    def configure(self, cfg: ExperimentConfig, out_dir: str, resume: bool = False, fault: str = "") -> None:
+        """Build experiment ``cfg`` (writing to ``out_dir``; with ``resume`` from its checkpoint there): its data
+        views and partition, its strategy, the worker pool (reused when it has the same shape), the client-state
+        store and the global model with its server state. ``fault``: the testing hooks of ``$FEDVSR_FAULT``."""
+        self.cfg = cfg
         self.out = Path(out_dir)
         self._crash_at = fault.split(":")[1:3] if fault.startswith("crash-at:") else None  # a testing hook
         if resume:
@@ -84,8 +96,19 @@ class Coordinator:
         self.strategy = build_strategy(cfg.fl)
         self.schedule = LRSchedule.from_config(cfg.fl)
         self._last_aggregate: PartialAggregate | None = None  # its float64 buffers are reused the next round
+        videos, held_out = self._partition(cfg, resume)
+        self._start_workers(cfg, videos, held_out, fault if fault.startswith("kill:") else "")
+        # largest client data first, so the longest clients start first and nobody waits for one at the end
+        self.client_size = [len(v) for v in self.client_videos]
+        # system heterogeneity: a seeded speed per client (fl.stragglers)
+        speeds = np.random.default_rng([cfg.seed, 0x5EED]).standard_normal(cfg.fl.clients)
+        self.speed = np.exp(cfg.fl.stragglers * speeds) if cfg.fl.stragglers > 0 else np.ones(cfg.fl.clients)
+        self._start_store()
+        self._start_model(resume)
 
-        # data: videos, held-out evaluation videos, partition among clients
+    def _partition(self, cfg: ExperimentConfig, resume: bool) -> tuple[list[Any], list[int]]:
+        """The experiment's videos (with their clients' degradations), held-out evaluation videos and each
+        client's videos (``self.client_videos``); writes partition.parquet."""
         data = experiment_data(cfg)
         videos, client_pool, held_out = data.videos, data.pool, data.held
         record_left_out(self.out, data, None if resume else self._event)  # the videos the probe left out
@@ -101,40 +124,55 @@ class Coordinator:
             partition_table(parts, labels, [videos[i].name for i in client_pool], devices or [
                 Degradation.of(cfg.data.degradation, degradation_params(cfg.data))] * cfg.fl.clients),
         )
+        return videos, held_out
 
-        # the worker pool: long-lived actors sized from platform.*
+    def _start_workers(self, cfg: ExperimentConfig, videos: list[Any], held_out: list[int], fault: str) -> None:
+        """Configure the worker pool for ``cfg``: the live actors when the pool has the same shape (count,
+        resources, kernels, restarts) and none was lost, else new long-lived actors sized from platform.*."""
         p = cfg.platform
-        # inside a sweep trial the workers take the bundles of the trial's placement group, so trials
-        # running side by side never starve each other
-        placement = {} if placement_group is None else {
-            "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group)}
-        # Ray restarts a dead worker (max_restarts); its calls are not retried by Ray (max_task_retries = 0):
-        # the coordinator retries the one client it was training, on whichever worker is free
-        remote = ray.remote(ClientWorker).options(
-            num_cpus=p.cpus_per_worker * share, num_gpus=p.gpus_per_worker * share, max_restarts=max(2, p.max_retries),
-            max_task_retries=0, **placement, **actor_options(p.kernels),
-        )
+        shape = (p.workers, p.cpus_per_worker, p.gpus_per_worker, p.kernels, max(2, p.max_retries))
+        if self.pool is None or shape != self._pool_shape or len(self.pool.alive) != len(self.pool.workers):
+            for worker in self.pool.workers if self.pool is not None else ():
+                ray.kill(worker)
+            placement = {} if self.placement_group is None else {
+                "scheduling_strategy": PlacementGroupSchedulingStrategy(self.placement_group)}
+            # Ray restarts a dead worker (max_restarts); its calls are not retried by Ray (max_task_retries = 0):
+            # the coordinator retries the one client it was training, on whichever worker is free
+            remote = ray.remote(ClientWorker).options(
+                num_cpus=p.cpus_per_worker * self.share, num_gpus=p.gpus_per_worker * self.share,
+                max_restarts=shape[-1], max_task_retries=0, **placement, **actor_options(p.kernels),
+            )
+            self.pool = WorkerPool([remote.remote(i) for i in range(p.workers)], self._reconfigure, self._event)
+            self._pool_shape = shape
+        self.pool.lost_hint = (f"everything up to the last completed round is checkpointed in {self.out}: continue "
+                               f"with `fedvsr simulate --resume --out {self.out}`")
         # large data lists (thousands of clients) go to the object store once, and holding the references here
-        # keeps them there for as long as a worker may need restarting (Ray re-reads an actor's constructor
-        # arguments on restart: ray#53727); small ones travel inline, as Ray would send them anyway
+        # keeps them there for as long as a worker may need reconfiguring after a restart; small ones travel
+        # inline, as Ray would send them anyway
         self._worker_args = tuple(_inline_or_put(a) for a in (videos, self.client_videos, held_out))
-        worker_fault = fault if fault.startswith("kill:") else ""
-        self.workers = [remote.remote(cfg_dict, i, *self._worker_args, fault=worker_fault) for i in range(p.workers)]
-        self.alive = list(range(p.workers))
-        # largest client data first, so the longest clients start first and nobody waits for one at the end
-        self.client_size = [len(v) for v in self.client_videos]
-        # system heterogeneity: a seeded speed per client (fl.stragglers)
-        speeds = np.random.default_rng([cfg.seed, 0x5EED]).standard_normal(cfg.fl.clients)
-        self.speed = np.exp(cfg.fl.stragglers * speeds) if cfg.fl.stragglers > 0 else np.ones(cfg.fl.clients)
+        self._worker_fault = fault
+        ray.get([w.configure.remote(cfg, *self._worker_args, fault=fault) for w in self.pool.workers])
 
-        # per-client persistent state (SCAFFOLD's c_i), outside worker memory, on this node
+    def _reconfigure(self, w: int) -> ray.ObjectRef:
+        """Configure worker ``w`` again once Ray has restarted it (its constructor alone ran); retried while it is
+        restarting, fails if it is gone for good."""
+        return self.pool.workers[w].configure.options(max_task_retries=-1).remote(
+            self.cfg, *self._worker_args, fault=self._worker_fault)
+
+    def _start_store(self) -> None:
+        """Per-client persistent state (SCAFFOLD's c_i), outside worker memory, on this node."""
+        if self.store is not None:
+            ray.kill(self.store)
         self.store = None
         if self.strategy.stateful_clients:
             self.store = ray.remote(ClientStateStore).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
                 str(self.out / "client_state")
             )
 
-        # global model: fresh (seeded) or from the checkpoint
+    def _start_model(self, resume: bool) -> None:
+        """The global model and server state: fresh (seeded) or from the checkpoint; the bicubic and initial
+        metrics; the results store."""
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
         self.model_params = count_params(model)
@@ -157,8 +195,8 @@ class Coordinator:
             init = float_state(model)
             self.params = to_numpy(init)
             self.server_state = to_numpy(self.strategy.init_server_state(init))
-            self.bicubic = ray.get(self.workers[0].evaluate_bicubic.remote())
-        eval_info = ray.get(self.workers[0].eval_info.remote())
+            self.bicubic = ray.get(self.pool.workers[0].evaluate_bicubic.remote())
+        eval_info = ray.get(self.pool.workers[0].eval_info.remote())
         self.eval_size = eval_info["clips"]
         if not resume:  # an unreadable evaluation video: recorded and left out, the others evaluate the run
             for path, reason in eval_info["skipped"]:
@@ -179,7 +217,7 @@ class Coordinator:
         averaged in clip order, so the values are those of one worker evaluating every clip."""
         start = time.perf_counter()
         ref = ray.put(params)
-        shares = [list(range(k, self.eval_size, len(self.alive))) for k in range(len(self.alive))]
+        shares = [list(range(k, self.eval_size, len(self.pool.alive))) for k in range(len(self.pool.alive))]
         rows: dict[int, dict[str, float]] = {}
 
         def submit(worker: Any, share: list[int]) -> ray.ObjectRef:
@@ -193,110 +231,23 @@ class Coordinator:
                 raise RuntimeError(f"evaluation of clips {share} failed {attempt} times: {_first_line(err)}") from err
             return True
 
-        for _ in self._dispatch([tuple(sh) for sh in shares if sh], submit, done, failed, lambda share: 0):
+        for _ in self.pool.run([tuple(sh) for sh in shares if sh], submit, done, failed, lambda share: 0):
             pass
         return {**mean_scores([rows[i] for i in range(self.eval_size)]), "eval_seconds": time.perf_counter() - start,
                 "eval_workers": sum(1 for sh in shares if sh)}
 
     def info(self) -> dict[str, Any]:
-        pings = ray.get([self.workers[i].ping.remote() for i in self.alive])
+        pings = ray.get([self.pool.workers[i].ping.remote() for i in self.pool.alive])
         for ping in pings:
             if self.cfg.platform.gpus_per_worker > 0 and not ping["device"].startswith("cuda"):
                 self._event("device_fallback", f"worker {ping['index']} was given GPU {ping['gpu'] or '(none)'} by "
                             f"Ray but torch sees no CUDA device there; it trains on {ping['device']}",
                             worker=ping["index"])
         return {"start_round": self.start_round, "rounds": self.cfg.fl.rounds, "bicubic": self.bicubic,
-                "initial": self.initial, "params": self.model_params, "workers": len(self.alive),
+                "initial": self.initial, "params": self.model_params, "workers": len(self.pool.alive),
                 "worker_pids": [p["pid"] for p in pings], "devices": [p["device"] for p in pings],
                 "gpus": [p["gpu"] for p in pings], "nodes": [p["node"] for p in pings],
-                "environments": ray.get([self.workers[i].environment.remote() for i in self.alive])}
-
-    # ------------------------------------------------------------------ the pool
-    def _dispatch(self, tasks: list[Any], submit: Callable[[Any, Any], ray.ObjectRef],
-                  done: Callable[[Any, int, Any], None], failed: Callable[[Any, int, Exception, int], bool],
-                  size: Callable[[Any], float], depth: int = 1,
-                  requeued: Callable[[Any, int], None] | None = None) -> Iterator[int]:
-        """Run ``tasks`` on the live workers, largest ``size`` first, each to a worker with nothing to do.
-
-        ``depth`` > 1 (``platform.queue_depth``) also queues calls behind a worker's running one, up to
-        ``depth`` in flight, so it starts its next task without waiting for the coordinator in between; only
-        while at least one task per live worker is left, so the round's tail still goes to whichever worker is
-        free first. ``done(task, worker, output)`` takes each result; when the worker died during a task,
-        ``failed(task, worker, error, attempt)`` says whether to retry it (on the next free worker); the calls
-        queued behind it had not started (a worker runs its calls in order) and go back to the queue as they
-        were, no attempt counted (``requeued(task, worker)`` is told). A worker whose restart failed leaves the
-        pool. Yields the number of tasks finished after each one."""
-        queue = [(-size(task), i, task, 1) for i, task in enumerate(tasks)]
-        heapq.heapify(queue)
-        free = dict.fromkeys(self.alive, depth)  # call slots per worker
-        inflight: dict[int, list[ray.ObjectRef]] = {w: [] for w in self.alive}  # in submission order
-        pending: dict[ray.ObjectRef, tuple[Any, int, int, int, str]] = {}
-        finished = 0
-        while queue or pending:
-            while queue:
-                w = next((w for w in self.alive if free[w] > 0 and not inflight[w]), None)
-                if w is None and len(queue) >= len(self.alive):
-                    w = next((w for w in self.alive if free[w] > 0), None)
-                if w is None:
-                    break
-                _, order, task, attempt = heapq.heappop(queue)
-                ref = submit(self.workers[w], task)
-                pending[ref] = (task, w, order, attempt, "task")
-                inflight[w].append(ref)
-                free[w] -= 1
-            if not pending:
-                raise RuntimeError(f"no client worker is left ({len(self.workers)} started, all lost); everything "
-                                   f"up to the last completed round is checkpointed in {self.out}: continue with "
-                                   f"`fedvsr simulate --resume --out {self.out}`")
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            task, w, order, attempt, kind = pending.pop(ref)
-            if kind == "ping":  # a worker that died is back (restarted) or gone for good
-                try:
-                    ray.get(ref)
-                    free[w], inflight[w] = depth, []
-                except ray.exceptions.RayActorError as err:
-                    self.alive.remove(w)
-                    self._event("worker_lost", f"worker {w} could not be restarted: {_first_line(err)}", worker=w)
-                continue
-            try:
-                out = ray.get(ref)
-            except ray.exceptions.RayActorError as err:  # the worker process died
-                self._event("worker_died", _first_line(err), worker=w)
-                calls, inflight[w], free[w] = inflight[w], [], 0
-                info = {r: pending.pop(r) for r in calls if r != ref}
-                info[ref] = (task, w, order, attempt, kind)
-                # its other calls settle now: finished before the death (kept), or failed with it
-                others = [r for r in calls if r != ref]
-                ready, _ = ray.wait(others, num_returns=len(others), timeout=30) if others else ([], [])
-                dead = [ref]
-                for r in others:
-                    try:
-                        result = ray.get(r) if r in ready else None
-                    except ray.exceptions.RayActorError:
-                        result = None
-                    if result is None:
-                        dead.append(r)
-                        continue
-                    done(info[r][0], w, result)
-                    finished += 1
-                    yield finished
-                dead.sort(key=calls.index)
-                for r in dead[1:]:  # queued behind the running call, never started: back as they were
-                    q_task, _, q_order, q_attempt, _ = info[r]
-                    heapq.heappush(queue, (-size(q_task), q_order, q_task, q_attempt))
-                    if requeued is not None:
-                        requeued(q_task, w)
-                task, _, order, attempt, _ = info[dead[0]]  # the oldest unfinished call was the running one
-                # answered once Ray has restarted it (retried while it is restarting); fails if it is gone for good
-                pending[self.workers[w].ping.options(max_task_retries=-1).remote()] = (None, w, -1, 0, "ping")
-                if failed(task, w, err, attempt):
-                    heapq.heappush(queue, (-size(task), order, task, attempt + 1))
-                continue
-            inflight[w].remove(ref)
-            free[w] += 1
-            done(task, w, out)
-            finished += 1
-            yield finished
+                "environments": ray.get([self.pool.workers[i].environment.remote() for i in self.pool.alive])}
 
     # ------------------------------------------------------------------ one round
     def run_round(self, t: int) -> Iterator[dict[str, Any]]:
@@ -374,7 +325,7 @@ class Coordinator:
                         f"had not started and goes back to the queue (no attempt counted)", round=t, client=c, worker=w)
 
         try:
-            for finished in self._dispatch(training, submit, done, failed, lambda c: self.client_size[c],
+            for finished in self.pool.run(training, submit, done, failed, lambda c: self.client_size[c],
                                            cfg.platform.queue_depth, requeued):
                 yield {"progress": (finished + len(clients) - len(training), len(clients)), "round": t}
         except RuntimeError as err:
@@ -426,7 +377,7 @@ class Coordinator:
             "updates_per_s": len(kept) / train_seconds if train_seconds > 0 else math.nan,
             "samples_per_s": seen / train_seconds if train_seconds > 0 else math.nan,
             "lr": self.strategy_lr(t),
-            "workers": len(self.alive),
+            "workers": len(self.pool.alive),
             "eval_workers": metrics["eval_workers"],
         }
         row["status"] = "failed" if failed else "ok"

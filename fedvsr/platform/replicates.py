@@ -142,8 +142,14 @@ class ReplicateGroup:
     others start or resume from their checkpoints."""
 
     def __init__(self, cfg: ExperimentConfig, out: Path, n: int, vary_data: bool = False, resume: bool = False,
-                 placement_group: PlacementGroup | None = None, parallel: bool = False) -> None:
+                 placement_group: PlacementGroup | None = None, parallel: bool = False,
+                 coordinators: list[Any] | None = None) -> None:
+        """``coordinators``: live coordinator actors of earlier runs, configured for these replicates instead of
+        started (:class:`~fedvsr.platform.run.Experiment`); the list is emptied, those left over are killed."""
         self.out, self.parallel = out, parallel
+        spare = list(coordinators or [])
+        if coordinators is not None:
+            coordinators.clear()
         self.configs = replicate_configs(cfg, n, vary_data)
         self.rounds = cfg.fl.rounds
         meta = {"replicates": n, "seeds": [c.seed for c in self.configs],
@@ -166,10 +172,14 @@ class ReplicateGroup:
                 if _finished(d, self.rounds):
                     self.runs.append(None)
                     continue
-                self.runs.append(Experiment(c, d, (d / "config.yaml").is_file(), placement_group, share))
+                self.runs.append(Experiment(c, d, (d / "config.yaml").is_file(), placement_group, share,
+                                            coordinator=spare.pop() if spare else None))
         except BaseException:
             self.close()
             raise
+        finally:
+            for actor in spare:
+                ray.kill(actor)
         for run, rows in zip(self.runs, self.rows, strict=True):
             if run is not None:  # rows after the checkpoint will be trained again
                 for t in [t for t in rows if t >= run.next_round]:
@@ -224,10 +234,14 @@ class ReplicateGroup:
                 run.finish()
         return write_aggregate(self.out)
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> list[Any]:
+        """End every replicate's run; with ``keep``, returns their coordinators, alive for the next runs."""
+        kept = []
         for run in self.runs:
             if run is not None:
-                run.close()
+                kept += run.close(keep)
+        self.runs = [None] * len(self.runs)
+        return kept
 
 
 def fits_in_parallel(cfg: ExperimentConfig, n: int, resources: dict[str, float]) -> bool:

@@ -98,20 +98,24 @@ class Experiment:
 
     Ray must be running (:func:`init_ray`). A new run writes ``config.yaml`` into ``out`` first; with ``resume``
     the coordinator continues from the checkpoint there. ``share`` scales the Ray resources each client worker
-    reserves (replicates stepped in lockstep share one set of CPUs: :mod:`fedvsr.platform.replicates`)."""
+    reserves (replicates stepped in lockstep share one set of CPUs: :mod:`fedvsr.platform.replicates`).
+
+    ``coordinator``: a live coordinator actor of an earlier run (:meth:`close` with ``keep``) to run this one with
+    its workers, configured for this experiment instead of started (a sweep's trials, one after another in the
+    same placement group, with the same ``share``)."""
 
     def __init__(self, cfg: ExperimentConfig, out: Path, resume: bool = False,
-                 placement_group: PlacementGroup | None = None, share: float = 1.0) -> None:
+                 placement_group: PlacementGroup | None = None, share: float = 1.0, coordinator: Any = None) -> None:
         self.cfg, self.out = cfg, out
         if not resume:
             out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(out / "config.yaml", cfg.to_yaml())
         environment = write_environment(out, cfg.platform.kernels, resume)  # what the run computes with
-        self.coordinator = ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node(),
-                                                           **actor_options(cfg.platform.kernels)).remote(
-            cfg.to_dict(), str(out), resume, placement_group, os.environ.get("FEDVSR_FAULT", ""), share
-        )
+        # a kept coordinator was started for the same placement group and share (its workers' resources)
+        self.coordinator = coordinator if coordinator is not None else _start_coordinator(cfg, placement_group, share)
+        self.reused = coordinator is not None
         try:
+            ray.get(self.coordinator.configure.remote(cfg, str(out), resume, os.environ.get("FEDVSR_FAULT", "")))
             self.info: dict[str, Any] = ray.get(self.coordinator.info.remote())
             add_workers(environment, self.info["environments"])
         except BaseException:
@@ -142,8 +146,19 @@ class Experiment:
         """Write the final model and ``summary.json``; returns the summary."""
         return ray.get(self.coordinator.finish.remote())
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> list[Any]:
+        """End the run; with ``keep``, its coordinator and workers stay alive for the next run and are returned
+        (``[coordinator]``), else they are killed (``[]``)."""
+        if keep:
+            return [self.coordinator]
         ray.kill(self.coordinator)
+        return []
+
+
+def _start_coordinator(cfg: ExperimentConfig, placement_group: PlacementGroup | None, share: float) -> Any:
+    """A new coordinator actor on this node (where the output folder is); it starts its workers when configured."""
+    return ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node(),
+                                           **actor_options(cfg.platform.kernels)).remote(placement_group, share)
 
 
 def start_ray(cfg: ExperimentConfig, placement_group: PlacementGroup | None = None, log: Path | None = None) -> bool:

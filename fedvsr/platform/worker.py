@@ -20,8 +20,9 @@ import numpy as np
 import ray
 import torch
 
-from fedvsr.config import config_from_dict
+from fedvsr.config import ExperimentConfig
 from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, load_pair_for, resolve_augment
+from fedvsr.data.degrade import degradation_params
 from fedvsr.data.video import LEFT_OUT, VideoEntry, VideoError
 from fedvsr.evaluation import evaluate_bicubic, evaluate_model, pair_scores_of_model
 from fedvsr.fl import build_strategy
@@ -37,17 +38,33 @@ from fedvsr.platform.environment import describe
 class ClientWorker:
     """Trains the clients handed to it, one after another, on one model instance."""
 
-    def __init__(self, cfg_dict: dict[str, Any], index: int, videos: list[VideoEntry],
-                 client_videos: list[list[int]], eval_videos: list[int], video_cache: int = 64,
-                 fault: str = "") -> None:
-        self.cfg = cfg = config_from_dict(cfg_dict)
+    def __init__(self, index: int, video_cache: int = 64) -> None:
+        """Process-level setup only (Ray re-runs it when it restarts a dead worker): the worker's place in the
+        pool, the GPUs Ray gave it and the decoded-video cache. :meth:`configure` builds one experiment."""
         self.index = index
-        threads = max(1, int(cfg.platform.cpus_per_worker))
-        torch.set_num_threads(threads)
-        use_cuda = cfg.platform.gpus_per_worker > 0 and torch.cuda.is_available()
-        self.device = torch.device("cuda" if use_cuda else "cpu")
         # the GPUs Ray gave this worker (it sets CUDA_VISIBLE_DEVICES to them, so "cuda" is the first of them)
         self.gpu_ids = ",".join(str(g) for g in _ray_gpu_ids())
+        self._cache: OrderedDict[tuple[VideoEntry, str], VideoPair] = OrderedDict()
+        self._cache_size = video_cache
+        self.cfg: ExperimentConfig | None = None
+
+    @classmethod
+    def local(cls, cfg: ExperimentConfig, index: int, videos: list[VideoEntry], client_videos: list[list[int]],
+              eval_videos: list[int]) -> ClientWorker:
+        """A worker in this process (no Ray), configured for ``cfg``: what tests and benchmarks call directly."""
+        worker = cls(index)
+        worker.configure(cfg, videos, client_videos, eval_videos)
+        return worker
+
+    def configure(self, cfg: ExperimentConfig, videos: list[VideoEntry], client_videos: list[list[int]],
+                  eval_videos: list[int], fault: str = "") -> dict[str, Any]:
+        """Build what experiment ``cfg`` needs (its model on this worker's device, its strategy, its data views),
+        replacing the previous experiment's; decoded videos stay cached when they decode the same way. Returns
+        :meth:`ping`."""
+        self.cfg = cfg
+        torch.set_num_threads(max(1, int(cfg.platform.cpus_per_worker)))
+        use_cuda = cfg.platform.gpus_per_worker > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda" if use_cuda else "cpu")
         self.device_name = f"cuda:{self.gpu_ids.split(',')[0]}" if use_cuda and self.gpu_ids else str(self.device)
         self.fault = fault
         self.model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options).to(self.device)
@@ -58,19 +75,20 @@ class ClientWorker:
         self.videos = videos
         self.client_videos = client_videos
         self.eval_videos = eval_videos
-        self._cache: OrderedDict[int, VideoPair] = OrderedDict()
-        self._cache_size = video_cache
+        self._decoding = _decoding(cfg)
         self._eval: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.eval_skipped: list[tuple[str, str]] = []
         self.skipped: list[tuple[str, str]] = []  # the videos of the client in training that could not be used
+        return self.ping()
 
     # ------------------------------------------------------------------ data
     def _pair(self, i: int) -> VideoPair:
-        if i in self._cache:
-            self._cache.move_to_end(i)
-            return self._cache[i]
+        key = (self.videos[i], self._decoding)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
         pair = load_pair_for(self.cfg, self.videos[i])
-        self._cache[i] = pair
+        self._cache[key] = pair
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return pair
@@ -234,6 +252,12 @@ class ClientWorker:
     def ping(self) -> dict[str, Any]:
         return {"index": self.index, "pid": os.getpid(), "device": self.device_name, "gpu": self.gpu_ids,
                 "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""}
+
+
+def _decoding(cfg: ExperimentConfig) -> str:
+    """What :func:`~fedvsr.data.datasets.load_pair_for` reads from ``cfg`` besides the video itself: the cache
+    key of a decoded pair beside its :class:`VideoEntry` (a new experiment decoding the same way reuses it)."""
+    return repr((cfg.data.degradation, sorted(degradation_params(cfg.data).items()), cfg.data.scale, cfg.data.seed))
 
 
 def _ray_gpu_ids() -> list:

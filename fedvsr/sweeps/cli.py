@@ -1,6 +1,6 @@
 """The sweep and result commands of ``fedvsr``: ``sweep``, ``best``, ``compare`` and ``report``.
 
-    fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--seed S] [--replicates N] [--address ADDR]
+    fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K|auto] [--seed S] [--replicates N] [--address ADDR]
                  [--set k=v ...]
     fedvsr sweep --resume --out DIR
     fedvsr sweep --list
@@ -49,12 +49,15 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_output_folder(out, resume=args.resume, ours=(SWEEP_FILE,), what="sweep")
     args.runs_in = out  # fedvsr.cli.main draws the plots of the trials finished in it
-    if args.concurrent is not None and args.concurrent < 1:
-        raise ConfigError(f"--concurrent = {args.concurrent} is not allowed; expected an integer >= 1")
     if spec is not None:
-        from fedvsr.starting import say_starting
+        import copy
 
-        base = spec.experiment_config({"platform.address": args.address} if args.address else {})
+        from fedvsr.starting import say_starting
+        from fedvsr.sweeps.trial import trial_plan
+
+        base = copy.deepcopy(trial_plan(spec, {}).cfg)  # built once per trial and for the base (sweeps.trial)
+        if args.address:
+            base.platform.address = args.address
         _check_points_fit(spec, base)
         w = base.platform.workers
         say_starting(base, prefix="fedvsr sweep", workers=f"{w} worker{'s' if w > 1 else ''} per trial")
@@ -79,17 +82,31 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _concurrent(text: str) -> int | str:
+    """``--concurrent``: an integer >= 1 or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--concurrent = {text} is not allowed; expected an integer >= 1 or auto")
+    return value
+
+
 def _check_points_fit(spec, base) -> None:
     """Each grid point against this machine (:func:`fedvsr.preflight.check_fits_machine`): a point whose workers need
     more CPUs than a local Ray has would wait for them forever. (Optuna's points are drawn later; the fixed keys are
     checked with the base config.)"""
     from fedvsr.preflight import check_fits_machine
+    from fedvsr.sweeps.trial import trial_plan
 
     if spec.search != "grid" or base.platform.address:
         return
     for point in spec.grid_points():
         try:
-            check_fits_machine(spec.experiment_config(point))
+            check_fits_machine(trial_plan(spec, point).cfg)
         except ConfigError as err:
             values = ", ".join(f"{k}={v}" for k, v in point.items())
             raise ConfigError(f"sweep spec {spec.name!r}, grid point {values}: {err}") from None
@@ -185,7 +202,9 @@ def add_commands(sub) -> None:
     sw.add_argument("--list", action="store_true", help="list the shipped specs and exit")
     sw.add_argument("--out", help="sweep folder (default: runs/sweep-<spec>-<time>)")
     sw.add_argument("--trials", type=int, help="optuna: number of trials (overrides the spec)")
-    sw.add_argument("--concurrent", type=int, help="trials running at once (default: as many as resources allow)")
+    sw.add_argument("--concurrent", type=_concurrent, help="trials running at once (default: as many as resources "
+                    "allow), or auto: each trial's workers sized to the trial and as many trials side by side as "
+                    "keep the CPUs (or GPUs) busy")
     sw.add_argument("--seed", type=int, help="seed of the searcher (overrides the spec's)")
     sw.add_argument("--replicates", type=int, metavar="N", help="training seeds per point (overrides the spec's "
                     "`replicates`): each trial runs N replicates and ASHA / Optuna decide on their mean")

@@ -30,167 +30,35 @@ a run silently written to that node's local disk. ``node.json`` in each run fold
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import json
 import math
 import os
 import time
-import traceback
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
 
-from fedvsr.config import ConfigError
-from fedvsr.platform.cluster import SWEEP_ID_FILE, check_nodes_see, check_sweep_folder, root_cause, this_node
-from fedvsr.platform.results import write_json_atomic, write_text_atomic
+from fedvsr.platform.cluster import SWEEP_ID_FILE, check_nodes_see
+from fedvsr.platform.results import write_text_atomic
 from fedvsr.sweeps.persist import save_spec, saved_spec
 from fedvsr.sweeps.results import (
     ERROR_FILE,
-    NODE_FILE,
     SWEEP_FILE,
     mark_status,
     write_trials_table,
 )
 from fedvsr.sweeps.spec import SpecError, SweepSpec
+from fedvsr.sweeps.trial import SweepTrial, run_folder_name, trial_plan, trial_resources
 
 METRIC_KEYS = {"psnr": "psnr", "ssim": "ssim", "loss": "loss"}
 #: Tune's own experiment folder (its state, for --resume) inside the sweep folder
 TUNE_DIR = "tune"
-
-
-def run_folder_name(trial_id: str, overrides: dict[str, Any]) -> str:
-    """``<index>-<hash>``: the trial's index in the sweep and a hash of its values (stable across restarts)."""
-    index = trial_id.rsplit("_", 1)[-1]
-    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{index}-{digest}"
-
-
-def _report_row(row: dict[str, Any], rounds: int) -> dict[str, Any]:
-    loss = row["train_loss"]
-    return {"round": int(row["round"]), "rounds": rounds, "psnr": float(row["psnr"]), "ssim": float(row["ssim"]),
-            # a round where every client was dropped has no loss: worst, never NaN (ASHA compares it)
-            "loss": float(loss) if math.isfinite(loss) else math.inf, "seconds": float(row["seconds"])}
-
-
-def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, sweep_id: str | None = None,
-                parallel: bool = False) -> None:
-    """The Tune function of one trial (runs in a Tune actor, on any node of the cluster). With
-    ``spec.replicates`` > 1 the trial runs its point's replicates stepped together and reports their mean per
-    round (``parallel``: each replicate with its own workers, see :mod:`fedvsr.platform.replicates`)."""
-    from ray import tune
-
-    if sweep_id is not None:  # before anything is written: never a run folder on a node's local disk
-        check_sweep_folder(sweep_dir, sweep_id)
-    overrides = spec.trial_overrides(config)
-    out = Path(sweep_dir) / "runs" / run_folder_name(tune.get_context().get_trial_id(), overrides)
-    try:
-        cfg = spec.experiment_config(overrides)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / NODE_FILE, this_node())
-        if spec.replicates > 1:
-            _trial_replicates(cfg, spec, out, parallel)
-        else:
-            _trial_run(cfg, out)
-    except Exception as err:
-        from fedvsr.platform.replicates import is_replicate_group
-
-        out.mkdir(parents=True, exist_ok=True)
-        if not (out / "config.yaml").is_file() and not is_replicate_group(out):
-            write_text_atomic(out / "config.yaml", yaml.safe_dump(_tree(spec, overrides), sort_keys=False))
-        write_text_atomic(out / ERROR_FILE, root_cause(err) + "\n\n" + traceback.format_exc())
-        raise
-
-
-def _trial_run(cfg, out: Path) -> None:
-    """One run per trial: its rounds reported as they finish; a finished run is reported, not trained again."""
-    from ray import tune
-    from ray.util.placement_group import get_current_placement_group
-
-    from fedvsr.platform.run import run_experiment
-
-    rounds = cfg.fl.rounds
-    done = pq.read_table(out / "rounds.parquet").to_pylist() if (out / "rounds.parquet").is_file() else []
-    if (out / "summary.json").is_file() and len(done) >= rounds:
-        tune.report(_report_row(done[-1], rounds))  # finished before an interruption: nothing to train
-        return
-    resume = (out / "config.yaml").is_file()
-    last: list[dict[str, Any]] = []
-
-    def on_round(row: dict[str, Any]) -> None:
-        # the last round is reported after the run has written its summary and model: Tune ends a trial
-        # as soon as it reports round max_t, and would cut the run's ending short
-        if row["round"] < rounds:
-            tune.report(_report_row(row, rounds))
-        else:
-            last.append(row)
-
-    run_experiment(None if resume else cfg, out, resume=resume, on_round=on_round,
-                   placement_group=get_current_placement_group())
-    if last:
-        tune.report(_report_row(last[-1], rounds))
-
-
-def _trial_replicates(cfg, spec: SweepSpec, out: Path, parallel: bool) -> None:
-    """A point's replicates in the trial folder, stepped together; Tune sees the mean of each round."""
-    from ray import tune
-    from ray.util.placement_group import get_current_placement_group
-
-    from fedvsr.platform.replicates import ReplicateGroup, aggregate_rounds, is_replicate_group
-
-    rounds = cfg.fl.rounds
-    group = ReplicateGroup(cfg, out, spec.replicates, spec.vary_data, resume=is_replicate_group(out),
-                           placement_group=get_current_placement_group(), parallel=parallel)
-    try:
-        if group.done:  # finished before an interruption: report, do not train again
-            group.finish()
-            tune.report(_report_mean(aggregate_rounds([list(rows.values()) for rows in group.rows])[-1], rounds))
-            return
-        while not group.done:
-            agg, _ = group.run_round()
-            if agg["round"] == rounds:
-                group.finish()  # before the last report (see _trial_run)
-            tune.report(_report_mean(agg, rounds))
-    finally:
-        group.close()
-
-
-def _report_mean(agg: dict[str, Any], rounds: int) -> dict[str, Any]:
-    """What a trial with replicates reports: the mean of each metric over them (what ASHA and Optuna compare),
-    with its std and n."""
-    loss = agg["train_loss_mean"]
-    return {"round": int(agg["round"]), "rounds": rounds, "psnr": float(agg["psnr_mean"]),
-            "ssim": float(agg["ssim_mean"]), "loss": float(loss) if math.isfinite(loss) else math.inf,
-            "psnr_std": float(agg["psnr_std"]), "replicates": int(agg["n"]), "seconds": float(agg["seconds"])}
-
-
-def _tree(spec: SweepSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    from fedvsr.config import set_dotted
-
-    tree = spec.base_tree()
-    for k, v in overrides.items():
-        set_dotted(tree, k, v)
-    return tree
-
-
-def trial_resources(spec: SweepSpec, parallel: bool = False) -> Callable[[dict[str, Any]], Any]:
-    """Tune's per-trial resources: an empty bundle for the trial's driver, one bundle per client worker (per
-    client worker of every replicate when the replicates run in ``parallel``; else they share one set)."""
-    from ray import tune
-
-    def resources(config: dict[str, Any]):
-        try:
-            p = spec.experiment_config(spec.trial_overrides(config)).platform
-        except ConfigError:  # the trial records the error itself
-            p = spec.experiment_config({}).platform
-        worker = {"CPU": p.cpus_per_worker, **({"GPU": p.gpus_per_worker} if p.gpus_per_worker else {})}
-        copies = spec.replicates if parallel else 1
-        return tune.PlacementGroupFactory([{"CPU": 0}] + [dict(worker) for _ in range(p.workers * copies)])
-
-    return resources
 
 
 def _optuna_search(spec: SweepSpec):
@@ -226,12 +94,14 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
             self.finished = 0
 
         def _folder(self, trial) -> Path:
-            return sweep_dir / "runs" / run_folder_name(trial.trial_id, spec.trial_overrides(trial.config))
+            return sweep_dir / "runs" / run_folder_name(trial.trial_id, trial_plan(spec, trial.config).overrides)
 
         def _values(self, trial) -> str:
-            return ", ".join(f"{k}={_short(v)}" for k, v in spec.trial_overrides(trial.config).items())
+            return ", ".join(f"{k}={_short(v)}" for k, v in trial_plan(spec, trial.config).overrides.items())
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            if not result.get("replayed"):
+                count_busy(sweep_dir, trial_plan(spec, trial.config).cfg, result.get("seconds", 0.0))
             self.running[trial.trial_id] = {"round": result.get("round"), "rounds": result.get("rounds"),
                                             "psnr": result.get("psnr"), "values": self._values(trial)}
             now = time.monotonic()
@@ -274,23 +144,45 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
                 message = Path(trial.error_file).read_text().strip().splitlines()[-1]
             if not folder.is_dir():
                 folder.mkdir(parents=True)
-                write_text_atomic(folder / "config.yaml", yaml.safe_dump(_tree(spec, spec.trial_overrides(
-                    trial.config)), sort_keys=False))
+                write_text_atomic(folder / "config.yaml", yaml.safe_dump(trial_plan(spec, trial.config).tree,
+                                                                         sort_keys=False))
             self._done(trial, "error", message or "the trial failed (see Ray's logs)")
 
     return Progress()
+
+
+#: per sweep folder (this driver's sweep): seconds x resources its trials' rounds held, what its utilisation counts
+_BUSY: dict[str, dict[str, float]] = {}
+
+
+def count_busy(sweep_dir: Path, cfg, seconds: float) -> None:
+    """Add a round of ``seconds`` of a trial of ``cfg`` to the sweep's busy time: its workers' GPUs when it has
+    them, else their CPUs (a module function, so a callback Tune restored by value counts into the same table)."""
+    if cfg is None:
+        return
+    p = cfg.platform
+    kind, per = ("GPU", p.gpus_per_worker) if p.gpus_per_worker > 0 else ("CPU", p.cpus_per_worker)
+    busy = _BUSY.setdefault(str(sweep_dir), {})
+    busy[kind] = busy.get(kind, 0.0) + float(seconds) * p.workers * per
+
+
+def utilisation(busy: dict[str, float], wall: float, resources: dict[str, float]) -> dict[str, float]:
+    """``{"CPU": u, ...}``: the trials' rounds' seconds x the resources they held, over wall x the cluster's."""
+    return {k: v / (wall * resources[k]) for k, v in busy.items() if wall > 0 and resources.get(k, 0) > 0}
 
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | None = None, resume: bool = False,
+def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | str | None = None,
+              resume: bool = False,
               address: str | None = None, echo: Callable[[str], None] = lambda s: print(s, flush=True),
               table_every: float = 30.0) -> list[dict[str, Any]]:
     """Run (or with ``resume`` continue) the sweep in ``out``; returns the rows of ``trials.parquet``.
 
-    ``address``: the Ray cluster to run on (default: the spec's platform.address, usually a local Ray)."""
+    ``address``: the Ray cluster to run on (default: the spec's platform.address, usually a local Ray).
+    ``concurrent``: trials at once (None: as many as the resources allow; ``"auto"``: :func:`pack`)."""
     out = Path(out).resolve()
     if resume:
         if not (out / SWEEP_FILE).is_file():
@@ -303,10 +195,10 @@ def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | 
     else:
         if (out / SWEEP_FILE).exists():
             raise SpecError(f"{str(out)!r} already holds a sweep; pass --resume to continue it or choose another --out")
-    if concurrent is not None and concurrent < 1:
-        raise SpecError(f"--concurrent = {concurrent} is not allowed; expected an integer >= 1")
+    if concurrent is not None and concurrent != "auto" and (not isinstance(concurrent, int) or concurrent < 1):
+        raise SpecError(f"--concurrent = {concurrent} is not allowed; expected an integer >= 1 or auto")
 
-    base = spec.experiment_config({})
+    base = copy.deepcopy(trial_plan(spec, {}).cfg)  # the spec's own, built once (validated with the spec)
     if address:  # else the spec's platform.address, else $RAY_ADDRESS (inside `ray job submit`): init_ray decides
         base.platform.address = address
     import ray
@@ -317,6 +209,10 @@ def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines instead of Tune's tables
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     try:
+        if concurrent == "auto":
+            spec, concurrent = pack(spec, ray.cluster_resources())
+            w = trial_plan(spec, {}).cfg.platform.workers
+            echo(f"fedvsr sweep: --concurrent auto: {concurrent} trials at once, {w} worker{'s' * (w > 1)} each")
         if not resume:
             out.mkdir(parents=True, exist_ok=True)
             save_spec(spec, out)
@@ -339,7 +235,7 @@ def replicates_in_parallel(spec: SweepSpec) -> bool:
 
     from fedvsr.platform.replicates import fits_in_parallel
 
-    return spec.replicates > 1 and fits_in_parallel(spec.experiment_config({}), spec.replicates,
+    return spec.replicates > 1 and fits_in_parallel(trial_plan(spec, {}).cfg, spec.replicates,
                                                     ray.cluster_resources())
 
 
@@ -360,7 +256,7 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
 
     parallel = replicates_in_parallel(spec)
     trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, spec=spec, sweep_dir=str(out), sweep_id=sweep_id, parallel=parallel),
+        tune.with_parameters(SweepTrial, spec=spec, sweep_dir=str(out), sweep_id=sweep_id, parallel=parallel),
         trial_resources(spec, parallel))
     metric = METRIC_KEYS[spec.metric]
     if resume and tune.Tuner.can_restore(str(out / TUNE_DIR)):
@@ -381,10 +277,12 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
             param_space=param_space,
             tune_config=tune.TuneConfig(metric=metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
                                         num_samples=samples, max_concurrent_trials=concurrent,
-                                        trial_dirname_creator=lambda t: t.trial_id),
+                                        trial_dirname_creator=lambda t: t.trial_id, reuse_actors=True),
             run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(out), verbose=0,
                                       callbacks=[_progress_callback(spec, out, echo, table_every)],
-                                      failure_config=tune.FailureConfig(max_failures=0)),
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      # a trial's state is its run folder (its round checkpoints), not Tune's
+                                      checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
         )
         reps = (f", {spec.replicates} replicates per point ({'in parallel' if parallel else 'sharing the workers'}"
                 f"; ASHA and Optuna see their mean)" if spec.replicates > 1 else "")
@@ -392,14 +290,17 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
              f"{', ASHA on rounds' if spec.scheduler == 'asha' else ''}{reps}), metric {spec.metric} ({spec.mode}); "
              f"output in {out}")
     started = time.time()
+    _BUSY.pop(str(out), None)
     try:
         grid = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Tune gives up saving its state once more, what it had is kept
         grid = None
+    wall = time.time() - started
     rows = write_trials_table(out)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped", "error", "incomplete")}
-    echo(f"fedvsr sweep: {len(rows)} trials in {time.time() - started:.0f} s: "
+    echo(f"fedvsr sweep: {len(rows)} trials in {wall:.0f} s: "
          + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" -> {out / 'trials.parquet'}")
+    _report_utilisation(out, wall, echo)
     if grid is not None and grid.num_errors:
         echo(f"fedvsr sweep: {grid.num_errors} trial(s) failed; their errors are in trials.parquet")
     # Tune ends fit() early only when interrupted (SIGINT, SIGUSR1): it catches the signal itself, saves its state
@@ -407,6 +308,52 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
     if grid is None or grid.num_terminated + grid.num_errors < spec.trials:
         raise SweepInterrupted(out, spec, rows)
     return rows
+
+
+def _report_utilisation(out: Path, wall: float, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Say how busy the sweep kept the cluster (:func:`utilisation`) and keep it in ``trials.parquet``'s metadata
+    (``fedvsr.utilisation``: JSON ``{"wall_seconds", "resources", "busy_seconds", "utilisation"}``)."""
+    import ray
+
+    from fedvsr.platform.results import write_parquet_atomic
+    from fedvsr.sweeps.results import TRIALS_FILE
+
+    resources = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+    busy = _BUSY.pop(str(out), {})
+    used = utilisation(busy, wall, resources)
+    record = {"wall_seconds": wall, "resources": resources, "busy_seconds": busy, "utilisation": used}
+    if used:
+        echo("fedvsr sweep: utilisation " + ", ".join(f"{u:.0%} of {resources[k]:g} {k}s" for k, u in used.items())
+             + " (the trials' rounds x the workers' resources they held, over wall time x the cluster's)")
+    path = out / TRIALS_FILE
+    if path.is_file():
+        table = pq.read_table(path)
+        meta = {**(table.schema.metadata or {}), b"fedvsr.utilisation": json.dumps(record).encode()}
+        write_parquet_atomic(path, table.replace_schema_metadata(meta))
+    return record
+
+
+def pack(spec: SweepSpec, resources: dict[str, float]) -> tuple[SweepSpec, int]:
+    """``--concurrent auto``: the spec with each trial's ``platform.workers`` sized to the trial and the number of
+    trials to run at once, so the cluster's CPUs (GPUs when the workers take GPUs) stay busy.
+
+    A trial needs no more workers than it trains clients per round; small trials run side by side: with S worker
+    slots (resources over one worker's), N trials and R replicates that fit side by side, k = min(N, S // R)
+    trials run at once with w = min(workers, clients per round, S // (k R)) workers each (at least 1). The
+    numbers of a run do not depend on its number of workers. A spec that sweeps ``platform.workers`` keeps it."""
+    base = trial_plan(spec, {}).cfg
+    p = base.platform
+    kind, per = ("GPU", p.gpus_per_worker) if p.gpus_per_worker > 0 else ("CPU", p.cpus_per_worker)
+    slots = int(resources.get(kind, 0.0) / per + 1e-9) if per > 0 else 0
+    if slots < 1:
+        return spec, 1
+    copies = spec.replicates if 1 < spec.replicates <= slots else 1
+    if "platform.workers" in spec.swept_keys():
+        return spec, max(1, slots // (p.workers * copies))
+    trials = len(spec.grid_points()) if spec.search == "grid" else spec.trials
+    k = max(1, min(trials, slots // copies))
+    w = max(1, min(p.workers, base.fl.clients_per_round, slots // (k * copies)))
+    return replace(spec, fixed={**spec.fixed, "platform.workers": w}), max(1, slots // (w * copies))
 
 
 class SweepInterrupted(Exception):

@@ -81,7 +81,7 @@ def test_bicubic_and_initial_model_equal_the_federated_runs(central_run, synth_r
     _, summary, _, _ = central_run
     cfg = tiny(synth_root)
     videos, pool, held = experiment_videos(cfg)
-    worker = ClientWorker(cfg.to_dict(), 0, videos, [pool], held)
+    worker = ClientWorker.local(cfg, 0, videos, [pool], held)
     bicubic = worker.evaluate_bicubic()
     assert (bicubic["psnr"], bicubic["ssim"]) == (summary["bicubic_psnr"], summary["bicubic_ssim"])
     torch.manual_seed(cfg.seed)  # as the coordinator builds the global model

@@ -66,12 +66,16 @@ def test_two_round_experiment_writes_every_output(fedavg_run):
     assert "tail.weight" in weights and np.isfinite(weights["tail.weight"]).all()
 
 
-def test_same_seed_same_numbers_whatever_the_number_of_workers(fedavg_run, synth_root, tmp_path):
+@pytest.fixture(scope="module")
+def seed1_run(ray_local, synth_root, tmp_path_factory):
+    return run(tmp_path_factory.mktemp("seed1"), "seed-1", synth_root, "seed=1")
+
+
+def test_same_seed_same_numbers_whatever_the_number_of_workers(fedavg_run, seed1_run, synth_root, tmp_path):
     out, _ = fedavg_run
     one, _ = run(tmp_path, "one-worker", synth_root, "platform.workers=1")
     assert columns(one) == columns(out)
-    other, _ = run(tmp_path, "seed-1", synth_root, "seed=1")
-    assert columns(other) != columns(out)
+    assert columns(seed1_run[0]) != columns(out)
 
 
 def test_fedprox_with_mu_zero_is_fedavg(fedavg_run, synth_root, tmp_path):
@@ -112,6 +116,33 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes_unchanged(fedavg_run,
                  on_round=kill_worker_after_first_round)
     assert len(pids) == 2
     assert columns(out) == columns(fedavg_run[0])
+
+
+def test_a_live_coordinator_configured_again_gives_the_numbers_of_fresh_actors(fedavg_run, seed1_run, synth_root,
+                                                                               tmp_path):
+    """Two experiments on one coordinator and one worker pool (``configure`` twice, no new process) give the
+    numbers of each experiment run on fresh actors."""
+    import ray
+
+    from fedvsr.platform.coordinator import Coordinator
+
+    coordinator = ray.remote(Coordinator).options(num_cpus=0).remote()
+    pids = []
+    try:
+        for name, extra in (("first", ()), ("second", ("seed=1",))):
+            cfg = load_config(None, tiny_experiment(synth_root, *extra))
+            (tmp_path / name).mkdir()
+            ray.get(coordinator.configure.remote(cfg, str(tmp_path / name)))
+            pids.append(ray.get(coordinator.info.remote())["worker_pids"])
+            for t in range(1, cfg.fl.rounds + 1):
+                for ref in coordinator.run_round.options(num_returns="streaming").remote(t):
+                    ray.get(ref)
+            ray.get(coordinator.finish.remote())
+    finally:
+        ray.kill(coordinator)
+    assert pids[0] == pids[1] and len(pids[0]) == 2
+    assert columns(tmp_path / "first") == columns(fedavg_run[0])
+    assert columns(tmp_path / "second") == columns(seed1_run[0])
 
 
 def test_scaffold_keeps_client_states_in_the_store(ray_local, synth_root, tmp_path):

@@ -117,7 +117,7 @@ def make_worker(worker_inputs, *extra):
     cfg = load_config(None, ["model.preset=tiny", "fl.batch_size=4", "data.patch=16", "data.samples_per_video=4",
                              "fl.clients=2", "fl.clients_per_round=1", *extra])
     videos, client_videos, held = worker_inputs
-    return ClientWorker(cfg.to_dict(), 0, videos, client_videos, held)
+    return ClientWorker.local(cfg, 0, videos, client_videos, held)
 
 
 def test_a_late_client_is_dropped_or_cut_as_configured(worker_inputs):
