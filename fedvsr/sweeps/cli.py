@@ -49,6 +49,8 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_output_folder(out, resume=args.resume, ours=(SWEEP_FILE,), what="sweep")
     args.runs_in = out  # fedvsr.cli.main draws the plots of the trials finished in it
+    if isinstance(args.concurrent, int) and args.concurrent < 1:
+        raise ConfigError(f"--concurrent = {args.concurrent} is not allowed; expected an integer >= 1 or auto")
     if spec is not None:
         import copy
 
@@ -87,12 +89,9 @@ def _concurrent(text: str) -> int | str:
     if text == "auto":
         return text
     try:
-        value = int(text)
+        return int(text)  # below 1: refused by the command, in one line with the other bad inputs
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--concurrent = {text} is not allowed; expected an integer >= 1 or auto")
-    return value
+        raise argparse.ArgumentTypeError(f"--concurrent = {text} is not allowed; expected an integer >= 1 or auto") from None
 
 
 def _check_points_fit(spec, base) -> None:
