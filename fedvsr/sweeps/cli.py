@@ -91,7 +91,8 @@ def _concurrent(text: str) -> int | str:
     try:
         return int(text)  # below 1: refused by the command, in one line with the other bad inputs
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--concurrent = {text} is not allowed; expected an integer >= 1 or auto") from None
+        raise argparse.ArgumentTypeError(
+            f"--concurrent = {text} is not allowed; expected an integer >= 1 or auto") from None
 
 
 def _check_points_fit(spec, base) -> None:
