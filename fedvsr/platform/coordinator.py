@@ -22,6 +22,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,9 @@ from fedvsr.data.degrade import degradation_params
 from fedvsr.data.sources import experiment_data
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import PartialAggregate, merge_updates, normalised_weights, to_numpy, to_torch
+from fedvsr.fl.participation import ClientPlan, ClientReport
 from fedvsr.fl.partition import Degradation, client_degradations, partition_table, partition_videos, with_degradations
-from fedvsr.fl.sampling import client_seed, sample_clients
+from fedvsr.fl.sampling import client_speeds, drops_out, sample_clients
 from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import float_state
 from fedvsr.metrics import mean_scores
@@ -48,7 +50,7 @@ from fedvsr.platform.environment import actor_options
 from fedvsr.platform.pool import WorkerPool
 from fedvsr.platform.results import ResultsStore, fsync_file, repair_jsonl, write_json_atomic, write_parquet_atomic
 from fedvsr.platform.state_store import ClientStateStore
-from fedvsr.platform.worker import ClientWorker
+from fedvsr.platform.worker import ClientResult, ClientWorker
 from fedvsr.report import plot_psnr
 
 #: client updates merged at once (block by block: see fedvsr.fl.aggregate.merge_updates)
@@ -61,6 +63,45 @@ WRITE_POINTS = ("client_state", "clients", "rounds", "checkpoint_files", "checkp
 def on_this_node() -> NodeAffinitySchedulingStrategy:
     """Scheduling that keeps an actor on the calling process's node (where the output folder is)."""
     return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
+class MergeInOrder:
+    """Client updates merged in dispatch order, whichever worker trained them and whenever they arrive: a small
+    reorder buffer, flushed MERGE_BATCH at a time (None: a client that sent none, a hole to skip)."""
+
+    def __init__(self, aggregate: PartialAggregate, order: list[int]) -> None:
+        self.aggregate = aggregate
+        self.position = {c: i for i, c in enumerate(order)}
+        self.arrived: dict[int, Any] = {}
+        self.merged = 0
+
+    def add(self, client: int, update: Any) -> None:
+        self.arrived[self.position[client]] = update
+        self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        ready = 0
+        while self.merged + ready in self.arrived:
+            ready += 1
+        if ready and (final or ready >= MERGE_BATCH):
+            batch = [self.arrived.pop(i) for i in range(self.merged, self.merged + ready)]
+            merge_updates(self.aggregate, [u for u in batch if u is not None])
+            self.merged += ready
+
+
+@dataclass
+class RoundState:
+    """What one round gathers while its clients train."""
+
+    round: int
+    clients: list[int]  #: sampled
+    params_ref: Any  #: the global weights in the object store
+    server_ref: Any  #: the server state there
+    training: list[int] = field(default_factory=list)  #: sampled and not dropped out
+    reports: dict[int, ClientReport] = field(default_factory=dict)
+    states: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  #: new persistent client states
+    attempts: dict[int, int] = field(default_factory=dict)  #: the next attempt of a retried client
+    merge: MergeInOrder | None = None
 
 
 class Coordinator:
@@ -95,8 +136,7 @@ class Coordinator:
         # largest client data first, so the longest clients start first and nobody waits for one at the end
         self.client_size = [len(v) for v in self.client_videos]
         # system heterogeneity: a seeded speed per client (fl.stragglers)
-        speeds = np.random.default_rng([cfg.seed, 0x5EED]).standard_normal(cfg.fl.clients)
-        self.speed = np.exp(cfg.fl.stragglers * speeds) if cfg.fl.stragglers > 0 else np.ones(cfg.fl.clients)
+        self.speed = client_speeds(cfg.seed, cfg.fl.clients, cfg.fl.stragglers)
         self._start_store()
         self._start_model(resume)
 
@@ -245,142 +285,141 @@ class Coordinator:
 
     # ------------------------------------------------------------------ one round
     def run_round(self, t: int) -> Iterator[dict[str, Any]]:
-        """Round ``t``; yields ``{"progress": (done, total)}`` as clients finish, then ``{"row": ...}``."""
-        cfg = self.cfg
+        """Round ``t``: sample -> dispatch -> merge -> server update -> evaluate -> record; yields ``{"progress":
+        (done, total)}`` as clients finish, then ``{"row": ...}`` (with ``"failed"``: why, when too few trained)."""
         start = time.perf_counter()
+        r = self._sample(t)
+        try:
+            for finished in self._dispatch(r):
+                yield {"progress": (finished + len(r.clients) - len(r.training), len(r.clients)), "round": t}
+        except RuntimeError as err:
+            self._event("worker_lost", str(err), round=t)
+            raise
+        r.merge.flush(final=True)
+        train_seconds = time.perf_counter() - start
+        rows, kept = self._weigh(r)
+        failed = _failed_round(t, rows, self.cfg.fl.min_clients)
+        if failed:  # too few clients trained: no update, no checkpoint; the run stops after this round's rows
+            self._event("round_failed", failed, round=t)
+        else:
+            self._server_update(t, kept, r.merge.aggregate)
+        metrics = self._evaluate(self.params)
+        row = self._round_row(t, metrics, rows, kept, time.perf_counter() - start, train_seconds)
+        row["status"] = "failed" if failed else "ok"
+        if failed:
+            self.results.append(row, [c.row() for c in rows])
+            yield {"row": row, "failed": failed}
+            return
+        self._commit_round(t, row, [c.row() for c in rows], r.states)
+        yield {"row": row}
+
+    def _sample(self, t: int) -> RoundState:
+        """The round's clients (fl.sampling), those that drop out (fl.dropout: reported, never trained) and the
+        merge of the others' updates in dispatch order (largest data first, then client id)."""
+        cfg = self.cfg
         clients = sample_clients(cfg.seed, t, cfg.fl.clients, cfg.fl.clients_per_round)
-        params_ref = ray.put(self.params)
-        server_ref = ray.put(self.server_state)
-        reports: dict[int, dict[str, Any]] = {}
-        states: dict[int, dict[str, np.ndarray]] = {}
-
-        # clients that do not report this round (fl.dropout): drawn per (seed, round, client), never trained
-        training = []
+        r = RoundState(t, clients, ray.put(self.params), ray.put(self.server_state))
         for c in clients:
-            draw = np.random.default_rng([client_seed(cfg.seed, t, c), 0xD0]).random() if cfg.fl.dropout > 0 else 1.0
-            if draw < cfg.fl.dropout:
-                reports[c] = self._not_trained(t, c, f"did not report (fl.dropout = {cfg.fl.dropout})")
+            if drops_out(cfg.seed, t, c, cfg.fl.dropout):
+                r.reports[c] = self._not_trained(t, c, f"did not report (fl.dropout = {cfg.fl.dropout})")
             else:
-                training.append(c)
+                r.training.append(c)
+        order = sorted(r.training, key=lambda c: (-self.client_size[c], c))
+        r.merge = MergeInOrder(PartialAggregate.reusing(self._last_aggregate), order)  # last round's buffers
+        self._last_aggregate = None
+        return r
 
-        def plan(c: int, attempt: int) -> dict[str, Any]:
-            speed = float(self.speed[c])
-            return {"attempt": attempt, "speed": speed, "budget": cfg.fl.deadline * speed if cfg.fl.deadline else 0.0}
+    def _plan(self, c: int, attempt: int) -> ClientPlan:
+        return ClientPlan.of(self.cfg.fl.deadline, float(self.speed[c]), attempt)
+
+    def _dispatch(self, r: RoundState) -> Iterator[int]:
+        """Train the round's clients on the pool (each retried up to platform.max_retries times when its worker
+        dies); updates go to the merge as they arrive. Yields the number of clients finished."""
+        cfg, t = self.cfg, r.round
 
         def submit(worker: Any, c: int) -> ray.ObjectRef:
             states = self.store.get_many.remote([c]) if self.store is not None else None
-            return worker.train_client.remote(t, params_ref, server_ref, c, states, plan(c, attempts.get(c, 1)))
+            return worker.train_client.remote(t, r.params_ref, r.server_ref, c, states,
+                                              self._plan(c, r.attempts.get(c, 1)))
 
-        attempts: dict[int, int] = {}
-
-        # updates are merged in the dispatch order (largest data first, then client id), whichever worker
-        # trained them and whenever they arrive: a small reorder buffer, flushed MERGE_BATCH at a time
-        aggregate = PartialAggregate.reusing(self._last_aggregate)  # last round's float64 buffers
-        self._last_aggregate = None
-        order = sorted(training, key=lambda c: (-self.client_size[c], c))
-        position = {c: i for i, c in enumerate(order)}
-        arrived: dict[int, Any] = {}
-        merged = 0
-
-        def flush(final: bool = False) -> None:
-            nonlocal merged
-            ready = 0
-            while merged + ready in arrived:
-                ready += 1
-            if ready and (final or ready >= MERGE_BATCH):
-                batch = [arrived.pop(i) for i in range(merged, merged + ready)]
-                merge_updates(aggregate, [u for u in batch if u is not None])
-                merged += ready
-
-        def done(c: int, _w: int, out: dict[str, Any]) -> None:
-            reports[c] = out["report"]
-            for path, reason in out.get("skipped", ()):  # a video that broke since the scan: the client went on
+        def done(c: int, _w: int, out: ClientResult) -> None:
+            r.reports[c] = out.report
+            for path, reason in out.skipped:  # a video that broke since the scan: the client went on
                 self._event("video_skipped", reason, path=path, round=t, client=c)
-            arrived[position[c]] = out["update"]
-            if out["state"] is not None:
-                states[c] = out["state"]
-            flush()
+            if out.state is not None:
+                r.states[c] = out.state
+            r.merge.add(c, out.update)
 
         def failed(c: int, w: int, err: Exception, attempt: int) -> bool:
             if attempt <= cfg.platform.max_retries:
-                attempts[c] = attempt + 1
+                r.attempts[c] = attempt + 1
                 self._event("client_retried", f"worker {w} died while training client {c} (attempt {attempt}); "
                             f"retried", round=t, client=c, worker=w)
                 return True
-            reports[c] = self._not_trained(t, c, f"worker died {attempt} times while training it "
-                                                 f"(platform.max_retries = {cfg.platform.max_retries}): "
-                                                 f"{_first_line(err)}", attempts=attempt)
-            arrived[position[c]] = None
-            flush()
+            r.reports[c] = self._not_trained(t, c, f"worker died {attempt} times while training it "
+                                                   f"(platform.max_retries = {cfg.platform.max_retries}): "
+                                                   f"{_first_line(err)}", attempts=attempt)
+            r.merge.add(c, None)
             return False
 
         def requeued(c: int, w: int) -> None:
             self._event("client_requeued", f"worker {w} died with client {c} queued behind its running client: it "
                         f"had not started and goes back to the queue (no attempt counted)", round=t, client=c, worker=w)
 
-        try:
-            for finished in self.pool.run(training, submit, done, failed, lambda c: self.client_size[c],
-                                           cfg.platform.queue_depth, requeued):
-                yield {"progress": (finished + len(clients) - len(training), len(clients)), "round": t}
-        except RuntimeError as err:
-            self._event("worker_lost", str(err), round=t)
-            raise
-        flush(final=True)
-        train_seconds = time.perf_counter() - start
-        rows = [reports[c] for c in sorted(reports)]
-        kept = [r for r in rows if r["status"] == "ok"]
-        for r, w in zip(kept, normalised_weights([r["log_weight"] for r in kept]), strict=True):
-            r["weight"] = w
-        for r in rows:
-            if r["status"] != "ok":
-                r["weight"] = 0.0
-                self._event("client_dropped", r["reason"], round=t, client=r["client"])
+        return self.pool.run(r.training, submit, done, failed, lambda c: self.client_size[c], cfg.platform.queue_depth,
+                             requeued)
 
-        failed = _failed_round(t, rows, cfg.fl.min_clients)
-        if failed:  # too few clients trained: no update, no checkpoint; the run stops after this round's rows
-            self._event("round_failed", failed, round=t)
-        elif kept:
-            new_params, new_server = self.strategy.server_update(
-                to_torch(self.params), aggregate, to_torch(self.server_state), t, cfg.fl.clients,
-                [r["weight"] for r in kept],
-            )
-            new_params_np = to_numpy(new_params)
-            self._last_aggregate = aggregate  # read no more: mean() / total() gave new tensors
-            if all(np.isfinite(v).all() for v in new_params_np.values()):
-                self.params, self.server_state = new_params_np, to_numpy(new_server)
-            else:
-                self._event("update_rejected", "aggregate has non-finite weights; global model kept", round=t)
-        else:
+    def _weigh(self, r: RoundState) -> tuple[list[ClientReport], list[ClientReport]]:
+        """The round's reports in client order and the trained ones, with their normalised weights."""
+        rows = [r.reports[c] for c in sorted(r.reports)]
+        kept = [c for c in rows if c.ok]
+        for c, w in zip(kept, normalised_weights([c.log_weight for c in kept]), strict=True):
+            c.weight = w
+        for c in rows:
+            if not c.ok:
+                c.weight = 0.0
+                self._event("client_dropped", c.reason, round=r.round, client=c.client)
+        return rows, kept
+
+    def _server_update(self, t: int, kept: list[ClientReport], aggregate: PartialAggregate) -> None:
+        """The strategy's new global model and server state from the merged updates (kept unless non-finite)."""
+        if not kept:
             self._event("round_skipped", "no client update could be aggregated; global model kept", round=t)
+            return
+        new_params, new_server = self.strategy.server_update(
+            to_torch(self.params), aggregate, to_torch(self.server_state), t, self.cfg.fl.clients,
+            [c.weight for c in kept],
+        )
+        new_params_np = to_numpy(new_params)
+        self._last_aggregate = aggregate  # read no more: mean() / total() gave new tensors
+        if all(np.isfinite(v).all() for v in new_params_np.values()):
+            self.params, self.server_state = new_params_np, to_numpy(new_server)
+        else:
+            self._event("update_rejected", "aggregate has non-finite weights; global model kept", round=t)
 
-        metrics = self._evaluate(self.params)
-        seen = int(sum(r["seen"] for r in kept))
-        row = {
+    def _round_row(self, t: int, metrics: dict[str, float], rows: list[ClientReport], kept: list[ClientReport],
+                   seconds: float, train_seconds: float) -> dict[str, Any]:
+        """The round's row of rounds.parquet."""
+        seen = int(sum(c.seen for c in kept))
+        return {
             "round": t,
             **{k: v for k, v in metrics.items() if k not in ("eval_seconds", "eval_workers")},
-            "train_loss": float(np.mean([r["loss"] for r in kept])) if kept else math.nan,
+            "train_loss": float(np.mean([c.loss for c in kept])) if kept else math.nan,
             "clients": len(rows),
             "aggregated": len(kept),
             "dropped": len(rows) - len(kept),
-            "retried": int(sum(r["attempts"] > 1 for r in rows)),
-            "cut": int(sum(bool(r["cut"]) for r in kept)),
-            "seconds": time.perf_counter() - start,
+            "retried": int(sum(c.attempts > 1 for c in rows)),
+            "cut": int(sum(bool(c.cut) for c in kept)),
+            "seconds": seconds,
             "train_seconds": train_seconds,
             "eval_seconds": metrics["eval_seconds"],
-            "samples": int(sum(r["samples"] for r in kept)),
+            "samples": int(sum(c.samples for c in kept)),
             "updates_per_s": len(kept) / train_seconds if train_seconds > 0 else math.nan,
             "samples_per_s": seen / train_seconds if train_seconds > 0 else math.nan,
             "lr": self.strategy_lr(t),
             "workers": len(self.pool.alive),
             "eval_workers": metrics["eval_workers"],
         }
-        row["status"] = "failed" if failed else "ok"
-        if failed:
-            self.results.append(row, rows)
-            yield {"row": row, "failed": failed}
-            return
-        self._commit_round(t, row, rows, states)
-        yield {"row": row}
 
     def _commit_round(self, t: int, row: dict[str, Any], rows: list[dict[str, Any]],
                       states: dict[int, dict[str, np.ndarray]]) -> None:
@@ -410,14 +449,9 @@ class Coordinator:
     def strategy_lr(self, t: int) -> float:
         return self.schedule.round_rate(t, self.cfg.fl.rounds)
 
-    def _not_trained(self, t: int, c: int, reason: str, attempts: int = 1) -> dict[str, Any]:
+    def _not_trained(self, t: int, c: int, reason: str, attempts: int = 1) -> ClientReport:
         """The report of a sampled client that sent no update (dropped out, or lost with its workers)."""
-        speed = float(self.speed[c])
-        return {"round": t, "client": c, "samples": 0, "steps": 0, "seen": 0, "loss": math.nan,
-                "lr": self.strategy_lr(t), "log_weight": -math.inf, "raw_weight": 0.0, "worker": -1, "device": "",
-                "gpu": "", "seconds": 0.0, "status": "dropped", "reason": reason, "attempts": attempts,
-                "speed": speed, "budget": self.cfg.fl.deadline * speed if self.cfg.fl.deadline else 0.0,
-                "cut": False}
+        return ClientReport.not_trained(t, c, self.strategy_lr(t), self._plan(c, attempts), reason)
 
     # ------------------------------------------------------------------ end of the run
     def finish(self) -> dict[str, Any]:
@@ -453,13 +487,13 @@ class Coordinator:
         return summary
 
 
-def _failed_round(t: int, rows: list[dict[str, Any]], min_clients: int) -> str:
+def _failed_round(t: int, rows: list[ClientReport], min_clients: int) -> str:
     """Why round ``t`` failed (``"round 3: 1 of 4 clients trained (data error: 2, missed the deadline: 1)"``),
     or ``""`` when at least ``min_clients`` (``fl.min_clients``) of its clients trained."""
-    trained = sum(r["status"] == "ok" for r in rows)
+    trained = sum(r.ok for r in rows)
     if trained >= min_clients:
         return ""
-    reasons = Counter(r["reason"].split(":")[0] for r in rows if r["status"] != "ok")
+    reasons = Counter(r.reason.split(":")[0] for r in rows if not r.ok)
     counted = ", ".join(f"{k}: {n}" for k, n in reasons.most_common())
     return (f"round {t}: {trained} of {len(rows)} clients trained ({counted}), fewer than fl.min_clients = "
             f"{min_clients}")

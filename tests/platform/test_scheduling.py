@@ -125,28 +125,29 @@ def test_a_late_client_is_dropped_or_cut_as_configured(worker_inputs):
     import torch
 
     from fedvsr.fl.aggregate import to_numpy
+    from fedvsr.fl.participation import ClientPlan
     from fedvsr.fl.strategy import float_state
 
     worker = make_worker(worker_inputs, "fl.deadline=1", "fl.deadline_action=drop")
     params = to_numpy(float_state(worker.model))
     torch.manual_seed(0)
-    late = worker.train_client(1, params, {}, 0, None, {"budget": 1.5, "speed": 0.75})
-    assert late["report"]["status"] == "dropped" and late["report"]["steps"] == 0
-    assert late["report"]["reason"] == "missed the deadline: needs 2 local steps, its deadline allows 1"
-    assert late["update"].entries == [] and late["state"] is None
-    on_time = worker.train_client(1, params, {}, 0, None, {"budget": 2.0})
-    assert on_time["report"]["status"] == "ok" and on_time["report"]["steps"] == 2
-    assert on_time["report"]["seen"] == 8 and not on_time["report"]["cut"]
-    assert [e[0] for e in on_time["update"].entries] == ["model"]
+    late = worker.train_client(1, params, {}, 0, None, ClientPlan(speed=0.75, budget=1.5))
+    assert late.report.status == "dropped" and late.report.steps == 0
+    assert late.report.reason == "missed the deadline: needs 2 local steps, its deadline allows 1"
+    assert late.update.entries == [] and late.state is None
+    on_time = worker.train_client(1, params, {}, 0, None, ClientPlan(budget=2.0))
+    assert on_time.report.status == "ok" and on_time.report.steps == 2
+    assert on_time.report.seen == 8 and not on_time.report.cut
+    assert [e[0] for e in on_time.update.entries] == ["model"]
     # a wall-clock deadline too short for one step: nothing to aggregate, whatever the action
     timed = make_worker(worker_inputs, "fl.deadline=1", "fl.deadline_unit=seconds")
-    first = timed.train_client(1, params, {}, 1, None, {"budget": 1e-9})
-    assert first["report"]["status"] == "dropped" and first["report"]["cut"]
-    assert first["report"]["reason"] == "the deadline came before the first local step"
+    first = timed.train_client(1, params, {}, 1, None, ClientPlan(budget=1e-9))
+    assert first.report.status == "dropped" and first.report.cut
+    assert first.report.reason == "the deadline came before the first local step"
     cut = make_worker(worker_inputs, "fl.deadline=1")
-    half = cut.train_client(1, params, {}, 0, None, {"budget": 1.0})
-    assert half["report"]["status"] == "ok" and half["report"]["steps"] == 1 and half["report"]["cut"]
-    assert half["report"]["seen"] == 4 and half["report"]["device"] == "cpu"
+    half = cut.train_client(1, params, {}, 0, None, ClientPlan(budget=1.0))
+    assert half.report.status == "ok" and half.report.steps == 1 and half.report.cut
+    assert half.report.seen == 4 and half.report.device == "cpu"
 
 
 def test_stragglers_need_a_deadline():
