@@ -307,7 +307,10 @@ def _field_type(f: dataclasses.Field) -> type:
 
 def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
     t = _field_type(f)
-    bad = ConfigError(f"{key} = {value!r} is not allowed; expected {_allowed(f)}")
+    auto = key == "platform.gpus_per_worker"  # or "auto": packed to fit at the start (fedvsr.platform.gpus)
+    if auto and value == "auto":
+        return value
+    bad = ConfigError(f"{key} = {value!r} is not allowed; expected {_allowed(f)}{' or auto' if auto else ''}")
     if t is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():

@@ -61,6 +61,10 @@ def missed_deadline(cut: bool, action: str, time_budget: float, steps_done: int,
     return f"missed the deadline: {time_budget:.3g} s allowed, {steps_done} of {steps} local steps done"
 
 
+#: the status of a client whose worker ran out of GPU memory (it trains again with fewer workers per GPU)
+OUT_OF_MEMORY = "out_of_memory"
+
+
 @dataclass
 class ClientReport:
     """One row of ``clients.parquet``: what became of one sampled client in one round."""
@@ -85,6 +89,7 @@ class ClientReport:
     budget: float  #: its deadline budget (0 = none)
     cut: bool  #: stopped early by its deadline
     node: str = ""  #: the Ray node of the worker (filled where the runtime knows it)
+    workers_per_gpu: float = 0.0  #: workers sharing its worker's GPU when it trained (0: no GPU)
     weight: float = 0.0  #: its normalised aggregation weight, set by the coordinator once the round is in
 
     @property

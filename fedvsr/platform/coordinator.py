@@ -14,6 +14,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from fedvsr.data.degrade import degradation_params
 from fedvsr.data.sources import experiment_data
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import PartialAggregate, merge_updates, normalised_weights, to_numpy, to_torch
-from fedvsr.fl.participation import ClientPlan, ClientReport
+from fedvsr.fl.participation import OUT_OF_MEMORY, ClientPlan, ClientReport
 from fedvsr.fl.partition import Degradation, client_degradations, partition_table, partition_videos, with_degradations
 from fedvsr.fl.sampling import client_speeds, drops_out, sample_clients
 from fedvsr.fl.schedule import LRSchedule
@@ -47,6 +48,7 @@ from fedvsr.models import build_model, count_params
 from fedvsr.platform.checkpoint import latest_checkpoint, prune_checkpoints, save_arrays, save_checkpoint
 from fedvsr.platform.data import record_left_out
 from fedvsr.platform.environment import actor_options
+from fedvsr.platform.gpus import fewer, is_auto, measure_peak, pack, per_gpu_of, probe_hook
 from fedvsr.platform.pool import WorkerPool
 from fedvsr.platform.results import ResultsStore, fsync_file, repair_jsonl, write_json_atomic, write_parquet_atomic
 from fedvsr.platform.state_store import ClientStateStore
@@ -102,6 +104,8 @@ class RoundState:
     states: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  #: new persistent client states
     attempts: dict[int, int] = field(default_factory=dict)  #: the next attempt of a retried client
     merge: MergeInOrder | None = None
+    oom: list[int] = field(default_factory=list)  #: clients that ran out of GPU memory in the last pass
+    oom_reason: dict[int, str] = field(default_factory=dict)  #: their error, at how many workers per GPU
 
 
 class Coordinator:
@@ -116,6 +120,7 @@ class Coordinator:
         when their resources stay the same."""
         self.placement_group, self.share = placement_group, share
         self.pool: WorkerPool | None = None
+        self.per_gpu = 0.0  # workers sharing a GPU (0: none)
         self._pool_shape: tuple = ()
         self.store = None
 
@@ -125,14 +130,23 @@ class Coordinator:
         store and the global model with its server state. ``fault``: the testing hooks of ``$FEDVSR_FAULT``."""
         self.cfg = cfg
         self.out = Path(out_dir)
-        self._crash_at = fault.split(":")[1:3] if fault.startswith("crash-at:") else None  # a testing hook
+        faults = [f for f in fault.split(";") if f]  # the testing hooks
+        crash = next((f for f in faults if f.startswith("crash-at:")), "")
+        self._crash_at = crash.split(":")[1:3] if crash else None
         if resume:
             repair_jsonl(self.out / "events.jsonl")  # a line cut short by a crash
         self.strategy = build_strategy(cfg.fl)
         self.schedule = LRSchedule.from_config(cfg.fl)
         self._last_aggregate: PartialAggregate | None = None  # its float64 buffers are reused the next round
         videos, held_out = self._partition(cfg, resume)
-        self._start_workers(cfg, videos, held_out, fault if fault.startswith("kill:") else "")
+        # large data lists (thousands of clients) go to the object store once, and holding the references here
+        # keeps them there for as long as a worker may need reconfiguring after a restart; small ones travel
+        # inline, as Ray would send them anyway
+        self._worker_args = tuple(_inline_or_put(a) for a in (videos, self.client_videos, held_out))
+        self._worker_fault = ";".join(f for f in faults if f.startswith(("kill:", "oom:")))
+        if is_auto(cfg):  # platform.gpus_per_worker = auto: as many workers per GPU as fit (fedvsr.platform.gpus)
+            self.cfg = cfg = self._pack(cfg, videos, fault)
+        self._start_workers(cfg)
         # largest client data first, so the longest clients start first and nobody waits for one at the end
         self.client_size = [len(v) for v in self.client_videos]
         # system heterogeneity: a seeded speed per client (fl.stragglers)
@@ -160,7 +174,7 @@ class Coordinator:
         )
         return videos, held_out
 
-    def _start_workers(self, cfg: ExperimentConfig, videos: list[Any], held_out: list[int], fault: str) -> None:
+    def _start_workers(self, cfg: ExperimentConfig) -> None:
         """Configure the worker pool for ``cfg``: the live actors when the pool has the same shape (count,
         resources, kernels, restarts) and none was lost, else new long-lived actors sized from platform.*."""
         p = cfg.platform
@@ -180,12 +194,46 @@ class Coordinator:
             self._pool_shape = shape
         self.pool.lost_hint = (f"everything up to the last completed round is checkpointed in {self.out}: continue "
                                f"with `fedvsr simulate --resume --out {self.out}`")
-        # large data lists (thousands of clients) go to the object store once, and holding the references here
-        # keeps them there for as long as a worker may need reconfiguring after a restart; small ones travel
-        # inline, as Ray would send them anyway
-        self._worker_args = tuple(_inline_or_put(a) for a in (videos, self.client_videos, held_out))
-        self._worker_fault = fault
-        ray.get([w.configure.remote(cfg, *self._worker_args, fault=fault) for w in self.pool.workers])
+        self.per_gpu = per_gpu_of(p.gpus_per_worker)
+        ray.get([w.configure.remote(cfg, *self._worker_args, fault=self._worker_fault) for w in self.pool.workers])
+
+    def _pack(self, cfg: ExperimentConfig, videos: list[Any], fault: str) -> ExperimentConfig:
+        """``cfg`` with ``platform.gpus_per_worker = auto`` made numeric: one probe process on one GPU measures a
+        client's peak memory (or the ``gpu-probe`` testing hook gives it), and as many workers share a GPU as fit
+        (:func:`fedvsr.platform.gpus.pack`)."""
+        if self.pool is not None:  # the probe needs a whole GPU: the last experiment's workers go
+            for worker in self.pool.workers:
+                ray.kill(worker)
+            self.pool = None
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        if gpus < 1:
+            raise ValueError("platform.gpus_per_worker = auto but this Ray has no GPU; allowed here: a number")
+        measured = probe_hook(fault)
+        if measured is None:
+            first = videos[next(v[0] for v in self.client_videos if v)]
+            measured = ray.get(ray.remote(_probe).options(num_gpus=1, **actor_options(cfg.platform.kernels)).remote(
+                cfg, first))
+        packing = pack(*measured, gpus, cfg.platform.workers)
+        self._event("gpu_packing", packing.describe(), peak_bytes=packing.peak_bytes,
+                    total_bytes=packing.total_bytes, workers_per_gpu=packing.per_gpu, workers=packing.workers)
+        return packing.config(cfg)
+
+    def _fewer_per_gpu(self, t: int, clients: list[int]) -> bool:
+        """After CUDA out-of-memory errors of ``clients`` in round ``t``: restart the pool with half the workers
+        per GPU (False when it already has one per GPU)."""
+        if self.per_gpu <= 1:
+            return False
+        k = fewer(int(round(self.per_gpu)))
+        p = self.cfg.platform
+        gpus = ray.cluster_resources().get("GPU", 1.0)
+        workers = max(1, min(p.workers, math.floor(k * gpus + 1e-9)))
+        self._event("gpu_oom", f"CUDA out of memory at {self.per_gpu:g} workers per GPU (clients "
+                    f"{', '.join(map(str, clients))}): the pool restarts with {k} per GPU, {workers} workers, and "
+                    f"they train again", round=t, workers_per_gpu=k)
+        self.cfg = dataclasses.replace(self.cfg, platform=dataclasses.replace(p, gpus_per_worker=1.0 / k,
+                                                                              workers=workers))
+        self._start_workers(self.cfg)
+        return True
 
     def _reconfigure(self, w: int) -> ray.ObjectRef:
         """Configure worker ``w`` again once Ray has restarted it (its constructor alone ran); retried while it is
@@ -290,7 +338,7 @@ class Coordinator:
         start = time.perf_counter()
         r = self._sample(t)
         try:
-            for finished in self._dispatch(r):
+            for finished in self._train(r):
                 yield {"progress": (finished + len(r.clients) - len(r.training), len(r.clients)), "round": t}
         except RuntimeError as err:
             self._event("worker_lost", str(err), round=t)
@@ -329,10 +377,26 @@ class Coordinator:
         self._last_aggregate = None
         return r
 
+    def _train(self, r: RoundState) -> Iterator[int]:
+        """Train the round's clients (:meth:`_dispatch`); the clients that ran out of GPU memory train again on a
+        pool with fewer workers per GPU, or are dropped at one per GPU. Yields the number of clients finished."""
+        base, todo = 0, r.training
+        while todo:
+            for finished in self._dispatch(r, todo):
+                yield base + finished - len(r.oom)
+            base += len(todo) - len(r.oom)
+            todo, r.oom = sorted(r.oom), []
+            if todo and not self._fewer_per_gpu(r.round, todo):
+                for c in todo:
+                    r.reports[c] = self._not_trained(r.round, c, f"CUDA out of memory with {self.per_gpu:g} worker "
+                                                                 f"per GPU: {r.oom_reason[c]}")
+                    r.merge.add(c, None)
+                return
+
     def _plan(self, c: int, attempt: int) -> ClientPlan:
         return ClientPlan.of(self.cfg.fl.deadline, float(self.speed[c]), attempt)
 
-    def _dispatch(self, r: RoundState) -> Iterator[int]:
+    def _dispatch(self, r: RoundState, clients: list[int]) -> Iterator[int]:
         """Train the round's clients on the pool (each retried up to platform.max_retries times when its worker
         dies); updates go to the merge as they arrive. Yields the number of clients finished."""
         cfg, t = self.cfg, r.round
@@ -343,6 +407,13 @@ class Coordinator:
                                               self._plan(c, r.attempts.get(c, 1)))
 
         def done(c: int, _w: int, out: ClientResult) -> None:
+            if out.report.status == OUT_OF_MEMORY:  # trains again with fewer workers per GPU (_train)
+                r.oom.append(c)
+                r.oom_reason[c] = out.report.reason
+                return
+            out.report.workers_per_gpu = self.per_gpu
+            if c in r.oom_reason:
+                out.report.reason = f"trained at {self.per_gpu:g} workers per GPU after {r.oom_reason[c]}"
             r.reports[c] = out.report
             for path, reason in out.skipped:  # a video that broke since the scan: the client went on
                 self._event("video_skipped", reason, path=path, round=t, client=c)
@@ -366,7 +437,7 @@ class Coordinator:
             self._event("client_requeued", f"worker {w} died with client {c} queued behind its running client: it "
                         f"had not started and goes back to the queue (no attempt counted)", round=t, client=c, worker=w)
 
-        return self.pool.run(r.training, submit, done, failed, lambda c: self.client_size[c], cfg.platform.queue_depth,
+        return self.pool.run(clients, submit, done, failed, lambda c: self.client_size[c], cfg.platform.queue_depth,
                              requeued)
 
     def _weigh(self, r: RoundState) -> tuple[list[ClientReport], list[ClientReport]]:
@@ -451,7 +522,9 @@ class Coordinator:
 
     def _not_trained(self, t: int, c: int, reason: str, attempts: int = 1) -> ClientReport:
         """The report of a sampled client that sent no update (dropped out, or lost with its workers)."""
-        return ClientReport.not_trained(t, c, self.strategy_lr(t), self._plan(c, attempts), reason)
+        report = ClientReport.not_trained(t, c, self.strategy_lr(t), self._plan(c, attempts), reason)
+        report.workers_per_gpu = self.per_gpu
+        return report
 
     # ------------------------------------------------------------------ end of the run
     def finish(self) -> dict[str, Any]:
@@ -497,6 +570,13 @@ def _failed_round(t: int, rows: list[ClientReport], min_clients: int) -> str:
     counted = ", ".join(f"{k}: {n}" for k, n in reasons.most_common())
     return (f"round {t}: {trained} of {len(rows)} clients trained ({counted}), fewer than fl.min_clients = "
             f"{min_clients}")
+
+
+def _probe(cfg: ExperimentConfig, entry: Any) -> tuple[int, int]:
+    """The GPU memory probe of ``platform.gpus_per_worker = auto`` (a Ray task holding one GPU)."""
+    from fedvsr.data.datasets import load_pair_for
+
+    return measure_peak(cfg, load_pair_for(cfg, entry))
 
 
 def _first_line(err: BaseException) -> str:

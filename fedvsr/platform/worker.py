@@ -29,7 +29,7 @@ from fedvsr.data.video import LEFT_OUT, VideoError
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import ClientUpdate, to_torch
 from fedvsr.fl.client import LocalTraining, epoch_batches, run_client
-from fedvsr.fl.participation import ClientPlan, ClientReport, deadline_limits, missed_deadline
+from fedvsr.fl.participation import OUT_OF_MEMORY, ClientPlan, ClientReport, deadline_limits, missed_deadline
 from fedvsr.fl.sampling import client_seed
 from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import ClientContext, LocalResult
@@ -137,7 +137,6 @@ class ClientWorker:
         deadline budget for it); returns its contribution (a :class:`~fedvsr.fl.aggregate.ClientUpdate`: its
         tensors as trained, copied off the device once), its report and its new persistent state."""
         plan = plan or ClientPlan()
-        self._maybe_fail(round, client)
         self.skipped = []
         cfg = self.cfg
         update = ClientUpdate()
@@ -149,11 +148,19 @@ class ClientWorker:
             client_state=to_torch(state, self.device) if state is not None else None,
             lr=self.schedule.round_rate(round, cfg.fl.rounds),
         )
-        result, log_weight, kept = self._train_one(ctx, update, plan)
+        try:
+            self._maybe_fail(round, client)
+            result, log_weight, kept = self._train_one(ctx, update, plan)
+        except torch.cuda.OutOfMemoryError as err:  # the coordinator trains it again with fewer workers per GPU
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            result, log_weight, kept = LocalResult(client, 0, 0, math.nan, 0.0, False,
+                                                   f"CUDA out of memory: {str(err).strip().splitlines()[0]}"), 0.0, None
         report = ClientReport(
             round, client, result.samples, result.steps, result.seen, result.loss, ctx.lr,
             log_weight if result.ok else -math.inf, math.exp(min(log_weight, 709.0)) if result.ok else 0.0,
-            self.index, self.device_name, self.gpu_ids, result.seconds, "ok" if result.ok else "dropped",
+            self.index, self.device_name, self.gpu_ids, result.seconds,
+            "ok" if result.ok else OUT_OF_MEMORY if result.reason.startswith("CUDA out of memory") else "dropped",
             result.reason, plan.attempt, plan.speed, plan.budget, result.cut, node=self.node,
         )
         new_state = {k: v.detach().cpu().numpy() for k, v in kept.items()} if kept is not None else None
@@ -208,15 +215,18 @@ class ClientWorker:
         return pairs
 
     def _maybe_fail(self, round: int, client: int) -> None:
-        """Testing hook (``FEDVSR_FAULT=kill:ROUND:CLIENT:MARKER`` in the driver's environment): SIGKILL this
-        worker process when it starts ``CLIENT`` in ``ROUND``, once (the marker file says it happened)."""
-        if not self.fault:
-            return
-        _, r, c, marker = self.fault.split(":", 3)
-        if (int(r), int(c)) == (round, client) and not os.path.exists(marker):
+        """Testing hooks (``$FEDVSR_FAULT`` in the driver's environment, ``;``-separated), each once (its marker file
+        says it happened) when this worker starts ``CLIENT`` in ``ROUND``: ``kill:ROUND:CLIENT:MARKER`` SIGKILLs the
+        worker process, ``oom:ROUND:CLIENT:MARKER`` raises ``torch.cuda.OutOfMemoryError``."""
+        for fault in self.fault.split(";") if self.fault else ():
+            kind, r, c, marker = fault.split(":", 3)
+            if (int(r), int(c)) != (round, client) or os.path.exists(marker):
+                continue
             with open(marker, "w") as f:
-                f.write(f"worker {self.index} pid {os.getpid()} killed at round {round} client {client}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
+                f.write(f"worker {self.index} pid {os.getpid()} {kind} at round {round} client {client}\n")
+            if kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by FEDVSR_FAULT={fault})")
 
     # ------------------------------------------------------------------ evaluation
     def eval_info(self) -> dict[str, Any]:
