@@ -23,7 +23,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from fedvsr.config import ExperimentConfig
 from fedvsr.data.degrade import degradation_params
 from fedvsr.data.sources import experiment_data
 from fedvsr.fl import build_strategy
-from fedvsr.fl.aggregate import PartialAggregate, merge_updates, normalised_weights, to_numpy, to_torch
+from fedvsr.fl.aggregate import PartialAggregate, normalised_weights, to_numpy, to_torch
 from fedvsr.fl.participation import OUT_OF_MEMORY, ClientPlan, ClientReport
 from fedvsr.fl.partition import Degradation, client_degradations, partition_table, partition_videos, with_degradations
 from fedvsr.fl.sampling import client_speeds, drops_out, sample_clients
@@ -51,12 +50,11 @@ from fedvsr.platform.environment import actor_options
 from fedvsr.platform.gpus import fewer, is_auto, measure_peak, pack, per_gpu_of, probe_hook
 from fedvsr.platform.pool import WorkerPool
 from fedvsr.platform.results import ResultsStore, fsync_file, repair_jsonl, write_json_atomic, write_parquet_atomic
+from fedvsr.platform.rounds import MergeInOrder, RoundState
 from fedvsr.platform.state_store import ClientStateStore
 from fedvsr.platform.worker import ClientResult, ClientWorker
 from fedvsr.report import plot_psnr
 
-#: client updates merged at once (block by block: see fedvsr.fl.aggregate.merge_updates)
-MERGE_BATCH = 8
 #: where a round writes to disk, in order (``FEDVSR_FAULT=crash-at:POINT:ROUND`` kills the coordinator there; the
 #: last two are in :meth:`Coordinator.finish`, ROUND being the last round)
 WRITE_POINTS = ("client_state", "clients", "rounds", "checkpoint_files", "checkpoint", "pruned", "model", "summary")
@@ -65,47 +63,6 @@ WRITE_POINTS = ("client_state", "clients", "rounds", "checkpoint_files", "checkp
 def on_this_node() -> NodeAffinitySchedulingStrategy:
     """Scheduling that keeps an actor on the calling process's node (where the output folder is)."""
     return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-
-
-class MergeInOrder:
-    """Client updates merged in dispatch order, whichever worker trained them and whenever they arrive: a small
-    reorder buffer, flushed MERGE_BATCH at a time (None: a client that sent none, a hole to skip)."""
-
-    def __init__(self, aggregate: PartialAggregate, order: list[int]) -> None:
-        self.aggregate = aggregate
-        self.position = {c: i for i, c in enumerate(order)}
-        self.arrived: dict[int, Any] = {}
-        self.merged = 0
-
-    def add(self, client: int, update: Any) -> None:
-        self.arrived[self.position[client]] = update
-        self.flush()
-
-    def flush(self, final: bool = False) -> None:
-        ready = 0
-        while self.merged + ready in self.arrived:
-            ready += 1
-        if ready and (final or ready >= MERGE_BATCH):
-            batch = [self.arrived.pop(i) for i in range(self.merged, self.merged + ready)]
-            merge_updates(self.aggregate, [u for u in batch if u is not None])
-            self.merged += ready
-
-
-@dataclass
-class RoundState:
-    """What one round gathers while its clients train."""
-
-    round: int
-    clients: list[int]  #: sampled
-    params_ref: Any  #: the global weights in the object store
-    server_ref: Any  #: the server state there
-    training: list[int] = field(default_factory=list)  #: sampled and not dropped out
-    reports: dict[int, ClientReport] = field(default_factory=dict)
-    states: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  #: new persistent client states
-    attempts: dict[int, int] = field(default_factory=dict)  #: the next attempt of a retried client
-    merge: MergeInOrder | None = None
-    oom: list[int] = field(default_factory=list)  #: clients that ran out of GPU memory in the last pass
-    oom_reason: dict[int, str] = field(default_factory=dict)  #: their error, at how many workers per GPU
 
 
 class Coordinator:
