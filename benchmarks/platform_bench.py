@@ -121,15 +121,15 @@ def plain_rounds(cfg, rounds: int) -> list[dict]:
     for t in range(1, rounds + 1):
         start = time.perf_counter()
         clients = sample_clients(cfg.seed, t, cfg.fl.clients, cfg.fl.clients_per_round)
-        outs = [worker.train_client(t, params, server, c, None, {}) for c in clients]
+        outs = [worker.train_client(t, params, server, c) for c in clients]
         aggregate = PartialAggregate()
-        merge_updates(aggregate, [o["update"] for o in outs])
-        weights = normalised_weights([o["report"]["log_weight"] for o in outs])
+        merge_updates(aggregate, [o.update for o in outs])
+        weights = normalised_weights([o.report.log_weight for o in outs])
         new, new_server = strategy.server_update(to_torch(params), aggregate, to_torch(server), t, cfg.fl.clients,
                                                  weights)
         params, server = to_numpy(new), to_numpy(new_server)
         rows.append({"round": t, "train_seconds": time.perf_counter() - start,
-                     "loss": float(sum(o["report"]["loss"] for o in outs) / len(outs))})
+                     "loss": float(sum(o.report.loss for o in outs) / len(outs))})
     return rows
 
 

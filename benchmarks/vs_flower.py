@@ -185,7 +185,7 @@ def _flower_train(content, cfg_dict: dict[str, Any]):
 
     from fedvsr.data.datasets import TrainClips, collate, resolve_augment
     from fedvsr.fl import build_strategy
-    from fedvsr.fl.client import epoch_batches, train_local
+    from fedvsr.fl.client import LocalTraining, epoch_batches, train_local
     from fedvsr.fl.sampling import client_seed
     from fedvsr.fl.schedule import LRSchedule
     from fedvsr.fl.strategy import ClientContext, float_state
@@ -217,8 +217,8 @@ def _flower_train(content, cfg_dict: dict[str, Any]):
     device = torch.device("cpu")
     result = train_local(ctx, strategy,
                          lambda epoch: epoch_batches(data, cfg.fl.batch_size, seed, epoch, collate, device),
-                         cfg.fl.local_epochs, cfg.fl.optimizer, schedule=schedule, steps=steps,
-                         clip_grad_norm=cfg.fl.clip_grad_norm)
+                         LocalTraining(cfg.fl.local_epochs, cfg.fl.optimizer, schedule=schedule, steps=steps,
+                                       clip_grad_norm=cfg.fl.clip_grad_norm))
     return RecordDict({"arrays": ArrayRecord(float_state(model)),
                        "metrics": MetricRecord({"num-examples": ctx.samples, "train_loss": result.loss,
                                                 "client": c, "seconds": result.seconds,

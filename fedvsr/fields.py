@@ -126,7 +126,10 @@ def coerce(key: str, f: dataclasses.Field, value: Any, upper: bool = True) -> An
     """``value`` as the key ``f`` (dotted name ``key``) stores it, or a ConfigError naming key, value and what
     is allowed. YAML reads ``1e-3`` as a string: a float key parses it. ``upper=False`` skips the ``max`` bound."""
     t = field_type(f)
-    bad = ConfigError(f"{key} = {value!r} is not allowed; expected {allowed(f)}")
+    auto = key == "platform.gpus_per_worker"  # or "auto": packed to fit at the start (fedvsr.platform.gpus)
+    if auto and value == "auto":
+        return value
+    bad = ConfigError(f"{key} = {value!r} is not allowed; expected {allowed(f)}{' or auto' if auto else ''}")
     if t is list:
         return _coerce_list(value, bad)
     value = _coerce_type(t, value, bad, key)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,24 @@ from fedvsr.models.base import StepHooks, VSRModel
 StepLoss = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
 
 OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """How a client trains locally (:func:`train_local`)."""
+
+    epochs: int = 1  #: local epochs
+    optimizer: str = "adam"  #: one of OPTIMIZERS
+    #: the loss of a plain step (a toy model's, a test's); None: the model's own training_step
+    step_loss: StepLoss | None = None
+    #: sets every optimizer's rate before each step; None: ``ctx.lr`` throughout
+    schedule: LRSchedule | None = None
+    steps: int = 0  #: the client's local steps this round (the horizon of the ``local`` clock)
+    #: > 0: clip each optimizer's gradients to that total L2 norm right before its step, after the strategy's
+    #: correction, so it bounds the step actually taken
+    clip_grad_norm: float = 0.0
+    max_steps: int = 0  #: a deadline: stop after that many steps (the result is ``cut``)
+    time_budget: float = 0.0  #: a deadline: stop once that many seconds have passed (checked after each step)
 
 
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -70,29 +89,16 @@ def _plain_step(step_loss: StepLoss):
     return training_step
 
 
-def train_local(
-    ctx: ClientContext,
-    strategy: Strategy,
-    batches: Callable[[int], Iterable[Any]],
-    epochs: int,
-    optimizer: str = "adam",
-    step_loss: StepLoss | None = None,
-    schedule: LRSchedule | None = None,
-    steps: int = 0,
-    clip_grad_norm: float = 0.0,
-    max_steps: int = 0,
-    time_budget: float = 0.0,
-) -> LocalResult:
-    """Train ``ctx.model`` (already holding the global weights) for ``epochs`` local epochs.
+def train_local(ctx: ClientContext, strategy: Strategy, batches: Callable[[int], Iterable[Any]],
+                training: LocalTraining) -> LocalResult:
+    """Train ``ctx.model`` (already holding the global weights) for ``training.epochs`` local epochs.
 
     Each mini-batch is one call of the model's :meth:`~fedvsr.models.base.VSRModel.training_step`
-    (or, with ``step_loss`` or for a module without one, a plain step on ``step_loss``).
-    ``schedule`` sets every optimizer's rate before each step (``steps``: the client's local steps this
-    round, the horizon of the ``local`` clock); without one the rate is ``ctx.lr`` throughout.
-    ``clip_grad_norm > 0`` clips each optimizer's gradients to that total L2 norm right before its step,
-    after the strategy's correction, so it bounds the step actually taken.
-    A deadline stops training early (the result is ``cut``): ``max_steps > 0`` after that many steps,
-    ``time_budget > 0`` once that many seconds have passed (checked after each step)."""
+    (or, with ``training.step_loss`` or for a module without one, a plain step on that loss).
+    See :class:`LocalTraining` for the schedule, the gradient clipping and the deadlines."""
+    epochs, optimizer, step_loss, schedule = training.epochs, training.optimizer, training.step_loss, training.schedule
+    steps, clip_grad_norm = training.steps, training.clip_grad_norm
+    max_steps, time_budget = training.max_steps, training.time_budget
     start = time.perf_counter()
     model = ctx.model
     model.train()
@@ -151,29 +157,16 @@ def train_local(
     return result
 
 
-def run_client(
-    ctx: ClientContext,
-    strategy: Strategy,
-    batches: Callable[[int], Iterable[Any]],
-    epochs: int,
-    partial: PartialAggregate,
-    optimizer: str = "adam",
-    step_loss: StepLoss | None = None,
-    schedule: LRSchedule | None = None,
-    steps: int = 0,
-    clip_grad_norm: float = 0.0,
-    max_steps: int = 0,
-    time_budget: float = 0.0,
-) -> tuple[LocalResult, float, Params | None]:
-    """Train one client and, if its result is usable, add it to ``partial``.
+def run_client(ctx: ClientContext, strategy: Strategy, batches: Callable[[int], Iterable[Any]],
+               partial: PartialAggregate, training: LocalTraining) -> tuple[LocalResult, float, Params | None]:
+    """Train one client (:func:`train_local`) and, if its result is usable, add it to ``partial``.
 
     Returns the local result (``ok = False`` with the reason when the client is left out: non-finite
     loss or weights, or an invalid aggregation weight), the log of its unnormalised aggregation weight
     (-inf when left out) and its new persistent state (None when the strategy keeps none or the client
     is left out).
     """
-    result = train_local(ctx, strategy, batches, epochs, optimizer, step_loss, schedule, steps, clip_grad_norm,
-                         max_steps, time_budget)
+    result = train_local(ctx, strategy, batches, training)
     if not result.ok:
         return result, -math.inf, None
     try:

@@ -7,15 +7,29 @@ strategy behaves identically here, in a unit test or a notebook, and on a cluste
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from fedvsr.fl.aggregate import Params, PartialAggregate, normalised_weights
-from fedvsr.fl.client import StepLoss, run_client
-from fedvsr.fl.schedule import LRSchedule
+from fedvsr.fl.client import LocalTraining, run_client
 from fedvsr.fl.strategy import ClientContext, LocalResult, Strategy
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """Where a round stands: what every client's :class:`~fedvsr.fl.strategy.ClientContext` shares."""
+
+    round: int  #: 1-based
+    total_rounds: int
+    total_clients: int
+    lr: float  #: the round's learning rate
+
+
+#: one local epoch of plain SGD, local_round's default
+SGD = LocalTraining(optimizer="sgd")
 
 
 def local_round(
@@ -26,24 +40,15 @@ def local_round(
     client_states: dict[int, Params],
     clients: list[int],
     client_data: Callable[[int], tuple[int, Callable[[int], Iterable[Any]]]],
-    round: int,
-    total_rounds: int,
-    total_clients: int,
-    lr: float,
-    epochs: int = 1,
-    optimizer: str = "sgd",
-    step_loss: StepLoss | None = None,
-    schedule: LRSchedule | None = None,
-    steps: int = 0,
-    clip_grad_norm: float = 0.0,
+    spec: RoundSpec,
+    training: LocalTraining = SGD,
 ) -> tuple[Params, Params, list[LocalResult]]:
     """One round: train ``clients`` from ``global_params`` and aggregate with the strategy.
 
     ``client_data(client)`` returns ``(samples, batches)`` where ``batches(epoch)`` yields the client's
-    mini-batches. ``schedule``, ``steps`` (a client's local steps per round, for the ``local`` clock) and
-    ``clip_grad_norm`` are those of :func:`~fedvsr.fl.client.train_local`. ``client_states`` is updated in
-    place. Returns the new global params, the new server state and the clients' local results (a left-out
-    client has ``ok = False`` and its reason)."""
+    mini-batches; each trains as ``training`` says (:class:`~fedvsr.fl.client.LocalTraining`).
+    ``client_states`` is updated in place. Returns the new global params, the new server state and the clients'
+    local results (a left-out client has ``ok = False`` and its reason)."""
     partial = PartialAggregate()
     results, weights = [], []
     for cid in clients:
@@ -52,11 +57,9 @@ def local_round(
             state = model.state_dict()
             for k, v in global_params.items():
                 state[k].copy_(v)
-        ctx = ClientContext(cid, round, total_rounds, total_clients, model, global_params, server_state,
-                            client_states.get(cid), lr, samples=samples)
-        kwargs = {"step_loss": step_loss} if step_loss is not None else {}
-        result, weight, new_state = run_client(ctx, strategy, batches, epochs, partial, optimizer, schedule=schedule,
-                                               steps=steps, clip_grad_norm=clip_grad_norm, **kwargs)
+        ctx = ClientContext(cid, spec.round, spec.total_rounds, spec.total_clients, model, global_params,
+                            server_state, client_states.get(cid), spec.lr, samples=samples)
+        result, weight, new_state = run_client(ctx, strategy, batches, partial, training)
         results.append(result)
         if result.ok:
             weights.append(weight)
@@ -64,7 +67,6 @@ def local_round(
                 client_states[cid] = {k: v.detach().clone() for k, v in new_state.items()}
     if not weights:
         return global_params, server_state, results
-    new_params, new_server = strategy.server_update(global_params, partial, server_state, round, total_clients,
-                                                    normalised_weights(weights))
+    new_params, new_server = strategy.server_update(global_params, partial, server_state, spec.round,
+                                                    spec.total_clients, normalised_weights(weights))
     return new_params, new_server, results
-

@@ -5,6 +5,19 @@ The draw for round t depends only on (seed, t), never on earlier draws, so a run
 checkpoint at round t samples exactly the clients the uninterrupted run would have. The seed of
 a client's local training depends only on (seed, t, client), so it is the same whichever
 worker trains the client and in whatever order.
+
+Every other seeded draw of the federated policy derives from the same seed, with a salt (a constant added to
+the generator's seed words) that keeps its stream apart from the others:
+
+- sampling: ``default_rng([seed, round])`` (:func:`sample_clients`);
+- local training: ``SeedSequence([seed, round, client])`` (:func:`client_seed`), then its epoch orders
+  ``default_rng([client_seed, epoch])``;
+- dropout (``fl.dropout``): ``default_rng([client_seed(seed, round, client), DROPOUT_SALT]).random()`` per sampled
+  client: it does not report when the draw is below the rate (:func:`drops_out`);
+- straggler speeds (``fl.stragglers`` = sigma): ``exp(sigma z)`` with ``z = default_rng([seed, SPEED_SALT])
+  .standard_normal(clients)``, drawn once for all clients (:func:`client_speeds`).
+
+A draw that depends on (seed, round, client) only is the same on resume, whichever worker trains the client.
 """
 
 from __future__ import annotations
@@ -14,6 +27,10 @@ from numbers import Integral
 import numpy as np
 
 _SEED_MASK = (1 << 63) - 1
+#: the salt of the dropout draws (a client "drops" out: 0xD0)
+DROPOUT_SALT = 0xD0
+#: the salt of the straggler speeds ("speed": 0x5EED)
+SPEED_SALT = 0x5EED
 
 
 def _check_non_negative(**values: int) -> None:
@@ -45,3 +62,19 @@ def client_seed(seed: int, round: int, client: int) -> int:
     _check_non_negative(seed=seed, round=round, client=client)
     state = np.random.SeedSequence([int(seed), int(round), int(client)]).generate_state(1, dtype=np.uint64)
     return int(state[0]) & _SEED_MASK
+
+
+def drops_out(seed: int, round: int, client: int, rate: float) -> bool:
+    """Whether sampled ``client`` fails to report in ``round`` (``fl.dropout`` = ``rate``): its draw
+    ``default_rng([client_seed(seed, round, client), DROPOUT_SALT]).random()`` is below ``rate``; never at rate 0."""
+    if rate <= 0:
+        return False
+    return bool(np.random.default_rng([client_seed(seed, round, client), DROPOUT_SALT]).random() < rate)
+
+
+def client_speeds(seed: int, clients: int, sigma: float) -> np.ndarray:
+    """Each client's speed (``fl.stragglers`` = ``sigma``): ``exp(sigma z_i)``, ``z = default_rng([seed,
+    SPEED_SALT]).standard_normal(clients)``; all 1 at sigma 0."""
+    if sigma <= 0:
+        return np.ones(clients)
+    return np.exp(sigma * np.random.default_rng([seed, SPEED_SALT]).standard_normal(clients))

@@ -14,6 +14,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -35,9 +36,10 @@ from fedvsr.config import ExperimentConfig
 from fedvsr.data.degrade import degradation_params
 from fedvsr.data.sources import experiment_data
 from fedvsr.fl import build_strategy
-from fedvsr.fl.aggregate import PartialAggregate, merge_updates, normalised_weights, to_numpy, to_torch
+from fedvsr.fl.aggregate import PartialAggregate, normalised_weights, to_numpy, to_torch
+from fedvsr.fl.participation import OUT_OF_MEMORY, ClientPlan, ClientReport
 from fedvsr.fl.partition import Degradation, client_degradations, partition_table, partition_videos, with_degradations
-from fedvsr.fl.sampling import client_seed, sample_clients
+from fedvsr.fl.sampling import client_speeds, drops_out, sample_clients
 from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import float_state
 from fedvsr.metrics import mean_scores
@@ -45,6 +47,7 @@ from fedvsr.models import build_model, count_params
 from fedvsr.platform.checkpoint import latest_checkpoint, prune_checkpoints, save_arrays, save_checkpoint
 from fedvsr.platform.data import record_left_out
 from fedvsr.platform.environment import actor_options
+from fedvsr.platform.gpus import fewer, is_auto, measure_peak, pack, per_gpu_of, probe_hook
 from fedvsr.platform.pool import WorkerPool
 from fedvsr.platform.results import (
     ResultsStore,
@@ -54,11 +57,10 @@ from fedvsr.platform.results import (
     write_json_atomic,
     write_parquet_atomic,
 )
+from fedvsr.platform.rounds import MergeInOrder, RoundState
 from fedvsr.platform.state_store import ClientStateStore
-from fedvsr.platform.worker import ClientWorker
+from fedvsr.platform.worker import ClientResult, ClientWorker
 
-#: client updates merged at once (block by block: see fedvsr.fl.aggregate.merge_updates)
-MERGE_BATCH = 8
 #: where a round writes to disk, in order (``FEDVSR_FAULT=crash-at:POINT:ROUND`` kills the coordinator there; the
 #: last two are in :meth:`Coordinator.finish`, ROUND being the last round)
 WRITE_POINTS = ("client_state", "clients", "rounds", "checkpoint_files", "checkpoint", "pruned", "model", "summary")
@@ -81,6 +83,7 @@ class Coordinator:
         when their resources stay the same."""
         self.placement_group, self.share = placement_group, share
         self.pool: WorkerPool | None = None
+        self.per_gpu = 0.0  # workers sharing a GPU (0: none)
         self._pool_shape: tuple = ()
         self.store = None
 
@@ -90,19 +93,27 @@ class Coordinator:
         store and the global model with its server state. ``fault``: the testing hooks of ``$FEDVSR_FAULT``."""
         self.cfg = cfg
         self.out = Path(out_dir)
-        self._crash_at = fault.split(":")[1:3] if fault.startswith("crash-at:") else None  # a testing hook
+        faults = [f for f in fault.split(";") if f]  # the testing hooks
+        crash = next((f for f in faults if f.startswith("crash-at:")), "")
+        self._crash_at = crash.split(":")[1:3] if crash else None
         if resume:
             repair_jsonl(self.out / "events.jsonl")  # a line cut short by a crash
         self.strategy = build_strategy(cfg.fl)
         self.schedule = LRSchedule.from_config(cfg.fl)
         self._last_aggregate: PartialAggregate | None = None  # its float64 buffers are reused the next round
         videos, held_out = self._partition(cfg, resume)
-        self._start_workers(cfg, videos, held_out, fault if fault.startswith("kill:") else "")
+        # large data lists (thousands of clients) go to the object store once, and holding the references here
+        # keeps them there for as long as a worker may need reconfiguring after a restart; small ones travel
+        # inline, as Ray would send them anyway
+        self._worker_args = tuple(_inline_or_put(a) for a in (videos, self.client_videos, held_out))
+        self._worker_fault = ";".join(f for f in faults if f.startswith(("kill:", "oom:")))
+        if is_auto(cfg):  # platform.gpus_per_worker = auto: as many workers per GPU as fit (fedvsr.platform.gpus)
+            self.cfg = cfg = self._pack(cfg, videos, fault)
+        self._start_workers(cfg)
         # largest client data first, so the longest clients start first and nobody waits for one at the end
         self.client_size = [len(v) for v in self.client_videos]
         # system heterogeneity: a seeded speed per client (fl.stragglers)
-        speeds = np.random.default_rng([cfg.seed, 0x5EED]).standard_normal(cfg.fl.clients)
-        self.speed = np.exp(cfg.fl.stragglers * speeds) if cfg.fl.stragglers > 0 else np.ones(cfg.fl.clients)
+        self.speed = client_speeds(cfg.seed, cfg.fl.clients, cfg.fl.stragglers)
         self._start_store()
         self._start_model(resume)
 
@@ -126,7 +137,7 @@ class Coordinator:
         )
         return videos, held_out
 
-    def _start_workers(self, cfg: ExperimentConfig, videos: list[Any], held_out: list[int], fault: str) -> None:
+    def _start_workers(self, cfg: ExperimentConfig) -> None:
         """Configure the worker pool for ``cfg``: the live actors when the pool has the same shape (count,
         resources, kernels, restarts) and none was lost, else new long-lived actors sized from platform.*."""
         p = cfg.platform
@@ -146,12 +157,46 @@ class Coordinator:
             self._pool_shape = shape
         self.pool.lost_hint = (f"everything up to the last completed round is checkpointed in {self.out}: continue "
                                f"with `fedvsr simulate --resume --out {self.out}`")
-        # large data lists (thousands of clients) go to the object store once, and holding the references here
-        # keeps them there for as long as a worker may need reconfiguring after a restart; small ones travel
-        # inline, as Ray would send them anyway
-        self._worker_args = tuple(_inline_or_put(a) for a in (videos, self.client_videos, held_out))
-        self._worker_fault = fault
-        ray.get([w.configure.remote(cfg, *self._worker_args, fault=fault) for w in self.pool.workers])
+        self.per_gpu = per_gpu_of(p.gpus_per_worker)
+        ray.get([w.configure.remote(cfg, *self._worker_args, fault=self._worker_fault) for w in self.pool.workers])
+
+    def _pack(self, cfg: ExperimentConfig, videos: list[Any], fault: str) -> ExperimentConfig:
+        """``cfg`` with ``platform.gpus_per_worker = auto`` made numeric: one probe process on one GPU measures a
+        client's peak memory (or the ``gpu-probe`` testing hook gives it), and as many workers share a GPU as fit
+        (:func:`fedvsr.platform.gpus.pack`)."""
+        if self.pool is not None:  # the probe needs a whole GPU: the last experiment's workers go
+            for worker in self.pool.workers:
+                ray.kill(worker)
+            self.pool = None
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        if gpus < 1:
+            raise ValueError("platform.gpus_per_worker = auto but this Ray has no GPU; allowed here: a number")
+        measured = probe_hook(fault)
+        if measured is None:
+            first = videos[next(v[0] for v in self.client_videos if v)]
+            measured = ray.get(ray.remote(_probe).options(num_gpus=1, **actor_options(cfg.platform.kernels)).remote(
+                cfg, first))
+        packing = pack(*measured, gpus, cfg.platform.workers)
+        self._event("gpu_packing", packing.describe(), peak_bytes=packing.peak_bytes,
+                    total_bytes=packing.total_bytes, workers_per_gpu=packing.per_gpu, workers=packing.workers)
+        return packing.config(cfg)
+
+    def _fewer_per_gpu(self, t: int, clients: list[int]) -> bool:
+        """After CUDA out-of-memory errors of ``clients`` in round ``t``: restart the pool with half the workers
+        per GPU (False when it already has one per GPU)."""
+        if self.per_gpu <= 1:
+            return False
+        k = fewer(int(round(self.per_gpu)))
+        p = self.cfg.platform
+        gpus = ray.cluster_resources().get("GPU", 1.0)
+        workers = max(1, min(p.workers, math.floor(k * gpus + 1e-9)))
+        self._event("gpu_oom", f"CUDA out of memory at {self.per_gpu:g} workers per GPU (clients "
+                    f"{', '.join(map(str, clients))}): the pool restarts with {k} per GPU, {workers} workers, and "
+                    f"they train again", round=t, workers_per_gpu=k)
+        self.cfg = dataclasses.replace(self.cfg, platform=dataclasses.replace(p, gpus_per_worker=1.0 / k,
+                                                                              workers=workers))
+        self._start_workers(self.cfg)
+        return True
 
     def _reconfigure(self, w: int) -> ray.ObjectRef:
         """Configure worker ``w`` again once Ray has restarted it (its constructor alone ran); retried while it is
@@ -251,142 +296,164 @@ class Coordinator:
 
     # ------------------------------------------------------------------ one round
     def run_round(self, t: int) -> Iterator[dict[str, Any]]:
-        """Round ``t``; yields ``{"progress": (done, total)}`` as clients finish, then ``{"row": ...}``."""
-        cfg = self.cfg
+        """Round ``t``: sample -> dispatch -> merge -> server update -> evaluate -> record; yields ``{"progress":
+        (done, total)}`` as clients finish, then ``{"row": ...}`` (with ``"failed"``: why, when too few trained)."""
         start = time.perf_counter()
+        r = self._sample(t)
+        try:
+            for finished in self._train(r):
+                yield {"progress": (finished + len(r.clients) - len(r.training), len(r.clients)), "round": t}
+        except RuntimeError as err:
+            self._event("worker_lost", str(err), round=t)
+            raise
+        r.merge.flush(final=True)
+        train_seconds = time.perf_counter() - start
+        rows, kept = self._weigh(r)
+        failed = _failed_round(t, rows, self.cfg.fl.min_clients)
+        if failed:  # too few clients trained: no update, no checkpoint; the run stops after this round's rows
+            self._event("round_failed", failed, round=t)
+        else:
+            self._server_update(t, kept, r.merge.aggregate)
+        metrics = self._evaluate(self.params)
+        row = self._round_row(t, metrics, rows, kept, time.perf_counter() - start, train_seconds)
+        row["status"] = "failed" if failed else "ok"
+        if failed:
+            self.results.append(row, [c.row() for c in rows])
+            yield {"row": row, "failed": failed}
+            return
+        self._commit_round(t, row, [c.row() for c in rows], r.states)
+        yield {"row": row}
+
+    def _sample(self, t: int) -> RoundState:
+        """The round's clients (fl.sampling), those that drop out (fl.dropout: reported, never trained) and the
+        merge of the others' updates in dispatch order (largest data first, then client id)."""
+        cfg = self.cfg
         clients = sample_clients(cfg.seed, t, cfg.fl.clients, cfg.fl.clients_per_round)
-        params_ref = ray.put(self.params)
-        server_ref = ray.put(self.server_state)
-        reports: dict[int, dict[str, Any]] = {}
-        states: dict[int, dict[str, np.ndarray]] = {}
-
-        # clients that do not report this round (fl.dropout): drawn per (seed, round, client), never trained
-        training = []
+        r = RoundState(t, clients, ray.put(self.params), ray.put(self.server_state))
         for c in clients:
-            draw = np.random.default_rng([client_seed(cfg.seed, t, c), 0xD0]).random() if cfg.fl.dropout > 0 else 1.0
-            if draw < cfg.fl.dropout:
-                reports[c] = self._not_trained(t, c, f"did not report (fl.dropout = {cfg.fl.dropout})")
+            if drops_out(cfg.seed, t, c, cfg.fl.dropout):
+                r.reports[c] = self._not_trained(t, c, f"did not report (fl.dropout = {cfg.fl.dropout})")
             else:
-                training.append(c)
+                r.training.append(c)
+        order = sorted(r.training, key=lambda c: (-self.client_size[c], c))
+        r.merge = MergeInOrder(PartialAggregate.reusing(self._last_aggregate), order)  # last round's buffers
+        self._last_aggregate = None
+        return r
 
-        def plan(c: int, attempt: int) -> dict[str, Any]:
-            speed = float(self.speed[c])
-            return {"attempt": attempt, "speed": speed, "budget": cfg.fl.deadline * speed if cfg.fl.deadline else 0.0}
+    def _train(self, r: RoundState) -> Iterator[int]:
+        """Train the round's clients (:meth:`_dispatch`); the clients that ran out of GPU memory train again on a
+        pool with fewer workers per GPU, or are dropped at one per GPU. Yields the number of clients finished."""
+        base, todo = 0, r.training
+        while todo:
+            for finished in self._dispatch(r, todo):
+                yield base + finished - len(r.oom)
+            base += len(todo) - len(r.oom)
+            todo, r.oom = sorted(r.oom), []
+            if todo and not self._fewer_per_gpu(r.round, todo):
+                for c in todo:
+                    r.reports[c] = self._not_trained(r.round, c, f"CUDA out of memory with {self.per_gpu:g} worker "
+                                                                 f"per GPU: {r.oom_reason[c]}")
+                    r.merge.add(c, None)
+                return
+
+    def _plan(self, c: int, attempt: int) -> ClientPlan:
+        return ClientPlan.of(self.cfg.fl.deadline, float(self.speed[c]), attempt)
+
+    def _dispatch(self, r: RoundState, clients: list[int]) -> Iterator[int]:
+        """Train the round's clients on the pool (each retried up to platform.max_retries times when its worker
+        dies); updates go to the merge as they arrive. Yields the number of clients finished."""
+        cfg, t = self.cfg, r.round
 
         def submit(worker: Any, c: int) -> ray.ObjectRef:
             states = self.store.get_many.remote([c]) if self.store is not None else None
-            return worker.train_client.remote(t, params_ref, server_ref, c, states, plan(c, attempts.get(c, 1)))
+            return worker.train_client.remote(t, r.params_ref, r.server_ref, c, states,
+                                              self._plan(c, r.attempts.get(c, 1)))
 
-        attempts: dict[int, int] = {}
-
-        # updates are merged in the dispatch order (largest data first, then client id), whichever worker
-        # trained them and whenever they arrive: a small reorder buffer, flushed MERGE_BATCH at a time
-        aggregate = PartialAggregate.reusing(self._last_aggregate)  # last round's float64 buffers
-        self._last_aggregate = None
-        order = sorted(training, key=lambda c: (-self.client_size[c], c))
-        position = {c: i for i, c in enumerate(order)}
-        arrived: dict[int, Any] = {}
-        merged = 0
-
-        def flush(final: bool = False) -> None:
-            nonlocal merged
-            ready = 0
-            while merged + ready in arrived:
-                ready += 1
-            if ready and (final or ready >= MERGE_BATCH):
-                batch = [arrived.pop(i) for i in range(merged, merged + ready)]
-                merge_updates(aggregate, [u for u in batch if u is not None])
-                merged += ready
-
-        def done(c: int, _w: int, out: dict[str, Any]) -> None:
-            reports[c] = out["report"]
-            for path, reason in out.get("skipped", ()):  # a video that broke since the scan: the client went on
+        def done(c: int, _w: int, out: ClientResult) -> None:
+            if out.report.status == OUT_OF_MEMORY:  # trains again with fewer workers per GPU (_train)
+                r.oom.append(c)
+                r.oom_reason[c] = out.report.reason
+                return
+            out.report.workers_per_gpu = self.per_gpu
+            if c in r.oom_reason:
+                out.report.reason = f"trained at {self.per_gpu:g} workers per GPU after {r.oom_reason[c]}"
+            r.reports[c] = out.report
+            for path, reason in out.skipped:  # a video that broke since the scan: the client went on
                 self._event("video_skipped", reason, path=path, round=t, client=c)
-            arrived[position[c]] = out["update"]
-            if out["state"] is not None:
-                states[c] = out["state"]
-            flush()
+            if out.state is not None:
+                r.states[c] = out.state
+            r.merge.add(c, out.update)
 
         def failed(c: int, w: int, err: Exception, attempt: int) -> bool:
             if attempt <= cfg.platform.max_retries:
-                attempts[c] = attempt + 1
+                r.attempts[c] = attempt + 1
                 self._event("client_retried", f"worker {w} died while training client {c} (attempt {attempt}); "
                             f"retried", round=t, client=c, worker=w)
                 return True
-            reports[c] = self._not_trained(t, c, f"worker died {attempt} times while training it "
-                                                 f"(platform.max_retries = {cfg.platform.max_retries}): "
-                                                 f"{_first_line(err)}", attempts=attempt)
-            arrived[position[c]] = None
-            flush()
+            r.reports[c] = self._not_trained(t, c, f"worker died {attempt} times while training it "
+                                                   f"(platform.max_retries = {cfg.platform.max_retries}): "
+                                                   f"{_first_line(err)}", attempts=attempt)
+            r.merge.add(c, None)
             return False
 
         def requeued(c: int, w: int) -> None:
             self._event("client_requeued", f"worker {w} died with client {c} queued behind its running client: it "
                         f"had not started and goes back to the queue (no attempt counted)", round=t, client=c, worker=w)
 
-        try:
-            for finished in self.pool.run(training, submit, done, failed, lambda c: self.client_size[c],
-                                           cfg.platform.queue_depth, requeued):
-                yield {"progress": (finished + len(clients) - len(training), len(clients)), "round": t}
-        except RuntimeError as err:
-            self._event("worker_lost", str(err), round=t)
-            raise
-        flush(final=True)
-        train_seconds = time.perf_counter() - start
-        rows = [reports[c] for c in sorted(reports)]
-        kept = [r for r in rows if r["status"] == "ok"]
-        for r, w in zip(kept, normalised_weights([r["log_weight"] for r in kept]), strict=True):
-            r["weight"] = w
-        for r in rows:
-            if r["status"] != "ok":
-                r["weight"] = 0.0
-                self._event("client_dropped", r["reason"], round=t, client=r["client"])
+        return self.pool.run(clients, submit, done, failed, lambda c: self.client_size[c], cfg.platform.queue_depth,
+                             requeued)
 
-        failed = _failed_round(t, rows, cfg.fl.min_clients)
-        if failed:  # too few clients trained: no update, no checkpoint; the run stops after this round's rows
-            self._event("round_failed", failed, round=t)
-        elif kept:
-            new_params, new_server = self.strategy.server_update(
-                to_torch(self.params), aggregate, to_torch(self.server_state), t, cfg.fl.clients,
-                [r["weight"] for r in kept],
-            )
-            new_params_np = to_numpy(new_params)
-            self._last_aggregate = aggregate  # read no more: mean() / total() gave new tensors
-            if all(np.isfinite(v).all() for v in new_params_np.values()):
-                self.params, self.server_state = new_params_np, to_numpy(new_server)
-            else:
-                self._event("update_rejected", "aggregate has non-finite weights; global model kept", round=t)
-        else:
+    def _weigh(self, r: RoundState) -> tuple[list[ClientReport], list[ClientReport]]:
+        """The round's reports in client order and the trained ones, with their normalised weights."""
+        rows = [r.reports[c] for c in sorted(r.reports)]
+        kept = [c for c in rows if c.ok]
+        for c, w in zip(kept, normalised_weights([c.log_weight for c in kept]), strict=True):
+            c.weight = w
+        for c in rows:
+            if not c.ok:
+                c.weight = 0.0
+                self._event("client_dropped", c.reason, round=r.round, client=c.client)
+        return rows, kept
+
+    def _server_update(self, t: int, kept: list[ClientReport], aggregate: PartialAggregate) -> None:
+        """The strategy's new global model and server state from the merged updates (kept unless non-finite)."""
+        if not kept:
             self._event("round_skipped", "no client update could be aggregated; global model kept", round=t)
+            return
+        new_params, new_server = self.strategy.server_update(
+            to_torch(self.params), aggregate, to_torch(self.server_state), t, self.cfg.fl.clients,
+            [c.weight for c in kept],
+        )
+        new_params_np = to_numpy(new_params)
+        self._last_aggregate = aggregate  # read no more: mean() / total() gave new tensors
+        if all(np.isfinite(v).all() for v in new_params_np.values()):
+            self.params, self.server_state = new_params_np, to_numpy(new_server)
+        else:
+            self._event("update_rejected", "aggregate has non-finite weights; global model kept", round=t)
 
-        metrics = self._evaluate(self.params)
-        seen = int(sum(r["seen"] for r in kept))
-        row = {
+    def _round_row(self, t: int, metrics: dict[str, float], rows: list[ClientReport], kept: list[ClientReport],
+                   seconds: float, train_seconds: float) -> dict[str, Any]:
+        """The round's row of rounds.parquet."""
+        seen = int(sum(c.seen for c in kept))
+        return {
             "round": t,
             **{k: v for k, v in metrics.items() if k not in ("eval_seconds", "eval_workers")},
-            "train_loss": float(np.mean([r["loss"] for r in kept])) if kept else math.nan,
+            "train_loss": float(np.mean([c.loss for c in kept])) if kept else math.nan,
             "clients": len(rows),
             "aggregated": len(kept),
             "dropped": len(rows) - len(kept),
-            "retried": int(sum(r["attempts"] > 1 for r in rows)),
-            "cut": int(sum(bool(r["cut"]) for r in kept)),
-            "seconds": time.perf_counter() - start,
+            "retried": int(sum(c.attempts > 1 for c in rows)),
+            "cut": int(sum(bool(c.cut) for c in kept)),
+            "seconds": seconds,
             "train_seconds": train_seconds,
             "eval_seconds": metrics["eval_seconds"],
-            "samples": int(sum(r["samples"] for r in kept)),
+            "samples": int(sum(c.samples for c in kept)),
             "updates_per_s": len(kept) / train_seconds if train_seconds > 0 else math.nan,
             "samples_per_s": seen / train_seconds if train_seconds > 0 else math.nan,
             "lr": self.strategy_lr(t),
             "workers": len(self.pool.alive),
             "eval_workers": metrics["eval_workers"],
         }
-        row["status"] = "failed" if failed else "ok"
-        if failed:
-            self.results.append(row, rows)
-            yield {"row": row, "failed": failed}
-            return
-        self._commit_round(t, row, rows, states)
-        yield {"row": row}
 
     def _commit_round(self, t: int, row: dict[str, Any], rows: list[dict[str, Any]],
                       states: dict[int, dict[str, np.ndarray]]) -> None:
@@ -416,14 +483,11 @@ class Coordinator:
     def strategy_lr(self, t: int) -> float:
         return self.schedule.round_rate(t, self.cfg.fl.rounds)
 
-    def _not_trained(self, t: int, c: int, reason: str, attempts: int = 1) -> dict[str, Any]:
+    def _not_trained(self, t: int, c: int, reason: str, attempts: int = 1) -> ClientReport:
         """The report of a sampled client that sent no update (dropped out, or lost with its workers)."""
-        speed = float(self.speed[c])
-        return {"round": t, "client": c, "samples": 0, "steps": 0, "seen": 0, "loss": math.nan,
-                "lr": self.strategy_lr(t), "log_weight": -math.inf, "raw_weight": 0.0, "worker": -1, "device": "",
-                "gpu": "", "seconds": 0.0, "status": "dropped", "reason": reason, "attempts": attempts,
-                "speed": speed, "budget": self.cfg.fl.deadline * speed if self.cfg.fl.deadline else 0.0,
-                "cut": False}
+        report = ClientReport.not_trained(t, c, self.strategy_lr(t), self._plan(c, attempts), reason)
+        report.workers_per_gpu = self.per_gpu
+        return report
 
     # ------------------------------------------------------------------ end of the run
     def finish(self) -> dict[str, Any]:
@@ -439,16 +503,23 @@ class Coordinator:
         return summary
 
 
-def _failed_round(t: int, rows: list[dict[str, Any]], min_clients: int) -> str:
+def _failed_round(t: int, rows: list[ClientReport], min_clients: int) -> str:
     """Why round ``t`` failed (``"round 3: 1 of 4 clients trained (data error: 2, missed the deadline: 1)"``),
     or ``""`` when at least ``min_clients`` (``fl.min_clients``) of its clients trained."""
-    trained = sum(r["status"] == "ok" for r in rows)
+    trained = sum(r.ok for r in rows)
     if trained >= min_clients:
         return ""
-    reasons = Counter(r["reason"].split(":")[0] for r in rows if r["status"] != "ok")
+    reasons = Counter(r.reason.split(":")[0] for r in rows if not r.ok)
     counted = ", ".join(f"{k}: {n}" for k, n in reasons.most_common())
     return (f"round {t}: {trained} of {len(rows)} clients trained ({counted}), fewer than fl.min_clients = "
             f"{min_clients}")
+
+
+def _probe(cfg: ExperimentConfig, entry: Any) -> tuple[int, int]:
+    """The GPU memory probe of ``platform.gpus_per_worker = auto`` (a Ray task holding one GPU)."""
+    from fedvsr.data.datasets import load_pair_for
+
+    return measure_peak(cfg, load_pair_for(cfg, entry))
 
 
 def _first_line(err: BaseException) -> str:

@@ -60,7 +60,7 @@ def init_ray(cfg: ExperimentConfig, log: str | os.PathLike | None = None) -> boo
         join_cluster(address, **common)
         divert_ray_output(log or session_log())
         return True
-    if p.gpus_per_worker > 0:
+    if p.gpus_per_worker == "auto" or p.gpus_per_worker > 0:
         import torch
 
         have = torch.cuda.device_count()
@@ -84,6 +84,8 @@ def check_local_resources(cfg: ExperimentConfig) -> None:
     have = ray.cluster_resources()
     asks = (("CPU", p.cpus_per_worker, "cpus_per_worker"), ("GPU", p.gpus_per_worker, "gpus_per_worker"))
     for key, per, name in asks:
+        if per == "auto":  # packed to fit by the coordinator (fedvsr.platform.gpus)
+            continue
         need = p.workers * per
         if per > 0 and need > have.get(key, 0.0) + 1e-9:
             raise ConfigError(

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,12 +28,23 @@ from fedvsr.data.video import LEFT_OUT, VideoEntry, VideoError
 from fedvsr.evaluation import evaluate_bicubic, evaluate_model, pair_scores_of_model
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import ClientUpdate, to_torch
-from fedvsr.fl.client import epoch_batches, run_client
+from fedvsr.fl.client import LocalTraining, epoch_batches, run_client
+from fedvsr.fl.participation import OUT_OF_MEMORY, ClientPlan, ClientReport, deadline_limits, missed_deadline
 from fedvsr.fl.sampling import client_seed
 from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import ClientContext, LocalResult
 from fedvsr.models import build_model
 from fedvsr.platform.environment import describe
+
+
+@dataclass
+class ClientResult:
+    """What a worker returns for one client."""
+
+    update: ClientUpdate  #: its contribution to the aggregate (empty when it was left out)
+    report: ClientReport  #: its row of clients.parquet
+    state: dict[str, np.ndarray] | None  #: its new persistent state (SCAFFOLD's c_i), None when none
+    skipped: list[tuple[str, str]] = field(default_factory=list)  #: (path, reason) of videos it could not use
 
 
 class ClientWorker:
@@ -46,6 +58,7 @@ class ClientWorker:
         self.gpu_ids = ",".join(str(g) for g in _ray_gpu_ids())
         self._cache: OrderedDict[tuple[VideoEntry, str], VideoPair] = OrderedDict()
         self._cache_size = video_cache
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         self.cfg: ExperimentConfig | None = None
 
     @classmethod
@@ -118,44 +131,42 @@ class ClientWorker:
     # ------------------------------------------------------------------ training
     def train_client(self, round: int, global_params: dict[str, np.ndarray], server_state: dict[str, np.ndarray],
                      client: int, client_state: dict[int, dict[str, np.ndarray] | None] | None = None,
-                     plan: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train ``client`` from the round's global weights; returns its contribution (a
-        :class:`~fedvsr.fl.aggregate.ClientUpdate`: its tensors as trained, copied off the device once), its
-        report and its new persistent state.
-
-        ``plan``: the coordinator's per-client settings: ``attempt`` (1 = first try), ``speed`` (fl.stragglers)
-        and the deadline in fl.deadline_unit already scaled by the speed (``budget``; 0 = none)."""
-        plan = plan or {}
-        self._maybe_fail(round, client)
+                     plan: ClientPlan | None = None) -> ClientResult:
+        """Train ``client`` from the round's global weights (``plan``: the coordinator's attempt, speed and
+        deadline budget for it); returns its contribution (a :class:`~fedvsr.fl.aggregate.ClientUpdate`: its
+        tensors as trained, copied off the device once), its report and its new persistent state."""
+        plan = plan or ClientPlan()
         self.skipped = []
         cfg = self.cfg
-        gp = to_torch(global_params, self.device)
-        ss = to_torch(server_state, self.device)
         update = ClientUpdate()
         state = (client_state or {}).get(client)
         ctx = ClientContext(
             client=client, round=round, total_rounds=cfg.fl.rounds, total_clients=cfg.fl.clients,
-            model=self.model, global_params=gp, server_state=ss,
+            model=self.model, global_params=to_torch(global_params, self.device),
+            server_state=to_torch(server_state, self.device),
             client_state=to_torch(state, self.device) if state is not None else None,
             lr=self.schedule.round_rate(round, cfg.fl.rounds),
         )
-        result, log_weight, kept = self._train_one(ctx, update, plan)
-        report = {
-            "round": round, "client": client, "samples": result.samples, "steps": result.steps,
-            "seen": result.seen, "loss": result.loss, "lr": ctx.lr,
-            "log_weight": log_weight if result.ok else -math.inf,
-            "raw_weight": math.exp(min(log_weight, 709.0)) if result.ok else 0.0, "worker": self.index,
-            "device": self.device_name, "gpu": self.gpu_ids, "seconds": result.seconds,
-            "status": "ok" if result.ok else "dropped", "reason": result.reason,
-            "attempts": int(plan.get("attempt", 1)), "speed": float(plan.get("speed", 1.0)),
-            "budget": float(plan.get("budget", 0.0)), "cut": result.cut,
-        }
-        if not result.ok:  # nothing of a left-out client reaches the aggregate
-            update = ClientUpdate()
+        try:
+            self._maybe_fail(round, client)
+            result, log_weight, kept = self._train_one(ctx, update, plan)
+        except torch.cuda.OutOfMemoryError as err:  # the coordinator trains it again with fewer workers per GPU
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            result, log_weight, kept = LocalResult(client, 0, 0, math.nan, 0.0, False,
+                                                   f"CUDA out of memory: {str(err).strip().splitlines()[0]}"), 0.0, None
+        report = ClientReport(
+            round, client, result.samples, result.steps, result.seen, result.loss, ctx.lr,
+            log_weight if result.ok else -math.inf, math.exp(min(log_weight, 709.0)) if result.ok else 0.0,
+            self.index, self.device_name, self.gpu_ids, result.seconds,
+            "ok" if result.ok else OUT_OF_MEMORY if result.reason.startswith("CUDA out of memory") else "dropped",
+            result.reason, plan.attempt, plan.speed, plan.budget, result.cut, node=self.node,
+        )
         new_state = {k: v.detach().cpu().numpy() for k, v in kept.items()} if kept is not None else None
-        return {"update": update, "report": report, "state": new_state, "skipped": self.skipped}
+        # nothing of a left-out client reaches the aggregate
+        return ClientResult(update if result.ok else ClientUpdate(), report, new_state, self.skipped)
 
-    def _train_one(self, ctx: ClientContext, update: ClientUpdate, plan: dict[str, Any]):
+    def _train_one(self, ctx: ClientContext, update: ClientUpdate, plan: ClientPlan):
         cfg = self.cfg
         seed = client_seed(cfg.seed, ctx.round, ctx.client)
         start = time.perf_counter()
@@ -167,32 +178,22 @@ class ClientWorker:
                                f"data error: {err}"), 0.0, None
         ctx.samples = len(data)
         steps = math.ceil(len(data) / cfg.fl.batch_size) * cfg.fl.local_epochs
-        budget = float(plan.get("budget", 0.0))
-        max_steps, time_budget = 0, 0.0
-        if budget > 0 and cfg.fl.deadline_unit == "steps":
-            allowed = int(math.floor(budget))
-            if allowed < steps:
-                if cfg.fl.deadline_action == "drop":
-                    return LocalResult(ctx.client, ctx.samples, 0, math.nan, time.perf_counter() - start, False,
-                                       f"missed the deadline: needs {steps} local steps, its deadline allows "
-                                       f"{allowed}", cut=True), 0.0, None
-                if allowed < 1:
-                    return LocalResult(ctx.client, ctx.samples, 0, math.nan, time.perf_counter() - start, False,
-                                       "the deadline came before the first local step", cut=True), 0.0, None
-                max_steps = allowed
-        elif budget > 0:
-            time_budget = budget
+        limits = deadline_limits(plan.budget, cfg.fl.deadline_unit, cfg.fl.deadline_action, steps)
+        if limits.refused:
+            return LocalResult(ctx.client, ctx.samples, 0, math.nan, time.perf_counter() - start, False,
+                               limits.refused, cut=True), 0.0, None
         self._load(ctx.global_params)
         torch.manual_seed(seed)
+        training = LocalTraining(cfg.fl.local_epochs, cfg.fl.optimizer, schedule=self.schedule, steps=steps,
+                                 clip_grad_norm=cfg.fl.clip_grad_norm, max_steps=limits.max_steps,
+                                 time_budget=limits.time_budget)
         result, log_weight, kept = run_client(
-            ctx, self.strategy,
-            lambda epoch: epoch_batches(data, cfg.fl.batch_size, seed, epoch, collate, self.device),
-            cfg.fl.local_epochs, update, cfg.fl.optimizer, schedule=self.schedule, steps=steps,
-            clip_grad_norm=cfg.fl.clip_grad_norm, max_steps=max_steps, time_budget=time_budget,
-        )
-        if result.ok and result.cut and cfg.fl.deadline_action == "drop":  # a wall-clock deadline was missed
-            result.ok, result.reason = False, (f"missed the deadline: {time_budget:.3g} s allowed, "
-                                               f"{result.steps} of {steps} local steps done")
+            ctx, self.strategy, lambda epoch: epoch_batches(data, cfg.fl.batch_size, seed, epoch, collate, self.device),
+            update, training)
+        missed = missed_deadline(result.ok and result.cut, cfg.fl.deadline_action, limits.time_budget, result.steps,
+                                 steps)
+        if missed:  # a wall-clock deadline was missed
+            result.ok, result.reason = False, missed
             return result, -math.inf, None
         return result, log_weight, kept
 
@@ -213,15 +214,18 @@ class ClientWorker:
         return pairs
 
     def _maybe_fail(self, round: int, client: int) -> None:
-        """Testing hook (``FEDVSR_FAULT=kill:ROUND:CLIENT:MARKER`` in the driver's environment): SIGKILL this
-        worker process when it starts ``CLIENT`` in ``ROUND``, once (the marker file says it happened)."""
-        if not self.fault:
-            return
-        _, r, c, marker = self.fault.split(":", 3)
-        if (int(r), int(c)) == (round, client) and not os.path.exists(marker):
+        """Testing hooks (``$FEDVSR_FAULT`` in the driver's environment, ``;``-separated), each once (its marker file
+        says it happened) when this worker starts ``CLIENT`` in ``ROUND``: ``kill:ROUND:CLIENT:MARKER`` SIGKILLs the
+        worker process, ``oom:ROUND:CLIENT:MARKER`` raises ``torch.cuda.OutOfMemoryError``."""
+        for fault in self.fault.split(";") if self.fault else ():
+            kind, r, c, marker = fault.split(":", 3)
+            if (int(r), int(c)) != (round, client) or os.path.exists(marker):
+                continue
             with open(marker, "w") as f:
-                f.write(f"worker {self.index} pid {os.getpid()} killed at round {round} client {client}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
+                f.write(f"worker {self.index} pid {os.getpid()} {kind} at round {round} client {client}\n")
+            if kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by FEDVSR_FAULT={fault})")
 
     # ------------------------------------------------------------------ evaluation
     def eval_info(self) -> dict[str, Any]:
@@ -251,7 +255,7 @@ class ClientWorker:
 
     def ping(self) -> dict[str, Any]:
         return {"index": self.index, "pid": os.getpid(), "device": self.device_name, "gpu": self.gpu_ids,
-                "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""}
+                "node": self.node}
 
 
 def _decoding(cfg: ExperimentConfig) -> str:

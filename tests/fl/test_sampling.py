@@ -54,3 +54,32 @@ def test_client_seed():
     assert s not in others and len(others) == 3
     with pytest.raises(ValueError, match="client must be an integer >= 0, got -3"):
         client_seed(5, 2, -3)
+
+
+def test_dropout_and_speeds_are_the_documented_salted_draws():
+    from fedvsr.fl.sampling import DROPOUT_SALT, SPEED_SALT, client_speeds, drops_out
+
+    assert (DROPOUT_SALT, SPEED_SALT) == (0xD0, 0x5EED)  # the draws of every recorded run depend on them
+    draws = [np.random.default_rng([client_seed(3, 2, c), 0xD0]).random() for c in range(40)]
+    assert [drops_out(3, 2, c, 0.3) for c in range(40)] == [d < 0.3 for d in draws]
+    assert 5 < sum(drops_out(3, 2, c, 0.3) for c in range(40)) < 20
+    assert not any(drops_out(3, 2, c, 0.0) for c in range(40))
+    z = np.random.default_rng([3, 0x5EED]).standard_normal(6)
+    assert client_speeds(3, 6, 0.5).tolist() == np.exp(0.5 * z).tolist()
+    assert client_speeds(3, 6, 0.0).tolist() == [1.0] * 6
+
+
+def test_deadline_rules_cut_or_drop_a_late_client():
+    from fedvsr.fl.participation import ClientPlan, Limits, deadline_limits, missed_deadline
+
+    assert ClientPlan.of(4.0, 0.75, attempt=2) == ClientPlan(2, 0.75, 3.0)
+    assert ClientPlan.of(0.0, 0.75) == ClientPlan(1, 0.75, 0.0)
+    assert deadline_limits(3.0, "steps", "cut", 5) == Limits(max_steps=3)
+    assert deadline_limits(5.5, "steps", "cut", 5) == Limits()
+    assert deadline_limits(0.5, "steps", "cut", 5) == Limits(refused="the deadline came before the first local step")
+    assert deadline_limits(3.0, "steps", "drop", 5) == Limits(
+        refused="missed the deadline: needs 5 local steps, its deadline allows 3")
+    assert deadline_limits(2.5, "seconds", "drop", 5) == Limits(time_budget=2.5)
+    assert deadline_limits(0.0, "seconds", "drop", 5) == Limits()
+    assert missed_deadline(True, "drop", 2.5, 3, 5) == "missed the deadline: 2.5 s allowed, 3 of 5 local steps done"
+    assert missed_deadline(True, "cut", 2.5, 3, 5) == missed_deadline(False, "drop", 2.5, 5, 5) == ""

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fedvsr.fl import Scaffold
-from fedvsr.fl.local import local_round
+from fedvsr.fl.local import RoundSpec, local_round
 from fedvsr.fl.strategy import float_state
 from fedvsr.models.base import VSRModel
 from fedvsr.models.registry import build_model
@@ -50,7 +50,7 @@ def test_control_variates_count_each_networks_steps_by_hand():
     # round 1 (c = c_i = 0): 2 mini-batches, so g takes 4 SGD steps (gradients 3, 5, 3, 5) and d takes 2 (2, 2)
     # c_i+ = mean raw gradient = 16 / 4 = 4 for g (16 / 2 = 8 when K counted mini-batches), 4 / 2 = 2 for d;
     # option II agrees: x - y_g = 0.1 * 16 = 1.6 and 1.6 / (4 * 0.1) = 4
-    x, server, _ = local_round(strat, model, x, server, states, [0], one_client(2), 1, 2, 2, 0.1)
+    x, server, _ = local_round(strat, model, x, server, states, [0], one_client(2), RoundSpec(1, 2, 2, 0.1))
     assert states[0]["c_i.g"].item() == pytest.approx(4.0, rel=1e-12)
     assert states[0]["c_i.d"].item() == pytest.approx(2.0, rel=1e-12)
     assert x["g"].item() == pytest.approx(-1.6, rel=1e-7) and x["d"].item() == pytest.approx(-0.4, rel=1e-7)
@@ -59,7 +59,7 @@ def test_control_variates_count_each_networks_steps_by_hand():
     assert server["c.d"].item() == pytest.approx(1.0, rel=1e-12)
     # round 2: corrections c - c_i = -2 (g), -1 (d); g moves 0.1 * (16 - 4 * 2) = 0.8, d 0.1 * (4 - 2 * 1) = 0.2
     # option II: c_i - c + (x - y) / (K eta) = 4 - 2 + 0.8 / 0.4 = 4 (g) and 2 - 1 + 0.2 / 0.2 = 2 (d)
-    local_round(strat, model, x, server, states, [0], one_client(2), 2, 2, 2, 0.1)
+    local_round(strat, model, x, server, states, [0], one_client(2), RoundSpec(2, 2, 2, 0.1))
     assert model.g.item() == pytest.approx(-1.6 - 0.8, rel=1e-7)
     assert model.d.item() == pytest.approx(-0.4 - 0.2, rel=1e-7)
     assert states[0]["c_i.g"].item() == pytest.approx(4.0, rel=1e-12)
@@ -81,7 +81,7 @@ def test_a_network_that_never_steps_keeps_its_control_variate():
     server = strat.init_server_state(x)
     states = {0: {"c_i.g": torch.tensor([1.5], dtype=torch.float64),
                   "c_i.d": torch.tensor([-0.5], dtype=torch.float64)}}
-    _, server, _ = local_round(strat, model, x, server, states, [0], one_client(3), 1, 1, 1, 0.1)
+    _, server, _ = local_round(strat, model, x, server, states, [0], one_client(3), RoundSpec(1, 1, 1, 0.1))
     assert states[0]["c_i.g"].item() == pytest.approx(3.0)  # three steps of gradient 3
     assert states[0]["c_i.d"].item() == pytest.approx(-0.5)  # no step: unchanged, delta c = 0
     assert server["c.d"].item() == 0.0 and server["c.g"].item() == pytest.approx(1.5)  # 0 + (3 - 1.5) / 1
@@ -97,7 +97,7 @@ def test_vsrgan_without_accumulation_gets_option_two_control_variates():
     strat, eta = Scaffold(), 1e-3
     x = float_state(model)
     server, states = strat.init_server_state(x), {}
-    local_round(strat, model, x, server, states, [0], lambda cid: (1, lambda epoch: batches), 1, 1, 1, eta)
+    local_round(strat, model, x, server, states, [0], lambda cid: (1, lambda epoch: batches), RoundSpec(1, 1, 1, eta))
     y = dict(model.named_parameters())
     for net, k in (("generator", 4), ("discriminator", 2)):
         names = [n for n in y if n.startswith(net + ".")]

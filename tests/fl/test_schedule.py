@@ -10,7 +10,7 @@ from torch import nn
 
 from fedvsr.config import ConfigError, load_config
 from fedvsr.fl import FedAvg
-from fedvsr.fl.client import train_local
+from fedvsr.fl.client import LocalTraining, train_local
 from fedvsr.fl.schedule import LRSchedule
 from fedvsr.fl.strategy import ClientContext, float_state
 
@@ -65,7 +65,8 @@ def _train(schedule, steps, g, clip=0.0, round=1, rounds=4):
     def step_loss(m, batch):
         return (g * m.w).sum(), None, None
 
-    result = train_local(ctx, FedAvg(), lambda epoch: [None] * steps, 1, "sgd", step_loss, schedule, steps, clip)
+    result = train_local(ctx, FedAvg(), lambda epoch: [None] * steps,
+                         LocalTraining(1, "sgd", step_loss, schedule, steps, clip))
     assert result.ok and result.steps == steps
     return model.w.detach()
 

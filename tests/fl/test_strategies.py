@@ -19,11 +19,16 @@ from fedvsr.fl import (
     Scaffold,
     build_strategy,
 )
+from fedvsr.fl.client import LocalTraining
 from fedvsr.fl.fedprox import proximal_term
 from fedvsr.fl.fedvsr import hellinger_coefficient
 from fedvsr.fl.hifr import hifr_loss
-from fedvsr.fl.local import local_round
+from fedvsr.fl.local import RoundSpec, local_round
 from fedvsr.fl.strategy import ClientContext, float_state
+
+
+def sgd(step_loss):
+    return LocalTraining(optimizer="sgd", step_loss=step_loss)
 
 
 class Point(nn.Module):
@@ -54,8 +59,8 @@ def run_rounds(strategy, curv, optima, rounds, steps, lr, participants=None):
     step_loss, client_data = quadratic_clients(curv, optima, steps)
     for t in range(1, rounds + 1):
         clients = participants(t) if participants else list(range(n))
-        params, server, results = local_round(strategy, model, params, server, states, clients, client_data, t,
-                                              rounds, n, lr, optimizer="sgd", step_loss=step_loss)
+        params, server, results = local_round(strategy, model, params, server, states, clients, client_data,
+                                              RoundSpec(t, rounds, n, lr), sgd(step_loss))
         assert all(r.ok for r in results)
     return params["w"], server, states
 
@@ -103,10 +108,10 @@ def test_scaffold_control_variate_is_option_two_for_sgd():
     server = strat.init_server_state(x)
     states: dict = {}
     step_loss, client_data = quadratic_clients(curv, optima, 3)
-    x, server, _ = local_round(strat, model, x, server, states, [0, 1], client_data, 1, 2, 2, 0.1,
-                               step_loss=step_loss)
+    x, server, _ = local_round(strat, model, x, server, states, [0, 1], client_data, RoundSpec(1, 2, 2, 0.1),
+                               sgd(step_loss))
     c_i_before, c_before = states[0]["c_i.w"].clone(), server["c.w"].clone()
-    local_round(strat, model, x, server, states, [0], client_data, 2, 2, 2, 0.1, step_loss=step_loss)
+    local_round(strat, model, x, server, states, [0], client_data, RoundSpec(2, 2, 2, 0.1), sgd(step_loss))
     y0 = model.w.detach()  # the model still holds client 0's local result
     option2 = c_i_before - c_before + (x["w"] - y0) / (3 * 0.1)
     assert torch.allclose(states[0]["c_i.w"], option2, atol=1e-5)
@@ -183,7 +188,7 @@ def test_nan_client_is_left_out_and_global_stays_finite():
         params = float_state(model)
         step_loss, client_data = quadratic_clients(curv, optima, 2)
         new, _, results = local_round(strat, model, params, strat.init_server_state(params), {}, [0, 1, 2],
-                                      client_data, 1, 5, 3, 0.5, step_loss=step_loss)
+                                      client_data, RoundSpec(1, 5, 3, 0.5), sgd(step_loss))
         assert [r.ok for r in results] == [True, False, True]
         assert "non-finite training loss" in results[1].reason
         assert torch.isfinite(new["w"]).all()

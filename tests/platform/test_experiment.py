@@ -78,11 +78,6 @@ def test_same_seed_same_numbers_whatever_the_number_of_workers(fedavg_run, seed1
     assert columns(seed1_run[0]) != columns(out)
 
 
-def test_fedprox_with_mu_zero_is_fedavg(fedavg_run, synth_root, tmp_path):
-    prox, _ = run(tmp_path, "prox", synth_root, "fl.strategy=fedprox", "fl.mu=0")
-    assert columns(prox) == columns(fedavg_run[0])
-
-
 def test_fedvsr_without_hifr_and_decay_exponent_zero_is_fedavg(fedavg_run, synth_root, tmp_path):
     vsr, _ = run(tmp_path, "fedvsr", synth_root, "fl.strategy=fedvsr", "fl.lambda_hifr=0", "fl.alpha=0")
     assert columns(vsr) == columns(fedavg_run[0])
@@ -118,10 +113,10 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes_unchanged(fedavg_run,
     assert columns(out) == columns(fedavg_run[0])
 
 
-def test_a_live_coordinator_configured_again_gives_the_numbers_of_fresh_actors(fedavg_run, seed1_run, synth_root,
-                                                                               tmp_path):
+def test_fedprox_with_mu_zero_is_fedavg_and_a_live_coordinator_configured_again_gives_fresh_numbers(
+        fedavg_run, seed1_run, synth_root, tmp_path):
     """Two experiments on one coordinator and one worker pool (``configure`` twice, no new process) give the
-    numbers of each experiment run on fresh actors."""
+    numbers of each experiment run on fresh actors; the first, FedProx with mu = 0, those of FedAvg."""
     import ray
 
     from fedvsr.platform.coordinator import Coordinator
@@ -129,7 +124,7 @@ def test_a_live_coordinator_configured_again_gives_the_numbers_of_fresh_actors(f
     coordinator = ray.remote(Coordinator).options(num_cpus=0).remote()
     pids = []
     try:
-        for name, extra in (("first", ()), ("second", ("seed=1",))):
+        for name, extra in (("first", ("fl.strategy=fedprox", "fl.mu=0")), ("second", ("seed=1",))):
             cfg = load_config(None, tiny_experiment(synth_root, *extra))
             (tmp_path / name).mkdir()
             ray.get(coordinator.configure.remote(cfg, str(tmp_path / name)))

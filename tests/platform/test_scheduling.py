@@ -125,28 +125,29 @@ def test_a_late_client_is_dropped_or_cut_as_configured(worker_inputs):
     import torch
 
     from fedvsr.fl.aggregate import to_numpy
+    from fedvsr.fl.participation import ClientPlan
     from fedvsr.fl.strategy import float_state
 
     worker = make_worker(worker_inputs, "fl.deadline=1", "fl.deadline_action=drop")
     params = to_numpy(float_state(worker.model))
     torch.manual_seed(0)
-    late = worker.train_client(1, params, {}, 0, None, {"budget": 1.5, "speed": 0.75})
-    assert late["report"]["status"] == "dropped" and late["report"]["steps"] == 0
-    assert late["report"]["reason"] == "missed the deadline: needs 2 local steps, its deadline allows 1"
-    assert late["update"].entries == [] and late["state"] is None
-    on_time = worker.train_client(1, params, {}, 0, None, {"budget": 2.0})
-    assert on_time["report"]["status"] == "ok" and on_time["report"]["steps"] == 2
-    assert on_time["report"]["seen"] == 8 and not on_time["report"]["cut"]
-    assert [e[0] for e in on_time["update"].entries] == ["model"]
+    late = worker.train_client(1, params, {}, 0, None, ClientPlan(speed=0.75, budget=1.5))
+    assert late.report.status == "dropped" and late.report.steps == 0
+    assert late.report.reason == "missed the deadline: needs 2 local steps, its deadline allows 1"
+    assert late.update.entries == [] and late.state is None
+    on_time = worker.train_client(1, params, {}, 0, None, ClientPlan(budget=2.0))
+    assert on_time.report.status == "ok" and on_time.report.steps == 2
+    assert on_time.report.seen == 8 and not on_time.report.cut
+    assert [e[0] for e in on_time.update.entries] == ["model"]
     # a wall-clock deadline too short for one step: nothing to aggregate, whatever the action
     timed = make_worker(worker_inputs, "fl.deadline=1", "fl.deadline_unit=seconds")
-    first = timed.train_client(1, params, {}, 1, None, {"budget": 1e-9})
-    assert first["report"]["status"] == "dropped" and first["report"]["cut"]
-    assert first["report"]["reason"] == "the deadline came before the first local step"
+    first = timed.train_client(1, params, {}, 1, None, ClientPlan(budget=1e-9))
+    assert first.report.status == "dropped" and first.report.cut
+    assert first.report.reason == "the deadline came before the first local step"
     cut = make_worker(worker_inputs, "fl.deadline=1")
-    half = cut.train_client(1, params, {}, 0, None, {"budget": 1.0})
-    assert half["report"]["status"] == "ok" and half["report"]["steps"] == 1 and half["report"]["cut"]
-    assert half["report"]["seen"] == 4 and half["report"]["device"] == "cpu"
+    half = cut.train_client(1, params, {}, 0, None, ClientPlan(budget=1.0))
+    assert half.report.status == "ok" and half.report.steps == 1 and half.report.cut
+    assert half.report.seen == 4 and half.report.device == "cpu"
 
 
 def test_stragglers_need_a_deadline():
@@ -184,25 +185,54 @@ else:
 """
 
 
-def fake_gpu_run(synth_root, out, gpus, workers, per):
+def fake_gpu_run(synth_root, out, gpus, workers, per, fault=""):
+    env = {**os.environ, "FEDVSR_FAULT": fault} if fault else None
     proc = subprocess.run([sys.executable, "-c", FAKE_GPU_RUN, str(synth_root), str(out), str(gpus), str(workers),
-                           str(per)], capture_output=True, text=True, timeout=600,
+                           str(per)], capture_output=True, text=True, timeout=600, env=env,
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_fractional_gpus_place_four_workers_per_gpu(synth_root, tmp_path):
+@pytest.fixture(scope="module")
+def quarter_run(synth_root, tmp_path_factory):
+    """Four workers on a quarter of Ray's one fake GPU each (the clients train on the CPU: no CUDA here)."""
+    out = tmp_path_factory.mktemp("fake-gpu") / "quarter"
+    return out, fake_gpu_run(synth_root, out, 1, 4, 0.25)
+
+
+def test_fractional_gpus_place_four_workers_per_gpu(quarter_run, synth_root, tmp_path):
     # Ray's fake GPU resources: this machine has no GPU, Ray is told it has one
-    result = fake_gpu_run(synth_root, tmp_path / "quarter", 1, 4, 0.25)
+    quarter, result = quarter_run
     assert result["gpus"] == ["0", "0", "0", "0"]  # Ray gave every worker a quarter of GPU 0
     assert result["devices"] == ["cpu"] * 4  # torch sees no CUDA here: each worker says so and trains on the CPU
-    clients = table(tmp_path / "quarter", "clients")
+    clients = table(quarter, "clients")
     assert set(clients["gpu"]) == {"0"} and set(clients["device"]) == {"cpu"}
-    fallbacks = [e for e in events(tmp_path / "quarter") if e["kind"] == "device_fallback"]
+    fallbacks = [e for e in events(quarter) if e["kind"] == "device_fallback"]
     assert sorted(e["worker"] for e in fallbacks) == [0, 1, 2, 3]
     assert "was given GPU 0 by Ray but torch sees no CUDA device" in fallbacks[0]["message"]
     # a fifth quarter does not fit on one GPU: a clear error, not a wait forever
     refused = fake_gpu_run(synth_root, tmp_path / "five", 1, 5, 0.25)
     assert refused["error"].startswith("platform.workers = 5 x platform.gpus_per_worker = 0.25 needs 1.25 GPUs but "
                                        "this Ray has 1; allowed here: platform.workers <= 4")
+
+
+def test_auto_gpus_pack_what_the_probe_allows_and_an_out_of_memory_client_trains_again(quarter_run, synth_root,
+                                                                                      tmp_path):
+    # the probe (testing hook) says a client peaks at 5000 MiB of 16000: 2 fit on a GPU with 15% kept free, so 2
+    # of the 4 workers asked for start, half a GPU each; client 0 then runs out of GPU memory (injected) and trains
+    # again on a pool of 1 worker per GPU
+    marker = tmp_path / "oom-fired"
+    result = fake_gpu_run(synth_root, tmp_path / "auto", 1, 4, "auto", f"gpu-probe:5000:16000;oom:1:0:{marker}")
+    assert result["gpus"] == ["0", "0"] and marker.exists()
+    packed = [e for e in events(tmp_path / "auto") if e["kind"] in ("gpu_packing", "gpu_oom")]
+    assert [(e["kind"], e["workers_per_gpu"]) for e in packed] == [("gpu_packing", 2), ("gpu_oom", 1)]
+    assert packed[0]["message"] == ("platform.gpus_per_worker = auto: a client peaks at 5000 MiB of 16000 MiB per "
+                                    "GPU (15% kept free): 2 workers per GPU, 2 workers")
+    clients = table(tmp_path / "auto", "clients")
+    assert clients["client"] == [0, 1, 2, 3] and set(clients["status"]) == {"ok"}
+    assert clients["workers_per_gpu"] == [1.0, 2.0, 2.0, 2.0]
+    assert clients["reason"][0] == (f"trained at 1 workers per GPU after CUDA out of memory: CUDA out of memory "
+                                    f"(injected by FEDVSR_FAULT=oom:1:0:{marker})")
+    # the same clients, the same numbers as the quarter-GPU run (a client trains the same on any worker)
+    assert clients["loss"] == table(quarter_run[0], "clients")["loss"]

@@ -1,0 +1,119 @@
+"""GPU packing that cannot run out of memory: ``platform.gpus_per_worker = auto``.
+
+Before the workers start, one probe process on one GPU builds the trial's model, optimizer and a batch of its
+data, runs one training step of one client and reads the step's peak GPU memory (``torch.cuda.max_memory_reserved``
+plus the CUDA context of a process, :data:`CONTEXT_BYTES`). As many workers then share a GPU as fit in its memory
+with :data:`MARGIN` kept free (:func:`workers_per_gpu`), at most ``platform.workers`` in all, each reserving
+``1 / k`` of a GPU from Ray. A worker that still runs out of GPU memory (another process on the card, a larger
+batch later) reports it; the coordinator halves the workers per GPU, restarts the pool and trains that client again,
+and clients.parquet records the workers per GPU each client trained under and why it changed.
+
+Testing hooks (``$FEDVSR_FAULT``, like the others): ``gpu-probe:PEAK_MIB:TOTAL_MIB`` answers the probe with those
+numbers instead of measuring (the one fake: no GPU is needed to test the arithmetic with Ray's fake GPU resources);
+``oom:ROUND:CLIENT:MARKER`` raises ``torch.cuda.OutOfMemoryError`` in the worker that starts that client, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from fedvsr.config import ExperimentConfig
+
+#: the share of a GPU's memory kept free when packing workers on it
+MARGIN = 0.15
+#: the memory a process's CUDA context takes besides torch's allocations (not seen by max_memory_reserved)
+CONTEXT_BYTES = 512 * 2**20
+#: at most this many workers share one GPU
+MAX_PER_GPU = 8
+
+AUTO = "auto"
+
+
+def is_auto(cfg: ExperimentConfig) -> bool:
+    return cfg.platform.gpus_per_worker == AUTO
+
+
+def workers_per_gpu(peak_bytes: float, total_bytes: float, margin: float = MARGIN, cap: int = MAX_PER_GPU) -> int:
+    """How many processes of ``peak_bytes`` each fit in ``total_bytes`` with ``margin`` of it kept free (at least
+    1: a single worker is tried even when the probe says it will not fit, and its error is recorded)."""
+    if peak_bytes <= 0:
+        return cap
+    return max(1, min(cap, math.floor(total_bytes * (1 - margin) / peak_bytes)))
+
+
+def per_gpu_of(gpus_per_worker: float) -> float:
+    """Workers per GPU of a numeric ``platform.gpus_per_worker`` (0: no GPU)."""
+    return 1.0 / gpus_per_worker if gpus_per_worker > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Packing:
+    """What ``gpus_per_worker = auto`` decided."""
+
+    peak_bytes: int  #: the probe's peak GPU memory of one client (context included)
+    total_bytes: int  #: the GPU's memory
+    per_gpu: int  #: workers sharing one GPU
+    gpus: float  #: GPUs of this Ray (or of the trial's share)
+    workers: int  #: workers started: min(platform.workers, per_gpu x GPUs)
+
+    def config(self, cfg: ExperimentConfig) -> ExperimentConfig:
+        """``cfg`` with the packing's numeric ``platform.gpus_per_worker`` and ``platform.workers``."""
+        return dataclasses.replace(cfg, platform=dataclasses.replace(
+            cfg.platform, gpus_per_worker=1.0 / self.per_gpu, workers=self.workers))
+
+    def describe(self) -> str:
+        return (f"platform.gpus_per_worker = auto: a client peaks at {self.peak_bytes / 2**20:.0f} MiB of "
+                f"{self.total_bytes / 2**20:.0f} MiB per GPU ({MARGIN:.0%} kept free): {self.per_gpu} workers per "
+                f"GPU, {self.workers} workers")
+
+
+def pack(peak_bytes: int, total_bytes: int, gpus: float, workers: int) -> Packing:
+    """The packing of ``workers`` (``platform.workers``, an upper bound) on ``gpus`` GPUs of ``total_bytes``."""
+    k = workers_per_gpu(peak_bytes, total_bytes)
+    fit = max(1, math.floor(k * gpus + 1e-9))
+    return Packing(int(peak_bytes), int(total_bytes), k, gpus, min(workers, fit))
+
+
+def fewer(per_gpu: int) -> int:
+    """The workers per GPU to retry with after an out-of-memory error at ``per_gpu``."""
+    return max(1, per_gpu // 2)
+
+
+def probe_hook(fault: str) -> tuple[int, int] | None:
+    """The ``gpu-probe:PEAK_MIB:TOTAL_MIB`` testing hook of ``$FEDVSR_FAULT`` as bytes, if set."""
+    for part in fault.split(";"):
+        if part.startswith("gpu-probe:"):
+            _, peak, total = part.split(":")
+            return int(float(peak) * 2**20), int(float(total) * 2**20)
+    return None
+
+
+def measure_peak(cfg: ExperimentConfig, pair: Any) -> tuple[int, int]:
+    """One training step of ``cfg``'s model, optimizer and batch (clips of ``pair``, a decoded video) on this
+    process's GPU: ``(peak bytes + CONTEXT_BYTES, the GPU's total bytes)``."""
+    import torch
+
+    from fedvsr.data.datasets import TrainClips, collate, resolve_augment
+    from fedvsr.fl import build_strategy
+    from fedvsr.fl.client import LocalTraining, train_local
+    from fedvsr.fl.strategy import ClientContext, float_state
+    from fedvsr.models import build_model
+
+    device = torch.device("cuda")
+    torch.cuda.reset_peak_memory_stats(device)
+    model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options).to(device)
+    data = TrainClips([pair], cfg.data.clip_frames or model.num_frames, cfg.data.patch, cfg.data.samples_per_video,
+                      0, resolve_augment(cfg.data.augment, type(model)), cfg.data.dark_threshold)
+    batch = collate([data[i % len(data)] for i in range(cfg.fl.batch_size)])
+    batch = tuple(t.to(device) for t in batch)
+    params = float_state(model)
+    ctx = ClientContext(0, 1, cfg.fl.rounds, cfg.fl.clients, model, params, {}, None, cfg.fl.lr)
+    strategy = build_strategy(cfg.fl)
+    ctx.server_state = strategy.init_server_state(params)
+    train_local(ctx, strategy, lambda epoch: [batch], LocalTraining(1, cfg.fl.optimizer, max_steps=1))
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_reserved(device) + CONTEXT_BYTES
+    return int(peak), int(torch.cuda.get_device_properties(device).total_memory)
