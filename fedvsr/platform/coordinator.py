@@ -466,7 +466,7 @@ class Coordinator:
                 "lr": self.strategy_lr(t), "log_weight": -math.inf, "raw_weight": 0.0, "worker": -1, "device": "",
                 "gpu": "", "seconds": 0.0, "status": "dropped", "reason": reason, "attempts": attempts,
                 "speed": speed, "budget": self.cfg.fl.deadline * speed if self.cfg.fl.deadline else 0.0,
-                "cut": False}
+                "cut": False, "node": ""}
 
     # ------------------------------------------------------------------ end of the run
     def finish(self) -> dict[str, Any]:

@@ -132,6 +132,7 @@ class ClientWorker:
             "status": "ok" if result.ok else "dropped", "reason": result.reason,
             "attempts": int(plan.get("attempt", 1)), "speed": float(plan.get("speed", 1.0)),
             "budget": float(plan.get("budget", 0.0)), "cut": result.cut,
+            "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else "",  # Ray node that trained it
         }
         if not result.ok:  # nothing of a left-out client reaches the aggregate
             update = ClientUpdate()
