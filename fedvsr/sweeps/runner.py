@@ -61,6 +61,9 @@ from fedvsr.sweeps.spec import SpecError, SweepSpec, build_spec
 METRIC_KEYS = {"psnr": "psnr", "ssim": "ssim", "loss": "loss"}
 #: Tune's own experiment folder (its state, for --resume) inside the sweep folder
 TUNE_DIR = "tune"
+#: a trial whose node (or Tune actor) was lost is started again this many times at most, on any node, and continues
+#: from its run folder's last round checkpoint; node.json's "starts" and trials.parquet's "restarts" record it
+TRIAL_RESTARTS = 2
 
 
 def run_folder_name(trial_id: str, overrides: dict[str, Any]) -> str:
@@ -162,10 +165,12 @@ def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, sweep_i
         check_sweep_folder(sweep_dir, sweep_id)
     overrides = spec.trial_overrides(config)
     out = Path(sweep_dir) / "runs" / run_folder_name(tune.get_context().get_trial_id(), overrides)
+    if (out / ERROR_FILE).is_file():  # fedvsr's own error in an earlier start (TRIAL_RESTARTS): the same, at once
+        raise RuntimeError((out / ERROR_FILE).read_text().split("\n\n", 1)[0])
     try:
         cfg = spec.experiment_config(overrides)
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / NODE_FILE, this_node())
+        write_json_atomic(out / NODE_FILE, _node_record(out))
         if spec.replicates > 1:
             _trial_replicates(cfg, spec, out, parallel)
         else:
@@ -178,6 +183,19 @@ def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, sweep_i
             write_text_atomic(out / "config.yaml", yaml.safe_dump(_tree(spec, overrides), sort_keys=False))
         write_text_atomic(out / ERROR_FILE, root_cause(err) + "\n\n" + traceback.format_exc())
         raise
+
+
+def _node_record(out: Path) -> dict[str, Any]:
+    """node.json: :func:`this_node`, and in ``starts`` the nodes of every start of the trial, earlier ones first (a
+    trial restarted after its node was lost, or by --resume, has more than one)."""
+    node = this_node()
+    try:
+        earlier = json.loads((out / NODE_FILE).read_text())
+    except (OSError, ValueError):
+        earlier = {}
+    starts = earlier.get("starts", [earlier] if earlier else [])
+    return {**node, "starts": [*({"node_ip": s.get("node_ip"), "node_id": s.get("node_id")} for s in starts),
+                               {"node_ip": node["node_ip"], "node_id": node["node_id"]}]}
 
 
 def _trial_run(cfg, out: Path) -> None:
@@ -354,6 +372,11 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
             finished = res.get("round", 0) >= res.get("rounds", math.inf)
             self._done(trial, "finished" if finished else "stopped")
 
+        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+            self.running.pop(trial.trial_id, None)
+            echo(f"trial {trial.trial_id} was lost ({trial.num_failures} of {TRIAL_RESTARTS} restarts): it starts "
+                 f"again, from its last round checkpoint  [{self._values(trial)}]")
+
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             folder = self._folder(trial)
             message = ""
@@ -483,7 +506,7 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
                                         trial_dirname_creator=lambda t: t.trial_id),
             run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(out), verbose=0,
                                       callbacks=[_progress_callback(spec, out, echo, table_every)],
-                                      failure_config=tune.FailureConfig(max_failures=0)),
+                                      failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS)),
         )
         reps = (f", {spec.replicates} replicates per point ({'in parallel' if parallel else 'sharing the workers'}"
                 f"; ASHA and Optuna see their mean)" if spec.replicates > 1 else "")
