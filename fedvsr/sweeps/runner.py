@@ -178,11 +178,21 @@ def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, sweep_i
     except Exception as err:
         from fedvsr.platform.replicates import is_replicate_group
 
+        if _node_lost(err):  # not the trial's fault: Tune starts it again (TRIAL_RESTARTS), error.txt stays unwritten
+            raise
         out.mkdir(parents=True, exist_ok=True)
         if not (out / "config.yaml").is_file() and not is_replicate_group(out):
             write_text_atomic(out / "config.yaml", yaml.safe_dump(_tree(spec, overrides), sort_keys=False))
         write_text_atomic(out / ERROR_FILE, root_cause(err) + "\n\n" + traceback.format_exc())
         raise
+
+
+def _node_lost(err: BaseException) -> bool:
+    """Whether ``err`` says a Ray process or node of the trial died (its coordinator's or the trial's own node was
+    lost), rather than that fedvsr failed."""
+    from ray import exceptions as rx
+
+    return isinstance(err, (rx.RayActorError, rx.WorkerCrashedError, rx.ObjectLostError, rx.NodeDiedError))
 
 
 def _node_record(out: Path) -> dict[str, Any]:
