@@ -27,3 +27,25 @@ def test_result_files_follow_the_process_umask(tmp_path, umask, mode):
     for name in ("summary.json", "rounds.parquet", "config.yaml"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "rounds.parquet", "sub", "summary.json"]
+
+
+def test_a_restarted_trial_names_its_nodes_in_its_row(tmp_path):
+    """node.json's ``starts`` (one entry a start of the trial, written by the sweep runner) becomes trials.parquet's
+    ``restarts`` and ``node_ids``; a node.json of before (no ``starts``) reads as one start."""
+    import json
+
+    from fedvsr.sweeps.results import run_row
+
+    run = tmp_path / "00000-abc"
+    run.mkdir()
+    (run / "config.yaml").write_text("fl: {rounds: 2}\n")
+    starts = [{"node_ip": "127.0.0.2", "node_id": "aa"}, {"node_ip": "192.0.2.2", "node_id": "bb"}]
+    (run / "node.json").write_text(json.dumps({"node_ip": "192.0.2.2", "node_id": "bb", "starts": starts}))
+    row = run_row(run)
+    assert (row["node_id"], row["restarts"], row["node_ids"]) == ("bb", 1, "aa,bb")
+    (run / "node.json").write_text(json.dumps({"node_ip": "10.0.0.7", "node_id": "n7"}))
+    row = run_row(run)
+    assert (row["node_id"], row["restarts"], row["node_ids"]) == ("n7", 0, "n7")
+    (run / "node.json").unlink()
+    row = run_row(run)
+    assert (row["node_id"], row["restarts"], row["node_ids"]) == (None, 0, "")
