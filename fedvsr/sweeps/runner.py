@@ -384,6 +384,8 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
 
         def on_trial_recover(self, iteration, trials, trial, **info) -> None:
             self.running.pop(trial.trial_id, None)
+            if (self._folder(trial) / ERROR_FILE).is_file():  # fedvsr's own error: its restart fails the same, at once
+                return
             echo(f"trial {trial.trial_id} was lost ({trial.num_failures} of {TRIAL_RESTARTS} restarts): it starts "
                  f"again, from its last round checkpoint  [{self._values(trial)}]")
 
