@@ -115,6 +115,7 @@ class Coordinator:
         worker_fault = fault if fault.startswith("kill:") else ""
         self.workers = [remote.remote(cfg_dict, i, *self._worker_args, fault=worker_fault) for i in range(p.workers)]
         self.alive = list(range(p.workers))
+        self.restarting: dict[int, ray.ObjectRef] = {}  # a dead worker -> its ping, answered once Ray restarted it
         # largest client data first, so the longest clients start first and nobody waits for one at the end
         self.client_size = [len(v) for v in self.client_videos]
         # system heterogeneity: a seeded speed per client (fl.stragglers)
@@ -222,11 +223,13 @@ class Coordinator:
         pool. Yields the number of tasks finished after each one."""
         queue = [(-size(task), i, task, 1) for i, task in enumerate(tasks)]
         heapq.heapify(queue)
-        free = dict.fromkeys(self.alive, depth)  # call slots per worker
+        free = {w: 0 if w in self.restarting else depth for w in self.alive}  # call slots per worker
         inflight: dict[int, list[ray.ObjectRef]] = {w: [] for w in self.alive}  # in submission order
-        pending: dict[ray.ObjectRef, tuple[Any, int, int, int, str]] = {}
+        pending: dict[ray.ObjectRef, tuple[Any, int, int, int, str]] = {
+            ref: (None, w, -1, 0, "ping") for w, ref in self.restarting.items()}
         finished = 0
-        while queue or pending:
+        # a worker still restarting (its node lost, no room elsewhere yet) does not hold up the end of the tasks
+        while queue or any(kind != "ping" for *_, kind in pending.values()):
             while queue:
                 w = next((w for w in self.alive if free[w] > 0 and not inflight[w]), None)
                 if w is None and len(queue) >= len(self.alive):
@@ -245,6 +248,7 @@ class Coordinator:
             [ref], _ = ray.wait(list(pending), num_returns=1)
             task, w, order, attempt, kind = pending.pop(ref)
             if kind == "ping":  # a worker that died is back (restarted) or gone for good
+                self.restarting.pop(w, None)
                 try:
                     ray.get(ref)
                     free[w], inflight[w] = depth, []
@@ -282,7 +286,8 @@ class Coordinator:
                         requeued(q_task, w)
                 task, _, order, attempt, _ = info[dead[0]]  # the oldest unfinished call was the running one
                 # answered once Ray has restarted it (retried while it is restarting); fails if it is gone for good
-                pending[self.workers[w].ping.options(max_task_retries=-1).remote()] = (None, w, -1, 0, "ping")
+                self.restarting[w] = self.workers[w].ping.options(max_task_retries=-1).remote()
+                pending[self.restarting[w]] = (None, w, -1, 0, "ping")
                 if failed(task, w, err, attempt):
                     heapq.heappush(queue, (-size(task), order, task, attempt + 1))
                 continue
