@@ -148,6 +148,12 @@ head -4 "$W/best.yaml"
 fedvsr_here report "$SWEEP" > /dev/null || fail "fedvsr report"
 echo "fedvsr report $SWEEP: exit 0, wrote $(ls "$SWEEP/report" | tr "\n" " ")"
 
+step "ray exec and ray rsync-down (the page's other ways to read a sweep)"
+"$RAY" exec "$W/loopback.yaml" "fedvsr best $SWEEP --top 2" 2>&1 | grep -v "Shared connection" || fail "ray exec"
+rm -rf "$W/copy" && "$RAY" rsync-down "$W/loopback.yaml" "$SWEEP/" "$W/copy/" > /dev/null 2>&1 &&
+  test -f "$W/copy/trials.parquet" || fail "ray rsync-down"
+echo "ray rsync-down: $(find "$W/copy" -type f | wc -l) files in $W/copy"
+
 step "ray job submit: fedvsr simulate, 300 clients, 20 a round, one client worker per worker node"
 RUN=$W/shared/runs/clients300
 "$RAY" job submit --address "http://127.0.0.1:$DASH" --working-dir . -- \
@@ -194,8 +200,8 @@ step "ray down -y"
 kill $TUNNEL 2>/dev/null || true
 "$RAY" down -y "$W/loopback.yaml" || fail "ray down"
 sleep 3
-left=$(pgrep -u "$U" -f "raylet|gcs_server" | wc -l)
+left=$( (pgrep -u "$U" -f "raylet|gcs_server" || true) | wc -l)
 [ "$left" = 0 ] || fail "$left Ray processes of $U are still running after ray down"
 echo "no Ray process of $U is left"
-for pid in $(pgrep -u "$U"); do kill "$pid" 2>/dev/null || true; done   # the autoscaler's idle SSH sessions
+for pid in $(pgrep -u "$U" || true); do kill "$pid" 2>/dev/null || true; done   # the autoscaler's idle SSH sessions
 echo; echo "loopback.sh: every step succeeded"
