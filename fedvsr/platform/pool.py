@@ -79,6 +79,9 @@ class WorkerPool:
                  lost_hint: str = "", backend: Backend | None = None) -> None:
         self.workers = workers
         self.alive = list(range(len(workers)))
+        #: a dead worker -> the future of its revival, kept across runs: a worker whose node was lost, with no room
+        #: elsewhere yet, does not hold up the end of a run's tasks
+        self.reviving: dict[int, Any] = {}
         self.revive, self.event, self.lost_hint = revive, event, lost_hint
         self.backend = backend or Backend.ray()
 
@@ -97,11 +100,11 @@ class WorkerPool:
         job = Job(submit, done, failed, size, depth, requeued)
         for i, task in enumerate(tasks):
             job.push(task, i, 1)
-        self._free = dict.fromkeys(self.alive, depth)  # call slots per worker
+        self._free = {w: 0 if w in self.reviving else depth for w in self.alive}  # call slots per worker
         self._calls: dict[int, list[Any]] = {w: [] for w in self.alive}  # in submission order
-        pending: dict[Any, InFlight] = {}
+        pending: dict[Any, InFlight] = {ref: InFlight(None, w, -1, 0, revive=True) for w, ref in self.reviving.items()}
         finished = 0
-        while job.queue or pending:
+        while job.queue or any(not call.revive for call in pending.values()):
             self._fill(job, pending)
             if not pending:
                 raise RuntimeError(f"no client worker is left ({len(self.workers)} started, all lost)"
@@ -142,6 +145,7 @@ class WorkerPool:
     def _revived(self, call: InFlight, ref: Any, depth: int) -> None:
         """A worker that died is back (restarted and configured) or gone for good."""
         w = call.worker
+        self.reviving.pop(w, None)
         try:
             self.backend.get(ref)
             self._free[w], self._calls[w] = depth, []
@@ -178,6 +182,7 @@ class WorkerPool:
             if job.requeued is not None:
                 job.requeued(info[r].task, w)
         running = info[dead[0]]  # the oldest unfinished call was the running one
-        pending[self.revive(w)] = InFlight(None, w, -1, 0, revive=True)
+        self.reviving[w] = self.revive(w)
+        pending[self.reviving[w]] = InFlight(None, w, -1, 0, revive=True)
         if job.failed(running.task, w, err, running.attempt):
             job.push(running.task, running.order, running.attempt + 1)

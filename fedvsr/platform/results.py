@@ -37,11 +37,28 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def process_umask() -> int:
+    """The process umask, read without changing it where the system tells (Linux's /proc), else set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write, durable: bool = True) -> None:
     """``write(tmp)`` a temp file beside ``path``, then rename it to ``path``. ``durable``: fsync the file before
-    the rename and the folder after it (``False`` where the caller fsyncs a whole folder at once)."""
+    the rename and the folder after it (``False`` where the caller fsyncs a whole folder at once). The file gets the
+    mode a plain ``open(path, "w")`` would give (0666 less the umask: group-readable with the usual 022 or 002 on a
+    shared folder), not mkstemp's owner-only 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~process_umask())
     os.close(fd)
     try:
         write(tmp)

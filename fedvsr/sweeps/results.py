@@ -53,7 +53,7 @@ REPLICATES_FILE = "replicates.json"
 REPLICATE_DIR = re.compile(r"rep-(\d+)")
 RESULT_COLUMNS = ["trial", "sweep", "sweep_dir", "group", "replicate", "status", "error", "rounds", "rounds_run",
                   "final_psnr", "final_ssim", "final_loss", "best_psnr", "best_ssim", "best_round", "initial_psnr",
-                  "bicubic_psnr", "gain_db", "seconds", "out", "node_ip", "node_id", "kind"]
+                  "bicubic_psnr", "gain_db", "seconds", "out", "node_ip", "node_id", "restarts", "node_ids", "kind"]
 #: the seed pair replicates are paired on: the same pair means the same data, split, sampling and initial model
 SEED_KEYS = ("data.seed", "seed")
 #: config keys that cannot change a run's numbers (where it runs, where caches live)
@@ -109,6 +109,7 @@ def run_row(run_dir: str | os.PathLike, trial: str | None = None, sweep: str = "
     status_doc = _json(d / STATUS_FILE) or (_json(g / STATUS_FILE) if g else {})
     error = _text(d / ERROR_FILE) or (_text(g / ERROR_FILE) if g else "")
     node = _json(d / NODE_FILE) or (_json(g / NODE_FILE) if g else {})
+    starts = (node.get("starts") or [node]) if node else []
     last = rows[-1] if rows else {}
     best = max(rows, key=lambda r: r["psnr"]) if rows else {}
     if status_doc.get("status"):
@@ -144,6 +145,9 @@ def run_row(run_dir: str | os.PathLike, trial: str | None = None, sweep: str = "
         "out": str(d.resolve()),
         "node_ip": node.get("node_ip"),
         "node_id": node.get("node_id"),
+        # a trial started again after its node was lost (or by --resume): how often, and the nodes it ran on
+        "restarts": max(len(starts) - 1, 0),
+        "node_ids": ",".join(s.get("node_id") or "" for s in starts),
         # `fedvsr train-central` writes strategy "central" in its summary; its config's fl.strategy is unused
         "kind": "central" if summary.get("strategy") == "central" else "federated",
     }

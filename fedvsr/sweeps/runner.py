@@ -59,6 +59,9 @@ from fedvsr.sweeps.trial import SweepTrial, run_folder_name, trial_plan, trial_r
 METRIC_KEYS = {"psnr": "psnr", "ssim": "ssim", "loss": "loss"}
 #: Tune's own experiment folder (its state, for --resume) inside the sweep folder
 TUNE_DIR = "tune"
+#: a trial whose node (or Tune actor) was lost is started again this many times at most, on any node, and continues
+#: from its run folder's last round checkpoint; node.json's "starts" and trials.parquet's "restarts" record it
+TRIAL_RESTARTS = 2
 
 
 def _optuna_search(spec: SweepSpec):
@@ -134,6 +137,13 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
             res = trial.last_result or {}
             finished = res.get("round", 0) >= res.get("rounds", math.inf)
             self._done(trial, "finished" if finished else "stopped")
+
+        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+            self.running.pop(trial.trial_id, None)
+            if (self._folder(trial) / ERROR_FILE).is_file():  # fedvsr's own error: its restart fails the same, at once
+                return
+            echo(f"trial {trial.trial_id} was lost ({trial.num_failures} of {TRIAL_RESTARTS} restarts): it starts "
+                 f"again, from its last round checkpoint  [{self._values(trial)}]")
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             folder = self._folder(trial)
@@ -280,7 +290,7 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
                                         trial_dirname_creator=lambda t: t.trial_id, reuse_actors=True),
             run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(out), verbose=0,
                                       callbacks=[_progress_callback(spec, out, echo, table_every)],
-                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS),
                                       # a trial's state is its run folder (its round checkpoints), not Tune's
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
         )

@@ -119,6 +119,26 @@ def report_mean(agg: dict[str, Any], rounds: int) -> dict[str, Any]:
             "psnr_std": float(agg["psnr_std"]), "replicates": int(agg["n"]), "seconds": float(agg["seconds"])}
 
 
+def node_lost(err: BaseException) -> bool:
+    """Whether ``err`` says a Ray process or node of the trial died (its coordinator's or the trial's own node was
+    lost), rather than that fedvsr failed."""
+    from ray import exceptions as rx
+
+    return isinstance(err, (rx.RayActorError, rx.WorkerCrashedError, rx.ObjectLostError, rx.NodeDiedError))
+
+
+def node_record(out: Path, node: dict[str, Any]) -> dict[str, Any]:
+    """node.json: ``node`` (:func:`~fedvsr.platform.cluster.this_node`), and in ``starts`` the nodes of every start of
+    the trial, earlier ones first (a trial restarted after its node was lost, or by --resume, has more than one)."""
+    try:
+        earlier = json.loads((out / NODE_FILE).read_text())
+    except (OSError, ValueError):
+        earlier = {}
+    starts = earlier.get("starts", [earlier] if earlier else [])
+    return {**node, "starts": [*({"node_ip": s.get("node_ip"), "node_id": s.get("node_id")} for s in starts),
+                               {"node_ip": node["node_ip"], "node_id": node["node_id"]}]}
+
+
 class SweepTrial(Trainable):
     """The trainable of every trial of a sweep (module docstring). ``setup``'s keywords come from
     ``tune.with_parameters``: the spec, the sweep folder, its ``sweep-id`` and whether replicates run in
@@ -143,18 +163,22 @@ class SweepTrial(Trainable):
         self.replay: dict[str, Any] | None = None  # a trial found finished: its last row, reported as it was
         self.error: Exception | None = None  # why it cannot start: raised by its first step (recorded already)
         self.trials += 1
+        if (self.out / ERROR_FILE).is_file():  # fedvsr's own error in an earlier start (TRIAL_RESTARTS): the same
+            self.error = RuntimeError((self.out / ERROR_FILE).read_text().split("\n\n", 1)[0])
+            return
         try:
             if plan.error is not None:
                 raise plan.error
             self.rounds = plan.cfg.fl.rounds
             self.out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.out / NODE_FILE, this_node())
+            node = node_record(self.out, this_node())
+            write_json_atomic(self.out / NODE_FILE, node)
             if self.spec.replicates > 1:
                 self._open_replicates(plan.cfg)
             else:
                 self._open_run(plan.cfg)
             if self.run is not None:
-                write_json_atomic(self.out / NODE_FILE, {**this_node(), **self._actors()})
+                write_json_atomic(self.out / NODE_FILE, {**node, **self._actors()})
         except Exception as err:  # raised from step: Tune records a trial's error alike from setup and reset
             self._record(err)
             self.error = err
@@ -227,6 +251,8 @@ class SweepTrial(Trainable):
         from fedvsr.platform.replicates import is_replicate_group
 
         self._release(keep=False)
+        if node_lost(err):  # not the trial's fault: Tune starts it again (TRIAL_RESTARTS); error.txt stays unwritten
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         if not (self.out / "config.yaml").is_file() and not is_replicate_group(self.out):
             write_text_atomic(self.out / "config.yaml", yaml.safe_dump(self.plan.tree, sort_keys=False))

@@ -95,3 +95,27 @@ def test_onprem_head_offers_no_cpus_or_gpus_itself():
     head = [c for c in config["head_start_ray_commands"] if "ray start" in c][0]
     assert "--num-cpus=0" in head and "--num-gpus=0" in head
     assert config["provider"]["type"] == "local" and config["provider"]["worker_ips"]
+
+
+@pytest.mark.parametrize("same_machine, expected", [
+    ("no", "stop\nray start --address=10.0.0.1:6379 --disable-usage-stats\n"),
+    ("yes", "ray start --address=10.0.0.1:6379 --disable-usage-stats --node-ip-address=127.0.0.3 --num-cpus=1 "
+            "--dashboard-agent-listen-port=52468 --temp-dir=/tmp/x/ray-127.0.0.3\n"),
+])
+def test_onprem_worker_start_as_shipped_and_with_same_machine(same_machine, expected):
+    """cluster/onprem.yaml's worker start command, run by bash as Ray's updater runs it (`ray` replaced by echo): as
+    shipped it stops an earlier Ray first; with SAME_MACHINE=yes (cluster/loopback.sh) it does not, and takes the
+    node's address from the SSH connection."""
+    import subprocess
+
+    config = yaml.safe_load((REPO / "cluster/onprem.yaml").read_text())
+    (command,) = config["worker_start_ray_commands"]
+    assert command.startswith("SAME_MACHINE=no;")
+    command = command.replace("SAME_MACHINE=no;", f"SAME_MACHINE={same_machine};")
+    command = command.replace("ray stop", "echo stop").replace("RAY_AUTH_MODE=token ray start", "echo ray start")
+    env = {"PATH": os.environ["PATH"], "RAY_HEAD_IP": "10.0.0.1", "TMPDIR": "/tmp/x",
+           "SSH_CONNECTION": "127.0.0.1 40000 127.0.0.3 22"}
+    assert subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True).stdout == expected
+    shared = [c for c in config["setup_commands"] if "NFS=" in c]
+    assert len(shared) == 1 and shared[0].startswith("NFS=REPLACE-WITH-NFS-SERVER:/REPLACE-WITH-EXPORT; "
+                                                     "SHARED=/mnt/fedvsr;")

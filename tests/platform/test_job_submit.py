@@ -210,6 +210,23 @@ def test_a_sweep_submitted_as_a_job_runs_on_both_nodes_and_best_reads_it(cluster
     assert yaml.safe_load(best.stdout)["fl"]["lr"] == winner["fl.lr"]
 
 
+def test_simulate_spreads_its_clients_over_both_nodes(cluster, synth_root):
+    """Two client workers of one CPU each, one per node; clients.parquet's `node` names the Ray node of the worker
+    that trained each client (docs/cluster.md's per-node counts come from it)."""
+    from tests.conftest import tiny_experiment
+
+    out = cluster.root / "spread"
+    overrides = tiny_experiment(synth_root, "fl.rounds=1", "fl.clients=8", "fl.clients_per_round=8",
+                                "platform.workers=2", "platform.cpus_per_worker=1")
+    sim = _run([sys.executable, "-m", "fedvsr.cli", "simulate", "--address", cluster.gcs, "--out", str(out),
+                *[a for o in overrides for a in ("--set", o)]], cluster.env, timeout=300)
+    assert sim.returncode == 0, (sim.stdout + sim.stderr)[-4000:]
+    clients = pq.read_table(out / "clients.parquet").to_pylist()
+    assert len(clients) == 8 and {c["status"] for c in clients} == {"ok"}
+    per_node = {n["node_id"]: sum(c["node"] == n["node_id"] for c in clients) for n in cluster.nodes()}
+    assert sum(per_node.values()) == 8 and min(per_node.values()) >= 1, per_node
+
+
 def test_job_submit_without_the_token_is_refused(cluster):
     job = _run([RAY, "job", "submit", "--address", cluster.dashboard, "--", "echo", "never runs"],
                cluster.no_token_env())
