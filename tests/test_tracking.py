@@ -208,58 +208,16 @@ def test_an_mlflow_server_lost_mid_run_is_a_recorded_warning(tmp_path, capsys, m
 
 
 # ------------------------------------------------------------------------------------ the real commands
+# (no run of their own: tests/test_cli.py::test_simulate_runs_a_real_experiment runs `fedvsr simulate --mlflow` into
+# a SQLite store, tests/sweeps/test_sweep_ray.py::test_grid_sweep_with_asha_and_a_failing_trial logs its sweep with
+# the MLflow callback, and the resume-crash chain of tests/platform/test_resume_crash.py checks its events; they
+# check what they logged with the helpers below)
 
 def table(path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-@pytest.mark.slow
-def test_simulate_and_sweep_with_mlflow_log_what_their_tables_hold(ray_local, synth_root, tmp_path, monkeypatch):
-    """``fedvsr simulate --mlflow`` and ``fedvsr sweep --mlflow`` into a local SQLite store, both tiny (2 rounds):
-    the MLflow runs and each run folder's TensorBoard events hold the numbers of rounds.parquet."""
-    from mlflow import MlflowClient
-
-    from fedvsr.cli import main
-    from tests.conftest import tiny_experiment
-    from tests.sweeps.test_sweep_ray import tiny_fixed
-
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(store)
-    out = tmp_path / "run"
-    sets = [a for s in tiny_experiment(synth_root, "platform.workers=1") for a in ("--set", s)]
-    assert main(["simulate", "--out", str(out), "--mlflow", store, *sets]) == 0
-    rows = table(out / "rounds.parquet")
-    assert [r["round"] for r in rows] == [1, 2]
-    assert_events_are_the_tables(out, rows, table(out / "clients.parquet"))
-    run_id = json.loads((out / "mlflow.json").read_text())["run_id"]
-    for key in ("psnr", "ssim", "train_loss"):
-        assert metric(client, run_id, key) == [(r["round"], r[key]) for r in rows]
-    got = client.get_run(run_id)
-    assert got.info.status == "FINISHED" and got.data.params["fl.clients"] == "4"
-    assert {"config.yaml", "summary.json", "rounds.parquet", "psnr.png"} <= {a.path for a in
-                                                                          client.list_artifacts(run_id)}
-    assert got.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())  # beside the database
-
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"search": "grid", "scheduler": "none", "fixed": tiny_fixed(synth_root, 2),
-                                    "params": {"fl.lr": {"choice": [0.002, 0.004]}}}))
-    sweep = tmp_path / "sweep"
-    assert main(["sweep", str(spec), "--out", str(sweep), "--mlflow", store]) == 0
-    state = json.loads((sweep / "mlflow.json").read_text())
-    parent = client.get_run(state["run_id"])
-    assert parent.info.status == "FINISHED" and parent.info.run_name == "spec"
-    assert {"sweep.yaml", "trials.parquet", "best.yaml", "report"} <= {a.path for a in
-                                                                      client.list_artifacts(parent.info.run_id)}
-    trials = table(sweep / "trials.parquet")
-    assert len(state["trials"]) == len(trials) == 2
-    folders = set()
-    for run_id in state["trials"].values():
-        child = client.get_run(run_id)
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
-        folder = Path(child.data.tags["fedvsr.folder"])
-        folders.add(str(folder))
-        assert float(child.data.params["fl.lr"]) == yaml.safe_load((folder / "config.yaml").read_text())["fl"]["lr"]
-        rows = table(folder / "rounds.parquet")
-        assert metric(client, run_id, "psnr") == [(r["round"], r["psnr"]) for r in rows]
-        assert_events_are_the_tables(folder, rows, table(folder / "clients.parquet"))
-    assert folders == {t["out"] for t in trials}
+def assert_mlflow_run_is_the_table(client, run_id: str, folder, keys=("psnr", "ssim", "train_loss")) -> None:
+    rows = table(Path(folder) / "rounds.parquet")
+    for key in keys:
+        assert metric(client, run_id, key) == [(r["round"], r[key]) for r in rows], key

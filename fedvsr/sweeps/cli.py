@@ -104,7 +104,11 @@ def _mlflow_sweep(uri: str | None, out: Path, spec):
 
     def params(trial) -> dict:
         overrides = spec.trial_overrides(trial.config)
-        return {**tracking.flatten(spec.experiment_config(overrides).to_dict()), "fedvsr.trial": trial.trial_id}
+        try:
+            config = tracking.flatten(spec.experiment_config(overrides).to_dict())
+        except ConfigError:  # the trial fails with it (its error is in trials.parquet): its values are the params
+            config = overrides
+        return {**config, "fedvsr.trial": trial.trial_id}
 
     def folder(trial) -> Path:
         return out / "runs" / run_folder_name(trial.trial_id, spec.trial_overrides(trial.config))
