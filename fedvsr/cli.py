@@ -50,6 +50,13 @@ def _simulate(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/sim-{time.strftime('%Y%m%d-%H%M%S')}")
     args.out = str(out)  # for the interrupted message of main()
     check_output_folder(out, resume=args.resume, ours=RUN_FILES)
+    from fedvsr.platform.replicates import is_replicate_group
+    from fedvsr.tracking import ends_on_error, mlflow_run
+
+    if args.mlflow and (args.replicates != 1 or args.vary_data or (args.resume and is_replicate_group(out))):
+        raise ConfigError("--mlflow does not log a group of --replicates yet; run `fedvsr sweep` with "
+                          "replicates, or each seed as its own `fedvsr simulate --mlflow` run")
+    track = mlflow_run(args.mlflow, out)  # None without --mlflow; the store is checked before Ray starts
     if cfg is not None:
         say_starting(cfg)
     else:
@@ -58,15 +65,8 @@ def _simulate(args: argparse.Namespace) -> int:
         from fedvsr.platform.cluster import join_cluster
 
         join_cluster(args.address, include_dashboard=False, logging_level="ERROR", log_to_driver=True)
-    from fedvsr.platform.replicates import is_replicate_group
-    from fedvsr.tracking import ends_on_error, mlflow_run
-
     if args.replicates != 1 or args.vary_data or (args.resume and is_replicate_group(out)):
-        if args.mlflow:
-            raise ConfigError("--mlflow does not log a group of --replicates yet; run `fedvsr sweep` with "
-                              "replicates, or each seed as its own `fedvsr simulate --mlflow` run")
         return _simulate_replicates(args, cfg, out)
-    track = mlflow_run(args.mlflow, out)  # None without --mlflow; the store is checked before Ray starts
 
     def on_start(info: dict) -> None:
         b, i = info["bicubic"], info["initial"]

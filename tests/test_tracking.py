@@ -187,6 +187,10 @@ def test_an_unusable_mlflow_store_is_refused_before_the_run(tmp_path, capsys, mo
 
     monkeypatch.setattr(ray, "init", refuse)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    assert main(["simulate", "--out", str(tmp_path / "x"), "--replicates", "2", "--mlflow", DOWN]) == 2
+    assert capsys.readouterr().err.endswith("fedvsr: config error: --mlflow does not log a group of --replicates "
+                                            "yet; run `fedvsr sweep` with replicates, or each seed as its own "
+                                            "`fedvsr simulate --mlflow` run\n")
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
     assert main(["simulate", "--out", str(tmp_path / "x"), "--mlflow", "sqlite:///x.db"]) == 2
     assert capsys.readouterr().err.endswith('fedvsr: config error: --mlflow needs the mlflow (mlflow-skinny) '
