@@ -51,12 +51,9 @@ def _simulate(args: argparse.Namespace) -> int:
     args.out = str(out)  # for the interrupted message of main()
     check_output_folder(out, resume=args.resume, ours=RUN_FILES)
     from fedvsr.platform.replicates import is_replicate_group
-    from fedvsr.tracking import ends_on_error, mlflow_run
+    from fedvsr.tracking import ends_on_error
 
-    if args.mlflow and (args.replicates != 1 or args.vary_data or (args.resume and is_replicate_group(out))):
-        raise ConfigError("--mlflow does not log a group of --replicates yet; run `fedvsr sweep` with "
-                          "replicates, or each seed as its own `fedvsr simulate --mlflow` run")
-    track = mlflow_run(args.mlflow, out)  # None without --mlflow; the store is checked before Ray starts
+    track = _mlflow_run(args, out)  # None without --mlflow; the store is checked before Ray starts
     if cfg is not None:
         say_starting(cfg)
     else:
@@ -112,6 +109,17 @@ def _simulate(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _mlflow_run(args: argparse.Namespace, out: Path):
+    """``--mlflow URI``: the run's :class:`fedvsr.tracking.MlflowRun` (its store checked); None without it."""
+    from fedvsr.platform.replicates import is_replicate_group
+    from fedvsr.tracking import mlflow_run
+
+    if args.mlflow and (args.replicates != 1 or args.vary_data or (args.resume and is_replicate_group(out))):
+        raise ConfigError("--mlflow does not log a group of --replicates yet; run `fedvsr sweep` with "
+                          "replicates, or each seed as its own `fedvsr simulate --mlflow` run")
+    return mlflow_run(args.mlflow, out)
 
 
 def _check_replicate_seeds(cfg: ExperimentConfig, replicates: int, vary_data: bool) -> None:
