@@ -52,6 +52,10 @@ def _simulate(args: argparse.Namespace) -> int:
     args.out = str(out)  # for the interrupted message of main()
     check_output_folder(out, resume=args.resume, ours=RUN_FILES)
     args.runs_in = out  # main() draws the plots of the runs finished in it
+    from fedvsr.platform.replicates import is_replicate_group
+    from fedvsr.tracking import ends_on_error
+
+    track = _mlflow_run(args, out)  # None without --mlflow; the store is checked before Ray starts
     if cfg is not None:
         say_starting(cfg)
     else:
@@ -60,8 +64,6 @@ def _simulate(args: argparse.Namespace) -> int:
         from fedvsr.platform.cluster import join_cluster
 
         join_cluster(args.address, include_dashboard=False, logging_level="ERROR", log_to_driver=True)
-    from fedvsr.platform.replicates import is_replicate_group
-
     if args.replicates != 1 or args.vary_data or (args.resume and is_replicate_group(out)):
         return _simulate_replicates(args, cfg, out)
 
@@ -73,6 +75,8 @@ def _simulate(args: argparse.Namespace) -> int:
             print(f"round   0  psnr {i['psnr']:6.2f}  ssim {i['ssim']:.4f}  (initial model)", flush=True)
         else:
             print(f"resuming at round {info['start_round']}", flush=True)
+        if track:
+            track.start()
 
     tty = sys.stdout.isatty()
 
@@ -92,9 +96,17 @@ def _simulate(args: argparse.Namespace) -> int:
             f"{row['updates_per_s']:.2f} upd/s  {row['samples_per_s']:.1f} samples/s  {row['seconds']:5.1f}s",
             flush=True,
         )
+        if track:
+            track.round(row)
 
-    summary = run_experiment(cfg, out, resume=args.resume, on_round=on_round, on_start=on_start,
-                             on_progress=on_progress)
+    with ends_on_error(track):
+        summary = run_experiment(cfg, out, resume=args.resume, on_round=on_round, on_start=on_start,
+                                 on_progress=on_progress)
+    if track:
+        from fedvsr.report import plot_runs
+
+        plot_runs(out)  # psnr.png before it is logged (main() draws the runs' plots of any end, too)
+        track.end()
     gain = summary["final_psnr"] - summary["bicubic_psnr"]
     print(
         f"final      psnr {summary['final_psnr']:6.2f}  ssim {summary['final_ssim']:.4f}  "
@@ -102,6 +114,17 @@ def _simulate(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _mlflow_run(args: argparse.Namespace, out: Path):
+    """``--mlflow URI``: the run's :class:`fedvsr.tracking.MlflowRun` (its store checked); None without it."""
+    from fedvsr.platform.replicates import is_replicate_group
+    from fedvsr.tracking import mlflow_run
+
+    if args.mlflow and (args.replicates != 1 or args.vary_data or (args.resume and is_replicate_group(out))):
+        raise ConfigError("--mlflow does not log a group of --replicates yet; run `fedvsr sweep` with "
+                          "replicates, or each seed as its own `fedvsr simulate --mlflow` run")
+    return mlflow_run(args.mlflow, out)
 
 
 def _check_replicate_seeds(cfg: ExperimentConfig, replicates: int, vary_data: bool) -> None:
@@ -171,8 +194,12 @@ def _train_central(args: argparse.Namespace) -> int:
     check_output_folder(out, ours=RUN_FILES)
     args.runs_in = out  # main() draws the plots of the runs finished in it
     say_starting(central_config(cfg, args.workers, True if args.gpu else None))
+    from fedvsr.tracking import CentralTracking, ends_on_error
+
+    track = CentralTracking(out, args.mlflow)  # TensorBoard events, --mlflow (checked before Ray starts)
 
     def on_start(info: dict) -> None:
+        track.start()
         b, i = info["bicubic"], info["initial"]
         print(f"fedvsr: {info['params']:,} parameters, central training on {info['workers']} Ray Train workers "
               f"({info['device']}), output in {out}", flush=True)
@@ -182,13 +209,20 @@ def _train_central(args: argparse.Namespace) -> int:
     def on_epoch(row: dict) -> None:
         print(f"epoch {row['round']:3d}  psnr {row['psnr']:6.2f}  ssim {row['ssim']:.4f}  "
               f"loss {row['train_loss']:.5f}  clips {row['samples']}  {row['seconds']:5.1f}s", flush=True)
+        track.round(row)
 
     try:
-        summary = run_central(cfg, out, workers=args.workers, use_gpu=True if args.gpu else None,
-                              on_start=on_start, on_epoch=on_epoch)
+        with ends_on_error(track):
+            summary = run_central(cfg, out, workers=args.workers, use_gpu=True if args.gpu else None,
+                                  on_start=on_start, on_epoch=on_epoch)
     except CentralTrainingError as err:
         print(f"fedvsr: {err}", file=sys.stderr)
         return 1
+    if track.mlflow is not None:
+        from fedvsr.report import plot_runs
+
+        plot_runs(out)  # psnr.png before it is logged (main() draws the runs' plots of any end, too)
+    track.end()
     gain = summary["final_psnr"] - summary["bicubic_psnr"]
     print(f"final      psnr {summary['final_psnr']:6.2f}  ssim {summary['final_ssim']:.4f}  "
           f"({gain:+.2f} dB over bicubic)  -> {out}/summary.json", flush=True)
@@ -315,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--vary-data", action="store_true",
                      help="with --replicates: vary data.seed with the training seed (other videos, held-out clips "
                           "and partition per replicate)")
+    sim.add_argument("--mlflow", metavar="URI", help="log the run to this MLflow tracking server or store, e.g. "
+                     "sqlite:///mlflow.db: the config as params, PSNR / SSIM / loss per round, the YAML, tables "
+                     "and plots as artefacts (docs/tracking.md)")
     sim.add_argument("--address", help="Ray cluster to run on, host:port of its head (or auto); same as --set "
                      "platform.address=...; default: the job's cluster under `ray job submit`, else a local Ray")
     sim.set_defaults(func=_simulate)
@@ -326,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override a config key, e.g. --set fl.rounds=20 (epochs here; repeatable)")
     central.add_argument("--out", help="output folder (default: runs/central-<time>)")
     central.add_argument("--workers", type=int, help="Ray Train workers (default: platform.workers)")
+    central.add_argument("--mlflow", metavar="URI", help="log the run to this MLflow tracking server or store "
+                         "(as simulate's --mlflow)")
     central.add_argument("--gpu", action="store_true", help="one GPU per worker (default: platform.gpus_per_worker)")
     central.set_defaults(func=_train_central)
 

@@ -59,7 +59,8 @@ def test_models_lists_every_family_and_preset():
 def test_simulate_runs_a_real_experiment(tmp_path, synth_root):
     out = tmp_path / "run"
     sets = [a for s in tiny_experiment(synth_root) for a in ("--set", s)]
-    proc = fedvsr("simulate", "--out", str(out), *sets)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = fedvsr("simulate", "--out", str(out), "--mlflow", store, *sets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     # what the first seconds go to is said before Ray starts: building the videos of synth_root (when no earlier
@@ -73,6 +74,19 @@ def test_simulate_runs_a_real_experiment(tmp_path, synth_root):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_psnr"] == pq.read_table(out / "rounds.parquet").to_pydict()["psnr"][-1]
     assert (out / "psnr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn by the command from the results
+    # the live curves (docs/tracking.md): TensorBoard events and the MLflow run hold what rounds.parquet holds
+    from mlflow import MlflowClient
+
+    from tests.test_tracking import assert_events_are_the_tables, assert_mlflow_run_is_the_table, table
+
+    assert_events_are_the_tables(out, table(out / "rounds.parquet"), table(out / "clients.parquet"))
+    client, run_id = MlflowClient(store), json.loads((out / "mlflow.json").read_text())["run_id"]
+    assert_mlflow_run_is_the_table(client, run_id, out)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["fl.clients"] == "4"
+    assert {"config.yaml", "summary.json", "rounds.parquet", "psnr.png"} <= {a.path for a in
+                                                                          client.list_artifacts(run_id)}
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())  # beside the database
 
 
 @pytest.mark.parametrize("argv, message", [

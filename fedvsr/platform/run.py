@@ -21,6 +21,7 @@ from fedvsr.platform.local_ray import start_local_ray
 from fedvsr.platform.ray_console import divert_ray_output, session_log
 from fedvsr.platform.results import write_text_atomic
 from fedvsr.preflight import Machine, check_fits_machine, check_output_folder
+from fedvsr.tracking import open_events
 
 
 def _failure(why: str, out: Path, t: int) -> str:
@@ -124,6 +125,7 @@ class Experiment:
             self.close()
             raise
         self.next_round: int = self.info["start_round"]
+        self.events = open_events(out, self.next_round)  # TensorBoard, from the Parquet tables (fedvsr.tracking)
 
     @property
     def done(self) -> bool:
@@ -139,6 +141,7 @@ class Experiment:
                 row, failed = item["row"], item.get("failed", "")
             elif on_progress:
                 on_progress(item)
+        self.events.round(row)
         if failed:  # too few clients trained (fl.min_clients): stop, keeping what was done
             raise RunFailed(_failure(failed, self.out, t), row)
         self.next_round += 1
@@ -151,6 +154,8 @@ class Experiment:
     def close(self, keep: bool = False) -> list[Any]:
         """End the run; with ``keep``, its coordinator and workers stay alive for the next run and are returned
         (``[coordinator]``), else they are killed (``[]``)."""
+        if hasattr(self, "events"):
+            self.events.close()
         if keep:
             return [self.coordinator]
         ray.kill(self.coordinator)

@@ -67,10 +67,14 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"fedvsr sweep: resuming the sweep in {out}: starting Ray ...", flush=True)
 
     from fedvsr.sweeps.runner import SweepInterrupted, run_sweep
+    from fedvsr.tracking import ends_on_error
 
     again = f"fedvsr sweep --resume --out {shlex.quote(str(out))}"
+    track = _mlflow_sweep(args.mlflow, out, spec)  # None without --mlflow; the store is checked before Ray starts
     try:
-        run_sweep(spec, out, concurrent=args.concurrent, resume=args.resume, address=args.address)
+        with ends_on_error(track, killed=(SweepInterrupted, KeyboardInterrupt)):
+            run_sweep(spec, out, concurrent=args.concurrent, resume=args.resume, address=args.address,
+                      callbacks=[track] if track else [])
     except SweepInterrupted as err:
         print(f"fedvsr sweep: interrupted: {err}", file=sys.stderr, flush=True)
         print(f"fedvsr sweep: continue it with: {again}", file=sys.stderr, flush=True)
@@ -80,6 +84,8 @@ def _sweep(args: argparse.Namespace) -> int:
         print("fedvsr sweep: interrupted " + (f"before its trials began; continue it with: {again}" if saved else
                                               "before anything was written"), file=sys.stderr, flush=True)
         return 130
+    if track:
+        _end_mlflow_sweep(track, out)
     print(f"next: fedvsr best {out}   |   fedvsr report {out}", flush=True)
     return 0
 
@@ -93,6 +99,62 @@ def _concurrent(text: str) -> int | str:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--concurrent = {text} is not allowed; expected an integer >= 1 or auto") from None
+
+
+def _mlflow_sweep(uri: str | None, out: Path, spec):
+    """``--mlflow URI``: the Tune callback that logs the sweep and its trials (:class:`fedvsr.tracking.MlflowSweep`),
+    after checking the store; None without the flag (on ``--resume``: the URI the sweep started with, if any)."""
+    from fedvsr import tracking
+    from fedvsr.sweeps.persist import saved_spec
+    from fedvsr.sweeps.trial import run_folder_name
+
+    saved = out / tracking.MLFLOW_FILE
+    started = json.loads(saved.read_text()).get("tracking_uri") if saved.is_file() else None
+    if spec is None and uri and uri != started:  # Tune restores a sweep with the callbacks it started with
+        raise ConfigError(f"--mlflow {uri}: the sweep in {str(out)!r} was started "
+                          + (f"with --mlflow {started}" if started else "without --mlflow")
+                          + "; a resumed sweep keeps how it was tracked: drop --mlflow")
+    uri = uri or (started if spec is None else None)
+    if not uri:
+        return None
+    tracking.check_mlflow(uri)
+    spec = spec or saved_spec(out)
+
+    def params(trial) -> dict:
+        overrides = spec.trial_overrides(trial.config)
+        try:
+            config = tracking.flatten(spec.experiment_config(overrides).to_dict())
+        except ConfigError:  # the trial fails with it (its error is in trials.parquet): its values are the params
+            config = overrides
+        return {**config, "fedvsr.trial": trial.trial_id}
+
+    def folder(trial) -> Path:
+        return out / "runs" / run_folder_name(trial.trial_id, spec.trial_overrides(trial.config))
+
+    return tracking.MlflowSweep(uri, out, spec.name, params, folder)
+
+
+def _end_mlflow_sweep(track, out: Path) -> None:
+    """The sweep's parent run gets its spec, trials.parquet, the best config's YAML and the report's plots."""
+    import tempfile
+
+    from fedvsr import tracking
+    from fedvsr.report import sweep_report
+    from fedvsr.sweeps.persist import saved_spec
+    from fedvsr.sweeps.results import best_yaml, collect_rows, rank_points
+
+    spec = saved_spec(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        best = Path(tmp) / "best.yaml"
+        try:
+            best.write_text(best_yaml(rank_points(collect_rows([out]), spec.metric, spec.mode)))
+            report = Path(tmp) / "report"
+            sweep_report(out, report)
+        except Exception as err:  # no finished trial to rank: the parent run still ends
+            tracking.warn(out, f"MLflow: the sweep's best config or report not made: {type(err).__name__}: {err}")
+            report = None
+        track.end("FINISHED", [out / SWEEP_FILE, out / "trials.parquet", best],
+                  {"report": report} if report else None)
 
 
 def _check_points_fit(spec, base) -> None:
@@ -214,6 +276,8 @@ def add_commands(sub) -> None:
     sw.add_argument("--resume", action="store_true", help="continue the sweep in --out (finished trials are kept)")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="fix a config key for every trial, e.g. --set fl.rounds=10 (repeatable)")
+    sw.add_argument("--mlflow", metavar="URI", help="log the sweep (a parent run) and each trial (a child run) to "
+                    "this MLflow tracking server or store, e.g. sqlite:///mlflow.db (docs/tracking.md)")
     sw.set_defaults(func=_sweep)
 
     best = sub.add_parser("best", help="the best config of sweeps and runs (YAML for simulate --config)")

@@ -188,11 +188,12 @@ def _short(value: Any) -> str:
 def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | str | None = None,
               resume: bool = False,
               address: str | None = None, echo: Callable[[str], None] = lambda s: print(s, flush=True),
-              table_every: float = 30.0) -> list[dict[str, Any]]:
+              table_every: float = 30.0, callbacks: list | None = None) -> list[dict[str, Any]]:
     """Run (or with ``resume`` continue) the sweep in ``out``; returns the rows of ``trials.parquet``.
 
     ``address``: the Ray cluster to run on (default: the spec's platform.address, usually a local Ray).
-    ``concurrent``: trials at once (None: as many as the resources allow; ``"auto"``: :func:`pack`)."""
+    ``concurrent``: trials at once (None: as many as the resources allow; ``"auto"``: :func:`pack`).
+    ``callbacks``: more Tune callbacks on the driver (``--mlflow``: :class:`fedvsr.tracking.MlflowSweep`)."""
     out = Path(out).resolve()
     if resume:
         if not (out / SWEEP_FILE).is_file():
@@ -232,7 +233,7 @@ def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | 
         if len([n for n in ray.nodes() if n.get("Alive")]) > 1:
             nodes = check_nodes_see(out, sweep_id, _dataset_folders(base))
             echo(f"fedvsr sweep: all {nodes} nodes of the cluster see {out}")
-        return _fit(spec, out, concurrent, resume, echo, table_every, sweep_id)
+        return _fit(spec, out, concurrent, resume, echo, table_every, sweep_id, callbacks or [])
     finally:
         if started:
             ray.shutdown()
@@ -260,7 +261,7 @@ def _dataset_folders(cfg) -> dict[str, str]:
 
 
 def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo, table_every: float,
-         sweep_id: str | None = None):
+         sweep_id: str | None = None, callbacks: list | tuple = ()):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -289,7 +290,7 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
                                         num_samples=samples, max_concurrent_trials=concurrent,
                                         trial_dirname_creator=lambda t: t.trial_id, reuse_actors=True),
             run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(out), verbose=0,
-                                      callbacks=[_progress_callback(spec, out, echo, table_every)],
+                                      callbacks=[_progress_callback(spec, out, echo, table_every), *callbacks],
                                       failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS),
                                       # a trial's state is its run folder (its round checkpoints), not Tune's
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),

@@ -257,3 +257,8 @@ def test_a_run_killed_at_every_write_point_in_turn_resumes_to_the_same_bits(refe
             assert sorted(p.name for p in ckpt_dir.iterdir()) == ["round-00002", "round-00003"]
     run_experiment(None, tmp_path / "run", resume=True)
     assert fingerprint(tmp_path / "run") == reference
+    # its TensorBoard events, rewritten from the tables at each resume, show each round once, as the tables hold it
+    from tests.test_tracking import assert_events_are_the_tables, table
+
+    out = tmp_path / "run"
+    assert_events_are_the_tables(out, table(out / "rounds.parquet"), table(out / "clients.parquet"))

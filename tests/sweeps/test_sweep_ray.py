@@ -18,6 +18,7 @@ import yaml
 
 from fedvsr.config import load_config
 from fedvsr.platform.run import run_experiment
+from fedvsr.sweeps.cli import _end_mlflow_sweep, _mlflow_sweep
 from fedvsr.sweeps.results import collect_rows, rank, winner_yaml
 from fedvsr.sweeps.runner import run_sweep
 from fedvsr.sweeps.spec import build_spec, load_spec
@@ -72,7 +73,7 @@ def test_seeded_optuna_sweep_runs_the_seeded_proposals_and_best_reproduces_the_w
     assert summary["final_psnr"] == ranked[0]["final_psnr"]
 
 
-def test_grid_sweep_with_asha_and_a_failing_trial(ray_local, synth_root, tmp_path):
+def test_grid_sweep_with_asha_and_a_failing_trial(ray_local, synth_root, tmp_path, monkeypatch):
     fixed = tiny_fixed(synth_root, 3)
     root = fixed.pop("data.root")
     points = [[0.002, "folder", str(tmp_path / "no-such-folder")],  # crashes before its first round
@@ -83,7 +84,12 @@ def test_grid_sweep_with_asha_and_a_failing_trial(ray_local, synth_root, tmp_pat
                                "fixed": fixed, "params": {"point": {"keys": ["fl.lr", "data.source", "data.root"],
                                                                     "choice": points}}})
     lines: list[str] = []
-    rows = run_sweep(spec, tmp_path / "sweep", concurrent=1, echo=lines.append)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local store that starts at once (docs/tracking.md)
+    store = (tmp_path / "mlruns").as_uri()
+    track = _mlflow_sweep(store, tmp_path / "sweep", spec)  # what `fedvsr sweep --mlflow` adds
+    rows = run_sweep(spec, tmp_path / "sweep", concurrent=1, echo=lines.append, callbacks=[track])
+    _end_mlflow_sweep(track, tmp_path / "sweep")
+    check_mlflow_sweep(store, tmp_path / "sweep", rows)
     by_lr = {(r["fl.lr"], r["data.source"]): r for r in rows}
     assert len(rows) == 4
     failed = by_lr[(0.002, "folder")]
@@ -94,6 +100,32 @@ def test_grid_sweep_with_asha_and_a_failing_trial(ray_local, synth_root, tmp_pat
     assert by_lr[(0.002, "synthetic")]["status"] == "finished" and by_lr[(0.002, "synthetic")]["rounds_run"] == 3
     assert any("failed:" in line and "is not a folder" in line for line in lines)
     assert any("stopped by ASHA at round" in line for line in lines)
+
+
+def check_mlflow_sweep(store: str, sweep: Path, rows: list[dict]) -> None:
+    """The sweep's MLflow runs (docs/tracking.md): a parent with the sweep's files, a child per trial whose status
+    is the trial's and whose metrics are its rounds.parquet."""
+    from mlflow import MlflowClient
+
+    from tests.test_tracking import assert_events_are_the_tables, assert_mlflow_run_is_the_table, table
+
+    client, state = MlflowClient(store), json.loads((sweep / "mlflow.json").read_text())
+    parent = client.get_run(state["run_id"])
+    assert parent.info.status == "FINISHED"
+    assert {"sweep.yaml", "trials.parquet", "best.yaml", "report"} <= {a.path for a in
+                                                                      client.list_artifacts(parent.info.run_id)}
+    status = {"finished": "FINISHED", "stopped": "KILLED", "error": "FAILED"}
+    by_folder = {r["out"]: r for r in rows}
+    assert len(state["trials"]) == len(rows)
+    for run_id in state["trials"].values():
+        child = client.get_run(run_id)
+        row = by_folder[child.data.tags["fedvsr.folder"]]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == status[row["status"]] and float(child.data.params["fl.lr"]) == row["fl.lr"]
+        if row["status"] != "error":
+            assert_mlflow_run_is_the_table(client, run_id, row["out"], keys=("psnr", "ssim"))
+            assert_events_are_the_tables(row["out"], table(Path(row["out"]) / "rounds.parquet"),
+                                         table(Path(row["out"]) / "clients.parquet"))
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
