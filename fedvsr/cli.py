@@ -102,11 +102,7 @@ def _simulate(args: argparse.Namespace) -> int:
     with ends_on_error(track):
         summary = run_experiment(cfg, out, resume=args.resume, on_round=on_round, on_start=on_start,
                                  on_progress=on_progress)
-    if track:
-        from fedvsr.report import plot_runs
-
-        plot_runs(out)  # psnr.png before it is logged (main() draws the runs' plots of any end, too)
-        track.end()
+    _end_mlflow(track, out)
     gain = summary["final_psnr"] - summary["bicubic_psnr"]
     print(
         f"final      psnr {summary['final_psnr']:6.2f}  ssim {summary['final_ssim']:.4f}  "
@@ -114,6 +110,17 @@ def _simulate(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _end_mlflow(track, out: Path) -> None:
+    """Draw the run's plots (psnr.png) so that an MLflow run logs them, then end the tracking; nothing without it.
+    (``main`` draws the plots of a run however it ended, too: drawing is skipped when they are up to date.)"""
+    if track is None:
+        return
+    from fedvsr.report import plot_runs
+
+    plot_runs(out)
+    track.end()
 
 
 def _mlflow_run(args: argparse.Namespace, out: Path):
@@ -218,11 +225,7 @@ def _train_central(args: argparse.Namespace) -> int:
     except CentralTrainingError as err:
         print(f"fedvsr: {err}", file=sys.stderr)
         return 1
-    if track.mlflow is not None:
-        from fedvsr.report import plot_runs
-
-        plot_runs(out)  # psnr.png before it is logged (main() draws the runs' plots of any end, too)
-    track.end()
+    _end_mlflow(track, out)
     gain = summary["final_psnr"] - summary["bicubic_psnr"]
     print(f"final      psnr {summary['final_psnr']:6.2f}  ssim {summary['final_ssim']:.4f}  "
           f"({gain:+.2f} dB over bicubic)  -> {out}/summary.json", flush=True)

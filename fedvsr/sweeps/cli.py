@@ -141,7 +141,8 @@ def _end_mlflow_sweep(track, out: Path) -> None:
     from fedvsr import tracking
     from fedvsr.report import sweep_report
     from fedvsr.sweeps.persist import saved_spec
-    from fedvsr.sweeps.results import best_yaml, collect_rows, rank_points
+    from fedvsr.sweeps.points import best_yaml, rank_points
+    from fedvsr.sweeps.results import collect_rows
 
     spec = saved_spec(out)
     with tempfile.TemporaryDirectory() as tmp:
