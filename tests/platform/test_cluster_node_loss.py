@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 #: the GCS declares a node dead after ~1.5 s of silence instead of Ray's default ~30 s
 FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
                "RAY_health_check_failure_threshold": "3"}
-TIMING = {"seconds", "train_seconds", "eval_seconds", "updates_per_s", "samples_per_s"}
+TIMING = {"seconds", "train_seconds", "eval_seconds", "updates_per_s", "samples_per_s", "node"}
 
 
 class TwoNodes(LoopbackCluster):

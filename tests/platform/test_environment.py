@@ -124,7 +124,8 @@ for kernels in ("native", "portable"):
 """
 
 #: columns that measure time or placement, not the computation
-NOT_COMPUTED = {"seconds", "train_seconds", "eval_seconds", "updates_per_s", "samples_per_s", "worker", "device", "gpu"}
+NOT_COMPUTED = {"seconds", "train_seconds", "eval_seconds", "updates_per_s", "samples_per_s", "worker", "device", "gpu",
+                "node"}  # node: the Ray node id of the worker, new in every Ray session
 
 
 def _forced_down() -> dict[str, str]:

@@ -35,7 +35,7 @@ from tests.conftest import run_tiny
 
 SCAFFOLD = ("fl.strategy=scaffold", "fl.optimizer=sgd", "fl.lr=0.05")
 #: wall-clock columns, and which worker trained a client (scheduling): not numbers a resume must reproduce
-UNTIMED = {"seconds", "train_seconds", "eval_seconds", "updates_per_s", "samples_per_s", "worker"}
+UNTIMED = {"seconds", "train_seconds", "eval_seconds", "updates_per_s", "samples_per_s", "worker", "node"}
 
 
 def params(v: float) -> dict[str, np.ndarray]:

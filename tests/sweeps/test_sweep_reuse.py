@@ -39,7 +39,7 @@ def test_a_sweep_of_four_trials_reuses_its_actors_and_gives_each_trial_its_own_r
         run_experiment(spec.experiment_config({"fl.lr": lr}), alone)
         for table in ("rounds.parquet", "clients.parquet"):
             got, want = (pq.read_table(d / table).to_pylist() for d in (runs[lr], alone))
-            timing = ("seconds", "train_seconds", "eval_seconds", "updates_per_s", "samples_per_s")
+            timing = ("seconds", "train_seconds", "eval_seconds", "updates_per_s", "samples_per_s", "node")
             strip = [{k: v for k, v in r.items() if k not in timing} for r in got]
             assert strip == [{k: v for k, v in r.items() if k not in timing} for r in want], (lr, table)
 
