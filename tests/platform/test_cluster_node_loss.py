@@ -12,18 +12,16 @@ machine.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from test_job_submit import RAY, REPO, LoopbackCluster, _kill_group, free_port
+from test_job_submit import RAY, REPO, LoopbackCluster, _kill_group, free_port, started
 
 # a two-node loopback cluster, a node killed mid-trial: ~6 min on 2 cores, so outside the default run (the README
 # test command); run it with `python -m pytest -m cluster tests/platform/test_cluster_node_loss.py`
@@ -58,14 +56,7 @@ def _rows(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    root = Path(tempfile.mkdtemp(prefix="fvn-", dir="/tmp"))  # short: Ray's socket paths live under it
-    cluster = TwoNodes(root)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from started(TwoNodes, "fvn-")
 
 
 def test_a_trial_whose_node_is_lost_restarts_on_the_other_node_bit_identical(two_nodes, synth_root):

@@ -160,16 +160,22 @@ def _pids_mentioning(text: str) -> list[int]:
     return pids
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    root = Path(tempfile.mkdtemp(prefix="fvc-", dir="/tmp"))  # short: Ray's socket paths live under it
-    c = LoopbackCluster(root)
+def started(make, prefix: str):
+    """``make(root)`` started in a fresh short folder under /tmp (Ray's socket paths live under it), yielded, then
+    stopped and its folder removed: the body of a module-scoped cluster fixture."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    c = make(root)
     try:
         c.start()
         yield c
     finally:
         c.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    yield from started(LoopbackCluster, "fvc-")
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float = 120, cwd: Path = REPO) -> subprocess.CompletedProcess:
