@@ -49,8 +49,17 @@ def model_arrays() -> dict[str, np.ndarray]:
 def rows(t: int) -> tuple[dict, list[dict]]:
     """A round row and its client rows with as many columns as the run's tables."""
     round_row = {"round": t, **{f"m{i}": float(t + i) for i in range(22)}}
-    client_rows = [{"round": t, "client": c, "status": "ok", "reason": "", "device": "cpu",
-                    **{f"v{i}": float(c + i) for i in range(20)}} for c in range(CLIENTS_PER_ROUND)]
+    client_rows = [
+        {
+            "round": t,
+            "client": c,
+            "status": "ok",
+            "reason": "",
+            "device": "cpu",
+            **{f"v{i}": float(c + i) for i in range(20)},
+        }
+        for c in range(CLIENTS_PER_ROUND)
+    ]
     return round_row, client_rows
 
 
@@ -69,12 +78,16 @@ def before(out: Path, t: int, params, server, states, tables: dict[str, list]) -
     tables["rounds"].append(r)
     tables["clients"].extend(cl)
     for name in ("clients", "rounds"):
-        atomic_write(out / f"{name}.parquet", lambda tmp, n=name: pq.write_table(pa.Table.from_pylist(tables[n]), tmp),
-                     durable=False)
+        atomic_write(
+            out / f"{name}.parquet",
+            lambda tmp, n=name: pq.write_table(pa.Table.from_pylist(tables[n]), tmp),
+            durable=False,
+        )
     arrays(out / "checkpoint" / "global.safetensors", params)
     arrays(out / "checkpoint" / "server_state.safetensors", server)
-    atomic_write(out / "checkpoint" / "state.json", lambda tmp: Path(tmp).write_text(json.dumps({"round": t})),
-                 durable=False)
+    atomic_write(
+        out / "checkpoint" / "state.json", lambda tmp: Path(tmp).write_text(json.dumps({"round": t})), durable=False
+    )
 
 
 def after(out: Path, t: int, params, server, states, store: ClientStateStore, results: ResultsStore) -> None:
@@ -124,15 +137,21 @@ def main() -> None:
     ap.add_argument("--run-rounds", type=int, default=2)
     args = ap.parse_args()
     params = model_arrays()
-    result = {"model": "efvsr/small", "params": int(sum(v.size for v in params.values())),
-              "clients_per_round": CLIENTS_PER_ROUND, "rounds": args.rounds, "load_before": os.getloadavg()}
+    result = {
+        "model": "efvsr/small",
+        "params": int(sum(v.size for v in params.values())),
+        "clients_per_round": CLIENTS_PER_ROUND,
+        "rounds": args.rounds,
+        "load_before": os.getloadavg(),
+    }
     for strategy, scaffold in (("fedavg", False), ("scaffold", True)):
         seconds: dict[str, list[float]] = {"before": [], "after": []}
         for _ in range(args.reps):  # A B A B
             for kind in ("before", "after"):
                 seconds[kind] += commit_seconds(kind, scaffold, args.rounds, params)
-        result[strategy] = {k: {"median_s": statistics.median(v), "mean_s": statistics.fmean(v)}
-                            for k, v in seconds.items()}
+        result[strategy] = {
+            k: {"median_s": statistics.median(v), "mean_s": statistics.fmean(v)} for k, v in seconds.items()
+        }
         print(strategy, {k: f"{v['median_s'] * 1000:.1f} ms" for k, v in result[strategy].items()}, flush=True)
     rounds = round_seconds(args.run_rounds)
     result["round_seconds"] = rounds
@@ -143,8 +162,10 @@ def main() -> None:
     result["load_after"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "checkpoint.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({s: {k: round(v["of_a_round"], 5) for k, v in result[s].items()} for s in ("fedavg", "scaffold")}),
-          f"round {per_round:.1f} s")
+    print(
+        json.dumps({s: {k: round(v["of_a_round"], 5) for k, v in result[s].items()} for s in ("fedavg", "scaffold")}),
+        f"round {per_round:.1f} s",
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,13 @@ from fedvsr.stats import mean_interval
 
 OLD = ["data.patch=32", "data.samples_per_video=16", "fl.batch_size=8", "fl.lr_schedule=constant"]
 #: (name, overrides) in the order they run: A B B A B
-RUNS = [("old-a1", OLD), ("new-seed0", ["seed=0"]), ("new-seed1", ["seed=1"]), ("old-a2", OLD),
-        ("new-seed2", ["seed=2"])]
+RUNS = [
+    ("old-a1", OLD),
+    ("new-seed0", ["seed=0"]),
+    ("new-seed1", ["seed=1"]),
+    ("old-a2", OLD),
+    ("new-seed2", ["seed=2"]),
+]
 KEPT = ("summary.json", "rounds.parquet", "config.yaml")
 
 
@@ -38,20 +43,42 @@ def command(name: str, sets: list[str], work: Path) -> list[str]:
 def row(name: str, folder: Path, seconds: float) -> dict:
     s = json.loads((folder / "summary.json").read_text())
     psnr = pq.read_table(folder / "rounds.parquet").column("psnr").to_pylist()
-    steps = sum(pq.read_table(folder / "clients.parquet").column("steps").to_pylist()) if (
-        folder / "clients.parquet").is_file() else json.loads((folder / "steps.json").read_text())["steps"]
+    steps = (
+        sum(pq.read_table(folder / "clients.parquet").column("steps").to_pylist())
+        if (folder / "clients.parquet").is_file()
+        else json.loads((folder / "steps.json").read_text())["steps"]
+    )
     b = s["bicubic_psnr"]
-    return {"name": name, "seconds": seconds, "steps": steps, "gain": s["final_psnr"] - b, "best": s["best_psnr"] - b,
-            "best_round": s["best_round"], "final_psnr": s["final_psnr"], "bicubic_psnr": b,
-            "last5_range": max(psnr[-5:]) - min(psnr[-5:]), "curve": [p - b for p in psnr]}
+    return {
+        "name": name,
+        "seconds": seconds,
+        "steps": steps,
+        "gain": s["final_psnr"] - b,
+        "best": s["best_psnr"] - b,
+        "best_round": s["best_round"],
+        "final_psnr": s["final_psnr"],
+        "bicubic_psnr": b,
+        "last5_range": max(psnr[-5:]) - min(psnr[-5:]),
+        "curve": [p - b for p in psnr],
+    }
 
 
 def machine() -> str:
     """The CPU model and the kernel path torch picks on it."""
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").is_file() else "unknown CPU"
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "unknown CPU",
+        )
+        if Path("/proc/cpuinfo").is_file()
+        else "unknown CPU"
+    )
     return f"{cpu}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
 
 
@@ -60,28 +87,42 @@ def report(rows: list[dict], out: Path) -> str:
     new = [r for r in rows if r["name"].startswith("new")]
     ci = mean_interval([r["gain"] for r in new])
     ratio = (sum(r["seconds"] for r in new) / len(new)) / (sum(r["seconds"] for r in old) / len(old))
-    lines = ["| run | recipe | final PSNR | gain over bicubic | best gain (round) | PSNR range, last 5 rounds | client "
-             "steps | wall seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | recipe | final PSNR | gain over bicubic | best gain (round) | PSNR range, last 5 rounds | client "
+        "steps | wall seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         recipe = "old: patch 32, 16 clips, batch 8, constant" if r["name"].startswith("old") else "new default"
-        lines.append(f"| {r['name']} | {recipe} | {r['final_psnr']:.4f} | {r['gain']:+.4f} | {r['best']:+.4f} "
-                     f"({r['best_round']}) | {r['last5_range']:.3f} | {r['steps']} | {r['seconds']:.0f} |")
-    lines += ["", f"Bicubic: {rows[0]['bicubic_psnr']:.4f} dB (the same held-out clips in every run). Machine: "
-              f"{machine()}, 2 workers of 1 CPU, shared with other jobs (so the seconds are noisy).",
-              f"New default, final gain over bicubic over {ci.n} training seeds: mean {ci.mean:+.3f} dB, 95% interval "
-              f"[{ci.low:+.3f}, {ci.high:+.3f}] (t, {ci.n - 1} df).",
-              f"Wall time, new / old (means of {len(new)} and {len(old)} runs, run in the order "
-              f"{' '.join(r['name'] for r in rows)}): {ratio:.2f}.",
-              "", "Gain over bicubic per round (dB):", "", "| run | " + " | ".join(
-                  str(i + 1) for i in range(len(rows[0]["curve"]))) + " |",
-              "|---|" + "---|" * len(rows[0]["curve"])]
+        lines.append(
+            f"| {r['name']} | {recipe} | {r['final_psnr']:.4f} | {r['gain']:+.4f} | {r['best']:+.4f} "
+            f"({r['best_round']}) | {r['last5_range']:.3f} | {r['steps']} | {r['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Bicubic: {rows[0]['bicubic_psnr']:.4f} dB (the same held-out clips in every run). Machine: "
+        f"{machine()}, 2 workers of 1 CPU, shared with other jobs (so the seconds are noisy).",
+        f"New default, final gain over bicubic over {ci.n} training seeds: mean {ci.mean:+.3f} dB, 95% interval "
+        f"[{ci.low:+.3f}, {ci.high:+.3f}] (t, {ci.n - 1} df).",
+        f"Wall time, new / old (means of {len(new)} and {len(old)} runs, run in the order "
+        f"{' '.join(r['name'] for r in rows)}): {ratio:.2f}.",
+        "",
+        "Gain over bicubic per round (dB):",
+        "",
+        "| run | " + " | ".join(str(i + 1) for i in range(len(rows[0]["curve"]))) + " |",
+        "|---|" + "---|" * len(rows[0]["curve"]),
+    ]
     lines += [f"| {r['name']} | " + " | ".join(f"{g:+.2f}" for g in r["curve"]) + " |" for r in rows]
     lines += ["", "Commands (in this order, each timed from start to exit):", "", "```"]
     lines += [" ".join(command(n, s, Path("OUT"))) for n, s in RUNS] + ["```"]
     text = "\n".join(lines) + "\n"
     (out / "result.md").write_text(text)
-    (out / "result.json").write_text(json.dumps({"runs": rows, "ratio": ratio, "gain_mean": ci.mean,
-                                                 "gain_low": ci.low, "gain_high": ci.high}, indent=1) + "\n")
+    (out / "result.json").write_text(
+        json.dumps(
+            {"runs": rows, "ratio": ratio, "gain_mean": ci.mean, "gain_low": ci.low, "gain_high": ci.high}, indent=1
+        )
+        + "\n"
+    )
     return text
 
 
@@ -95,8 +136,9 @@ def keep(src: Path, dst: Path, steps: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "default_recipe"))
-    parser.add_argument("--collect", metavar="DIR", help="run nothing: the runs already in DIR (DIR/times.txt: "
-                                                          "'name seconds' per line)")
+    parser.add_argument(
+        "--collect", metavar="DIR", help="run nothing: the runs already in DIR (DIR/times.txt: 'name seconds' per line)"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     work = Path(args.collect) if args.collect else out / "work"

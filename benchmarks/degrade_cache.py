@@ -37,10 +37,14 @@ def y_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 OPS = {  # the top of each default range (data.vsrgan_* defaults)
-    "blur": {"sigma": 1.5}, "noise": {"std": 10 / 255, "noise_seed": 0},
-    "contrast": {"brightness": 0.1, "contrast": 1.2}, "frequency": {"gain": 0.5},
+    "blur": {"sigma": 1.5},
+    "noise": {"std": 10 / 255, "noise_seed": 0},
+    "contrast": {"brightness": 0.1, "contrast": 1.2},
+    "frequency": {"gain": 0.5},
     "cutblur": {"top": 16, "left": 16, "height": 32, "width": 32, "factor": 4},
-    "diffusion": {"steps": 4, "sigma": 0.7}, "content": {"sigma": 3.0}, "adaptive": {"sigmas": [0.75] * 4},
+    "diffusion": {"steps": 4, "sigma": 0.7},
+    "content": {"sigma": 3.0},
+    "adaptive": {"sigmas": [0.75] * 4},
     "jpeg": {"quality": 30},
 }
 
@@ -88,24 +92,48 @@ def main() -> None:
                 assert np.array_equal(a.lr, b.lr)
                 first.append(t1 - t0)
                 second.append(t2 - t1)
-            timing[name] = {"first_s": statistics.median(first), "cached_s": statistics.median(second),
-                            "ratio": statistics.median(first) / statistics.median(second)}
+            timing[name] = {
+                "first_s": statistics.median(first),
+                "cached_s": statistics.median(second),
+                "ratio": statistics.median(first) / statistics.median(second),
+            }
             print(name, timing[name])
 
-    result = {"frames": args.frames, "size": args.size, "codec_psnr": codec, "vsrgan_op_psnr": ops,
-              "load_pair": timing, "note": "timings on a shared, loaded 2-core machine; compare ratios only"}
+    result = {
+        "frames": args.frames,
+        "size": args.size,
+        "codec_psnr": codec,
+        "vsrgan_op_psnr": ops,
+        "load_pair": timing,
+        "note": "timings on a shared, loaded 2-core machine; compare ratios only",
+    }
     (out / "result.json").write_text(json.dumps(result, indent=2))
-    lines = [f"# Degradations on synthetic clips ({args.frames} frames, HR {args.size}x{args.size}, LR x4)", "",
-             "PSNR (Y, dB) of the decoded codec output against the codec's input (blurred LR for H.264, bicubic LR "
-             "for HEVC):", "", "| clip | " + " | ".join(codec[labels[0]]) + " |",
-             "|---" * (1 + len(codec[labels[0]])) + "|"]
+    lines = [
+        f"# Degradations on synthetic clips ({args.frames} frames, HR {args.size}x{args.size}, LR x4)",
+        "",
+        "PSNR (Y, dB) of the decoded codec output against the codec's input (blurred LR for H.264, bicubic LR "
+        "for HEVC):",
+        "",
+        "| clip | " + " | ".join(codec[labels[0]]) + " |",
+        "|---" * (1 + len(codec[labels[0]])) + "|",
+    ]
     lines += [f"| {lab} | " + " | ".join(f"{v:.2f}" for v in row.values()) + " |" for lab, row in codec.items()]
-    lines += ["", "PSNR (Y, dB) of each VSRGAN operation (top of its default range) against the bicubic LR:", "",
-              "| clip | " + " | ".join(OPS) + " |", "|---" * (1 + len(OPS)) + "|"]
+    lines += [
+        "",
+        "PSNR (Y, dB) of each VSRGAN operation (top of its default range) against the bicubic LR:",
+        "",
+        "| clip | " + " | ".join(OPS) + " |",
+        "|---" * (1 + len(OPS)) + "|",
+    ]
     lines += [f"| {lab} | " + " | ".join(f"{v:.2f}" for v in row.values()) + " |" for lab, row in ops.items()]
-    lines += ["", "load_pair, first call (degrade + store) vs second (cache hit), medians of "
-              f"{args.repeats} (shared loaded machine: ratios only):", "",
-              "| degradation | first s | cached s | ratio |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "load_pair, first call (degrade + store) vs second (cache hit), medians of "
+        f"{args.repeats} (shared loaded machine: ratios only):",
+        "",
+        "| degradation | first s | cached s | ratio |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {n} | {t['first_s']:.3f} | {t['cached_s']:.3f} | {t['ratio']:.1f} |" for n, t in timing.items()]
     (out / "result.md").write_text("\n".join(lines) + "\n")
     print((out / "result.md").read_text())

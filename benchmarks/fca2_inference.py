@@ -30,16 +30,23 @@ import torch
 
 from fedvsr.models import build_model, count_params
 
-STAGES = ("cleaning", "autoencoder.flow", "autoencoder.encoder", "backbone", "autoencoder.decoder",
-          "autoencoder.refine")
+STAGES = (
+    "cleaning",
+    "autoencoder.flow",
+    "autoencoder.encoder",
+    "backbone",
+    "autoencoder.decoder",
+    "autoencoder.refine",
+)
 
 
 def variants(presets: list[str], clean_passes: list[int]) -> list[tuple[str, str, str, dict]]:
     """``(label, model, preset, options)`` of BasicVSR and every FCA2 variant timed."""
     specs = [("basicvsr", "basicvsr", "paper", {})]
     specs += [(f"fca2/{p}", "fca2", p, {"mode": "joint"}) for p in presets]
-    specs += [(f"fca2/paper (clean_passes={p})", "fca2", "paper", {"mode": "joint", "clean_passes": p})
-              for p in clean_passes]
+    specs += [
+        (f"fca2/paper (clean_passes={p})", "fca2", "paper", {"mode": "joint", "clean_passes": p}) for p in clean_passes
+    ]
     return specs
 
 
@@ -110,8 +117,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--presets", nargs="*", default=["paper", "paper-light"], help="FCA2 presets to time")
-    parser.add_argument("--clean-passes", type=int, nargs="*", default=[],
-                        help="also fca2/paper with these numbers of cleaning passes")
+    parser.add_argument(
+        "--clean-passes", type=int, nargs="*", default=[], help="also fca2/paper with these numbers of cleaning passes"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fca2_inference"))
     parser.add_argument("--flops-only", action="store_true", help="only the FLOP breakdown (seconds)")
     args = parser.parse_args()
@@ -120,10 +128,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     specs = variants(args.presets, args.clean_passes)
     flops = flop_breakdown(args.frames, args.size, specs)
-    (out / "flops.json").write_text(json.dumps({"frames": args.frames, "lr_size": args.size, "rows": flops},
-                                               indent=2) + "\n")
-    lines = [f"# GFLOPs of one {args.frames}-frame clip, LR {args.size}x{args.size}, x4 (2 FLOPs per MAC)", "",
-             "| model | total | " + " | ".join(STAGES) + " |", "|---|---|" + "---|" * len(STAGES)]
+    (out / "flops.json").write_text(
+        json.dumps({"frames": args.frames, "lr_size": args.size, "rows": flops}, indent=2) + "\n"
+    )
+    lines = [
+        f"# GFLOPs of one {args.frames}-frame clip, LR {args.size}x{args.size}, x4 (2 FLOPs per MAC)",
+        "",
+        "| model | total | " + " | ".join(STAGES) + " |",
+        "|---|---|" + "---|" * len(STAGES),
+    ]
     for r in flops:
         lines.append(f"| {r['model']} | {r['gflops']} | " + " | ".join(str(r.get(k, "")) for k in STAGES) + " |")
     (out / "flops.md").write_text("\n".join(lines) + "\n")
@@ -147,29 +160,58 @@ def main() -> None:
     rows = []
     for name, ts in times.items():
         med = statistics.median(ts)
-        rows.append({"model": name, "params": count_params(models[name]), "gflops": gflops[name],
-                     "median_s": round(med, 3),
-                     "ms_per_frame": round(1000 * med / args.frames, 2), "speedup_vs_basicvsr": round(base / med, 3),
-                     "runs_s": [round(t, 3) for t in ts], "stage_share": stage_shares(stage_runs[name], ts)})
-    result = {"frames": args.frames, "lr_size": args.size, "hr_size": 4 * args.size, "threads": args.threads,
-              "pairs": args.pairs, "device": "cpu (shared, loaded machine)", "rows": rows,
-              "paper_speedup": round(67 / 33, 2)}
+        rows.append(
+            {
+                "model": name,
+                "params": count_params(models[name]),
+                "gflops": gflops[name],
+                "median_s": round(med, 3),
+                "ms_per_frame": round(1000 * med / args.frames, 2),
+                "speedup_vs_basicvsr": round(base / med, 3),
+                "runs_s": [round(t, 3) for t in ts],
+                "stage_share": stage_shares(stage_runs[name], ts),
+            }
+        )
+    result = {
+        "frames": args.frames,
+        "lr_size": args.size,
+        "hr_size": 4 * args.size,
+        "threads": args.threads,
+        "pairs": args.pairs,
+        "device": "cpu (shared, loaded machine)",
+        "rows": rows,
+        "paper_speedup": round(67 / 33, 2),
+    }
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# FCA2 + BasicVSR vs BasicVSR: {args.frames}-frame clip, LR {args.size}x{args.size} -> "
-             f"HR {4 * args.size}x{4 * args.size}, CPU, {args.threads} thread(s), median of {args.pairs} "
-             f"(shared machine under load: compare the ratio, not the seconds)", "",
-             "| model | params | GFLOPs | median s | ms / frame | speed-up vs BasicVSR |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# FCA2 + BasicVSR vs BasicVSR: {args.frames}-frame clip, LR {args.size}x{args.size} -> "
+        f"HR {4 * args.size}x{4 * args.size}, CPU, {args.threads} thread(s), median of {args.pairs} "
+        f"(shared machine under load: compare the ratio, not the seconds)",
+        "",
+        "| model | params | GFLOPs | median s | ms / frame | speed-up vs BasicVSR |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['gflops']} | {r['median_s']:.2f} | "
-                     f"{r['ms_per_frame']:.1f} | {r['speedup_vs_basicvsr']:.2f}x |")
+        lines.append(
+            f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['gflops']} | {r['median_s']:.2f} | "
+            f"{r['ms_per_frame']:.1f} | {r['speedup_vs_basicvsr']:.2f}x |"
+        )
     lines.append(f"\nFCA2 paper, Table I (A6000 GPU, Vid4): 67 ms -> 33 ms per frame, {67 / 33:.2f}x.")
-    lines += ["", "Share of each FCA2 run's time per stage (median over the runs; `other`: chunking, stacking, frame "
-              "averaging, colour correction):", "", "| model | " + " | ".join((*STAGES, "other")) + " |",
-              "|---|" + "---|" * (len(STAGES) + 1)]
+    lines += [
+        "",
+        "Share of each FCA2 run's time per stage (median over the runs; `other`: chunking, stacking, frame "
+        "averaging, colour correction):",
+        "",
+        "| model | " + " | ".join((*STAGES, "other")) + " |",
+        "|---|" + "---|" * (len(STAGES) + 1),
+    ]
     for r in rows:
         if r["stage_share"]:
-            lines.append(f"| {r['model']} | " + " | ".join(f"{100 * r['stage_share'].get(k, 0):.0f} %"
-                                                          for k in (*STAGES, "other")) + " |")
+            lines.append(
+                f"| {r['model']} | "
+                + " | ".join(f"{100 * r['stage_share'].get(k, 0):.0f} %" for k in (*STAGES, "other"))
+                + " |"
+            )
     (out / "result.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -53,8 +53,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1 / max(mse, 1e-12))
 
 
-def train_one(s: int, o: int, seed: int, train: torch.Tensor, test: torch.Tensor, options: dict,
-              args: argparse.Namespace, n: int = 7) -> tuple[dict, torch.nn.Module]:
+def train_one(
+    s: int,
+    o: int,
+    seed: int,
+    train: torch.Tensor,
+    test: torch.Tensor,
+    options: dict,
+    args: argparse.Namespace,
+    n: int = 7,
+) -> tuple[dict, torch.nn.Module]:
     """Pretrain one autoencoder GT -> GT under ``seed`` (initial weights, crops) and score its round trip."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -67,7 +75,7 @@ def train_one(s: int, o: int, seed: int, train: torch.Tensor, test: torch.Tensor
         for _ in range(args.batch):
             v, t0 = rng.integers(len(train)), rng.integers(train.shape[1] - n + 1)
             y, x = rng.integers(args.size - args.patch + 1, size=2)
-            batch.append(train[v, t0:t0 + n, :, y:y + args.patch, x:x + args.patch])
+            batch.append(train[v, t0 : t0 + n, :, y : y + args.patch, x : x + args.patch])
         gt = torch.stack(batch)
         loss = charbonnier(model(gt), gt)
         last = loss.item()
@@ -79,10 +87,17 @@ def train_one(s: int, o: int, seed: int, train: torch.Tensor, test: torch.Tensor
     train_s = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
-        value = float(np.mean([psnr(model(test[i:i + 1]), test[i:i + 1]) for i in range(len(test))]))
-    row = {"group_size": s, "overlap": o, "seed": seed, "K": model.autoencoder.num_compressed,
-           "params": count_params(model), "psnr": round(value, 4), "final_loss": round(last, 5),
-           "train_s": round(train_s, 1)}
+        value = float(np.mean([psnr(model(test[i : i + 1]), test[i : i + 1]) for i in range(len(test))]))
+    row = {
+        "group_size": s,
+        "overlap": o,
+        "seed": seed,
+        "K": model.autoencoder.num_compressed,
+        "params": count_params(model),
+        "psnr": round(value, 4),
+        "final_loss": round(last, 5),
+        "train_s": round(train_s, 1),
+    }
     return row, model
 
 
@@ -97,13 +112,35 @@ def summarise(runs: list[dict]) -> tuple[list[dict], list[dict]]:
     settings = []
     for p in pairs:
         iv = mean_interval(list(by_pair[p].values()))
-        settings.append({"group_size": p[0], "overlap": p[1], "n": iv.n, "mean": iv.mean, "std": iv.std,
-                         "low": iv.low, "high": iv.high, "paper_psnr": PAPER[p], "paper_ms": PAPER_MS[p]})
-    tests = [(a, b, paired_test(by_pair[a], by_pair[b])) for i, a in enumerate(pairs) for b in pairs[i + 1:]]
+        settings.append(
+            {
+                "group_size": p[0],
+                "overlap": p[1],
+                "n": iv.n,
+                "mean": iv.mean,
+                "std": iv.std,
+                "low": iv.low,
+                "high": iv.high,
+                "paper_psnr": PAPER[p],
+                "paper_ms": PAPER_MS[p],
+            }
+        )
+    tests = [(a, b, paired_test(by_pair[a], by_pair[b])) for i, a in enumerate(pairs) for b in pairs[i + 1 :]]
     adjusted = holm([c.p for _, _, c in tests])
-    comparisons = [{"a": list(a), "b": list(b), "n": c.diff.n, "diff": c.diff.mean, "low": c.diff.low,
-                    "high": c.diff.high, "p": c.p, "p_holm": q, "distinguishable": bool(q < 0.05)}
-                   for (a, b, c), q in zip(tests, adjusted, strict=True)]
+    comparisons = [
+        {
+            "a": list(a),
+            "b": list(b),
+            "n": c.diff.n,
+            "diff": c.diff.mean,
+            "low": c.diff.low,
+            "high": c.diff.high,
+            "p": c.p,
+            "p_holm": q,
+            "distinguishable": bool(q < 0.05),
+        }
+        for (a, b, c), q in zip(tests, adjusted, strict=True)
+    ]
     return settings, comparisons
 
 
@@ -111,12 +148,16 @@ def report(result: dict) -> str:
     """The Markdown of ``result.md``."""
     settings, comparisons = result["settings"], result["comparisons"]
     seeds = ", ".join(map(str, result["seeds"]))
-    lines = [f"# FCA2 autoencoder round trip after {result['steps']} steps of GT -> GT pretraining (synthetic, "
-             f"{result['patch']}x{result['patch']} crops of 7 frames, batch {result['batch']}, "
-             f"{result['options']['features']} features, group_fit = {result['group_fit']}; seeds {seeds}; "
-             f"CPU, shared machine under load)", "",
-             "| S | O | K (of 7 frames) | PSNR dB, mean +- 95% t interval (n) | per seed | round trip ms (median) "
-             "| PSNR dB (paper, Table VI) | ms (paper) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# FCA2 autoencoder round trip after {result['steps']} steps of GT -> GT pretraining (synthetic, "
+        f"{result['patch']}x{result['patch']} crops of 7 frames, batch {result['batch']}, "
+        f"{result['options']['features']} features, group_fit = {result['group_fit']}; seeds {seeds}; "
+        f"CPU, shared machine under load)",
+        "",
+        "| S | O | K (of 7 frames) | PSNR dB, mean +- 95% t interval (n) | per seed | round trip ms (median) "
+        "| PSNR dB (paper, Table VI) | ms (paper) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     runs = result["runs"]
     for st in settings:
         mine = [r for r in runs if (r["group_size"], r["overlap"]) == (st["group_size"], st["overlap"])]
@@ -124,15 +165,23 @@ def report(result: dict) -> str:
         interval = f"{st['mean']:.2f} +- {half:.2f} ({st['n']})" if st["n"] > 1 else f"{st['mean']:.2f} (1)"
         per_seed = ", ".join(f"{r['psnr']:.2f}" for r in mine)
         ms = float(np.median([r["roundtrip_ms"] for r in mine]))
-        lines.append(f"| {st['group_size']} | {st['overlap']} | {mine[0]['K']} | {interval} | {per_seed} | "
-                     f"{ms:.0f} | {st['paper_psnr']:.2f} | {st['paper_ms']} |")
-    lines += ["", "Paired differences a - b over the seeds (95% t interval), p-values Holm-adjusted over all "
-              f"{len(comparisons)} comparisons; distinguishable when the adjusted p < 0.05:", "",
-              "| a (S, O) | b (S, O) | a - b dB | 95% interval | p | p (Holm) | distinguishable |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {st['group_size']} | {st['overlap']} | {mine[0]['K']} | {interval} | {per_seed} | "
+            f"{ms:.0f} | {st['paper_psnr']:.2f} | {st['paper_ms']} |"
+        )
+    lines += [
+        "",
+        "Paired differences a - b over the seeds (95% t interval), p-values Holm-adjusted over all "
+        f"{len(comparisons)} comparisons; distinguishable when the adjusted p < 0.05:",
+        "",
+        "| a (S, O) | b (S, O) | a - b dB | 95% interval | p | p (Holm) | distinguishable |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in comparisons:
-        lines.append(f"| {tuple(c['a'])} | {tuple(c['b'])} | {c['diff']:+.3f} | [{c['low']:+.3f}, {c['high']:+.3f}] "
-                     f"| {c['p']:.3g} | {c['p_holm']:.3g} | {'yes' if c['distinguishable'] else 'no'} |")
+        lines.append(
+            f"| {tuple(c['a'])} | {tuple(c['b'])} | {c['diff']:+.3f} | [{c['low']:+.3f}, {c['high']:+.3f}] "
+            f"| {c['p']:.3g} | {c['p_holm']:.3g} | {'yes' if c['distinguishable'] else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -153,22 +202,43 @@ def main() -> None:
     n = 7
     train = videos(8, 100, 14, args.size)
     test = videos(len(CLASSES), 900, n, args.size)  # one held-out video of every class
-    options = {"mode": "pretrain", "features": args.features, "blocks": 2, "flow_blocks": 2, "refine_features": 8,
-               "refine_blocks": 1, "spynet_channels": [8, 16, 8, 4], "spynet_frozen_iters": args.steps // 10,
-               "group_fit": args.group_fit}
+    options = {
+        "mode": "pretrain",
+        "features": args.features,
+        "blocks": 2,
+        "flow_blocks": 2,
+        "refine_features": 8,
+        "refine_blocks": 1,
+        "spynet_channels": [8, 16, 8, 4],
+        "spynet_frozen_iters": args.steps // 10,
+        "group_fit": args.group_fit,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs, models = [], []
-    result = {"steps": args.steps, "batch": args.batch, "patch": args.patch, "frames": n, "size": args.size,
-              "seeds": args.seeds, "group_fit": args.group_fit, "options": options, "threads": args.threads,
-              "device": "cpu (shared, loaded machine)", "runs": runs}
+    result = {
+        "steps": args.steps,
+        "batch": args.batch,
+        "patch": args.patch,
+        "frames": n,
+        "size": args.size,
+        "seeds": args.seeds,
+        "group_fit": args.group_fit,
+        "options": options,
+        "threads": args.threads,
+        "device": "cpu (shared, loaded machine)",
+        "runs": runs,
+    }
     for seed in args.seeds:  # seed-major: a stopped run keeps every finished seed (written after each)
         for s, o in PAIRS:
             row, model = train_one(s, o, seed, train, test, options, args, n)
             runs.append(row)
             models.append(model)
-            print(f"seed {seed} S={s:2d} O={o} K={row['K']} psnr {row['psnr']:6.2f} dB  loss {row['final_loss']:.4f}"
-                  f"  {row['train_s']:.0f}s", flush=True)
+            print(
+                f"seed {seed} S={s:2d} O={o} K={row['K']} psnr {row['psnr']:6.2f} dB  loss {row['final_loss']:.4f}"
+                f"  {row['train_s']:.0f}s",
+                flush=True,
+            )
         (out / "runs.json").write_text(json.dumps(runs, indent=2) + "\n")
     # encode + decode time of one held-out clip, every model interleaved (3 rounds, median)
     times: list[list[float]] = [[] for _ in models]

@@ -75,18 +75,28 @@ def main() -> None:
     Decoupler.forward = real_fft
     med = {k: statistics.median(v) for k, v in times.items()}
     op_med = {k: statistics.median(v) for k, v in op.items()}
-    result = {"preset": args.preset, "batch": args.batch, "patch": args.patch, "threads": args.threads,
-              "pairs": args.pairs, "median_step_seconds": med, "ratio_rfft2_over_fft2": med["rfft2"] / med["full fft2"],
-              "step_seconds": times, "decoupler_input_shape": [args.batch * shapes[0][0], *shapes[0][1:]],
-              "decoupler_median_seconds": op_med,
-              "decoupler_ratio_rfft2_over_fft2": op_med["rfft2"] / op_med["full fft2"],
-              "decoupler_seconds": op}
+    result = {
+        "preset": args.preset,
+        "batch": args.batch,
+        "patch": args.patch,
+        "threads": args.threads,
+        "pairs": args.pairs,
+        "median_step_seconds": med,
+        "ratio_rfft2_over_fft2": med["rfft2"] / med["full fft2"],
+        "step_seconds": times,
+        "decoupler_input_shape": [args.batch * shapes[0][0], *shapes[0][1:]],
+        "decoupler_median_seconds": op_med,
+        "decoupler_ratio_rfft2_over_fft2": op_med["rfft2"] / op_med["full fft2"],
+        "decoupler_seconds": op,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.preset}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"fcvsr/{args.preset}, batch {args.batch}, {args.patch}x{args.patch}: full fft2 {med['full fft2']:.3f} s, "
-          f"rfft2 {med['rfft2']:.3f} s per step, ratio {result['ratio_rfft2_over_fft2']:.3f}; the decoupler alone "
-          f"on {tuple(result['decoupler_input_shape'])}: ratio {result['decoupler_ratio_rfft2_over_fft2']:.3f}")
+    print(
+        f"fcvsr/{args.preset}, batch {args.batch}, {args.patch}x{args.patch}: full fft2 {med['full fft2']:.3f} s, "
+        f"rfft2 {med['rfft2']:.3f} s per step, ratio {result['ratio_rfft2_over_fft2']:.3f}; the decoupler alone "
+        f"on {tuple(result['decoupler_input_shape'])}: ratio {result['decoupler_ratio_rfft2_over_fft2']:.3f}"
+    )
 
 
 if __name__ == "__main__":

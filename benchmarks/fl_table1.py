@@ -37,8 +37,11 @@ STRATEGIES = {
     "SCAFFOLD": ["fl.strategy=scaffold"],
     "FedVSR": ["fl.strategy=fedvsr"],
 }
-PARTITIONS = {"less heterogeneous (random)": "random", "more heterogeneous (by-class)": "by-class",
-              "device heterogeneous (by-degradation)": "by-degradation"}
+PARTITIONS = {
+    "less heterogeneous (random)": "random",
+    "more heterogeneous (by-class)": "by-class",
+    "device heterogeneous (by-degradation)": "by-degradation",
+}
 
 
 def main() -> None:
@@ -47,11 +50,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
-    parser.add_argument("--partitions", nargs="+", default=list(PARTITIONS.values()),
-                        choices=list(PARTITIONS.values()))
-    parser.add_argument("--merge", nargs="+", metavar="DIR",
-                        help="run nothing: merge the table1.* of these output folders (same data and settings) "
-                             "into --out")
+    parser.add_argument("--partitions", nargs="+", default=list(PARTITIONS.values()), choices=list(PARTITIONS.values()))
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="run nothing: merge the table1.* of these output folders (same data and settings) into --out",
+    )
     args = parser.parse_args()
     if args.merge:
         merge([Path(d) for d in args.merge], Path(args.out))
@@ -71,20 +76,33 @@ def main() -> None:
             summary = run_experiment(cfg, work / f"{part}-{strat_name}", on_round=history.append)
             took = time.time() - start
             bicubic = {"bicubic_psnr": summary["bicubic_psnr"], "bicubic_ssim": summary["bicubic_ssim"]}
-            rows.append({"partition": part, "strategy": strat_name, "round": 0, "psnr": summary["initial_psnr"],
-                         "ssim": summary["initial_ssim"], **bicubic})  # the initial model
+            rows.append(
+                {
+                    "partition": part,
+                    "strategy": strat_name,
+                    "round": 0,
+                    "psnr": summary["initial_psnr"],
+                    "ssim": summary["initial_ssim"],
+                    **bicubic,
+                }
+            )  # the initial model
             for r in history:
                 rows.append({"partition": part, "strategy": strat_name, **r, **bicubic})
             finals.append((part_name, strat_name, summary, took))
-            print(f"{part:9s} {strat_name:9s} final {summary['final_psnr']:.2f} dB  best {summary['best_psnr']:.2f}"
-                  f"  ({took:.0f} s)", flush=True)
+            print(
+                f"{part:9s} {strat_name:9s} final {summary['final_psnr']:.2f} dB  best {summary['best_psnr']:.2f}"
+                f"  ({took:.0f} s)",
+                flush=True,
+            )
     pq.write_table(pa.Table.from_pylist(rows), out / "table1.parquet")
     # bicubic per row: by-degradation's evaluation clips are degraded by every device kind, the others' by bicubic
     lines = [HEADER, "|---|---|---|---|---|---|---|---|"]
     for part_name, strat_name, s, took in finals:
-        lines.append(f"| {part_name} | {strat_name} | {s['final_psnr']:.2f} | {s['final_ssim']:.4f} | "
-                     f"{s['best_psnr']:.2f} | {s['final_psnr'] - s['bicubic_psnr']:+.2f} | "
-                     f"{s['bicubic_psnr']:.2f} / {s['bicubic_ssim']:.4f} | {took / 60:.1f} |")
+        lines.append(
+            f"| {part_name} | {strat_name} | {s['final_psnr']:.2f} | {s['final_ssim']:.4f} | "
+            f"{s['best_psnr']:.2f} | {s['final_psnr'] - s['bicubic_psnr']:+.2f} | "
+            f"{s['bicubic_psnr']:.2f} / {s['bicubic_ssim']:.4f} | {took / 60:.1f} |"
+        )
     table = "\n".join(lines)
     (out / "table1.md").write_text(table + "\n")
     print(table)
@@ -92,8 +110,9 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-HEADER = ("| partition | strategy | final PSNR | final SSIM | best PSNR | final - bicubic | bicubic PSNR / SSIM "
-          "| minutes |")
+HEADER = (
+    "| partition | strategy | final PSNR | final SSIM | best PSNR | final - bicubic | bicubic PSNR / SSIM | minutes |"
+)
 
 
 def merge(folders: list[Path], out: Path) -> None:
@@ -105,8 +124,9 @@ def merge(folders: list[Path], out: Path) -> None:
         for line in (d / "table1.md").read_text().splitlines()[2:]:
             cells = [c.strip() for c in line.strip("|").split("|")]
             if bicubic.setdefault(cells[0], cells[6]) != cells[6]:
-                raise ValueError(f"{d}: {cells[0]} bicubic {cells[6]} differs from {bicubic[cells[0]]}: not the same "
-                                 f"data")
+                raise ValueError(
+                    f"{d}: {cells[0]} bicubic {cells[6]} differs from {bicubic[cells[0]]}: not the same data"
+                )
             lines[cells[0], cells[1]] = line
     order = [(p, s) for p in PARTITIONS for s in STRATEGIES if (p, s) in lines]
     table = "\n".join([HEADER, "|---|---|---|---|---|---|---|---|", *(lines[k] for k in order)])
@@ -125,15 +145,20 @@ def plot(rows: list[dict], path: Path, strategies: dict, partitions: dict) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(partitions), figsize=(5.5 * len(partitions), 4), dpi=100, sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(partitions), figsize=(5.5 * len(partitions), 4), dpi=100, sharey=True, squeeze=False
+    )
     axes = axes[0]
     for ax, (title, part) in zip(axes, partitions.items(), strict=True):
         for strat in strategies:
             rs = [r for r in rows if r["partition"] == part and r["strategy"] == strat]
             ax.plot([r["round"] for r in rs], [r["psnr"] for r in rs], marker=".", label=strat)
-        ax.axhline(next(r["bicubic_psnr"] for r in rows if r["partition"] == part), color="gray", linestyle="--",
-                   label="bicubic")
+        ax.axhline(
+            next(r["bicubic_psnr"] for r in rows if r["partition"] == part),
+            color="gray",
+            linestyle="--",
+            label="bicubic",
+        )
         ax.set_title(title)
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)

@@ -41,8 +41,15 @@ PER_GPU = (1, 2, 4, 8)
 
 
 def overrides(model: str, rounds: int) -> list[str]:
-    return [f"model.name={model}", "model.preset=small", "fl.clients=32", "fl.clients_per_round=16",
-            f"fl.rounds={rounds}", "fl.batch_size=8", "platform.cpus_per_worker=1"]
+    return [
+        f"model.name={model}",
+        "model.preset=small",
+        "fl.clients=32",
+        "fl.clients_per_round=16",
+        f"fl.rounds={rounds}",
+        "fl.batch_size=8",
+        "platform.cpus_per_worker=1",
+    ]
 
 
 class GpuMemory:
@@ -56,8 +63,12 @@ class GpuMemory:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                                     capture_output=True, text=True, timeout=5).stdout.split()
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.split()
                 self.peak = max(self.peak, int(out[0]))
             except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
                 pass
@@ -99,8 +110,13 @@ def plain(model: str, rounds: int) -> dict[str, Any]:
             worker.train_client(t, params, {}, c)
         torch.cuda.synchronize()
         rates.append(len(clients) / (time.perf_counter() - start))
-    return {"setting": "plain", "workers": 1, "clients_per_s": statistics.median(rates[1:] or rates),
-            "peak_gpu_mib": memory.stop(), "torch_peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20}
+    return {
+        "setting": "plain",
+        "workers": 1,
+        "clients_per_s": statistics.median(rates[1:] or rates),
+        "peak_gpu_mib": memory.stop(),
+        "torch_peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20,
+    }
 
 
 def runtime(model: str, rounds: int, per_gpu: int | str, work: Path) -> dict[str, Any]:
@@ -112,36 +128,52 @@ def runtime(model: str, rounds: int, per_gpu: int | str, work: Path) -> dict[str
 
     gpus = "auto" if per_gpu == "auto" else 1.0 / per_gpu
     workers = 8 if per_gpu == "auto" else per_gpu
-    cfg = load_config(None, [*overrides(model, rounds), f"platform.workers={workers}",
-                             f"platform.gpus_per_worker={gpus}"])
+    cfg = load_config(
+        None, [*overrides(model, rounds), f"platform.workers={workers}", f"platform.gpus_per_worker={gpus}"]
+    )
     out = work / f"{model}-{per_gpu}"
     memory = GpuMemory()
     run_experiment(cfg, out)
     peak = memory.stop()
     rows = pq.read_table(out / "rounds.parquet").to_pylist()
     later = rows[1:] or rows
-    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()] \
-        if (out / "events.jsonl").exists() else []
+    events = (
+        [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+        if (out / "events.jsonl").exists()
+        else []
+    )
     packed = [e for e in events if e["kind"] in ("gpu_packing", "gpu_oom")]
-    return {"setting": f"{per_gpu} per GPU" if per_gpu != "auto" else "auto",
-            "workers": rows[-1]["workers"],
-            "clients_per_s": statistics.median(r["aggregated"] / r["train_seconds"] for r in later),
-            "peak_gpu_mib": peak, "packing": [e["message"] for e in packed]}
+    return {
+        "setting": f"{per_gpu} per GPU" if per_gpu != "auto" else "auto",
+        "workers": rows[-1]["workers"],
+        "clients_per_s": statistics.median(r["aggregated"] / r["train_seconds"] for r in later),
+        "peak_gpu_mib": peak,
+        "packing": [e["message"] for e in packed],
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [f"# GPU packing on {result['gpu']}", "", result["note"], "",
-             "| model | setting | workers | clients/s | x plain | peak GPU MiB (card) | packing |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU packing on {result['gpu']}",
+        "",
+        result["note"],
+        "",
+        "| model | setting | workers | clients/s | x plain | peak GPU MiB (card) | packing |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for model, rows in result["models"].items():
         base = rows[0]["clients_per_s"]
         for r in rows:
-            lines.append(f"| {model}/small | {r['setting']} | {r['workers']} | {r['clients_per_s']:.2f} | "
-                         f"{r['clients_per_s'] / base:.2f} | {r['peak_gpu_mib']} | {'; '.join(r.get('packing', []))} |")
+            lines.append(
+                f"| {model}/small | {r['setting']} | {r['workers']} | {r['clients_per_s']:.2f} | "
+                f"{r['clients_per_s'] / base:.2f} | {r['peak_gpu_mib']} | {'; '.join(r.get('packing', []))} |"
+            )
     for model, rows in result["models"].items():
         one = next(r for r in rows if r["setting"] == "1 per GPU")
-        lines.append(f"\n{model}: runtime overhead at 1 worker per GPU against the plain process: "
-                     f"{rows[0]['clients_per_s'] / one['clients_per_s']:.3f}x the plain process's time per client")
+        lines.append(
+            f"\n{model}: runtime overhead at 1 worker per GPU against the plain process: "
+            f"{rows[0]['clients_per_s'] / one['clients_per_s']:.3f}x the plain process's time per client"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -158,16 +190,21 @@ def main() -> None:
         raise SystemExit("gpu_packing: no CUDA GPU here; this benchmark needs one")
     os.environ.setdefault("FEDVSR_CACHE", str(Path(tempfile.gettempdir()) / "fedvsr-cache"))
     ray.init(num_cpus=os.cpu_count(), num_gpus=1, include_dashboard=False, logging_level="ERROR")
-    result = {"gpu": torch.cuda.get_device_name(0), "models": {},
-              "note": "One GPU, fedvsr's default data, 32 clients, 16 a round; medians over rounds 2..R."}
+    result = {
+        "gpu": torch.cuda.get_device_name(0),
+        "models": {},
+        "note": "One GPU, fedvsr's default data, 32 clients, 16 a round; medians over rounds 2..R.",
+    }
     with tempfile.TemporaryDirectory() as work:
         for model in args.models.split(","):
             rows = [plain(model, args.rounds)]
             for k in (*PER_GPU, "auto"):
                 start = time.perf_counter()
                 rows.append(runtime(model, args.rounds, k, Path(work)))
-                print(f"{model} {k}: {rows[-1]['clients_per_s']:.2f} clients/s "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+                print(
+                    f"{model} {k}: {rows[-1]['clients_per_s']:.2f} clients/s ({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
             result["models"][model] = rows
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -47,13 +47,17 @@ STRATEGIES = {
 }
 TABLE1 = ("FedAvg", "FedProx", "SCAFFOLD", "FedVSR")
 TABLE2 = ("FedAvg", "F-DWT", "F-GLA", "F-ALA", "FedVSR")
-PARTITIONS = {"random": "less heterogeneous (random)", "by-class": "more heterogeneous (by-class)",
-              "by-degradation": "device heterogeneity (by-degradation)"}
+PARTITIONS = {
+    "random": "less heterogeneous (random)",
+    "by-class": "more heterogeneous (by-class)",
+    "by-degradation": "device heterogeneity (by-degradation)",
+}
 REFERENCE = "FedAvg"
 
 
-def run_cells(partitions: list[str], strategies: list[str], n: int, extra: list[str], work: Path,
-              collect_only: bool = False) -> dict:
+def run_cells(
+    partitions: list[str], strategies: list[str], n: int, extra: list[str], work: Path, collect_only: bool = False
+) -> dict:
     """Run (or read) every (partition, strategy) cell; returns {(partition, strategy): group folder}. With
     ``collect_only`` only the finished cells are read and nothing runs."""
     cells = {}
@@ -69,9 +73,11 @@ def run_cells(partitions: list[str], strategies: list[str], n: int, extra: list[
             cfg = load_config(None, [f"fl.partition={part}", *STRATEGIES[name], *extra])
             start = time.time()
             s = run_replicates(cfg, out, n, resume=is_replicate_group(out))
-            print(f"{part:15s} {name:9s} final {s['final_psnr']:.3f} +- "
-                  f"{(s['final_psnr_high'] - s['final_psnr_low']) / 2:.3f} dB (n={n})  ({time.time() - start:.0f} s)",
-                  flush=True)
+            print(
+                f"{part:15s} {name:9s} final {s['final_psnr']:.3f} +- "
+                f"{(s['final_psnr_high'] - s['final_psnr_low']) / 2:.3f} dB (n={n})  ({time.time() - start:.0f} s)",
+                flush=True,
+            )
     return cells
 
 
@@ -83,8 +89,11 @@ def _finals(group: Path, key: str = "final_psnr") -> dict[int, float]:
 def table(cells: dict, partitions: list[str], strategies: tuple[str, ...]) -> list[str]:
     """Markdown rows: mean +- 95% half-width of the final and best PSNR and final SSIM, the gain over bicubic,
     and the paired difference with FedAvg (interval, Holm-adjusted p, verdict)."""
-    lines = ["| partition | strategy | final PSNR (dB) | gain over bicubic | best PSNR | final SSIM | "
-             f"vs {REFERENCE}: paired difference | p (Holm) | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| partition | strategy | final PSNR (dB) | gain over bicubic | best PSNR | final SSIM | "
+        f"vs {REFERENCE}: paired difference | p (Holm) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for part in partitions:
         names = [s for s in strategies if (part, s) in cells]
         if not names:
@@ -95,8 +104,12 @@ def table(cells: dict, partitions: list[str], strategies: tuple[str, ...]) -> li
         adjusted = dict(zip(others, holm([comps[s].p for s in others]), strict=True)) if comps else {}
         for s in names:
             summ = json.loads((cells[part, s] / "summary.json").read_text())
-            cols = [_pm(summ, "final_psnr", 3), _pm(summ, "gain_db", 3, sign=True), _pm(summ, "best_psnr", 3),
-                    _pm(summ, "final_ssim", 4)]
+            cols = [
+                _pm(summ, "final_psnr", 3),
+                _pm(summ, "gain_db", 3, sign=True),
+                _pm(summ, "best_psnr", 3),
+                _pm(summ, "final_ssim", 4),
+            ]
             if s in comps:
                 c, p = comps[s], adjusted[s]
                 cols += [f"{c.diff.mean:+.3f} [{c.diff.low:+.3f}, {c.diff.high:+.3f}]", f"{p:.3g}", verdict(c, p)]
@@ -119,13 +132,33 @@ def collect(cells: dict) -> list[dict]:
         meta = json.loads((group / "replicates.json").read_text())
         for r, seed in enumerate(meta["seeds"]):
             summ = json.loads((group / f"rep-{r}" / "summary.json").read_text())
-            rows.append({"partition": part, "strategy": name, "replicate": r, "seed": seed, "round": 0,
-                         "psnr": summ["initial_psnr"], "ssim": summ["initial_ssim"], "train_loss": None,
-                         "bicubic_psnr": summ["bicubic_psnr"]})
+            rows.append(
+                {
+                    "partition": part,
+                    "strategy": name,
+                    "replicate": r,
+                    "seed": seed,
+                    "round": 0,
+                    "psnr": summ["initial_psnr"],
+                    "ssim": summ["initial_ssim"],
+                    "train_loss": None,
+                    "bicubic_psnr": summ["bicubic_psnr"],
+                }
+            )
             for x in pq.read_table(group / f"rep-{r}" / "rounds.parquet").to_pylist():
-                rows.append({"partition": part, "strategy": name, "replicate": r, "seed": seed,
-                             "round": x["round"], "psnr": x["psnr"], "ssim": x["ssim"],
-                             "train_loss": x["train_loss"], "bicubic_psnr": summ["bicubic_psnr"]})
+                rows.append(
+                    {
+                        "partition": part,
+                        "strategy": name,
+                        "replicate": r,
+                        "seed": seed,
+                        "round": x["round"],
+                        "psnr": x["psnr"],
+                        "ssim": x["ssim"],
+                        "train_loss": x["train_loss"],
+                        "bicubic_psnr": summ["bicubic_psnr"],
+                    }
+                )
     return rows
 
 
@@ -135,6 +168,7 @@ def by_round(rows: list[dict], partitions: list[str], strategies: list[str]) -> 
     raw p-value is below 0.05, with the p-values Holm-corrected over the rounds."""
     out, lines = [], []
     for part in partitions:
+
         def psnr(name: str, part: str = part) -> dict:
             return {(r["round"], r["seed"]): r["psnr"] for r in rows if (r["partition"], r["strategy"]) == (part, name)}
 
@@ -144,26 +178,43 @@ def by_round(rows: list[dict], partitions: list[str], strategies: list[str]) -> 
             if s == REFERENCE or not mine or not ref:
                 continue
             rounds = sorted({t for t, _ in mine if t > 0})
-            comps = [compare({k: v for (t, k), v in mine.items() if t == rnd},
-                             {k: v for (t, k), v in ref.items() if t == rnd}) for rnd in rounds]
+            comps = [
+                compare(
+                    {k: v for (t, k), v in mine.items() if t == rnd}, {k: v for (t, k), v in ref.items() if t == rnd}
+                )
+                for rnd in rounds
+            ]
             adjusted = holm([c.p for c in comps])
             for rnd, c, p_holm in zip(rounds, comps, adjusted, strict=True):
-                out.append({"partition": part, "strategy": s, "round": rnd, "diff": c.diff.mean, "low": c.diff.low,
-                            "high": c.diff.high, "p": c.p, "p_holm_rounds": p_holm})
+                out.append(
+                    {
+                        "partition": part,
+                        "strategy": s,
+                        "round": rnd,
+                        "diff": c.diff.mean,
+                        "low": c.diff.low,
+                        "high": c.diff.high,
+                        "p": c.p,
+                        "p_holm_rounds": p_holm,
+                    }
+                )
             top = max(range(len(rounds)), key=lambda i: abs(comps[i].diff.mean))
 
             def which(ps: list[float], sign: int, rounds: list = rounds, comps: list = comps) -> str:
-                hits = [str(r) for r, c, p in zip(rounds, comps, ps, strict=True)
-                        if p < 0.05 and c.diff.mean * sign > 0]
+                hits = [
+                    str(r) for r, c, p in zip(rounds, comps, ps, strict=True) if p < 0.05 and c.diff.mean * sign > 0
+                ]
                 return ", ".join(hits) or "none"
 
             raw = [c.p for c in comps]
-            lines.append(f"- {PARTITIONS[part]}, {s} - {REFERENCE}: largest mean difference "
-                         f"{comps[top].diff.mean:+.3f} dB [{comps[top].diff.low:+.3f}, {comps[top].diff.high:+.3f}] at "
-                         f"round {rounds[top]} (raw p {comps[top].p:.3g}, Holm over the {len(rounds)} rounds "
-                         f"{adjusted[top]:.3g}); raw p < 0.05: ahead at rounds {which(raw, 1)}, behind at "
-                         f"{which(raw, -1)}; Holm-corrected p < 0.05: ahead at {which(adjusted, 1)}, behind at "
-                         f"{which(adjusted, -1)}")
+            lines.append(
+                f"- {PARTITIONS[part]}, {s} - {REFERENCE}: largest mean difference "
+                f"{comps[top].diff.mean:+.3f} dB [{comps[top].diff.low:+.3f}, {comps[top].diff.high:+.3f}] at "
+                f"round {rounds[top]} (raw p {comps[top].p:.3g}, Holm over the {len(rounds)} rounds "
+                f"{adjusted[top]:.3g}); raw p < 0.05: ahead at rounds {which(raw, 1)}, behind at "
+                f"{which(raw, -1)}; Holm-corrected p < 0.05: ahead at {which(adjusted, 1)}, behind at "
+                f"{which(adjusted, -1)}"
+            )
     return out, lines
 
 
@@ -226,12 +277,22 @@ def main() -> None:
     pq.write_table(pa.Table.from_pylist(rows), out / "rounds.parquet")
     summaries = {f"{p}/{s}": json.loads((g / "summary.json").read_text()) for (p, s), g in cells.items()}
     (out / "summary.json").write_text(json.dumps(summaries, indent=1) + "\n")
-    text = [f"# The FedVSR paper's tables on the built-in data ({args.replicates} replicates per cell)", "",
-            f"Overrides: {' '.join(args.set) or '(none: the default experiment)'}. Mean +- half-width of the 95% "
-            "t interval over the replicates; the paired difference with FedAvg per training seed, its 95% interval "
-            "and Holm-adjusted p-value (within a partition); 'tie' when p >= 0.05.", "", "## Table 1", "",
-            *table(cells, args.partitions, TABLE1), "", "## Table 2 (ablations)", "",
-            *table(cells, args.partitions, TABLE2), ""]
+    text = [
+        f"# The FedVSR paper's tables on the built-in data ({args.replicates} replicates per cell)",
+        "",
+        f"Overrides: {' '.join(args.set) or '(none: the default experiment)'}. Mean +- half-width of the 95% "
+        "t interval over the replicates; the paired difference with FedAvg per training seed, its 95% interval "
+        "and Holm-adjusted p-value (within a partition); 'tie' when p >= 0.05.",
+        "",
+        "## Table 1",
+        "",
+        *table(cells, args.partitions, TABLE1),
+        "",
+        "## Table 2 (ablations)",
+        "",
+        *table(cells, args.partitions, TABLE2),
+        "",
+    ]
     paired, lines = by_round(rows, args.partitions, [s for s in STRATEGIES if any(n == s for _, n in cells)])
     if paired:
         pq.write_table(pa.Table.from_pylist(paired), out / "paired_rounds.parquet")

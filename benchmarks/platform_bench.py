@@ -125,11 +125,17 @@ def plain_rounds(cfg, rounds: int) -> list[dict]:
         aggregate = PartialAggregate()
         merge_updates(aggregate, [o.update for o in outs])
         weights = normalised_weights([o.report.log_weight for o in outs])
-        new, new_server = strategy.server_update(to_torch(params), aggregate, to_torch(server), t, cfg.fl.clients,
-                                                 weights)
+        new, new_server = strategy.server_update(
+            to_torch(params), aggregate, to_torch(server), t, cfg.fl.clients, weights
+        )
         params, server = to_numpy(new), to_numpy(new_server)
-        rows.append({"round": t, "train_seconds": time.perf_counter() - start,
-                     "loss": float(sum(o.report.loss for o in outs) / len(outs))})
+        rows.append(
+            {
+                "round": t,
+                "train_seconds": time.perf_counter() - start,
+                "loss": float(sum(o.report.loss for o in outs) / len(outs)),
+            }
+        )
     return rows
 
 
@@ -157,12 +163,24 @@ def overhead(args) -> dict:
         # decoding and degrading differ: the plain loop fills the on-disk LR cache the Ray run then reads)
         p = statistics.mean(r["train_seconds"] for r in plain[1:])
         q = statistics.mean(r["train_seconds"] for r in ray_[1:])
-        reps.append({"plain_s_per_round": p, "ray_s_per_round": q, "ratio": q / p, "load": load(),
-                     "plain_rounds": plain, "ray_rounds": ray_})
-        print(f"rep {rep}: plain {p:.3f} s/round, ray {q:.3f} s/round, ratio {q / p:.3f}  (load {load()})",
-              flush=True)
-    return {"model": f"{cfg.model.name}/{cfg.model.preset}", "clients_per_round": cfg.fl.clients_per_round,
-            "rounds": args.rounds, "reps": reps, "median_ratio": statistics.median(r["ratio"] for r in reps)}
+        reps.append(
+            {
+                "plain_s_per_round": p,
+                "ray_s_per_round": q,
+                "ratio": q / p,
+                "load": load(),
+                "plain_rounds": plain,
+                "ray_rounds": ray_,
+            }
+        )
+        print(f"rep {rep}: plain {p:.3f} s/round, ray {q:.3f} s/round, ratio {q / p:.3f}  (load {load()})", flush=True)
+    return {
+        "model": f"{cfg.model.name}/{cfg.model.preset}",
+        "clients_per_round": cfg.fl.clients_per_round,
+        "rounds": args.rounds,
+        "reps": reps,
+        "median_ratio": statistics.median(r["ratio"] for r in reps),
+    }
 
 
 # --------------------------------------------------------------------------- queue depth
@@ -197,15 +215,29 @@ def depth(args) -> dict:
                 run_experiment(cfg, Path(tmp) / "run")
                 rounds = pq.read_table(Path(tmp) / "run" / "rounds.parquet").to_pydict()
                 clients = pq.read_table(Path(tmp) / "run" / "clients.parquet").to_pydict()
-            own = [sum(s for r, s in zip(clients["round"], clients["seconds"], strict=True) if r == t)
-                   for t in rounds["round"][1:]]
-            runs.append({"rep": rep, "queue_depth": d, "clients_own_s_per_round": statistics.median(own),
-                         "train_s_per_round": statistics.median(rounds["train_seconds"][1:]), "load": load()})
+            own = [
+                sum(s for r, s in zip(clients["round"], clients["seconds"], strict=True) if r == t)
+                for t in rounds["round"][1:]
+            ]
+            runs.append(
+                {
+                    "rep": rep,
+                    "queue_depth": d,
+                    "clients_own_s_per_round": statistics.median(own),
+                    "train_s_per_round": statistics.median(rounds["train_seconds"][1:]),
+                    "load": load(),
+                }
+            )
             print(runs[-1], flush=True)
     pairs = [b["train_s_per_round"] / a["train_s_per_round"] for a, b in zip(runs[::2], runs[1::2], strict=True)]
     print(f"depth 2 / depth 1 per pair: {[round(p, 3) for p in pairs]}")
-    return {"config": workload, "rounds": args.rounds, "runs": runs, "ratio_depth2_to_depth1": pairs,
-            "median_ratio": statistics.median(pairs)}
+    return {
+        "config": workload,
+        "rounds": args.rounds,
+        "runs": runs,
+        "ratio_depth2_to_depth1": pairs,
+        "median_ratio": statistics.median(pairs),
+    }
 
 
 # --------------------------------------------------------------------------- 4. scale
@@ -220,12 +252,27 @@ def scale(args) -> dict:
     for n in args.clients:
         # one 5-frame segment per client, cut from 25-frame videos (data.segment_frames): no file per client
         videos = math.ceil(n / 5) + 2
-        cfg = load_config(None, [
-            "model.preset=tiny", f"fl.clients={n}", "fl.clients_per_round=10", f"fl.rounds={args.rounds}",
-            f"data.videos={videos}", "data.frames=25", "data.segment_frames=5", "data.height=64", "data.width=64",
-            "data.patch=16", "data.samples_per_video=4", "fl.batch_size=4", "eval.holdout=2", "eval.clips=2",
-            "platform.workers=2", *args.set,
-        ])
+        cfg = load_config(
+            None,
+            [
+                "model.preset=tiny",
+                f"fl.clients={n}",
+                "fl.clients_per_round=10",
+                f"fl.rounds={args.rounds}",
+                f"data.videos={videos}",
+                "data.frames=25",
+                "data.segment_frames=5",
+                "data.height=64",
+                "data.width=64",
+                "data.patch=16",
+                "data.samples_per_video=4",
+                "fl.batch_size=4",
+                "eval.holdout=2",
+                "eval.clips=2",
+                "platform.workers=2",
+                *args.set,
+            ],
+        )
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
         try:
             with tempfile.TemporaryDirectory() as tmp, PeakMemory() as mem:
@@ -236,10 +283,13 @@ def scale(args) -> dict:
         finally:
             ray.shutdown()
         per_round = statistics.mean(r["seconds"] for r in table)
-        rows.append({"clients": n, "s_per_round": per_round, "peak_bytes": mem.peak, "run_seconds": total,
-                     "load": load()})
-        print(f"{n:6d} clients: {per_round:.3f} s/round, peak memory {mem.peak / 2**30:.2f} GiB (load {load()})",
-              flush=True)
+        rows.append(
+            {"clients": n, "s_per_round": per_round, "peak_bytes": mem.peak, "run_seconds": total, "load": load()}
+        )
+        print(
+            f"{n:6d} clients: {per_round:.3f} s/round, peak memory {mem.peak / 2**30:.2f} GiB (load {load()})",
+            flush=True,
+        )
     base = rows[0]["peak_bytes"]
     for r in rows:
         r["memory_ratio"] = r["peak_bytes"] / base
@@ -294,22 +344,40 @@ def aggregation(args) -> dict:
     start = time.perf_counter()
     fused()  # the first call compiles the kernel (or loads it from Numba's cache): reported apart
     first_call = time.perf_counter() - start
-    times = {"floor": [], "merge_updates": [], "merge_updates_fresh_buffers": [], "merge_torch_ops": [],
-             "add_per_client": []}
+    times = {
+        "floor": [],
+        "merge_updates": [],
+        "merge_updates_fresh_buffers": [],
+        "merge_torch_ops": [],
+        "add_per_client": [],
+    }
     for _ in range(args.reps):  # interleaved: floor, fused, fresh, torch ops, old, floor, ...
-        for name, fn in (("floor", floor), ("merge_updates", fused), ("merge_updates_fresh_buffers", fresh),
-                         ("merge_torch_ops", torch_ops), ("add_per_client", sequential)):
+        for name, fn in (
+            ("floor", floor),
+            ("merge_updates", fused),
+            ("merge_updates_fresh_buffers", fresh),
+            ("merge_torch_ops", torch_ops),
+            ("add_per_client", sequential),
+        ):
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
     best = {k: min(v) for k, v in times.items()}
-    result = {"params": args.params, "clients": args.clients, "bytes": nbytes, "threads": 1,
-              "seconds_min": best, "seconds_all": times,
-              "floor_gb_per_s": nbytes / best["floor"] / 1e9,
-              "ratio_merge_to_floor": best["merge_updates"] / best["floor"],
-              "ratio_fresh_buffers_to_floor": best["merge_updates_fresh_buffers"] / best["floor"],
-              "ratio_torch_ops_to_floor": best["merge_torch_ops"] / best["floor"], "first_call_s": first_call,
-              "ratio_old_to_floor": best["add_per_client"] / best["floor"], "load": load()}
+    result = {
+        "params": args.params,
+        "clients": args.clients,
+        "bytes": nbytes,
+        "threads": 1,
+        "seconds_min": best,
+        "seconds_all": times,
+        "floor_gb_per_s": nbytes / best["floor"] / 1e9,
+        "ratio_merge_to_floor": best["merge_updates"] / best["floor"],
+        "ratio_fresh_buffers_to_floor": best["merge_updates_fresh_buffers"] / best["floor"],
+        "ratio_torch_ops_to_floor": best["merge_torch_ops"] / best["floor"],
+        "first_call_s": first_call,
+        "ratio_old_to_floor": best["add_per_client"] / best["floor"],
+        "load": load(),
+    }
     print(json.dumps({k: v for k, v in result.items() if k != "seconds_all"}, indent=2))
     return result
 

@@ -145,8 +145,11 @@ def costs(folder: Path, repeats: int) -> dict[str, object]:
             cached_probe(cache, path, lambda p=path: probe_video(p))
             times["cached"].append(time.perf_counter() - start)
         median = {name: statistics.median(v) for name, v in times.items()}
-        out[label] = {"bytes": path.stat().st_size, "median_s": median,
-                      "ratio_to_probe": {name: m / median["probe"] for name, m in median.items()}}
+        out[label] = {
+            "bytes": path.stat().st_size,
+            "median_s": median,
+            "ratio_to_probe": {name: m / median["probe"] for name, m in median.items()},
+        }
     return out
 
 
@@ -156,13 +159,19 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/probe_cost")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"agreement": agreement(Path(tmp)), "cost": costs(Path(tmp), args.repeats),
-                  "repeats": args.repeats, "pyav": av.__version__}
+        result = {
+            "agreement": agreement(Path(tmp)),
+            "cost": costs(Path(tmp), args.repeats),
+            "repeats": args.repeats,
+            "pyav": av.__version__,
+        }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["agreement"]["disagreements"]), json.dumps(
-        {k: {n: round(r, 4) for n, r in v["ratio_to_probe"].items()} for k, v in result["cost"].items()}))
+    print(
+        json.dumps(result["agreement"]["disagreements"]),
+        json.dumps({k: {n: round(r, 4) for n, r in v["ratio_to_probe"].items()} for k, v in result["cost"].items()}),
+    )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,12 @@ import pyarrow.parquet as pq
 from fedvsr.platform.environment import KERNEL_ENV_VARS, describe, kernel_env, numpy_above_avx2
 
 #: numpy's dispatched features above its baseline (numpy 2.4: X86_V3 = AVX2, X86_V4 and AVX512_* = AVX-512)
-AVX2_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-            "NPY_DISABLE_CPU_FEATURES": " ".join(numpy_above_avx2())}
+AVX2_CPU = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "NPY_DISABLE_CPU_FEATURES": " ".join(numpy_above_avx2()),
+}
 PROBE_MKLDNN_OFF = "FEDVSR_PROBE_MKLDNN_OFF"  # read by the op probe only: torch.backends.mkldnn.enabled = False
 
 
@@ -69,8 +73,12 @@ def _numpy_above_baseline() -> str:
     return " ".join(f for f in __cpu_dispatch__ if f not in __cpu_baseline__)
 
 
-SSE41_CPU = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
-             "NPY_DISABLE_CPU_FEATURES": _numpy_above_baseline()}
+SSE41_CPU = {
+    "ATEN_CPU_CAPABILITY": "default",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+    "NPY_DISABLE_CPU_FEATURES": _numpy_above_baseline(),
+}
 
 #: name -> (environment, config overrides, what it is)
 VARIANTS: dict[str, tuple[dict[str, str], list[str], str]] = {
@@ -87,23 +95,37 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str], str]] = {
     "onednn-avx2": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, [], "ONEDNN_MAX_CPU_ISA=AVX2"),
     "mkl-avx2": ({"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, [], "MKL_ENABLE_INSTRUCTIONS=AVX2"),
     "mkl-cbwr": ({"MKL_CBWR": "COMPATIBLE"}, [], "MKL_CBWR=COMPATIBLE"),
-    "numpy-avx2": ({"NPY_DISABLE_CPU_FEATURES": AVX2_CPU["NPY_DISABLE_CPU_FEATURES"]}, [],
-                   "NPY_DISABLE_CPU_FEATURES: numpy without AVX-512"),
+    "numpy-avx2": (
+        {"NPY_DISABLE_CPU_FEATURES": AVX2_CPU["NPY_DISABLE_CPU_FEATURES"]},
+        [],
+        "NPY_DISABLE_CPU_FEATURES: numpy without AVX-512",
+    ),
 }
 GROUPS = {
-    "machines": ["native", "portable", "native-again", "portable-again", "avx2-cpu", "portable-avx2-cpu",
-                 "sse41-cpu", "seed-1"],
+    "machines": [
+        "native",
+        "portable",
+        "native-again",
+        "portable-again",
+        "avx2-cpu",
+        "portable-avx2-cpu",
+        "sse41-cpu",
+        "seed-1",
+    ],
     "knobs": ["native", "aten-avx2", "aten-default", "onednn-avx2", "mkl-avx2", "mkl-cbwr", "numpy-avx2"],
 }
 #: op-probe variants: the knobs, the emulated CPUs, oneDNN off, and portable mode's variables on both CPUs
 PROBES: dict[str, dict[str, str]] = {
-    "native": {}, "native-again": {},
+    "native": {},
+    "native-again": {},
     **{n: VARIANTS[n][0] for n in GROUPS["knobs"][1:]},
     "onednn-sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
     "onednn-off": {PROBE_MKLDNN_OFF: "1"},
     "mkl-cbwr-avx2": {"MKL_CBWR": "AVX2,STRICT"},
-    "avx2-cpu": AVX2_CPU, "sse41-cpu": SSE41_CPU,
-    "portable": kernel_env("portable"), "portable-avx2-cpu": {**AVX2_CPU, **kernel_env("portable")},
+    "avx2-cpu": AVX2_CPU,
+    "sse41-cpu": SSE41_CPU,
+    "portable": kernel_env("portable"),
+    "portable-avx2-cpu": {**AVX2_CPU, **kernel_env("portable")},
 }
 #: what a variant is compared with (else ``native``): portable runs with portable runs
 REFERENCE = {"portable-again": "portable", "portable-avx2-cpu": "portable"}
@@ -139,8 +161,11 @@ def probe_ops() -> dict[str, str]:
     x = feat.clone().requires_grad_(True)
     y = conv(x)
     y.backward(torch.rand(y.shape, generator=g))
-    out = {"conv forward (oneDNN)": h(y), "conv backward, weights": h(conv.weight.grad),
-           "conv backward, input": h(x.grad)}
+    out = {
+        "conv forward (oneDNN)": h(y),
+        "conv backward, weights": h(conv.weight.grad),
+        "conv backward, input": h(x.grad),
+    }
     conv.zero_grad()
     out["pixel shuffle"] = h(torch.nn.functional.pixel_shuffle(feat, 2))
     out["bicubic upsampling (skip path)"] = h(torch.nn.functional.interpolate(feat, scale_factor=4, mode="bicubic"))
@@ -162,8 +187,9 @@ def probe_ops() -> dict[str, str]:
     step.step()
     out["training step: loss"] = h(loss)
     out["training step: weights after Adam"] = h(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    out["LR frames: bicubic downsampling (float32 matmul)"] = h(bicubic_downsample(hr[:, 1].reshape(-1, 3, 128, 128),
-                                                                                   4))
+    out["LR frames: bicubic downsampling (float32 matmul)"] = h(
+        bicubic_downsample(hr[:, 1].reshape(-1, 3, 128, 128), 4)
+    )
     n = np.random.default_rng(0).standard_normal(4096)
     out["numpy float64 exp (loss-aware weights)"] = h(np.exp(n))
     out["numpy float64 sum"] = h(n.sum())
@@ -199,8 +225,11 @@ def time_steps(steps: int = 20) -> dict[str, float]:
 
 
 #: the kernel settings timed against native: portable mode, and the stricter pinning it does not use (oneDNN off)
-TIMED = {"native": {}, "portable": kernel_env("portable"),
-         "portable, oneDNN off": {**kernel_env("portable"), PROBE_MKLDNN_OFF: "1"}}
+TIMED = {
+    "native": {},
+    "portable": kernel_env("portable"),
+    "portable, oneDNN off": {**kernel_env("portable"), PROBE_MKLDNN_OFF: "1"},
+}
 
 
 def time_kernels(out: Path, repeats: int = 5) -> dict:
@@ -208,18 +237,22 @@ def time_kernels(out: Path, repeats: int = 5) -> dict:
     times: dict[str, list[dict[str, float]]] = {n: [] for n in TIMED}
     for _ in range(repeats):
         for name, env in TIMED.items():
-            proc = subprocess.run([sys.executable, __file__, "--time-child"], env=_env(env), capture_output=True,
-                                  text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--time-child"], env=_env(env), capture_output=True, text=True
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"timing {name} failed:\n{proc.stderr[-3000:]}")
             times[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     base = [t["cpu"] for t in times["native"]]
-    result = {name: {"cpu_seconds_per_step": [round(t["cpu"], 4) for t in ts],
-                     "wall_seconds_per_step": [round(t["wall"], 4) for t in ts],
-                     "cpu_over_native": [round(t["cpu"] / b, 3) for t, b in zip(ts, base, strict=True)],
-                     "median_cpu_over_native": round(statistics.median(t["cpu"] / b for t, b in
-                                                                       zip(ts, base, strict=True)), 3)}
-              for name, ts in times.items()}
+    result = {
+        name: {
+            "cpu_seconds_per_step": [round(t["cpu"], 4) for t in ts],
+            "wall_seconds_per_step": [round(t["wall"], 4) for t in ts],
+            "cpu_over_native": [round(t["cpu"] / b, 3) for t, b in zip(ts, base, strict=True)],
+            "median_cpu_over_native": round(statistics.median(t["cpu"] / b for t, b in zip(ts, base, strict=True)), 3),
+        }
+        for name, ts in times.items()
+    }
     (out / "kernel_cost.json").write_text(json.dumps(result, indent=2) + "\n")
     for name, r in result.items():
         print(f"cost {name}: CPU s/step {r['cpu_seconds_per_step']}, over native {r['cpu_over_native']}", flush=True)
@@ -229,17 +262,22 @@ def time_kernels(out: Path, repeats: int = 5) -> dict:
 def run_probes(out: Path) -> dict:
     results = {}
     for name, env in PROBES.items():
-        proc = subprocess.run([sys.executable, __file__, "--probe-child"], env=_env(env), capture_output=True,
-                              text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--probe-child"], env=_env(env), capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise SystemExit(f"probe {name} failed:\n{proc.stderr[-3000:]}")
         ref = REFERENCE.get(name, "native")
         results[name] = {"env": env, "hashes": json.loads(proc.stdout.strip().splitlines()[-1]), "with": ref}
         base = results[ref]["hashes"]
-        results[name]["differs"] = [k for k, v in results[name]["hashes"].items() if k != "torch_cpu_capability"
-                                    and v != base[k]]
-        print(f"ops {name}: {results[name]['hashes']['torch_cpu_capability']}, differs from {ref}: "
-              f"{', '.join(results[name]['differs']) or 'nothing'}", flush=True)
+        results[name]["differs"] = [
+            k for k, v in results[name]["hashes"].items() if k != "torch_cpu_capability" and v != base[k]
+        ]
+        print(
+            f"ops {name}: {results[name]['hashes']['torch_cpu_capability']}, differs from {ref}: "
+            f"{', '.join(results[name]['differs']) or 'nothing'}",
+            flush=True,
+        )
     (out / "kernels.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "kernels.md").write_text(probe_table(results))
     return results
@@ -248,19 +286,27 @@ def run_probes(out: Path) -> dict:
 def probe_table(results: dict) -> str:
     ops = [k for k in results["native"]["hashes"] if k != "torch_cpu_capability"]
     names = list(results)
-    head = [f"`{n}`" + ("" if results[n]["with"] == "native" else f" (against `{results[n]['with']}`)")
-            for n in names[1:]]
-    lines = ["| op | " + " | ".join(head) + " |", "|---" * len(names) + "|",
-             "| torch CPU capability | " + " | ".join(results[n]["hashes"]["torch_cpu_capability"]
-                                                     for n in names[1:]) + " |"]
+    head = [
+        f"`{n}`" + ("" if results[n]["with"] == "native" else f" (against `{results[n]['with']}`)") for n in names[1:]
+    ]
+    lines = [
+        "| op | " + " | ".join(head) + " |",
+        "|---" * len(names) + "|",
+        "| torch CPU capability | "
+        + " | ".join(results[n]["hashes"]["torch_cpu_capability"] for n in names[1:])
+        + " |",
+    ]
     for op in ops:
-        lines.append(f"| {op} | " + " | ".join("differs" if op in results[n]["differs"] else "="
-                                                for n in names[1:]) + " |")
-    legend = "\n".join(f"- `{n}`: {' '.join(f'{k}={v}' for k, v in r['env'].items()) or 'nothing set'}"
-                       for n, r in results.items())
-    return ("Which pieces of an efvsr/small training step give other bits than `native` (or the variant named in the "
-            "header) on this machine (`=`: the same bits).\n\n"
-            + "\n".join(lines) + "\n\n" + legend + "\n")
+        lines.append(
+            f"| {op} | " + " | ".join("differs" if op in results[n]["differs"] else "=" for n in names[1:]) + " |"
+        )
+    legend = "\n".join(
+        f"- `{n}`: {' '.join(f'{k}={v}' for k, v in r['env'].items()) or 'nothing set'}" for n, r in results.items()
+    )
+    return (
+        "Which pieces of an efvsr/small training step give other bits than `native` (or the variant named in the "
+        "header) on this machine (`=`: the same bits).\n\n" + "\n".join(lines) + "\n\n" + legend + "\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -275,9 +321,18 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 def run_variant(name: str, work: Path, overrides: list[str]) -> dict:
     env, sets, what = VARIANTS[name]
     run = work / name / "run"
-    cmd = [sys.executable, "-m", "fedvsr.cli", "simulate", "--out", str(run),
-           *(f"--set={s}" for s in [f"data.root={work / name / 'data'}", f"data.lr_cache={work / name / 'lr'}",
-                                    *overrides, *sets])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedvsr.cli",
+        "simulate",
+        "--out",
+        str(run),
+        *(
+            f"--set={s}"
+            for s in [f"data.root={work / name / 'data'}", f"data.lr_cache={work / name / 'lr'}", *overrides, *sets]
+        ),
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=_env(env), capture_output=True, text=True)
     took = time.perf_counter() - start
@@ -288,11 +343,19 @@ def run_variant(name: str, work: Path, overrides: list[str]) -> dict:
     environment = json.loads((run / "environment.json").read_text())
     per_round = rounds.column("seconds").to_pylist()
     print(f"{name}: final {summary['final_psnr']:.4f} dB, {took:.0f} s", flush=True)
-    return {"what": what, "env": env, "set": sets, "seconds": round(took, 1),
-            "median_round_seconds": round(statistics.median(per_round), 3),
-            **{k: summary[k] for k in ("final_psnr", "final_ssim", "best_psnr", "bicubic_psnr", "bicubic_ssim")},
-            "environment": {k: v for k, v in environment.items() if k.startswith(("worker.torch_cpu", "worker.env",
-                                                                                   "worker.numpy_simd", "kernels"))}}
+    return {
+        "what": what,
+        "env": env,
+        "set": sets,
+        "seconds": round(took, 1),
+        "median_round_seconds": round(statistics.median(per_round), 3),
+        **{k: summary[k] for k in ("final_psnr", "final_ssim", "best_psnr", "bicubic_psnr", "bicubic_ssim")},
+        "environment": {
+            k: v
+            for k, v in environment.items()
+            if k.startswith(("worker.torch_cpu", "worker.env", "worker.numpy_simd", "kernels"))
+        },
+    }
 
 
 def _rows(run: Path, name: str) -> list[dict]:
@@ -311,31 +374,44 @@ def compare(a: Path, b: Path) -> dict:
     model = [hashlib.sha256((x / "run" / "model.safetensors").read_bytes()).hexdigest() for x in (a, b)]
     first, columns = None, []
     for r in sorted({row["round"] for row in ra}):
-        columns = [f"{table}.{k}" for table, (x, y) in (("rounds", (ra, rb)), ("clients", (ca, cb)))
-                   for k in x[0] if [row[k] for row in x if row["round"] == r] != [row[k] for row in y
-                                                                                     if row["round"] == r]]
+        columns = [
+            f"{table}.{k}"
+            for table, (x, y) in (("rounds", (ra, rb)), ("clients", (ca, cb)))
+            for k in x[0]
+            if [row[k] for row in x if row["round"] == r] != [row[k] for row in y if row["round"] == r]
+        ]
         if columns:
             first = r
             break
     diff = [x["psnr"] - y["psnr"] for x, y in zip(ra, rb, strict=True)]
     videos = [_digest(sorted((x / "data").rglob("*.mkv"))) for x in (a, b)]
     lr = [_digest(sorted((x / "lr").rglob("*.npy"))) for x in (a, b)]
-    return {"bit_identical": ra == rb and ca == cb and model[0] == model[1],
-            "first_differing_round": first, "first_differing_columns": columns,
-            "round_1_psnr": [ra[0]["psnr"], rb[0]["psnr"]],
-            "max_abs_delta_psnr": max(abs(d) for d in diff), "final_delta_psnr": rb[-1]["psnr"] - ra[-1]["psnr"],
-            "max_abs_delta_train_loss": max(abs(x["train_loss"] - y["train_loss"]) for x, y in zip(ra, rb,
-                                                                                                   strict=True)),
-            "videos_identical": videos[0] == videos[1], "lr_frames_identical": lr[0] == lr[1]}
+    return {
+        "bit_identical": ra == rb and ca == cb and model[0] == model[1],
+        "first_differing_round": first,
+        "first_differing_columns": columns,
+        "round_1_psnr": [ra[0]["psnr"], rb[0]["psnr"]],
+        "max_abs_delta_psnr": max(abs(d) for d in diff),
+        "final_delta_psnr": rb[-1]["psnr"] - ra[-1]["psnr"],
+        "max_abs_delta_train_loss": max(abs(x["train_loss"] - y["train_loss"]) for x, y in zip(ra, rb, strict=True)),
+        "videos_identical": videos[0] == videos[1],
+        "lr_frames_identical": lr[0] == lr[1],
+    }
 
 
 def cost(variants: dict) -> dict:
     """Portable mode's seconds per round over native's, pair by pair (A B A B)."""
-    pairs = [(a, b) for a, b in (("native", "portable"), ("native-again", "portable-again"))
-             if a in variants and b in variants]
+    pairs = [
+        (a, b)
+        for a, b in (("native", "portable"), ("native-again", "portable-again"))
+        if a in variants and b in variants
+    ]
     ratios = [variants[b]["median_round_seconds"] / variants[a]["median_round_seconds"] for a, b in pairs]
-    return {"pairs": pairs, "portable_over_native_round_seconds": [round(r, 3) for r in ratios],
-            "mean": round(sum(ratios) / len(ratios), 3) if ratios else None}
+    return {
+        "pairs": pairs,
+        "portable_over_native_round_seconds": [round(r, 3) for r in ratios],
+        "mean": round(sum(ratios) / len(ratios), 3) if ratios else None,
+    }
 
 
 def _first(c: dict) -> str:
@@ -352,29 +428,51 @@ def _data(c: dict) -> str:
 
 
 def run_table(result: dict, out: Path) -> str:
-    lines = ["| variant | what | final PSNR / SSIM | best PSNR | s/round | compared with | bits | first round that "
-             "differs (in) | largest per-round ΔPSNR | final ΔPSNR | videos, LR frames |", "|---" * 11 + "|"]
+    lines = [
+        "| variant | what | final PSNR / SSIM | best PSNR | s/round | compared with | bits | first round that "
+        "differs (in) | largest per-round ΔPSNR | final ΔPSNR | videos, LR frames |",
+        "|---" * 11 + "|",
+    ]
     for name, v in result["variants"].items():
         c = result["compared"].get(name)
-        against = ("-",) * 6 if c is None else (
-            f"`{c['with']}`", "identical" if c["bit_identical"] else "differ", _first(c),
-            f"{c['max_abs_delta_psnr']:.4f} dB", f"{c['final_delta_psnr']:+.4f} dB",
-            _data(c))
-        lines.append(f"| `{name}` | {v['what']} | {v['final_psnr']:.4f} / {v['final_ssim']:.5f} | {v['best_psnr']:.4f} "
-                     f"| {v['median_round_seconds']:.1f} | " + " | ".join(against) + " |")
+        against = (
+            ("-",) * 6
+            if c is None
+            else (
+                f"`{c['with']}`",
+                "identical" if c["bit_identical"] else "differ",
+                _first(c),
+                f"{c['max_abs_delta_psnr']:.4f} dB",
+                f"{c['final_delta_psnr']:+.4f} dB",
+                _data(c),
+            )
+        )
+        lines.append(
+            f"| `{name}` | {v['what']} | {v['final_psnr']:.4f} / {v['final_ssim']:.5f} | {v['best_psnr']:.4f} "
+            f"| {v['median_round_seconds']:.1f} | " + " | ".join(against) + " |"
+        )
     c = result["cost"]
-    foot = (f"\nPortable mode's median seconds per round over native's, A B A B: "
-            f"{', '.join(f'{r:.2f}' for r in c['portable_over_native_round_seconds'])} (mean {c['mean']}).\n"
-            if c["mean"] is not None else "")
+    foot = (
+        f"\nPortable mode's median seconds per round over native's, A B A B: "
+        f"{', '.join(f'{r:.2f}' for r in c['portable_over_native_round_seconds'])} (mean {c['mean']}).\n"
+        if c["mean"] is not None
+        else ""
+    )
     if (out / "kernel_cost.json").is_file():
         k = json.loads((out / "kernel_cost.json").read_text())
-        foot += ("CPU seconds per efvsr/small training step over native's (`kernel_cost.json`, median of "
-                 f"{len(k['native']['cpu_over_native'])} turns): "
-                 + ", ".join(f"{n} {r['median_cpu_over_native']:.2f}" for n, r in k.items() if n != "native")
-                 + ".\n")
-    return (f"Measured {result['date']} at commit {result['commit']} on {result['machine']['cpu_model']} "
-            f"({result['machine']['torch_cpu_capability']}; overrides: {' '.join(result['overrides']) or 'none'}).\n\n"
-            + "\n".join(lines) + "\n" + foot)
+        foot += (
+            "CPU seconds per efvsr/small training step over native's (`kernel_cost.json`, median of "
+            f"{len(k['native']['cpu_over_native'])} turns): "
+            + ", ".join(f"{n} {r['median_cpu_over_native']:.2f}" for n, r in k.items() if n != "native")
+            + ".\n"
+        )
+    return (
+        f"Measured {result['date']} at commit {result['commit']} on {result['machine']['cpu_model']} "
+        f"({result['machine']['torch_cpu_capability']}; overrides: {' '.join(result['overrides']) or 'none'}).\n\n"
+        + "\n".join(lines)
+        + "\n"
+        + foot
+    )
 
 
 PARTS = ("ops", "cost", "runs")
@@ -385,8 +483,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "repro_cpu_paths"))
     parser.add_argument("--set", action="append", default=[], help="config overrides for every variant")
     parser.add_argument("--variants", nargs="+", default=["machines"], help="groups or names (see the docstring)")
-    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
-                        help="ops: the op probe; cost: the kernel timing; runs: the experiment per variant")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=list(PARTS),
+        choices=PARTS,
+        help="ops: the op probe; cost: the kernel timing; runs: the experiment per variant",
+    )
     parser.add_argument("--probe-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--time-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -410,10 +513,17 @@ def main() -> None:
 
 
 def run_all(out: Path, names: list[str], overrides: list[str]) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
-    result: dict = {"date": datetime.date.today().isoformat(), "commit": commit, "overrides": overrides,
-                    "machine": describe(), "variants": {}, "compared": {}}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
+    result: dict = {
+        "date": datetime.date.today().isoformat(),
+        "commit": commit,
+        "overrides": overrides,
+        "machine": describe(),
+        "variants": {},
+        "compared": {},
+    }
     work = Path(tempfile.mkdtemp(prefix="fedvsr-repro-"))
     try:
         for name in names:

@@ -64,8 +64,9 @@ def main() -> None:
     seconds: dict[str, float] = {}
     for name, spec in (("asha", SPEC), ("to_end", str(to_end_file))):
         start = time.perf_counter()
-        fedvsr("sweep", spec, "--out", str(work / name), "--concurrent", args.concurrent, *sets,
-               log=out / f"{name}.log")
+        fedvsr(
+            "sweep", spec, "--out", str(work / name), "--concurrent", args.concurrent, *sets, log=out / f"{name}.log"
+        )
         seconds[name] = time.perf_counter() - start
         for file in ("trials.parquet", "sweep.yaml"):
             shutil.copy(work / name / file, out / f"{name}_{file}")
@@ -83,11 +84,15 @@ def main() -> None:
         finished = [r for r in rows if r["status"] == "finished"]
         win = max(finished, key=lambda r: r["final_psnr"])
         meta = pq.read_schema(out / f"{name}_trials.parquet").metadata or {}
-        return {"seconds": round(seconds[name], 1), "trials": len(rows),
-                "utilisation": json.loads(meta.get(b"fedvsr.utilisation", b"{}")).get("utilisation"),
-                "rounds_run": {f"{r['fl.lambda_hifr']:.1f}": r["rounds_run"] for r in rows},
-                "total_rounds": sum(r["rounds_run"] for r in rows),
-                "winner_lambda_hifr": win["fl.lambda_hifr"], "winner_final_psnr": win["final_psnr"]}
+        return {
+            "seconds": round(seconds[name], 1),
+            "trials": len(rows),
+            "utilisation": json.loads(meta.get(b"fedvsr.utilisation", b"{}")).get("utilisation"),
+            "rounds_run": {f"{r['fl.lambda_hifr']:.1f}": r["rounds_run"] for r in rows},
+            "total_rounds": sum(r["rounds_run"] for r in rows),
+            "winner_lambda_hifr": win["fl.lambda_hifr"],
+            "winner_final_psnr": win["final_psnr"],
+        }
 
     result = {"spec": SPEC, "overrides": args.set, "asha": summary("asha"), "to_end": summary("to_end")}
     result["wall_time_ratio_asha_over_to_end"] = round(seconds["asha"] / seconds["to_end"], 3)

@@ -60,8 +60,11 @@ def sets(extra: dict | None = None) -> list[str]:
 
 def sweep_spec(work: Path, n: int) -> Path:
     path = work / f"grid-{n}.yaml"
-    path.write_text(yaml.safe_dump({"search": "grid", "scheduler": "none", "fixed": dict(SETTINGS),
-                                    "params": {"fl.lr": {"grid": points(n)}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"search": "grid", "scheduler": "none", "fixed": dict(SETTINGS), "params": {"fl.lr": {"grid": points(n)}}}
+        )
+    )
     return path
 
 
@@ -75,8 +78,11 @@ def floor_seconds(sweep: Path, cores: float) -> dict:
         busy += sum(seconds) * held
         rounds += len(seconds)
     meta = pq.read_schema(sweep / "trials.parquet").metadata or {}
-    return {"floor_seconds": busy / cores, "rounds": rounds,
-            "utilisation": json.loads(meta.get(b"fedvsr.utilisation", b"{}"))}
+    return {
+        "floor_seconds": busy / cores,
+        "rounds": rounds,
+        "utilisation": json.loads(meta.get(b"fedvsr.utilisation", b"{}")),
+    }
 
 
 def plain_optuna(n: int) -> dict:
@@ -115,16 +121,39 @@ def plain_optuna(n: int) -> dict:
         params = float_state(model)
         server, states = strategy.init_server_state(params), {}
         for t in range(1, cfg.fl.rounds + 1):
+
             def client_data(c: int, t: int = t):
                 seed = client_seed(cfg.seed, t, c)
-                clips_c = TrainClips([pairs[data.pool[j]] for j in parts[c]], frames, cfg.data.patch,
-                                     cfg.data.samples_per_video, seed, augment, cfg.data.dark_threshold)
-                return len(clips_c), lambda e: epoch_batches(clips_c, cfg.fl.batch_size, seed, e, collate,
-                                                             torch.device("cpu"))
+                clips_c = TrainClips(
+                    [pairs[data.pool[j]] for j in parts[c]],
+                    frames,
+                    cfg.data.patch,
+                    cfg.data.samples_per_video,
+                    seed,
+                    augment,
+                    cfg.data.dark_threshold,
+                )
+                return len(clips_c), lambda e: epoch_batches(
+                    clips_c, cfg.fl.batch_size, seed, e, collate, torch.device("cpu")
+                )
+
             clients = sample_clients(cfg.seed, t, cfg.fl.clients, cfg.fl.clients_per_round)
-            params, server, _ = local_round(strategy, model, params, server, states, clients, client_data, t,
-                                            cfg.fl.rounds, cfg.fl.clients, schedule.round_rate(t, cfg.fl.rounds),
-                                            cfg.fl.local_epochs, cfg.fl.optimizer, schedule=schedule)
+            params, server, _ = local_round(
+                strategy,
+                model,
+                params,
+                server,
+                states,
+                clients,
+                client_data,
+                t,
+                cfg.fl.rounds,
+                cfg.fl.clients,
+                schedule.round_rate(t, cfg.fl.rounds),
+                cfg.fl.local_epochs,
+                cfg.fl.optimizer,
+                schedule=schedule,
+            )
             with torch.no_grad():
                 state = model.state_dict()
                 for k, v in params.items():
@@ -181,17 +210,41 @@ def main() -> None:
     if "one" in parts:
         timed("one", lambda: fedvsr("simulate", "--out", str(work / "one"), *sets({"fl.lr": lr}), log=out / "one.log"))
     if "four" in parts:
-        timed("four", lambda: fedvsr("sweep", str(sweep_spec(work, 4)), "--out", str(work / "four"), "--concurrent",
-                                     "auto", log=out / "four.log"))
+        timed(
+            "four",
+            lambda: fedvsr(
+                "sweep",
+                str(sweep_spec(work, 4)),
+                "--out",
+                str(work / "four"),
+                "--concurrent",
+                "auto",
+                log=out / "four.log",
+            ),
+        )
     if "sweep" in parts:
-        timed("sweep", lambda: fedvsr("sweep", str(sweep_spec(work, args.trials)), "--out", str(work / "sweep"),
-                                      "--concurrent", "auto", log=out / "sweep.log"))
+        timed(
+            "sweep",
+            lambda: fedvsr(
+                "sweep",
+                str(sweep_spec(work, args.trials)),
+                "--out",
+                str(work / "sweep"),
+                "--concurrent",
+                "auto",
+                log=out / "sweep.log",
+            ),
+        )
         result.update(floor_seconds(work / "sweep", cores))
     if "sequential" in parts:
         k = min(args.sequential or args.trials, args.trials)
-        wall = timed("sequential_measured", lambda: sum(
-            fedvsr("simulate", "--out", str(work / f"seq-{i}"), *sets({"fl.lr": x}), log=out / "sequential.log")
-            for i, x in enumerate(points(args.trials)[:k])))
+        wall = timed(
+            "sequential_measured",
+            lambda: sum(
+                fedvsr("simulate", "--out", str(work / f"seq-{i}"), *sets({"fl.lr": x}), log=out / "sequential.log")
+                for i, x in enumerate(points(args.trials)[:k])
+            ),
+        )
         result["sequential_runs_measured"] = k
         result["walls"]["sequential"] = round(wall * args.trials / k, 2)
     if "plain" in parts:
@@ -199,10 +252,15 @@ def main() -> None:
 
         def run_plain() -> float:
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--plain", "--trials", str(args.trials)],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--plain", "--trials", str(args.trials)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             plain.update(json.loads(proc.stdout.strip().splitlines()[-1]))
             return time.perf_counter() - start
+
         timed("plain", run_plain)
         result["plain_final_psnr"] = plain["final_psnr"]
     w = result["walls"]
@@ -216,8 +274,12 @@ def main() -> None:
     if "sweep" in w and "plain" in w:
         ratios["sweep_over_plain"] = w["sweep"] / w["plain"]  # target <= 1
     result["ratios"] = {k: round(v, 3) for k, v in ratios.items() if math.isfinite(v)}
-    result["targets"] = {"four_over_one": "<= 2.5", "sweep_over_floor": "<= 1.25", "sequential_over_sweep": ">= 3",
-                         "sweep_over_plain": "<= 1"}
+    result["targets"] = {
+        "four_over_one": "<= 2.5",
+        "sweep_over_floor": "<= 1.25",
+        "sequential_over_sweep": ">= 3",
+        "sweep_over_plain": "<= 1",
+    }
     (out / "efficiency.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["ratios"], indent=2))
 

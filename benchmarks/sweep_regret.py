@@ -51,8 +51,11 @@ def run(name: str, spec: Path, work: Path, out: Path) -> dict:
     """One sweep; returns its wall seconds and the best-so-far steps."""
     folder = work / name
     start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "fedvsr.cli", "sweep", str(spec), "--out", str(folder),
-                           "--concurrent", "auto"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedvsr.cli", "sweep", str(spec), "--out", str(folder), "--concurrent", "auto"],
+        capture_output=True,
+        text=True,
+    )
     wall = time.time() - start
     (out / f"{name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -71,9 +74,15 @@ def run(name: str, spec: Path, work: Path, out: Path) -> dict:
         best = max(best, v)
         steps.append([round(t, 1), best])
     meta = json.loads((pq.read_schema(folder / "trials.parquet").metadata or {}).get(b"fedvsr.utilisation", b"{}"))
-    return {"wall": round(wall, 1), "trials": len({r.get("group") or r["out"] for r in rows}),
-            "finished": len(finished), "best": steps[-1][1] if steps else None, "steps": steps,
-            "rounds_run": sum(r["rounds_run"] for r in rows), "utilisation": meta.get("utilisation")}
+    return {
+        "wall": round(wall, 1),
+        "trials": len({r.get("group") or r["out"] for r in rows}),
+        "finished": len(finished),
+        "best": steps[-1][1] if steps else None,
+        "steps": steps,
+        "rounds_run": sum(r["rounds_run"] for r in rows),
+        "utilisation": meta.get("utilisation"),
+    }
 
 
 def plot(result: dict, path: Path) -> None:
@@ -98,8 +107,12 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=9, help="trials of each sweep (the grid's 9 points, or that "
-                        "many of them spread over the range)")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=9,
+        help="trials of each sweep (the grid's 9 points, or that many of them spread over the range)",
+    )
     parser.add_argument("--replicates", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--sweeps", default="grid,tpe,tpe-asha")

@@ -38,26 +38,34 @@ def main() -> None:
     cfg = load_config(None, [])
     d = cfg.data
     result: dict = {"held_out": {}, "classes": {}}
-    lines = [f"Default experiment: data.videos = {d.videos}, eval.holdout = {cfg.eval.holdout}, data.seed {d.seed}.",
-             "",
-             "| data.content | classes | classes of the held-out videos |", "|---|---|---|"]
+    lines = [
+        f"Default experiment: data.videos = {d.videos}, eval.holdout = {cfg.eval.holdout}, data.seed {d.seed}.",
+        "",
+        "| data.content | classes | classes of the held-out videos |",
+        "|---|---|---|",
+    ]
     for content, classes in CONTENT.items():
         entries = [VideoEntry("", classes[k % len(classes)], str(k)) for k in range(d.videos)]
         _, held = split_holdout(entries, cfg.eval.holdout, d.seed)
         labels = sorted(entries[i].label for i in held)
         result["held_out"][content] = labels
         lines.append(f"| {content} | {len(classes)} | {', '.join(labels)} |")
-    lines += ["", f"Per class, {args.videos} videos of {args.frames} frames at {d.height}x{d.width}:", "",
-              "| class | images filmed | bicubic x4 PSNR (Y, dB): mean (min-max) | luma power above 1/8 cycle/px "
-              "| mean abs frame step |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Per class, {args.videos} videos of {args.frames} frames at {d.height}x{d.width}:",
+        "",
+        "| class | images filmed | bicubic x4 PSNR (Y, dB): mean (min-max) | luma power above 1/8 cycle/px "
+        "| mean abs frame step |",
+        "|---|---|---|---|---|",
+    ]
     f = np.hypot(np.fft.fftfreq(d.height)[:, None], np.fft.fftfreq(d.width)[None])
     win = np.hanning(d.height)[:, None] * np.hanning(d.width)[None]
     for label in CLASSES:
         ps, hf, steps = [], [], []
         for s in range(args.videos):
-            v = synth_video(video_seed(d.seed, s * len(CLASSES) + CLASSES.index(label)), label, args.frames,
-                            d.height, d.width)
+            v = synth_video(
+                video_seed(d.seed, s * len(CLASSES) + CLASSES.index(label)), label, args.frames, d.height, d.width
+            )
             up = bicubic_upsample(_tensor(degrade_video(v, "bicubic", d.scale)), d.scale).clamp(0, 1)
             ps.append(psnr_y(up, _tensor(v), d.scale))
             y = v.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
@@ -65,13 +73,20 @@ def main() -> None:
             power = (np.abs(np.fft.fft2(y * win)) ** 2).mean(0)
             hf.append(power[f > 0.125].sum() / power.sum())
             steps.append(np.abs(np.diff(v.astype(np.float64), axis=0)).mean())
-        row = {"images": list(CLASS_SOURCES.get(label, ())), "bicubic_psnr": float(np.mean(ps)),
-               "bicubic_psnr_min": float(np.min(ps)), "bicubic_psnr_max": float(np.max(ps)),
-               "hf_fraction": float(np.mean(hf)), "step": float(np.mean(steps))}
+        row = {
+            "images": list(CLASS_SOURCES.get(label, ())),
+            "bicubic_psnr": float(np.mean(ps)),
+            "bicubic_psnr_min": float(np.min(ps)),
+            "bicubic_psnr_max": float(np.max(ps)),
+            "hf_fraction": float(np.mean(hf)),
+            "step": float(np.mean(steps)),
+        }
         result["classes"][label] = row
-        lines.append(f"| {label} | {', '.join(row['images']) or '(procedural)'} | {row['bicubic_psnr']:.2f} "
-                     f"({row['bicubic_psnr_min']:.1f}-{row['bicubic_psnr_max']:.1f}) | {row['hf_fraction']:.3f} | "
-                     f"{row['step']:.1f} |")
+        lines.append(
+            f"| {label} | {', '.join(row['images']) or '(procedural)'} | {row['bicubic_psnr']:.2f} "
+            f"({row['bicubic_psnr_min']:.1f}-{row['bicubic_psnr_max']:.1f}) | {row['hf_fraction']:.3f} | "
+            f"{row['step']:.1f} |"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "content.md").write_text("\n".join(lines) + "\n")

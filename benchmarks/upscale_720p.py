@@ -45,15 +45,16 @@ def synthetic_720p(frames: int, seed: int = 0) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     canvas += 0.15 * torch.from_numpy(np.sin(0.35 * xx + 0.2 * yy) * (xx > w / 2))[None]
     img = (canvas.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return np.stack([img[2 * i: 2 * i + 720, 3 * i: 3 * i + 1280] for i in range(frames)])
+    return np.stack([img[2 * i : 2 * i + 720, 3 * i : 3 * i + 1280] for i in range(frames)])
 
 
 def tile_pixels(h: int, w: int, tile: int, overlap: int) -> int:
     """LR pixels the model computes per frame, overlaps included (the work a tile size costs)."""
     from fedvsr.inference import tile_spans
 
-    return sum(b - a for a, b, _, _ in tile_spans(h, tile, overlap)) * sum(b - a for a, b, _, _ in
-                                                                        tile_spans(w, tile, overlap))
+    return sum(b - a for a, b, _, _ in tile_spans(h, tile, overlap)) * sum(
+        b - a for a, b, _, _ in tile_spans(w, tile, overlap)
+    )
 
 
 def make_run(folder: Path) -> int:
@@ -69,8 +70,23 @@ def make_run(folder: Path) -> int:
 
 
 def run_upscale(src: Path, dst: Path, run: Path, tile: int, overlap: int, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "fedvsr.cli", "upscale", str(src), str(dst), "--checkpoint", str(run),
-           "--device", "cpu", "--tile", str(tile), "--tile-overlap", str(overlap), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedvsr.cli",
+        "upscale",
+        str(src),
+        str(dst),
+        "--checkpoint",
+        str(run),
+        "--device",
+        "cpu",
+        "--tile",
+        str(tile),
+        "--tile-overlap",
+        str(overlap),
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     log_out, log_err = dst.with_suffix(".out"), dst.with_suffix(".err")
     load_before = os.getloadavg()[0]
@@ -88,10 +104,20 @@ def run_upscale(src: Path, dst: Path, run: Path, tile: int, overlap: int, thread
         s = c.streams.video[0]
         n = sum(1 for _ in c.decode(s))
         size, rate = (s.codec_context.width, s.codec_context.height), float(s.average_rate)
-    return {"tile": tile, "overlap": overlap, "wall_seconds": wall, "seconds_per_frame": float(m.group(1)),
-            "model_seconds_per_frame": float(m.group(2)), "encode_seconds_per_frame": float(m.group(3)),
-            "peak_rss_mib": usage.ru_maxrss / 1024, "output_frames": n, "output_size": size, "output_fps": rate,
-            "load_1min_before_after": [load_before, os.getloadavg()[0]], "stdout": out.strip()}
+    return {
+        "tile": tile,
+        "overlap": overlap,
+        "wall_seconds": wall,
+        "seconds_per_frame": float(m.group(1)),
+        "model_seconds_per_frame": float(m.group(2)),
+        "encode_seconds_per_frame": float(m.group(3)),
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "output_frames": n,
+        "output_size": size,
+        "output_fps": rate,
+        "load_1min_before_after": [load_before, os.getloadavg()[0]],
+        "stdout": out.strip(),
+    }
 
 
 def main() -> None:
@@ -115,8 +141,11 @@ def main() -> None:
             assert r["output_frames"] == args.frames and r["output_size"] == (5120, 2880), r
             assert r["output_fps"] == 25, r
             r["tile_pixels_per_frame"] = tile_pixels(720, 1280, tile, args.overlap)
-            print(f"tile {tile:4d}: {r['seconds_per_frame']:.2f} s/frame (model {r['model_seconds_per_frame']:.2f}, "
-                  f"encode {r['encode_seconds_per_frame']:.2f}), peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+            print(
+                f"tile {tile:4d}: {r['seconds_per_frame']:.2f} s/frame (model {r['model_seconds_per_frame']:.2f}, "
+                f"encode {r['encode_seconds_per_frame']:.2f}), peak RSS {r['peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
             runs.append(r)
             write_result(out, runs, params, args)  # after every run: a partial result survives an interrupt
 
@@ -125,24 +154,31 @@ def write_result(out: Path, runs: list[dict], params: int, args: argparse.Namesp
     a, b = runs[0], runs[-1]
     result = {
         "what": "fedvsr upscale, 1280x720 H.264 input -> 5120x2880 H.264 (libx264 crf 18, preset medium), CPU",
-        "model": "efvsr/small (config default)", "params": params, "frames": args.frames,
-        "threads": args.threads, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "model": "efvsr/small (config default)",
+        "params": params,
+        "frames": args.frames,
+        "threads": args.threads,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_average_at_end": os.getloadavg(),
         "note": "shared 2-core machine loaded by other jobs (see each run's load averages): absolute times are "
-                "pessimistic, and runs one after another can see different loads, so check the ratio against the "
-                "pixels each tile size computes (tile_pixels_per_frame)",
+        "pessimistic, and runs one after another can see different loads, so check the ratio against the "
+        "pixels each tile size computes (tile_pixels_per_frame)",
         "runs": runs,
     }
     if len(runs) > 1:
-        result.update({
-            "ratio_seconds_per_frame": b["seconds_per_frame"] / a["seconds_per_frame"],
-            "ratio_model_seconds": b["model_seconds_per_frame"] / a["model_seconds_per_frame"],
-            "ratio_peak_rss": b["peak_rss_mib"] / a["peak_rss_mib"],
-            "ratio_of": f"tile {b['tile']} / tile {a['tile']}",
-            "ratio_tile_pixels": b["tile_pixels_per_frame"] / a["tile_pixels_per_frame"],
-        })
-        print(f"{result['ratio_of']}: {result['ratio_seconds_per_frame']:.2f}x time per frame, "
-              f"{result['ratio_peak_rss']:.2f}x peak memory -> {out / 'result.json'}")
+        result.update(
+            {
+                "ratio_seconds_per_frame": b["seconds_per_frame"] / a["seconds_per_frame"],
+                "ratio_model_seconds": b["model_seconds_per_frame"] / a["model_seconds_per_frame"],
+                "ratio_peak_rss": b["peak_rss_mib"] / a["peak_rss_mib"],
+                "ratio_of": f"tile {b['tile']} / tile {a['tile']}",
+                "ratio_tile_pixels": b["tile_pixels_per_frame"] / a["tile_pixels_per_frame"],
+            }
+        )
+        print(
+            f"{result['ratio_of']}: {result['ratio_seconds_per_frame']:.2f}x time per frame, "
+            f"{result['ratio_peak_rss']:.2f}x peak memory -> {out / 'result.json'}"
+        )
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -77,8 +77,15 @@ _SMALL: dict[str, Any] = {
     "seed": 0,
     "model": {"name": "efvsr", "preset": "tiny"},
     "data": {"videos": 302, "frames": 6, "height": 64, "width": 64, "patch": 16, "samples_per_video": 16},
-    "fl": {"strategy": "fedavg", "clients": 300, "clients_per_round": 10, "rounds": 8, "batch_size": 8,
-           "local_epochs": 1, "optimizer": "adam"},
+    "fl": {
+        "strategy": "fedavg",
+        "clients": 300,
+        "clients_per_round": 10,
+        "rounds": 8,
+        "batch_size": 8,
+        "local_epochs": 1,
+        "optimizer": "adam",
+    },
     "platform": {"workers": 2, "cpus_per_worker": 1.0},
     "eval": {"holdout": 2, "clips": 1},
 }
@@ -86,14 +93,24 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "small": _SMALL,
     # as "small" (same model, clients, sampling, workers, videos and evaluation), but one local step of a batch
     # of 4 clips on 8-pixel LR patches per client: 300 clients x 1 video x 4 clips, batch 4, 1 epoch -> 1 step
-    "xdevice": {**_SMALL, "data": {**_SMALL["data"], "patch": 8, "samples_per_video": 4},
-                "fl": {**_SMALL["fl"], "batch_size": 4}},
+    "xdevice": {
+        **_SMALL,
+        "data": {**_SMALL["data"], "patch": 8, "samples_per_video": 4},
+        "fl": {**_SMALL["fl"], "batch_size": 4},
+    },
     "vsr": {
         "seed": 0,
         "model": {"name": "efvsr", "preset": "small"},
         "data": {},  # the defaults: 28 videos of 16 frames, 128 x 128, LR patch 32, 16 clips a video
-        "fl": {"strategy": "fedavg", "clients": 8, "clients_per_round": 4, "rounds": 4, "batch_size": 8,
-               "local_epochs": 1, "optimizer": "adam"},
+        "fl": {
+            "strategy": "fedavg",
+            "clients": 8,
+            "clients_per_round": 4,
+            "rounds": 4,
+            "batch_size": 8,
+            "local_epochs": 1,
+            "optimizer": "adam",
+        },
         "platform": {"workers": 2, "cpus_per_worker": 1.0},
         "eval": {"holdout": 4, "clips": 2},
     },
@@ -169,11 +186,22 @@ def fedvsr_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
     for c in pq.read_table(out / "run" / "clients.parquet", columns=["round", "seconds", "steps"]).to_pylist():
         client_seconds[c["round"]] = client_seconds.get(c["round"], 0.0) + c["seconds"]
         client_steps[c["round"]] = client_steps.get(c["round"], 0) + c["steps"]
-    return {"rounds": [{"round": r["round"], "train_seconds": r["train_seconds"], "seconds": r["seconds"],
-                        "eval_seconds": r["eval_seconds"], "train_loss": r["train_loss"],
-                        "client_seconds": client_seconds[r["round"]], "client_steps": client_steps[r["round"]],
-                        "wall_seconds": marks[i] - marks[i - 1] if i else math.nan} for i, r in enumerate(rows)],
-            "driver_seconds": total}
+    return {
+        "rounds": [
+            {
+                "round": r["round"],
+                "train_seconds": r["train_seconds"],
+                "seconds": r["seconds"],
+                "eval_seconds": r["eval_seconds"],
+                "train_loss": r["train_loss"],
+                "client_seconds": client_seconds[r["round"]],
+                "client_steps": client_steps[r["round"]],
+                "wall_seconds": marks[i] - marks[i - 1] if i else math.nan,
+            }
+            for i, r in enumerate(rows)
+        ],
+        "driver_seconds": total,
+    }
 
 
 # ---------------------------------------------------------------------- side B: Flower
@@ -206,23 +234,51 @@ def _flower_train(content, cfg_dict: dict[str, Any]):
     schedule = LRSchedule.from_config(cfg.fl)
     seed = client_seed(cfg.seed, t, c)
     pairs = [st.pair(i) for i in st.client_videos[c]]
-    data = TrainClips(pairs, cfg.data.clip_frames or model.num_frames, cfg.data.patch, cfg.data.samples_per_video,
-                      seed, resolve_augment(cfg.data.augment, type(model)))
-    ctx = ClientContext(client=c, round=t, total_rounds=cfg.fl.rounds, total_clients=cfg.fl.clients, model=model,
-                        global_params=params, server_state={}, client_state=None,
-                        lr=schedule.round_rate(t, cfg.fl.rounds))
+    data = TrainClips(
+        pairs,
+        cfg.data.clip_frames or model.num_frames,
+        cfg.data.patch,
+        cfg.data.samples_per_video,
+        seed,
+        resolve_augment(cfg.data.augment, type(model)),
+    )
+    ctx = ClientContext(
+        client=c,
+        round=t,
+        total_rounds=cfg.fl.rounds,
+        total_clients=cfg.fl.clients,
+        model=model,
+        global_params=params,
+        server_state={},
+        client_state=None,
+        lr=schedule.round_rate(t, cfg.fl.rounds),
+    )
     ctx.samples = len(data)
     steps = math.ceil(len(data) / cfg.fl.batch_size) * cfg.fl.local_epochs
     torch.manual_seed(seed)
     device = torch.device("cpu")
-    result = train_local(ctx, strategy,
-                         lambda epoch: epoch_batches(data, cfg.fl.batch_size, seed, epoch, collate, device),
-                         LocalTraining(cfg.fl.local_epochs, cfg.fl.optimizer, schedule=schedule, steps=steps,
-                                       clip_grad_norm=cfg.fl.clip_grad_norm))
-    return RecordDict({"arrays": ArrayRecord(float_state(model)),
-                       "metrics": MetricRecord({"num-examples": ctx.samples, "train_loss": result.loss,
-                                                "client": c, "seconds": result.seconds,
-                                                "steps": result.steps})})
+    result = train_local(
+        ctx,
+        strategy,
+        lambda epoch: epoch_batches(data, cfg.fl.batch_size, seed, epoch, collate, device),
+        LocalTraining(
+            cfg.fl.local_epochs, cfg.fl.optimizer, schedule=schedule, steps=steps, clip_grad_norm=cfg.fl.clip_grad_norm
+        ),
+    )
+    return RecordDict(
+        {
+            "arrays": ArrayRecord(float_state(model)),
+            "metrics": MetricRecord(
+                {
+                    "num-examples": ctx.samples,
+                    "train_loss": result.loss,
+                    "client": c,
+                    "seconds": result.seconds,
+                    "steps": result.steps,
+                }
+            ),
+        }
+    )
 
 
 def flower_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -254,9 +310,16 @@ def flower_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
             marks[server_round] = {"start": time.perf_counter()}
             nodes = sorted(grid.get_node_ids())
             clients = sample_clients(cfg.seed, server_round, cfg.fl.clients, cfg.fl.clients_per_round)
-            return [Message(content=RecordDict({"arrays": arrays,
-                                                "config": ConfigRecord({"server-round": server_round, "client": c})}),
-                            message_type=MessageType.TRAIN, dst_node_id=nodes[c]) for c in clients]
+            return [
+                Message(
+                    content=RecordDict(
+                        {"arrays": arrays, "config": ConfigRecord({"server-round": server_round, "client": c})}
+                    ),
+                    message_type=MessageType.TRAIN,
+                    dst_node_id=nodes[c],
+                )
+                for c in clients
+            ]
 
         def aggregate_train(self, server_round: int, replies):
             replies = list(replies)
@@ -281,8 +344,9 @@ def flower_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
         if "clips" not in holder:
             st = _process_data(cfg_dict)
             holder["model"] = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
-            holder["clips"] = eval_clips([st.pair(i) for i in st.held], cfg.data.clip_frames or
-                                         holder["model"].num_frames, cfg.eval.clips)
+            holder["clips"] = eval_clips(
+                [st.pair(i) for i in st.held], cfg.data.clip_frames or holder["model"].num_frames, cfg.eval.clips
+            )
         model = holder["model"]
         model.load_state_dict(arrays.to_torch_state_dict(), strict=False)
         m = evaluate_model(model, holder["clips"], cfg, torch.device("cpu"))
@@ -297,25 +361,37 @@ def flower_side(cfg_dict: dict[str, Any], out: Path) -> dict[str, Any]:
         torch.manual_seed(cfg.seed)
         init = float_state(build_model(cfg.model.name, cfg.model.preset, cfg.model.options))
         strategy = SameClientsFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=cfg.fl.clients)
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(init), num_rounds=cfg.fl.rounds,
-                       evaluate_fn=evaluate_fn)
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(init), num_rounds=cfg.fl.rounds, evaluate_fn=evaluate_fn)
 
     p = cfg.platform
     start = time.perf_counter()
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=cfg.fl.clients,
-                   backend_config={"client_resources": {"num_cpus": p.cpus_per_worker, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": int(p.workers * p.cpus_per_worker),
-                                                 "include_dashboard": False}})
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=cfg.fl.clients,
+        backend_config={
+            "client_resources": {"num_cpus": p.cpus_per_worker, "num_gpus": 0.0},
+            "init_args": {"num_cpus": int(p.workers * p.cpus_per_worker), "include_dashboard": False},
+        },
+    )
     total = time.perf_counter() - start
     rounds = []
     for t in sorted(marks):
         m = marks[t]
-        rounds.append({"round": t, "train_seconds": m["trained"] - m["start"], "seconds": m["end"] - m["start"],
-                       "eval_seconds": m["end"] - m["trained"], "train_loss": losses[t],
-                       "client_seconds": client_seconds[t], "client_steps": client_steps[t],
-                       # round t's end less round t-1's end, as fedvsr's side (start_t - start_{t-1} would be
-                       # round t-1's time, round 1's actor start included in round 2's)
-                       "wall_seconds": m["end"] - marks[t - 1]["end"] if t - 1 in marks else math.nan})
+        rounds.append(
+            {
+                "round": t,
+                "train_seconds": m["trained"] - m["start"],
+                "seconds": m["end"] - m["start"],
+                "eval_seconds": m["end"] - m["trained"],
+                "train_loss": losses[t],
+                "client_seconds": client_seconds[t],
+                "client_steps": client_steps[t],
+                # round t's end less round t-1's end, as fedvsr's side (start_t - start_{t-1} would be
+                # round t-1's time, round 1's actor start included in round 2's)
+                "wall_seconds": m["end"] - marks[t - 1]["end"] if t - 1 in marks else math.nan,
+            }
+        )
     if len(rounds) != cfg.fl.rounds:
         raise RuntimeError(f"Flower ran {len(rounds)} of {cfg.fl.rounds} rounds")
     return {"rounds": rounds, "driver_seconds": total}
@@ -340,8 +416,9 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run_side(python: str, side: str, workload: str, cfg_dict: dict[str, Any], work: Path,
-             command: list[str] | None = None) -> dict[str, Any]:
+def run_side(
+    python: str, side: str, workload: str, cfg_dict: dict[str, Any], work: Path, command: list[str] | None = None
+) -> dict[str, Any]:
     """One side in a fresh process tree (``command``, default ``python this-file --side SIDE``, followed by
     ``--out DIR``); samples its memory every 0.2 s; returns the side's result."""
     out = work / f"{side}-{time.time_ns()}"
@@ -353,8 +430,7 @@ def run_side(python: str, side: str, workload: str, cfg_dict: dict[str, Any], wo
     start = time.perf_counter()
     log = open(out / "log.txt", "w")
     command = command or [python, __file__, "--side", side]
-    proc = subprocess.Popen([*command, "--out", str(out)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            cwd=str(ROOT))
+    proc = subprocess.Popen([*command, "--out", str(out)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
     peak, samples, stop = 0, 0, threading.Event()
 
     def sample() -> None:
@@ -375,10 +451,18 @@ def run_side(python: str, side: str, workload: str, cfg_dict: dict[str, Any], wo
         tail = (out / "log.txt").read_text()[-3000:]
         raise RuntimeError(f"{side} side failed (exit {rc}); log {out / 'log.txt'}:\n{tail}")
     res = json.loads((out / "result.json").read_text())
-    return {"side": side, "workload": workload, "process_seconds": wall, "driver_seconds": res["driver_seconds"],
-            "peak_rss_gb": peak / 1e9, "rss_samples": samples, "load_before": list(load_before),
-            "load_after": list(os.getloadavg()), "rounds": res["rounds"],
-            **round_medians(res["rounds"], cfg_dict["platform"]["workers"])}
+    return {
+        "side": side,
+        "workload": workload,
+        "process_seconds": wall,
+        "driver_seconds": res["driver_seconds"],
+        "peak_rss_gb": peak / 1e9,
+        "rss_samples": samples,
+        "load_before": list(load_before),
+        "load_after": list(os.getloadavg()),
+        "rounds": res["rounds"],
+        **round_medians(res["rounds"], cfg_dict["platform"]["workers"]),
+    }
 
 
 def round_medians(rounds: list[dict[str, Any]], workers: int) -> dict[str, float]:
@@ -389,7 +473,8 @@ def round_medians(rounds: list[dict[str, Any]], workers: int) -> dict[str, float
         return statistics.median(r.get(key, math.nan) for r in later)
 
     return {
-        "round1_train_seconds": rounds[0]["train_seconds"], "round1_seconds": rounds[0]["seconds"],
+        "round1_train_seconds": rounds[0]["train_seconds"],
+        "round1_seconds": rounds[0]["seconds"],
         "median_train_seconds": median("train_seconds"),
         "median_round_seconds": median("seconds"),
         "median_eval_seconds": median("eval_seconds"),
@@ -398,7 +483,8 @@ def round_medians(rounds: list[dict[str, Any]], workers: int) -> dict[str, float
         # the training part of a round less the clients' own training spread over the workers: what the
         # runtime adds (dispatch, shipping weights, rebuilding models, decoding videos, aggregation, waiting)
         "median_overhead_seconds": statistics.median(
-            r["train_seconds"] - r.get("client_seconds", math.nan) / workers for r in later),
+            r["train_seconds"] - r.get("client_seconds", math.nan) / workers for r in later
+        ),
         "median_client_seconds": median("client_seconds"),
         # local steps of a round's clients together (absent from results saved before it was recorded)
         "median_client_steps": median("client_steps"),
@@ -407,40 +493,59 @@ def round_medians(rounds: list[dict[str, Any]], workers: int) -> dict[str, float
 
 
 def versions(python: str) -> str:
-    code = "import torch, ray; import importlib.metadata as m; v=[]\n" \
-           "for p in ('flwr','fedvsr'):\n  try: v.append(p+' '+m.version(p))\n  except Exception: pass\n" \
-           "print(', '.join(['torch '+torch.__version__, 'ray '+ray.__version__, *v]))"
+    code = (
+        "import torch, ray; import importlib.metadata as m; v=[]\n"
+        "for p in ('flwr','fedvsr'):\n  try: v.append(p+' '+m.version(p))\n  except Exception: pass\n"
+        "print(', '.join(['torch '+torch.__version__, 'ray '+ray.__version__, *v]))"
+    )
     return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
 
 
 def markdown(result: dict[str, Any]) -> str:
     w = result["workload"]
-    lines = [f"# fedvsr vs Flower 1.42 (Ray backend): workload `{w}`", "",
-             f"{result['description']}", "",
-             f"Machine: {result['machine']}; shared with other users while it ran (load averages below).",
-             f"fedvsr side: {result['versions']['fedvsr']}; Flower side: {result['versions']['flower']}.", "",
-             "| rep | side | train s/round (median r2+) | whole round s (median r2+) | round-to-round wall s | "
-             "clients' own training s (sum) | runtime overhead s | eval s | round 1 s | process s | "
-             "peak RSS of the tree GB | load 1-min before / after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# fedvsr vs Flower 1.42 (Ray backend): workload `{w}`",
+        "",
+        f"{result['description']}",
+        "",
+        f"Machine: {result['machine']}; shared with other users while it ran (load averages below).",
+        f"fedvsr side: {result['versions']['fedvsr']}; Flower side: {result['versions']['flower']}.",
+        "",
+        "| rep | side | train s/round (median r2+) | whole round s (median r2+) | round-to-round wall s | "
+        "clients' own training s (sum) | runtime overhead s | eval s | round 1 s | process s | "
+        "peak RSS of the tree GB | load 1-min before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
-        lines.append(f"| {r['rep']} | {r['side']} | {r['median_train_seconds']:.3f} | "
-                     f"{r['median_round_seconds']:.3f} | {r.get('median_wall_seconds', math.nan):.3f} | "
-                     f"{r.get('median_client_seconds', math.nan):.3f} | "
-                     f"{r.get('median_overhead_seconds', math.nan):.3f} | {r['median_eval_seconds']:.3f} | "
-                     f"{r['round1_seconds']:.2f} | {r['process_seconds']:.1f} | "
-                     f"{r['peak_rss_gb']:.2f} | {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |")
-    lines += ["", "Ratios Flower / fedvsr per repetition pair (> 1: fedvsr faster or smaller):", "",
-              "| rep | train time | whole round | round-to-round wall | runtime overhead | peak memory |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['rep']} | {r['side']} | {r['median_train_seconds']:.3f} | "
+            f"{r['median_round_seconds']:.3f} | {r.get('median_wall_seconds', math.nan):.3f} | "
+            f"{r.get('median_client_seconds', math.nan):.3f} | "
+            f"{r.get('median_overhead_seconds', math.nan):.3f} | {r['median_eval_seconds']:.3f} | "
+            f"{r['round1_seconds']:.2f} | {r['process_seconds']:.1f} | "
+            f"{r['peak_rss_gb']:.2f} | {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |"
+        )
+    lines += [
+        "",
+        "Ratios Flower / fedvsr per repetition pair (> 1: fedvsr faster or smaller):",
+        "",
+        "| rep | train time | whole round | round-to-round wall | runtime overhead | peak memory |",
+        "|---|---|---|---|---|---|",
+    ]
     for p in [*result["pairs"], {**result["median"], "rep": "median"}]:
-        lines.append(f"| {p['rep']} | {p['train_ratio']:.2f} | {p['round_ratio']:.2f} | "
-                     f"{p.get('wall_ratio', math.nan):.2f} | {p.get('overhead_ratio', math.nan):.2f} | "
-                     f"{p['memory_ratio']:.2f} |")
-    lines += ["", "Runtime overhead: the training part of a round less the clients' own local-training seconds (as "
-              "each side's clients report them) spread over the workers: dispatch, shipping weights, rebuilding "
-              "models, decoding videos, aggregation, waiting. It is much less sensitive to the machine's load than the "
-              "round time, which is mostly the clients' compute.", ""]
+        lines.append(
+            f"| {p['rep']} | {p['train_ratio']:.2f} | {p['round_ratio']:.2f} | "
+            f"{p.get('wall_ratio', math.nan):.2f} | {p.get('overhead_ratio', math.nan):.2f} | "
+            f"{p['memory_ratio']:.2f} |"
+        )
+    lines += [
+        "",
+        "Runtime overhead: the training part of a round less the clients' own local-training seconds (as "
+        "each side's clients report them) spread over the workers: dispatch, shipping weights, rebuilding "
+        "models, decoding videos, aggregation, waiting. It is much less sensitive to the machine's load than the "
+        "round time, which is mostly the clients' compute.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -449,8 +554,11 @@ def main() -> None:
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="small")
     ap.add_argument("--reps", type=int, default=2, help="repetitions of the pair (A B A B ...)")
     ap.add_argument("--rounds", type=int, default=0, help="override fl.rounds (0: the workload's)")
-    ap.add_argument("--results", default=str(RESULTS),
-                    help="folder of <workload>.json/.md and result.json/.md (default: %(default)s)")
+    ap.add_argument(
+        "--results",
+        default=str(RESULTS),
+        help="folder of <workload>.json/.md and result.json/.md (default: %(default)s)",
+    )
     ap.add_argument("--side", choices=["fedvsr", "flower", "prepare"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--render", action="store_true", help="recompute the ratios and tables from the saved json")
@@ -477,26 +585,34 @@ def main() -> None:
     prep = work / "prepare"
     prep.mkdir()
     (prep / "cfg.json").write_text(json.dumps(cfg_dict))
-    subprocess.run([FEDVSR_PY, __file__, "--side", "prepare", "--out", str(prep)], check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [FEDVSR_PY, __file__, "--side", "prepare", "--out", str(prep)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     runs = []
     for rep in range(1, args.reps + 1):
         for side, python in (("fedvsr", FEDVSR_PY), ("flower", FLOWER_PY)):
             r = run_side(python, side, args.workload, cfg_dict, work)
             r["rep"] = rep
             runs.append(r)
-            print(f"rep {rep} {side}: train {r['median_train_seconds']:.3f} s/round, round "
-                  f"{r['median_round_seconds']:.3f} s, clients {r['median_client_seconds']:.3f} s "
-                  f"({r['median_client_steps']:g} steps), overhead {r['median_overhead_seconds']:.3f} s, "
-                  f"peak {r['peak_rss_gb']:.2f} GB, load {r['load_before'][0]:.1f}", flush=True)
+            print(
+                f"rep {rep} {side}: train {r['median_train_seconds']:.3f} s/round, round "
+                f"{r['median_round_seconds']:.3f} s, clients {r['median_client_seconds']:.3f} s "
+                f"({r['median_client_steps']:g} steps), overhead {r['median_overhead_seconds']:.3f} s, "
+                f"peak {r['peak_rss_gb']:.2f} GB, load {r['load_before'][0]:.1f}",
+                flush=True,
+            )
     c = cfg_dict
     result = {
         "workload": args.workload,
-        "description": (f"model {c['model']['name']}/{c['model']['preset']}, {c['fl']['clients']} clients, "
-                        f"{c['fl']['clients_per_round']} per round, {c['fl']['rounds']} rounds, "
-                        f"{c['platform']['workers']} workers/actors of 1 CPU, torch threads 1, data overrides "
-                        f"{c['data'] or 'none (defaults)'}, eval {c['eval']}; FedAvg, batch {c['fl']['batch_size']}, "
-                        f"{c['fl']['local_epochs']} local epoch, Adam. Medians over rounds 2..R."),
+        "description": (
+            f"model {c['model']['name']}/{c['model']['preset']}, {c['fl']['clients']} clients, "
+            f"{c['fl']['clients_per_round']} per round, {c['fl']['rounds']} rounds, "
+            f"{c['platform']['workers']} workers/actors of 1 CPU, torch threads 1, data overrides "
+            f"{c['data'] or 'none (defaults)'}, eval {c['eval']}; FedAvg, batch {c['fl']['batch_size']}, "
+            f"{c['fl']['local_epochs']} local epoch, Adam. Medians over rounds 2..R."
+        ),
         "config": cfg_dict,
         "machine": f"{platform.node()} {os.cpu_count()} CPUs, {platform.python_version()}",
         "versions": {"fedvsr": versions(FEDVSR_PY), "flower": versions(FLOWER_PY)},
@@ -512,9 +628,21 @@ def summarise(result: dict[str, Any], other: str = "flower") -> dict[str, Any]:
     pairs = []
     for rep in sorted({r["rep"] for r in result["runs"]}):
         a, b = (next(r for r in result["runs"] if r["rep"] == rep and r["side"] == s) for s in ("fedvsr", other))
-        pairs.append({"rep": rep, **{f"{name}_ratio": b.get(key, math.nan) / a.get(key, math.nan) for name, key in (
-            ("train", "median_train_seconds"), ("round", "median_round_seconds"), ("wall", "median_wall_seconds"),
-            ("overhead", "median_overhead_seconds"), ("memory", "peak_rss_gb"))}})
+        pairs.append(
+            {
+                "rep": rep,
+                **{
+                    f"{name}_ratio": b.get(key, math.nan) / a.get(key, math.nan)
+                    for name, key in (
+                        ("train", "median_train_seconds"),
+                        ("round", "median_round_seconds"),
+                        ("wall", "median_wall_seconds"),
+                        ("overhead", "median_overhead_seconds"),
+                        ("memory", "peak_rss_gb"),
+                    )
+                },
+            }
+        )
     result["pairs"] = pairs
     result["median"] = {k: statistics.median(p[k] for p in pairs) for k in pairs[0] if k.endswith("_ratio")}
     return result

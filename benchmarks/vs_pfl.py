@@ -88,8 +88,11 @@ def pfl_side(cfg_dict: dict[str, Any], out: Path) -> None:
             return {"loss": Weighted.from_unweighted(float(self.loss(lr, hr, eval=True)))}
 
     # users: fedvsr's clients of each round, in order; every rank draws the same sequence
-    schedule = [(t, c) for t in range(1, cfg.fl.rounds + 1)
-                for c in sample_clients(cfg.seed, t, cfg.fl.clients, cfg.fl.clients_per_round)]
+    schedule = [
+        (t, c)
+        for t in range(1, cfg.fl.rounds + 1)
+        for c in sample_clients(cfg.seed, t, cfg.fl.clients, cfg.fl.clients_per_round)
+    ]
     position = iter(range(len(schedule)))
 
     def user_sampler():
@@ -99,8 +102,14 @@ def pfl_side(cfg_dict: dict[str, Any], out: Path) -> None:
         t, c = user
         trained.append([t, c])
         seed = client_seed(cfg.seed, t, c)
-        data = TrainClips([st.pair(i) for i in st.client_videos[c]], clip_frames, cfg.data.patch,
-                          cfg.data.samples_per_video, seed, augment)
+        data = TrainClips(
+            [st.pair(i) for i in st.client_videos[c]],
+            clip_frames,
+            cfg.data.patch,
+            cfg.data.samples_per_video,
+            seed,
+            augment,
+        )
         order = np.random.default_rng([seed, 0]).permutation(len(data))  # fedvsr's epoch-0 batch order
         lr, hr = collate([data[int(i)] for i in order])
         return Dataset(raw_data=[lr, hr], user_id=user)
@@ -125,47 +134,80 @@ def pfl_side(cfg_dict: dict[str, Any], out: Path) -> None:
         central_optimizer=torch.optim.SGD(vsr.parameters(), lr=1.0),
     )
     backend = SimulatedBackend(training_data=train_data, val_data=val_data)
-    algorithm_params = NNAlgorithmParams(central_num_iterations=cfg.fl.rounds, evaluation_frequency=10**9,
-                                         train_cohort_size=cfg.fl.clients_per_round, val_cohort_size=None)
-    train_params = NNTrainHyperParams(local_learning_rate=cfg.fl.lr, local_num_epochs=cfg.fl.local_epochs,
-                                      local_batch_size=cfg.fl.batch_size)
+    algorithm_params = NNAlgorithmParams(
+        central_num_iterations=cfg.fl.rounds,
+        evaluation_frequency=10**9,
+        train_cohort_size=cfg.fl.clients_per_round,
+        val_cohort_size=None,
+    )
+    train_params = NNTrainHyperParams(
+        local_learning_rate=cfg.fl.lr, local_num_epochs=cfg.fl.local_epochs, local_batch_size=cfg.fl.batch_size
+    )
     start = time.perf_counter()
-    FederatedAveraging().run(algorithm_params=algorithm_params, backend=backend, model=model,
-                             model_train_params=train_params,
-                             model_eval_params=NNEvalHyperParams(local_batch_size=cfg.fl.batch_size),
-                             callbacks=[Timer()])
+    FederatedAveraging().run(
+        algorithm_params=algorithm_params,
+        backend=backend,
+        model=model,
+        model_train_params=train_params,
+        model_eval_params=NNEvalHyperParams(local_batch_size=cfg.fl.batch_size),
+        callbacks=[Timer()],
+    )
     total = time.perf_counter() - start
     if get_ops().distributed.global_rank == 0:
         took = [marks[t] - marks[t - 1] for t in range(1, len(marks))]  # round t: after_central_iteration t-1 -> t
-        rounds = [{"round": t, "train_seconds": s, "seconds": s, "eval_seconds": 0.0, "train_loss": math.nan,
-                   "wall_seconds": s} for t, s in enumerate(took, 1)]
+        rounds = [
+            {
+                "round": t,
+                "train_seconds": s,
+                "seconds": s,
+                "eval_seconds": 0.0,
+                "train_loss": math.nan,
+                "wall_seconds": s,
+            }
+            for t, s in enumerate(took, 1)
+        ]
         if len(rounds) != cfg.fl.rounds:
             raise RuntimeError(f"pfl ran {len(rounds)} of {cfg.fl.rounds} rounds")
         world = get_ops().distributed.world_size
-        (out / "result.json").write_text(json.dumps({"rounds": rounds, "driver_seconds": total, "world": world,
-                                                     "rank0_users": trained}))
+        (out / "result.json").write_text(
+            json.dumps({"rounds": rounds, "driver_seconds": total, "world": world, "rank0_users": trained})
+        )
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["# fedvsr vs pfl-research 0.6 (torchrun, 2 ranks): workload `small`", "",
-             result["description"], "",
-             f"Machine: {result['machine']}; shared with other users while it ran (load averages below).",
-             f"fedvsr side: {result['versions']['fedvsr']}; pfl side: {result['versions']['pfl']}.", "",
-             "| rep | side | train s/round (median r2+) | whole round s (median r2+) | round-to-round wall s | "
-             "eval s | round 1 s | process s | peak RSS of the tree GB | load 1-min before / after |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# fedvsr vs pfl-research 0.6 (torchrun, 2 ranks): workload `small`",
+        "",
+        result["description"],
+        "",
+        f"Machine: {result['machine']}; shared with other users while it ran (load averages below).",
+        f"fedvsr side: {result['versions']['fedvsr']}; pfl side: {result['versions']['pfl']}.",
+        "",
+        "| rep | side | train s/round (median r2+) | whole round s (median r2+) | round-to-round wall s | "
+        "eval s | round 1 s | process s | peak RSS of the tree GB | load 1-min before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
-        lines.append(f"| {r['rep']} | {r['side']} | {r['median_train_seconds']:.3f} | "
-                     f"{r['median_round_seconds']:.3f} | {r.get('median_wall_seconds', math.nan):.3f} | "
-                     f"{r['median_eval_seconds']:.3f} | "
-                     f"{r['round1_seconds']:.2f} | {r['process_seconds']:.1f} | "
-                     f"{r['peak_rss_gb']:.2f} | {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |")
-    lines += ["", "Ratios pfl / fedvsr per repetition pair (> 1: fedvsr faster or smaller; pfl's round has no "
-              "evaluation, so 'whole round' compares it with fedvsr's round including its evaluation):", "",
-              "| rep | train time | whole round | round-to-round wall | peak memory |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['rep']} | {r['side']} | {r['median_train_seconds']:.3f} | "
+            f"{r['median_round_seconds']:.3f} | {r.get('median_wall_seconds', math.nan):.3f} | "
+            f"{r['median_eval_seconds']:.3f} | "
+            f"{r['round1_seconds']:.2f} | {r['process_seconds']:.1f} | "
+            f"{r['peak_rss_gb']:.2f} | {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |"
+        )
+    lines += [
+        "",
+        "Ratios pfl / fedvsr per repetition pair (> 1: fedvsr faster or smaller; pfl's round has no "
+        "evaluation, so 'whole round' compares it with fedvsr's round including its evaluation):",
+        "",
+        "| rep | train time | whole round | round-to-round wall | peak memory |",
+        "|---|---|---|---|---|",
+    ]
     for p in [*result["pairs"], {**result["median"], "rep": "median"}]:
-        lines.append(f"| {p['rep']} | {p['train_ratio']:.2f} | {p['round_ratio']:.2f} | "
-                     f"{p.get('wall_ratio', math.nan):.2f} | {p['memory_ratio']:.2f} |")
+        lines.append(
+            f"| {p['rep']} | {p['train_ratio']:.2f} | {p['round_ratio']:.2f} | "
+            f"{p.get('wall_ratio', math.nan):.2f} | {p['memory_ratio']:.2f} |"
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -195,32 +237,48 @@ def main() -> None:
     prep = work / "prepare"
     prep.mkdir()
     (prep / "cfg.json").write_text(json.dumps(cfg_dict))
-    subprocess.run([vs_flower.FEDVSR_PY, vs_flower.__file__, "--side", "prepare", "--out", str(prep)], check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [vs_flower.FEDVSR_PY, vs_flower.__file__, "--side", "prepare", "--out", str(prep)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     torchrun = str(Path(PFL_PY).parent / "torchrun")
     workers = cfg_dict["platform"]["workers"]
     runs = []
     for rep in range(1, args.reps + 1):
         for side in ("fedvsr", "pfl"):
-            command = None if side == "fedvsr" else [torchrun, "--standalone", f"--nproc_per_node={workers}",
-                                                     __file__, "--side", "pfl"]
+            command = (
+                None
+                if side == "fedvsr"
+                else [torchrun, "--standalone", f"--nproc_per_node={workers}", __file__, "--side", "pfl"]
+            )
             r = vs_flower.run_side(vs_flower.FEDVSR_PY, side, "small", cfg_dict, work, command=command)
             r["rep"] = rep
             runs.append(r)
-            print(f"rep {rep} {side}: train {r['median_train_seconds']:.3f} s/round, round "
-                  f"{r['median_round_seconds']:.3f} s, peak {r['peak_rss_gb']:.2f} GB, load {r['load_before'][0]:.1f}",
-                  flush=True)
+            print(
+                f"rep {rep} {side}: train {r['median_train_seconds']:.3f} s/round, round "
+                f"{r['median_round_seconds']:.3f} s, peak {r['peak_rss_gb']:.2f} GB, load {r['load_before'][0]:.1f}",
+                flush=True,
+            )
     c = cfg_dict
-    pfl_version = subprocess.run([PFL_PY, "-c", "import importlib.metadata as m, torch; "
-                                  "print('pfl', m.version('pfl'), ', torch', torch.__version__)"],
-                                 capture_output=True, text=True).stdout.strip()
+    pfl_version = subprocess.run(
+        [
+            PFL_PY,
+            "-c",
+            "import importlib.metadata as m, torch; print('pfl', m.version('pfl'), ', torch', torch.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     result = {
         "workload": "small",
-        "description": (f"model {c['model']['name']}/{c['model']['preset']}, {c['fl']['clients']} clients, "
-                        f"{c['fl']['clients_per_round']} per round, {c['fl']['rounds']} rounds, "
-                        f"{workers} workers / torchrun ranks of 1 thread, data overrides {c['data']}, "
-                        f"FedAvg, batch {c['fl']['batch_size']}, {c['fl']['local_epochs']} local epoch, Adam. "
-                        "Medians over rounds 2..R."),
+        "description": (
+            f"model {c['model']['name']}/{c['model']['preset']}, {c['fl']['clients']} clients, "
+            f"{c['fl']['clients_per_round']} per round, {c['fl']['rounds']} rounds, "
+            f"{workers} workers / torchrun ranks of 1 thread, data overrides {c['data']}, "
+            f"FedAvg, batch {c['fl']['batch_size']}, {c['fl']['local_epochs']} local epoch, Adam. "
+            "Medians over rounds 2..R."
+        ),
         "config": cfg_dict,
         "machine": f"{platform.node()} {os.cpu_count()} CPUs, {platform.python_version()}",
         "versions": {"fedvsr": vs_flower.versions(vs_flower.FEDVSR_PY), "pfl": pfl_version},

@@ -1,14 +1,14 @@
 """The ``fedvsr`` command.
 
-    fedvsr simulate [--config FILE] [--set key=value ...] [--out DIR] [--resume] [--address ADDR]
-                    [--replicates N [--vary-data]]
-    fedvsr train-central [--config FILE] [--set key=value ...] [--out DIR] [--workers N] [--gpu]
-    fedvsr models [--json] [--flops]
-    fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--resume] [--address ADDR] [--set k=v ...]
-    fedvsr best DIR... [--metric psnr|ssim|loss] [--where k=v ...] [--top K] [--json]
-    fedvsr report DIR
-    fedvsr upscale IN OUT --checkpoint RUN_OR_FILE [--tile N] [--tile-overlap N] [--side-by-side] [--device D]
-    fedvsr evaluate --checkpoint RUN_OR_FILE --data PATH... [--degradation D] [--out FILE.parquet]
+fedvsr simulate [--config FILE] [--set key=value ...] [--out DIR] [--resume] [--address ADDR]
+                [--replicates N [--vary-data]]
+fedvsr train-central [--config FILE] [--set key=value ...] [--out DIR] [--workers N] [--gpu]
+fedvsr models [--json] [--flops]
+fedvsr sweep SPEC [--out DIR] [--trials N] [--concurrent K] [--resume] [--address ADDR] [--set k=v ...]
+fedvsr best DIR... [--metric psnr|ssim|loss] [--where k=v ...] [--top K] [--json]
+fedvsr report DIR
+fedvsr upscale IN OUT --checkpoint RUN_OR_FILE [--tile N] [--tile-overlap N] [--side-by-side] [--device D]
+fedvsr evaluate --checkpoint RUN_OR_FILE --data PATH... [--degradation D] [--out FILE.parquet]
 """
 
 from __future__ import annotations
@@ -38,12 +38,22 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
-        given = [flag for flag, on in (("--config", args.config), ("--set", args.set), ("--vary-data", args.vary_data),
-                                       ("--replicates", args.replicates != 1)) if on]
+        given = [
+            flag
+            for flag, on in (
+                ("--config", args.config),
+                ("--set", args.set),
+                ("--vary-data", args.vary_data),
+                ("--replicates", args.replicates != 1),
+            )
+            if on
+        ]
         if given:
-            raise ConfigError(f"--resume continues a run as it was started (the config saved in --out); "
-                              f"{', '.join(given)} cannot change it: drop {'them' if len(given) > 1 else 'it'}, or "
-                              f"start a new run in another --out")
+            raise ConfigError(
+                f"--resume continues a run as it was started (the config saved in --out); "
+                f"{', '.join(given)} cannot change it: drop {'them' if len(given) > 1 else 'it'}, or "
+                f"start a new run in another --out"
+            )
         cfg = None
     else:
         cfg = load_config(args.config, [*args.set, *([f"platform.address={args.address}"] if args.address else [])])
@@ -100,8 +110,9 @@ def _simulate(args: argparse.Namespace) -> int:
             track.round(row)
 
     with ends_on_error(track):
-        summary = run_experiment(cfg, out, resume=args.resume, on_round=on_round, on_start=on_start,
-                                 on_progress=on_progress)
+        summary = run_experiment(
+            cfg, out, resume=args.resume, on_round=on_round, on_start=on_start, on_progress=on_progress
+        )
     _end_mlflow(track, out)
     gain = summary["final_psnr"] - summary["bicubic_psnr"]
     print(
@@ -129,23 +140,28 @@ def _mlflow_run(args: argparse.Namespace, out: Path):
     from fedvsr.tracking import mlflow_run
 
     if args.mlflow and (args.replicates != 1 or args.vary_data or (args.resume and is_replicate_group(out))):
-        raise ConfigError("--mlflow does not log a group of --replicates yet; run `fedvsr sweep` with "
-                          "replicates, or each seed as its own `fedvsr simulate --mlflow` run")
+        raise ConfigError(
+            "--mlflow does not log a group of --replicates yet; run `fedvsr sweep` with "
+            "replicates, or each seed as its own `fedvsr simulate --mlflow` run"
+        )
     return mlflow_run(args.mlflow, out)
 
 
 def _check_replicate_seeds(cfg: ExperimentConfig, replicates: int, vary_data: bool) -> None:
     """Replicate r runs seed + r (and data.seed + r with --vary-data): the last must still be a valid seed."""
     if not 1 <= replicates <= MAX_REPLICATES:
-        raise ConfigError(f"--replicates = {replicates} is not allowed; expected an integer >= 1 and <= "
-                          f"{MAX_REPLICATES}")
+        raise ConfigError(
+            f"--replicates = {replicates} is not allowed; expected an integer >= 1 and <= {MAX_REPLICATES}"
+        )
     if vary_data and replicates < 2:
         raise ConfigError("--vary-data needs --replicates N with N >= 2 (it varies data.seed across the replicates)")
     for key, seed in (("seed", cfg.seed), *((("data.seed", cfg.data.seed),) if vary_data else ())):
         if seed + replicates - 1 > SEED_MAX:
-            raise ConfigError(f"{key} = {seed} with --replicates {replicates} gives replicate seeds up to "
-                              f"{seed + replicates - 1}, above {SEED_MAX} (2^63 - 1); allowed: {key} <= "
-                              f"{SEED_MAX - replicates + 1}")
+            raise ConfigError(
+                f"{key} = {seed} with --replicates {replicates} gives replicate seeds up to "
+                f"{seed + replicates - 1}, above {SEED_MAX} (2^63 - 1); allowed: {key} <= "
+                f"{SEED_MAX - replicates + 1}"
+            )
 
 
 def _simulate_replicates(args: argparse.Namespace, cfg, out: Path) -> int:
@@ -157,9 +173,12 @@ def _simulate_replicates(args: argparse.Namespace, cfg, out: Path) -> int:
     def on_start(info: dict) -> None:
         b, i = info["bicubic"], info["initial"]
         how = "each with its own workers" if info["parallel"] else "sharing the workers' CPUs, one after another"
-        print(f"fedvsr: {info['params']:,} parameters, {info['replicates']} replicates (training seeds "
-              f"{', '.join(map(str, info['seeds']))}; data seeds {', '.join(map(str, sorted(set(info['data_seeds']))))}"
-              f"), {info['workers']} workers each, {how}; output in {out}", flush=True)
+        print(
+            f"fedvsr: {info['params']:,} parameters, {info['replicates']} replicates (training seeds "
+            f"{', '.join(map(str, info['seeds']))}; data seeds {', '.join(map(str, sorted(set(info['data_seeds']))))}"
+            f"), {info['workers']} workers each, {how}; output in {out}",
+            flush=True,
+        )
         print(f"bicubic    psnr {b['psnr']:6.2f}  ssim {b['ssim']:.4f}  (replicate 0)", flush=True)
         if info["start_round"] == 1:
             print(f"round   0  psnr {i['psnr']:6.2f}  ssim {i['ssim']:.4f}  (initial model, replicate 0)", flush=True)
@@ -169,20 +188,38 @@ def _simulate_replicates(args: argparse.Namespace, cfg, out: Path) -> int:
     def on_progress(item: dict) -> None:
         if tty:
             done, total = item["progress"]
-            print(f"\rround {item['round']:3d}  replicate {item['replicate']}  [{'#' * (20 * done // total):<20}] "
-                  f"{done}/{total} clients", end="", flush=True)
+            print(
+                f"\rround {item['round']:3d}  replicate {item['replicate']}  [{'#' * (20 * done // total):<20}] "
+                f"{done}/{total} clients",
+                end="",
+                flush=True,
+            )
 
     def on_round(agg: dict, rows: list[dict]) -> None:
         clear = "\r\033[K" if tty else ""
         each = " ".join(f"{r['psnr']:.2f}" for r in rows)
-        print(f"{clear}round {agg['round']:3d}  psnr {_pm(agg, 'psnr', 3)}  ssim {_pm(agg, 'ssim', 4)}  "
-              f"loss {agg['train_loss_mean']:.5f}  (n={agg['n']}: {each})  {agg['seconds']:5.1f}s", flush=True)
+        print(
+            f"{clear}round {agg['round']:3d}  psnr {_pm(agg, 'psnr', 3)}  ssim {_pm(agg, 'ssim', 4)}  "
+            f"loss {agg['train_loss_mean']:.5f}  (n={agg['n']}: {each})  {agg['seconds']:5.1f}s",
+            flush=True,
+        )
 
-    s = run_replicates(cfg, out, args.replicates, args.vary_data, resume=args.resume, on_start=on_start,
-                       on_round=on_round, on_progress=on_progress)
-    print(f"final      psnr {_pm(s, 'final_psnr', 3, '')}  ssim {_pm(s, 'final_ssim', 4, '')}  "
-          f"({_pm(s, 'gain_db', 2, '', sign=True)} dB over bicubic, 95% interval over {s['replicates']} replicates)"
-          f"  -> {out}/summary.json", flush=True)
+    s = run_replicates(
+        cfg,
+        out,
+        args.replicates,
+        args.vary_data,
+        resume=args.resume,
+        on_start=on_start,
+        on_round=on_round,
+        on_progress=on_progress,
+    )
+    print(
+        f"final      psnr {_pm(s, 'final_psnr', 3, '')}  ssim {_pm(s, 'final_ssim', 4, '')}  "
+        f"({_pm(s, 'gain_db', 2, '', sign=True)} dB over bicubic, 95% interval over {s['replicates']} replicates)"
+        f"  -> {out}/summary.json",
+        flush=True,
+    )
     return 0
 
 
@@ -208,27 +245,37 @@ def _train_central(args: argparse.Namespace) -> int:
     def on_start(info: dict) -> None:
         track.start()
         b, i = info["bicubic"], info["initial"]
-        print(f"fedvsr: {info['params']:,} parameters, central training on {info['workers']} Ray Train workers "
-              f"({info['device']}), output in {out}", flush=True)
+        print(
+            f"fedvsr: {info['params']:,} parameters, central training on {info['workers']} Ray Train workers "
+            f"({info['device']}), output in {out}",
+            flush=True,
+        )
         print(f"bicubic    psnr {b['psnr']:6.2f}  ssim {b['ssim']:.4f}", flush=True)
         print(f"epoch   0  psnr {i['psnr']:6.2f}  ssim {i['ssim']:.4f}  (initial model)", flush=True)
 
     def on_epoch(row: dict) -> None:
-        print(f"epoch {row['round']:3d}  psnr {row['psnr']:6.2f}  ssim {row['ssim']:.4f}  "
-              f"loss {row['train_loss']:.5f}  clips {row['samples']}  {row['seconds']:5.1f}s", flush=True)
+        print(
+            f"epoch {row['round']:3d}  psnr {row['psnr']:6.2f}  ssim {row['ssim']:.4f}  "
+            f"loss {row['train_loss']:.5f}  clips {row['samples']}  {row['seconds']:5.1f}s",
+            flush=True,
+        )
         track.round(row)
 
     try:
         with ends_on_error(track):
-            summary = run_central(cfg, out, workers=args.workers, use_gpu=True if args.gpu else None,
-                                  on_start=on_start, on_epoch=on_epoch)
+            summary = run_central(
+                cfg, out, workers=args.workers, use_gpu=True if args.gpu else None, on_start=on_start, on_epoch=on_epoch
+            )
     except CentralTrainingError as err:
         print(f"fedvsr: {err}", file=sys.stderr)
         return 1
     _end_mlflow(track, out)
     gain = summary["final_psnr"] - summary["bicubic_psnr"]
-    print(f"final      psnr {summary['final_psnr']:6.2f}  ssim {summary['final_ssim']:.4f}  "
-          f"({gain:+.2f} dB over bicubic)  -> {out}/summary.json", flush=True)
+    print(
+        f"final      psnr {summary['final_psnr']:6.2f}  ssim {summary['final_ssim']:.4f}  "
+        f"({gain:+.2f} dB over bicubic)  -> {out}/summary.json",
+        flush=True,
+    )
     return 0
 
 
@@ -243,11 +290,15 @@ def _models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<10} {'preset':<14} {'params':>12} {'frames':>6} {'output':>7}"
-          + (f" {'GFLOPs@64x64':>13}" if args.flops else ""))
+    print(
+        f"{'name':<10} {'preset':<14} {'params':>12} {'frames':>6} {'output':>7}"
+        + (f" {'GFLOPs@64x64':>13}" if args.flops else "")
+    )
     for r in rows:
-        line = f"{r['name']:<10} {r['preset']:<14} {r['params']:>12,} {r['num_frames']:>6} " \
-               f"{'centre' if r['center_output'] else 'all':>7}"
+        line = (
+            f"{r['name']:<10} {r['preset']:<14} {r['params']:>12,} {r['num_frames']:>6} "
+            f"{'centre' if r['center_output'] else 'all':>7}"
+        )
         if args.flops:
             line += f" {r['flops'] / 1e9:>13.2f}"
         print(line)
@@ -261,8 +312,14 @@ def _profile(name: str, preset: str, flops: bool) -> dict:
     if flops:
         return profile_model(name, preset)
     m = build_model(name, preset)
-    return {"name": name, "preset": preset, "params": count_params(m), "num_frames": m.num_frames,
-            "center_output": m.center_output, "scale": m.scale}
+    return {
+        "name": name,
+        "preset": preset,
+        "params": count_params(m),
+        "num_frames": m.num_frames,
+        "center_output": m.center_output,
+        "scale": m.scale,
+    }
 
 
 def _inference_model(args: argparse.Namespace):
@@ -278,18 +335,31 @@ def _upscale(args: argparse.Namespace) -> int:
 
     loaded = _inference_model(args)
     try:
-        st = upscale(loaded, args.input, args.output, args.tile, args.tile_overlap, args.side_by_side, args.crf,
-                     args.x264_preset, args.fps, progress=not args.quiet)
+        st = upscale(
+            loaded,
+            args.input,
+            args.output,
+            args.tile,
+            args.tile_overlap,
+            args.side_by_side,
+            args.crf,
+            args.x264_preset,
+            args.fps,
+            progress=not args.quiet,
+        )
     except VideoError as err:
         print(f"fedvsr: video error: {err}", file=sys.stderr)
         return 1
     (w, h), (W, H) = st.lr_size, st.hr_size
     sbs = " side by side with bicubic" if args.side_by_side else ""
     audio = f", audio {st.audio}" if st.audio else ""
-    print(f"fedvsr: {st.output}: {st.frames} frames {w}x{h} -> {W}x{H}{sbs}"
-          f" at {st.fps:g} fps{audio}, {loaded.name}/{loaded.preset} on {loaded.device}, {st.seconds:.1f} s "
-          f"({st.seconds_per_frame:.3f} s/frame: model {st.model_seconds / max(st.frames, 1):.3f}, "
-          f"encode {st.encode_seconds / max(st.frames, 1):.3f})", flush=True)
+    print(
+        f"fedvsr: {st.output}: {st.frames} frames {w}x{h} -> {W}x{H}{sbs}"
+        f" at {st.fps:g} fps{audio}, {loaded.name}/{loaded.preset} on {loaded.device}, {st.seconds:.1f} s "
+        f"({st.seconds_per_frame:.3f} s/frame: model {st.model_seconds / max(st.frames, 1):.3f}, "
+        f"encode {st.encode_seconds / max(st.frames, 1):.3f})",
+        flush=True,
+    )
     return 0
 
 
@@ -303,36 +373,60 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     def on_clip(row: dict) -> None:
         if not args.quiet:
-            print(f"{row['clip']}: psnr {row['psnr']:.2f} (bicubic {row['bicubic_psnr']:.2f})  "
-                  f"{row['frames']} frames  {row['seconds']:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"{row['clip']}: psnr {row['psnr']:.2f} (bicubic {row['bicubic_psnr']:.2f})  "
+                f"{row['frames']} frames  {row['seconds']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def on_skip(path: str, reason: str) -> None:
         print(f"fedvsr: {reason}", file=sys.stderr, flush=True)
 
     try:
-        rows = evaluate(loaded, args.data, args.degradation, args.crf, args.qp, args.tile, args.tile_overlap,
-                        on_clip=on_clip, on_skip=on_skip)
+        rows = evaluate(
+            loaded,
+            args.data,
+            args.degradation,
+            args.crf,
+            args.qp,
+            args.tile,
+            args.tile_overlap,
+            on_clip=on_clip,
+            on_skip=on_skip,
+        )
     except (VideoError, FileNotFoundError) as err:
         print(f"fedvsr: video error: {err}", file=sys.stderr)
         return 1
     print(format_table(rows))
     write_parquet_atomic(out, evaluation_table(rows, loaded))
     left_out = f", {len(rows.skipped)} left out" if rows.skipped else ""
-    print(f"fedvsr: {loaded.name}/{loaded.preset}, degradation {rows[0]['degradation']}, "
-          f"{len(rows)} clips{left_out} -> {out}", flush=True)
+    print(
+        f"fedvsr: {loaded.name}/{loaded.preset}, degradation {rows[0]['degradation']}, "
+        f"{len(rows)} clips{left_out} -> {out}",
+        flush=True,
+    )
     return 0
 
 
 def _add_inference_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="run folder (its config.yaml names the model) or a "
-                   ".safetensors weights file")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="run folder (its config.yaml names the model) or a .safetensors weights file",
+    )
     p.add_argument("--model", help="model family (needed for a bare weights file; overrides the run's)")
     p.add_argument("--preset", help="size preset of --model")
     p.add_argument("--options", help="model constructor arguments: JSON object or key=value,key=value")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
     p.add_argument("--tile", type=int, default=128, help="LR tile size in pixels (0 = whole frames; default 128)")
-    p.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles in LR pixels "
-                   "(default 32: exact for models whose receptive field reaches at most 16 pixels)")
+    p.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=32,
+        help="overlap of neighbouring tiles in LR pixels "
+        "(default 32: exact for models whose receptive field reaches at most 16 pixels)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -342,41 +436,73 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="run one federated experiment")
     sim.add_argument("--config", help="YAML experiment config (defaults apply to missing keys)")
-    sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set fl.rounds=20 (repeatable)")
+    sim.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set fl.rounds=20 (repeatable)",
+    )
     sim.add_argument("--out", help="output folder (default: runs/sim-<time>)")
     sim.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    sim.add_argument("--replicates", type=int, default=1, metavar="N",
-                     help="run the experiment under N training seeds (seed, seed+1, ...; the data seed fixed) in "
-                          "one folder, with the mean and 95%% interval per round (default 1)")
-    sim.add_argument("--vary-data", action="store_true",
-                     help="with --replicates: vary data.seed with the training seed (other videos, held-out clips "
-                          "and partition per replicate)")
-    sim.add_argument("--mlflow", metavar="URI", help="log the run to this MLflow tracking server or store, e.g. "
-                     "sqlite:///mlflow.db: the config as params, PSNR / SSIM / loss per round, the YAML, tables "
-                     "and plots as artefacts (docs/tracking.md)")
-    sim.add_argument("--address", help="Ray cluster to run on, host:port of its head (or auto); same as --set "
-                     "platform.address=...; default: the job's cluster under `ray job submit`, else a local Ray")
+    sim.add_argument(
+        "--replicates",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the experiment under N training seeds (seed, seed+1, ...; the data seed fixed) in "
+        "one folder, with the mean and 95%% interval per round (default 1)",
+    )
+    sim.add_argument(
+        "--vary-data",
+        action="store_true",
+        help="with --replicates: vary data.seed with the training seed (other videos, held-out clips "
+        "and partition per replicate)",
+    )
+    sim.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log the run to this MLflow tracking server or store, e.g. "
+        "sqlite:///mlflow.db: the config as params, PSNR / SSIM / loss per round, the YAML, tables "
+        "and plots as artefacts (docs/tracking.md)",
+    )
+    sim.add_argument(
+        "--address",
+        help="Ray cluster to run on, host:port of its head (or auto); same as --set "
+        "platform.address=...; default: the job's cluster under `ray job submit`, else a local Ray",
+    )
     sim.set_defaults(func=_simulate)
 
-    central = sub.add_parser("train-central", help="the centralized upper bound: train on all clients' data pooled "
-                             "(Ray Train, data-parallel)")
+    central = sub.add_parser(
+        "train-central",
+        help="the centralized upper bound: train on all clients' data pooled (Ray Train, data-parallel)",
+    )
     central.add_argument("--config", help="YAML experiment config (the same as simulate's)")
-    central.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a config key, e.g. --set fl.rounds=20 (epochs here; repeatable)")
+    central.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set fl.rounds=20 (epochs here; repeatable)",
+    )
     central.add_argument("--out", help="output folder (default: runs/central-<time>)")
     central.add_argument("--workers", type=int, help="Ray Train workers (default: platform.workers)")
-    central.add_argument("--mlflow", metavar="URI", help="log the run to this MLflow tracking server or store "
-                         "(as simulate's --mlflow)")
+    central.add_argument(
+        "--mlflow", metavar="URI", help="log the run to this MLflow tracking server or store (as simulate's --mlflow)"
+    )
     central.add_argument("--gpu", action="store_true", help="one GPU per worker (default: platform.gpus_per_worker)")
     central.set_defaults(func=_train_central)
 
-    models = sub.add_parser("models", help="list model families and presets with their sizes (parameters; FLOPs "
-                            "with --flops)")
+    models = sub.add_parser(
+        "models", help="list model families and presets with their sizes (parameters; FLOPs with --flops)"
+    )
     models.add_argument("--json", action="store_true", help="print a JSON list of objects")
-    models.add_argument("--flops", action="store_true",
-                        help="also count the FLOPs of one forward pass on a 64x64 LR clip (runs every preset once: "
-                             "tens of seconds of CPU; without it only the parameters are counted)")
+    models.add_argument(
+        "--flops",
+        action="store_true",
+        help="also count the FLOPs of one forward pass on a 64x64 LR clip (runs every preset once: "
+        "tens of seconds of CPU; without it only the parameters are counted)",
+    )
     models.set_defaults(func=_models)
 
     up = sub.add_parser("upscale", help="super-resolve a video file (H.264 out, streamed and tiled)")
@@ -386,20 +512,26 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--side-by-side", action="store_true", help="write bicubic | model side by side (2x wide)")
     up.add_argument("--crf", type=int, default=18, help="libx264 constant rate factor (default 18)")
     up.add_argument("--x264-preset", default="medium", help="libx264 speed preset (default medium)")
-    up.add_argument("--fps", type=float, help="frame rate of a frame folder's output (default 24; a video "
-                    "file keeps its own)")
+    up.add_argument(
+        "--fps", type=float, help="frame rate of a frame folder's output (default 24; a video file keeps its own)"
+    )
     up.set_defaults(func=_upscale)
 
     ev = sub.add_parser("evaluate", help="PSNR / SSIM (Y and RGB) of a checkpoint and of bicubic on videos")
     _add_inference_args(ev)
-    ev.add_argument("--data", nargs="+", required=True, help="video files, frame folders, folders of videos or "
-                    "dataset roots (REDS, Vid4, Vimeo-90K: their test split)")
-    ev.add_argument("--degradation", help="how LR frames are made (default: the run's data.degradation, else "
-                    "bicubic)")
+    ev.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="video files, frame folders, folders of videos or dataset roots (REDS, Vid4, Vimeo-90K: their test split)",
+    )
+    ev.add_argument("--degradation", help="how LR frames are made (default: the run's data.degradation, else bicubic)")
     ev.add_argument("--crf", type=int, help="blur-h264 CRF (default: the run's data.crf)")
     ev.add_argument("--qp", type=int, help="hevc QP (default: the run's data.qp)")
-    ev.add_argument("--out", help="Parquet file (default: <run>/evaluation.parquet, or <weights>.evaluation.parquet "
-                    "beside a weights file)")
+    ev.add_argument(
+        "--out",
+        help="Parquet file (default: <run>/evaluation.parquet, or <weights>.evaluation.parquet beside a weights file)",
+    )
     ev.set_defaults(func=_evaluate)
 
     from fedvsr.sweeps.cli import add_commands

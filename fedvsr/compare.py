@@ -47,8 +47,12 @@ from fedvsr.sweeps.results import (
 )
 
 #: the columns shown for every entry, with their headings
-SHOWN = {"final_psnr": "final PSNR (dB)", "best_psnr": "best PSNR (dB)", "final_ssim": "final SSIM",
-         "best_ssim": "best SSIM"}
+SHOWN = {
+    "final_psnr": "final PSNR (dB)",
+    "best_psnr": "best PSNR (dB)",
+    "final_ssim": "final SSIM",
+    "best_ssim": "best SSIM",
+}
 #: at most this many differing keys in a derived label
 LABEL_KEYS = 3
 
@@ -81,8 +85,12 @@ def load_entry(source: str, column: str, mode: str) -> Entry:
         if not ranking.points:
             raise ConfigError(f"{source!r}: a sweep with no finished trial")
         best = ranking.points[0]
-        return Entry(source, best.rows, f"a sweep: its best point by mean {column}, {best.label} (n={best.n}, the "
-                                        f"best of {len(ranking.points)} finished points)")
+        return Entry(
+            source,
+            best.rows,
+            f"a sweep: its best point by mean {column}, {best.label} (n={best.n}, the "
+            f"best of {len(ranking.points)} finished points)",
+        )
     if is_group_dir(path):
         rows, left = _finished(path, group_rows(path), column)
         return Entry(source, rows, f"a replicate group of {len(rows)} runs{left}")
@@ -93,8 +101,11 @@ def load_entry(source: str, column: str, mode: str) -> Entry:
     points = group_points(rows)
     if len(points) > 1:
         keys = differing_keys([point_config(p[0]) for p in points])
-        why = (f"they differ in {', '.join(keys)}" if keys else
-               "runs of one seed pair again: repeats, not replicates, or runs of separate sweeps or groups")
+        why = (
+            f"they differ in {', '.join(keys)}"
+            if keys
+            else "runs of one seed pair again: repeats, not replicates, or runs of separate sweeps or groups"
+        )
         raise ConfigError(f"{source!r} holds {len(points)} points, not one ({why}); give one folder per experiment")
     return Entry(source, points[0], f"a set of {len(rows)} runs of one config{left}")
 
@@ -110,8 +121,10 @@ def derive_labels(entries: list[Entry]) -> list[str]:
         parts = [f"{k}={cell(c[k])}" for k in keys if c.get(k) is not None]
         labels.append(", ".join(parts[:LABEL_KEYS]) + (", ..." if len(parts) > LABEL_KEYS else ""))
     folders = point_labels([e.rows for e in entries])
-    return [f if not lab else lab if labels.count(lab) == 1 else f"{lab} ({f})"
-            for lab, f in zip(labels, folders, strict=True)]
+    return [
+        f if not lab else lab if labels.count(lab) == 1 else f"{lab} ({f})"
+        for lab, f in zip(labels, folders, strict=True)
+    ]
 
 
 def _values(entry: Entry, column: str) -> dict[tuple, float]:
@@ -129,8 +142,10 @@ def comparisons(entries: list[Entry], column: str, mode: str, level: float = LEV
     ref = _values(entries[0], column)
     comps: list[Comparison] = [compare(_values(e, column), ref, level) for e in entries[1:]]
     adjusted = holm([c.p for c in comps])
-    return [{"label": e.label, "comparison": c, "p_holm": p, "verdict": verdict(c, p, mode, level)}
-            for e, c, p in zip(entries[1:], comps, adjusted, strict=True)]
+    return [
+        {"label": e.label, "comparison": c, "p_holm": p, "verdict": verdict(c, p, mode, level)}
+        for e, c, p in zip(entries[1:], comps, adjusted, strict=True)
+    ]
 
 
 def _p(p: float) -> str:
@@ -147,8 +162,9 @@ def markdown(entries: list[Entry], comps: list[dict[str, Any]], column: str, lev
     """The comparison as a Markdown table with its caption."""
     intervals = {c: [_interval(e, c, level) for e in entries] for c in SHOWN}
     diffs = [c["comparison"].diff for c in comps]
-    psnr_digits = max(decimals_for([iv for c in ("final_psnr", "best_psnr") for iv in intervals[c] if iv]),
-                      decimals_for(diffs))
+    psnr_digits = max(
+        decimals_for([iv for c in ("final_psnr", "best_psnr") for iv in intervals[c] if iv]), decimals_for(diffs)
+    )
     ssim_digits = decimals_for([iv for c in ("final_ssim", "best_ssim") for iv in intervals[c] if iv], least=4)
     d_digits = ssim_digits if "ssim" in column else psnr_digits
     name = SHOWN.get(column, column)
@@ -163,17 +179,25 @@ def markdown(entries: list[Entry], comps: list[dict[str, Any]], column: str, lev
         else:
             c = comps[i - 1]
             comp = c["comparison"]
-            cells += [_pm(comp.diff, d_digits, sign=True) + ("" if comp.paired else " (Welch)"), _p(c["p_holm"]),
-                      c["verdict"]]
+            cells += [
+                _pm(comp.diff, d_digits, sign=True) + ("" if comp.paired else " (Welch)"),
+                _p(c["p_holm"]),
+                c["verdict"],
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     paired = all(c["comparison"].paired for c in comps)
-    how = ("paired by seed (data.seed, seed): the mean of the per-seed differences" if paired else
-           "paired by seed (data.seed, seed) where two or more seeds are shared, else Welch's unequal-variance test")
-    caption = (f"Mean ± half-width of the {level:.0%} Student-t interval over n runs (replicates: training seeds, "
-               f"the data seed fixed); one value where n = 1. Δ: each row minus the reference, {how}, with its "
-               f"{level:.0%} interval; p: two-sided t-test, Holm-corrected over the {len(comps)} comparison"
-               f"{'s' * (len(comps) > 1)}; verdict at {level:.0%} ({'higher' if _higher(column) else 'lower'} is "
-               f"better; untested: a single run).")
+    how = (
+        "paired by seed (data.seed, seed): the mean of the per-seed differences"
+        if paired
+        else "paired by seed (data.seed, seed) where two or more seeds are shared, else Welch's unequal-variance test"
+    )
+    caption = (
+        f"Mean ± half-width of the {level:.0%} Student-t interval over n runs (replicates: training seeds, "
+        f"the data seed fixed); one value where n = 1. Δ: each row minus the reference, {how}, with its "
+        f"{level:.0%} interval; p: two-sided t-test, Holm-corrected over the {len(comps)} comparison"
+        f"{'s' * (len(comps) > 1)}; verdict at {level:.0%} ({'higher' if _higher(column) else 'lower'} is "
+        f"better; untested: a single run)."
+    )
     return "\n".join(lines) + "\n\n" + caption + "\n"
 
 
@@ -182,28 +206,47 @@ def _higher(column: str) -> bool:
 
 
 def _entry_json(e: Entry, level: float) -> dict[str, Any]:
-    return {"label": e.label, "source": e.source, "note": e.note, "n": len(e.rows),
-            "seeds": [list(seed_key(r)) for r in e.rows], "runs": [r["out"] for r in e.rows],
-            **{c: interval_json(_interval(e, c, level)) for c in SHOWN},
-            "gain_db": interval_json(_interval(e, "gain_db", level))}
+    return {
+        "label": e.label,
+        "source": e.source,
+        "note": e.note,
+        "n": len(e.rows),
+        "seeds": [list(seed_key(r)) for r in e.rows],
+        "runs": [r["out"] for r in e.rows],
+        **{c: interval_json(_interval(e, c, level)) for c in SHOWN},
+        "gain_db": interval_json(_interval(e, "gain_db", level)),
+    }
 
 
 def _comparison_json(c: dict[str, Any]) -> dict[str, Any]:
     comp = c["comparison"]
-    finite = (lambda x: x if math.isfinite(x) else None)  # noqa: E731
-    return {"label": c["label"], "diff": interval_json(comp.diff), "p": finite(comp.p), "p_holm": finite(c["p_holm"]),
-            "paired": comp.paired, "n_pairs": comp.diff.n if comp.paired else None, "verdict": c["verdict"]}
+    finite = lambda x: x if math.isfinite(x) else None  # noqa: E731
+    return {
+        "label": c["label"],
+        "diff": interval_json(comp.diff),
+        "p": finite(comp.p),
+        "p_holm": finite(c["p_holm"]),
+        "paired": comp.paired,
+        "n_pairs": comp.diff.n if comp.paired else None,
+        "verdict": c["verdict"],
+    }
 
 
-def run_compare(sources: list[str], out: str | os.PathLike | None = None, labels: list[str] | None = None,
-                metric: str = "psnr", level: float = LEVEL) -> tuple[Path, str]:
+def run_compare(
+    sources: list[str],
+    out: str | os.PathLike | None = None,
+    labels: list[str] | None = None,
+    metric: str = "psnr",
+    level: float = LEVEL,
+) -> tuple[Path, str]:
     """Compare ``sources`` (the first the reference), write compare.md / .png / .json into ``out`` (default
     ``compare-<time>`` in the current folder); returns the folder and the text to print."""
     if len(sources) < 2:
         raise ConfigError(f"fedvsr compare needs two or more folders (the first is the reference), got {len(sources)}")
     if labels and len(labels) != len(sources):
-        raise ConfigError(f"--label given {len(labels)} times for {len(sources)} folders; give one per folder, "
-                          f"in order")
+        raise ConfigError(
+            f"--label given {len(labels)} times for {len(sources)} folders; give one per folder, in order"
+        )
     column, mode = METRIC_COLUMNS.get(metric, (metric, "max"))
     entries = [load_entry(s, column, mode) for s in sources]
     names = labels or derive_labels(entries)
@@ -213,14 +256,31 @@ def run_compare(sources: list[str], out: str | os.PathLike | None = None, labels
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = [f"- {e.label}: {show_path(str(Path(e.source).resolve()))}, {e.note}" for e in entries]
     table = markdown(entries, comps, column, level)
-    write_text_atomic(out_dir / "compare.md", f"# fedvsr compare\n\n{table}\nWhat each row is:\n\n"
-                      + "\n".join(notes) + "\n\n![PSNR per round](compare.png)\n")
+    write_text_atomic(
+        out_dir / "compare.md",
+        f"# fedvsr compare\n\n{table}\nWhat each row is:\n\n"
+        + "\n".join(notes)
+        + "\n\n![PSNR per round](compare.png)\n",
+    )
     bicubic = _interval(entries[0], "bicubic_psnr", level)
-    curves = [(e.label + (" (reference)" if i == 0 else ""), round_series(e.rows, level=level))
-              for i, e in enumerate(entries)]
-    plot_bands(curves, bicubic.mean if bicubic else None,
-               out_dir / "compare.png", f"PSNR per round (mean, {level:.0%} interval over replicates)")
-    write_json_atomic(out_dir / "compare.json", {
-        "reference": entries[0].label, "column": column, "mode": mode, "level": level,
-        "entries": [_entry_json(e, level) for e in entries], "comparisons": [_comparison_json(c) for c in comps]})
+    curves = [
+        (e.label + (" (reference)" if i == 0 else ""), round_series(e.rows, level=level)) for i, e in enumerate(entries)
+    ]
+    plot_bands(
+        curves,
+        bicubic.mean if bicubic else None,
+        out_dir / "compare.png",
+        f"PSNR per round (mean, {level:.0%} interval over replicates)",
+    )
+    write_json_atomic(
+        out_dir / "compare.json",
+        {
+            "reference": entries[0].label,
+            "column": column,
+            "mode": mode,
+            "level": level,
+            "entries": [_entry_json(e, level) for e in entries],
+            "comparisons": [_comparison_json(c) for c in comps],
+        },
+    )
     return out_dir, table + "\n" + "\n".join(notes) + "\n"

@@ -29,26 +29,33 @@ def validate(cfg: ExperimentConfig) -> None:
             f"allowed: 1 <= fl.clients_per_round <= fl.clients"
         )
     if fl.min_clients > fl.clients_per_round:
-        raise ConfigError(f"fl.min_clients = {fl.min_clients} is larger than fl.clients_per_round = "
-                          f"{fl.clients_per_round}: every round would fail; allowed: 0 <= fl.min_clients <= "
-                          f"fl.clients_per_round")
+        raise ConfigError(
+            f"fl.min_clients = {fl.min_clients} is larger than fl.clients_per_round = "
+            f"{fl.clients_per_round}: every round would fail; allowed: 0 <= fl.min_clients <= "
+            f"fl.clients_per_round"
+        )
     entry, num_frames = _check_model(cfg)
     _check_hifr_mode(cfg, entry.cls.center_output)
     _check_schedule(fl)
     if fl.stragglers > 0 and fl.deadline == 0:
-        raise ConfigError(f"fl.stragglers = {fl.stragglers} has no effect without a deadline: client speeds only "
-                          f"scale fl.deadline; set fl.deadline > 0 or fl.stragglers = 0")
+        raise ConfigError(
+            f"fl.stragglers = {fl.stragglers} has no effect without a deadline: client speeds only "
+            f"scale fl.deadline; set fl.deadline > 0 or fl.stragglers = 0"
+        )
     _check_eval(cfg)
     if data.augment == "flip-rot" and not getattr(entry.cls, "rotation_safe", True):
-        raise ConfigError(f"data.augment = 'flip-rot': {cfg.model.name} is not rotation-safe; allowed: auto, "
-                          f"flip, none")
+        raise ConfigError(
+            f"data.augment = 'flip-rot': {cfg.model.name} is not rotation-safe; allowed: auto, flip, none"
+        )
     _check_videos(cfg, num_frames)
     _check_degradation(data)
     if fl.partition == "by-degradation" and data.degradation != "bicubic":
-        raise ConfigError(f"data.degradation = {data.degradation!r} is not used with fl.partition = 'by-degradation', "
-                          f"which gives every client its own device's degradation (and the evaluation videos each "
-                          f"kind in turn); allowed: data.degradation = 'bicubic' (the default), or another "
-                          f"fl.partition")
+        raise ConfigError(
+            f"data.degradation = {data.degradation!r} is not used with fl.partition = 'by-degradation', "
+            f"which gives every client its own device's degradation (and the evaluation videos each "
+            f"kind in turn); allowed: data.degradation = 'bicubic' (the default), or another "
+            f"fl.partition"
+        )
 
 
 def _check_model(cfg: ExperimentConfig) -> tuple[Any, int]:
@@ -82,16 +89,23 @@ def _check_eval(cfg: ExperimentConfig) -> None:
     """The evaluation source against its keys and the data source."""
     ev, data = cfg.eval, cfg.data
     if ev.source == "holdout" and ev.holdout < 1:
-        raise ConfigError("eval.holdout = 0 leaves no evaluation video with eval.source = 'holdout'; allowed: "
-                          "eval.holdout >= 1, or eval.source = 'folder' with eval.root")
+        raise ConfigError(
+            "eval.holdout = 0 leaves no evaluation video with eval.source = 'holdout'; allowed: "
+            "eval.holdout >= 1, or eval.source = 'folder' with eval.root"
+        )
     if ev.source == "folder" and not ev.root:
         raise ConfigError("eval.root = '' must name the folder of evaluation videos when eval.source = 'folder'")
     if ev.source == "split" and data.source not in SPLIT_SOURCES:
-        why = ("Vid4 is a test set with no training split; use it as eval.root with eval.source = 'folder'"
-               if data.source == "vid4" else "it has no standard test split")
-        raise ConfigError(f"eval.source = 'split' is not allowed with data.source = {data.source!r}: {why}; allowed: "
-                          f"data.source one of {', '.join(map(repr, SPLIT_SOURCES))}, or eval.source 'holdout' / "
-                          f"'folder'")
+        why = (
+            "Vid4 is a test set with no training split; use it as eval.root with eval.source = 'folder'"
+            if data.source == "vid4"
+            else "it has no standard test split"
+        )
+        raise ConfigError(
+            f"eval.source = 'split' is not allowed with data.source = {data.source!r}: {why}; allowed: "
+            f"data.source one of {', '.join(map(repr, SPLIT_SOURCES))}, or eval.source 'holdout' / "
+            f"'folder'"
+        )
 
 
 def _check_videos(cfg: ExperimentConfig, num_frames: int) -> None:
@@ -144,8 +158,10 @@ def _check_videos(cfg: ExperimentConfig, num_frames: int) -> None:
 def _check_degradation(data: DataConfig) -> None:
     """The degradation keys against one another: the fca2-mix CRF range, the VSRGAN operations, the LR cache."""
     if data.mix_crf_min > data.mix_crf_max:
-        raise ConfigError(f"data.mix_crf_min = {data.mix_crf_min} is larger than data.mix_crf_max = "
-                          f"{data.mix_crf_max}; allowed: data.mix_crf_min <= data.mix_crf_max")
+        raise ConfigError(
+            f"data.mix_crf_min = {data.mix_crf_min} is larger than data.mix_crf_max = "
+            f"{data.mix_crf_max}; allowed: data.mix_crf_min <= data.mix_crf_max"
+        )
     from fedvsr.data.degrade import VSRGAN_OPS, parse_ops
 
     try:
@@ -153,11 +169,14 @@ def _check_degradation(data: DataConfig) -> None:
     except ValueError as err:
         raise ConfigError(f"data.vsrgan_ops = {data.vsrgan_ops!r}: {err}") from None
     if not ops and data.degradation == "vsrgan":
-        raise ConfigError(f"data.vsrgan_ops = {data.vsrgan_ops!r} names no operation; allowed: a comma-separated "
-                          f"subset of {', '.join(VSRGAN_OPS)}")
+        raise ConfigError(
+            f"data.vsrgan_ops = {data.vsrgan_ops!r} names no operation; allowed: a comma-separated "
+            f"subset of {', '.join(VSRGAN_OPS)}"
+        )
     if data.lr_cache not in ("", "none", "off") and Path(data.lr_cache).expanduser().is_file():
-        raise ConfigError(f"data.lr_cache = {data.lr_cache!r} is a file; allowed: '' (the default folder), 'none', "
-                          f"or a folder")
+        raise ConfigError(
+            f"data.lr_cache = {data.lr_cache!r} is a file; allowed: '' (the default folder), 'none', or a folder"
+        )
 
 
 def _check_hifr_mode(cfg: ExperimentConfig, center_output: bool) -> None:
@@ -179,22 +198,30 @@ def _check_schedule(fl: FLConfig) -> None:
     ms = fl.lr_milestones
     if fl.lr_schedule == "multistep":
         if not ms:
-            raise ConfigError("fl.lr_schedule = 'multistep' needs fl.lr_milestones, e.g. [5, 10] (clock positions "
-                              "where the rate is multiplied by fl.lr_gamma)")
+            raise ConfigError(
+                "fl.lr_schedule = 'multistep' needs fl.lr_milestones, e.g. [5, 10] (clock positions "
+                "where the rate is multiplied by fl.lr_gamma)"
+            )
         if any(m < 1 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:], strict=False)):
             raise ConfigError(f"fl.lr_milestones = {ms} is not allowed; expected increasing integers >= 1")
         if fl.lr_clock == "round" and ms[-1] >= fl.rounds:
-            raise ConfigError(f"fl.lr_milestones = {ms}: {ms[-1]} is never reached with fl.lr_clock = 'round' "
-                              f"and fl.rounds = {fl.rounds} (positions 0 .. {fl.rounds - 1}); allowed: milestones "
-                              f"< fl.rounds")
+            raise ConfigError(
+                f"fl.lr_milestones = {ms}: {ms[-1]} is never reached with fl.lr_clock = 'round' "
+                f"and fl.rounds = {fl.rounds} (positions 0 .. {fl.rounds - 1}); allowed: milestones "
+                f"< fl.rounds"
+            )
     elif ms:
-        raise ConfigError(f"fl.lr_milestones = {ms} is only used by fl.lr_schedule = 'multistep' (it is "
-                          f"{fl.lr_schedule!r}); remove it or change the schedule")
+        raise ConfigError(
+            f"fl.lr_milestones = {ms} is only used by fl.lr_schedule = 'multistep' (it is "
+            f"{fl.lr_schedule!r}); remove it or change the schedule"
+        )
     if fl.lr_schedule == "cosine" and fl.lr_min >= fl.lr:
         raise ConfigError(f"fl.lr_min = {fl.lr_min} must be below fl.lr = {fl.lr} for the cosine schedule")
     if fl.lr_clock == "round" and fl.lr_warmup >= fl.rounds:
-        raise ConfigError(f"fl.lr_warmup = {fl.lr_warmup} rounds is not shorter than fl.rounds = {fl.rounds}; "
-                          f"allowed: 0 <= fl.lr_warmup < fl.rounds (or fl.lr_clock = 'local')")
+        raise ConfigError(
+            f"fl.lr_warmup = {fl.lr_warmup} rounds is not shorter than fl.rounds = {fl.rounds}; "
+            f"allowed: 0 <= fl.lr_warmup < fl.rounds (or fl.lr_clock = 'local')"
+        )
 
 
 def _check_model_builds(cfg: ExperimentConfig) -> None:
@@ -238,8 +265,10 @@ def _check_option_sizes(value: Any, key: str) -> None:
         for v in value:
             _check_option_sizes(v, key)
     elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_MODEL_OPTION:
-        raise ConfigError(f"{key} = {value} is not allowed; integers in model.options are at most {MAX_MODEL_OPTION} "
-                          f"in size (model sizes and counts)")
+        raise ConfigError(
+            f"{key} = {value} is not allowed; integers in model.options are at most {MAX_MODEL_OPTION} "
+            f"in size (model sizes and counts)"
+        )
 
 
 # --------------------------------------------------------------------------------------- applicability

@@ -38,8 +38,9 @@ DEFAULT_OVERLAP = 32
 
 
 @torch.no_grad()
-def evaluate_model(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]], cfg: ExperimentConfig,
-                   device: torch.device) -> dict[str, float]:
+def evaluate_model(
+    model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]], cfg: ExperimentConfig, device: torch.device
+) -> dict[str, float]:
     """Mean PSNR / SSIM (``eval.channels``, border crop = ``data.scale``) of ``model`` on ``(lr, hr)`` clips:
     the model in eval mode restores each clip, its output clamped to [0, 1], against ``model.target(hr)``.
     Leaves the model in eval mode."""
@@ -49,19 +50,24 @@ def evaluate_model(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor
 
 
 @torch.no_grad()
-def pair_scores_of_model(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]], cfg: ExperimentConfig,
-                         device: torch.device) -> list[dict[str, float]]:
+def pair_scores_of_model(
+    model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]], cfg: ExperimentConfig, device: torch.device
+) -> list[dict[str, float]]:
     """:func:`evaluate_model` per clip (their mean over all clips, in clip order, is evaluate_model's value)."""
     model.eval()
     pairs = [(model(lr[None].to(device)).clamp(0, 1).cpu(), model.target(hr[None])) for lr, hr in clips]
     return pair_scores(pairs, cfg.data.scale, cfg.eval.channels)
 
 
-def evaluate_bicubic(model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]],
-                     cfg: ExperimentConfig) -> dict[str, float]:
+def evaluate_bicubic(
+    model: VSRModel, clips: list[tuple[torch.Tensor, torch.Tensor]], cfg: ExperimentConfig
+) -> dict[str, float]:
     """The same metrics for bicubic upsampling of the LR frames ``model`` restores (its ``target`` of the LR clip)."""
-    return score([(bicubic_upsample(model.target(lr[None]), cfg.data.scale), model.target(hr[None]))
-                  for lr, hr in clips], cfg.data.scale, cfg.eval.channels)
+    return score(
+        [(bicubic_upsample(model.target(lr[None]), cfg.data.scale), model.target(hr[None])) for lr, hr in clips],
+        cfg.data.scale,
+        cfg.eval.channels,
+    )
 
 
 # ----------------------------------------------------------------------------- fedvsr evaluate
@@ -78,8 +84,9 @@ class Restorer(Protocol):
     @property
     def scale(self) -> int: ...
 
-    def restore(self, frames: Iterator[np.ndarray], tile: int, overlap: int, bicubic: bool
-                ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]: ...
+    def restore(
+        self, frames: Iterator[np.ndarray], tile: int, overlap: int, bicubic: bool
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]: ...
 
 
 def evaluation_videos(paths: list[str | os.PathLike], scale: int = 4, degradation: str = "bicubic") -> list:
@@ -90,8 +97,9 @@ def evaluation_videos(paths: list[str | os.PathLike], scale: int = 4, degradatio
     return _evaluation_entries(paths, scale, degradation)[0]
 
 
-def _evaluation_entries(paths: list[str | os.PathLike], scale: int, degradation: str
-                        ) -> tuple[list, list[tuple[str, str]]]:
+def _evaluation_entries(
+    paths: list[str | os.PathLike], scale: int, degradation: str
+) -> tuple[list, list[tuple[str, str]]]:
     """:func:`evaluation_videos` and the ``(path, reason)`` of the videos a dataset root's scan left out."""
     from fedvsr.data.layouts import detect_layout, scan_dataset
     from fedvsr.data.sources import scan_folder
@@ -155,8 +163,16 @@ class _FrameScores:
         return {k: v / self.n for k, v in self.sums.items()}
 
 
-def evaluate_clip(loaded: Restorer, entry, degradation: str, scale: int, params: dict[str, Any],
-                  tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, chunk: int = 8) -> dict[str, Any]:
+def evaluate_clip(
+    loaded: Restorer,
+    entry,
+    degradation: str,
+    scale: int,
+    params: dict[str, Any],
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    chunk: int = 8,
+) -> dict[str, Any]:
     """One row of ``fedvsr evaluate``: the clip's frames degraded (as training degrades them), restored
     whole (every frame, border frames by replication), and PSNR / SSIM on Y and RGB with a border crop of
     ``scale`` for the model and for bicubic, each the mean over the clip's frames."""
@@ -170,23 +186,37 @@ def evaluate_clip(loaded: Restorer, entry, degradation: str, scale: int, params:
         sr_buf.append(hr_frame)
         bic_buf.append(bic)
         if len(sr_buf) == chunk:
-            model_scores.add(np.stack(sr_buf), pair.hr[i: i + chunk])
-            bic_scores.add(np.stack(bic_buf), pair.hr[i: i + chunk])
+            model_scores.add(np.stack(sr_buf), pair.hr[i : i + chunk])
+            bic_scores.add(np.stack(bic_buf), pair.hr[i : i + chunk])
             i += chunk
             sr_buf, bic_buf = [], []
     if sr_buf:
         model_scores.add(np.stack(sr_buf), pair.hr[i:])
         bic_scores.add(np.stack(bic_buf), pair.hr[i:])
     t, h, w, _ = pair.hr.shape
-    return {"clip": entry.name, "path": entry.path, "frames": t, "width": w, "height": h,
-            **model_scores.means(), **{f"bicubic_{k}": v for k, v in bic_scores.means().items()},
-            "seconds": time.perf_counter() - start}
+    return {
+        "clip": entry.name,
+        "path": entry.path,
+        "frames": t,
+        "width": w,
+        "height": h,
+        **model_scores.means(),
+        **{f"bicubic_{k}": v for k, v in bic_scores.means().items()},
+        "seconds": time.perf_counter() - start,
+    }
 
 
-def evaluate(loaded: Restorer, paths: list[str | os.PathLike], degradation: str | None = None,
-             crf: int | None = None, qp: int | None = None, tile: int = DEFAULT_TILE,
-             overlap: int = DEFAULT_OVERLAP, on_clip: Callable[[dict[str, Any]], None] | None = None,
-             on_skip: Callable[[str, str], None] | None = None) -> EvaluationRows:
+def evaluate(
+    loaded: Restorer,
+    paths: list[str | os.PathLike],
+    degradation: str | None = None,
+    crf: int | None = None,
+    qp: int | None = None,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    on_clip: Callable[[dict[str, Any]], None] | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
+) -> EvaluationRows:
     """``fedvsr evaluate``: one row per clip (:func:`evaluate_clip`). The degradation and its strength
     come from the run's config unless given; a bare weights file defaults to ``bicubic``, crf 25, qp 32
     (the config's defaults) at the model's scale.
@@ -205,12 +235,14 @@ def evaluate(loaded: Restorer, paths: list[str | os.PathLike], degradation: str 
     if degradation not in DEGRADATIONS:
         raise ConfigError(f"--degradation {degradation!r} is not allowed; expected one of {', '.join(DEGRADATIONS)}")
     scale = loaded.scale
-    params = {"blur-h264": {"crf": d.crf if crf is None else crf},
-              "hevc": {"qp": d.qp if qp is None else qp}}.get(degradation, {})
+    params = {"blur-h264": {"crf": d.crf if crf is None else crf}, "hevc": {"qp": d.qp if qp is None else qp}}.get(
+        degradation, {}
+    )
     entries, scan_skipped = _evaluation_entries(paths, scale, degradation)
     if not entries:
-        raise VideoError(f"no videos found in {', '.join(map(str, paths))}"
-                         + "".join(f"; {reason}" for _, reason in scan_skipped))
+        raise VideoError(
+            f"no videos found in {', '.join(map(str, paths))}" + "".join(f"; {reason}" for _, reason in scan_skipped)
+        )
     rows = EvaluationRows()
 
     def skip(path: str, reason: str) -> None:
@@ -239,8 +271,13 @@ def evaluate(loaded: Restorer, paths: list[str | os.PathLike], degradation: str 
 def average_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The mean over clips of every metric (each clip counts once, as papers average over clips)."""
     keys = [*METRICS, *(f"bicubic_{k}" for k in METRICS)]
-    out: dict[str, Any] = {"clip": "average", "path": None, "frames": int(sum(r["frames"] for r in rows)),
-                           "width": None, "height": None}
+    out: dict[str, Any] = {
+        "clip": "average",
+        "path": None,
+        "frames": int(sum(r["frames"] for r in rows)),
+        "width": None,
+        "height": None,
+    }
     out.update({k: float(np.mean([r[k] for r in rows])) for k in keys})
     out["seconds"] = float(sum(r["seconds"] for r in rows))
     return out
@@ -256,8 +293,14 @@ def evaluation_table(rows: list[dict[str, Any]], loaded: Restorer) -> pa.Table:
         base = k[: -len("_gain")]
         cols[k] = [r[base] - r[f"bicubic_{base}"] for r in all_rows]
     n = len(all_rows)
-    cols.update({"model": [loaded.name] * n, "preset": [loaded.preset] * n, "scale": [loaded.scale] * n,
-                 "checkpoint": [str(loaded.weights)] * n})
+    cols.update(
+        {
+            "model": [loaded.name] * n,
+            "preset": [loaded.preset] * n,
+            "scale": [loaded.scale] * n,
+            "checkpoint": [str(loaded.weights)] * n,
+        }
+    )
     skipped = [{"path": path, "reason": reason} for path, reason in getattr(rows, "skipped", ())]
     return pa.table(cols, metadata={"fedvsr.skipped": json.dumps(skipped)})
 
@@ -265,16 +308,20 @@ def evaluation_table(rows: list[dict[str, Any]], loaded: Restorer) -> pa.Table:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The printed table: per clip and the average, model and bicubic on Y and RGB; then one line per video
     left out (``rows.skipped`` of :class:`EvaluationRows`), its reason."""
-    head = (f"{'clip':<24} {'frames':>6}  {'PSNR-Y':>7} {'SSIM-Y':>7} {'PSNR':>7} {'SSIM':>7}  "
-            f"{'bic PSNR-Y':>10} {'bic SSIM-Y':>10} {'bic PSNR':>8} {'bic SSIM':>8}")
+    head = (
+        f"{'clip':<24} {'frames':>6}  {'PSNR-Y':>7} {'SSIM-Y':>7} {'PSNR':>7} {'SSIM':>7}  "
+        f"{'bic PSNR-Y':>10} {'bic SSIM-Y':>10} {'bic PSNR':>8} {'bic SSIM':>8}"
+    )
     lines = [head, "-" * len(head)]
     for r in [*rows, average_row(rows)]:
         if r["clip"] == "average":
             lines.append("-" * len(head))
         name = r["clip"] if len(r["clip"]) <= 24 else "..." + r["clip"][-21:]
-        lines.append(f"{name:<24} {r['frames']:>6}  {_db(r['psnr'])} {r['ssim']:7.4f} {_db(r['psnr_rgb'])} "
-                     f"{r['ssim_rgb']:7.4f}  {_db(r['bicubic_psnr'], 10)} {r['bicubic_ssim']:10.4f} "
-                     f"{_db(r['bicubic_psnr_rgb'], 8)} {r['bicubic_ssim_rgb']:8.4f}")
+        lines.append(
+            f"{name:<24} {r['frames']:>6}  {_db(r['psnr'])} {r['ssim']:7.4f} {_db(r['psnr_rgb'])} "
+            f"{r['ssim_rgb']:7.4f}  {_db(r['bicubic_psnr'], 10)} {r['bicubic_ssim']:10.4f} "
+            f"{_db(r['bicubic_psnr_rgb'], 8)} {r['bicubic_ssim_rgb']:8.4f}"
+        )
     lines += [reason for _, reason in getattr(rows, "skipped", ())]
     return "\n".join(lines)
 

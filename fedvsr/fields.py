@@ -21,8 +21,16 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names key, value and what is allowed."""
 
 
-def key(default: Any, help: str, *, choices: tuple | Callable[[], tuple] | None = None, min: float | None = None,
-        max: float | None = None, min_exclusive: bool = False, factory: Any = None) -> Any:
+def key(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | Callable[[], tuple] | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    min_exclusive: bool = False,
+    factory: Any = None,
+) -> Any:
     """A dataclass field that is a configuration key: its default, what it is (``help``) and what it allows
     (``choices``, a tuple or a function returning one for a registry that can grow, or ``min`` / ``max``)."""
     meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
@@ -67,8 +75,14 @@ def allowed(f: dataclasses.Field) -> str:
         parts.append(f"{'>' if m.get('min_exclusive') else '>='} {m['min']}")
     if m.get("max") is not None:
         parts.append(f"<= {m['max']}")
-    kind = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping",
-            list: "a list of integers"}
+    kind = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true/false",
+        dict: "a mapping",
+        list: "a list of integers",
+    }
     return kind.get(field_type(f), "a value") + (" " + " and ".join(parts) if parts else "")
 
 

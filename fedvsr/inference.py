@@ -70,8 +70,13 @@ class LoadedModel:
     def scale(self) -> int:
         return self.model.scale
 
-    def restore(self, frames: Iterator[np.ndarray], tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                bicubic: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    def restore(
+        self,
+        frames: Iterator[np.ndarray],
+        tile: int = DEFAULT_TILE,
+        overlap: int = DEFAULT_OVERLAP,
+        bicubic: bool = False,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """:func:`restore_frames` with this model (what :mod:`fedvsr.evaluation` calls)."""
         return restore_frames(self, frames, tile, overlap, bicubic)
 
@@ -120,8 +125,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_model(checkpoint: str | os.PathLike, model: str | None = None, preset: str | None = None,
-               options: dict[str, Any] | None = None, device: str = "cpu") -> LoadedModel:
+def load_model(
+    checkpoint: str | os.PathLike,
+    model: str | None = None,
+    preset: str | None = None,
+    options: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> LoadedModel:
     """Build the model of ``checkpoint`` and load its weights.
 
     ``checkpoint`` is a run folder (its ``config.yaml`` names the model; the weights are
@@ -135,15 +145,19 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, preset: 
     if path.is_dir():
         config_path = path / "config.yaml"
         if not config_path.is_file():
-            raise ConfigError(f"checkpoint {str(path)!r} is a folder without config.yaml: not a run folder of "
-                              f"`fedvsr simulate` / `train-central` (or give the .safetensors file with --model "
-                              f"and --preset)")
+            raise ConfigError(
+                f"checkpoint {str(path)!r} is a folder without config.yaml: not a run folder of "
+                f"`fedvsr simulate` / `train-central` (or give the .safetensors file with --model "
+                f"and --preset)"
+            )
         weights = path / RUN_WEIGHTS
         if not weights.is_file():
             weights = latest_weights(path / "checkpoint") or path / RUN_CHECKPOINT_WEIGHTS
         if not weights.is_file():
-            raise ConfigError(f"checkpoint {str(path)!r} holds no weights: neither {RUN_WEIGHTS} nor "
-                              f"{RUN_CHECKPOINT_WEIGHTS} (did the run finish a round?)")
+            raise ConfigError(
+                f"checkpoint {str(path)!r} holds no weights: neither {RUN_WEIGHTS} nor "
+                f"{RUN_CHECKPOINT_WEIGHTS} (did the run finish a round?)"
+            )
     else:
         weights = path
         config_path = _find_run_config(path)
@@ -154,15 +168,20 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, preset: 
         except (yaml.YAMLError, ConfigError) as err:
             raise ConfigError(f"{config_path}: cannot read the run's config: {err}") from None
     if cfg is None and (model is None or preset is None):
-        raise ConfigError(f"checkpoint {str(path)!r} is a bare weights file with no run config.yaml beside it: "
-                          f"name its model with --model NAME --preset PRESET (and --options if it was built "
-                          f"with any); `fedvsr models` lists them")
+        raise ConfigError(
+            f"checkpoint {str(path)!r} is a bare weights file with no run config.yaml beside it: "
+            f"name its model with --model NAME --preset PRESET (and --options if it was built "
+            f"with any); `fedvsr models` lists them"
+        )
     name = model or cfg.model.name
     preset_name = preset or (cfg.model.preset if cfg is not None and name == cfg.model.name else None)
     if preset_name is None:
         raise ConfigError(f"--model {name} differs from the run's model {cfg.model.name}: give its --preset too")
-    opts = dict(options) if options is not None else (
-        dict(cfg.model.options) if cfg is not None and name == cfg.model.name else {})
+    opts = (
+        dict(options)
+        if options is not None
+        else (dict(cfg.model.options) if cfg is not None and name == cfg.model.name else {})
+    )
     try:
         net = build_model(name, preset_name, opts)
     except (KeyError, TypeError, ValueError) as err:
@@ -189,22 +208,27 @@ def _load_weights(model: VSRModel, arrays: dict[str, np.ndarray], weights: Path,
             parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise ConfigError(f"{weights}: the weights do not fit model {what}: {', '.join(parts)} tensors; "
-                          f"check --model / --preset / --options")
+        raise ConfigError(
+            f"{weights}: the weights do not fit model {what}: {', '.join(parts)} tensors; "
+            f"check --model / --preset / --options"
+        )
     with torch.no_grad():
         for k, v in arrays.items():
             # a 0-d entry (a step counter) is stored with shape (1,): save_arrays' np.ascontiguousarray makes it 1-d
             if tuple(state[k].shape) != v.shape and not (state[k].dim() == 0 and v.size == 1):
-                raise ConfigError(f"{weights}: the weights do not fit model {what}: {k} has shape {v.shape}, the "
-                                  f"model's is {tuple(state[k].shape)}; check --model / --preset / --options")
+                raise ConfigError(
+                    f"{weights}: the weights do not fit model {what}: {k} has shape {v.shape}, the "
+                    f"model's is {tuple(state[k].shape)}; check --model / --preset / --options"
+                )
             state[k].copy_(torch.from_numpy(np.ascontiguousarray(v)).reshape(state[k].shape))
 
 
 # ----------------------------------------------------------------------------- windows and tiles
 
 
-def frame_windows(frames: Iterator[np.ndarray], num_frames: int, center_output: bool
-                  ) -> Iterator[tuple[list[np.ndarray], list[int]]]:
+def frame_windows(
+    frames: Iterator[np.ndarray], num_frames: int, center_output: bool
+) -> Iterator[tuple[list[np.ndarray], list[int]]]:
     """``(window, keep)``: the LR windows a model restores a whole video from, in order, and which of the
     window's outputs are new frames of the video (see the module docstring). A centre-output model's
     window yields one output, so ``keep == [0]``; for an all-frames model ``keep`` indexes its ``t``
@@ -271,8 +295,9 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def tiled_forward(model: VSRModel, lr: torch.Tensor, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                  quantize: bool = False) -> torch.Tensor:
+def tiled_forward(
+    model: VSRModel, lr: torch.Tensor, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, quantize: bool = False
+) -> torch.Tensor:
     """Run ``model`` on ``lr (b, t, 3, h, w)`` (any device; moved to the model's) tile by tile.
 
     Returns the model's output ``(b, 3, s h, s w)`` or ``(b, t, 3, s h, s w)`` on the CPU: float32, or
@@ -285,12 +310,12 @@ def tiled_forward(model: VSRModel, lr: torch.Tensor, tile: int = DEFAULT_TILE, o
     for a0, b0, lo0, hi0 in rows:
         for a1, b1, lo1, hi1 in cols:
             y = model(lr[..., a0:b0, a1:b1].to(device, torch.float32))
-            y = y[..., s * (lo0 - a0): s * (hi0 - a0), s * (lo1 - a1): s * (hi1 - a1)].cpu()
+            y = y[..., s * (lo0 - a0) : s * (hi0 - a0), s * (lo1 - a1) : s * (hi1 - a1)].cpu()
             if quantize:
                 y = to_uint8(y)
             if out is None:
                 out = torch.empty((*y.shape[:-2], s * h, s * w), dtype=y.dtype)
-            out[..., s * lo0: s * hi0, s * lo1: s * hi1] = y
+            out[..., s * lo0 : s * hi0, s * lo1 : s * hi1] = y
     assert out is not None
     return out
 
@@ -301,9 +326,13 @@ def _clip_tensor(frames: list[np.ndarray] | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255)[None]
 
 
-def restore_frames(loaded: LoadedModel, frames: Iterator[np.ndarray], tile: int = DEFAULT_TILE,
-                   overlap: int = DEFAULT_OVERLAP, bicubic: bool = False
-                   ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def restore_frames(
+    loaded: LoadedModel,
+    frames: Iterator[np.ndarray],
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    bicubic: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """The restored HR frames ``(sH, sW, 3)`` uint8 of a stream of LR frames, in order, one per input
     frame; with ``bicubic`` each comes with the bicubic upsampling of its LR frame (else None)."""
     model = loaded.model
@@ -342,8 +371,10 @@ class Progress:
             width = 24
             fill = int(width * self.done / self.total)
             eta = rate * (self.total - self.done)
-            return (f"{self.label} |{'#' * fill}{'.' * (width - fill)}| {self.done}/{self.total} "
-                    f"{pct:3.0f}%  {rate:.2f} s/frame  eta {_hms(eta)}")
+            return (
+                f"{self.label} |{'#' * fill}{'.' * (width - fill)}| {self.done}/{self.total} "
+                f"{pct:3.0f}%  {rate:.2f} s/frame  eta {_hms(eta)}"
+            )
         return f"{self.label} {self.done} frames  {rate:.2f} s/frame  {_hms(elapsed)}"
 
     def update(self, n: int = 1) -> None:
@@ -405,9 +436,18 @@ class UpscaleStats:
         return self.seconds / max(self.frames, 1)
 
 
-def upscale(loaded: LoadedModel, src: str | os.PathLike, dst: str | os.PathLike, tile: int = DEFAULT_TILE,
-            overlap: int = DEFAULT_OVERLAP, side_by_side: bool = False, crf: int = 18, x264_preset: str = "medium",
-            fps: float | None = None, progress: bool = True) -> UpscaleStats:
+def upscale(
+    loaded: LoadedModel,
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    side_by_side: bool = False,
+    crf: int = 18,
+    x264_preset: str = "medium",
+    fps: float | None = None,
+    progress: bool = True,
+) -> UpscaleStats:
     """Super-resolve the video (or frame folder) ``src`` into the H.264 file ``dst`` at the input's frame
     rate (``fps`` for a frame folder, default 24), streaming (see the module docstring). With
     ``side_by_side`` each output frame is ``bicubic | model`` (twice as wide). Written to a temporary
@@ -419,8 +459,9 @@ def upscale(loaded: LoadedModel, src: str | os.PathLike, dst: str | os.PathLike,
     what is missing and why. A frame folder has no audio."""
     start = time.perf_counter()
     if tile < 0 or (tile > 0 and not 0 <= overlap < tile):
-        raise ConfigError(f"--tile {tile} --tile-overlap {overlap}: expected tile >= 0 (0 = whole frames) and "
-                          f"0 <= overlap < tile")
+        raise ConfigError(
+            f"--tile {tile} --tile-overlap {overlap}: expected tile >= 0 (0 = whole frames) and 0 <= overlap < tile"
+        )
     src, dst = Path(src), Path(dst)
     if dst.resolve() == src.resolve():
         raise ConfigError(f"output {str(dst)!r} is the input file")
@@ -459,7 +500,18 @@ def upscale(loaded: LoadedModel, src: str | os.PathLike, dst: str | os.PathLike,
             if audio is not None:
                 audio.close()
         s = loaded.scale
-        return UpscaleStats(str(src), str(dst), writer.count, (reader.width, reader.height),
-                            (s * reader.width, s * reader.height), float(reader.fps), time.perf_counter() - start,
-                            model_s, encode_s, tile, overlap, audio=audio.description if audio else "",
-                            audio_error=audio.error if audio else None)
+        return UpscaleStats(
+            str(src),
+            str(dst),
+            writer.count,
+            (reader.width, reader.height),
+            (s * reader.width, s * reader.height),
+            float(reader.fps),
+            time.perf_counter() - start,
+            model_s,
+            encode_s,
+            tile,
+            overlap,
+            audio=audio.description if audio else "",
+            audio_error=audio.error if audio else None,
+        )

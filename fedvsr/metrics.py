@@ -151,8 +151,9 @@ def ssim_rgb(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> float:
 CHANNELS = ("y", "rgb", "y+rgb")
 
 
-def pair_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], crop: int,
-                channels: str = "y") -> list[dict[str, float]]:
+def pair_scores(
+    pairs: list[tuple[torch.Tensor, torch.Tensor]], crop: int, channels: str = "y"
+) -> list[dict[str, float]]:
     """:func:`score`'s values for each ``(prediction, target)`` pair: the pair's mean over its frames."""
     if channels not in CHANNELS:
         raise ValueError(f"unknown channels {channels!r}; allowed: {', '.join(CHANNELS)}")

@@ -17,8 +17,9 @@ from fedvsr.config import ConfigError, ExperimentConfig
 # ----------------------------------------------------------------------------------------- the output folder
 
 
-def check_output_folder(out: str | os.PathLike, *, resume: bool = False, ours: tuple[str, ...] | None = None,
-                        what: str = "run") -> None:
+def check_output_folder(
+    out: str | os.PathLike, *, resume: bool = False, ours: tuple[str, ...] | None = None, what: str = "run"
+) -> None:
     """Refuse an output folder a command could not write into, before Ray starts: a file, a path under a file, a
     read-only file system, an immutable or unwritable folder (found by creating, then removing, a probe file, and
     the missing folders on the way to it). With ``ours`` (the files that mark a folder of ours, e.g.
@@ -59,16 +60,18 @@ def _check_holds(path: Path, shown: str, resume: bool, ours: tuple[str, ...], wh
     if resume or not path.is_dir():
         return
     if mine:
-        raise ConfigError(f"output folder {shown} already holds a {what}; pass --resume to continue it or choose "
-                          f"another --out")
+        raise ConfigError(
+            f"output folder {shown} already holds a {what}; pass --resume to continue it or choose another --out"
+        )
     try:
         entries = sorted(e.name + ("/" if e.is_dir() else "") for e in path.iterdir())
     except OSError as err:
         raise ConfigError(f"--out {shown} cannot be read: {err.strerror}") from None
     if entries:
         listed = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
-        raise ConfigError(f"--out {shown} holds other files ({listed}) and no fedvsr {what}; choose a new or empty "
-                          f"folder")
+        raise ConfigError(
+            f"--out {shown} holds other files ({listed}) and no fedvsr {what}; choose a new or empty folder"
+        )
 
 
 def _probe_write(folder: Path, shown: str) -> None:
@@ -77,8 +80,10 @@ def _probe_write(folder: Path, shown: str) -> None:
     try:
         fd, name = tempfile.mkstemp(dir=folder, prefix=".fedvsr-write-probe-")
     except OSError as err:
-        raise ConfigError(f"--out {shown} is not writable: {err.strerror} (a read-only file system, an immutable "
-                          f"folder or its permissions)") from None
+        raise ConfigError(
+            f"--out {shown} is not writable: {err.strerror} (a read-only file system, an immutable "
+            f"folder or its permissions)"
+        ) from None
     os.close(fd)
     os.unlink(name)
 
@@ -142,7 +147,8 @@ def check_fits_machine(cfg: ExperimentConfig, machine: Machine | None = None) ->
             f"platform.workers = {p.workers} x platform.cpus_per_worker = {p.cpus_per_worker:g} needs {over[0]:g} "
             f"CPUs but this machine has {over[1]}; allowed here: platform.workers <= "
             f"{max(int(over[1] / p.cpus_per_worker + 1e-9), 0)}, or platform.oversubscribe = true to share the "
-            f"cores (each worker then runs slower), or platform.address of a cluster")
+            f"cores (each worker then runs slower), or platform.address of a cluster"
+        )
     _check_model_fits(cfg, machine)
     if cfg.data.source == "synthetic":
         _check_synthetic_fits(cfg, machine)
@@ -163,7 +169,8 @@ def _check_model_fits(cfg: ExperimentConfig, machine: Machine) -> None:
             f"model.options = {cfg.model.options!r} gives {cfg.model.name}/{cfg.model.preset} {params:,} parameters "
             f"({_size(params * 4)} as float32); {cfg.platform.workers} workers holding at least 4 copies each "
             f"(weights, gradients, Adam's two moments) and the coordinator 3 need {_size(need)}, more than this "
-            f"machine's {_size(machine.memory)} of memory; allowed here: a smaller model (fewer channels or blocks)")
+            f"machine's {_size(machine.memory)} of memory; allowed here: a smaller model (fewer channels or blocks)"
+        )
 
 
 def _size(n: float) -> str:
@@ -184,7 +191,8 @@ def _check_synthetic_fits(cfg: ExperimentConfig, machine: Machine) -> None:
             f"the built-in videos are {shape} = {_size(video)} each, and rendering one takes up to "
             f"{RENDER_BYTES_PER_BYTE} times that ({_size(video * RENDER_BYTES_PER_BYTE)}, float64 scenes), more than "
             f"this machine's {_size(mem)} of memory; allowed here: data.frames x data.height x data.width <= "
-            f"{mem // (3 * RENDER_BYTES_PER_BYTE):,}")
+            f"{mem // (3 * RENDER_BYTES_PER_BYTE):,}"
+        )
     held = cfg.eval.holdout if cfg.eval.source == "holdout" else 0
     per_client = video * (1 + 1 / d.scale**2) * (d.videos - held) / cfg.fl.clients  # HR and LR frames, decoded
     if per_client > mem:
@@ -193,7 +201,8 @@ def _check_synthetic_fits(cfg: ExperimentConfig, machine: Machine) -> None:
             f"data.videos = {d.videos} built-in videos of {_size(video)} ({shape}), less eval.holdout = {held}, "
             f"over fl.clients = {cfg.fl.clients} give each client {_size(per_client)} of decoded frames (HR and LR), "
             f"which a worker holds while it trains the client: more than this machine's {_size(mem)} of memory; "
-            f"allowed here: data.videos <= {most:,}, or smaller videos, or more clients")
+            f"allowed here: data.videos <= {most:,}, or smaller videos, or more clients"
+        )
     from fedvsr.data.sources import synthetic_root
     from fedvsr.data.synthetic import MANIFEST
 
@@ -209,7 +218,8 @@ def _check_synthetic_fits(cfg: ExperimentConfig, machine: Machine) -> None:
             f"data.videos = {d.videos} built-in videos of {_size(video)} ({shape}) are {_size(d.videos * video)} "
             f"of frames to store under {str(where)!r} (lossless files, and decoded copies in the cache), more than "
             f"the {_size(free)} free there; allowed here: data.videos <= {free // video:,}, or data.root on a "
-            f"larger disk")
+            f"larger disk"
+        )
 
 
 def _free_bytes(path: Path) -> int | None:

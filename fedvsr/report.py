@@ -61,8 +61,12 @@ def plot_run(run_dir: str | os.PathLike) -> Path | None:
         return None
     rows = pq.read_table(run / "rounds.parquet", columns=["round", "psnr"]).to_pylist()
     how = f"central, {s['workers']} workers" if s["strategy"] == "central" else s["strategy"]
-    return plot_psnr([{"round": 0, "psnr": s["initial_psnr"]}, *rows], s["bicubic_psnr"], run / "psnr.png",
-                     title=f"{s['model']}/{s['preset']} - {how}")
+    return plot_psnr(
+        [{"round": 0, "psnr": s["initial_psnr"]}, *rows],
+        s["bicubic_psnr"],
+        run / "psnr.png",
+        title=f"{s['model']}/{s['preset']} - {how}",
+    )
 
 
 def plot_runs(folder: str | os.PathLike) -> list[Path]:
@@ -87,8 +91,14 @@ def draw_band(ax, series: list, color: str, label: str, style: str = "o-") -> No
     ax.plot(xs, [iv.mean for _, iv in series], style, ms=3, color=color, label=label)
     shaded = [(t, iv) for t, iv in series if iv.n >= 2 and math.isfinite(iv.half)]
     if shaded:
-        ax.fill_between([t for t, _ in shaded], [iv.low for _, iv in shaded], [iv.high for _, iv in shaded],
-                        color=color, alpha=0.2, lw=0)
+        ax.fill_between(
+            [t for t, _ in shaded],
+            [iv.low for _, iv in shaded],
+            [iv.high for _, iv in shaded],
+            color=color,
+            alpha=0.2,
+            lw=0,
+        )
 
 
 def _round_axes(ax, title: str) -> None:
@@ -143,9 +153,10 @@ def _param_plot(points: list, key: str, column: str, log: bool, path: Path) -> P
         cats = sorted({str(v) for v in values})
         xs = [cats.index(str(v)) for v in values]
         ax.set_xticks(range(len(cats)), cats, rotation=20)
-    for status, style in (("finished", {"fmt": "o", "color": "C0", "label": "finished"}),
-                          ("stopped", {"fmt": "o", "mfc": "none", "color": "gray",
-                                       "label": "stopped by ASHA (last round's value)"})):
+    for status, style in (
+        ("finished", {"fmt": "o", "color": "C0", "label": "finished"}),
+        ("stopped", {"fmt": "o", "mfc": "none", "color": "gray", "label": "stopped by ASHA (last round's value)"}),
+    ):
         pts = [(x, p) for x, p in zip(xs, shown, strict=True) if p.status == status]
         if pts:
             err = [p.interval.half if p.n >= 2 else 0.0 for _, p in pts]
@@ -230,8 +241,9 @@ def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int
     return rungs
 
 
-def sweep_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = None, top: int = 5,
-                 compare: list[str] | None = None) -> list[Path]:
+def sweep_report(
+    sweep_dir: str | os.PathLike, out: str | os.PathLike | None = None, top: int = 5, compare: list[str] | None = None
+) -> list[Path]:
     """Write the report of a sweep folder into ``out`` (default ``<sweep>/report``); returns the files."""
     from fedvsr.sweeps.persist import saved_spec
     from fedvsr.sweeps.points import group_points, rank_points
@@ -298,25 +310,37 @@ def winner_sentence(ranking, keys: list[str], digits: int) -> str:
     unit = " dB" if "psnr" in ranking.column else ""
     value = f"{_pm(top.interval, digits, unit)} (n={top.n})"
     if top.n < 2:
-        runner = f" from the runner-up, {_describe(rest[0], keys)} ({rest[0].interval.mean:.{digits}f}{unit})" \
-            if rest else ""
-        return (f"{_describe(top, keys)} has the highest single run, {value}; no interval: rerun with replicates "
-                f"(`replicates: 3` in the spec) to tell it{runner}.")
+        runner = (
+            f" from the runner-up, {_describe(rest[0], keys)} ({rest[0].interval.mean:.{digits}f}{unit})"
+            if rest
+            else ""
+        )
+        return (
+            f"{_describe(top, keys)} has the highest single run, {value}; no interval: rerun with replicates "
+            f"(`replicates: 3` in the spec) to tell it{runner}."
+        )
     if not rest:
         return f"{_describe(top, keys)} wins with {value}; it is the only finished point."
     ties = [_describe(p, keys, values_only=True) for p in rest if p.tie]
     untested = [_describe(p, keys, values_only=True) for p in rest if p.tie is None]
     level = f"{ranking.level:.0%}"
     # "wins" only when every other point was tested and told apart from it: a tie is never a winner
-    text = (f"{_describe(top, keys)} has the highest mean, {value}" if ties or untested
-            else f"{_describe(top, keys)} wins with {value}")
+    text = (
+        f"{_describe(top, keys)} has the highest mean, {value}"
+        if ties or untested
+        else f"{_describe(top, keys)} wins with {value}"
+    )
     if ties:
         verb = "is" if len(ties) == 1 else "are"
-        text += (f"; {_and(ties)} {verb} not distinguishable from it at {level} ({method_words(rest)}): a tie "
-                 f"between these {len(ties) + 1} points, no single winner")
+        text += (
+            f"; {_and(ties)} {verb} not distinguishable from it at {level} ({method_words(rest)}): a tie "
+            f"between these {len(ties) + 1} points, no single winner"
+        )
     elif len(untested) < len(rest):
-        text += (f"; every other {'tested ' if untested else ''}point is distinguishable from it at {level} "
-                 f"({method_words(rest)})")
+        text += (
+            f"; every other {'tested ' if untested else ''}point is distinguishable from it at {level} "
+            f"({method_words(rest)})"
+        )
     if untested:
         text += f"; {_and(untested)} could not be tested (a single run)"
     return text + "."
@@ -329,32 +353,60 @@ def _markdown(spec, rows, ranking, top: int, keys, images, compared, sweep_dir: 
     counts = {s: sum(v == s for v in trials.values()) for s in ("finished", "stopped", "error", "incomplete")}
     column, shown = ranking.column, ranking.points[:top]
     digits = decimals_for([p.interval for p in ranking.points])
-    lines = [f"# Sweep `{spec.name}`", "", spec.description, "",
-             f"- search: {spec.search}, {len(trials)} trials ("
-             + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"), {len(rows)} runs",
-             f"- scheduler: {spec.scheduler}"
-             + (f" (grace period {spec.grace_period} rounds, reduction factor {spec.reduction_factor})"
-                if spec.scheduler == "asha" else ""),
-             f"- metric: {spec.metric} ({spec.mode}), points ranked by their mean `{column}` over replicates, "
-             f"finished trials only",
-             "- swept: " + "; ".join(f"`{p.name}` {p.describe()}" for p in spec.params),
-             "- fixed: " + ", ".join(f"`{k}={_fmt(v)}`" for k, v in spec.fixed.items()), "",
-             "## The top point and its ties", "", winner_sentence(ranking, keys, digits), ""]
+    lines = [
+        f"# Sweep `{spec.name}`",
+        "",
+        spec.description,
+        "",
+        f"- search: {spec.search}, {len(trials)} trials ("
+        + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        + f"), {len(rows)} runs",
+        f"- scheduler: {spec.scheduler}"
+        + (
+            f" (grace period {spec.grace_period} rounds, reduction factor {spec.reduction_factor})"
+            if spec.scheduler == "asha"
+            else ""
+        ),
+        f"- metric: {spec.metric} ({spec.mode}), points ranked by their mean `{column}` over replicates, "
+        f"finished trials only",
+        "- swept: " + "; ".join(f"`{p.name}` {p.describe()}" for p in spec.params),
+        "- fixed: " + ", ".join(f"`{k}={_fmt(v)}`" for k, v in spec.fixed.items()),
+        "",
+        "## The top point and its ties",
+        "",
+        winner_sentence(ranking, keys, digits),
+        "",
+    ]
     if shown:
-        lines += [f"## Top {len(shown)}", "",
-                  f"Mean ± half-width of the {ranking.level:.0%} t interval over n replicates; tie: not "
-                  f"distinguishable from #1 at {ranking.level:.0%}.", "",
-                  "| # | tie | " + " | ".join([column, "n", "gain_db", "best_psnr", "final_ssim", *keys, "trial"])
-                  + " |", "|" + "---|" * (len(keys) + 8)]
+        lines += [
+            f"## Top {len(shown)}",
+            "",
+            f"Mean ± half-width of the {ranking.level:.0%} t interval over n replicates; tie: not "
+            f"distinguishable from #1 at {ranking.level:.0%}.",
+            "",
+            "| # | tie | " + " | ".join([column, "n", "gain_db", "best_psnr", "final_ssim", *keys, "trial"]) + " |",
+            "|" + "---|" * (len(keys) + 8),
+        ]
         for i, p in enumerate(shown, 1):
             best = mean_interval([r["best_psnr"] for r in p.rows]).mean
             ssim = mean_interval([r["final_ssim"] for r in p.rows]).mean
-            cells = [{True: "=", False: "", None: "?"}[p.tie], _pm(p.interval, digits), str(p.n),
-                     _pm(p.gain, digits, sign=True) if p.gain else "", f"{best:.{digits}f}", f"{ssim:.4f}",
-                     *(_fmt(p.rows[0].get(k)) for k in keys), p.label]
+            cells = [
+                {True: "=", False: "", None: "?"}[p.tie],
+                _pm(p.interval, digits),
+                str(p.n),
+                _pm(p.gain, digits, sign=True) if p.gain else "",
+                f"{best:.{digits}f}",
+                f"{ssim:.4f}",
+                *(_fmt(p.rows[0].get(k)) for k in keys),
+                p.label,
+            ]
             lines.append(f"| {i} | " + " | ".join(cells) + " |")
-        lines += ["", f"The winner as a config: `fedvsr best {sweep_dir} > best.yaml`, then "
-                  "`fedvsr simulate --config best.yaml`.", ""]
+        lines += [
+            "",
+            f"The winner as a config: `fedvsr best {sweep_dir} > best.yaml`, then "
+            "`fedvsr simulate --config best.yaml`.",
+            "",
+        ]
     if compared:
         lines += ["## Compared runs", ""]
         for c in compared:
@@ -365,8 +417,11 @@ def _markdown(spec, rows, ranking, top: int, keys, images, compared, sweep_dir: 
         lines += [""]
     errors = {r["trial"]: r for r in rows if r["status"] == "error"}
     if errors:
-        lines += ["## Failed trials", ""] + [f"- {t}: {r['error'].splitlines()[0] if r['error'] else ''}"
-                                            for t, r in errors.items()] + [""]
+        lines += (
+            ["## Failed trials", ""]
+            + [f"- {t}: {r['error'].splitlines()[0] if r['error'] else ''}" for t, r in errors.items()]
+            + [""]
+        )
     lines += ["## Figures", ""] + [f"![{p.stem}]({os.path.relpath(p, out_dir)})" for p in images] + [""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -122,8 +122,9 @@ def welch_test(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> 
     ia, ib = mean_interval(a, level), mean_interval(b, level)
     diff = ia.mean - ib.mean
     if ia.n < 2 or ib.n < 2:
-        return Comparison(Interval(diff, math.nan, ia.n + ib.n, math.nan, math.nan, level), math.nan, False,
-                          ia.n, ib.n, math.nan)
+        return Comparison(
+            Interval(diff, math.nan, ia.n + ib.n, math.nan, math.nan, level), math.nan, False, ia.n, ib.n, math.nan
+        )
     va, vb = ia.std**2 / ia.n, ib.std**2 / ib.n
     se = math.sqrt(va + vb)
     if se == 0:
@@ -131,8 +132,14 @@ def welch_test(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> 
         return Comparison(Interval(diff, 0.0, ia.n + ib.n, diff, diff, level), p, False, ia.n, ib.n, math.inf)
     df = (va + vb) ** 2 / (va**2 / (ia.n - 1) + vb**2 / (ib.n - 1))
     half = _t_quantile(level, df) * se
-    return Comparison(Interval(diff, se, ia.n + ib.n, diff - half, diff + half, level),
-                      _two_sided_p(diff / se, df), False, ia.n, ib.n, df)
+    return Comparison(
+        Interval(diff, se, ia.n + ib.n, diff - half, diff + half, level),
+        _two_sided_p(diff / se, df),
+        False,
+        ia.n,
+        ib.n,
+        df,
+    )
 
 
 def compare(a: Mapping[object, float], b: Mapping[object, float], level: float = LEVEL) -> Comparison:
@@ -209,6 +216,6 @@ def decimals_for(intervals: Sequence[Interval], least: int = 2, most: int = 6) -
         return least
     smallest = min(sizes)
     digits = least
-    while digits < most and smallest < 10 ** -digits:
+    while digits < most and smallest < 10**-digits:
         digits += 1
     return digits

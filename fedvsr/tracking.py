@@ -85,11 +85,13 @@ def _read_rows(path: Path, after: int = 0, before: int | None = None) -> list[di
 
     if not path.is_file():
         return []
-    return [r for r in pq.read_table(path).to_pylist()
-            if r["round"] > after and (before is None or r["round"] < before)]
+    return [
+        r for r in pq.read_table(path).to_pylist() if r["round"] > after and (before is None or r["round"] < before)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ TensorBoard
+
 
 def tensorboard_wanted() -> bool:
     """Whether runs write TensorBoard events: ``$FEDVSR_TENSORBOARD`` 0 (no), 1 (yes: an error without the
@@ -124,8 +126,13 @@ class EventLog(NoEvents):
     shows the rows rewritten from the tables, so a resumed run neither doubles a step nor keeps a round its
     resume dropped, whether TensorBoard was already showing it or starts afterwards."""
 
-    def __init__(self, out: str | os.PathLike, history: Iterable[dict[str, Any]] = (),
-                 clients: Iterable[dict[str, Any]] = (), read_clients: bool = True) -> None:
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        history: Iterable[dict[str, Any]] = (),
+        clients: Iterable[dict[str, Any]] = (),
+        read_clients: bool = True,
+    ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.out, self.read_clients = Path(out), read_clients
@@ -145,8 +152,11 @@ class EventLog(NoEvents):
         for column, tag in SCALARS.items():
             if column in row and row[column] is not None:
                 self.writer.add_scalar(tag, float(row[column]), t)
-        losses = [c["loss"] for c in clients if c.get("status", "ok") == "ok" and c.get("loss") is not None
-                  and math.isfinite(c["loss"])]
+        losses = [
+            c["loss"]
+            for c in clients
+            if c.get("status", "ok") == "ok" and c.get("loss") is not None and math.isfinite(c["loss"])
+        ]
         if losses:
             self.writer.add_histogram(CLIENT_LOSS, np.asarray(losses, dtype=np.float64), t)
 
@@ -175,14 +185,16 @@ def open_events(out: str | os.PathLike, start_round: int = 1) -> NoEvents:
         return NoEvents()
     out = Path(out)
     try:
-        return EventLog(out, _read_rows(out / "rounds.parquet", 0, start_round),
-                        _read_rows(out / "clients.parquet", 0, start_round))
+        return EventLog(
+            out, _read_rows(out / "rounds.parquet", 0, start_round), _read_rows(out / "clients.parquet", 0, start_round)
+        )
     except Exception as err:
         warn(out, f"TensorBoard events not written: {type(err).__name__}: {err}")
         return NoEvents()
 
 
 # ------------------------------------------------------------------------------------------------ MLflow
+
 
 def _mlflow(flag: str = "--mlflow"):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")  # a server that is down: seconds, not minutes
@@ -201,24 +213,28 @@ def _client(uri: str):
 def check_mlflow(uri: str) -> None:
     """Refuse, before the experiment, an MLflow tracking store that cannot be used (:class:`TrackingError`)."""
     if not uri or not uri.strip():
-        raise TrackingError("--mlflow needs a tracking URI: http(s)://host:port of a server, or "
-                            "sqlite:///path/mlflow.db for a local store")
+        raise TrackingError(
+            "--mlflow needs a tracking URI: http(s)://host:port of a server, or "
+            "sqlite:///path/mlflow.db for a local store"
+        )
     try:
         _client(uri).search_experiments(max_results=1)
     except TrackingError:
         raise
     except Exception as err:
         text = " ".join(str(err).split())
-        raise TrackingError(f"--mlflow {uri}: this MLflow tracking store cannot be used: {type(err).__name__}: "
-                            f"{text[:400]}; give a running server (http://host:5000) or a local store "
-                            f"(sqlite:///path/mlflow.db)") from None
+        raise TrackingError(
+            f"--mlflow {uri}: this MLflow tracking store cannot be used: {type(err).__name__}: "
+            f"{text[:400]}; give a running server (http://host:5000) or a local store "
+            f"(sqlite:///path/mlflow.db)"
+        ) from None
 
 
 def _artifact_location(uri: str) -> str | None:
     """A local SQLite store keeps its experiment's artefacts beside the database (MLflow's default would be
     ``./mlruns`` under whatever folder the command ran in)."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         return (db.parent / "mlartifacts").resolve().as_uri()
     return None
 
@@ -233,10 +249,12 @@ def _experiment_id(client, uri: str, name: str) -> str:
 def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k[:250], json.dumps(v) if isinstance(v, (list, dict)) else str(v)[:_PARAM_CHARS])
-             for k, v in params.items()]
+    items = [
+        Param(k[:250], json.dumps(v) if isinstance(v, (list, dict)) else str(v)[:_PARAM_CHARS])
+        for k, v in params.items()
+    ]
     for i in range(0, len(items), _PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=items[i:i + _PARAMS_PER_BATCH])
+        client.log_batch(run_id, params=items[i : i + _PARAMS_PER_BATCH])
 
 
 def _log_metrics(client, run_id: str, rows: list[dict[str, Any]], columns: dict[str, str]) -> None:
@@ -244,10 +262,14 @@ def _log_metrics(client, run_id: str, rows: list[dict[str, Any]], columns: dict[
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    items = [Metric(name, float(row[key]), now, int(row["round"])) for row in rows
-             for key, name in columns.items() if row.get(key) is not None and math.isfinite(float(row[key]))]
+    items = [
+        Metric(name, float(row[key]), now, int(row["round"]))
+        for row in rows
+        for key, name in columns.items()
+        if row.get(key) is not None and math.isfinite(float(row[key]))
+    ]
     for i in range(0, len(items), _METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=items[i:i + _METRICS_PER_BATCH])
+        client.log_batch(run_id, metrics=items[i : i + _METRICS_PER_BATCH])
 
 
 def _last_step(client, run_id: str, metric: str) -> int:
@@ -299,8 +321,7 @@ class MlflowRun:
             exp = _experiment_id(self.client, self.uri, self.experiment)
             run = self.client.create_run(exp, run_name=self.out.name, tags={"fedvsr.folder": str(self.out.resolve())})
             self.run_id = run.info.run_id
-            _write_json(self.out / MLFLOW_FILE, {"tracking_uri": self.uri, "experiment_id": exp,
-                                                 "run_id": self.run_id})
+            _write_json(self.out / MLFLOW_FILE, {"tracking_uri": self.uri, "experiment_id": exp, "run_id": self.run_id})
             _log_params(self.client, self.run_id, flatten(yaml.safe_load((self.out / "config.yaml").read_text())))
         self._log(_read_rows(self.out / "rounds.parquet", self.logged))
 
@@ -315,8 +336,10 @@ class MlflowRun:
             self.start()
         elif int(row["round"]) > self.logged:
             # a round that failed earlier is picked up from rounds.parquet with this one
-            self._safe(f"logging round {row['round']}", lambda: self._log(
-                _read_rows(self.out / "rounds.parquet", self.logged) or [row]))
+            self._safe(
+                f"logging round {row['round']}",
+                lambda: self._log(_read_rows(self.out / "rounds.parquet", self.logged) or [row]),
+            )
 
     def end(self, status: str = "FINISHED", artifacts: Iterable[str | os.PathLike] = ()) -> None:
         """Log ``artifacts`` (default: the run's YAML, summary, tables, plots) and close the run with ``status``."""
@@ -360,8 +383,14 @@ class MlflowSweep(_tune_callback_base()):
     YAML and summary as artefacts when it ends. Run ids are kept in ``sweep_dir/mlflow.json``, so a resumed sweep
     goes on in the same runs and never logs a step twice. :meth:`end` closes the parent with the sweep's files."""
 
-    def __init__(self, uri: str, sweep_dir: str | os.PathLike, name: str,
-                 params: Callable[[Any], dict[str, Any]], folder: Callable[[Any], Path]) -> None:
+    def __init__(
+        self,
+        uri: str,
+        sweep_dir: str | os.PathLike,
+        name: str,
+        params: Callable[[Any], dict[str, Any]],
+        folder: Callable[[Any], Path],
+    ) -> None:
         self.uri, self.sweep_dir, self.name = uri, Path(sweep_dir), name
         self.params, self.folder = params, folder
         self.experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "fedvsr"
@@ -380,8 +409,10 @@ class MlflowSweep(_tune_callback_base()):
         try:
             return fn()
         except Exception as err:
-            warn(self.sweep_dir, f"MLflow ({self.uri}): {what} failed: {type(err).__name__}: "
-                                 f"{' '.join(str(err).split())}")
+            warn(
+                self.sweep_dir,
+                f"MLflow ({self.uri}): {what} failed: {type(err).__name__}: {' '.join(str(err).split())}",
+            )
             return None
 
     def _save(self) -> None:
@@ -401,8 +432,9 @@ class MlflowSweep(_tune_callback_base()):
             self.client.update_run(saved["run_id"], status="RUNNING")
             return
         exp = _experiment_id(self.client, self.uri, self.experiment)
-        run = self.client.create_run(exp, run_name=self.name, tags={"fedvsr.folder": str(self.sweep_dir.resolve()),
-                                                                    "fedvsr.kind": "sweep"})
+        run = self.client.create_run(
+            exp, run_name=self.name, tags={"fedvsr.folder": str(self.sweep_dir.resolve()), "fedvsr.kind": "sweep"}
+        )
         self.state = {"tracking_uri": self.uri, "experiment_id": exp, "run_id": run.info.run_id, "trials": {}}
         self._save()
 
@@ -416,16 +448,20 @@ class MlflowSweep(_tune_callback_base()):
         if trial.trial_id in trials:
             run_id = trials[trial.trial_id]
             if trial.trial_id not in self.logged:  # a resumed sweep: what the run has already
-                self.logged[trial.trial_id] = self._safe("reading a trial's run",
-                                                         lambda: _last_step(self.client, run_id, "psnr")) or 0
+                self.logged[trial.trial_id] = (
+                    self._safe("reading a trial's run", lambda: _last_step(self.client, run_id, "psnr")) or 0
+                )
             return run_id
         parent = self.parent()
         if parent is None:
             return None
 
         def create() -> str:
-            run = self.client.create_run(self.state["experiment_id"], run_name=trial.trial_id, tags={
-                "mlflow.parentRunId": parent, "fedvsr.folder": str(self.folder(trial).resolve())})
+            run = self.client.create_run(
+                self.state["experiment_id"],
+                run_name=trial.trial_id,
+                tags={"mlflow.parentRunId": parent, "fedvsr.folder": str(self.folder(trial).resolve())},
+            )
             _log_params(self.client, run.info.run_id, self.params(trial))
             return run.info.run_id
 
@@ -444,8 +480,10 @@ class MlflowSweep(_tune_callback_base()):
         step = int(result.get("round", 0))
         if run_id is None or step <= self.logged.get(trial.trial_id, 0):
             return
-        if self._safe(f"logging round {step} of trial {trial.trial_id}",
-                      lambda: _log_metrics(self.client, run_id, [result], SWEEP_METRICS) or True):
+        if self._safe(
+            f"logging round {step} of trial {trial.trial_id}",
+            lambda: _log_metrics(self.client, run_id, [result], SWEEP_METRICS) or True,
+        ):
             self.logged[trial.trial_id] = step
 
     def _trial_end(self, trial, status: str) -> None:
@@ -455,10 +493,14 @@ class MlflowSweep(_tune_callback_base()):
         folder = self.folder(trial)
         for name in TRIAL_ARTIFACTS:
             if (folder / name).is_file():
-                self._safe(f"logging {name} of trial {trial.trial_id}",
-                           lambda n=name: self.client.log_artifact(run_id, str(folder / n)))
-        self._safe(f"ending the run of trial {trial.trial_id}",
-                   lambda: self.client.set_terminated(run_id, status=_TRIAL_STATUS[status]))
+                self._safe(
+                    f"logging {name} of trial {trial.trial_id}",
+                    lambda n=name: self.client.log_artifact(run_id, str(folder / n)),
+                )
+        self._safe(
+            f"ending the run of trial {trial.trial_id}",
+            lambda: self.client.set_terminated(run_id, status=_TRIAL_STATUS[status]),
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         res = trial.last_result or {}
@@ -467,8 +509,12 @@ class MlflowSweep(_tune_callback_base()):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._trial_end(trial, "error")
 
-    def end(self, status: str = "FINISHED", artifacts: Iterable[str | os.PathLike] = (),
-            folders: dict[str, str | os.PathLike] | None = None) -> None:
+    def end(
+        self,
+        status: str = "FINISHED",
+        artifacts: Iterable[str | os.PathLike] = (),
+        folders: dict[str, str | os.PathLike] | None = None,
+    ) -> None:
         """Close the parent run with ``status``, logging ``artifacts`` (files) and ``folders`` (artefact path ->
         local folder). (Tune may have run a restored copy of this callback: the run is the one of mlflow.json.)"""
         if not self.state.get("run_id") and not (self.sweep_dir / MLFLOW_FILE).is_file():
@@ -511,8 +557,9 @@ class CentralTracking:
 
 
 @contextmanager
-def ends_on_error(run: MlflowRun | MlflowSweep | None,
-                  killed: tuple[type[BaseException], ...] = (KeyboardInterrupt,)) -> Iterator[None]:
+def ends_on_error(
+    run: MlflowRun | MlflowSweep | None, killed: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
+) -> Iterator[None]:
     """End ``run`` (if any) as KILLED (an exception of ``killed``: an interruption) or FAILED when the body raises;
     the error goes on. (Success is the caller's: it ends the run with its artefacts.)"""
     try:

@@ -34,9 +34,21 @@ def synth_root(tmp_path_factory):
 def tiny_experiment(root, *extra: str) -> list[str]:
     """Overrides of a 2-round experiment that runs in seconds: tiny model, 4 clients, 2 per round."""
     return [
-        "model.preset=tiny", "fl.rounds=2", "fl.clients=4", "fl.clients_per_round=2", "fl.batch_size=4",
-        f"data.root={root}", "data.videos=10", "data.frames=5", "data.height=64", "data.width=64",
-        "data.patch=16", "data.samples_per_video=4", "eval.holdout=2", "eval.clips=2", "platform.workers=2",
+        "model.preset=tiny",
+        "fl.rounds=2",
+        "fl.clients=4",
+        "fl.clients_per_round=2",
+        "fl.batch_size=4",
+        f"data.root={root}",
+        "data.videos=10",
+        "data.frames=5",
+        "data.height=64",
+        "data.width=64",
+        "data.patch=16",
+        "data.samples_per_video=4",
+        "eval.holdout=2",
+        "eval.clips=2",
+        "platform.workers=2",
         *extra,
     ]
 

@@ -16,34 +16,59 @@ from fedvsr.sweeps.results import mark_status
 from fedvsr.sweeps.spec import build_spec
 
 
-def fake_run(path: Path, psnrs: list[float], rounds: int | None = None, lr: float = 0.002, strategy: str = "fedavg",
-             finished: bool = True, status: str | None = None, seed: int = 0, data_seed: int = 0,
-             bicubic: float = 27.5, initial: float = 27.0, overrides: tuple[str, ...] = ()) -> Path:
+def fake_run(
+    path: Path,
+    psnrs: list[float],
+    rounds: int | None = None,
+    lr: float = 0.002,
+    strategy: str = "fedavg",
+    finished: bool = True,
+    status: str | None = None,
+    seed: int = 0,
+    data_seed: int = 0,
+    bicubic: float = 27.5,
+    initial: float = 27.0,
+    overrides: tuple[str, ...] = (),
+) -> Path:
     """A run folder with the given PSNR per round (SSIM = 0.5 + PSNR / 100, loss 0.1 / round)."""
     rounds = rounds or len(psnrs)
-    cfg = load_config(None, [f"fl.rounds={rounds}", f"fl.lr={lr}", f"fl.strategy={strategy}", f"seed={seed}",
-                             f"data.seed={data_seed}", *overrides])
+    cfg = load_config(
+        None,
+        [
+            f"fl.rounds={rounds}",
+            f"fl.lr={lr}",
+            f"fl.strategy={strategy}",
+            f"seed={seed}",
+            f"data.seed={data_seed}",
+            *overrides,
+        ],
+    )
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(cfg.to_yaml())
-    rows = [{"round": i + 1, "psnr": p, "ssim": 0.5 + p / 100, "train_loss": 0.1 / (i + 1), "seconds": 2.0}
-            for i, p in enumerate(psnrs)]
+    rows = [
+        {"round": i + 1, "psnr": p, "ssim": 0.5 + p / 100, "train_loss": 0.1 / (i + 1), "seconds": 2.0}
+        for i, p in enumerate(psnrs)
+    ]
     pq.write_table(pa.Table.from_pylist(rows), path / "rounds.parquet")
     if finished:
-        (path / "summary.json").write_text(json.dumps({"initial_psnr": initial, "bicubic_psnr": bicubic,
-                                                       "final_psnr": psnrs[-1]}))
+        (path / "summary.json").write_text(
+            json.dumps({"initial_psnr": initial, "bicubic_psnr": bicubic, "final_psnr": psnrs[-1]})
+        )
     if status:
         mark_status(path, status)
     return path
 
 
-def fake_group(path: Path, curves: list[list[float]], seeds: list[int] | None = None, status: str | None = None,
-               **run_kwargs) -> Path:
+def fake_group(
+    path: Path, curves: list[list[float]], seeds: list[int] | None = None, status: str | None = None, **run_kwargs
+) -> Path:
     """A replicate group: replicates.json, rep-<r>/ (replicate r under training seed seeds[r], data seed 0) and
     the aggregate rounds.parquet / summary.json at the top, as `fedvsr simulate --replicates N` writes them."""
     seeds = seeds if seeds is not None else list(range(len(curves)))
     path.mkdir(parents=True)
-    (path / "replicates.json").write_text(json.dumps({"replicates": len(curves), "seeds": seeds,
-                                                      "data_seeds": [0] * len(curves), "vary_data": False}))
+    (path / "replicates.json").write_text(
+        json.dumps({"replicates": len(curves), "seeds": seeds, "data_seeds": [0] * len(curves), "vary_data": False})
+    )
     for r, (curve, seed) in enumerate(zip(curves, seeds, strict=True)):
         fake_run(path / f"rep-{r}", curve, seed=seed, **run_kwargs)
     n = len(curves)
@@ -55,13 +80,20 @@ def fake_group(path: Path, curves: list[list[float]], seeds: list[int] | None = 
     return path
 
 
-def fake_sweep(path: Path, trials: dict[str, dict], name: str = "toy", params: dict | None = None,
-               fixed: dict | None = None) -> Path:
+def fake_sweep(
+    path: Path, trials: dict[str, dict], name: str = "toy", params: dict | None = None, fixed: dict | None = None
+) -> Path:
     """A sweep folder: sweep.yaml (the resolved spec) and runs/<trial>/, each trial a run folder (``psnrs``) or,
     with ``curves``, a replicate group; the other keys of a trial go to :func:`fake_run`."""
     params = params or {"fl.lr": {"grid": [0.001, 0.002, 0.004]}}
-    spec = {"description": "a hand-written sweep", "search": "grid", "metric": "psnr", "scheduler": "none",
-            "fixed": fixed or {"fl.rounds": 3}, "params": params}
+    spec = {
+        "description": "a hand-written sweep",
+        "search": "grid",
+        "metric": "psnr",
+        "scheduler": "none",
+        "fixed": fixed or {"fl.rounds": 3},
+        "params": params,
+    }
     build_spec(name, dict(spec))  # a spec fedvsr would accept
     path.mkdir(parents=True)
     (path / "sweep.yaml").write_text(yaml.safe_dump({"name": name, **spec}, sort_keys=False))

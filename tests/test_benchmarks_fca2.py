@@ -41,8 +41,19 @@ def test_roundtrip_summary_by_hand():
     assert c["high"] - c["diff"] == pytest.approx(t2 * 0.1 / math.sqrt(3))
     assert c["p"] == pytest.approx(1 - math.sqrt(3 / 5), rel=1e-9)
     assert c["p_holm"] == pytest.approx(c["p"]) and c["distinguishable"] is False
-    text = rt.report({"settings": settings, "comparisons": comparisons, "runs": runs, "seeds": [0, 1, 2],
-                      "steps": 5, "patch": 32, "batch": 2, "options": {"features": 16}, "group_fit": "pad"})
+    text = rt.report(
+        {
+            "settings": settings,
+            "comparisons": comparisons,
+            "runs": runs,
+            "seeds": [0, 1, 2],
+            "steps": 5,
+            "patch": 32,
+            "batch": 2,
+            "options": {"features": 16},
+            "group_fit": "pad",
+        }
+    )
     assert "| 6 | 0 | 4 | 24.20 +- 0.50 (3) | 24.00, 24.20, 24.40 | 100 | 46.15 | 44 |" in text
     assert "| (6, 0) | (6, 2) | -0.100 | [-0.348, +0.148] | 0.225 | 0.225 | no |" in text
 
@@ -50,11 +61,17 @@ def test_roundtrip_summary_by_hand():
 def test_roundtrip_holm_over_all_pairs():
     rt = load("fca2_roundtrip")
     # three settings, constant per-seed gaps of 1 dB: every paired difference is certain (p = 0)
-    runs = [run(s, o, k, base + 0.1 * k) for (s, o), base in (((6, 0), 25.0), ((9, 3), 24.0), ((18, 8), 23.0))
-            for k in range(3)]
+    runs = [
+        run(s, o, k, base + 0.1 * k)
+        for (s, o), base in (((6, 0), 25.0), ((9, 3), 24.0), ((18, 8), 23.0))
+        for k in range(3)
+    ]
     _, comparisons = rt.summarise(runs)
-    assert [(tuple(c["a"]), tuple(c["b"])) for c in comparisons] == [((6, 0), (9, 3)), ((6, 0), (18, 8)),
-                                                                     ((9, 3), (18, 8))]
+    assert [(tuple(c["a"]), tuple(c["b"])) for c in comparisons] == [
+        ((6, 0), (9, 3)),
+        ((6, 0), (18, 8)),
+        ((9, 3), (18, 8)),
+    ]
     assert [c["diff"] for c in comparisons] == pytest.approx([1.0, 2.0, 1.0])
     assert all(c["p_holm"] == 0.0 and c["distinguishable"] for c in comparisons)
 
@@ -63,8 +80,11 @@ def test_inference_variants():
     inf = load("fca2_inference")
     specs = inf.variants(["paper", "paper-light"], [1])
     assert [(label, preset) for label, _, preset, _ in specs] == [
-        ("basicvsr", "paper"), ("fca2/paper", "paper"), ("fca2/paper-light", "paper-light"),
-        ("fca2/paper (clean_passes=1)", "paper")]
+        ("basicvsr", "paper"),
+        ("fca2/paper", "paper"),
+        ("fca2/paper-light", "paper-light"),
+        ("fca2/paper (clean_passes=1)", "paper"),
+    ]
     assert specs[-1][3] == {"mode": "joint", "clean_passes": 1}
 
 

@@ -19,8 +19,7 @@ from tests.conftest import tiny_experiment
 
 
 def fedvsr(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fedvsr.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "fedvsr.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -84,15 +83,19 @@ def test_simulate_runs_a_real_experiment(tmp_path, synth_root):
     assert_mlflow_run_is_the_table(client, run_id, out)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.params["fl.clients"] == "4"
-    assert {"config.yaml", "summary.json", "rounds.parquet", "psnr.png"} <= {a.path for a in
-                                                                          client.list_artifacts(run_id)}
+    assert {"config.yaml", "summary.json", "rounds.parquet", "psnr.png"} <= {
+        a.path for a in client.list_artifacts(run_id)
+    }
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())  # beside the database
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--replicates", "0"], "--replicates = 0 is not allowed; expected an integer >= 1"),
-    (["--vary-data"], "--vary-data needs --replicates N with N >= 2"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--replicates", "0"], "--replicates = 0 is not allowed; expected an integer >= 1"),
+        (["--vary-data"], "--vary-data needs --replicates N with N >= 2"),
+    ],
+)
 def test_bad_replicate_options_are_refused_before_ray_starts(argv, message, tmp_path, capsys, monkeypatch):
     import ray
 
@@ -110,8 +113,9 @@ def test_bad_replicate_options_are_refused_before_ray_starts(argv, message, tmp_
 def test_a_closed_pipe_ends_quietly():
     """`fedvsr best --json | head` once ended in a BrokenPipeError traceback: the reader that went away is now an
     exit code (141 = 128 + SIGPIPE, as a shell reports a process SIGPIPE ended) and nothing on stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "models", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedvsr.cli", "models", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdout.close()  # the reader is gone before the first write
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141
@@ -128,9 +132,11 @@ def test_starting_lines_and_the_loud_oversubscription_warning(tmp_path, capsys, 
     cfg = load_config(None, [f"data.root={tmp_path}", f"platform.workers={cpus + 1}", "platform.oversubscribe=true"])
     say_starting(cfg)
     out, err = capsys.readouterr()
-    assert err == (f"fedvsr: WARNING: platform.oversubscribe = true: {cpus + 1} workers x 1 CPUs = {cpus + 1} CPUs on "
-                   f"a machine with {cpus}; the workers share the cores, each runs slower, and timings are not "
-                   f"comparable with a run that fits\n")
+    assert err == (
+        f"fedvsr: WARNING: platform.oversubscribe = true: {cpus + 1} workers x 1 CPUs = {cpus + 1} CPUs on "
+        f"a machine with {cpus}; the workers share the cores, each runs slower, and timings are not "
+        f"comparable with a run that fits\n"
+    )
     assert out.splitlines() == [
         f"fedvsr: building the 28 built-in videos (16 frames of 128x128) in {tmp_path}/synthetic-"
         f"{out.split('synthetic-')[1][:12]}, once: later runs reuse them ...",
@@ -142,14 +148,19 @@ def test_an_interrupted_sweep_names_what_is_missing():
     from fedvsr.sweeps.runner import SweepInterrupted
     from fedvsr.sweeps.spec import build_spec
 
-    spec = build_spec("s", {"search": "grid", "fixed": {"fl.rounds": 3},
-                            "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003, 0.004]}}})
-    rows = [{"trial": "00000-a", "status": "finished", "rounds": 3, "rounds_run": 3, "fl.lr": 0.001},
-            {"trial": "00001-b", "status": "incomplete", "rounds": 3, "rounds_run": 1, "fl.lr": 0.002}]
+    spec = build_spec(
+        "s", {"search": "grid", "fixed": {"fl.rounds": 3}, "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003, 0.004]}}}
+    )
+    rows = [
+        {"trial": "00000-a", "status": "finished", "rounds": 3, "rounds_run": 3, "fl.lr": 0.001},
+        {"trial": "00001-b", "status": "incomplete", "rounds": 3, "rounds_run": 1, "fl.lr": 0.002},
+    ]
     err = SweepInterrupted(Path("/x"), spec, rows)
     assert err.out == Path("/x") and err.missing == 3
-    assert str(err) == ("3 of 4 trials not finished (1 done); started: 00001-b (round 1 of 3; fl.lr=0.002); not "
-                        "started: fl.lr=0.003; fl.lr=0.004")
+    assert str(err) == (
+        "3 of 4 trials not finished (1 done); started: 00001-b (round 1 of 3; fl.lr=0.002); not "
+        "started: fl.lr=0.003; fl.lr=0.004"
+    )
 
 
 @pytest.mark.slow
@@ -157,19 +168,46 @@ def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root)
     """Ctrl-C during `fedvsr sweep` (SIGINT to the driver): exit 130, the trials not finished and the command that
     continues them, no "next: fedvsr best"; `fedvsr best` ranks what finished and counts what is missing; the
     printed command finishes the sweep."""
-    fixed = {"model.preset": "tiny", "fl.rounds": 4, "fl.clients": 4, "fl.clients_per_round": 2, "fl.batch_size": 4,
-             "data.root": str(synth_root), "data.videos": 10, "data.frames": 5, "data.height": 64, "data.width": 64,
-             "data.patch": 16, "data.samples_per_video": 4, "eval.holdout": 2, "eval.clips": 2, "platform.workers": 1}
+    fixed = {
+        "model.preset": "tiny",
+        "fl.rounds": 4,
+        "fl.clients": 4,
+        "fl.clients_per_round": 2,
+        "fl.batch_size": 4,
+        "data.root": str(synth_root),
+        "data.videos": 10,
+        "data.frames": 5,
+        "data.height": 64,
+        "data.width": 64,
+        "data.patch": 16,
+        "data.samples_per_video": 4,
+        "eval.holdout": 2,
+        "eval.clips": 2,
+        "platform.workers": 1,
+    }
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"search": "grid", "scheduler": "none", "fixed": fixed,
-                                    "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003]}}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "search": "grid",
+                "scheduler": "none",
+                "fixed": fixed,
+                "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003]}},
+            }
+        )
+    )
     out = tmp_path / "sweep"
-    proc = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "sweep", str(spec), "--out", str(out),
-                             "--concurrent", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedvsr.cli", "sweep", str(spec), "--out", str(out), "--concurrent", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
-    while time.time() < deadline and not (list(out.glob("runs/*/status.json"))
-                                          and len(list(out.glob("runs/*/rounds.parquet"))) >= 2):
+    while time.time() < deadline and not (
+        list(out.glob("runs/*/status.json")) and len(list(out.glob("runs/*/rounds.parquet"))) >= 2
+    ):
         time.sleep(0.2)  # the first trial finished, the second trained a round
     os.kill(proc.pid, signal.SIGINT)  # the driver only, as a terminal's Ctrl-C reaches it
     stdout, stderr = proc.communicate(timeout=300)
@@ -178,29 +216,40 @@ def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root)
     again = f"fedvsr sweep --resume --out {out}"
     # the second trial is stopped mid-run, unless it ran its last rounds while the driver was stopping Tune (seen
     # on a fast CI machine with 3 rounds a trial): then it is done, and only the third is left
-    m = re.search(r"^fedvsr sweep: interrupted: (\d) of 3 trials not finished \((\d) done\)(.*)$", stderr,
-                  flags=re.MULTILINE)
+    m = re.search(
+        r"^fedvsr sweep: interrupted: (\d) of 3 trials not finished \((\d) done\)(.*)$", stderr, flags=re.MULTILINE
+    )
     assert m, stderr
     done = int(m[2])
     if done == 1:
-        assert m[1] == "2" and re.fullmatch(r"; started: 00001-\w{8} \(round [123] of 4; fl.lr=0.002\); "
-                                            r"not started: fl.lr=0.003", m[3]), stderr
+        assert m[1] == "2" and re.fullmatch(
+            r"; started: 00001-\w{8} \(round [123] of 4; fl.lr=0.002\); "
+            r"not started: fl.lr=0.003",
+            m[3],
+        ), stderr
     else:
         assert (m[1], done, m[3]) == ("1", 2, "; not started: fl.lr=0.003"), stderr
     assert stderr.splitlines()[-1] == f"fedvsr sweep: continue it with: {again}"
 
-    best = subprocess.run([sys.executable, "-m", "fedvsr.cli", "best", str(out), "--json"], capture_output=True,
-                          text=True, timeout=120)
+    best = subprocess.run(
+        [sys.executable, "-m", "fedvsr.cli", "best", str(out), "--json"], capture_output=True, text=True, timeout=120
+    )
     assert best.returncode == 0, best.stderr
     assert json.loads(best.stdout)["config"]["fl.lr"] in ((0.001,) if done == 1 else (0.001, 0.002))
     incomplete = f"1 incomplete (interrupted: {again} finishes them), " if done == 1 else ""
-    assert best.stderr == (f"fedvsr best: ranking the {done} finished of 3 runs; not ranked: {incomplete}"
-                           f"1 not started ({again} runs them)\n")
+    assert best.stderr == (
+        f"fedvsr best: ranking the {done} finished of 3 runs; not ranked: {incomplete}"
+        f"1 not started ({again} runs them)\n"
+    )
 
-    resumed = subprocess.run([sys.executable, "-m", "fedvsr.cli", *again.split()[1:]], capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fedvsr.cli", *again.split()[1:]], capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert resumed.stdout.splitlines()[-1].startswith("next: fedvsr best")
     rows = pq.read_table(out / "trials.parquet").to_pylist()
     assert sorted((r["fl.lr"], r["status"], r["rounds_run"]) for r in rows) == [
-        (0.001, "finished", 4), (0.002, "finished", 4), (0.003, "finished", 4)]
+        (0.001, "finished", 4),
+        (0.002, "finished", 4),
+        (0.003, "finished", 4),
+    ]

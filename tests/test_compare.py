@@ -22,8 +22,12 @@ TIE = [25.42, 25.43, 25.44, 25.45]  # 0.02, -0.02, 0.03, -0.02
 
 def _groups(tmp_path):
     paths = []
-    for name, finals, strategy in (("avg", REF, "fedavg"), ("vsr", BETTER, "fedvsr"), ("prox", WORSE, "fedprox"),
-                                   ("scaffold", TIE, "scaffold")):
+    for name, finals, strategy in (
+        ("avg", REF, "fedavg"),
+        ("vsr", BETTER, "fedvsr"),
+        ("prox", WORSE, "fedprox"),
+        ("scaffold", TIE, "scaffold"),
+    ):
         paths.append(str(fake_group(tmp_path / name, [[25.2, f] for f in finals], strategy=strategy, bicubic=25.0)))
     return paths
 
@@ -31,8 +35,12 @@ def _groups(tmp_path):
 def test_paired_differences_p_values_and_verdicts_match_scipy(tmp_path):
     out, text = run_compare(_groups(tmp_path), tmp_path / "cmp")
     doc = json.loads((out / "compare.json").read_text())
-    assert [e["label"] for e in doc["entries"]] == ["fl.strategy=fedavg", "fl.strategy=fedvsr", "fl.strategy=fedprox",
-                                                    "fl.strategy=scaffold"]
+    assert [e["label"] for e in doc["entries"]] == [
+        "fl.strategy=fedavg",
+        "fl.strategy=fedvsr",
+        "fl.strategy=fedprox",
+        "fl.strategy=scaffold",
+    ]
     assert doc["entries"][0]["final_psnr"]["mean"] == pytest.approx(25.4325) and doc["entries"][0]["n"] == 4
     raw = [st.ttest_rel(other, REF) for other in (BETTER, WORSE, TIE)]
     # Holm over 3: sorted p, times 3, 2, 1, running maximum
@@ -55,16 +63,19 @@ def test_paired_differences_p_values_and_verdicts_match_scipy(tmp_path):
 def test_markdown_table_and_png(tmp_path):
     out, text = run_compare(_groups(tmp_path), tmp_path / "cmp")
     md = (out / "compare.md").read_text()
-    assert text.splitlines()[0] == ("|  | final PSNR (dB) | best PSNR (dB) | final SSIM | best SSIM | n | Δ final PSNR "
-                                    "(dB) | p (Holm) | verdict |")
+    assert text.splitlines()[0] == (
+        "|  | final PSNR (dB) | best PSNR (dB) | final SSIM | best SSIM | n | Δ final PSNR (dB) | p (Holm) | verdict |"
+    )
     p_better = st.ttest_rel(BETTER, REF).pvalue
     half = st.t.ppf(0.975, 3) * st.tstd([0.21, 0.17, 0.19, 0.19]) / 2
     # REF: mean 25.4325, s = 0.03304, half = 3.1824 * 0.03304 / 2 = 0.05258; 3 decimals, as TIE's mean (25.435)
     # is 0.0025 from it (2 would print both as 25.43); SSIM = 0.5 + PSNR / 100: 5 decimals. BETTER: mean 25.6225,
     # s = 0.02630, half = 3.1824 * 0.02630 / 2 = 0.0419
     row = [c.strip() for c in md.splitlines()[5].split("|")[1:-1]]
-    assert md.splitlines()[4] == ("| fl.strategy=fedavg (reference) | 25.432 ± 0.053 | 25.432 ± 0.053 | 0.75432 ± "
-                                  "0.00053 | 0.75432 ± 0.00053 | 4 |  |  | reference |")
+    assert md.splitlines()[4] == (
+        "| fl.strategy=fedavg (reference) | 25.432 ± 0.053 | 25.432 ± 0.053 | 0.75432 ± "
+        "0.00053 | 0.75432 ± 0.00053 | 4 |  |  | reference |"
+    )
     assert row[0] == "fl.strategy=fedvsr" and row[1] == "25.623 ± 0.042" and row[5] == "4"
     assert 3 * p_better < 0.001  # Holm: the smallest of 3 p-values times 3
     assert row[6] == f"+0.190 ± {half:.3f}" and row[7] == "< 0.001" and row[8] == "better"
@@ -78,16 +89,26 @@ def test_markdown_table_and_png(tmp_path):
 
 def test_a_sweep_contributes_its_best_point_and_says_so(tmp_path):
     ref = fake_group(tmp_path / "avg", [[25.2, f] for f in REF[:3]], strategy="fedavg")
-    sweep = fake_sweep(tmp_path / "lambdas", {
-        "0-a": {"curves": [[25.2, f] for f in TIE[:3]], "strategy": "fedvsr", "overrides": ("fl.lambda_hifr=0.3",)},
-        "1-b": {"curves": [[25.2, f] for f in BETTER[:3]], "strategy": "fedvsr", "overrides": ("fl.lambda_hifr=0.4",)},
-    }, params={"fl.lambda_hifr": {"grid": [0.3, 0.4]}}, fixed={"fl.rounds": 2, "fl.strategy": "fedvsr"})
+    sweep = fake_sweep(
+        tmp_path / "lambdas",
+        {
+            "0-a": {"curves": [[25.2, f] for f in TIE[:3]], "strategy": "fedvsr", "overrides": ("fl.lambda_hifr=0.3",)},
+            "1-b": {
+                "curves": [[25.2, f] for f in BETTER[:3]],
+                "strategy": "fedvsr",
+                "overrides": ("fl.lambda_hifr=0.4",),
+            },
+        },
+        params={"fl.lambda_hifr": {"grid": [0.3, 0.4]}},
+        fixed={"fl.rounds": 2, "fl.strategy": "fedvsr"},
+    )
     out, text = run_compare([str(ref), str(sweep)], tmp_path / "cmp", labels=["FedAvg", "FedVSR (best lambda)"])
     doc = json.loads((out / "compare.json").read_text())
     entry = doc["entries"][1]
     assert entry["label"] == "FedVSR (best lambda)"
-    assert entry["note"] == ("a sweep: its best point by mean final_psnr, lambdas/1-b (n=3, the best of 2 finished "
-                             "points)")
+    assert entry["note"] == (
+        "a sweep: its best point by mean final_psnr, lambdas/1-b (n=3, the best of 2 finished points)"
+    )
     assert entry["final_psnr"]["mean"] == pytest.approx(sum(BETTER[:3]) / 3)
     assert "FedVSR (best lambda): " in text and "a sweep: its best point by mean final_psnr" in text
 

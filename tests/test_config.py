@@ -60,8 +60,10 @@ def test_parse_override_types():
         (["data.source=folder"], r"data.root = '' must name the dataset folder"),
         (["model.options={channels: -3}"], r"model.options = \{'channels': -3\} cannot build efvsr/small"),
         (["model.options={colour: 3}"], r"cannot build efvsr/small: .*unexpected keyword argument 'colour'"),
-        (["model.name=fcvsr", "model.options={band_masks: bogus}"],
-         r"cannot build fcvsr/small: band mask mode must be one of \('eq12', 'difference'\), got 'bogus'"),
+        (
+            ["model.name=fcvsr", "model.options={band_masks: bogus}"],
+            r"cannot build fcvsr/small: band mask mode must be one of \('eq12', 'difference'\), got 'bogus'",
+        ),
         (["fl.rounds={a: 1}"], r"fl.rounds = \{'a': 1\} is not allowed; expected an integer >= 1"),
         (["data.crf=52"], r"data.crf = 52 is not allowed; expected an integer >= 0 and <= 51"),
         (["data.qp=-1"], r"data.qp = -1 is not allowed; expected an integer >= 0 and <= 51"),
@@ -125,8 +127,20 @@ def test_the_training_seed_keeps_the_data_and_the_data_seed_changes_it(tmp_path)
     from fedvsr.fl.partition import partition_videos
 
     def data(*extra):
-        cfg = load_config(None, [f"data.root={tmp_path}", "data.videos=12", "data.frames=2", "data.height=32",
-                                 "data.width=32", "data.patch=8", "fl.clients=4", "fl.partition=random", *extra])
+        cfg = load_config(
+            None,
+            [
+                f"data.root={tmp_path}",
+                "data.videos=12",
+                "data.frames=2",
+                "data.height=32",
+                "data.width=32",
+                "data.patch=8",
+                "fl.clients=4",
+                "fl.partition=random",
+                *extra,
+            ],
+        )
         d = experiment_data(cfg)
         labels = [d.videos[i].label for i in d.pool]
         return synthetic_root(cfg.data, cfg.data.seed), d.held, partition_videos(labels, 4, "random", cfg.data.seed)
@@ -141,14 +155,19 @@ def test_the_training_seed_keeps_the_data_and_the_data_seed_changes_it(tmp_path)
 # ------------------------------------------------------------------- bounds, files, the machine, the output folder
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("seed=18446744073709551617", "seed = 18446744073709551617 is not allowed; expected an integer >= 0 and <= "
-                                  "9223372036854775807"),
-    ("fl.rounds=1.0e+12", "fl.rounds = 1000000000000.0 is not allowed; expected an integer >= 1 and <= 100000"),
-    ("fl.batch_size=100000000", "fl.batch_size = 100000000 is not allowed; expected an integer >= 1 and <= 4096"),
-    ("fl.lr=1e300", "fl.lr = '1e300' is not allowed; expected a number > 0.0 and <= 10.0"),
-    ("data.height=65536", "data.height = 65536 is not allowed; expected an integer >= 16 and <= 8192"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "seed=18446744073709551617",
+            "seed = 18446744073709551617 is not allowed; expected an integer >= 0 and <= 9223372036854775807",
+        ),
+        ("fl.rounds=1.0e+12", "fl.rounds = 1000000000000.0 is not allowed; expected an integer >= 1 and <= 100000"),
+        ("fl.batch_size=100000000", "fl.batch_size = 100000000 is not allowed; expected an integer >= 1 and <= 4096"),
+        ("fl.lr=1e300", "fl.lr = '1e300' is not allowed; expected a number > 0.0 and <= 10.0"),
+        ("data.height=65536", "data.height = 65536 is not allowed; expected an integer >= 16 and <= 8192"),
+    ],
+)
 def test_absurd_values_name_the_allowed_range(override, message):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
@@ -156,8 +175,17 @@ def test_absurd_values_name_the_allowed_range(override, message):
 
 
 def test_the_largest_allowed_values_load():
-    cfg = load_config(None, ["seed=9223372036854775807", "data.seed=9223372036854775807", "fl.rounds=100000",
-                             "fl.batch_size=4096", "fl.lr=10", "platform.oversubscribe=true"])
+    cfg = load_config(
+        None,
+        [
+            "seed=9223372036854775807",
+            "data.seed=9223372036854775807",
+            "fl.rounds=100000",
+            "fl.batch_size=4096",
+            "fl.lr=10",
+            "platform.oversubscribe=true",
+        ],
+    )
     assert (cfg.seed, cfg.fl.rounds, cfg.fl.lr, cfg.platform.oversubscribe) == (2**63 - 1, 100000, 10.0, True)
 
 
@@ -167,8 +195,10 @@ def test_config_files_that_cannot_be_read_name_the_file(tmp_path):
     (tmp_path / "b.yaml").write_bytes(b"fl:\n  lr: \xff\xfe\n")
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "b.yaml")
-    assert str(info.value) == (f"config file {str(tmp_path / 'b.yaml')!r} is not UTF-8 text (byte 10: invalid start "
-                               f"byte); expected a YAML file")
+    assert str(info.value) == (
+        f"config file {str(tmp_path / 'b.yaml')!r} is not UTF-8 text (byte 10: invalid start "
+        f"byte); expected a YAML file"
+    )
     with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
         load_config(tmp_path)
     (tmp_path / "bom.yaml").write_bytes("\ufefffl: {rounds: 3}\n".encode())  # a Windows editor's byte-order mark
@@ -176,8 +206,9 @@ def test_config_files_that_cannot_be_read_name_the_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("fl: [1, 2\n")
     with pytest.raises(ConfigError) as info:
         read_yaml_file(tmp_path / "bad.yaml", "sweep spec file")
-    assert str(info.value).startswith(f"sweep spec file {str(tmp_path / 'bad.yaml')!r} is not valid YAML: while "
-                                      f"parsing a flow sequence; ")
+    assert str(info.value).startswith(
+        f"sweep spec file {str(tmp_path / 'bad.yaml')!r} is not valid YAML: while parsing a flow sequence; "
+    )
     assert "\n" not in str(info.value)
 
 
@@ -196,12 +227,17 @@ def test_more_worker_cpus_than_the_machine_are_refused_unless_oversubscribed(tmp
     big = 2**50
     with pytest.raises(ConfigError) as info:
         check_fits_machine(_tiny_machine_config(tmp_path, "platform.workers=3"), Machine(cpus=2, memory=big))
-    assert str(info.value) == ("platform.workers = 3 x platform.cpus_per_worker = 1 needs 3 CPUs but this machine "
-                               "has 2; allowed here: platform.workers <= 2, or platform.oversubscribe = true to share "
-                               "the cores (each worker then runs slower), or platform.address of a cluster")
+    assert str(info.value) == (
+        "platform.workers = 3 x platform.cpus_per_worker = 1 needs 3 CPUs but this machine "
+        "has 2; allowed here: platform.workers <= 2, or platform.oversubscribe = true to share "
+        "the cores (each worker then runs slower), or platform.address of a cluster"
+    )
     halves = _tiny_machine_config(tmp_path, "platform.workers=5", "platform.cpus_per_worker=0.5")
-    with pytest.raises(ConfigError, match=r"needs 2.5 CPUs but this machine has 2; allowed here: platform.workers "
-                                          r"<= 4"):
+    with pytest.raises(
+        ConfigError,
+        match=r"needs 2.5 CPUs but this machine has 2; allowed here: platform.workers "
+        r"<= 4",
+    ):
         check_fits_machine(halves, Machine(cpus=2, memory=big))
     over = _tiny_machine_config(tmp_path, "platform.workers=3", "platform.oversubscribe=true")
     check_fits_machine(over, Machine(cpus=2, memory=big))
@@ -218,22 +254,30 @@ def test_the_model_and_the_built_in_videos_must_fit_the_memory(tmp_path, local):
     from fedvsr.preflight import Machine, check_fits_machine
 
     cfg = _tiny_machine_config(tmp_path)
-    with pytest.raises(ConfigError, match=r"gives efvsr/small 160,707 parameters \(627.8 KiB as float32\); 2 workers "
-                                          r"holding at least 4 copies each .* need 6.7 MiB, more than this machine's "
-                                          r"6.7 MiB of memory"):
+    with pytest.raises(
+        ConfigError,
+        match=r"gives efvsr/small 160,707 parameters \(627.8 KiB as float32\); 2 workers "
+        r"holding at least 4 copies each .* need 6.7 MiB, more than this machine's "
+        r"6.7 MiB of memory",
+    ):
         check_fits_machine(cfg, Machine(cpus=2, memory=7_071_107))
     with pytest.raises(ConfigError) as info:  # the model fits; rendering a video does not
         check_fits_machine(cfg, Machine(cpus=2, memory=50_331_647))
-    assert str(info.value) == ("the built-in videos are data.frames x data.height x data.width x 3 bytes = 16 x 128 x "
-                               "128 x 3 = 768.0 KiB each, and rendering one takes up to 64 times that (48.0 MiB, "
-                               "float64 scenes), more than this machine's 48.0 MiB of memory; allowed here: "
-                               "data.frames x data.height x data.width <= 262,143")
+    assert str(info.value) == (
+        "the built-in videos are data.frames x data.height x data.width x 3 bytes = 16 x 128 x "
+        "128 x 3 = 768.0 KiB each, and rendering one takes up to 64 times that (48.0 MiB, "
+        "float64 scenes), more than this machine's 48.0 MiB of memory; allowed here: "
+        "data.frames x data.height x data.width <= 262,143"
+    )
     check_fits_machine(cfg, Machine(cpus=2, memory=50_331_648, disk_free=2**40))
     # 1000 videos less 4 held out over 8 clients: 124.5 x 786,432 x (1 + 1/16) = 104,030,208 bytes per client
     many = _tiny_machine_config(tmp_path, "data.videos=1000")
-    with pytest.raises(ConfigError, match=r"give each client 99.2 MiB of decoded frames \(HR and LR\), which a worker "
-                                          r"holds while it trains the client: more than this machine's 95.4 MiB of "
-                                          r"memory; allowed here: data.videos <= 956,"):
+    with pytest.raises(
+        ConfigError,
+        match=r"give each client 99.2 MiB of decoded frames \(HR and LR\), which a worker "
+        r"holds while it trains the client: more than this machine's 95.4 MiB of "
+        r"memory; allowed here: data.videos <= 956,",
+    ):
         check_fits_machine(many, Machine(cpus=2, memory=100_000_000, disk_free=2**40))
 
 
@@ -245,10 +289,12 @@ def test_the_built_in_videos_must_fit_the_free_disk_unless_built(tmp_path, local
     cfg = _tiny_machine_config(tmp_path)
     with pytest.raises(ConfigError) as info:
         check_fits_machine(cfg, Machine(cpus=2, memory=2**40, disk_free=22_020_095))
-    assert str(info.value) == (f"data.videos = 28 built-in videos of 768.0 KiB (data.frames x data.height x "
-                               f"data.width x 3 bytes = 16 x 128 x 128 x 3) are 21.0 MiB of frames to store under "
-                               f"{str(tmp_path)!r} (lossless files, and decoded copies in the cache), more than the "
-                               f"21.0 MiB free there; allowed here: data.videos <= 27, or data.root on a larger disk")
+    assert str(info.value) == (
+        f"data.videos = 28 built-in videos of 768.0 KiB (data.frames x data.height x "
+        f"data.width x 3 bytes = 16 x 128 x 128 x 3) are 21.0 MiB of frames to store under "
+        f"{str(tmp_path)!r} (lossless files, and decoded copies in the cache), more than the "
+        f"21.0 MiB free there; allowed here: data.videos <= 27, or data.root on a larger disk"
+    )
     check_fits_machine(cfg, Machine(cpus=2, memory=2**40, disk_free=22_020_096))
     root = synthetic_root(cfg.data, cfg.data.seed)
     root.mkdir()
@@ -270,24 +316,37 @@ def test_output_folder_checks_leave_nothing_behind(tmp_path):
         (full / f"{name}.txt").write_text(name)
     with pytest.raises(ConfigError) as info:
         check_output_folder(full, ours=("config.yaml",))
-    assert str(info.value) == (f"--out {str(full)!r} holds other files (a.txt, b.txt, c.txt, d.txt, e.txt, ... (6 "
-                               f"entries)) and no fedvsr run; choose a new or empty folder")
+    assert str(info.value) == (
+        f"--out {str(full)!r} holds other files (a.txt, b.txt, c.txt, d.txt, e.txt, ... (6 "
+        f"entries)) and no fedvsr run; choose a new or empty folder"
+    )
     check_output_folder(full)  # without `ours` (a sweep trial's folder): only that it is a writable folder
     (full / "config.yaml").write_text("seed: 0\n")
     with pytest.raises(ConfigError, match="already holds a run; pass --resume to continue it"):
         check_output_folder(full, ours=("config.yaml",))
     check_output_folder(full, resume=True, ours=("config.yaml",))
-    assert sorted(p.name for p in full.iterdir()) == ["a.txt", "b.txt", "c.txt", "config.yaml", "d.txt", "e.txt",
-                                                      "f.txt"]
+    assert sorted(p.name for p in full.iterdir()) == [
+        "a.txt",
+        "b.txt",
+        "c.txt",
+        "config.yaml",
+        "d.txt",
+        "e.txt",
+        "f.txt",
+    ]
 
 
 @pytest.mark.parametrize(("model", "strategy"), [("efvsr", "fedvsr"), ("fcvsr", "fedavg-dwt")])
 def test_3d_hifr_refused_for_centre_output_models(model, strategy):
     # a centre-output model returns one frame (b, c, H, W); 3D L_HiFr needs (b, t, c, H, W)
-    with pytest.raises(ConfigError, match=(
-        rf"fl.hifr_mode = '3d' needs a restored clip, but {model} restores only the centre frame "
-        rf"\(fl.strategy = '{strategy}' uses L_HiFr\); allowed: fl.hifr_mode = '2d' with {model}, or '3d' with a "
-        r"model that restores every frame \(basicvsr, basicvsr\+\+, fca2, vsrgan\)")):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            rf"fl.hifr_mode = '3d' needs a restored clip, but {model} restores only the centre frame "
+            rf"\(fl.strategy = '{strategy}' uses L_HiFr\); allowed: fl.hifr_mode = '2d' with {model}, or '3d' with a "
+            r"model that restores every frame \(basicvsr, basicvsr\+\+, fca2, vsrgan\)"
+        ),
+    ):
         load_config(None, [f"model.name={model}", f"fl.strategy={strategy}", "fl.hifr_mode=3d"])
 
 
@@ -297,23 +356,38 @@ def test_3d_hifr_allowed_where_it_runs():
     assert cfg.fl.params.hifr_mode == "3d"
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["fl.strategy=fedvsr-gla", "fl.lambda_hifr=0.5"],
-     "fl.lambda_hifr = 0.5 has no effect with fl.strategy = 'fedvsr-gla' (F-GLA: greedy loss-aware aggregation "
-     "without decay, no DWT loss; it reads fl.lambda_vsr, fl.alpha, fl.mixing); remove it, or choose a strategy "
-     "that reads it: fedvsr, fedavg-dwt"),
-    (["fl.strategy=fedavg", "fl.mu=0.1"],
-     "fl.mu = 0.1 has no effect with fl.strategy = 'fedavg' (FedAvg: sample-weighted average of the client models; "
-     "it reads no fl.* key of its own); remove it, or choose a strategy that reads it: fedprox"),
-    (["fl.strategy=fedvsr-gla", "fl.alpha_decay=power"], "fl.alpha_decay = 'power' has no effect with fl.strategy = "
-     "'fedvsr-gla'"),
-    (["fl.strategy=fedavg-dwt", "fl.alpha=2"], "fl.alpha = 2.0 has no effect with fl.strategy = 'fedavg-dwt' "
-     "(F-L_HiFr: the DWT loss with FedAvg's sample weights; it reads fl.lambda_vsr, fl.lambda_hifr, fl.hifr_mode, "
-     "fl.hifr_eps, fl.mixing)"),
-    (["fl.strategy=fedprox", "fl.server_lr=0.5"], "fl.server_lr = 0.5 has no effect with fl.strategy = 'fedprox' "
-     "(FedProx: FedAvg plus the proximal term (mu/2)||w - w_global||^2; it reads fl.mu); remove it, or choose a "
-     "strategy that reads it: scaffold"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["fl.strategy=fedvsr-gla", "fl.lambda_hifr=0.5"],
+            "fl.lambda_hifr = 0.5 has no effect with fl.strategy = 'fedvsr-gla' (F-GLA: greedy loss-aware aggregation "
+            "without decay, no DWT loss; it reads fl.lambda_vsr, fl.alpha, fl.mixing); remove it, or choose a strategy "
+            "that reads it: fedvsr, fedavg-dwt",
+        ),
+        (
+            ["fl.strategy=fedavg", "fl.mu=0.1"],
+            "fl.mu = 0.1 has no effect with fl.strategy = 'fedavg' (FedAvg: sample-weighted average of the client models; "
+            "it reads no fl.* key of its own); remove it, or choose a strategy that reads it: fedprox",
+        ),
+        (
+            ["fl.strategy=fedvsr-gla", "fl.alpha_decay=power"],
+            "fl.alpha_decay = 'power' has no effect with fl.strategy = 'fedvsr-gla'",
+        ),
+        (
+            ["fl.strategy=fedavg-dwt", "fl.alpha=2"],
+            "fl.alpha = 2.0 has no effect with fl.strategy = 'fedavg-dwt' "
+            "(F-L_HiFr: the DWT loss with FedAvg's sample weights; it reads fl.lambda_vsr, fl.lambda_hifr, fl.hifr_mode, "
+            "fl.hifr_eps, fl.mixing)",
+        ),
+        (
+            ["fl.strategy=fedprox", "fl.server_lr=0.5"],
+            "fl.server_lr = 0.5 has no effect with fl.strategy = 'fedprox' "
+            "(FedProx: FedAvg plus the proximal term (mu/2)||w - w_global||^2; it reads fl.mu); remove it, or choose a "
+            "strategy that reads it: scaffold",
+        ),
+    ],
+)
 def test_a_key_the_strategy_does_not_read_is_refused_naming_the_strategy(overrides, message):
     with pytest.raises(ConfigError) as err:
         load_config(None, overrides)
@@ -323,8 +397,10 @@ def test_a_key_the_strategy_does_not_read_is_refused_naming_the_strategy(overrid
 def test_a_strategy_key_at_its_default_loads_under_any_strategy(tmp_path):
     # config.yaml of earlier runs holds every strategy's keys at their defaults: it still loads, to the same config
     old = tmp_path / "config.yaml"
-    old.write_text("fl:\n  strategy: fedvsr-gla\n  mu: 0.001\n  server_lr: 1.0\n  lambda_hifr: 1.0\n  alpha_decay: "
-                   "linear\n  lambda_vsr: 0.5\n")
+    old.write_text(
+        "fl:\n  strategy: fedvsr-gla\n  mu: 0.001\n  server_lr: 1.0\n  lambda_hifr: 1.0\n  alpha_decay: "
+        "linear\n  lambda_vsr: 0.5\n"
+    )
     cfg = load_config(old)
     assert (cfg.fl.params.lambda_vsr, cfg.fl.params.lambda_hifr, cfg.fl.params.alpha_decay) == (0.5, 0.0, "none")
     assert load_config(old).to_dict()["fl"]["lambda_hifr"] == 1.0  # written as before: the key's default

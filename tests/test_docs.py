@@ -57,9 +57,11 @@ def test_the_model_sizes_page_counts_the_papers_presets():
 def test_links_to_benchmark_figures_read_on_github_and_on_the_site():
     md = "![a](../benchmarks/results/paper_tables/psnr_random.png) and ![b](../../benchmarks/results/x/y.png)"
     assert generate.site_result_links(md, "benchmarks.md") == (
-        "![a](results/paper_tables/psnr_random.png) and ![b](../../benchmarks/results/x/y.png)")
+        "![a](results/paper_tables/psnr_random.png) and ![b](../../benchmarks/results/x/y.png)"
+    )
     assert generate.site_result_links(md, "reference/models.md") == (
-        "![a](../benchmarks/results/paper_tables/psnr_random.png) and ![b](../results/x/y.png)")
+        "![a](../benchmarks/results/paper_tables/psnr_random.png) and ![b](../results/x/y.png)"
+    )
 
 
 def test_the_readme_is_at_most_250_lines_and_every_relative_link_in_it_exists():
@@ -83,6 +85,10 @@ def test_ci_runs_the_readmes_test_command_and_its_extra_installs_the_site_builde
 def test_no_shipped_text_cites_a_paper_file_the_repository_does_not_hold():
     """The papers are cited by title and arXiv id (docs/papers.md), not by papers/*.md."""
     cited = re.compile(r"papers/|\bfedvsr\.md\b|\bfca2\.md\b|\bfcvsr\.md\b|vsrgan\.txt")
-    files = [*(ROOT / "fedvsr").rglob("*.py"), *(ROOT / "fedvsr").rglob("*.yaml"), ROOT / "README.md",
-             *(ROOT / "docs").rglob("*.md")]
+    files = [
+        *(ROOT / "fedvsr").rglob("*.py"),
+        *(ROOT / "fedvsr").rglob("*.yaml"),
+        ROOT / "README.md",
+        *(ROOT / "docs").rglob("*.md"),
+    ]
     assert [f.relative_to(ROOT).as_posix() for f in files if cited.search(f.read_text(encoding="utf-8"))] == []

@@ -23,32 +23,65 @@ from fedvsr.cli import main
 # (id, arguments after `fedvsr`, text the one line must hold): invalid experiment configs
 CONFIG_CASES: list[tuple[str, list[str], str]] = [
     # -- issue 23: a hang, tracebacks, and runs that should never have started
-    ("seed-2^64+1", ["--set", "seed=18446744073709551617"], "seed = 18446744073709551617 is not allowed; expected "
-     "an integer >= 0 and <= 9223372036854775807"),
+    (
+        "seed-2^64+1",
+        ["--set", "seed=18446744073709551617"],
+        "seed = 18446744073709551617 is not allowed; expected an integer >= 0 and <= 9223372036854775807",
+    ),
     ("seed-2^63", ["--set", "seed=9223372036854775808"], "seed = 9223372036854775808 is not allowed"),
     ("data-seed-2^64", ["--set", "data.seed=18446744073709551616"], "data.seed = 18446744073709551616 is not allowed"),
-    ("videos-1e8", ["--set", "data.videos=100000000"], "data.videos = 100000000 is not allowed; expected an integer "
-     ">= 2 and <= 1000000"),
+    (
+        "videos-1e8",
+        ["--set", "data.videos=100000000"],
+        "data.videos = 100000000 is not allowed; expected an integer >= 2 and <= 1000000",
+    ),
     ("frame-65536", ["--set", "data.height=65536", "--set", "data.width=65536"], "data.height = 65536 is not allowed"),
-    ("rounds-1e12", ["--set", "fl.rounds=1.0e+12"], "fl.rounds = 1000000000000.0 is not allowed; expected an integer "
-     ">= 1 and <= 100000"),
-    ("batch-1e8", ["--set", "fl.batch_size=100000000"], "fl.batch_size = 100000000 is not allowed; expected an "
-     "integer >= 1 and <= 4096"),
+    (
+        "rounds-1e12",
+        ["--set", "fl.rounds=1.0e+12"],
+        "fl.rounds = 1000000000000.0 is not allowed; expected an integer >= 1 and <= 100000",
+    ),
+    (
+        "batch-1e8",
+        ["--set", "fl.batch_size=100000000"],
+        "fl.batch_size = 100000000 is not allowed; expected an integer >= 1 and <= 4096",
+    ),
     ("lr-1e300", ["--set", "fl.lr=1e300"], "fl.lr = '1e300' is not allowed; expected a number > 0.0 and <= 10.0"),
-    ("workers-vs-cpus", ["--set", "platform.workers=10000"], "platform.workers = 10000 x platform.cpus_per_worker = 1 "
-     "needs 10000 CPUs but this machine has"),
-    ("cpus-per-worker-vs-cpus", ["--set", "platform.workers=1", "--set", "platform.cpus_per_worker=1024"],
-     "platform.workers = 1 x platform.cpus_per_worker = 1024 needs 1024 CPUs"),
-    ("video-vs-memory", ["--set", "data.frames=10000", "--set", "data.height=8192", "--set", "data.width=8192"],
-     "data.frames x data.height x data.width x 3 bytes = 10000 x 8192 x 8192 x 3 = 1.8 TiB each"),
-    ("client-videos-vs-memory", ["--set", "data.videos=1000000", "--set", "data.frames=1000"],
-     "data.videos = 1000000 built-in videos of"),
-    ("model-vs-memory", ["--set", "model.options={channels: 60000}"], "model.options = {'channels': 60000} gives "
-     "efvsr/small 550,807,560,003 parameters"),
-    ("model-option-huge", ["--set", "model.options={blocks: 100000000}"], "model.options.blocks = 100000000 is not "
-     "allowed"),
-    ("model-option-nested", ["--set", "model.name=fca2", "--set", "model.options={backbone_options: {blocks: 1e6}}"],
-     "model.options"),
+    (
+        "workers-vs-cpus",
+        ["--set", "platform.workers=10000"],
+        "platform.workers = 10000 x platform.cpus_per_worker = 1 needs 10000 CPUs but this machine has",
+    ),
+    (
+        "cpus-per-worker-vs-cpus",
+        ["--set", "platform.workers=1", "--set", "platform.cpus_per_worker=1024"],
+        "platform.workers = 1 x platform.cpus_per_worker = 1024 needs 1024 CPUs",
+    ),
+    (
+        "video-vs-memory",
+        ["--set", "data.frames=10000", "--set", "data.height=8192", "--set", "data.width=8192"],
+        "data.frames x data.height x data.width x 3 bytes = 10000 x 8192 x 8192 x 3 = 1.8 TiB each",
+    ),
+    (
+        "client-videos-vs-memory",
+        ["--set", "data.videos=1000000", "--set", "data.frames=1000"],
+        "data.videos = 1000000 built-in videos of",
+    ),
+    (
+        "model-vs-memory",
+        ["--set", "model.options={channels: 60000}"],
+        "model.options = {'channels': 60000} gives efvsr/small 550,807,560,003 parameters",
+    ),
+    (
+        "model-option-huge",
+        ["--set", "model.options={blocks: 100000000}"],
+        "model.options.blocks = 100000000 is not allowed",
+    ),
+    (
+        "model-option-nested",
+        ["--set", "model.name=fca2", "--set", "model.options={backbone_options: {blocks: 1e6}}"],
+        "model.options",
+    ),
     # -- types
     ("rounds-word", ["--set", "fl.rounds=abc"], "fl.rounds = 'abc' is not allowed"),
     ("rounds-fraction", ["--set", "fl.rounds=2.5"], "fl.rounds = 2.5 is not allowed"),
@@ -79,8 +112,11 @@ CONFIG_CASES: list[tuple[str, list[str], str]] = [
     ("address-number", ["--set", "platform.address=5"], "platform.address = 5 is not allowed"),
     ("milestones-words", ["--set", "fl.lr_milestones=[a]"], "fl.lr_milestones = ['a'] is not allowed"),
     ("milestones-fraction", ["--set", "fl.lr_milestones=1.5"], "fl.lr_milestones = 1.5 is not allowed"),
-    ("oversubscribe-number", ["--set", "platform.oversubscribe=1"], "platform.oversubscribe = 1 is not allowed; "
-     "expected true/false"),
+    (
+        "oversubscribe-number",
+        ["--set", "platform.oversubscribe=1"],
+        "platform.oversubscribe = 1 is not allowed; expected true/false",
+    ),
     ("oversubscribe-word", ["--set", "platform.oversubscribe=maybe"], "platform.oversubscribe = 'maybe'"),
     ("scale-fraction", ["--set", "data.scale=2.5"], "data.scale = 2.5 is not allowed"),
     ("scale-5", ["--set", "data.scale=5"], "data.scale = 5 is not allowed; expected one of 1, 2, 3, 4"),
@@ -168,8 +204,11 @@ CONFIG_CASES: list[tuple[str, list[str], str]] = [
     ("unclosed-list", ["--set", "fl.lr=[1, 2"], "override 'fl.lr=[1, 2': cannot parse the value"),
     ("yaml-reserved", ["--set", "fl.lr=@x"], "override 'fl.lr=@x': cannot parse the value"),
     # -- keys against one another
-    ("per-round-above-clients", ["--set", "fl.clients_per_round=20"], "fl.clients_per_round = 20 is larger than "
-     "fl.clients = 8"),
+    (
+        "per-round-above-clients",
+        ["--set", "fl.clients_per_round=20"],
+        "fl.clients_per_round = 20 is larger than fl.clients = 8",
+    ),
     ("clients-above-videos", ["--set", "fl.clients=30"], "data.videos = 28 leaves 24 videos after eval.holdout = 4"),
     ("height-not-multiple", ["--set", "data.height=102"], "data.height = 102 must be a multiple of data.scale = 4"),
     ("patch-above-frame", ["--set", "data.patch=64"], "allowed: data.height >= 256"),
@@ -177,29 +216,59 @@ CONFIG_CASES: list[tuple[str, list[str], str]] = [
     ("eval-folder-without-root", ["--set", "eval.source=folder"], "eval.root = '' must name the folder"),
     ("split-on-synthetic", ["--set", "eval.source=split"], "eval.source = 'split' is not allowed with data.source"),
     ("holdout-0", ["--set", "eval.holdout=0"], "eval.holdout = 0 leaves no evaluation video"),
-    ("clip-frames-vs-model", ["--set", "data.clip_frames=5"], "data.clip_frames = 5 does not match the 3 input "
-     "frames of efvsr/small"),
-    ("crf-range-reversed", ["--set", "data.mix_crf_min=40", "--set", "data.mix_crf_max=20"],
-     "data.mix_crf_min = 40 is larger than data.mix_crf_max = 20"),
-    ("multistep-without-milestones", ["--set", "fl.lr_schedule=multistep"], "fl.lr_schedule = 'multistep' needs "
-     "fl.lr_milestones"),
+    (
+        "clip-frames-vs-model",
+        ["--set", "data.clip_frames=5"],
+        "data.clip_frames = 5 does not match the 3 input frames of efvsr/small",
+    ),
+    (
+        "crf-range-reversed",
+        ["--set", "data.mix_crf_min=40", "--set", "data.mix_crf_max=20"],
+        "data.mix_crf_min = 40 is larger than data.mix_crf_max = 20",
+    ),
+    (
+        "multistep-without-milestones",
+        ["--set", "fl.lr_schedule=multistep"],
+        "fl.lr_schedule = 'multistep' needs fl.lr_milestones",
+    ),
     ("milestones-without-multistep", ["--set", "fl.lr_milestones=[3]"], "fl.lr_milestones = [3] is only used by"),
-    ("milestones-decreasing", ["--set", "fl.lr_schedule=multistep", "--set", "fl.lr_milestones=[5, 3]"],
-     "fl.lr_milestones = [5, 3] is not allowed"),
-    ("milestone-never-reached", ["--set", "fl.lr_schedule=multistep", "--set", "fl.lr_milestones=[30]"],
-     "fl.lr_milestones = [30]: 30 is never reached"),
-    ("cosine-min-above-lr", ["--set", "fl.lr_schedule=cosine", "--set", "fl.lr_min=1"], "fl.lr_min = 1.0 must be "
-     "below fl.lr"),
+    (
+        "milestones-decreasing",
+        ["--set", "fl.lr_schedule=multistep", "--set", "fl.lr_milestones=[5, 3]"],
+        "fl.lr_milestones = [5, 3] is not allowed",
+    ),
+    (
+        "milestone-never-reached",
+        ["--set", "fl.lr_schedule=multistep", "--set", "fl.lr_milestones=[30]"],
+        "fl.lr_milestones = [30]: 30 is never reached",
+    ),
+    (
+        "cosine-min-above-lr",
+        ["--set", "fl.lr_schedule=cosine", "--set", "fl.lr_min=1"],
+        "fl.lr_min = 1.0 must be below fl.lr",
+    ),
     ("warmup-above-rounds", ["--set", "fl.lr_warmup=20"], "fl.lr_warmup = 20 rounds is not shorter than fl.rounds"),
-    ("stragglers-without-deadline", ["--set", "fl.stragglers=1"], "fl.stragglers = 1.0 has no effect without a "
-     "deadline"),
-    ("segment-below-clip", ["--set", "data.segment_frames=2"], "data.segment_frames = 2 is shorter than a training "
-     "clip"),
-    ("segment-above-frames", ["--set", "data.segment_frames=100"], "data.segment_frames = 100 is longer than the "
-     "videos"),
+    (
+        "stragglers-without-deadline",
+        ["--set", "fl.stragglers=1"],
+        "fl.stragglers = 1.0 has no effect without a deadline",
+    ),
+    (
+        "segment-below-clip",
+        ["--set", "data.segment_frames=2"],
+        "data.segment_frames = 2 is shorter than a training clip",
+    ),
+    (
+        "segment-above-frames",
+        ["--set", "data.segment_frames=100"],
+        "data.segment_frames = 100 is longer than the videos",
+    ),
     ("vsrgan-ops-unknown", ["--set", "data.vsrgan_ops=blur,sharpen"], "data.vsrgan_ops = 'blur,sharpen'"),
-    ("vsrgan-ops-none", ["--set", "data.degradation=vsrgan", "--set", "data.vsrgan_ops="], "data.vsrgan_ops = '' "
-     "names no operation"),
+    (
+        "vsrgan-ops-none",
+        ["--set", "data.degradation=vsrgan", "--set", "data.vsrgan_ops="],
+        "data.vsrgan_ops = '' names no operation",
+    ),
     ("scale-vs-model", ["--set", "data.scale=2"], "data.scale = 2 does not match efvsr/small"),
     ("lr-cache-is-a-file", ["--set", "data.lr_cache=@D/a_file"], "data.lr_cache = "),
     ("nul-in-root", ["--config", "@D/nul.yaml"], "data.root = 'a\\x00b' is not allowed: it holds a NUL character"),
@@ -210,13 +279,19 @@ CONFIG_CASES: list[tuple[str, list[str], str]] = [
     ("config-fifo", ["--config", "@D/fifo.yaml"], "config file '@D/fifo.yaml' is not a regular file"),
     ("config-device", ["--config", "/dev/zero"], "config file '/dev/zero' is not a regular file"),
     ("config-too-big", ["--config", "@D/big.yaml"], "config file '@D/big.yaml' holds 17,825,792 bytes"),
-    ("config-list", ["--config", "@D/list.yaml"], "config file '@D/list.yaml' must hold a mapping at the top level, "
-     "not a list"),
+    (
+        "config-list",
+        ["--config", "@D/list.yaml"],
+        "config file '@D/list.yaml' must hold a mapping at the top level, not a list",
+    ),
     ("config-scalar", ["--config", "@D/scalar.yaml"], "config file '@D/scalar.yaml' must hold a mapping"),
     ("config-bad-yaml", ["--config", "@D/bad.yaml"], "config file '@D/bad.yaml' is not valid YAML"),
     ("config-tabs", ["--config", "@D/tabs.yaml"], "config file '@D/tabs.yaml' is not valid YAML"),
-    ("config-python-tag", ["--config", "@D/tag.yaml"], "config file '@D/tag.yaml' is not valid YAML: could not "
-     "determine a constructor"),
+    (
+        "config-python-tag",
+        ["--config", "@D/tag.yaml"],
+        "config file '@D/tag.yaml' is not valid YAML: could not determine a constructor",
+    ),
     ("config-deep", ["--config", "@D/deep.yaml"], "config file '@D/deep.yaml' is not valid YAML: nested too deeply"),
     ("config-section-number", ["--config", "@D/section.yaml"], "fl = 3 is not allowed"),
     ("config-dotted-key", ["--config", "@D/dotted.yaml"], "unknown key 'fl.rounds'"),
@@ -226,24 +301,36 @@ CONFIG_CASES: list[tuple[str, list[str], str]] = [
     ("out-is-a-file", ["--out", "@D/a_file"], "--out '@D/a_file' is a file, not a folder"),
     ("out-under-a-file", ["--out", "@D/a_file/run"], "--out '@D/a_file/run' is under '@D/a_file', which is a file"),
     ("out-under-a-file-deep", ["--out", "@D/a_file/x/y"], "is under '@D/a_file', which is a file"),
-    ("out-holds-other-files", ["--out", "@D/other"], "--out '@D/other' holds other files (notes.txt) and no fedvsr "
-     "run"),
+    (
+        "out-holds-other-files",
+        ["--out", "@D/other"],
+        "--out '@D/other' holds other files (notes.txt) and no fedvsr run",
+    ),
     ("out-holds-a-sweep", ["--out", "@D/sweep"], "--out '@D/sweep' holds other files (sweep.yaml) and no fedvsr run"),
     ("out-holds-a-run", ["--out", "@D/run"], "output folder '@D/run' already holds a run; pass --resume"),
     ("resume-without-out", ["--resume"], "--resume needs --out DIR"),
-    ("resume-with-set", ["--resume", "--out", "@D/run", "--set", "fl.rounds=999"], "--resume continues a run as it "
-     "was started (the config saved in --out); --set cannot change it"),
+    (
+        "resume-with-set",
+        ["--resume", "--out", "@D/run", "--set", "fl.rounds=999"],
+        "--resume continues a run as it was started (the config saved in --out); --set cannot change it",
+    ),
     ("resume-with-config", ["--resume", "--out", "@D/run", "--config", "@D/lr.yaml"], "--config cannot change it"),
     ("resume-with-replicates", ["--resume", "--out", "@D/run", "--replicates", "3"], "--replicates cannot change it"),
     ("resume-with-vary-data", ["--resume", "--out", "@D/run", "--vary-data"], "--vary-data cannot change it"),
-    ("resume-empty-folder", ["--resume", "--out", "@D/empty"], "--resume: '@D/empty' holds no config.yaml or "
-     "replicates.json of an earlier run"),
+    (
+        "resume-empty-folder",
+        ["--resume", "--out", "@D/empty"],
+        "--resume: '@D/empty' holds no config.yaml or replicates.json of an earlier run",
+    ),
     ("resume-missing-folder", ["--resume", "--out", "@D/nowhere"], "--resume: '@D/nowhere' holds no config.yaml"),
     ("replicates-0", ["--replicates", "0"], "--replicates = 0 is not allowed; expected an integer >= 1"),
     ("replicates-1001", ["--replicates", "1001"], "--replicates = 1001 is not allowed"),
     ("vary-data-alone", ["--vary-data"], "--vary-data needs --replicates N with N >= 2"),
-    ("replicate-seeds-overflow", ["--set", "seed=9223372036854775807", "--replicates", "2"],
-     "seed = 9223372036854775807 with --replicates 2 gives replicate seeds up to 9223372036854775808"),
+    (
+        "replicate-seeds-overflow",
+        ["--set", "seed=9223372036854775807", "--replicates", "2"],
+        "seed = 9223372036854775807 with --replicates 2 gives replicate seeds up to 9223372036854775808",
+    ),
 ]
 
 # other commands: train-central and best
@@ -258,8 +345,12 @@ OTHER_CASES: list[tuple[str, list[str], str]] = [
 ]
 
 # a valid grid spec; each case below changes it (None deletes a key) or replaces the file
-BASE_SPEC = {"search": "grid", "scheduler": "none", "fixed": {"fl.rounds": 4},
-             "params": {"fl.lr": {"grid": [0.001, 0.002]}}}
+BASE_SPEC = {
+    "search": "grid",
+    "scheduler": "none",
+    "fixed": {"fl.rounds": 4},
+    "params": {"fl.lr": {"grid": [0.001, 0.002]}},
+}
 OPTUNA = {"search": "optuna", "trials": 4, "params": {"fl.lr": {"loguniform": [1e-4, 1e-2]}}}
 
 # (id, spec changes or file name under @D, extra arguments, text the one line must hold)
@@ -288,11 +379,19 @@ SPEC_CASES: list[tuple[str, dict | str, list[str], str]] = [
     ("replicates-1001", {"replicates": 1001}, [], "replicates = 1001 is not allowed"),
     ("vary-data-word", {"vary_data": "yes please"}, [], "vary_data = 'yes please' is not allowed"),
     ("vary-data-alone", {"vary_data": True}, [], "vary_data = true needs replicates >= 2"),
-    ("replicate-seeds", {"fixed": {"fl.rounds": 4, "seed": 2**63 - 1}, "replicates": 2}, [],
-     "seed = 9223372036854775807 with replicates = 2 gives replicate seeds above"),
+    (
+        "replicate-seeds",
+        {"fixed": {"fl.rounds": 4, "seed": 2**63 - 1}, "replicates": 2},
+        [],
+        "seed = 9223372036854775807 with replicates = 2 gives replicate seeds above",
+    ),
     # -- trials
-    ("grid-with-trials", {"trials": 0}, [], "trials = 0 is not allowed with search = 'grid', which runs each of its "
-     "2 points once"),
+    (
+        "grid-with-trials",
+        {"trials": 0},
+        [],
+        "trials = 0 is not allowed with search = 'grid', which runs each of its 2 points once",
+    ),
     ("grid-with-other-trials", {"trials": 16}, [], "trials = 16 is not allowed with search = 'grid'"),
     ("grid-with-cli-trials", {}, ["--trials", "5"], "--trials = 5: sweep spec 'spec' is a grid"),
     ("optuna-without-trials", {**OPTUNA, "trials": None}, [], "trials = None: search = 'optuna' needs trials"),
@@ -318,61 +417,149 @@ SPEC_CASES: list[tuple[str, dict | str, list[str], str]] = [
     ("param-bad-value", {"params": {"fl.lr": {"grid": [0.1, -1]}}}, [], "fl.lr = -1 is not allowed"),
     ("param-empty-grid", {"params": {"fl.lr": {"grid": []}}}, [], "grid = []: expected a non-empty list"),
     ("param-duplicate", {"params": {"fl.lr": {"grid": [0.1, 0.1]}}}, [], "lists a value twice"),
-    ("grid-with-uniform", {"params": {"fl.lr": {"uniform": [0.001, 0.01]}}}, [], "search = 'grid' needs listed "
-     "values, but 'fl.lr' has a continuous distribution"),
-    ("uniform-one-number", {**OPTUNA, "params": {"fl.lr": {"uniform": [0.1]}}}, [], "uniform = [0.1]: expected "
-     "[low, high]"),
+    (
+        "grid-with-uniform",
+        {"params": {"fl.lr": {"uniform": [0.001, 0.01]}}},
+        [],
+        "search = 'grid' needs listed values, but 'fl.lr' has a continuous distribution",
+    ),
+    (
+        "uniform-one-number",
+        {**OPTUNA, "params": {"fl.lr": {"uniform": [0.1]}}},
+        [],
+        "uniform = [0.1]: expected [low, high]",
+    ),
     ("uniform-reversed", {**OPTUNA, "params": {"fl.lr": {"uniform": [0.1, 0.01]}}}, [], "expected finite low < high"),
-    ("uniform-out-of-range", {**OPTUNA, "params": {"fl.lr": {"uniform": [0.1, 100]}}}, [], "fl.lr = 100.0 is not "
-     "allowed"),
+    (
+        "uniform-out-of-range",
+        {**OPTUNA, "params": {"fl.lr": {"uniform": [0.1, 100]}}},
+        [],
+        "fl.lr = 100.0 is not allowed",
+    ),
     ("loguniform-zero", {**OPTUNA, "params": {"fl.lr": {"loguniform": [0, 0.1]}}}, [], "low must be > 0"),
-    ("int-fraction", {**OPTUNA, "params": {"fl.rounds": {"int": [1.5, 4]}}}, [], "int = [1.5, 4]: expected integer "
-     "bounds"),
-    ("int-step-0", {**OPTUNA, "params": {"fl.rounds": {"int": [1, 4], "step": 0}}}, [], "step = 0: expected an "
-     "integer >= 1"),
-    ("int-log-from-0", {**OPTUNA, "params": {"fl.local_epochs": {"int": [0, 4], "log": True}}}, [],
-     "int with log: true needs low >= 1"),
-    ("int-above-range", {**OPTUNA, "params": {"fl.rounds": {"int": [1, 10**9]}}}, [], "fl.rounds = 1000000000 is "
-     "not allowed"),
-    ("joint-uniform", {"params": {"pair": {"keys": ["fl.lr", "fl.mu"], "uniform": [0, 1]}}}, [], "a joint parameter "
-     "(keys: [...]) takes choice/grid values"),
-    ("joint-one-key", {"params": {"pair": {"keys": ["fl.lr"], "grid": [[0.1]]}}}, [], "keys = ['fl.lr']: expected a "
-     "list of at least two config keys"),
-    ("joint-named-as-key", {"params": {"fl.lr": {"keys": ["fl.lr", "fl.mu"], "grid": [[0.1, 0.1]]}}}, [],
-     "a joint parameter's name must not be a config key"),
-    ("joint-wrong-length", {"params": {"pair": {"keys": ["fl.lr", "fl.mu"], "grid": [[0.1]]}}}, [],
-     "value [0.1] must be a list of 2 values"),
-    ("when-unknown", {"params": {"fl.mu": {"grid": [0.1], "when": {"fl.strategy": "fedprox"}}}}, [],
-     "when names 'fl.strategy', which is neither a fixed key nor a parameter listed earlier"),
-    ("when-never", {"fixed": {"fl.rounds": 4, "fl.strategy": "fedavg"},
-                    "params": {"fl.mu": {"grid": [0.1], "when": {"fl.strategy": "fedprox"}}}}, [],
-     "when fl.strategy in ['fedprox'] can never hold"),
+    (
+        "int-fraction",
+        {**OPTUNA, "params": {"fl.rounds": {"int": [1.5, 4]}}},
+        [],
+        "int = [1.5, 4]: expected integer bounds",
+    ),
+    (
+        "int-step-0",
+        {**OPTUNA, "params": {"fl.rounds": {"int": [1, 4], "step": 0}}},
+        [],
+        "step = 0: expected an integer >= 1",
+    ),
+    (
+        "int-log-from-0",
+        {**OPTUNA, "params": {"fl.local_epochs": {"int": [0, 4], "log": True}}},
+        [],
+        "int with log: true needs low >= 1",
+    ),
+    (
+        "int-above-range",
+        {**OPTUNA, "params": {"fl.rounds": {"int": [1, 10**9]}}},
+        [],
+        "fl.rounds = 1000000000 is not allowed",
+    ),
+    (
+        "joint-uniform",
+        {"params": {"pair": {"keys": ["fl.lr", "fl.mu"], "uniform": [0, 1]}}},
+        [],
+        "a joint parameter (keys: [...]) takes choice/grid values",
+    ),
+    (
+        "joint-one-key",
+        {"params": {"pair": {"keys": ["fl.lr"], "grid": [[0.1]]}}},
+        [],
+        "keys = ['fl.lr']: expected a list of at least two config keys",
+    ),
+    (
+        "joint-named-as-key",
+        {"params": {"fl.lr": {"keys": ["fl.lr", "fl.mu"], "grid": [[0.1, 0.1]]}}},
+        [],
+        "a joint parameter's name must not be a config key",
+    ),
+    (
+        "joint-wrong-length",
+        {"params": {"pair": {"keys": ["fl.lr", "fl.mu"], "grid": [[0.1]]}}},
+        [],
+        "value [0.1] must be a list of 2 values",
+    ),
+    (
+        "when-unknown",
+        {"params": {"fl.mu": {"grid": [0.1], "when": {"fl.strategy": "fedprox"}}}},
+        [],
+        "when names 'fl.strategy', which is neither a fixed key nor a parameter listed earlier",
+    ),
+    (
+        "when-never",
+        {
+            "fixed": {"fl.rounds": 4, "fl.strategy": "fedavg"},
+            "params": {"fl.mu": {"grid": [0.1], "when": {"fl.strategy": "fedprox"}}},
+        },
+        [],
+        "when fl.strategy in ['fedprox'] can never hold",
+    ),
     ("when-not-mapping", {"params": {"fl.lr": {"grid": [0.1], "when": ["x"]}}}, [], "when = ['x']: expected a mapping"),
-    ("affine-unknown-source", {"params": {"fl.lambda_vsr": {"affine": "fl.lambda_hifr"}}}, [],
-     "affine = 'fl.lambda_hifr' must name a fixed key or a parameter listed earlier"),
-    ("affine-scale-word", {"params": {"fl.lambda_hifr": {"grid": [0.5]},
-                                      "fl.lambda_vsr": {"affine": "fl.lambda_hifr", "scale": "x"}}}, [],
-     "scale = 'x': expected a number"),
-    ("affine-out-of-range", {"params": {"fl.lambda_hifr": {"grid": [0.5]},
-                                        "fl.lambda_vsr": {"affine": "fl.lambda_hifr", "scale": -4}}}, [],
-     "fl.lambda_vsr = -2.0 is not allowed"),
+    (
+        "affine-unknown-source",
+        {"params": {"fl.lambda_vsr": {"affine": "fl.lambda_hifr"}}},
+        [],
+        "affine = 'fl.lambda_hifr' must name a fixed key or a parameter listed earlier",
+    ),
+    (
+        "affine-scale-word",
+        {"params": {"fl.lambda_hifr": {"grid": [0.5]}, "fl.lambda_vsr": {"affine": "fl.lambda_hifr", "scale": "x"}}},
+        [],
+        "scale = 'x': expected a number",
+    ),
+    (
+        "affine-out-of-range",
+        {"params": {"fl.lambda_hifr": {"grid": [0.5]}, "fl.lambda_vsr": {"affine": "fl.lambda_hifr", "scale": -4}}},
+        [],
+        "fl.lambda_vsr = -2.0 is not allowed",
+    ),
     ("fixed-and-swept", {"fixed": {"fl.rounds": 4, "fl.lr": 0.1}}, [], "'fl.lr' is both fixed and swept"),
-    ("swept-twice", {"params": {"fl.lr": {"grid": [0.1]}, "pair": {"keys": ["fl.lr", "fl.mu"],
-                                                                   "grid": [[0.1, 0.1]]}}}, [],
-     "key(s) fl.lr set by more than one parameter"),
-    ("grid-point-invalid", {"params": {"fl.clients_per_round": {"grid": [4, 20]}}}, [], "grid point "
-     "fl.clients_per_round=20 is not a valid experiment"),
-    ("optuna-end-invalid", {**OPTUNA, "params": {"fl.clients_per_round": {"int": [1, 20]}}}, [],
-     "fl.clients_per_round = 20"),
+    (
+        "swept-twice",
+        {"params": {"fl.lr": {"grid": [0.1]}, "pair": {"keys": ["fl.lr", "fl.mu"], "grid": [[0.1, 0.1]]}}},
+        [],
+        "key(s) fl.lr set by more than one parameter",
+    ),
+    (
+        "grid-point-invalid",
+        {"params": {"fl.clients_per_round": {"grid": [4, 20]}}},
+        [],
+        "grid point fl.clients_per_round=20 is not a valid experiment",
+    ),
+    (
+        "optuna-end-invalid",
+        {**OPTUNA, "params": {"fl.clients_per_round": {"int": [1, 20]}}},
+        [],
+        "fl.clients_per_round = 20",
+    ),
     # -- the machine, the output folder and the command line
-    ("workers-vs-cpus", {"fixed": {"fl.rounds": 4, "platform.workers": 10000}}, [], "platform.workers = 10000 x "
-     "platform.cpus_per_worker = 1 needs 10000 CPUs"),
-    ("grid-point-vs-cpus", {"params": {"platform.workers": {"grid": [1, 10000]}}}, [], "sweep spec 'spec', grid "
-     "point platform.workers=10000: platform.workers = 10000 x platform.cpus_per_worker = 1 needs 10000 CPUs"),
+    (
+        "workers-vs-cpus",
+        {"fixed": {"fl.rounds": 4, "platform.workers": 10000}},
+        [],
+        "platform.workers = 10000 x platform.cpus_per_worker = 1 needs 10000 CPUs",
+    ),
+    (
+        "grid-point-vs-cpus",
+        {"params": {"platform.workers": {"grid": [1, 10000]}}},
+        [],
+        "sweep spec 'spec', grid "
+        "point platform.workers=10000: platform.workers = 10000 x platform.cpus_per_worker = 1 needs 10000 CPUs",
+    ),
     ("out-is-a-file", {}, ["--out", "@D/a_file"], "--out '@D/a_file' is a file, not a folder"),
     ("out-under-a-file", {}, ["--out", "@D/a_file/sweep"], "is under '@D/a_file', which is a file"),
-    ("out-holds-other-files", {}, ["--out", "@D/other"], "--out '@D/other' holds other files (notes.txt) and no "
-     "fedvsr sweep"),
+    (
+        "out-holds-other-files",
+        {},
+        ["--out", "@D/other"],
+        "--out '@D/other' holds other files (notes.txt) and no fedvsr sweep",
+    ),
     ("out-holds-a-sweep", {}, ["--out", "@D/sweep"], "output folder '@D/sweep' already holds a sweep"),
     ("concurrent-0", {}, ["--concurrent", "0"], "--concurrent = 0 is not allowed"),
 ]
@@ -381,11 +568,17 @@ SPEC_CASES: list[tuple[str, dict | str, list[str], str]] = [
 SWEEP_COMMAND_CASES: list[tuple[str, list[str], str]] = [
     ("no-spec", ["sweep"], "fedvsr sweep needs a SPEC"),
     ("resume-without-out", ["sweep", "--resume"], "--resume needs --out DIR"),
-    ("resume-with-set", ["sweep", "--resume", "--out", "@D/sweep", "--set", "fl.rounds=3"], "--resume continues a "
-     "sweep as it was started"),
+    (
+        "resume-with-set",
+        ["sweep", "--resume", "--out", "@D/sweep", "--set", "fl.rounds=3"],
+        "--resume continues a sweep as it was started",
+    ),
     ("resume-with-trials", ["sweep", "--resume", "--out", "@D/sweep", "--trials", "3"], "--resume continues a sweep"),
-    ("resume-not-a-sweep", ["sweep", "--resume", "--out", "@D/other"], "--resume: '@D/other' holds no sweep.yaml of "
-     "an earlier sweep"),
+    (
+        "resume-not-a-sweep",
+        ["sweep", "--resume", "--out", "@D/other"],
+        "--resume: '@D/other' holds no sweep.yaml of an earlier sweep",
+    ),
     ("resume-missing", ["sweep", "--resume", "--out", "@D/nowhere"], "--resume: '@D/nowhere' holds no sweep.yaml"),
 ]
 
@@ -398,11 +591,21 @@ def files(tmp_path_factory):
     (d / "dir.yaml").mkdir()
     os.mkfifo(d / "fifo.yaml")  # opening it would block: it must be refused before that
     (d / "big.yaml").write_bytes(b"#" * (17 * 2**20))
-    texts = {"list.yaml": "- 1\n- 2\n", "scalar.yaml": "3\n", "empty.yaml": "", "bad.yaml": "fl: [1, 2\n",
-             "tabs.yaml": "fl:\n\trounds: 3\n", "tag.yaml": '!!python/object/apply:os.system ["echo hi"]\n',
-             "deep.yaml": "[" * 5000 + "]" * 5000, "section.yaml": "fl: 3\n", "dotted.yaml": "fl.rounds: 3\n",
-             "unknown.yaml": "flx: {rounds: 3}\n", "lr.yaml": "fl: {lr: 1e300}\n", "a_file": "not a folder\n",
-             "nul.yaml": 'data: {source: folder, root: "a\\0b"}\n'}
+    texts = {
+        "list.yaml": "- 1\n- 2\n",
+        "scalar.yaml": "3\n",
+        "empty.yaml": "",
+        "bad.yaml": "fl: [1, 2\n",
+        "tabs.yaml": "fl:\n\trounds: 3\n",
+        "tag.yaml": '!!python/object/apply:os.system ["echo hi"]\n',
+        "deep.yaml": "[" * 5000 + "]" * 5000,
+        "section.yaml": "fl: 3\n",
+        "dotted.yaml": "fl.rounds: 3\n",
+        "unknown.yaml": "flx: {rounds: 3}\n",
+        "lr.yaml": "fl: {lr: 1e300}\n",
+        "a_file": "not a folder\n",
+        "nul.yaml": 'data: {source: folder, root: "a\\0b"}\n',
+    }
     for name, text in texts.items():
         (d / name).write_text(text)
     (d / "other").mkdir()
@@ -418,6 +621,7 @@ def files(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def ray_never_starts(monkeypatch):
     """A case that slipped through must not start Ray (nor an experiment): ``ray.init`` fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("ray.init was called: the input was not refused before Ray started")
 
@@ -445,8 +649,12 @@ def refused(argv: list[str], expected: str, files, capsys) -> str:
 @pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
 def test_invalid_configs_are_one_line_before_ray(argv, expected, files, capsys, tmp_path):
     has_out = "--out" in argv
-    line = refused(["simulate", *argv, *([] if has_out or "--resume" in argv else ["--out", str(tmp_path / "r")])],
-                   expected, files, capsys)
+    line = refused(
+        ["simulate", *argv, *([] if has_out or "--resume" in argv else ["--out", str(tmp_path / "r")])],
+        expected,
+        files,
+        capsys,
+    )
     assert line.startswith("fedvsr: config error: ")
     assert not (tmp_path / "r").exists()  # nothing written
 
@@ -472,8 +680,9 @@ def test_invalid_sweep_specs_are_one_line_before_ray(change, extra, expected, fi
     assert not (tmp_path / "sweep-out").exists()
 
 
-@pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in SWEEP_COMMAND_CASES],
-                         ids=[c[0] for c in SWEEP_COMMAND_CASES])
+@pytest.mark.parametrize(
+    ("argv", "expected"), [c[1:] for c in SWEEP_COMMAND_CASES], ids=[c[0] for c in SWEEP_COMMAND_CASES]
+)
 def test_invalid_sweep_commands_are_one_line_before_ray(argv, expected, files, capsys):
     refused(argv, expected, files, capsys)
 
@@ -507,9 +716,12 @@ def test_read_only_and_immutable_out_folders_are_refused(command, files, capsys,
         spec = files / "spec-ok.yaml"
         spec.write_text(yaml.safe_dump(BASE_SPEC))
         head = ["simulate"] if command == "simulate" else ["sweep", str(spec)]
-        for out, why in ((ro, "is not writable: Read-only file system"), (ro / "run", "cannot be created: Read-only "
-                         "file system"), (immutable, "is not writable: Operation not permitted"),
-                         (immutable / "a" / "b", "cannot be created: Operation not permitted")):
+        for out, why in (
+            (ro, "is not writable: Read-only file system"),
+            (ro / "run", "cannot be created: Read-only file system"),
+            (immutable, "is not writable: Operation not permitted"),
+            (immutable / "a" / "b", "cannot be created: Operation not permitted"),
+        ):
             line = refused([*head, "--out", str(out)], why, files, capsys)
             assert f"--out {str(out)!r}" in line
         assert list(immutable.iterdir()) == []  # the probes left nothing

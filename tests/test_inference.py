@@ -62,8 +62,9 @@ def _untiled(model: VSRModel, clip: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
     half = model.num_frames // 2
     with torch.no_grad():
-        return torch.cat([model(x[[min(max(i + d, 0), len(x) - 1) for d in range(-half, half + 1)]][None])
-                          for i in range(len(x))])
+        return torch.cat(
+            [model(x[[min(max(i + d, 0), len(x) - 1) for d in range(-half, half + 1)]][None]) for i in range(len(x))]
+        )
 
 
 def _decode(path) -> tuple[np.ndarray, Fraction, str]:
@@ -161,9 +162,29 @@ def test_all_frames_model_restores_every_frame_once_in_order(files):
 
 def test_upscale_cli_keeps_frames_rate_and_scales_by_four(files, tmp_path):
     out = tmp_path / "out.mp4"
-    proc = subprocess.run([sys.executable, "-m", "fedvsr.cli", "upscale", str(files["input"]), str(out),
-                           "--checkpoint", str(files["run"]), "--tile", "32", "--tile-overlap", "16", "--crf", "0",
-                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedvsr.cli",
+            "upscale",
+            str(files["input"]),
+            str(out),
+            "--checkpoint",
+            str(files["run"]),
+            "--tile",
+            "32",
+            "--tile-overlap",
+            "16",
+            "--crf",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"{T} frames {W}x{H} -> {4 * W}x{4 * H} at 25 fps, efvsr/tiny on cpu" in proc.stdout
     assert "upscale in.mkv" in proc.stderr and f"{T}/{T} 100%" in proc.stderr  # plain progress lines (no tty)
@@ -185,8 +206,26 @@ def test_upscale_side_by_side_and_frame_folder_fps(files, tmp_path):
 
     write_frame_folder(folder, files["clip"][:3])
     out = tmp_path / "sbs.mkv"
-    assert cli.main(["upscale", str(folder), str(out), "--checkpoint", str(files["run"]), "--side-by-side",
-                     "--fps", "29.97", "--crf", "0", "--quiet", "--tile", "0"]) == 0
+    assert (
+        cli.main(
+            [
+                "upscale",
+                str(folder),
+                str(out),
+                "--checkpoint",
+                str(files["run"]),
+                "--side-by-side",
+                "--fps",
+                "29.97",
+                "--crf",
+                "0",
+                "--quiet",
+                "--tile",
+                "0",
+            ]
+        )
+        == 0
+    )
     frames, rate, _ = _decode(out)
     assert frames.shape == (3, 4 * H, 2 * 4 * W, 3)
     assert rate == Fraction(30000, 1001)
@@ -194,7 +233,7 @@ def test_upscale_side_by_side_and_frame_folder_fps(files, tmp_path):
     x = torch.from_numpy(files["clip"][:3]).permute(0, 3, 1, 2).float() / 255
     bic = (bicubic_upsample(x, 4) * 255).round().permute(0, 2, 3, 1).numpy()
     ref = (_untiled(files["model"], files["clip"][:3]).clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy()
-    left, right = frames[:, :, : 4 * W].astype(np.float64), frames[:, :, 4 * W:].astype(np.float64)
+    left, right = frames[:, :, : 4 * W].astype(np.float64), frames[:, :, 4 * W :].astype(np.float64)
     assert ((left - bic) ** 2).mean() < ((left - ref) ** 2).mean()  # bicubic on the left, the model on the right
     assert ((right - ref) ** 2).mean() < ((right - bic) ** 2).mean()
 
@@ -223,8 +262,9 @@ def _write_av(path, acodec: str, seconds: float = 1.5, garbage_after: float | No
         sine = 0.5 * np.sin(2 * np.pi * TONE * np.arange(n) / AUDIO_RATE)
         samples = sine[None].astype(np.float32) if a.format.name == "fltp" else (sine[None] * 32767).astype(np.int16)
         for k in range(0, n, 1024):
-            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k: k + 1024]), format=a.format.name,
-                                           layout="mono")
+            f = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[:, k : k + 1024]), format=a.format.name, layout="mono"
+            )
             f.sample_rate, f.pts = AUDIO_RATE, k
             c.mux(a.encode(f))
         c.mux(a.encode(None))
@@ -253,8 +293,13 @@ def _audio_out(path) -> dict:
     with av.open(str(path)) as c:
         assert len(c.streams.audio) == 1 and len(c.streams.video) == 1
         a, v = c.streams.audio[0], c.streams.video[0]
-        out = {"codec": a.codec_context.name, "rate": a.sample_rate, "seconds": a.duration * a.time_base,
-               "video_seconds": v.duration * v.time_base, "frames": v.frames}
+        out = {
+            "codec": a.codec_context.name,
+            "rate": a.sample_rate,
+            "seconds": a.duration * a.time_base,
+            "video_seconds": v.duration * v.time_base,
+            "frames": v.frames,
+        }
         packets = [p for p in c.demux(a) if p.size]
         out["packets"] = [bytes(p) for p in packets]
         out["end"] = max((p.pts + p.duration) * p.time_base for p in packets)
@@ -325,8 +370,10 @@ def test_audio_that_breaks_or_does_not_fit_never_costs_the_video(files, tmp_path
     _write_av(src, "aac")
     st = upscale(loaded, src, raw, tile=0, progress=False)
     assert st.audio == ""
-    assert st.audio_error == f"{src}: audio left out: the output's container (h264) takes neither its aac audio " \
-                             f"as it is nor AAC"
+    assert (
+        st.audio_error == f"{src}: audio left out: the output's container (h264) takes neither its aac audio "
+        f"as it is nor AAC"
+    )
     assert _decode(raw)[0].shape == (AV_FRAMES, 128, 128, 3)
 
 
@@ -338,14 +385,44 @@ def test_evaluate_table_and_parquet_match_metrics(files, tmp_path, capsys):
     write_video(data / "a.mkv", _frames(5, 6, 64, 72), fps=24, codec="ffv1", pix_fmt="bgr0")
     write_video(data / "b.mkv", _frames(6, 4, 48, 64), fps=24, codec="ffv1", pix_fmt="bgr0")
     out = tmp_path / "eval.parquet"
-    assert cli.main(["evaluate", "--checkpoint", str(files["run"]), "--data", str(data), "--out", str(out),
-                     "--quiet", "--tile", "32", "--tile-overlap", "16"]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(files["run"]),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--quiet",
+                "--tile",
+                "32",
+                "--tile-overlap",
+                "16",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "PSNR-Y" in printed and "bic PSNR-Y" in printed and "average" in printed
     table = pq.read_table(out).to_pylist()
     assert [r["clip"] for r in table] == ["a", "b", "average"]
-    assert {"psnr", "ssim", "psnr_rgb", "ssim_rgb", "bicubic_psnr", "bicubic_ssim", "bicubic_psnr_rgb",
-            "bicubic_ssim_rgb", "psnr_gain", "frames", "model", "preset", "degradation"} <= set(table[0])
+    assert {
+        "psnr",
+        "ssim",
+        "psnr_rgb",
+        "ssim_rgb",
+        "bicubic_psnr",
+        "bicubic_ssim",
+        "bicubic_psnr_rgb",
+        "bicubic_ssim_rgb",
+        "psnr_gain",
+        "frames",
+        "model",
+        "preset",
+        "degradation",
+    } <= set(table[0])
     model = files["model"]
     for row, name in zip(table, ("a", "b"), strict=False):
         pair = load_pair(VideoEntry(str(data / f"{name}.mkv"), "all", name), "bicubic", 4)
@@ -384,8 +461,25 @@ def test_evaluate_leaves_out_unreadable_videos_and_averages_the_readable_ones(fi
     assert average_row(rows)["psnr"] == (rows[0]["psnr"] + rows[1]["psnr"]) / 2
     # the CLI prints them under the table and keeps them in the Parquet file's metadata
     out = tmp_path / "eval.parquet"
-    assert cli.main(["evaluate", "--checkpoint", str(files["run"]), "--data", str(data), "--out", str(out),
-                     "--quiet", "--tile", "32", "--tile-overlap", "16"]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(files["run"]),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--quiet",
+                "--tile",
+                "32",
+                "--tile-overlap",
+                "16",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out.splitlines()
     assert printed[-3:-1] == [reason for _, reason in rows.skipped]
     assert printed[-1].endswith(f"2 clips, 2 left out -> {out}")
@@ -405,11 +499,15 @@ def test_evaluate_raises_naming_every_video_when_none_can_be_read(files, tmp_pat
     with pytest.raises(VideoError) as err:
         evaluate(loaded, [data], tile=32, overlap=16)
     msg = str(err.value)
-    assert msg.startswith(f"none of the 2 evaluation videos can be read: {b}: empty file (0 bytes), not a video; "
-                          f"{d}: PyAV cannot decode it (")
+    assert msg.startswith(
+        f"none of the 2 evaluation videos can be read: {b}: empty file (0 bytes), not a video; "
+        f"{d}: PyAV cannot decode it ("
+    )
     out = tmp_path / "eval.parquet"
-    assert cli.main(["evaluate", "--checkpoint", str(files["run"]), "--data", str(data), "--out", str(out),
-                     "--quiet"]) == 1
+    assert (
+        cli.main(["evaluate", "--checkpoint", str(files["run"]), "--data", str(data), "--out", str(out), "--quiet"])
+        == 1
+    )
     assert f"fedvsr: video error: {msg}" in capsys.readouterr().err
     assert not out.exists()
 

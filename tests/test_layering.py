@@ -36,8 +36,16 @@ UPPER = ("fedvsr.sweeps", "fedvsr.report", "fedvsr.compare", "fedvsr.cli", "fedv
 #: the one cycle kept on purpose (BasicSR's registry pattern): each built-in model family registers itself into
 #: the registry when imported, and the registry imports the package (its explicit list of the families) on first
 #: use, so that ``build_model`` finds them whatever was imported first
-REGISTRY_CYCLE = ["fedvsr.models", "fedvsr.models.basicvsr", "fedvsr.models.basicvsrpp", "fedvsr.models.efvsr",
-                  "fedvsr.models.fca2", "fedvsr.models.fcvsr", "fedvsr.models.registry", "fedvsr.models.vsrgan"]
+REGISTRY_CYCLE = [
+    "fedvsr.models",
+    "fedvsr.models.basicvsr",
+    "fedvsr.models.basicvsrpp",
+    "fedvsr.models.efvsr",
+    "fedvsr.models.fca2",
+    "fedvsr.models.fcvsr",
+    "fedvsr.models.registry",
+    "fedvsr.models.vsrgan",
+]
 #: files allowed over the limit (none since the architecture step; the list may only shrink)
 LONG_FILES: dict[str, int] = {}
 #: functions over the limit (``file:qualified name``: lines from ``def`` to the last line), as above
@@ -65,9 +73,13 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found = set()
     tree = parse(path)
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
-                   for stmt in block.body for n in ast.walk(stmt)}
+    typing_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue
@@ -151,8 +163,13 @@ def test_no_import_cycle_among_fedvsr_modules():
 
 
 def test_the_runtime_and_the_layers_below_it_never_import_the_top_floors():
-    wrong = sorted(f"{m} imports {t}" for m, targets in import_graph().items() if _under(m, LOWER)
-                   for t in targets if _under(t, UPPER))
+    wrong = sorted(
+        f"{m} imports {t}"
+        for m, targets in import_graph().items()
+        if _under(m, LOWER)
+        for t in targets
+        if _under(t, UPPER)
+    )
     assert wrong == []
 
 
@@ -183,8 +200,11 @@ def function_lengths(path: Path) -> dict[str, int]:
 
 
 def test_no_function_over_80_lines():
-    lengths = {f"{p.relative_to(PACKAGE.parent)}:{name}": n for p in modules().values()
-               for name, n in function_lengths(p).items()}
+    lengths = {
+        f"{p.relative_to(PACKAGE.parent)}:{name}": n
+        for p in modules().values()
+        for name, n in function_lengths(p).items()
+    }
     over = {f: n for f, n in lengths.items() if n > MAX_FUNCTION_LINES}
     assert {f: n for f, n in over.items() if f not in LONG_FUNCTIONS} == {}
     assert [f for f in LONG_FUNCTIONS if f not in over] == [], "under the limit now: remove it from LONG_FUNCTIONS"

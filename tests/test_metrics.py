@@ -160,8 +160,14 @@ def test_rgb_psnr_and_ssim_match_skimage(kind, shape, crop):
     sr, hr = _images(kind, shape, seed=len(shape) + crop)
     pairs = list(zip(_rgb_numpy(sr, crop), _rgb_numpy(hr, crop), strict=True))
     ref_psnr = np.mean([peak_signal_noise_ratio(b, a, data_range=255) for a, b in pairs])
-    ref_ssim = np.mean([structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                              data_range=255, channel_axis=2) for a, b in pairs])
+    ref_ssim = np.mean(
+        [
+            structural_similarity(
+                a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=2
+            )
+            for a, b in pairs
+        ]
+    )
     assert psnr_rgb(sr, hr, crop) == pytest.approx(ref_psnr, abs=1e-9)
     assert ssim_rgb(sr, hr, crop) == pytest.approx(ref_ssim, abs=1e-4)
     assert psnr_rgb(sr, hr, crop) != pytest.approx(psnr_y(sr, hr, crop), abs=1e-3)

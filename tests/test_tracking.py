@@ -23,14 +23,23 @@ DOWN = "http://127.0.0.1:9"  # the discard port: nothing listens there, a connec
 
 
 def rounds(n: int, shift: float = 0.0) -> list[dict]:
-    return [{"round": t, "psnr": 20.0 + t / 3 + shift, "ssim": 0.5 + t / 70, "train_loss": 0.1 / t}
-            for t in range(1, n + 1)]
+    return [
+        {"round": t, "psnr": 20.0 + t / 3 + shift, "ssim": 0.5 + t / 70, "train_loss": 0.1 / t} for t in range(1, n + 1)
+    ]
 
 
 def clients(n: int) -> list[dict]:
     """Three client rows per round: two trained, one dropped (NaN loss: never in the histogram)."""
-    return [{"round": t, "client": c, "loss": (0.01 * (c + 1) * t) if c < 2 else math.nan,
-             "status": "ok" if c < 2 else "dropped"} for t in range(1, n + 1) for c in range(3)]
+    return [
+        {
+            "round": t,
+            "client": c,
+            "loss": (0.01 * (c + 1) * t) if c < 2 else math.nan,
+            "status": "ok" if c < 2 else "dropped",
+        }
+        for t in range(1, n + 1)
+        for c in range(3)
+    ]
 
 
 def read_events(folder) -> EventAccumulator:
@@ -44,7 +53,8 @@ def assert_events_are_the_tables(folder, rows: list[dict], client_rows: list[dic
     ea = read_events(folder)
     for column, tag in SCALARS.items():
         assert [(s.step, s.value) for s in ea.Scalars(tag)] == [
-            (r["round"], float(np.float32(r[column]))) for r in rows], tag
+            (r["round"], float(np.float32(r[column]))) for r in rows
+        ], tag
     if client_rows is None:
         return
     hist = [(h.step, h.histogram_value) for h in ea.Histograms(CLIENT_LOSS)]
@@ -83,14 +93,15 @@ def test_a_resumed_run_rewrites_its_events_from_the_tables_without_stale_or_doub
     write_tables(tmp_path, rows[:2], [c for c in cl if c["round"] <= 2])  # the tables as the resume restored them
     events = open_events(tmp_path, start_round=3)
     for row in rows[2:]:
-        write_tables(tmp_path, rows[:row["round"]], [c for c in cl if c["round"] <= row["round"]])
+        write_tables(tmp_path, rows[: row["round"]], [c for c in cl if c["round"] <= row["round"]])
         events.round(row)
     events.close()
     assert len(list(tmp_path.glob(tracking.EVENTS_GLOB))) == 2
     assert_events_are_the_tables(tmp_path, rows, cl)
     live.Reload()
     assert [(s.step, s.value) for s in live.Scalars("eval/psnr")] == [
-        (r["round"], float(np.float32(r["psnr"]))) for r in rows]
+        (r["round"], float(np.float32(r["psnr"]))) for r in rows
+    ]
 
 
 def test_FEDVSR_TENSORBOARD_turns_events_off_or_requires_the_package(tmp_path, monkeypatch):
@@ -103,15 +114,16 @@ def test_FEDVSR_TENSORBOARD_turns_events_off_or_requires_the_package(tmp_path, m
     monkeypatch.setenv("FEDVSR_TENSORBOARD", "1")
     with pytest.raises(TrackingError) as err:
         open_events(tmp_path)
-    assert str(err.value) == ('FEDVSR_TENSORBOARD=1 needs the tensorboard package, which is not installed; install it '
-                              'with pip install -e ".[track]"')
+    assert str(err.value) == (
+        "FEDVSR_TENSORBOARD=1 needs the tensorboard package, which is not installed; install it "
+        'with pip install -e ".[track]"'
+    )
 
 
 def test_a_failed_event_write_is_a_recorded_warning_and_the_run_goes_on(tmp_path, capsys):
     events = EventLog(tmp_path)
     events.round({"round": 1, "psnr": "not a number"}, [])
-    message = ("TensorBoard events of round 1 not written: ValueError: could not convert string to float: "
-               "'not a number'")
+    message = "TensorBoard events of round 1 not written: ValueError: could not convert string to float: 'not a number'"
     assert capsys.readouterr().err == f"fedvsr: tracking warning: {message}\n"
     assert (tmp_path / "tracking.log").read_text().endswith(f" {message}\n")
     events.round(rounds(1)[0], [])
@@ -120,6 +132,7 @@ def test_a_failed_event_write_is_a_recorded_warning_and_the_run_goes_on(tmp_path
 
 
 # ------------------------------------------------------------------------------------------------ MLflow
+
 
 @pytest.fixture
 def store(tmp_path_factory, monkeypatch):
@@ -153,8 +166,10 @@ def test_mlflow_run_logs_the_config_each_round_once_and_the_artefacts_across_a_r
     client = MlflowClient(store)
     params = client.get_run(run_id).data.params
     assert params["fl.rounds"] == "3" and params["model.name"] == cfg.model.name
-    assert params == {k: (json.dumps(v) if isinstance(v, list | dict) else str(v))
-                      for k, v in tracking.flatten(yaml.safe_load(cfg.to_yaml())).items()}
+    assert params == {
+        k: (json.dumps(v) if isinstance(v, list | dict) else str(v))
+        for k, v in tracking.flatten(yaml.safe_load(cfg.to_yaml())).items()
+    }
     run.end("KILLED")  # interrupted after round 1
 
     run_folder(tmp_path, 3)  # the resume ran rounds 2 and 3
@@ -168,7 +183,11 @@ def test_mlflow_run_logs_the_config_each_round_once_and_the_artefacts_across_a_r
     got = client.get_run(run_id)
     assert got.info.status == "FINISHED" and got.info.run_name == tmp_path.name
     assert sorted(a.path for a in client.list_artifacts(run_id)) == [
-        "clients.parquet", "config.yaml", "rounds.parquet", "summary.json"]
+        "clients.parquet",
+        "config.yaml",
+        "rounds.parquet",
+        "summary.json",
+    ]
 
 
 def test_an_unusable_mlflow_store_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
@@ -177,9 +196,12 @@ def test_an_unusable_mlflow_store_is_refused_before_the_run(tmp_path, capsys, mo
     from fedvsr.cli import main
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    with pytest.raises(TrackingError, match=r"^--mlflow http://127.0.0.1:9: this MLflow tracking store cannot be "
-                                            r"used: MlflowException: .*; give a running server \(http://host:5000\) "
-                                            r"or a local store \(sqlite:///path/mlflow.db\)$"):
+    with pytest.raises(
+        TrackingError,
+        match=r"^--mlflow http://127.0.0.1:9: this MLflow tracking store cannot be "
+        r"used: MlflowException: .*; give a running server \(http://host:5000\) "
+        r"or a local store \(sqlite:///path/mlflow.db\)$",
+    ):
         tracking.check_mlflow(DOWN)
 
     def refuse(*args, **kwargs):
@@ -188,14 +210,18 @@ def test_an_unusable_mlflow_store_is_refused_before_the_run(tmp_path, capsys, mo
     monkeypatch.setattr(ray, "init", refuse)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     assert main(["simulate", "--out", str(tmp_path / "x"), "--replicates", "2", "--mlflow", DOWN]) == 2
-    assert capsys.readouterr().err.endswith("fedvsr: config error: --mlflow does not log a group of --replicates "
-                                            "yet; run `fedvsr sweep` with replicates, or each seed as its own "
-                                            "`fedvsr simulate --mlflow` run\n")
+    assert capsys.readouterr().err.endswith(
+        "fedvsr: config error: --mlflow does not log a group of --replicates "
+        "yet; run `fedvsr sweep` with replicates, or each seed as its own "
+        "`fedvsr simulate --mlflow` run\n"
+    )
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
     assert main(["simulate", "--out", str(tmp_path / "x"), "--mlflow", "sqlite:///x.db"]) == 2
-    assert capsys.readouterr().err.endswith('fedvsr: config error: --mlflow needs the mlflow (mlflow-skinny) '
-                                            'package, which is not installed; install it with pip install -e '
-                                            '".[track]"\n')
+    assert capsys.readouterr().err.endswith(
+        "fedvsr: config error: --mlflow needs the mlflow (mlflow-skinny) "
+        "package, which is not installed; install it with pip install -e "
+        '".[track]"\n'
+    )
 
 
 def test_an_mlflow_server_lost_mid_run_is_a_recorded_warning(tmp_path, capsys, monkeypatch):
@@ -206,8 +232,7 @@ def test_an_mlflow_server_lost_mid_run_is_a_recorded_warning(tmp_path, capsys, m
     run.round(rounds(2)[1])
     run.end()
     log = (tmp_path / "tracking.log").read_text().splitlines()
-    assert len(log) == 3 and all(f"MLflow ({DOWN}): starting the run failed: MlflowException: " in line
-                                 for line in log)
+    assert len(log) == 3 and all(f"MLflow ({DOWN}): starting the run failed: MlflowException: " in line for line in log)
     assert capsys.readouterr().err.count("fedvsr: tracking warning: MLflow") == 3
 
 
@@ -216,6 +241,7 @@ def test_an_mlflow_server_lost_mid_run_is_a_recorded_warning(tmp_path, capsys, m
 # a SQLite store, tests/sweeps/test_sweep_ray.py::test_grid_sweep_with_asha_and_a_failing_trial logs its sweep with
 # the MLflow callback, and the resume-crash chain of tests/platform/test_resume_crash.py checks its events; they
 # check what they logged with the helpers below)
+
 
 def table(path) -> list[dict]:
     return pq.read_table(path).to_pylist()

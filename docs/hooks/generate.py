@@ -54,10 +54,16 @@ def sweep_specs() -> str:
     details = []
     for name, description in list_specs():
         spec = load_spec(name)
-        swept = "; ".join(f"`{', '.join(p.keys)}` {_values(p)}" + (" (only when " + ", ".join(
-            f"{k} = {' or '.join(map(str, v))}" for k, v in p.when) + ")" if p.when else "") for p in spec.params)
-        lines.append(f"| `{name}` | {spec.search} | {spec.trials} | {spec.scheduler} | {spec.max_rounds} "
-                     f"| {swept} |")
+        swept = "; ".join(
+            f"`{', '.join(p.keys)}` {_values(p)}"
+            + (
+                " (only when " + ", ".join(f"{k} = {' or '.join(map(str, v))}" for k, v in p.when) + ")"
+                if p.when
+                else ""
+            )
+            for p in spec.params
+        )
+        lines.append(f"| `{name}` | {spec.search} | {spec.trials} | {spec.scheduler} | {spec.max_rounds} | {swept} |")
         details.append(f"**`{name}`**: {' '.join(description.split())}")
     return "\n".join(lines) + "\n\n" + "\n\n".join(details) + "\n"
 
@@ -72,8 +78,10 @@ def model_sizes() -> str:
         for preset in get_entry(name).presets:
             with torch.device("meta"):
                 m = build_model(name, preset)
-            lines.append(f"| `{name}` | `{preset}` | {count_params(m):,} | {m.num_frames} "
-                         f"| {'centre frame' if m.center_output else 'every frame'} | x{m.scale} |")
+            lines.append(
+                f"| `{name}` | `{preset}` | {count_params(m):,} | {m.num_frames} "
+                f"| {'centre frame' if m.center_output else 'every frame'} | x{m.scale} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -88,8 +96,9 @@ def _generate(name: str) -> str:
 
 def render(markdown: str) -> str:
     """The page with every generated block rewritten from the code."""
-    return BLOCK.sub(lambda m: f"<!-- generated: {m.group(1)} -->\n{_generate(m.group(1))}<!-- end generated -->",
-                     markdown)
+    return BLOCK.sub(
+        lambda m: f"<!-- generated: {m.group(1)} -->\n{_generate(m.group(1))}<!-- end generated -->", markdown
+    )
 
 
 def stale_blocks(markdown: str) -> list[str]:
@@ -131,8 +140,14 @@ def on_files(files, config):
     from mkdocs.structure.files import File
 
     for png in sorted((ROOT / "benchmarks").glob("results/**/*.png")):
-        files.append(File(png.relative_to(ROOT / "benchmarks").as_posix(), str(ROOT / "benchmarks"),
-                          config["site_dir"], config["use_directory_urls"]))
+        files.append(
+            File(
+                png.relative_to(ROOT / "benchmarks").as_posix(),
+                str(ROOT / "benchmarks"),
+                config["site_dir"],
+                config["use_directory_urls"],
+            )
+        )
     return files
 
 
@@ -144,8 +159,10 @@ def on_page_markdown(markdown, page, config, files):
     except GenerateError as err:
         raise PluginError(f"{page.file.src_uri}: {err}") from None
     if stale:
-        raise PluginError(f"docs/{page.file.src_uri}: the generated block(s) {', '.join(stale)} differ from what the "
-                          "code gives today; rewrite them with: python docs/hooks/generate.py")
+        raise PluginError(
+            f"docs/{page.file.src_uri}: the generated block(s) {', '.join(stale)} differ from what the "
+            "code gives today; rewrite them with: python docs/hooks/generate.py"
+        )
     return site_result_links(markdown, page.file.src_uri)
 
 

@@ -89,8 +89,13 @@ def _fingerprint(path: str | os.PathLike) -> dict[str, object]:
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def cache_key(source: str | os.PathLike, degradation: str, scale: int, params: dict[str, object],
-              lr_source: str | os.PathLike | None = None) -> str:
+def cache_key(
+    source: str | os.PathLike,
+    degradation: str,
+    scale: int,
+    params: dict[str, object],
+    lr_source: str | os.PathLike | None = None,
+) -> str:
     """SHA-256 (hex) naming the LR clip of ``source`` under ``degradation`` with ``params`` at ``scale``."""
     from fedvsr.data.degrade import canonical
 
@@ -111,8 +116,9 @@ def decoded_key(source: str | os.PathLike) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def cached_decoded(root: Path | None, source: str | os.PathLike, decode: Callable[[], np.ndarray],
-                   max_bytes: float) -> np.ndarray:
+def cached_decoded(
+    root: Path | None, source: str | os.PathLike, decode: Callable[[], np.ndarray], max_bytes: float
+) -> np.ndarray:
     """The decoded frames of ``source`` (``decode()``), kept under ``root`` as ``<key>.hr.npy`` when they take at
     most ``max_bytes`` (``data.hr_cache_mb``): an entry is read like an LR one (shared pages, corrupt entries
     rebuilt); a larger video is decoded every time, nothing is written."""
@@ -125,8 +131,13 @@ def cached_decoded(root: Path | None, source: str | os.PathLike, decode: Callabl
     return _cached(path, decode, None, "hr_", keep=lambda arr: arr.nbytes <= max_bytes)
 
 
-def _cached(path: Path, build: Callable[[], np.ndarray], shape: tuple[int, ...] | None, prefix: str = "",
-            keep: Callable[[np.ndarray], bool] = lambda arr: True) -> np.ndarray:
+def _cached(
+    path: Path,
+    build: Callable[[], np.ndarray],
+    shape: tuple[int, ...] | None,
+    prefix: str = "",
+    keep: Callable[[np.ndarray], bool] = lambda arr: True,
+) -> np.ndarray:
     """The entry at ``path``, or ``build()``, stored there when ``keep`` says so (a write that fails costs the
     saving, not the result); counted in :data:`STATS` as ``<prefix>hits`` / ``<prefix>misses``."""
     arr = _read(path, shape)
@@ -195,8 +206,9 @@ def _write(path: Path, arr: np.ndarray) -> None:
     STATS["writes"] += 1
 
 
-def cached_lr(root: Path | None, key: str, build: Callable[[], np.ndarray],
-              shape: tuple[int, ...] | None = None) -> np.ndarray:
+def cached_lr(
+    root: Path | None, key: str, build: Callable[[], np.ndarray], shape: tuple[int, ...] | None = None
+) -> np.ndarray:
     """The cached array ``key`` under ``root``, or ``build()`` stored there first.
 
     ``shape`` is what the entry must hold (``(T, h, w, 3)``); an entry of another shape or dtype, or one
@@ -214,8 +226,9 @@ def probe_key(source: str | os.PathLike) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def cached_probe(root: Path | None, source: str | os.PathLike,
-                 probe: Callable[[], tuple[dict[str, object], bool]]) -> dict[str, object]:
+def cached_probe(
+    root: Path | None, source: str | os.PathLike, probe: Callable[[], tuple[dict[str, object], bool]]
+) -> dict[str, object]:
     """The probe answer of ``source`` kept under ``root`` as ``<key>.probe.json``, or ``probe()``'s, stored there
     when ``probe`` says it may be (``(answer, keep)``: an error that may pass, such as a permission, is not
     kept). ``root = None``, or a source that cannot be fingerprinted, probes every time; an entry that cannot be

@@ -41,8 +41,16 @@ def crop_mean(hr: np.ndarray, window: Window, clip_frames: int, patch: int, scal
     return float(crop.mean(dtype=np.float64)) / 255.0
 
 
-def bright_window(hr: np.ndarray, first: Window, clip_frames: int, patch: int, scale: int, threshold: float,
-                  key: Sequence[int], redraws: int = DARK_REDRAWS) -> Window:
+def bright_window(
+    hr: np.ndarray,
+    first: Window,
+    clip_frames: int,
+    patch: int,
+    scale: int,
+    threshold: float,
+    key: Sequence[int],
+    redraws: int = DARK_REDRAWS,
+) -> Window:
     """``first`` unless its HR crop is dark (mean RGB < ``threshold``); then the first of up to ``redraws``
     windows drawn from ``default_rng([*key, k])``, k = 1, 2, ..., that is not dark, else the brightest of all
     candidates (the earliest on a tie). Windows are uniform over the valid positions, as the first draw."""
@@ -52,8 +60,11 @@ def bright_window(hr: np.ndarray, first: Window, clip_frames: int, patch: int, s
     t, h, w = hr.shape[0], hr.shape[1] // scale, hr.shape[2] // scale
     for k in range(1, redraws + 1):
         rng = np.random.default_rng([*key, k])
-        window = (int(rng.integers(0, t - clip_frames + 1)), int(rng.integers(0, h - patch + 1)),
-                  int(rng.integers(0, w - patch + 1)))
+        window = (
+            int(rng.integers(0, t - clip_frames + 1)),
+            int(rng.integers(0, h - patch + 1)),
+            int(rng.integers(0, w - patch + 1)),
+        )
         mean = crop_mean(hr, window, clip_frames, patch, scale)
         if mean >= threshold:
             return window

@@ -41,8 +41,16 @@ class VideoPair:
         return self.hr.shape[1] // self.lr.shape[1]
 
 
-def load_pair(entry: VideoEntry, degradation: str, scale: int, *, seed: int = 0, lr_cache: str = "",
-              hr_cache_mb: float = 0.0, **params: object) -> VideoPair:
+def load_pair(
+    entry: VideoEntry,
+    degradation: str,
+    scale: int,
+    *,
+    seed: int = 0,
+    lr_cache: str = "",
+    hr_cache_mb: float = 0.0,
+    **params: object,
+) -> VideoPair:
     """Decode ``entry`` and degrade it.
 
     The HR frames are cropped at the bottom and right so H and W are multiples of ``scale``;
@@ -64,11 +72,14 @@ def load_pair(entry: VideoEntry, degradation: str, scale: int, *, seed: int = 0,
     codec and the random draws see the whole video, and its LR cache entry is shared by all its segments.
     """
     if entry.frame_stop:  # a segment: its frames of the whole video's pair (C, issue 12)
-        whole = load_pair(entry.whole(), degradation, scale, seed=seed, lr_cache=lr_cache, hr_cache_mb=hr_cache_mb,
-                          **params)
+        whole = load_pair(
+            entry.whole(), degradation, scale, seed=seed, lr_cache=lr_cache, hr_cache_mb=hr_cache_mb, **params
+        )
         if entry.frame_stop > whole.hr.shape[0]:
-            raise VideoError(f"{entry.path}: segment {entry.name!r} needs frames {entry.frame_start} .. "
-                             f"{entry.frame_stop - 1}, the video has {whole.hr.shape[0]}")
+            raise VideoError(
+                f"{entry.path}: segment {entry.name!r} needs frames {entry.frame_start} .. "
+                f"{entry.frame_stop - 1}, the video has {whole.hr.shape[0]}"
+            )
         window = slice(entry.frame_start, entry.frame_stop)
         return VideoPair(hr=whole.hr[window].copy(), lr=whole.lr[window].copy(), label=entry.label, name=entry.name)
     hr = cached_decoded(cache_root(lr_cache), entry.path, lambda: read_video(entry.path), hr_cache_mb * 2**20)
@@ -85,8 +96,12 @@ def load_pair(entry: VideoEntry, degradation: str, scale: int, *, seed: int = 0,
         if unknown:  # checked before the cache, whose key would otherwise hold the bad parameter
             raise ValueError(f"degradation {degradation!r} has no parameter {', '.join(unknown)}; it takes {allowed}")
         key = cache_key(entry.path, degradation, scale, params)
-        lr = cached_lr(cache_root(lr_cache), key, lambda: degrade_video(hr, degradation, scale, **params),
-                       (t, h // scale, w // scale, 3))
+        lr = cached_lr(
+            cache_root(lr_cache),
+            key,
+            lambda: degrade_video(hr, degradation, scale, **params),
+            (t, h // scale, w // scale, 3),
+        )
         return VideoPair(hr=hr, lr=lr, label=entry.label, name=entry.name)
 
     def premade() -> np.ndarray:
@@ -116,8 +131,15 @@ def load_pair_for(cfg, entry: VideoEntry) -> VideoPair:
         name, params = entry.degradation, dict(entry.degradation_params)
     else:
         name, params = cfg.data.degradation, degradation_params(cfg.data)
-    return load_pair(entry, name, cfg.data.scale, seed=cfg.data.seed, lr_cache=cfg.data.lr_cache,
-                     hr_cache_mb=cfg.data.hr_cache_mb, **params)
+    return load_pair(
+        entry,
+        name,
+        cfg.data.scale,
+        seed=cfg.data.seed,
+        lr_cache=cfg.data.lr_cache,
+        hr_cache_mb=cfg.data.hr_cache_mb,
+        **params,
+    )
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -170,8 +192,16 @@ class TrainClips(torch.utils.data.Dataset):
     below it (VSRGAN's dark-patch elimination, :mod:`fedvsr.data.dark_patch`; seeded by ``(seed, i)`` too).
     """
 
-    def __init__(self, pairs: list[VideoPair], clip_frames: int, patch: int, samples_per_video: int, seed: int,
-                 augment: str = "flip", dark_threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        pairs: list[VideoPair],
+        clip_frames: int,
+        patch: int,
+        samples_per_video: int,
+        seed: int,
+        augment: str = "flip",
+        dark_threshold: float = 0.0,
+    ) -> None:
         if augment not in AUGMENTS:
             raise ValueError(f"unknown augmentation {augment!r}; allowed: {', '.join(AUGMENTS)}")
         if not 0.0 <= dark_threshold <= 1.0:

@@ -44,8 +44,17 @@ from fedvsr.data.video import read_video, write_video
 FCA2_SIGMA = 1.5
 
 #: the VSRGAN suite (section 3.1.2), in the paper's order, which is the order they are applied in
-VSRGAN_OPS: tuple[str, ...] = ("blur", "noise", "contrast", "frequency", "cutblur", "diffusion", "content",
-                               "adaptive", "jpeg")
+VSRGAN_OPS: tuple[str, ...] = (
+    "blur",
+    "noise",
+    "contrast",
+    "frequency",
+    "cutblur",
+    "diffusion",
+    "content",
+    "adaptive",
+    "jpeg",
+)
 
 #: accepted old names
 ALIASES: dict[str, str] = {"blur-h264": "h264"}
@@ -144,15 +153,24 @@ def fca2_mix_crf(seed: int, video: str, crf_min: int = 15, crf_max: int = 35, co
     return crf if u < compressed else None
 
 
-def fca2_mix_stage(lr: np.ndarray, seed: int = 0, video: str = "", crf_min: int = 15, crf_max: int = 35,
-                   compressed: float = 0.5) -> np.ndarray:
+def fca2_mix_stage(
+    lr: np.ndarray, seed: int = 0, video: str = "", crf_min: int = 15, crf_max: int = 35, compressed: float = 0.5
+) -> np.ndarray:
     """The codec stage of ``fca2-mix`` on blurred and subsampled LR frames (:func:`fca2_mix_crf`)."""
     crf = fca2_mix_crf(seed, video, crf_min, crf_max, compressed)
     return lr if crf is None else h264_stage(lr, crf)
 
 
-def fca2_mix(hr: np.ndarray, scale: int, sigma: float = FCA2_SIGMA, seed: int = 0, video: str = "",
-             crf_min: int = 15, crf_max: int = 35, compressed: float = 0.5) -> np.ndarray:
+def fca2_mix(
+    hr: np.ndarray,
+    scale: int,
+    sigma: float = FCA2_SIGMA,
+    seed: int = 0,
+    video: str = "",
+    crf_min: int = 15,
+    crf_max: int = 35,
+    compressed: float = 0.5,
+) -> np.ndarray:
     """FCA2's training mix: ``blur`` then, for a ``compressed`` fraction of the videos, H.264 at a random CRF."""
     fca2_mix_crf(seed, video, crf_min, crf_max, compressed)  # validates before the blur
     return fca2_mix_stage(blur(hr, scale, sigma), seed, video, crf_min, crf_max, compressed)
@@ -241,7 +259,8 @@ def cutblur(x: torch.Tensor, top: int, left: int, height: int, width: int, facto
     region = x[:, :, top : top + height, left : left + width]
     pooled = F.avg_pool2d(region, factor, ceil_mode=True)
     out[:, :, top : top + height, left : left + width] = F.interpolate(
-        pooled, size=(height, width), mode="bilinear", align_corners=False)
+        pooled, size=(height, width), mode="bilinear", align_corners=False
+    )
     return out
 
 
@@ -289,8 +308,15 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 _VSRGAN_FNS: dict[str, Callable[..., torch.Tensor]] = {
-    "blur": gaussian_blur, "noise": gaussian_noise, "contrast": contrast_brightness, "frequency": frequency_guided,
-    "cutblur": cutblur, "diffusion": diffusion, "content": content_aware, "adaptive": adaptive, "jpeg": jpeg,
+    "blur": gaussian_blur,
+    "noise": gaussian_noise,
+    "contrast": contrast_brightness,
+    "frequency": frequency_guided,
+    "cutblur": cutblur,
+    "diffusion": diffusion,
+    "content": content_aware,
+    "adaptive": adaptive,
+    "jpeg": jpeg,
 }
 
 
@@ -300,8 +326,10 @@ def parse_ops(ops: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     names = [n for n in names if n]
     unknown = [n for n in names if n not in VSRGAN_OPS]
     if unknown:
-        raise ValueError(f"unknown VSRGAN operation(s) {', '.join(map(repr, unknown))}; allowed: "
-                         f"{', '.join(VSRGAN_OPS)} (comma-separated)")
+        raise ValueError(
+            f"unknown VSRGAN operation(s) {', '.join(map(repr, unknown))}; allowed: "
+            f"{', '.join(VSRGAN_OPS)} (comma-separated)"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"VSRGAN operations {ops!r} name one operation twice")
     return tuple(n for n in VSRGAN_OPS if n in names)
@@ -309,13 +337,30 @@ def parse_ops(ops: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 #: the VSRGAN paper gives no number for any range; these defaults are ours (see the data.vsrgan_* keys)
 VSRGAN_DEFAULTS: dict[str, object] = {
-    "ops": ",".join(VSRGAN_OPS), "prob": 0.5, "sigma_max": 1.5, "noise_max": 10.0, "brightness": 0.1,
-    "contrast": 0.2, "freq_gain": 0.5, "cutblur_max": 0.5, "diffusion_steps": 4, "jpeg_min": 30,
+    "ops": ",".join(VSRGAN_OPS),
+    "prob": 0.5,
+    "sigma_max": 1.5,
+    "noise_max": 10.0,
+    "brightness": 0.1,
+    "contrast": 0.2,
+    "freq_gain": 0.5,
+    "cutblur_max": 0.5,
+    "diffusion_steps": 4,
+    "jpeg_min": 30,
 }
 
 
-def _check_vsrgan(prob: float, sigma_max: float, noise_max: float, brightness: float, contrast: float,
-                  freq_gain: float, cutblur_max: float, diffusion_steps: int, jpeg_min: int) -> None:
+def _check_vsrgan(
+    prob: float,
+    sigma_max: float,
+    noise_max: float,
+    brightness: float,
+    contrast: float,
+    freq_gain: float,
+    cutblur_max: float,
+    diffusion_steps: int,
+    jpeg_min: int,
+) -> None:
     check_range("prob", prob, 0.0, 1.0)
     check_range("sigma_max", sigma_max, 0.2, 5.0)
     check_range("noise_max", noise_max, 0.0, 50.0)
@@ -327,10 +372,22 @@ def _check_vsrgan(prob: float, sigma_max: float, noise_max: float, brightness: f
     check_range("jpeg_min", jpeg_min, 1, 95, integer=True)
 
 
-def draw_vsrgan(seed: int, video: str, h: int, w: int, ops: str | tuple[str, ...] = VSRGAN_DEFAULTS["ops"],
-                prob: float = 0.5, sigma_max: float = 1.5, noise_max: float = 10.0, brightness: float = 0.1,
-                contrast: float = 0.2, freq_gain: float = 0.5, cutblur_max: float = 0.5, diffusion_steps: int = 4,
-                jpeg_min: int = 30) -> list[tuple[str, dict]]:
+def draw_vsrgan(
+    seed: int,
+    video: str,
+    h: int,
+    w: int,
+    ops: str | tuple[str, ...] = VSRGAN_DEFAULTS["ops"],
+    prob: float = 0.5,
+    sigma_max: float = 1.5,
+    noise_max: float = 10.0,
+    brightness: float = 0.1,
+    contrast: float = 0.2,
+    freq_gain: float = 0.5,
+    cutblur_max: float = 0.5,
+    diffusion_steps: int = 4,
+    jpeg_min: int = 30,
+) -> list[tuple[str, dict]]:
     """The VSRGAN operations one video gets, with their drawn parameters, in the order they are applied.
 
     Each operation of ``ops`` is applied with probability ``prob``; each has its own generator
@@ -345,8 +402,7 @@ def draw_vsrgan(seed: int, video: str, h: int, w: int, ops: str | tuple[str, ...
     JPEG quality an integer in [jpeg_min, 95].
     """
     names = parse_ops(ops)
-    _check_vsrgan(prob, sigma_max, noise_max, brightness, contrast, freq_gain, cutblur_max, diffusion_steps,
-                  jpeg_min)
+    _check_vsrgan(prob, sigma_max, noise_max, brightness, contrast, freq_gain, cutblur_max, diffusion_steps, jpeg_min)
     chosen = []
     for k, op in enumerate(VSRGAN_OPS):
         rng = video_rng(seed, video, 1, k)
@@ -358,15 +414,22 @@ def draw_vsrgan(seed: int, video: str, h: int, w: int, ops: str | tuple[str, ...
         elif op == "noise":
             p = {"std": float(rng.uniform(0, noise_max)) / 255, "noise_seed": int(rng.integers(2**62))}
         elif op == "contrast":
-            p = {"brightness": float(rng.uniform(-brightness, brightness)),
-                 "contrast": float(rng.uniform(1 - contrast, 1 + contrast))}
+            p = {
+                "brightness": float(rng.uniform(-brightness, brightness)),
+                "contrast": float(rng.uniform(1 - contrast, 1 + contrast)),
+            }
         elif op == "frequency":
             p = {"gain": float(rng.uniform(1 - freq_gain, 1 + freq_gain))}
         elif op == "cutblur":
             f = rng.uniform(0.25, max(0.25, cutblur_max), size=2)
             height, width = max(1, round(f[0] * h)), max(1, round(f[1] * w))
-            p = {"top": int(rng.integers(0, h - height + 1)), "left": int(rng.integers(0, w - width + 1)),
-                 "height": height, "width": width, "factor": int(rng.integers(2, 5))}
+            p = {
+                "top": int(rng.integers(0, h - height + 1)),
+                "left": int(rng.integers(0, w - width + 1)),
+                "height": height,
+                "width": width,
+                "factor": int(rng.integers(2, 5)),
+            }
         elif op == "diffusion":
             p = {"steps": int(rng.integers(1, diffusion_steps + 1)), "sigma": float(rng.uniform(0.3, 0.7))}
         elif op == "content":
@@ -387,31 +450,80 @@ def apply_vsrgan_op(x: torch.Tensor, op: str, params: dict) -> torch.Tensor:
     return _VSRGAN_FNS[op](x, **params)
 
 
-def vsrgan_stage(lr: np.ndarray, seed: int = 0, video: str = "", ops: str = VSRGAN_DEFAULTS["ops"],
-                 prob: float = 0.5, sigma_max: float = 1.5, noise_max: float = 10.0, brightness: float = 0.1,
-                 contrast: float = 0.2, freq_gain: float = 0.5, cutblur_max: float = 0.5, diffusion_steps: int = 4,
-                 jpeg_min: int = 30) -> np.ndarray:
+def vsrgan_stage(
+    lr: np.ndarray,
+    seed: int = 0,
+    video: str = "",
+    ops: str = VSRGAN_DEFAULTS["ops"],
+    prob: float = 0.5,
+    sigma_max: float = 1.5,
+    noise_max: float = 10.0,
+    brightness: float = 0.1,
+    contrast: float = 0.2,
+    freq_gain: float = 0.5,
+    cutblur_max: float = 0.5,
+    diffusion_steps: int = 4,
+    jpeg_min: int = 30,
+) -> np.ndarray:
     """The VSRGAN suite on LR frames ``(T, h, w, 3)`` uint8: :func:`draw_vsrgan`'s operations in turn, in
     float, rounded to uint8 once at the end (JPEG rounds its input to 8 bits itself)."""
     _, h, w, _ = lr.shape
-    chosen = draw_vsrgan(seed, video, h, w, ops, prob, sigma_max, noise_max, brightness, contrast, freq_gain,
-                         cutblur_max, diffusion_steps, jpeg_min)
+    chosen = draw_vsrgan(
+        seed,
+        video,
+        h,
+        w,
+        ops,
+        prob,
+        sigma_max,
+        noise_max,
+        brightness,
+        contrast,
+        freq_gain,
+        cutblur_max,
+        diffusion_steps,
+        jpeg_min,
+    )
     x = to_tensor(lr)
     for op, params in chosen:
         x = apply_vsrgan_op(x, op, params)
     return to_uint8(x)
 
 
-def vsrgan(hr: np.ndarray, scale: int, seed: int = 0, video: str = "", ops: str = VSRGAN_DEFAULTS["ops"],
-           prob: float = 0.5, sigma_max: float = 1.5, noise_max: float = 10.0, brightness: float = 0.1,
-           contrast: float = 0.2, freq_gain: float = 0.5, cutblur_max: float = 0.5, diffusion_steps: int = 4,
-           jpeg_min: int = 30) -> np.ndarray:
+def vsrgan(
+    hr: np.ndarray,
+    scale: int,
+    seed: int = 0,
+    video: str = "",
+    ops: str = VSRGAN_DEFAULTS["ops"],
+    prob: float = 0.5,
+    sigma_max: float = 1.5,
+    noise_max: float = 10.0,
+    brightness: float = 0.1,
+    contrast: float = 0.2,
+    freq_gain: float = 0.5,
+    cutblur_max: float = 0.5,
+    diffusion_steps: int = 4,
+    jpeg_min: int = 30,
+) -> np.ndarray:
     """VSRGAN's LR inputs: bicubic downsampling, then the paper's degradation suite (:func:`vsrgan_stage`)."""
     parse_ops(ops)
-    _check_vsrgan(prob, sigma_max, noise_max, brightness, contrast, freq_gain, cutblur_max, diffusion_steps,
-                  jpeg_min)
-    return vsrgan_stage(bicubic(hr, scale), seed, video, ops, prob, sigma_max, noise_max, brightness, contrast,
-                        freq_gain, cutblur_max, diffusion_steps, jpeg_min)
+    _check_vsrgan(prob, sigma_max, noise_max, brightness, contrast, freq_gain, cutblur_max, diffusion_steps, jpeg_min)
+    return vsrgan_stage(
+        bicubic(hr, scale),
+        seed,
+        video,
+        ops,
+        prob,
+        sigma_max,
+        noise_max,
+        brightness,
+        contrast,
+        freq_gain,
+        cutblur_max,
+        diffusion_steps,
+        jpeg_min,
+    )
 
 
 # ------------------------------------------------------------------------------------------------- the registry
@@ -457,17 +569,29 @@ def degradation_params(data_cfg) -> dict[str, object]:
     by :func:`fedvsr.data.datasets.load_pair`)."""
     d = data_cfg
     name = canonical(d.degradation)
-    vsrgan_keys = {"ops": d.vsrgan_ops, "prob": d.vsrgan_prob, "sigma_max": d.vsrgan_sigma,
-                   "noise_max": d.vsrgan_noise, "brightness": d.vsrgan_brightness, "contrast": d.vsrgan_contrast,
-                   "freq_gain": d.vsrgan_freq_gain, "cutblur_max": d.vsrgan_cutblur,
-                   "diffusion_steps": d.vsrgan_diffusion_steps, "jpeg_min": d.vsrgan_jpeg_quality}
+    vsrgan_keys = {
+        "ops": d.vsrgan_ops,
+        "prob": d.vsrgan_prob,
+        "sigma_max": d.vsrgan_sigma,
+        "noise_max": d.vsrgan_noise,
+        "brightness": d.vsrgan_brightness,
+        "contrast": d.vsrgan_contrast,
+        "freq_gain": d.vsrgan_freq_gain,
+        "cutblur_max": d.vsrgan_cutblur,
+        "diffusion_steps": d.vsrgan_diffusion_steps,
+        "jpeg_min": d.vsrgan_jpeg_quality,
+    }
     return {
         "bicubic": {},
         "blur": {"sigma": d.sigma},
         "h264": {"sigma": d.sigma, "crf": d.crf},
         "hevc": {"qp": d.qp},
-        "fca2-mix": {"sigma": d.sigma, "crf_min": d.mix_crf_min, "crf_max": d.mix_crf_max,
-                     "compressed": d.mix_compressed},
+        "fca2-mix": {
+            "sigma": d.sigma,
+            "crf_min": d.mix_crf_min,
+            "crf_max": d.mix_crf_max,
+            "compressed": d.mix_compressed,
+        },
         "vsrgan": vsrgan_keys,
     }[name]
 
@@ -476,12 +600,23 @@ def degradation_params(data_cfg) -> dict[str, object]:
 #: ``BI`` = bicubic (REDS ``train_sharp_bicubic/X4``, Vid4 ``BIx4``, Vimeo-90K ``vimeo_septuplet_matlabLRx4``),
 #: ``BD`` = Gaussian blur + every 4th pixel (Vid4 / Vimeo-90K ``BDx4``, made with sigma 1.6 by BasicSR's
 #: ``duf_downsample``; FCA2's blur is sigma 1.5, so a BD twin is 0.1 off in sigma)
-RESAMPLING: dict[str, str] = {"bicubic": "BI", "blur": "BD", "h264": "BD", "blur-h264": "BD", "hevc": "BI",
-                              "fca2-mix": "BD", "vsrgan": "BI"}
+RESAMPLING: dict[str, str] = {
+    "bicubic": "BI",
+    "blur": "BD",
+    "h264": "BD",
+    "blur-h264": "BD",
+    "hevc": "BI",
+    "fca2-mix": "BD",
+    "vsrgan": "BI",
+}
 
 # what each degradation does after its resampling (None: nothing)
 _AFTER_RESAMPLING: dict[str, Callable[..., np.ndarray] | None] = {
-    "bicubic": None, "blur": None, "h264": h264_stage, "hevc": hevc_stage, "fca2-mix": fca2_mix_stage,
+    "bicubic": None,
+    "blur": None,
+    "h264": h264_stage,
+    "hevc": hevc_stage,
+    "fca2-mix": fca2_mix_stage,
     "vsrgan": vsrgan_stage,
 }
 
@@ -497,11 +632,13 @@ def degrade_resampled(lr: np.ndarray, name: str, **params: object) -> np.ndarray
     ``qp`` for ``hevc``, the random codec stage of ``fca2-mix``, the suite of ``vsrgan``. ``sigma`` is accepted
     and ignored (the pre-made frames are already blurred). ``lr (T, h, w, 3)`` uint8 in and out."""
     fn = _AFTER_RESAMPLING[canonical(name)]
-    allowed = ([] if fn is None else [p for p in inspect.signature(fn).parameters if p != "lr"])
+    allowed = [] if fn is None else [p for p in inspect.signature(fn).parameters if p != "lr"]
     ignored = ["sigma"] if RESAMPLING[canonical(name)] == "BD" else []
     unknown = sorted(set(params) - set(allowed) - set(ignored))
     if unknown:
-        raise ValueError(f"degradation {name!r} on pre-made LR frames has no parameter {', '.join(unknown)}; "
-                         f"it takes {allowed + ignored}")
+        raise ValueError(
+            f"degradation {name!r} on pre-made LR frames has no parameter {', '.join(unknown)}; "
+            f"it takes {allowed + ignored}"
+        )
     kept = {k: v for k, v in params.items() if k in allowed}
     return lr if fn is None else fn(lr, **kept)

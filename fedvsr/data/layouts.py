@@ -108,8 +108,7 @@ def _count_frames(folder: Path) -> int:
         return -1
 
 
-def _frame_entry(hr: Path, lr: Path | None, name: str, label: str,
-                 skipped: list[tuple[str, str]]) -> VideoEntry | None:
+def _frame_entry(hr: Path, lr: Path | None, name: str, label: str, skipped: list[tuple[str, str]]) -> VideoEntry | None:
     """The entry of one frame-folder video, or None (recorded in ``skipped``) if its folders do not agree."""
     n = _count_frames(hr)
     if n <= 0:
@@ -121,8 +120,7 @@ def _frame_entry(hr: Path, lr: Path | None, name: str, label: str,
             why = "is missing" if m < 0 else f"holds {m} frame images"
             skipped.append((str(hr), f"its pre-made LR folder {lr} {why}, the HR folder holds {n}"))
             return None
-    return VideoEntry(path=str(hr.resolve()), label=label, name=name,
-                      lr_path=None if lr is None else str(lr.resolve()))
+    return VideoEntry(path=str(hr.resolve()), label=label, name=name, lr_path=None if lr is None else str(lr.resolve()))
 
 
 def _first_dir(candidates: list[Path]) -> Path | None:
@@ -146,12 +144,16 @@ def scan_reds(root: str | os.PathLike, scale: int = 4, degradation: str = "bicub
     root = Path(root)
     hr_root = root / "train_sharp"
     if not hr_root.is_dir():
-        raise LayoutError(f"data.root {str(root)!r} does not look like REDS: expected train_sharp/<clip>/<frame>.png "
-                          f"(e.g. train_sharp/000/00000000.png) under it, {_listing(root)}")
+        raise LayoutError(
+            f"data.root {str(root)!r} does not look like REDS: expected train_sharp/<clip>/<frame>.png "
+            f"(e.g. train_sharp/000/00000000.png) under it, {_listing(root)}"
+        )
     clips = _subdirs(hr_root)
     if not clips:
-        raise LayoutError(f"data.root {str(root)!r} does not look like REDS: train_sharp holds no clip folders "
-                          f"(expected train_sharp/000/00000000.png ...)")
+        raise LayoutError(
+            f"data.root {str(root)!r} does not look like REDS: train_sharp holds no clip folders "
+            f"(expected train_sharp/000/00000000.png ...)"
+        )
     lr_root = root / "train_sharp_bicubic" / f"X{scale}" if RESAMPLING.get(degradation) == "BI" else None
     if lr_root is not None and not lr_root.is_dir():
         lr_root = None
@@ -173,16 +175,22 @@ def scan_vid4(root: str | os.PathLike, scale: int = 4, degradation: str = "bicub
     root = Path(root)
     hr_root = root / "GT"
     if not hr_root.is_dir():
-        raise LayoutError(f"data.root {str(root)!r} does not look like Vid4: expected GT/<clip>/<frame>.png "
-                          f"(e.g. GT/calendar/, GT/city/, GT/foliage/, GT/walk/) with BIx4/<clip>/ or BDx4/<clip>/ "
-                          f"beside GT, {_listing(root)}")
+        raise LayoutError(
+            f"data.root {str(root)!r} does not look like Vid4: expected GT/<clip>/<frame>.png "
+            f"(e.g. GT/calendar/, GT/city/, GT/foliage/, GT/walk/) with BIx4/<clip>/ or BDx4/<clip>/ "
+            f"beside GT, {_listing(root)}"
+        )
     clips = _subdirs(hr_root)
     if not clips:
-        raise LayoutError(f"data.root {str(root)!r} does not look like Vid4: GT holds no clip folders "
-                          f"(expected GT/calendar/, GT/city/, ...)")
+        raise LayoutError(
+            f"data.root {str(root)!r} does not look like Vid4: GT holds no clip folders "
+            f"(expected GT/calendar/, GT/city/, ...)"
+        )
     kind = RESAMPLING.get(degradation)
-    candidates = {"BI": [root / f"BIx{scale}"] + ([root / "sharp_bicubic"] if scale == 4 else []),
-                  "BD": [root / f"BDx{scale}"]}.get(kind, [])
+    candidates = {
+        "BI": [root / f"BIx{scale}"] + ([root / "sharp_bicubic"] if scale == 4 else []),
+        "BD": [root / f"BDx{scale}"],
+    }.get(kind, [])
     lr_root = _first_dir(candidates)
     scan = DatasetScan("vid4", [], [], False, None if lr_root is None else str(lr_root))
     for clip in clips:
@@ -212,19 +220,24 @@ def scan_vimeo90k(root: str | os.PathLike, scale: int = 4, degradation: str = "b
     lists = {split: base / f"sep_{split}list.txt" for split in ("train", "test")}
     missing = [p.name for p in [seq_root, *lists.values()] if not p.exists()]
     if missing:
-        raise LayoutError(f"data.root {str(root)!r} does not look like Vimeo-90K: expected vimeo_septuplet/sequences/"
-                          f"<group>/<seq>/im1.png .. im7.png with vimeo_septuplet/sep_trainlist.txt and "
-                          f"sep_testlist.txt (root = vimeo_septuplet or the folder holding it); missing "
-                          f"{', '.join(missing)} in {str(base)!r}, {_listing(base)}")
+        raise LayoutError(
+            f"data.root {str(root)!r} does not look like Vimeo-90K: expected vimeo_septuplet/sequences/"
+            f"<group>/<seq>/im1.png .. im7.png with vimeo_septuplet/sep_trainlist.txt and "
+            f"sep_testlist.txt (root = vimeo_septuplet or the folder holding it); missing "
+            f"{', '.join(missing)} in {str(base)!r}, {_listing(base)}"
+        )
     kind, up = RESAMPLING.get(degradation), base.parent
-    candidates = {"BI": [up / f"vimeo_septuplet_matlabLRx{scale}" / "sequences", up / f"BIx{scale}"],
-                  "BD": [up / f"vimeo_septuplet_BD_matlabLRx{scale}" / "sequences", up / f"BDx{scale}"]}.get(kind, [])
+    candidates = {
+        "BI": [up / f"vimeo_septuplet_matlabLRx{scale}" / "sequences", up / f"BIx{scale}"],
+        "BD": [up / f"vimeo_septuplet_BD_matlabLRx{scale}" / "sequences", up / f"BDx{scale}"],
+    }.get(kind, [])
     lr_root = _first_dir(candidates)
     scan = DatasetScan("vimeo90k", [], [], True, None if lr_root is None else str(lr_root))
     for split, target in (("train", scan.train), ("test", scan.test)):
         for key in _read_list(lists[split]):
-            entry = _frame_entry(seq_root / key, None if lr_root is None else lr_root / key, key,
-                                 key.split("/")[0], scan.skipped)
+            entry = _frame_entry(
+                seq_root / key, None if lr_root is None else lr_root / key, key, key.split("/")[0], scan.skipped
+            )
             if entry is not None:
                 target.append(entry)
     return _require_videos(scan, root, "Vimeo-90K sequences")
@@ -253,8 +266,9 @@ def _kinetics_folder(folder: Path, root: Path, split: str | None, skipped: list[
     classes = [c for c in _subdirs(folder) if not (split is None and c == "annotations")]
     for label in classes:
         with os.scandir(folder / label) as it:  # a folder named like a video (x.mp4/) is not one
-            files = sorted((e.name for e in it if e.is_file() and e.name.lower().endswith(VIDEO_SUFFIXES)),
-                           key=natural_key)
+            files = sorted(
+                (e.name for e in it if e.is_file() and e.name.lower().endswith(VIDEO_SUFFIXES)), key=natural_key
+            )
         for f in files:
             entry = _video_entry(folder / label / f, label, f"{prefix}{label}/{Path(f).stem}", skipped)
             if entry is not None:
@@ -264,18 +278,21 @@ def _kinetics_folder(folder: Path, root: Path, split: str | None, skipped: list[
     if flat:
         csv_path = root / "annotations" / f"{split or 'train'}.csv"
         if not csv_path.is_file():
-            raise LayoutError(f"data.root {str(root)!r}: {len(flat)} videos lie directly in {str(folder)!r} (e.g. "
-                              f"{flat[0]}) with no class folder around them and no {csv_path} to label them; "
-                              f"expected <class>/<video>.mp4 or annotations/<split>.csv (label, youtube_id, "
-                              f"time_start, time_end)")
+            raise LayoutError(
+                f"data.root {str(root)!r}: {len(flat)} videos lie directly in {str(folder)!r} (e.g. "
+                f"{flat[0]}) with no class folder around them and no {csv_path} to label them; "
+                f"expected <class>/<video>.mp4 or annotations/<split>.csv (label, youtube_id, "
+                f"time_start, time_end)"
+            )
         labels: dict[str, str] = {}
         with open(csv_path, newline="") as fh:
             for row in csv.DictReader(fh):
                 try:
                     key = f"{row['youtube_id']}_{int(row['time_start']):06d}_{int(row['time_end']):06d}"
                 except (KeyError, ValueError, TypeError) as err:
-                    raise LayoutError(f"{csv_path}: row {row} lacks youtube_id / time_start / time_end "
-                                      f"({err!r})") from None
+                    raise LayoutError(
+                        f"{csv_path}: row {row} lacks youtube_id / time_start / time_end ({err!r})"
+                    ) from None
                 labels[key] = row.get("label") or ""
         for f in flat:
             label = labels.get(Path(f).stem)
@@ -295,12 +312,16 @@ def scan_kinetics(root: str | os.PathLike, scale: int = 4, degradation: str = "b
     (``scale`` and ``degradation`` are accepted for a common signature)."""
     root = Path(root)
     if not root.is_dir():
-        raise LayoutError(f"data.root {str(root)!r} is not a folder (expected Kinetics: <root>/<class>/<video>.mp4 "
-                          f"or <root>/train/<class>/<video>.mp4)")
+        raise LayoutError(
+            f"data.root {str(root)!r} is not a folder (expected Kinetics: <root>/<class>/<video>.mp4 "
+            f"or <root>/train/<class>/<video>.mp4)"
+        )
     split_dirs = [s for s in KINETICS_SPLITS if (root / s).is_dir()]
     if split_dirs and "train" not in split_dirs:
-        raise LayoutError(f"data.root {str(root)!r}: Kinetics split folders {', '.join(split_dirs)} but no train/ "
-                          f"(expected train/<class>/<video>.mp4 beside them)")
+        raise LayoutError(
+            f"data.root {str(root)!r}: Kinetics split folders {', '.join(split_dirs)} but no train/ "
+            f"(expected train/<class>/<video>.mp4 beside them)"
+        )
     scan = DatasetScan("kinetics", [], [], "val" in split_dirs)
     if split_dirs:
         scan.train = _kinetics_folder(root / "train", root, "train", scan.skipped)
@@ -309,9 +330,11 @@ def scan_kinetics(root: str | os.PathLike, scale: int = 4, degradation: str = "b
     else:
         scan.train = _kinetics_folder(root, root, None, scan.skipped)
     if not scan.train and not scan.test and not scan.skipped:
-        raise LayoutError(f"data.root {str(root)!r} does not look like Kinetics: expected <class>/<video>.mp4 "
-                          f"or train/<class>/<video>.mp4 (and val/...) under it ({', '.join(VIDEO_SUFFIXES)}), "
-                          f"{_listing(root)}")
+        raise LayoutError(
+            f"data.root {str(root)!r} does not look like Kinetics: expected <class>/<video>.mp4 "
+            f"or train/<class>/<video>.mp4 (and val/...) under it ({', '.join(VIDEO_SUFFIXES)}), "
+            f"{_listing(root)}"
+        )
     return _require_videos(scan, root, "Kinetics videos")
 
 

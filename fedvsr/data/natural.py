@@ -87,8 +87,13 @@ def _spline(img: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _place(
-    size: tuple[int, int], frame: tuple[int, int], dx: np.ndarray, dy: np.ndarray, zoom: np.ndarray,
-    theta: np.ndarray, rng: np.random.Generator,
+    size: tuple[int, int],
+    frame: tuple[int, int],
+    dx: np.ndarray,
+    dy: np.ndarray,
+    zoom: np.ndarray,
+    theta: np.ndarray,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Camera centres ``(cx, cy)`` in source pixels, and the zoom, for a path drawn in frame pixels.
 
@@ -114,8 +119,15 @@ def _place(
 
 
 def _film(
-    source: np.ndarray, t: np.ndarray, ys: np.ndarray, xs: np.ndarray, dx: np.ndarray, dy: np.ndarray,
-    zoom: np.ndarray, theta: np.ndarray, rng: np.random.Generator,
+    source: np.ndarray,
+    t: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    dx: np.ndarray,
+    dy: np.ndarray,
+    zoom: np.ndarray,
+    theta: np.ndarray,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """Frames ``(T, H, W, 3)`` of ``source (Hs, Ws, 3)`` seen by the camera (see the module docstring)."""
     from scipy import ndimage
@@ -132,8 +144,9 @@ def _film(
         sx = cx[f] + z[f] * (ct * xs[0] - st * ys[0])  # (H, W) source coordinates of the pixel centres
         sy = cy[f] + z[f] * (st * xs[0] + ct * ys[0])
         for c in range(3):
-            out[f, ..., c] = ndimage.map_coordinates(coeffs[sigma][c], [sy, sx], order=3, mode="mirror",
-                                                     prefilter=False)
+            out[f, ..., c] = ndimage.map_coordinates(
+                coeffs[sigma][c], [sy, sx], order=3, mode="mirror", prefilter=False
+            )
     return out
 
 

@@ -31,7 +31,12 @@ log = logging.getLogger(__name__)
 
 #: why a video is left out (:attr:`LeftOut.kind`)
 UNREADABLE, TOO_SHORT, TOO_SMALL, MISMATCHED_LR, NOT_LISTED = (
-    "unreadable", "too short", "too small", "mismatched LR", "not listed")
+    "unreadable",
+    "too short",
+    "too small",
+    "mismatched LR",
+    "not listed",
+)
 
 #: seconds of probing before the first progress line is logged, and between two lines
 PROGRESS_AFTER, PROGRESS_EVERY = 5.0, 30.0
@@ -66,8 +71,9 @@ class Needs:
     scale: int
 
 
-def probe_video(path: str | os.PathLike, hr_root: Path | None = None,
-                hr_max_bytes: float = 0.0) -> tuple[dict[str, object], bool]:
+def probe_video(
+    path: str | os.PathLike, hr_root: Path | None = None, hr_max_bytes: float = 0.0
+) -> tuple[dict[str, object], bool]:
     """Decode every frame of ``path`` (a video file or frame folder) and return ``(answer, keep)``: the answer as
     :class:`VideoProbe`'s fields, and whether it may be cached (not for a permission or I/O error, which may
     pass). The decoded frames are stored in the decoded-HR cache under ``hr_root`` when they take at most
@@ -109,23 +115,34 @@ def unusable(entry: VideoEntry, found: VideoProbe, twin: VideoProbe | None, need
             return UNREADABLE, f"{entry.path}: its pre-made LR frames cannot be read: {twin.error}"
         h, w = found.height - found.height % s, found.width - found.width % s
         if (twin.frames, twin.height, twin.width) != (found.frames, h // s, w // s):
-            return MISMATCHED_LR, (f"{entry.lr_path}: the pre-made LR frames ({twin.frames} frames of {twin.width}x"
-                                   f"{twin.height}) do not match the HR video {entry.path} ({found.frames} frames of "
-                                   f"{w}x{h}, WxH after cropping to a multiple of {s}): expected {found.frames} "
-                                   f"frames of {w // s}x{h // s} at scale {s}")
+            return MISMATCHED_LR, (
+                f"{entry.lr_path}: the pre-made LR frames ({twin.frames} frames of {twin.width}x"
+                f"{twin.height}) do not match the HR video {entry.path} ({found.frames} frames of "
+                f"{w}x{h}, WxH after cropping to a multiple of {s}): expected {found.frames} "
+                f"frames of {w // s}x{h // s} at scale {s}"
+            )
     if found.frames < needs.frames:
         return TOO_SHORT, f"{entry.path}: {found.frames} frames, fewer than a clip ({needs.frames} frames)"
     side = needs.lr_side * s
     if found.height < side or found.width < side:
-        what = f"a training patch (data.patch = {needs.lr_side} at data.scale = {s})" if needs.lr_side > 1 \
+        what = (
+            f"a training patch (data.patch = {needs.lr_side} at data.scale = {s})"
+            if needs.lr_side > 1
             else f"data.scale = {s}"
-        return TOO_SMALL, (f"{entry.path}: frames of {found.width}x{found.height} (WxH), smaller than {what}: "
-                           f"at least {side}x{side} needed")
+        )
+        return TOO_SMALL, (
+            f"{entry.path}: frames of {found.width}x{found.height} (WxH), smaller than {what}: "
+            f"at least {side}x{side} needed"
+        )
     return None
 
 
-def usable_videos(entries: Sequence[VideoEntry], needs: Needs, cache: Path | None, hr_max_bytes: float = 0.0,
-                  ) -> tuple[list[VideoEntry], list[int], list[LeftOut]]:
+def usable_videos(
+    entries: Sequence[VideoEntry],
+    needs: Needs,
+    cache: Path | None,
+    hr_max_bytes: float = 0.0,
+) -> tuple[list[VideoEntry], list[int], list[LeftOut]]:
     """The entries that can be used, in order, with their frame counts, and the ones left out (each probed
     once: :func:`probe`; a video and its segments share one probe)."""
     kept: list[VideoEntry] = []
@@ -143,6 +160,11 @@ def usable_videos(entries: Sequence[VideoEntry], needs: Needs, cache: Path | Non
             left.append(LeftOut(entry.path, *why))
         if time.monotonic() >= report_at:
             report_at = time.monotonic() + PROGRESS_EVERY
-            log.warning("fedvsr: checked %d of %d videos (each is decoded once; later runs read the answers from "
-                        "the cache in %s)", i + 1, len(entries), cache or "nowhere: data.lr_cache = none")
+            log.warning(
+                "fedvsr: checked %d of %d videos (each is decoded once; later runs read the answers from "
+                "the cache in %s)",
+                i + 1,
+                len(entries),
+                cache or "nowhere: data.lr_cache = none",
+            )
     return kept, frames, left

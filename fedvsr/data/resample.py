@@ -21,8 +21,12 @@ def check_scale(scale: int, h: int, w: int) -> None:
 
 def check_range(name: str, value: float, low: float, high: float, integer: bool = False) -> None:
     """ValueError naming ``name`` unless ``value`` is a number (an integer with ``integer``) in ``[low, high]``."""
-    bad = (isinstance(value, bool) or not isinstance(value, (int, float))
-           or (integer and not float(value).is_integer()) or not low <= value <= high)
+    bad = (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and not float(value).is_integer())
+        or not low <= value <= high
+    )
     if bad:
         kind = "an integer" if integer else "a number"
         raise ValueError(f"{name} = {value!r} is not allowed; expected {kind} in [{low}, {high}]")
@@ -39,8 +43,9 @@ def _imresize_weights(n: int, scale: int) -> torch.Tensor:
 
     def cubic(t: np.ndarray) -> np.ndarray:
         a = np.abs(t)
-        return np.where(a <= 1, 1.5 * a**3 - 2.5 * a**2 + 1,
-                        np.where(a <= 2, -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2, 0.0))
+        return np.where(
+            a <= 1, 1.5 * a**3 - 2.5 * a**2 + 1, np.where(a <= 2, -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2, 0.0)
+        )
 
     out = n // scale
     u = np.arange(1, out + 1) * scale + 0.5 * (1 - scale)

@@ -29,8 +29,7 @@ def synthetic_root(data_cfg, seed: int) -> Path:
     """Folder of the synthetic videos for these settings: ``synthetic-<key>`` under ``data.root`` (or the
     cache folder), the key hashing every parameter the videos depend on. Datasets of other seeds or
     sizes never share a folder, so no run rebuilds the files another run is reading."""
-    params = dataset_params(data_cfg.videos, data_cfg.frames, data_cfg.height, data_cfg.width, seed,
-                            data_cfg.content)
+    params = dataset_params(data_cfg.videos, data_cfg.frames, data_cfg.height, data_cfg.width, seed, data_cfg.content)
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     return Path(data_cfg.root or cache_dir()) / f"synthetic-{key}"
 
@@ -86,8 +85,9 @@ def resolve_videos(cfg) -> list[VideoEntry]:
     split of a dataset layout (REDS without REDS4, Vimeo-90K's sep_trainlist, Kinetics' train)."""
     d = cfg.data
     if d.source == "synthetic":
-        return build_synthetic_dataset(synthetic_root(d, d.seed), d.videos, d.frames, d.height, d.width,
-                                       d.seed, d.content)
+        return build_synthetic_dataset(
+            synthetic_root(d, d.seed), d.videos, d.frames, d.height, d.width, d.seed, d.content
+        )
     if d.source == "folder":
         return scan_folder(d.root)
     if d.source in LAYOUTS:
@@ -97,8 +97,10 @@ def resolve_videos(cfg) -> list[VideoEntry]:
 
 def _training_split(scan: DatasetScan, root: str) -> list[VideoEntry]:
     if not scan.train:
-        raise LayoutError(f"data.root {root!r}: the {scan.layout} training split is empty on disk "
-                          f"({len(scan.test)} test videos, {len(scan.skipped)} skipped)")
+        raise LayoutError(
+            f"data.root {root!r}: the {scan.layout} training split is empty on disk "
+            f"({len(scan.test)} test videos, {len(scan.skipped)} skipped)"
+        )
     return scan.train
 
 
@@ -137,8 +139,11 @@ def count_frames(path: str | os.PathLike) -> int:
         raise VideoError(f"{path}: PyAV cannot read it ({err})") from err
 
 
-def segment_videos(entries: list[VideoEntry], segment_frames: int, frames: list[int] | None = None,
-                   ) -> tuple[list[VideoEntry], list[tuple[str, str]]]:
+def segment_videos(
+    entries: list[VideoEntry],
+    segment_frames: int,
+    frames: list[int] | None = None,
+) -> tuple[list[VideoEntry], list[tuple[str, str]]]:
     """Cut every video into consecutive segments of ``segment_frames`` frames: video ``e`` of ``T`` frames gives
     ``T // segment_frames`` segments, ``[k S, (k + 1) S)`` for ``k = 0, 1, ...``, named ``<name>[start:stop]``
     with the video's label; the last ``T mod S`` frames are dropped (every segment has the same length, so no
@@ -169,12 +174,17 @@ def _segmented(cfg, data: ExperimentData) -> ExperimentData:
         raise DataError(
             f"data.segment_frames = {d.segment_frames} cuts the {len(pool)} client videos into {len(segments)} "
             f"segments, fewer than fl.clients = {cfg.fl.clients}; allowed: fl.clients <= {len(segments)}, or a "
-            f"smaller data.segment_frames")
+            f"smaller data.segment_frames"
+        )
     start = len(data.videos)
     left = [LeftOut(path, TOO_SHORT, f"{path}: {reason}") for path, reason in short]
-    return replace(data, videos=data.videos + segments, pool=list(range(start, start + len(segments))),
-                   frames=data.frames + [d.segment_frames] * len(segments) if data.frames else [],
-                   left_out=data.left_out + left)
+    return replace(
+        data,
+        videos=data.videos + segments,
+        pool=list(range(start, start + len(segments))),
+        frames=data.frames + [d.segment_frames] * len(segments) if data.frames else [],
+        left_out=data.left_out + left,
+    )
 
 
 @dataclass
@@ -256,34 +266,48 @@ def _whole_videos(cfg) -> ExperimentData:
         pool, held = split_holdout(data.videos, cfg.eval.holdout, d.seed)
         return replace(data, pool=pool, held=held)
     if cfg.eval.source == "split":
-        test = _usable(cfg, scan.test, [], training=False, where=f"the {scan.layout} test split under data.root "
-                                                                  f"{d.root!r}")
+        test = _usable(
+            cfg, scan.test, [], training=False, where=f"the {scan.layout} test split under data.root {d.root!r}"
+        )
     elif cfg.eval.source == "folder":
         test = _usable(cfg, *_evaluation_root(cfg), training=False, where=f"eval.root {cfg.eval.root!r}")
     else:
         raise ValueError(f"unknown eval.source {cfg.eval.source!r}")
     n, m = len(data.videos), len(test.videos)
-    return ExperimentData(data.videos + test.videos, list(range(n)), list(range(n, n + m)),
-                          data.left_out + test.left_out, data.frames + test.frames, data.considered + test.considered)
+    return ExperimentData(
+        data.videos + test.videos,
+        list(range(n)),
+        list(range(n, n + m)),
+        data.left_out + test.left_out,
+        data.frames + test.frames,
+        data.considered + test.considered,
+    )
 
 
 def _check_test_split(cfg, scan: DatasetScan | None) -> None:
     """``eval.source = split`` needs a dataset layout with a test split on disk."""
     d = cfg.data
     if scan is None or not scan.has_test_split:
-        why = {None: f"data.source = {d.source!r} has no standard test split",
-               "vid4": "Vid4 is a test set: it has no training split to keep apart from it",
-               "kinetics": f"data.root {d.root!r} has no val/ split folder (Kinetics: "
-                           f"<root>/train/<class>/... and <root>/val/<class>/...)"}
-        raise LayoutError(f"eval.source = 'split': {why.get(scan and scan.layout, why[None])}; use "
-                          f"eval.source = 'holdout', or 'folder' with eval.root (e.g. a Vid4 root)")
+        why = {
+            None: f"data.source = {d.source!r} has no standard test split",
+            "vid4": "Vid4 is a test set: it has no training split to keep apart from it",
+            "kinetics": f"data.root {d.root!r} has no val/ split folder (Kinetics: "
+            f"<root>/train/<class>/... and <root>/val/<class>/...)",
+        }
+        raise LayoutError(
+            f"eval.source = 'split': {why.get(scan and scan.layout, why[None])}; use "
+            f"eval.source = 'holdout', or 'folder' with eval.root (e.g. a Vid4 root)"
+        )
     if not scan.test:
-        raise LayoutError(f"eval.source = 'split': the {scan.layout} test split is empty under data.root "
-                          f"{d.root!r} ({len(scan.skipped)} videos skipped)")
+        raise LayoutError(
+            f"eval.source = 'split': the {scan.layout} test split is empty under data.root "
+            f"{d.root!r} ({len(scan.skipped)} videos skipped)"
+        )
 
 
-def _usable(cfg, entries: list[VideoEntry], skipped: list[tuple[str, str]], training: bool,
-            where: str) -> ExperimentData:
+def _usable(
+    cfg, entries: list[VideoEntry], skipped: list[tuple[str, str]], training: bool, where: str
+) -> ExperimentData:
     """The usable ones of ``entries`` (:func:`~fedvsr.data.probe.usable_videos`: probed through the cache of
     ``data.lr_cache``, for training clips of ``data.patch`` LR pixels, or for evaluation clips), with the videos
     the scan ``skipped`` and the probe left out (each reason naming the file); raises :class:`DataError` naming
@@ -291,8 +315,10 @@ def _usable(cfg, entries: list[VideoEntry], skipped: list[tuple[str, str]], trai
     d = cfg.data
     needs = Needs(clip_frames(cfg), d.patch if training else 1, d.scale)
     videos, frames, left = usable_videos(entries, needs, cache_root(d.lr_cache), d.hr_cache_mb * 2**20)
-    left = [LeftOut(path, NOT_LISTED if reason.startswith("not listed") else UNREADABLE, f"{path}: {reason}")
-            for path, reason in skipped] + left
+    left = [
+        LeftOut(path, NOT_LISTED if reason.startswith("not listed") else UNREADABLE, f"{path}: {reason}")
+        for path, reason in skipped
+    ] + left
     if not videos:
         raise _none_usable(where, len(left), left)
     return ExperimentData(videos, [], [], left, frames, considered=len(videos) + len(left))
@@ -302,8 +328,7 @@ def _none_usable(where: str, considered: int, left: list[LeftOut], limit: int = 
     """The error of a source none of whose videos can be used, naming them (the first ``limit``) and why."""
     named = "; ".join(e.reason for e in left[:limit])
     more = f"; ... and {len(left) - limit} more" if len(left) > limit else ""
-    return DataError(f"{where}: none of the {considered} videos can be used ({left_out_counts(left)}): "
-                     f"{named}{more}")
+    return DataError(f"{where}: none of the {considered} videos can be used ({left_out_counts(left)}): {named}{more}")
 
 
 def left_out_counts(left: list[LeftOut]) -> str:

@@ -79,8 +79,9 @@ class FrameReader:
             try:
                 self._container = av.open(str(path))
             except av.FFmpegError as err:
-                raise VideoError(f"{path}: not a video PyAV can read: corrupt, truncated or unsupported "
-                                 f"({err})") from err
+                raise VideoError(
+                    f"{path}: not a video PyAV can read: corrupt, truncated or unsupported ({err})"
+                ) from err
             if not self._container.streams.video:
                 self._container.close()
                 raise VideoError(f"{path}: no video stream in the file")
@@ -88,8 +89,9 @@ class FrameReader:
             stream.thread_type = "AUTO"
             if self._container.format.name in _TEXT_DEMUXERS:  # FFmpeg renders any text file as ANSI art
                 self._container.close()
-                raise VideoError(f"{path}: not a video file (FFmpeg reads it as text, format "
-                                 f"{self._container.format.name!r})")
+                raise VideoError(
+                    f"{path}: not a video file (FFmpeg reads it as text, format {self._container.format.name!r})"
+                )
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             self.fps = Fraction(rate) if rate else DEFAULT_FPS
             # the length the container announces (Matroska: only a duration, no frame count)
@@ -118,8 +120,10 @@ class FrameReader:
 
     def _check(self, frame: np.ndarray, where: str) -> np.ndarray:
         if frame.shape[:2] != (self.height, self.width):
-            raise VideoError(f"{where}: frame is {frame.shape[1]}x{frame.shape[0]}, the first frame is "
-                             f"{self.width}x{self.height} (width x height); frames must keep one size")
+            raise VideoError(
+                f"{where}: frame is {frame.shape[1]}x{frame.shape[0]}, the first frame is "
+                f"{self.width}x{self.height} (width x height); frames must keep one size"
+            )
         return frame
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -138,20 +142,24 @@ class FrameReader:
                     first, last = frame.time if first is None else first, frame.time
                 yield self._check(frame.to_ndarray(format="rgb24"), f"{self.path} frame {count - 1}")
         except av.FFmpegError as err:
-            raise VideoError(f"{self.path}: decoding failed after {count} frames: corrupt or truncated ({err})") \
-                from err
+            raise VideoError(
+                f"{self.path}: decoding failed after {count} frames: corrupt or truncated ({err})"
+            ) from err
         if count == 0:
             raise VideoError(f"{self.path}: no frames decoded: corrupt, truncated or empty")
         announced = self._container.streams.video[0].frames
         if announced and count < announced:
-            raise VideoError(f"{self.path}: truncated: its container announces {announced} frames, "
-                             f"only {count} could be decoded")
+            raise VideoError(
+                f"{self.path}: truncated: its container announces {announced} frames, only {count} could be decoded"
+            )
         if self._seconds and first is not None:
             frame_s = 1 / float(self.fps)
             decoded = last - first + frame_s
             if decoded < self._seconds - 1.5 * frame_s:
-                raise VideoError(f"{self.path}: truncated: its container announces {self._seconds:.3f} s of video, "
-                                 f"decoding stopped after {count} frames ({decoded:.3f} s)")
+                raise VideoError(
+                    f"{self.path}: truncated: its container announces {self._seconds:.3f} s of video, "
+                    f"decoding stopped after {count} frames ({decoded:.3f} s)"
+                )
 
 
 # ----------------------------------------------------------------------------- writing
@@ -356,8 +364,9 @@ class AudioTrack:
         lo = min(n, max(0, -a))
         hi = max(lo, min(n, stop - a))
         if hi > lo:
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self._pending[:, lo:hi]), format="fltp",
-                                               layout=self._layout)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(self._pending[:, lo:hi]), format="fltp", layout=self._layout
+            )
             frame.sample_rate = self._rate
             frame.pts = a + lo
             frame.time_base = Fraction(1, self._rate)

@@ -376,8 +376,9 @@ def video_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint32)[0])
 
 
-def dataset_params(videos: int, frames: int, height: int, width: int, seed: int,
-                   content: str = DEFAULT_CONTENT) -> dict[str, int | str]:
+def dataset_params(
+    videos: int, frames: int, height: int, width: int, seed: int, content: str = DEFAULT_CONTENT
+) -> dict[str, int | str]:
     """What a synthetic dataset is a function of (its manifest records them)."""
     _classes(content)
     return {
@@ -423,7 +424,12 @@ def _up_to_date(root: Path, params: dict) -> list[VideoEntry] | None:
 
 
 def build_synthetic_dataset(
-    root: str | os.PathLike, videos: int, frames: int, height: int, width: int, seed: int,
+    root: str | os.PathLike,
+    videos: int,
+    frames: int,
+    height: int,
+    width: int,
+    seed: int,
     content: str = DEFAULT_CONTENT,
 ) -> list[VideoEntry]:
     """Render and encode the synthetic dataset, or reuse the one already at ``root``.

@@ -70,8 +70,9 @@ class VideoEntry:
         """The whole video a segment was cut from (itself if it is not a segment)."""
         if not self.frame_stop:
             return self
-        return replace(self, name=self.name[: -len(f"[{self.frame_start}:{self.frame_stop}]")], frame_start=0,
-                       frame_stop=0)
+        return replace(
+            self, name=self.name[: -len(f"[{self.frame_start}:{self.frame_stop}]")], frame_start=0, frame_stop=0
+        )
 
 
 #: how an evaluation video that cannot be read is reported, before the error naming it (the platform's
@@ -104,8 +105,11 @@ def _iter_file(path: Path) -> Iterator[np.ndarray]:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                what = "no video stream in the file" if container.streams else \
-                    "no stream at all in the file (truncated, or not a video)"
+                what = (
+                    "no video stream in the file"
+                    if container.streams
+                    else "no stream at all in the file (truncated, or not a video)"
+                )
                 raise VideoError(f"{path}: {what}")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
@@ -115,11 +119,13 @@ def _iter_file(path: Path) -> Iterator[np.ndarray]:
                 decoded += 1
                 yield frame.to_ndarray(format="rgb24")
     except av.FFmpegError as err:
-        raise VideoError(f"{path}: PyAV cannot decode it ({err}); the file is corrupt, truncated or not a "
-                         f"video") from err
+        raise VideoError(
+            f"{path}: PyAV cannot decode it ({err}); the file is corrupt, truncated or not a video"
+        ) from err
     if decoded and declared > decoded:
-        raise VideoError(f"{path}: truncated or corrupt: decoded {decoded} of the {declared} frames its "
-                         f"container declares")
+        raise VideoError(
+            f"{path}: truncated or corrupt: decoded {decoded} of the {declared} frames its container declares"
+        )
 
 
 def _first_frame(file: Path) -> np.ndarray:
@@ -262,7 +268,8 @@ def write_video(
     if codec == "libx265":
         # x265 logs to stderr by default; one frame thread keeps its output reproducible
         options["x265-params"] = "log-level=error:frame-threads=1:pools=none" + (
-            f":bframes={bframes}" if bframes is not None else "")
+            f":bframes={bframes}" if bframes is not None else ""
+        )
     elif bframes is not None:
         options["bf"] = str(bframes)  # FFmpeg's generic option (libx264 maps it to x264's bframes)
 

@@ -18,7 +18,20 @@ def build_strategy(fl_cfg) -> Strategy:
 
 
 __all__ = [
-    "ClientContext", "FedAvg", "FedAvgParams", "FedProx", "FedProxParams", "FedVSR", "FedVSRParams",
-    "LocalResult", "Scaffold", "ScaffoldParams", "Strategy", "StrategyEntry", "build_strategy", "get_strategy",
-    "register_strategy", "strategy_names",
+    "ClientContext",
+    "FedAvg",
+    "FedAvgParams",
+    "FedProx",
+    "FedProxParams",
+    "FedVSR",
+    "FedVSRParams",
+    "LocalResult",
+    "Scaffold",
+    "ScaffoldParams",
+    "Strategy",
+    "StrategyEntry",
+    "build_strategy",
+    "get_strategy",
+    "register_strategy",
+    "strategy_names",
 ]

@@ -47,7 +47,8 @@ class PartialAggregate:
     spare: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
     #: accumulators held in one flat float64 buffer by :func:`merge_updates`: name -> (buffer, layout, views)
     flat: dict[str, tuple[torch.Tensor, tuple, dict[str, torch.Tensor]]] = field(
-        default_factory=dict, repr=False, compare=False)
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def reusing(cls, old: PartialAggregate | None) -> PartialAggregate:
@@ -58,15 +59,20 @@ class PartialAggregate:
         new tensors."""
         out = cls()
         if old is not None:
-            out.spare = {(name, key): v for name, acc in old.sums.items() if name not in old.flat
-                         for key, v in acc.items()
-                         if v.device.type == "cpu" and v.dtype == torch.float64 and v.is_contiguous()}
+            out.spare = {
+                (name, key): v
+                for name, acc in old.sums.items()
+                if name not in old.flat
+                for key, v in acc.items()
+                if v.device.type == "cpu" and v.dtype == torch.float64 and v.is_contiguous()
+            }
             out.spare.update({(name, ""): buffer for name, (buffer, _, _) in old.flat.items()})
             old.sums, old.flat = {}, {}
         return out
 
-    def add(self, name: str, tensors: Mapping[str, torch.Tensor], weight: float = 1.0, *,
-            log_weight: float | None = None) -> None:
+    def add(
+        self, name: str, tensors: Mapping[str, torch.Tensor], weight: float = 1.0, *, log_weight: float | None = None
+    ) -> None:
         """Add ``weight * tensors`` (or ``exp(log_weight) * tensors``) to accumulator ``name``, summed in float64
         on the tensors' own device (a GPU worker accumulates on its GPU; :meth:`to` brings the sums back once).
         The weight must be finite and > 0 (any finite ``log_weight``)."""
@@ -179,8 +185,9 @@ class ClientUpdate:
     def __init__(self) -> None:
         self.entries: list[tuple[str, Mapping[str, torch.Tensor], float, int]] = []
 
-    def add(self, name: str, tensors: Mapping[str, torch.Tensor], weight: float = 1.0, *,
-            log_weight: float | None = None) -> None:
+    def add(
+        self, name: str, tensors: Mapping[str, torch.Tensor], weight: float = 1.0, *, log_weight: float | None = None
+    ) -> None:
         mantissa, exponent = _split(weight) if log_weight is None else _split_log(log_weight)
         if tensors and all(v.dtype == torch.float32 for v in tensors.values()):
             copied: Mapping[str, torch.Tensor] = PackedTensors.pack(tensors)
@@ -220,13 +227,17 @@ def merge_updates(aggregate: PartialAggregate, updates: list[ClientUpdate], bloc
                     if buffer is None or buffer.shape != first.shape or buffer.device != first.device:
                         buffer = torch.empty(first.shape, dtype=torch.float64, device=first.device)
                     acc[key] = buffer
-                _add_terms(acc[key].view(-1), [v.reshape(-1) for v, _ in parts], [w for _, w in parts], block,
-                           fresh)
+                _add_terms(acc[key].view(-1), [v.reshape(-1) for v, _ in parts], [w for _, w in parts], block, fresh)
         aggregate.weights[name] = _sum_in_order(aggregate.weights.get(name, 0.0), weights)
 
 
-def _merge_packed(aggregate: PartialAggregate, name: str, terms: list[Mapping[str, torch.Tensor]],
-                  weights: list[float], block: int | None) -> bool:
+def _merge_packed(
+    aggregate: PartialAggregate,
+    name: str,
+    terms: list[Mapping[str, torch.Tensor]],
+    weights: list[float],
+    block: int | None,
+) -> bool:
     """The whole accumulator ``name`` at once, when every term is packed with one layout and the accumulator
     is empty or is the flat float64 array (with views per tensor) an earlier such merge made."""
     layout = getattr(terms[0], "layout", None)
@@ -235,8 +246,12 @@ def _merge_packed(aggregate: PartialAggregate, name: str, terms: list[Mapping[st
     acc = aggregate.sums.get(name)
     flat = aggregate.flat.get(name)
     fresh = not acc
-    if not fresh and not (flat is not None and flat[1] == layout and len(acc) == len(flat[2])
-                          and all(acc.get(k) is v for k, v in flat[2].items())):
+    if not fresh and not (
+        flat is not None
+        and flat[1] == layout
+        and len(acc) == len(flat[2])
+        and all(acc.get(k) is v for k, v in flat[2].items())
+    ):
         return False  # the accumulator was built otherwise (add, merge): tensor by tensor
     if fresh:
         size = terms[0].flat.shape[0]
@@ -256,15 +271,19 @@ def _merge_packed(aggregate: PartialAggregate, name: str, terms: list[Mapping[st
 KERNEL_MIN_ELEMENTS = 1 << 18
 
 
-def _add_terms(target: torch.Tensor, values: list[torch.Tensor | np.ndarray], weights: list[float],
-               block: int | None, fresh: bool) -> None:
+def _add_terms(
+    target: torch.Tensor, values: list[torch.Tensor | np.ndarray], weights: list[float], block: int | None, fresh: bool
+) -> None:
     """``target`` (1-D float64) ``+= values[0] * weights[0]``, then the next, ... in order (``fresh``: target
     holds nothing yet and starts as the first term, so a term of -0.0 stays -0.0, as in ``add``)."""
     if not values:
         return
     arrays = [v.numpy() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v for v in values]
-    if (target.device.type == "cpu" and target.numel() >= KERNEL_MIN_ELEMENTS
-            and all(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)):
+    if (
+        target.device.type == "cpu"
+        and target.numel() >= KERNEL_MIN_ELEMENTS
+        and all(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
+    ):
         from fedvsr.fl.merge_kernel import BLOCK, merge_into  # imports Numba: only where a large sum needs it
 
         merge_into(target.numpy(), arrays, weights, block or BLOCK, fresh=fresh)

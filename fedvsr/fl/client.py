@@ -79,8 +79,9 @@ def _batch_size(batch: Any) -> int:
 def _plain_step(step_loss: StepLoss):
     """A ``training_step`` for a module without one (a test's toy model): one optimizer, one step."""
 
-    def training_step(model: nn.Module, batch: Any, optimizers: dict[str, torch.optim.Optimizer],
-                      hooks: StepHooks) -> torch.Tensor:
+    def training_step(
+        model: nn.Module, batch: Any, optimizers: dict[str, torch.optim.Optimizer], hooks: StepHooks
+    ) -> torch.Tensor:
         model_loss, sr, target = step_loss(model, batch)
         loss = hooks.objective(model_loss, sr, target)
         hooks.apply(loss, optimizers["model"])
@@ -89,8 +90,9 @@ def _plain_step(step_loss: StepLoss):
     return training_step
 
 
-def train_local(ctx: ClientContext, strategy: Strategy, batches: Callable[[int], Iterable[Any]],
-                training: LocalTraining) -> LocalResult:
+def train_local(
+    ctx: ClientContext, strategy: Strategy, batches: Callable[[int], Iterable[Any]], training: LocalTraining
+) -> LocalResult:
     """Train ``ctx.model`` (already holding the global weights) for ``training.epochs`` local epochs.
 
     Each mini-batch is one call of the model's :meth:`~fedvsr.models.base.VSRModel.training_step`
@@ -118,9 +120,11 @@ def train_local(ctx: ClientContext, strategy: Strategy, batches: Callable[[int],
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_grad_norm)
         opt.step()
 
-    hooks = StepHooks(objective=lambda model_loss, sr, target: strategy.local_objective(ctx, model_loss, sr, target),
-                      apply=apply)
+    hooks = StepHooks(
+        objective=lambda model_loss, sr, target: strategy.local_objective(ctx, model_loss, sr, target), apply=apply
+    )
     strategy.begin_local(ctx)
+
     def set_rate(rate: float) -> None:
         for opt in opts.values():
             for group in opt.param_groups:
@@ -148,8 +152,10 @@ def train_local(ctx: ClientContext, strategy: Strategy, batches: Callable[[int],
     mean_loss = float(total) / max(ctx.steps, 1)
     result = LocalResult(ctx.client, ctx.samples, ctx.steps, mean_loss, seconds, cut=cut, seen=seen)
     if ctx.steps == 0:
-        result.ok, result.reason = False, ("the deadline came before the first local step" if cut
-                                           else "no local step (empty client dataset)")
+        result.ok, result.reason = (
+            False,
+            ("the deadline came before the first local step" if cut else "no local step (empty client dataset)"),
+        )
     elif not math.isfinite(mean_loss):
         result.ok, result.reason = False, f"non-finite training loss ({mean_loss})"
     elif not all_finite(local_params(model, ctx.global_params)):
@@ -157,8 +163,13 @@ def train_local(ctx: ClientContext, strategy: Strategy, batches: Callable[[int],
     return result
 
 
-def run_client(ctx: ClientContext, strategy: Strategy, batches: Callable[[int], Iterable[Any]],
-               partial: PartialAggregate, training: LocalTraining) -> tuple[LocalResult, float, Params | None]:
+def run_client(
+    ctx: ClientContext,
+    strategy: Strategy,
+    batches: Callable[[int], Iterable[Any]],
+    partial: PartialAggregate,
+    training: LocalTraining,
+) -> tuple[LocalResult, float, Params | None]:
     """Train one client (:func:`train_local`) and, if its result is usable, add it to ``partial``.
 
     Returns the local result (``ok = False`` with the reason when the client is left out: non-finite

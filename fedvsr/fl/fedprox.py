@@ -18,9 +18,13 @@ from fedvsr.fl.strategy import ClientContext, Strategy
 class FedProxParams:
     """FedProx's hyperparameter, the config key ``fl.mu``."""
 
-    mu: float = key(0.001, "FedProx: weight of the proximal term (mu/2) * squared distance to the global "
-                    "weights (FedVSR paper: any mu above 1e-3 hurts VSR training; FedProx's grid ends at 1)", min=0.0,
-                    max=1000.0)
+    mu: float = key(
+        0.001,
+        "FedProx: weight of the proximal term (mu/2) * squared distance to the global "
+        "weights (FedVSR paper: any mu above 1e-3 hurts VSR training; FedProx's grid ends at 1)",
+        min=0.0,
+        max=1000.0,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, "fl.")

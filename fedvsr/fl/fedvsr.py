@@ -38,15 +38,22 @@ class FedVSRParams:
     lambda_vsr: float = key(1.0, "FedVSR: weight of the model's own loss L_VSR", min=0.0, max=1e6)
     lambda_hifr: float = key(1.0, "FedVSR: weight of the DWT high-frequency loss L_HiFr", min=0.0, max=1e6)
     hifr_mode: str = key("2d", "FedVSR: DWT of L_HiFr per frame (2d) or over (T, H, W) (3d)", choices=HIFR_MODES)
-    hifr_eps: float = key(1e-3, "FedVSR: Charbonnier epsilon of L_HiFr (the authors' code: about 3.2e-5)",
-                          min=0.0, min_exclusive=True, max=1.0)
+    hifr_eps: float = key(
+        1e-3,
+        "FedVSR: Charbonnier epsilon of L_HiFr (the authors' code: about 3.2e-5)",
+        min=0.0,
+        min_exclusive=True,
+        max=1.0,
+    )
     #: weigh clients by (1/L_i)^a_t; False: FedAvg's sample weights (not a key: fedavg-dwt fixes it)
     loss_aware: bool = True
     alpha: float = key(1.0, "FedVSR: exponent strength of the loss-aware weights (1/L_i)^a_t", min=0.0, max=100.0)
-    alpha_decay: str = key("linear", "FedVSR: none (greedy), linear a_t = alpha(1-t/T), power alpha^(1-t/T)",
-                           choices=ALPHA_DECAYS)
-    mixing: str = key("none", "FedVSR: 'hellinger' blends loss-aware and uniform weights (authors' code)",
-                      choices=MIXINGS)
+    alpha_decay: str = key(
+        "linear", "FedVSR: none (greedy), linear a_t = alpha(1-t/T), power alpha^(1-t/T)", choices=ALPHA_DECAYS
+    )
+    mixing: str = key(
+        "none", "FedVSR: 'hellinger' blends loss-aware and uniform weights (authors' code)", choices=MIXINGS
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, "fl.")

@@ -80,9 +80,7 @@ def hifr_loss(sr: torch.Tensor, hr: torch.Tensor, mode: str = "2d", eps: float =
     if sr.shape != hr.shape:
         raise ValueError(f"hifr_loss: sr and hr shapes differ: sr {tuple(sr.shape)} vs hr {tuple(hr.shape)}")
     if sr.dim() not in (4, 5):
-        raise ValueError(
-            f"hifr_loss expects (b, c, H, W) or (b, t, c, H, W) tensors, got shape {tuple(sr.shape)}"
-        )
+        raise ValueError(f"hifr_loss expects (b, c, H, W) or (b, t, c, H, W) tensors, got shape {tuple(sr.shape)}")
     if not (sr.is_floating_point() and hr.is_floating_point()):
         raise ValueError(f"hifr_loss expects floating-point tensors, got {sr.dtype} and {hr.dtype}")
     diff = sr - hr
@@ -90,8 +88,6 @@ def hifr_loss(sr: torch.Tensor, hr: torch.Tensor, mode: str = "2d", eps: float =
         bands = _detail_bands_2d(diff)
     else:
         if diff.dim() != 5:
-            raise ValueError(
-                f"hifr mode '3d' needs a time axis: (b, t, c, H, W) tensors, got shape {tuple(sr.shape)}"
-            )
+            raise ValueError(f"hifr mode '3d' needs a time axis: (b, t, c, H, W) tensors, got shape {tuple(sr.shape)}")
         bands = _detail_bands_3d(diff)
     return torch.sqrt(bands * bands + eps * eps).mean()

@@ -57,8 +57,18 @@ def local_round(
             state = model.state_dict()
             for k, v in global_params.items():
                 state[k].copy_(v)
-        ctx = ClientContext(cid, spec.round, spec.total_rounds, spec.total_clients, model, global_params,
-                            server_state, client_states.get(cid), spec.lr, samples=samples)
+        ctx = ClientContext(
+            cid,
+            spec.round,
+            spec.total_rounds,
+            spec.total_clients,
+            model,
+            global_params,
+            server_state,
+            client_states.get(cid),
+            spec.lr,
+            samples=samples,
+        )
         result, weight, new_state = run_client(ctx, strategy, batches, partial, training)
         results.append(result)
         if result.ok:
@@ -67,6 +77,7 @@ def local_round(
                 client_states[cid] = {k: v.detach().clone() for k, v in new_state.items()}
     if not weights:
         return global_params, server_state, results
-    new_params, new_server = strategy.server_update(global_params, partial, server_state, spec.round,
-                                                    spec.total_clients, normalised_weights(weights))
+    new_params, new_server = strategy.server_update(
+        global_params, partial, server_state, spec.round, spec.total_clients, normalised_weights(weights)
+    )
     return new_params, new_server, results

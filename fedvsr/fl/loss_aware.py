@@ -164,9 +164,7 @@ def hellinger_coefficient(weights: Sequence[float] | np.ndarray, threshold: floa
     return hellinger_mixing_coefficient(hellinger_distance(np.full(p.size, 1.0 / p.size), p), threshold)
 
 
-def hellinger_mixing(
-    weights: Sequence[float] | np.ndarray, threshold: float = HELLINGER_THRESHOLD
-) -> np.ndarray:
+def hellinger_mixing(weights: Sequence[float] | np.ndarray, threshold: float = HELLINGER_THRESHOLD) -> np.ndarray:
     """Blend the round's loss-aware weights p with uniform weights u = 1/n (the authors' option).
 
     As ``aggregate_with_hellinger_distance`` in the authors' ``IART/iart_fedvsr.py`` (and

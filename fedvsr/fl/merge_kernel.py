@@ -68,8 +68,9 @@ def _merge(acc, xs, ws, block, fresh):  # pragma: no cover - compiled
             k += 1
 
 
-def merge_into(acc: np.ndarray, values: list[np.ndarray], weights: list[float], block: int = BLOCK, *,
-               fresh: bool = False) -> None:
+def merge_into(
+    acc: np.ndarray, values: list[np.ndarray], weights: list[float], block: int = BLOCK, *, fresh: bool = False
+) -> None:
     """``acc += values[0] * weights[0]``, then ``values[1] * weights[1]``, ... in place: ``acc`` a contiguous
     1-D float64 array, ``values`` contiguous 1-D float32 arrays of its length. ``fresh``: ``acc`` holds nothing
     yet (say ``np.empty``) and starts as ``values[0] * weights[0]``, as the first :meth:`PartialAggregate.add`

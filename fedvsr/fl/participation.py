@@ -99,8 +99,27 @@ class ClientReport:
     @classmethod
     def not_trained(cls, round: int, client: int, lr: float, plan: ClientPlan, reason: str) -> ClientReport:
         """A sampled client that sent no update (dropped out, or lost with its workers)."""
-        return cls(round, client, 0, 0, 0, math.nan, lr, -math.inf, 0.0, -1, "", "", 0.0, "dropped", reason,
-                   plan.attempt, plan.speed, plan.budget, False)
+        return cls(
+            round,
+            client,
+            0,
+            0,
+            0,
+            math.nan,
+            lr,
+            -math.inf,
+            0.0,
+            -1,
+            "",
+            "",
+            0.0,
+            "dropped",
+            reason,
+            plan.attempt,
+            plan.speed,
+            plan.budget,
+            False,
+        )
 
     def row(self) -> dict[str, Any]:
         return asdict(self)

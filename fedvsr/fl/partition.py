@@ -89,9 +89,7 @@ def _class_indices(labels: Sequence[str]) -> dict[str, list[int]]:
     return dict(sorted(by_class.items()))
 
 
-def _by_class(
-    labels: Sequence[str], clients: int, min_videos: int, rng: np.random.Generator
-) -> list[np.ndarray]:
+def _by_class(labels: Sequence[str], clients: int, min_videos: int, rng: np.random.Generator) -> list[np.ndarray]:
     by_class = _class_indices(labels)
     classes = list(by_class)
     sharers: dict[str, list[int]] = defaultdict(list)
@@ -119,9 +117,7 @@ def _dirichlet(rng: np.random.Generator, k: int, beta: float) -> np.ndarray:
     return p / p.sum()
 
 
-def _quantity_skew(
-    n: int, clients: int, beta: float, min_videos: int, rng: np.random.Generator
-) -> list[np.ndarray]:
+def _quantity_skew(n: int, clients: int, beta: float, min_videos: int, rng: np.random.Generator) -> list[np.ndarray]:
     extra = n - clients * min_videos
     share = _dirichlet(rng, clients, beta) * extra
     sizes = np.floor(share).astype(np.int64)
@@ -161,7 +157,10 @@ DEVICE_KINDS: tuple[str, ...] = ("bicubic", "blur", "h264", "hevc")
 #: rounded to 0.01 (FCA2: 1.5; BasicSR's BD: 1.6); H.264's CRF, an integer in 18..35 (FCA2 tests 15 / 25 / 35);
 #: HEVC's QP, an integer in 22..37 (FCVSR's 22 / 27 / 32 / 37)
 DEVICE_RANGES: dict[str, tuple[str, float, float]] = {
-    "blur": ("sigma", 1.0, 2.0), "h264": ("crf", 18, 35), "hevc": ("qp", 22, 37)}
+    "blur": ("sigma", 1.0, 2.0),
+    "h264": ("crf", 18, 35),
+    "hevc": ("qp", 22, 37),
+}
 #: the blur before H.264 (``h264`` is FCA2's degradation: Gaussian blur, every scale-th pixel, H.264), fixed
 H264_SIGMA = 1.5
 _DEVICE_STREAM = 0xDE6  # the stream of the data seed the device parameters are drawn from
@@ -204,8 +203,10 @@ def client_degradations(clients: int, seed: int) -> list[Degradation]:
     the data seed (``data.seed``); a client's draw depends on (seed, c) only, not on the number of clients."""
     if isinstance(clients, bool) or not isinstance(clients, (int, np.integer)) or clients < 1:
         raise ValueError(f"clients must be an integer >= 1, got {clients!r}")
-    return [_device(DEVICE_KINDS[c % len(DEVICE_KINDS)], np.random.default_rng([int(seed), _DEVICE_STREAM, c]))
-            for c in range(int(clients))]
+    return [
+        _device(DEVICE_KINDS[c % len(DEVICE_KINDS)], np.random.default_rng([int(seed), _DEVICE_STREAM, c]))
+        for c in range(int(clients))
+    ]
 
 
 def evaluation_degradations(videos: int) -> list[Degradation]:
@@ -215,8 +216,12 @@ def evaluation_degradations(videos: int) -> list[Degradation]:
     return [_device(DEVICE_KINDS[k % len(DEVICE_KINDS)], None) for k in range(videos)]
 
 
-def with_degradations(videos: Sequence[Any], client_videos: Sequence[Sequence[int]], eval_videos: Sequence[int],
-                      devices: Sequence[Degradation]) -> list[Any]:
+def with_degradations(
+    videos: Sequence[Any],
+    client_videos: Sequence[Sequence[int]],
+    eval_videos: Sequence[int],
+    devices: Sequence[Degradation],
+) -> list[Any]:
     """``videos`` (frozen video entries, :class:`fedvsr.data.video.VideoEntry`) with client ``c``'s videos
     (indices ``client_videos[c]``) carrying ``devices[c]`` and the evaluation videos carrying
     :func:`evaluation_degradations`; the others are unchanged. A carried degradation makes the LR video from the
@@ -236,8 +241,12 @@ def with_degradations(videos: Sequence[Any], client_videos: Sequence[Sequence[in
     return out
 
 
-def partition_table(parts: list[list[int]], labels: Sequence[str], names: Sequence[str],
-                    degradations: Sequence[Degradation] | None = None) -> pa.Table:
+def partition_table(
+    parts: list[list[int]],
+    labels: Sequence[str],
+    names: Sequence[str],
+    degradations: Sequence[Degradation] | None = None,
+) -> pa.Table:
     """One row per (client, video): client (int32), video (name), video_index (int32), label; with
     ``degradations`` (one per client) also ``degradation`` (its name) and ``degradation_params`` (JSON)."""
     if len(names) != len(labels):
@@ -249,9 +258,7 @@ def partition_table(parts: list[list[int]], labels: Sequence[str], names: Sequen
     for client, part in enumerate(parts):
         for i in part:
             if not 0 <= i < len(labels):
-                raise ValueError(
-                    f"partition_table: client {client} has video index {i}, outside 0..{len(labels) - 1}"
-                )
+                raise ValueError(f"partition_table: client {client} has video index {i}, outside 0..{len(labels) - 1}")
             clients.append(client)
             indices.append(int(i))
     columns = {
@@ -263,7 +270,8 @@ def partition_table(parts: list[list[int]], labels: Sequence[str], names: Sequen
     if degradations is not None:
         columns["degradation"] = pa.array([degradations[c].name for c in clients], type=pa.string())
         columns["degradation_params"] = pa.array(
-            [json.dumps(dict(degradations[c].params), sort_keys=True) for c in clients], type=pa.string())
+            [json.dumps(dict(degradations[c].params), sort_keys=True) for c in clients], type=pa.string()
+        )
     return pa.table(columns)
 
 

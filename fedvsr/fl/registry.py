@@ -72,9 +72,14 @@ def register_strategy(entry: StrategyEntry) -> StrategyEntry:
     for f in key_fields(entry.params):
         other = declared.get(f.name)
         if other is not None and (other.type, default_of(other), dict(other.metadata)) != (
-                f.type, default_of(f), dict(f.metadata)):
-            raise ValueError(f"strategy {entry.name!r}: fl.{f.name} is declared differently by another strategy's "
-                             f"parameters; rename it or share the dataclass")
+            f.type,
+            default_of(f),
+            dict(f.metadata),
+        ):
+            raise ValueError(
+                f"strategy {entry.name!r}: fl.{f.name} is declared differently by another strategy's "
+                f"parameters; rename it or share the dataclass"
+            )
     unknown = sorted((set(entry.fixed) | set(entry.unused)) - {f.name for f in dataclasses.fields(entry.params)})
     if unknown:
         raise ValueError(f"strategy {entry.name!r}: {', '.join(unknown)} not fields of {entry.params.__name__}")
@@ -120,11 +125,29 @@ for _entry in (
     StrategyEntry("scaffold", Scaffold, ScaffoldParams, "SCAFFOLD (option II): drift-corrected local steps"),
     StrategyEntry("fedvsr", FedVSR, FedVSRParams, "FedVSR: DWT loss L_HiFr and loss-aware aggregation with decay"),
     # the FedVSR paper's Table 2 ablations: FedVSR with parts switched off
-    StrategyEntry("fedavg-dwt", FedVSR, FedVSRParams, "F-L_HiFr: the DWT loss with FedAvg's sample weights",
-                  fixed={"loss_aware": False}, unused=("alpha", "alpha_decay")),
-    StrategyEntry("fedvsr-gla", FedVSR, FedVSRParams, "F-GLA: greedy loss-aware aggregation without decay, no DWT loss",
-                  fixed={"lambda_hifr": 0.0, "alpha_decay": "none"}, unused=_HIFR_KEYS),
-    StrategyEntry("fedvsr-ala", FedVSR, FedVSRParams, "F-ALA: loss-aware aggregation with decay, no DWT loss",
-                  fixed={"lambda_hifr": 0.0}, unused=_HIFR_KEYS),
+    StrategyEntry(
+        "fedavg-dwt",
+        FedVSR,
+        FedVSRParams,
+        "F-L_HiFr: the DWT loss with FedAvg's sample weights",
+        fixed={"loss_aware": False},
+        unused=("alpha", "alpha_decay"),
+    ),
+    StrategyEntry(
+        "fedvsr-gla",
+        FedVSR,
+        FedVSRParams,
+        "F-GLA: greedy loss-aware aggregation without decay, no DWT loss",
+        fixed={"lambda_hifr": 0.0, "alpha_decay": "none"},
+        unused=_HIFR_KEYS,
+    ),
+    StrategyEntry(
+        "fedvsr-ala",
+        FedVSR,
+        FedVSRParams,
+        "F-ALA: loss-aware aggregation with decay, no DWT loss",
+        fixed={"lambda_hifr": 0.0},
+        unused=_HIFR_KEYS,
+    ),
 ):
     register_strategy(_entry)

@@ -45,8 +45,15 @@ class LRSchedule:
 
     @classmethod
     def from_config(cls, fl) -> LRSchedule:
-        return cls(lr=fl.lr, kind=fl.lr_schedule, clock=fl.lr_clock, warmup=fl.lr_warmup, lr_min=fl.lr_min,
-                   milestones=tuple(fl.lr_milestones), gamma=fl.lr_gamma)
+        return cls(
+            lr=fl.lr,
+            kind=fl.lr_schedule,
+            clock=fl.lr_clock,
+            warmup=fl.lr_warmup,
+            lr_min=fl.lr_min,
+            milestones=tuple(fl.lr_milestones),
+            gamma=fl.lr_gamma,
+        )
 
     def at(self, i: int, n: int) -> float:
         """The rate at clock position ``i`` of a horizon of ``n`` positions."""

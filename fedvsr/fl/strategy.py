@@ -99,8 +99,13 @@ class Strategy:
         return {}
 
     def server_update(
-        self, global_params: Params, aggregate: PartialAggregate, server_state: Params, round: int,
-        total_clients: int, client_weights: list[float],
+        self,
+        global_params: Params,
+        aggregate: PartialAggregate,
+        server_state: Params,
+        round: int,
+        total_clients: int,
+        client_weights: list[float],
     ) -> tuple[Params, Params]:
         """New global weights: the weighted average of the clients' models. ``client_weights`` are the
         normalised aggregation weights of the aggregated clients (summing to 1), in client order."""

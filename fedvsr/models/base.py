@@ -78,8 +78,7 @@ class VSRModel(nn.Module):
         ``"model"`` optimizer over every parameter that requires a gradient."""
         return {"model": [p for p in self.parameters() if p.requires_grad]}
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer],
-                      hooks: StepHooks) -> torch.Tensor:
+    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer], hooks: StepHooks) -> torch.Tensor:
         """One local step on ``batch = (lr, hr)``; returns the loss this client reports for the step
         (detached; its mean over the local epochs is ``L_i`` of loss-aware aggregation)."""
         lr, hr = batch
@@ -92,6 +91,5 @@ class VSRModel(nn.Module):
     def check_input(self, lr: torch.Tensor) -> None:
         if lr.dim() != 5 or lr.shape[1] != self.num_frames:
             raise ValueError(
-                f"{type(self).__name__} expects lr of shape (b, {self.num_frames}, c, h, w), "
-                f"got {tuple(lr.shape)}"
+                f"{type(self).__name__} expects lr of shape (b, {self.num_frames}, c, h, w), got {tuple(lr.shape)}"
             )

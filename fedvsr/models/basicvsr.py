@@ -36,9 +36,11 @@ class ResidualBlocksWithInputConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, blocks: int) -> None:
         super().__init__()
-        self.main = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1),
-                                  nn.LeakyReLU(0.1, inplace=True),
-                                  *[ResidualBlock(out_channels) for _ in range(blocks)])
+        self.main = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            *[ResidualBlock(out_channels) for _ in range(blocks)],
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x)
@@ -89,8 +91,18 @@ class RecurrentVSR(FlowFreeze, VSRModel):
     center_output = False
     rotation_safe = True
 
-    def _init_recurrent(self, channels: int, blocks: int, num_frames: int, scale: int, in_channels: int,
-                        spynet_weights: str, spynet_frozen_iters: int, spynet_channels, **sizes: int) -> None:
+    def _init_recurrent(
+        self,
+        channels: int,
+        blocks: int,
+        num_frames: int,
+        scale: int,
+        in_channels: int,
+        spynet_weights: str,
+        spynet_frozen_iters: int,
+        spynet_channels,
+        **sizes: int,
+    ) -> None:
         """The constructor checks and parts both families share: sizes, scale, the frozen SpyNet."""
         _check_sizes(channels=channels, num_frames=num_frames, in_channels=in_channels, **sizes)
         if blocks < 0:
@@ -104,11 +116,12 @@ class RecurrentVSR(FlowFreeze, VSRModel):
 
     def check_clip(self, lr: torch.Tensor) -> None:
         if lr.dim() != 5 or lr.shape[1] < 2 or lr.shape[2] != self.in_channels:
-            raise ValueError(f"{type(self).__name__} expects lr of shape (b, t >= 2, {self.in_channels}, h, w), "
-                             f"got {tuple(lr.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} expects lr of shape (b, t >= 2, {self.in_channels}, h, w), "
+                f"got {tuple(lr.shape)}"
+            )
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer],
-                      hooks: StepHooks) -> torch.Tensor:
+    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer], hooks: StepHooks) -> torch.Tensor:
         loss = super().training_step(batch, optimizers, hooks)
         self.count_iteration()
         return loss
@@ -132,13 +145,22 @@ def _check_sizes(**values: int) -> None:
 class BasicVSR(RecurrentVSR):
     """BasicVSR: backward and forward recurrent branches aligned by SpyNet flow, fused per frame, upsampled."""
 
-    def __init__(self, channels: int = 64, blocks: int = 30, num_frames: int = 7, scale: int = 4,
-                 in_channels: int = 3, spynet_weights: str = "", spynet_frozen_iters: int = 5000,
-                 spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS) -> None:
+    def __init__(
+        self,
+        channels: int = 64,
+        blocks: int = 30,
+        num_frames: int = 7,
+        scale: int = 4,
+        in_channels: int = 3,
+        spynet_weights: str = "",
+        spynet_frozen_iters: int = 5000,
+        spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS,
+    ) -> None:
         super().__init__()
         # checks, and the SpyNet alignment
-        self._init_recurrent(channels, blocks, num_frames, scale, in_channels, spynet_weights, spynet_frozen_iters,
-                             spynet_channels)
+        self._init_recurrent(
+            channels, blocks, num_frames, scale, in_channels, spynet_weights, spynet_frozen_iters, spynet_channels
+        )
         # propagation
         self.backward_trunk = ResidualBlocksWithInputConv(channels + in_channels, channels, blocks)
         self.forward_trunk = ResidualBlocksWithInputConv(channels + in_channels, channels, blocks)

@@ -32,8 +32,14 @@ from fedvsr.models.spynet import SPYNET_CHANNELS, SpyNet, flow_warp
 BRANCHES = ("backward_1", "forward_1", "backward_2", "forward_2")
 
 
-def modulated_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
-                            bias: torch.Tensor | None, deform_groups: int) -> torch.Tensor:
+def modulated_deform_conv2d(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    deform_groups: int,
+) -> torch.Tensor:
     """DCNv2 with a ``k x k`` kernel, stride 1, padding ``k // 2``: ``x (n, cin, h, w)``, ``offset (n, 2*g*k*k,
     h, w)`` as (group, tap, (dy, dx)), ``mask (n, g*k*k, h, w)`` -> ``(n, cout, h, w)``."""
     n, cin, h, w = x.shape
@@ -43,8 +49,9 @@ def modulated_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.T
     off = offset.view(n * g, taps, 2, h, w)
     msk = mask.view(n * g, taps, 1, h, w)
     xg = x.reshape(n * g, cg, h, w)
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
-                            torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=x.dtype), torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij"
+    )
     cols = []
     for k in range(taps):
         dy, dx = k // kw - kh // 2, k % kw - kw // 2
@@ -70,11 +77,14 @@ class SecondOrderDeformableAlignment(nn.Module):
         self.max_residue_magnitude = max_residue_magnitude
         self.weight = nn.Parameter(torch.empty(channels, 2 * channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(channels))
-        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
         self.conv_offset = nn.Sequential(
-            nn.Conv2d(3 * channels + 4, channels, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(3 * channels + 4, channels, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
             nn.Conv2d(channels, 27 * deform_groups, 3, padding=1),
         )
         nn.init.zeros_(self.conv_offset[-1].weight)  # start from pure flow alignment
@@ -103,13 +113,31 @@ class SecondOrderDeformableAlignment(nn.Module):
 class BasicVSRPlusPlus(RecurrentVSR):
     """BasicVSR++: four second-order propagation branches aligned by flow-guided deformable convolution."""
 
-    def __init__(self, channels: int = 64, blocks: int = 7, num_frames: int = 7, scale: int = 4,
-                 in_channels: int = 3, deform_groups: int = 16, max_residue_magnitude: float = 10.0,
-                 spynet_weights: str = "", spynet_frozen_iters: int = 5000,
-                 spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS) -> None:
+    def __init__(
+        self,
+        channels: int = 64,
+        blocks: int = 7,
+        num_frames: int = 7,
+        scale: int = 4,
+        in_channels: int = 3,
+        deform_groups: int = 16,
+        max_residue_magnitude: float = 10.0,
+        spynet_weights: str = "",
+        spynet_frozen_iters: int = 5000,
+        spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS,
+    ) -> None:
         super().__init__()
-        self._init_recurrent(channels, blocks, num_frames, scale, in_channels, spynet_weights, spynet_frozen_iters,
-                             spynet_channels, deform_groups=deform_groups)
+        self._init_recurrent(
+            channels,
+            blocks,
+            num_frames,
+            scale,
+            in_channels,
+            spynet_weights,
+            spynet_frozen_iters,
+            spynet_channels,
+            deform_groups=deform_groups,
+        )
         self.feat_extract = ResidualBlocksWithInputConv(in_channels, channels, 5)
         self.deform_align = nn.ModuleDict()
         self.backbone = nn.ModuleDict()

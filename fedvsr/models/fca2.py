@@ -75,14 +75,32 @@ from fedvsr.models.spynet import SPYNET_CHANNELS, FlowFreeze
 MODES = ("frozen", "joint", "pretrain")
 AE_PREFIX = "autoencoder."
 
-_PAPER = {"num_frames": 7, "group_size": 9, "overlap": 3, "features": 64, "blocks": 3, "flow_blocks": 30,
-          "clean_features": 64, "clean_blocks": 20}
+_PAPER = {
+    "num_frames": 7,
+    "group_size": 9,
+    "overlap": 3,
+    "features": 64,
+    "blocks": 3,
+    "flow_blocks": 30,
+    "clean_features": 64,
+    "clean_blocks": 20,
+}
 # cleaning sized to Table IV's budget: it adds 7 ms to 50 (57 with it, 12 %); 32 x 12 blocks, 3 passes, is 11 % of
 # fca2/paper-light's FLOPs (137 of 1199 GFLOPs on 100 frames of 32x32; RealBasicVSR's 64 x 20 is 46 %, 908 of 1970)
 _LIGHT_CLEANING = {"clean_features": 32, "clean_blocks": 12}
-_TINY = {"num_frames": 7, "group_size": 9, "overlap": 3, "features": 8, "blocks": 1, "flow_blocks": 1,
-         "refine_features": 4, "refine_blocks": 1, "clean_features": 8, "clean_blocks": 1,
-         "spynet_channels": [4, 8, 4, 2]}
+_TINY = {
+    "num_frames": 7,
+    "group_size": 9,
+    "overlap": 3,
+    "features": 8,
+    "blocks": 1,
+    "flow_blocks": 1,
+    "refine_features": 4,
+    "refine_blocks": 1,
+    "clean_features": 8,
+    "clean_blocks": 1,
+    "spynet_channels": [4, 8, 4, 2],
+}
 
 
 def autoencoder_state_path(path: str) -> Path:
@@ -91,8 +109,10 @@ def autoencoder_state_path(path: str) -> Path:
     if p.is_dir():
         p = p / "model.safetensors"
     if not p.is_file():
-        raise ValueError(f"autoencoder_checkpoint = {path!r} is neither a weights file nor a run folder holding "
-                         f"model.safetensors (run phase 1 first: model.options.mode = pretrain, data.scale = 1)")
+        raise ValueError(
+            f"autoencoder_checkpoint = {path!r} is neither a weights file nor a run folder holding "
+            f"model.safetensors (run phase 1 first: model.options.mode = pretrain, data.scale = 1)"
+        )
     return p
 
 
@@ -113,7 +133,7 @@ def read_autoencoder_state(path: str, shapes_only: bool = False) -> dict[str, An
         state = torch.load(p, map_location="cpu", weights_only=True)
         if shapes_only:
             state = {k: tuple(v.shape) for k, v in state.items()}
-    ae = {k[len(AE_PREFIX):]: v for k, v in state.items() if k.startswith(AE_PREFIX)}
+    ae = {k[len(AE_PREFIX) :]: v for k, v in state.items() if k.startswith(AE_PREFIX)}
     if not ae:
         raise ValueError(f"autoencoder_checkpoint = {path!r} holds no {AE_PREFIX}* weights (not an FCA2 run)")
     return ae
@@ -125,8 +145,16 @@ def read_autoencoder_state(path: str, shapes_only: bool = False) -> dict[str, An
         "paper": {**_PAPER, "backbone": "basicvsr", "backbone_preset": "paper"},
         "paper-basicvsr++": {**_PAPER, "backbone": "basicvsr++", "backbone_preset": "paper"},
         "paper-light": {**_PAPER, **_LIGHT_CLEANING, "backbone": "basicvsr", "backbone_preset": "paper"},
-        "small": {**_PAPER, "features": 32, "blocks": 2, "flow_blocks": 5, "clean_features": 32, "clean_blocks": 5,
-                  "backbone": "basicvsr", "backbone_preset": "small"},
+        "small": {
+            **_PAPER,
+            "features": 32,
+            "blocks": 2,
+            "flow_blocks": 5,
+            "clean_features": 32,
+            "clean_blocks": 5,
+            "backbone": "basicvsr",
+            "backbone_preset": "small",
+        },
         "tiny": {**_TINY, "backbone": "basicvsr", "backbone_preset": "tiny"},
         "tiny-basicvsr++": {**_TINY, "backbone": "basicvsr++", "backbone_preset": "tiny"},
     },
@@ -171,12 +199,22 @@ class FCA2(FlowFreeze, VSRModel):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        for name, value in (("num_frames", num_frames), ("in_channels", in_channels), ("features", features),
-                            ("clean_features", clean_features), ("clean_passes", clean_passes)):
+        for name, value in (
+            ("num_frames", num_frames),
+            ("in_channels", in_channels),
+            ("features", features),
+            ("clean_features", clean_features),
+            ("clean_passes", clean_passes),
+        ):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        for name, value in (("blocks", blocks), ("flow_blocks", flow_blocks), ("clean_blocks", clean_blocks),
-                            ("refine_blocks", refine_blocks), ("refine_features", refine_features)):
+        for name, value in (
+            ("blocks", blocks),
+            ("flow_blocks", flow_blocks),
+            ("clean_blocks", clean_blocks),
+            ("refine_blocks", refine_blocks),
+            ("refine_features", refine_features),
+        ):
             if int(value) < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if int(num_frames) < 2 and flow_guidance:
@@ -186,9 +224,23 @@ class FCA2(FlowFreeze, VSRModel):
         self.scale = 1 if mode == "pretrain" else int(scale)
         self.init_flow_freeze(spynet_frozen_iters)
         self.autoencoder = FrameAutoencoder(
-            num_frames, in_channels, group_size, overlap, features, blocks, flow_blocks, refine_features,
-            refine_blocks, grouping, flow_guidance, color_correction, color_eps, spynet_weights,
-            spynet_channels, group_fit)
+            num_frames,
+            in_channels,
+            group_size,
+            overlap,
+            features,
+            blocks,
+            flow_blocks,
+            refine_features,
+            refine_blocks,
+            grouping,
+            flow_guidance,
+            color_correction,
+            color_eps,
+            spynet_weights,
+            spynet_channels,
+            group_fit,
+        )
         self.cleaning: CleaningNet | None = None
         self.backbone: nn.Module | None = None
         if mode != "pretrain":
@@ -209,8 +261,10 @@ class FCA2(FlowFreeze, VSRModel):
         except KeyError as err:
             raise ValueError(f"backbone = {name!r}: {err.args[0]}") from None
         if entry.cls.center_output:
-            raise ValueError(f"backbone = {name!r} restores only the centre frame; FCA2 needs a backbone that "
-                             f"restores every frame (basicvsr, basicvsr++, vsrgan, ...)")
+            raise ValueError(
+                f"backbone = {name!r} restores only the centre frame; FCA2 needs a backbone that "
+                f"restores every frame (basicvsr, basicvsr++, vsrgan, ...)"
+            )
         opts = {"scale": self.scale, **options}
         if "num_frames" in inspect.signature(entry.cls).parameters:  # the backbone sees K frames per chunk
             opts.setdefault("num_frames", self.autoencoder.num_compressed)
@@ -229,24 +283,31 @@ class FCA2(FlowFreeze, VSRModel):
         state = read_autoencoder_state(path, shapes_only=meta)
         own = self.autoencoder.state_dict()
         missing = sorted(set(own) - set(state))
-        wrong = sorted(k for k in own if k in state and tuple(state[k] if meta else state[k].shape)
-                       != tuple(own[k].shape))
+        wrong = sorted(
+            k for k in own if k in state and tuple(state[k] if meta else state[k].shape) != tuple(own[k].shape)
+        )
         if missing or wrong:
-            raise ValueError(f"autoencoder_checkpoint = {path!r} does not fit this autoencoder (trained with other "
-                             f"group_size / overlap / switches / sizes?): missing {missing[:3]}, wrong shapes "
-                             f"{wrong[:3]}")
+            raise ValueError(
+                f"autoencoder_checkpoint = {path!r} does not fit this autoencoder (trained with other "
+                f"group_size / overlap / switches / sizes?): missing {missing[:3]}, wrong shapes "
+                f"{wrong[:3]}"
+            )
         if not meta:
             self.autoencoder.load_state_dict({k: state[k] for k in own})
 
     def check_experiment(self, cfg: Any) -> None:
         """Cross-key checks the config runs on the meta-built model (ValueError -> ConfigError)."""
         if self.mode == "frozen" and not self.checkpoint:
-            raise ValueError("mode = 'frozen' (the default: the paper's pretrain-then-freeze recipe) needs "
-                             "autoencoder_checkpoint = a pretraining run folder or its model.safetensors; run phase 1 "
-                             "with model.options.mode = pretrain and data.scale = 1 first, or use mode = joint")
+            raise ValueError(
+                "mode = 'frozen' (the default: the paper's pretrain-then-freeze recipe) needs "
+                "autoencoder_checkpoint = a pretraining run folder or its model.safetensors; run phase 1 "
+                "with model.options.mode = pretrain and data.scale = 1 first, or use mode = joint"
+            )
         if self.mode == "pretrain" and int(cfg.data.scale) != 1:
-            raise ValueError(f"mode = 'pretrain' trains the autoencoder GT -> GT at scale 1; set data.scale = 1 "
-                             f"(got data.scale = {cfg.data.scale})")
+            raise ValueError(
+                f"mode = 'pretrain' trains the autoencoder GT -> GT at scale 1; set data.scale = 1 "
+                f"(got data.scale = {cfg.data.scale})"
+            )
 
     # ------------------------------------------------------------------ forward
     def _chunks(self, x: torch.Tensor) -> torch.Tensor:
@@ -287,8 +348,7 @@ class FCA2(FlowFreeze, VSRModel):
         frozen = {id(p) for p in self.autoencoder.parameters()} if self.mode == "frozen" else set()
         return {"model": [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]}
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer],
-                      hooks: StepHooks) -> torch.Tensor:
+    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer], hooks: StepHooks) -> torch.Tensor:
         """One step: GT -> GT in ``pretrain`` mode (input and target the HR clip), else LR -> HR."""
         lr, hr = batch
         x = hr if self.mode == "pretrain" else lr

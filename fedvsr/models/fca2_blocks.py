@@ -32,8 +32,10 @@ def check_grouping(total: int, group_size: int, overlap: int) -> None:
     if o >= s:
         raise ValueError(f"overlap = {o} must be smaller than group_size = {s}: allowed 0 <= overlap <= {s - 1}")
     if s > total:
-        raise ValueError(f"group_size = {s} is larger than the {total} stacked channels (in_channels x num_frames); "
-                         f"allowed: 1 <= group_size <= {total}")
+        raise ValueError(
+            f"group_size = {s} is larger than the {total} stacked channels (in_channels x num_frames); "
+            f"allowed: 1 <= group_size <= {total}"
+        )
 
 
 def group_channels(total: int, group_size: int, overlap: int, fit: str = "pad") -> list[tuple[int, int]]:
@@ -90,8 +92,13 @@ class ChannelAttention(nn.Module):
     def __init__(self, channels: int, reduction: int = 3) -> None:
         super().__init__()
         mid = max(1, channels // reduction)
-        self.body = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, mid, 1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(mid, channels, 1), nn.Sigmoid())
+        self.body = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, mid, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, channels, 1),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.body(x)
@@ -103,10 +110,17 @@ class SpatialChannelBlock(nn.Module):
 
     def __init__(self, channels: int, res_scale: float = 0.1) -> None:
         super().__init__()
-        self.spatial = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.01, True),
-                                     nn.Conv2d(channels, channels, 3, padding=1))
-        self.channel = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.LeakyReLU(0.01, True),
-                                     nn.Conv2d(channels, channels, 1), ChannelAttention(channels))
+        self.spatial = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.01, True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+        self.channel = nn.Sequential(
+            nn.Conv2d(channels, channels, 1),
+            nn.LeakyReLU(0.01, True),
+            nn.Conv2d(channels, channels, 1),
+            ChannelAttention(channels),
+        )
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,9 +149,12 @@ class CleaningNet(nn.Module):
     def __init__(self, in_channels: int, features: int, blocks: int, passes: int = 3) -> None:
         super().__init__()
         self.passes = int(passes)
-        self.body = nn.Sequential(nn.Conv2d(in_channels, features, 3, padding=1), nn.LeakyReLU(0.1, True),
-                                  *[ResidualBlock(features) for _ in range(blocks)],
-                                  nn.Conv2d(features, in_channels, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, features, 3, padding=1),
+            nn.LeakyReLU(0.1, True),
+            *[ResidualBlock(features) for _ in range(blocks)],
+            nn.Conv2d(features, in_channels, 3, padding=1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(b, t, c, h, w) -> (b, t, c, h, w)``."""
@@ -154,12 +171,20 @@ class FlowGuidance(nn.Module):
     with that frame and refined by a conv + residual blocks, so each frame's channels carry motion-aligned
     information from the frames before it. ``(b, n, c, h, w) -> (b, n, c, h, w)``."""
 
-    def __init__(self, channels: int, blocks: int, spynet_weights: str = "",
-                 spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS) -> None:
+    def __init__(
+        self,
+        channels: int,
+        blocks: int,
+        spynet_weights: str = "",
+        spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS,
+    ) -> None:
         super().__init__()
         self.spynet = SpyNet(spynet_weights, spynet_channels)
-        self.fuse = nn.Sequential(nn.Conv2d(2 * channels, channels, 3, padding=1), nn.LeakyReLU(0.1, True),
-                                  *[ResidualBlock(channels) for _ in range(blocks)])
+        self.fuse = nn.Sequential(
+            nn.Conv2d(2 * channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.1, True),
+            *[ResidualBlock(channels) for _ in range(blocks)],
+        )
 
     def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         b, n, c, h, w = x.shape
@@ -188,11 +213,25 @@ class FrameAutoencoder(nn.Module):
     (:func:`group_channels`).
     """
 
-    def __init__(self, num_frames: int, in_channels: int = 3, group_size: int = 9, overlap: int = 3,
-                 features: int = 64, blocks: int = 3, flow_blocks: int = 30, refine_features: int = 16,
-                 refine_blocks: int = 2, grouping: bool = True, flow_guidance: bool = True,
-                 color_correction: str = "decoder", color_eps: float = 1e-5, spynet_weights: str = "",
-                 spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS, group_fit: str = "pad") -> None:
+    def __init__(
+        self,
+        num_frames: int,
+        in_channels: int = 3,
+        group_size: int = 9,
+        overlap: int = 3,
+        features: int = 64,
+        blocks: int = 3,
+        flow_blocks: int = 30,
+        refine_features: int = 16,
+        refine_blocks: int = 2,
+        grouping: bool = True,
+        flow_guidance: bool = True,
+        color_correction: str = "decoder",
+        color_eps: float = 1e-5,
+        spynet_weights: str = "",
+        spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS,
+        group_fit: str = "pad",
+    ) -> None:
         super().__init__()
         if color_correction not in COLOR_PLACEMENTS:
             raise ValueError(f"color_correction must be one of {', '.join(COLOR_PLACEMENTS)}, got {color_correction!r}")
@@ -204,8 +243,9 @@ class FrameAutoencoder(nn.Module):
         self.color_correction = color_correction
         self.color_eps = float(color_eps)
         k = len(self.groups)
-        self.register_buffer("counts", channel_counts(self.groups, self.padded) if grouping else torch.ones(total),
-                             persistent=False)
+        self.register_buffer(
+            "counts", channel_counts(self.groups, self.padded) if grouping else torch.ones(total), persistent=False
+        )
         self.flow = FlowGuidance(in_channels, flow_blocks, spynet_weights, spynet_channels) if flow_guidance else None
         if grouping:  # one encoder / decoder shared by every group (the authors' code)
             self.encoder = CodingNet(group_size, in_channels, features, blocks)

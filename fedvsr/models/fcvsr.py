@@ -134,9 +134,7 @@ def _info_nce(sim_pos: torch.Tensor, sim_negs: list[torch.Tensor], tau: float) -
     return torch.logsumexp(logits, dim=1) - logits[:, 0]
 
 
-def frequency_contrastive_loss(
-    sr: torch.Tensor, hr: torch.Tensor, up: torch.Tensor, tau: float = 1.0
-) -> torch.Tensor:
+def frequency_contrastive_loss(sr: torch.Tensor, hr: torch.Tensor, up: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """Frequency-aware contrastive loss ``L_fc`` (eqs. 16-18) of ``(b, c, H, W)`` images.
 
     One-level Haar DWT of the SR, HR and bilinearly upsampled compressed (``up``) images.
@@ -239,9 +237,7 @@ class FCVSR(VSRModel):
         f = feats.unbind(1)
         # alignment: t-3..t-1 -> F_{t-2}, t+1..t+3 -> F_{t+2}, then (F_{t-2}, F_t, F_{t+2}) -> F_t
         if len(self.mgaa) == 1:  # one shared module: both outer triples in one batch
-            outer = self.mgaa[0](
-                torch.cat([f[0], f[4]]), torch.cat([f[1], f[5]]), torch.cat([f[2], f[6]])
-            )
+            outer = self.mgaa[0](torch.cat([f[0], f[4]]), torch.cat([f[1], f[5]]), torch.cat([f[2], f[6]]))
             left, right = outer.chunk(2)
         else:
             left = self._mgaa(0)(f[0], f[1], f[2])

@@ -193,9 +193,7 @@ def adaptive_conv_1d(x: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.T
     return (patches * kernel.permute(0, 1, 3, 4, 2)).sum(-1)
 
 
-def motion_guided_adaptive_conv(
-    feat: torch.Tensor, offsets: list[torch.Tensor], kernels: torch.Tensor
-) -> torch.Tensor:
+def motion_guided_adaptive_conv(feat: torch.Tensor, offsets: list[torch.Tensor], kernels: torch.Tensor) -> torch.Tensor:
     """MGAC layer, eq. (7): ``a_n = S(a_{n-1}, o_n) * K^h_n * K^v_n`` for n = 1..N, ``a_0 = feat``.
 
     ``feat: (n, c, h, w)``, ``offsets``: N tensors ``(n, 2, h, w)``, ``kernels: (n, N, 2, c, k, h, w)``.
@@ -335,9 +333,7 @@ class Enhancer(nn.Module):
         self.feedforward = EnhancementBlock(channels)
         self.feedback = None if first else EnhancementBlock(channels)
 
-    def forward(
-        self, bands: list[torch.Tensor], enhanced: list[torch.Tensor]
-    ) -> torch.Tensor:
+    def forward(self, bands: list[torch.Tensor], enhanced: list[torch.Tensor]) -> torch.Tensor:
         band = bands[-1]
         if self.first:
             mean = F.avg_pool2d(band, 3, stride=1, padding=1, count_include_pad=False)

@@ -62,8 +62,9 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, [k // 2] * 4, mode="replicate"), weight, groups=c)
 
 
-def filter_loss(pred: torch.Tensor, target: torch.Tensor, kernels: list[torch.Tensor],
-                dist: str = "l2") -> torch.Tensor:
+def filter_loss(
+    pred: torch.Tensor, target: torch.Tensor, kernels: list[torch.Tensor], dist: str = "l2"
+) -> torch.Tensor:
     """Mean distance between the filter responses of ``pred`` and ``target``, summed over ``kernels``."""
     p, t = _frames(pred), _frames(target)
     return sum(distance(filter2d(p, k), filter2d(t, k), dist) for k in kernels)
@@ -81,8 +82,9 @@ def sobel_loss(pred: torch.Tensor, target: torch.Tensor, dist: str = "l2") -> to
     return filter_loss(pred, target, [torch.tensor(SOBEL_H), torch.tensor(SOBEL_V)], dist)
 
 
-def ricker_loss(pred: torch.Tensor, target: torch.Tensor, width: float = 0.55, size: int = 3,
-                dist: str = "l2") -> torch.Tensor:
+def ricker_loss(
+    pred: torch.Tensor, target: torch.Tensor, width: float = 0.55, size: int = 3, dist: str = "l2"
+) -> torch.Tensor:
     """Ricker (Mexican hat) loss, the paper's own: width 0.55 on a 3x3 grid."""
     return filter_loss(pred, target, [ricker_kernel(width, size)], dist)
 
@@ -113,8 +115,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     return out
 
 
-def laplacian_pyramid_loss(pred: torch.Tensor, target: torch.Tensor, levels: int = 3,
-                           dist: str = "l1") -> torch.Tensor:
+def laplacian_pyramid_loss(pred: torch.Tensor, target: torch.Tensor, levels: int = 3, dist: str = "l1") -> torch.Tensor:
     """Mean over the pyramid's bands (the ``levels`` Laplacian bands and the coarsest Gaussian) of the
     band-wise distance (L1, as LapLoss)."""
     bands = zip(laplacian_pyramid(_frames(pred), levels), laplacian_pyramid(_frames(target), levels), strict=True)
@@ -122,8 +123,9 @@ def laplacian_pyramid_loss(pred: torch.Tensor, target: torch.Tensor, levels: int
     return sum(losses) / len(losses)
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5,
-         data_range: float = 1.0) -> torch.Tensor:
+def ssim(
+    pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0
+) -> torch.Tensor:
     """Mean SSIM (Gaussian window, valid positions, per channel) of ``(..., c, H, W)`` images; the window
     shrinks to the image for images smaller than it."""
     p, t = _frames(pred), _frames(target)

@@ -18,9 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fedvsr.models.registry import build_model, count_params
 
 
-def count_flops(
-    model: nn.Module, lr_hw: tuple[int, int] = (64, 64), batch: int = 1, in_channels: int = 3
-) -> int:
+def count_flops(model: nn.Module, lr_hw: tuple[int, int] = (64, 64), batch: int = 1, in_channels: int = 3) -> int:
     """FLOPs (2 per MAC) of one forward pass on a ``(batch, num_frames, in_channels, h, w)`` clip.
 
     Runs under ``torch.no_grad`` in eval mode (the model's mode is restored afterwards) on a

@@ -95,7 +95,8 @@ def _import_entry(name: str) -> ModelEntry:
             raise ModelImportError(
                 f"model {name!r}: class {attr!r} is not a fedvsr.models.VSRModel and lacks the model contract's "
                 f"{', '.join(missing)}; subclass fedvsr.models.VSRModel (it provides them) and set num_frames, "
-                f"center_output, scale")
+                f"center_output, scale"
+            )
     doc = (cls.__doc__ or "").strip().splitlines()
     return ModelEntry(name, cls, AnyPreset(), doc[0] if doc else f"user model {name}")
 
@@ -104,8 +105,10 @@ def check_contract(name: str, model: nn.Module) -> None:
     """A built user model must have the contract's data attributes (they may be set in ``__init__``)."""
     missing = [a for a in CONTRACT if not hasattr(model, a)]
     if missing:
-        raise ModelImportError(f"model {name!r} lacks the model contract's {', '.join(missing)}; subclass "
-                               f"fedvsr.models.VSRModel and set num_frames, center_output, scale")
+        raise ModelImportError(
+            f"model {name!r} lacks the model contract's {', '.join(missing)}; subclass "
+            f"fedvsr.models.VSRModel and set num_frames, center_output, scale"
+        )
     for a in ("num_frames", "scale"):
         v = getattr(model, a)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -147,7 +150,10 @@ def _check_recipe(name: str, recipe: type, presets: dict[str, dict[str, Any]]) -
     for other, f in recipe_fields().items():
         mine = keys.get(other)
         if mine is not None and (mine.type, default_of(mine), dict(mine.metadata)) != (
-                f.type, default_of(f), dict(f.metadata)):
+            f.type,
+            default_of(f),
+            dict(f.metadata),
+        ):
             raise ValueError(f"model {name!r}: model.recipe.{other} is declared differently by another family")
 
 
@@ -179,9 +185,7 @@ def get_entry(name: str) -> ModelEntry:
 def preset_kwargs(name: str, preset: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     entry = get_entry(name)
     if preset not in entry.presets:
-        raise KeyError(
-            f"model {name!r} has no preset {preset!r}; presets: {', '.join(entry.presets)}"
-        )
+        raise KeyError(f"model {name!r} has no preset {preset!r}; presets: {', '.join(entry.presets)}")
     return {**entry.presets[preset], **(options or {})}
 
 

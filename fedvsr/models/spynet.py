@@ -23,18 +23,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def flow_warp(x: torch.Tensor, flow: torch.Tensor, interp_mode: str = "bilinear",
-              padding_mode: str = "zeros") -> torch.Tensor:
+def flow_warp(
+    x: torch.Tensor, flow: torch.Tensor, interp_mode: str = "bilinear", padding_mode: str = "zeros"
+) -> torch.Tensor:
     """Warp ``x: (n, c, h, w)`` by ``flow: (n, h, w, 2)`` (pixels, x then y): output(p) = x(p + flow(p))."""
     _, _, h, w = x.shape
-    grid_y, grid_x = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
-                                    torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
+    grid_y, grid_x = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=x.dtype), torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij"
+    )
     grid = torch.stack((grid_x, grid_y), 2)  # (h, w, 2)
     vgrid = grid + flow
     vx = 2.0 * vgrid[..., 0] / max(w - 1, 1) - 1.0
     vy = 2.0 * vgrid[..., 1] / max(h - 1, 1) - 1.0
-    return F.grid_sample(x, torch.stack((vx, vy), dim=3), mode=interp_mode, padding_mode=padding_mode,
-                         align_corners=True)
+    return F.grid_sample(
+        x, torch.stack((vx, vy), dim=3), mode=interp_mode, padding_mode=padding_mode, align_corners=True
+    )
 
 
 #: SpyNet's widths (the four hidden layers of each level); tiny presets narrow them (same architecture)
@@ -70,8 +73,9 @@ class SpyNet(nn.Module):
         if len(channels) != 4 or min(channels) < 1:
             raise ValueError(f"spynet_channels must be 4 positive widths (SpyNet's: 32, 64, 32, 16), got {channels}")
         if weights and channels != SPYNET_CHANNELS:
-            raise ValueError(f"spynet_weights needs SpyNet's own widths (32, 64, 32, 16), got spynet_channels = "
-                             f"{channels}")
+            raise ValueError(
+                f"spynet_weights needs SpyNet's own widths (32, 64, 32, 16), got spynet_channels = {channels}"
+            )
         self.basic_module = nn.ModuleList([SpyNetBasicModule(channels) for _ in range(self.levels)])
         # constants, not federated (persistent=False): a BasicSR file's copies of them are ignored
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
@@ -111,8 +115,9 @@ def load_spynet_weights(spynet: SpyNet, path: str) -> None:
     """Load a local BasicSR-format SpyNet file (``.pth`` read with ``weights_only=True``, or ``.safetensors``)."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"spynet_weights = {path!r} is not a file (a local BasicSR-format SpyNet state dict; "
-                         f"nothing is downloaded)")
+        raise ValueError(
+            f"spynet_weights = {path!r} is not a file (a local BasicSR-format SpyNet state dict; nothing is downloaded)"
+        )
     if torch.empty(0).device.type == "meta":  # the config check builds on the meta device: nothing to load
         return
     if p.suffix == ".safetensors":
@@ -129,8 +134,10 @@ def load_spynet_weights(spynet: SpyNet, path: str) -> None:
     state = {k: v for k, v in state.items() if k not in ("mean", "std")}
     missing, unexpected = spynet.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"spynet_weights = {path!r} is not a BasicSR SpyNet state dict: missing keys "
-                         f"{missing[:4]}, unexpected keys {unexpected[:4]}")
+        raise ValueError(
+            f"spynet_weights = {path!r} is not a BasicSR SpyNet state dict: missing keys "
+            f"{missing[:4]}, unexpected keys {unexpected[:4]}"
+        )
 
 
 class FlowFreeze:

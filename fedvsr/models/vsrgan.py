@@ -121,39 +121,75 @@ class VSRGANRecipe:
     ``model.recipe.*``; the networks' sizes are the preset's and ``model.options``'). The paper gives no loss
     weights: ours are placeholders to tune (a sweep samples these keys like any other)."""
 
-    cascade: bool = key(True, "VSRGAN: cascaded training (Sec. 3.1.6): the generator upsamples x2 and runs twice "
-                        "at x4, the x2 output scored against the HR clip downscaled by 2; false = one x-scale pass")
-    content_loss: str = key("mse", "VSRGAN: content loss, the paper's MSE or Charbonnier (eq. 21)",
-                            choices=("mse", "charbonnier"))
-    charbonnier_eps: float = key(1e-3, "VSRGAN: Charbonnier epsilon of the content loss (content_loss = "
-                                 "charbonnier)", min=0.0, min_exclusive=True, max=1.0)
-    adversarial_weight: float = key(1e-3, "VSRGAN: weight of the adversarial BCE on the U-Net discriminator's "
-                                    "logit map (SRGAN's 1e-3; not in the paper); 0 = no discriminator step",
-                                    min=0.0, max=1e6)
+    cascade: bool = key(
+        True,
+        "VSRGAN: cascaded training (Sec. 3.1.6): the generator upsamples x2 and runs twice "
+        "at x4, the x2 output scored against the HR clip downscaled by 2; false = one x-scale pass",
+    )
+    content_loss: str = key(
+        "mse", "VSRGAN: content loss, the paper's MSE or Charbonnier (eq. 21)", choices=("mse", "charbonnier")
+    )
+    charbonnier_eps: float = key(
+        1e-3,
+        "VSRGAN: Charbonnier epsilon of the content loss (content_loss = charbonnier)",
+        min=0.0,
+        min_exclusive=True,
+        max=1.0,
+    )
+    adversarial_weight: float = key(
+        1e-3,
+        "VSRGAN: weight of the adversarial BCE on the U-Net discriminator's "
+        "logit map (SRGAN's 1e-3; not in the paper); 0 = no discriminator step",
+        min=0.0,
+        max=1e6,
+    )
     laplacian_weight: float = key(0.1, "VSRGAN: weight of the Laplacian edge loss", min=0.0, max=1e6)
-    laplacian_neighbours: int = key(8, "VSRGAN: Laplacian kernel, 8 (Moore) or 4 (von Neumann) neighbours",
-                                    choices=(4, 8))
+    laplacian_neighbours: int = key(
+        8, "VSRGAN: Laplacian kernel, 8 (Moore) or 4 (von Neumann) neighbours", choices=(4, 8)
+    )
     sobel_weight: float = key(0.1, "VSRGAN: weight of the Sobel (H + V) edge loss", min=0.0, max=1e6)
     ricker_weight: float = key(0.1, "VSRGAN: weight of the Ricker (Mexican hat) edge loss", min=0.0, max=1e6)
-    ricker_width: float = key(0.55, "VSRGAN: width s of the 3x3 Ricker kernel (the paper: 0.55, centre 3.4786)",
-                              min=0.0, min_exclusive=True, max=100.0)
+    ricker_width: float = key(
+        0.55,
+        "VSRGAN: width s of the 3x3 Ricker kernel (the paper: 0.55, centre 3.4786)",
+        min=0.0,
+        min_exclusive=True,
+        max=100.0,
+    )
     pyramid_weight: float = key(0.1, "VSRGAN: weight of the Laplacian-pyramid loss (L1 per band)", min=0.0, max=1e6)
     pyramid_levels: int = key(3, "VSRGAN: levels of the Laplacian pyramid (5x5 binomial Gaussian)", min=1, max=16)
     gradient_weight: float = key(0.1, "VSRGAN: weight of the finite-difference gradient loss", min=0.0, max=1e6)
     ssim_weight: float = key(0.1, "VSRGAN: weight of 1 - SSIM (11x11 Gaussian window)", min=0.0, max=1e6)
-    lpips_weight: float = key(0.0, "VSRGAN: weight of the LPIPS-style VGG-19 feature loss; > 0 needs "
-                              "model.recipe.lpips_weights (no weights are downloaded)", min=0.0, max=1e6)
-    lpips_weights: str = key("", "VSRGAN: path of a local VGG-19 state-dict file for the LPIPS loss (not "
-                             "federated, not checkpointed)")
-    edge_distance: str = key("l2", "VSRGAN: distance of the edge and gradient losses (the paper's 'e.g., L2')",
-                             choices=L.DISTANCES)
-    patch_sizes: list = key(None, "VSRGAN: LR patch sizes of the patch-wise passes (the paper's 16 and 32); a size "
-                            "that does not divide the LR crop is skipped, with none left one pass on the whole clip",
-                            factory=lambda: [16, 32])
-    whole_weight: float = key(1.0, "VSRGAN: weight of the losses on the reassembled whole, beside the mean of the "
-                              "per-patch losses", min=0.0, max=1e6)
-    accumulate: bool = key(True, "VSRGAN: the patch passes' gradients add up to one generator step per mini-batch "
-                           "(Sec. 3.2); false = one step per pass")
+    lpips_weight: float = key(
+        0.0,
+        "VSRGAN: weight of the LPIPS-style VGG-19 feature loss; > 0 needs "
+        "model.recipe.lpips_weights (no weights are downloaded)",
+        min=0.0,
+        max=1e6,
+    )
+    lpips_weights: str = key(
+        "", "VSRGAN: path of a local VGG-19 state-dict file for the LPIPS loss (not federated, not checkpointed)"
+    )
+    edge_distance: str = key(
+        "l2", "VSRGAN: distance of the edge and gradient losses (the paper's 'e.g., L2')", choices=L.DISTANCES
+    )
+    patch_sizes: list = key(
+        None,
+        "VSRGAN: LR patch sizes of the patch-wise passes (the paper's 16 and 32); a size "
+        "that does not divide the LR crop is skipped, with none left one pass on the whole clip",
+        factory=lambda: [16, 32],
+    )
+    whole_weight: float = key(
+        1.0,
+        "VSRGAN: weight of the losses on the reassembled whole, beside the mean of the per-patch losses",
+        min=0.0,
+        max=1e6,
+    )
+    accumulate: bool = key(
+        True,
+        "VSRGAN: the patch passes' gradients add up to one generator step per mini-batch "
+        "(Sec. 3.2); false = one step per pass",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, "model.recipe.")
@@ -163,8 +199,9 @@ class VSRGANRecipe:
                 f"local VGG-19 weights file (no weights are downloaded); without one LPIPS is off: set lpips_weight = 0"
             )
         if self.lpips_weights and not Path(self.lpips_weights).is_file():
-            raise ValueError(f"model.recipe.lpips_weights = {self.lpips_weights!r} is not a file (a local VGG-19 state "
-                             f"dict)")
+            raise ValueError(
+                f"model.recipe.lpips_weights = {self.lpips_weights!r} is not a file (a local VGG-19 state dict)"
+            )
 
 
 def to_patches(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -188,12 +225,16 @@ def from_patches(y: torch.Tensor, b: int, gh: int, gw: int) -> torch.Tensor:
         "paper-rrdb": {"generator": "rrdb", "blocks": 26, **_PAPER},
         "paper-residual": {"generator": "residual", "blocks": 12, **_PAPER},
         "small": {"generator": "rrdb", "channels": 32, "blocks": 3, "num_frames": 5, "disc_channels": 32},
-        "small-residual": {"generator": "residual", "channels": 32, "blocks": 6, "num_frames": 5,
-                           "disc_channels": 32},
-        "tiny": {"generator": "rrdb", "channels": 8, "blocks": 1, "num_frames": 3, "disc_channels": 8,
-                 "disc_depth": 2},
-        "tiny-residual": {"generator": "residual", "channels": 8, "blocks": 2, "num_frames": 3,
-                          "disc_channels": 8, "disc_depth": 2},
+        "small-residual": {"generator": "residual", "channels": 32, "blocks": 6, "num_frames": 5, "disc_channels": 32},
+        "tiny": {"generator": "rrdb", "channels": 8, "blocks": 1, "num_frames": 3, "disc_channels": 8, "disc_depth": 2},
+        "tiny-residual": {
+            "generator": "residual",
+            "channels": 8,
+            "blocks": 2,
+            "num_frames": 3,
+            "disc_channels": 8,
+            "disc_depth": 2,
+        },
     },
     description="VSRGAN: RRDB / residual generator with a 3D non-local block + U-Net discriminator",
     recipe=VSRGANRecipe,
@@ -225,9 +266,14 @@ class VSRGAN(VSRModel):
         (:class:`VSRGANRecipe`, ``model.recipe.*`` in a config)."""
         super().__init__()
         r = self.recipe = VSRGANRecipe(**recipe)
-        for name, value in (("channels", channels), ("num_frames", num_frames), ("convs", convs),
-                            ("nonlocal_reduction", nonlocal_reduction), ("disc_channels", disc_channels),
-                            ("disc_depth", disc_depth)):
+        for name, value in (
+            ("channels", channels),
+            ("num_frames", num_frames),
+            ("convs", convs),
+            ("nonlocal_reduction", nonlocal_reduction),
+            ("disc_channels", disc_channels),
+            ("disc_depth", disc_depth),
+        ):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if blocks < 0:
@@ -252,8 +298,18 @@ class VSRGAN(VSRModel):
         # networks
         step = 2 if self.cascade else self.scale
         self.stages = self.scale.bit_length() - 1 if self.cascade else 1
-        self.generator = Generator(generator, channels, blocks, step, convs, negative_slope, res_scale,
-                                   nonlocal_reduction, image_skip, in_channels)
+        self.generator = Generator(
+            generator,
+            channels,
+            blocks,
+            step,
+            convs,
+            negative_slope,
+            res_scale,
+            nonlocal_reduction,
+            image_skip,
+            in_channels,
+        )
         self.discriminator = UNetDiscriminator(disc_channels, disc_depth, negative_slope, in_channels)
         # LPIPS (VGG-19 features) only from a local file: nothing is downloaded
         self.perceptual: L.PerceptualLoss | None = None
@@ -319,8 +375,13 @@ class VSRGAN(VSRModel):
             if f == 1:
                 out.append(hr)
             else:
-                small = F.interpolate(hr.reshape(b * t, c, H, W), size=(H // f, W // f), mode="bicubic",
-                                      align_corners=False, antialias=True)
+                small = F.interpolate(
+                    hr.reshape(b * t, c, H, W),
+                    size=(H // f, W // f),
+                    mode="bicubic",
+                    align_corners=False,
+                    antialias=True,
+                )
                 out.append(small.clamp(0, 1).view(b, t, c, H // f, W // f))
         return out
 
@@ -355,12 +416,13 @@ class VSRGAN(VSRModel):
         return loss, content, whole
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"generator": [p for p in self.generator.parameters() if p.requires_grad],
-                "discriminator": [p for p in self.discriminator.parameters() if p.requires_grad]}
+        return {
+            "generator": [p for p in self.generator.parameters() if p.requires_grad],
+            "discriminator": [p for p in self.discriminator.parameters() if p.requires_grad],
+        }
 
     # ------------------------------------------------------------------ training
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer],
-                      hooks: StepHooks) -> torch.Tensor:
+    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer], hooks: StepHooks) -> torch.Tensor:
         """Generator step(s) over the patch-wise passes, then one discriminator step; returns the generator's
         content loss (detached, averaged over the passes), the loss the client reports."""
         lr, hr = batch

@@ -38,8 +38,9 @@ class RRDB(nn.Module):
     """Residual-in-residual dense block as the paper builds it (Sec. 2.1, eq. 8): three concatenation-based
     residual blocks in series with a skip connection around them, ``x + beta * RB3(RB2(RB1(x)))``."""
 
-    def __init__(self, channels: int, convs: int = 2, negative_slope: float = 0.2, res_scale: float = 0.2,
-                 blocks: int = 3) -> None:
+    def __init__(
+        self, channels: int, convs: int = 2, negative_slope: float = 0.2, res_scale: float = 0.2, blocks: int = 3
+    ) -> None:
         super().__init__()
         self.body = nn.Sequential(*[ConcatResidualBlock(channels, convs, negative_slope) for _ in range(blocks)])
         self.res_scale = res_scale
@@ -96,9 +97,19 @@ class Generator(nn.Module):
     starts at zero, so an untrained generator is exactly bicubic upsampling.
     """
 
-    def __init__(self, kind: str, channels: int, blocks: int, step_scale: int = 2, convs: int = 2,
-                 negative_slope: float = 0.2, res_scale: float = 0.2, nonlocal_reduction: int = 2,
-                 image_skip: bool = True, in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        kind: str,
+        channels: int,
+        blocks: int,
+        step_scale: int = 2,
+        convs: int = 2,
+        negative_slope: float = 0.2,
+        res_scale: float = 0.2,
+        nonlocal_reduction: int = 2,
+        image_skip: bool = True,
+        in_channels: int = 3,
+    ) -> None:
         super().__init__()
         if kind not in ("rrdb", "residual"):
             raise ValueError(f"generator must be 'rrdb' or 'residual', got {kind!r}")
@@ -122,8 +133,11 @@ class Generator(nn.Module):
         for _ in range(step_scale.bit_length() - 1):
             up += [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2), lrelu(negative_slope)]
         self.upsample = nn.Sequential(*up)
-        self.compress = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), lrelu(negative_slope),
-                                      nn.Conv2d(channels, in_channels, 3, padding=1))
+        self.compress = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            lrelu(negative_slope),
+            nn.Conv2d(channels, in_channels, 3, padding=1),
+        )
         if image_skip:
             nn.init.zeros_(self.compress[-1].weight)
             nn.init.zeros_(self.compress[-1].bias)
@@ -150,8 +164,7 @@ class UNetDiscriminator(nn.Module):
     conv, and a per-pixel real/fake logit map. Frames are judged one by one: ``(n, c, H, W) -> (n, 1, H, W)``.
     """
 
-    def __init__(self, channels: int = 64, depth: int = 3, negative_slope: float = 0.2,
-                 in_channels: int = 3) -> None:
+    def __init__(self, channels: int = 64, depth: int = 3, negative_slope: float = 0.2, in_channels: int = 3) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"discriminator depth must be >= 1, got {depth}")
@@ -159,10 +172,12 @@ class UNetDiscriminator(nn.Module):
         self.act = lrelu(negative_slope)
         self.head = nn.Conv2d(in_channels, widths[0], 3, padding=1)
         self.down = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(depth))
-        self.up = nn.ModuleList(nn.Conv2d(widths[i + 1] + widths[i], widths[i], 3, padding=1)
-                                for i in reversed(range(depth)))
-        self.tail = nn.Sequential(nn.Conv2d(widths[0], widths[0], 3, padding=1), lrelu(negative_slope),
-                                  nn.Conv2d(widths[0], 1, 3, padding=1))
+        self.up = nn.ModuleList(
+            nn.Conv2d(widths[i + 1] + widths[i], widths[i], 3, padding=1) for i in reversed(range(depth))
+        )
+        self.tail = nn.Sequential(
+            nn.Conv2d(widths[0], widths[0], 3, padding=1), lrelu(negative_slope), nn.Conv2d(widths[0], 1, 3, padding=1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [self.act(self.head(x))]

@@ -151,9 +151,15 @@ def _initial_model(cfg: ExperimentConfig, world: int, device: torch.device) -> V
     return model
 
 
-def train_pooled(cfg: ExperimentConfig, videos: list[VideoEntry], pool: list[int], held: list[int],
-                 rank: int = 0, world: int = 1, device: torch.device | str = "cpu"
-                 ) -> Iterator[tuple[str, dict[str, Any] | None, VSRModel]]:
+def train_pooled(
+    cfg: ExperimentConfig,
+    videos: list[VideoEntry],
+    pool: list[int],
+    held: list[int],
+    rank: int = 0,
+    world: int = 1,
+    device: torch.device | str = "cpu",
+) -> Iterator[tuple[str, dict[str, Any] | None, VSRModel]]:
     """Rank ``rank`` of ``world``'s part of the central training (no Ray in it: with ``world = 1`` it runs in
     any process; with more, ``torch.distributed`` must be set up, as Ray Train does).
 
@@ -174,13 +180,21 @@ def train_pooled(cfg: ExperimentConfig, videos: list[VideoEntry], pool: list[int
     head = None
     if rank == 0:
         clips = eval_clips([load(i) for i in held], clip_frames, cfg.eval.clips)
-        head = {"params": count_params(model), "workers": world, "device": str(device),
-                "bicubic": evaluate_bicubic(model, clips, cfg), "initial": evaluate_model(model, clips, cfg, device)}
+        head = {
+            "params": count_params(model),
+            "workers": world,
+            "device": str(device),
+            "bicubic": evaluate_bicubic(model, clips, cfg),
+            "initial": evaluate_model(model, clips, cfg, device),
+        }
     yield "start", head, model
 
     schedule = LRSchedule.from_config(cfg.fl)
-    optimizers = {name: make_optimizer(cfg.fl.optimizer, params, cfg.fl.lr)
-                  for name, params in model.optimizer_groups().items() if params}
+    optimizers = {
+        name: make_optimizer(cfg.fl.optimizer, params, cfg.fl.lr)
+        for name, params in model.optimizer_groups().items()
+        if params
+    }
     weight = 1.0  # this rank's share of the current global batch
 
     def apply(loss: torch.Tensor, opt: torch.optim.Optimizer, zero_grad: bool = True) -> None:
@@ -198,8 +212,9 @@ def train_pooled(cfg: ExperimentConfig, videos: list[VideoEntry], pool: list[int
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         seed = client_seed(cfg.seed, epoch, POOLED)
-        data = TrainClips(pairs, clip_frames, cfg.data.patch, cfg.data.samples_per_video, seed, augment,
-                          cfg.data.dark_threshold)
+        data = TrainClips(
+            pairs, clip_frames, cfg.data.patch, cfg.data.samples_per_video, seed, augment, cfg.data.dark_threshold
+        )
         n = len(data)
         steps = math.ceil(n / batch)
 
@@ -224,9 +239,18 @@ def train_pooled(cfg: ExperimentConfig, videos: list[VideoEntry], pool: list[int
         if rank == 0:
             evaluated = evaluate_model(model, clips, cfg, device)
             seconds = time.perf_counter() - start
-            row = {"round": epoch, **evaluated, "train_loss": float(total) / steps, "samples": n, "steps": steps,
-                   "workers": world, "seconds": seconds, "train_seconds": train_seconds,
-                   "eval_seconds": seconds - train_seconds, "lr": schedule.step_rate(epoch, epochs, 0, steps)}
+            row = {
+                "round": epoch,
+                **evaluated,
+                "train_loss": float(total) / steps,
+                "samples": n,
+                "steps": steps,
+                "workers": world,
+                "seconds": seconds,
+                "train_seconds": train_seconds,
+                "eval_seconds": seconds - train_seconds,
+                "lr": schedule.step_rate(epoch, epochs, 0, steps),
+            }
         yield "epoch", row, model
 
 
@@ -256,8 +280,9 @@ def train_loop(config: dict[str, Any]) -> None:
     queue = config["queue"]
     head: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    for kind, row, model in train_pooled(cfg, config["videos"], config["pool"], config["eval"], rank, world,
-                                         ray.train.torch.get_device()):
+    for kind, row, model in train_pooled(
+        cfg, config["videos"], config["pool"], config["eval"], rank, world, ray.train.torch.get_device()
+    ):
         if rank != 0:
             if kind == "epoch":
                 ray.train.report({})
@@ -276,8 +301,7 @@ def train_loop(config: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------- the driver
 
 
-def central_config(cfg: ExperimentConfig, workers: int | None = None, use_gpu: bool | None = None
-                   ) -> ExperimentConfig:
+def central_config(cfg: ExperimentConfig, workers: int | None = None, use_gpu: bool | None = None) -> ExperimentConfig:
     """``cfg`` with ``platform.workers`` = ``workers`` and, with ``use_gpu``, one GPU per worker (or the
     configured ``platform.gpus_per_worker``); without it none. Checks them before Ray starts."""
     p = cfg.platform
@@ -286,8 +310,10 @@ def central_config(cfg: ExperimentConfig, workers: int | None = None, use_gpu: b
     gpus = p.gpus_per_worker if use_gpu is None else (p.gpus_per_worker or 1.0) if use_gpu else 0.0
     out = dataclasses.replace(cfg, platform=dataclasses.replace(p, workers=workers or p.workers, gpus_per_worker=gpus))
     if gpus > 0 and not p.address and not os.environ.get("RAY_ADDRESS") and torch.cuda.device_count() == 0:
-        raise ConfigError(f"--gpu (platform.gpus_per_worker = {gpus:g}) but this machine has no CUDA GPU; "
-                          "train on the CPU (leave out --gpu) or give platform.address of a cluster with GPUs")
+        raise ConfigError(
+            f"--gpu (platform.gpus_per_worker = {gpus:g}) but this machine has no CUDA GPU; "
+            "train on the CPU (leave out --gpu) or give platform.address of a cluster with GPUs"
+        )
     return config_from_dict(out.to_dict())
 
 
@@ -322,9 +348,14 @@ def _pump(queue, stop: threading.Event, on_start, on_epoch) -> None:
             callback(item)
 
 
-def run_central(cfg: ExperimentConfig, out_dir: str | os.PathLike, workers: int | None = None,
-                use_gpu: bool | None = None, on_start: Callable[[dict[str, Any]], None] | None = None,
-                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_central(
+    cfg: ExperimentConfig,
+    out_dir: str | os.PathLike,
+    workers: int | None = None,
+    use_gpu: bool | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Train ``cfg``'s model centrally on the pooled client data for ``fl.rounds`` epochs (see the module
     docstring); returns the summary, also written to ``<out_dir>/summary.json``.
 
@@ -359,12 +390,16 @@ def run_central(cfg: ExperimentConfig, out_dir: str | os.PathLike, workers: int 
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={"cfg": cfg.to_dict(), "videos": videos, "pool": pool, "eval": held, "queue": queue},
-            scaling_config=ScalingConfig(num_workers=p.workers, use_gpu=p.gpus_per_worker > 0,
-                                         resources_per_worker=resources),
-            run_config=RunConfig(name=TRAIN_DIR, storage_path=str(out),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=1),
-                                 failure_config=FailureConfig(max_failures=0),
-                                 logging_config=LoggingConfig(log_level="WARNING")),
+            scaling_config=ScalingConfig(
+                num_workers=p.workers, use_gpu=p.gpus_per_worker > 0, resources_per_worker=resources
+            ),
+            run_config=RunConfig(
+                name=TRAIN_DIR,
+                storage_path=str(out),
+                checkpoint_config=CheckpointConfig(num_to_keep=1),
+                failure_config=FailureConfig(max_failures=0),
+                logging_config=LoggingConfig(log_level="WARNING"),
+            ),
         )
         try:
             result = trainer.fit()
@@ -372,8 +407,9 @@ def run_central(cfg: ExperimentConfig, out_dir: str | os.PathLike, workers: int 
             ranks: dict[str, list[int]] = {}  # the same error of several workers, said once
             for r, e in sorted((getattr(err, "worker_failures", None) or {}).items()):
                 ranks.setdefault(root_cause(e), []).append(r)
-            why = "; ".join(f"worker{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}: {cause}"
-                            for cause, rs in ranks.items()) or root_cause(err)
+            why = "; ".join(
+                f"worker{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}: {cause}" for cause, rs in ranks.items()
+            ) or root_cause(err)
             raise CentralTrainingError(f"central training of {out} failed: {why}") from err
         finally:
             stop.set()
@@ -390,8 +426,7 @@ def run_central(cfg: ExperimentConfig, out_dir: str | os.PathLike, workers: int 
             ray.shutdown()
 
 
-def finish(cfg: ExperimentConfig, out: Path, saved: dict[str, Any], weights: dict[str, np.ndarray]
-           ) -> dict[str, Any]:
+def finish(cfg: ExperimentConfig, out: Path, saved: dict[str, Any], weights: dict[str, np.ndarray]) -> dict[str, Any]:
     """Write ``rounds.parquet``, ``model.safetensors`` and ``summary.json`` of a finished run (the keys of a
     federated run's summary, with ``strategy = "central"``, then ``workers``, ``device`` and
     ``samples_per_round``); the ``fedvsr`` command draws ``psnr.png`` from them."""

@@ -70,9 +70,15 @@ def round_folder(ckpt_dir: str | os.PathLike, round: int) -> Path:
     return Path(ckpt_dir) / f"round-{round:05d}"
 
 
-def save_checkpoint(ckpt_dir: str | os.PathLike, round: int, params: dict[str, np.ndarray],
-                    server_state: dict[str, np.ndarray], extra: dict[str, Any] | None = None,
-                    files: dict[str, Path] | None = None, before_publish: Callable[[], None] | None = None) -> Path:
+def save_checkpoint(
+    ckpt_dir: str | os.PathLike,
+    round: int,
+    params: dict[str, np.ndarray],
+    server_state: dict[str, np.ndarray],
+    extra: dict[str, Any] | None = None,
+    files: dict[str, Path] | None = None,
+    before_publish: Callable[[], None] | None = None,
+) -> Path:
     """Write round ``round``'s checkpoint folder (module docstring) and return it. ``files``: other files of the
     round (name in the folder -> its path now), hard-linked (copied where links are not allowed).
     ``before_publish()`` runs when the folder is complete and fsynced but not yet renamed (a testing hook)."""
@@ -94,8 +100,10 @@ def save_checkpoint(ckpt_dir: str | os.PathLike, round: int, params: dict[str, n
     names = sorted(p.name for p in tmp.iterdir())
     for name in names:
         fsync_file(tmp / name)
-    manifest = {"round": round, "files": {n: {"bytes": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)}
-                                          for n in names}}
+    manifest = {
+        "round": round,
+        "files": {n: {"bytes": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in names},
+    }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     fsync_file(tmp / MANIFEST)
     fsync_dir(tmp)
@@ -145,8 +153,9 @@ def _legacy_round(d: Path) -> int | None:
         return None
 
 
-def latest_checkpoint(ckpt_dir: str | os.PathLike,
-                      passed_over: list[tuple[str, str]] | None = None) -> Checkpoint | None:
+def latest_checkpoint(
+    ckpt_dir: str | os.PathLike, passed_over: list[tuple[str, str]] | None = None
+) -> Checkpoint | None:
     """The newest complete checkpoint in ``ckpt_dir`` (module docstring), or None when there is none. The newer
     folders that did not verify are appended to ``passed_over`` as (path, why)."""
     d = Path(ckpt_dir)
@@ -157,12 +166,14 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike,
             passed.append((str(folder), why))
             continue
         state = json.loads((folder / "state.json").read_text())
-        return Checkpoint(int(state.pop("round")), load_arrays(folder / TENSORS[0]), load_arrays(folder / TENSORS[1]),
-                          state, folder)
+        return Checkpoint(
+            int(state.pop("round")), load_arrays(folder / TENSORS[0]), load_arrays(folder / TENSORS[1]), state, folder
+        )
     if _legacy_round(d) is not None and all((d / n).is_file() for n in TENSORS):
         state = json.loads((d / "state.json").read_text())
-        return Checkpoint(int(state.pop("round")), load_arrays(d / TENSORS[0]), load_arrays(d / TENSORS[1]), state,
-                          d, legacy=True)
+        return Checkpoint(
+            int(state.pop("round")), load_arrays(d / TENSORS[0]), load_arrays(d / TENSORS[1]), state, d, legacy=True
+        )
     return None
 
 

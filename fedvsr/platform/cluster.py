@@ -58,7 +58,7 @@ def split_address(address: str) -> tuple[str, int]:
         )
     for scheme in ("ray://", "gcs://"):
         if addr.startswith(scheme):
-            addr = addr[len(scheme):]
+            addr = addr[len(scheme) :]
     if addr.startswith("["):  # [ipv6]:port
         host, _, rest = addr[1:].partition("]")
         port = rest.lstrip(":")
@@ -67,8 +67,10 @@ def split_address(address: str) -> tuple[str, int]:
     else:
         host, port = addr, ""
     if not host:
-        raise ClusterUnreachable(f"platform.address = {address!r} names no host; expected host:port, e.g. "
-                                 f"127.0.0.1:{DEFAULT_PORT}, or 'auto'")
+        raise ClusterUnreachable(
+            f"platform.address = {address!r} names no host; expected host:port, e.g. "
+            f"127.0.0.1:{DEFAULT_PORT}, or 'auto'"
+        )
     try:
         number = int(port) if port else DEFAULT_PORT
     except ValueError:
@@ -79,9 +81,11 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def _hint(address: str) -> str:
-    return (f"check that `ray start --head` runs there (its output names the address, default port "
-            f"{DEFAULT_PORT}), that this machine can reach that host and port, or use platform.address='auto' "
-            f"on a node of the cluster; address given: {address!r}")
+    return (
+        f"check that `ray start --head` runs there (its output names the address, default port "
+        f"{DEFAULT_PORT}), that this machine can reach that host and port, or use platform.address='auto' "
+        f"on a node of the cluster; address given: {address!r}"
+    )
 
 
 def probe_gcs(address: str, timeout: float = 5.0) -> None:
@@ -99,11 +103,13 @@ def probe_gcs(address: str, timeout: float = 5.0) -> None:
                     break
                 header += chunk
     except socket.gaierror as err:
-        raise ClusterUnreachable(f"no Ray cluster at {host}:{port}: the host name does not resolve ({err}); "
-                                 + _hint(address)) from None
+        raise ClusterUnreachable(
+            f"no Ray cluster at {host}:{port}: the host name does not resolve ({err}); " + _hint(address)
+        ) from None
     except TimeoutError:
-        raise ClusterUnreachable(f"no Ray cluster answered at {host}:{port} within {timeout:g} s; "
-                                 + _hint(address)) from None
+        raise ClusterUnreachable(
+            f"no Ray cluster answered at {host}:{port} within {timeout:g} s; " + _hint(address)
+        ) from None
     except OSError as err:
         reason = err.strerror or str(err)
         raise ClusterUnreachable(f"no Ray cluster at {host}:{port}: {reason}; " + _hint(address)) from None
@@ -126,8 +132,9 @@ def join_cluster(address: str, timeout: float = 5.0, **init_kwargs) -> None:
     try:
         ray.init(address=address, **init_kwargs)
     except AuthenticationError as err:  # 'auto' with RAY_AUTH_MODE=token and no token here
-        raise ClusterAuthRefused(f"could not join the Ray cluster at {address!r}: {_first_line(err)} "
-                                 + _token_hint()) from None
+        raise ClusterAuthRefused(
+            f"could not join the Ray cluster at {address!r}: {_first_line(err)} " + _token_hint()
+        ) from None
     except ConnectionError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if address == "auto":
@@ -155,8 +162,10 @@ def token_source() -> str:
 
 
 def _token_hint() -> str:
-    return ("Give this driver the cluster's token: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<file holding "
-            f"the token> (or RAY_AUTH_TOKEN=<token>); see {CLUSTER_DOC}")
+    return (
+        "Give this driver the cluster's token: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<file holding "
+        f"the token> (or RAY_AUTH_TOKEN=<token>); see {CLUSTER_DOC}"
+    )
 
 
 def probe_auth(address: str, timeout: float = 5.0) -> None:
@@ -188,11 +197,15 @@ def probe_auth(address: str, timeout: float = 5.0) -> None:
         if err.code() != grpc.StatusCode.UNAUTHENTICATED:
             return  # not an auth matter: ray.init reports it
         if sends_token:
-            why = (f"the Ray cluster at {host}:{port} refused this driver's token, read from {token_source()}: it "
-                   "is not the token the cluster's nodes were started with. ")
+            why = (
+                f"the Ray cluster at {host}:{port} refused this driver's token, read from {token_source()}: it "
+                "is not the token the cluster's nodes were started with. "
+            )
         else:
-            why = (f"the Ray cluster at {host}:{port} has token authentication on and refused this driver, which "
-                   "sends no token (RAY_AUTH_MODE is not 'token' here). ")
+            why = (
+                f"the Ray cluster at {host}:{port} has token authentication on and refused this driver, which "
+                "sends no token (RAY_AUTH_MODE is not 'token' here). "
+            )
         raise ClusterAuthRefused(why + _token_hint()) from None
     finally:
         if channel is not None:
@@ -225,13 +238,18 @@ def this_node() -> dict[str, str]:
     """``{"node_ip", "node_id", "hostname"}`` of the Ray node this process runs on."""
     import ray
 
-    return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
-            "hostname": socket.gethostname()}
+    return {
+        "node_ip": ray.util.get_node_ip_address(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "hostname": socket.gethostname(),
+    }
 
 
 def _storage_hint(sweep_dir: str | os.PathLike) -> str:
-    return (f"on a cluster of several nodes the sweep's --out ({str(sweep_dir)!r}) must be on a file system every "
-            f"node mounts at the same path (NFS, EFS, Filestore), see {CLUSTER_DOC}")
+    return (
+        f"on a cluster of several nodes the sweep's --out ({str(sweep_dir)!r}) must be on a file system every "
+        f"node mounts at the same path (NFS, EFS, Filestore), see {CLUSTER_DOC}"
+    )
 
 
 def _sweep_folder_problem(sweep_dir: str | os.PathLike, sweep_id: str) -> str | None:
@@ -249,8 +267,10 @@ def check_sweep_folder(sweep_dir: str | os.PathLike, sweep_id: str) -> None:
     problem = _sweep_folder_problem(sweep_dir, sweep_id)
     if problem:
         node = this_node()
-        raise SharedStorageError(f"node {node['node_ip']} ({node['hostname']}, node id {node['node_id'][:12]}) does "
-                                 f"not see the sweep folder: {problem}; " + _storage_hint(sweep_dir))
+        raise SharedStorageError(
+            f"node {node['node_ip']} ({node['hostname']}, node id {node['node_id'][:12]}) does "
+            f"not see the sweep folder: {problem}; " + _storage_hint(sweep_dir)
+        )
 
 
 def _look_from_node(sweep_dir: str, sweep_id: str, folders: dict[str, str]) -> list[str]:
@@ -263,8 +283,9 @@ def _look_from_node(sweep_dir: str, sweep_id: str, folders: dict[str, str]) -> l
     return problems
 
 
-def check_nodes_see(sweep_dir: str | os.PathLike, sweep_id: str, folders: dict[str, str] | None = None,
-                    timeout: float = 120.0) -> int:
+def check_nodes_see(
+    sweep_dir: str | os.PathLike, sweep_id: str, folders: dict[str, str] | None = None, timeout: float = 120.0
+) -> int:
     """Run a zero-CPU task on every alive node of the connected Ray cluster that checks it sees the sweep folder
     (and each of ``folders``, ``{config key: path}``); raise one :class:`SharedStorageError` naming every node that
     does not. Returns the number of nodes checked."""
@@ -273,8 +294,12 @@ def check_nodes_see(sweep_dir: str | os.PathLike, sweep_id: str, folders: dict[s
 
     look = ray.remote(num_cpus=0, max_retries=0)(_look_from_node)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    pending = {look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-        str(sweep_dir), sweep_id, folders or {}): n for n in nodes}
+    pending = {
+        look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            str(sweep_dir), sweep_id, folders or {}
+        ): n
+        for n in nodes
+    }
     ready, missing = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
     problems = []
     for ref in ready:
@@ -284,10 +309,18 @@ def check_nodes_see(sweep_dir: str | os.PathLike, sweep_id: str, folders: dict[s
         except Exception as err:  # the node died meanwhile, or cannot start a worker
             found = [f"the check failed there: {root_cause(err)}"]
         problems += [f"node {node['NodeManagerAddress']} ({node['NodeID'][:12]}): {p}" for p in found]
-    problems += [f"node {pending[ref]['NodeManagerAddress']} ({pending[ref]['NodeID'][:12]}): did not answer within "
-                 f"{timeout:g} s" for ref in missing]
+    problems += [
+        f"node {pending[ref]['NodeManagerAddress']} ({pending[ref]['NodeID'][:12]}): did not answer within "
+        f"{timeout:g} s"
+        for ref in missing
+    ]
     if problems:
-        raise SharedStorageError(f"{len({p.split(':', 1)[0] for p in problems})} of {len(nodes)} nodes of the "
-                                 "cluster do not see what the sweep needs: " + "; ".join(problems) + "; "
-                                 + _storage_hint(sweep_dir) + " (and so must the dataset folders)")
+        raise SharedStorageError(
+            f"{len({p.split(':', 1)[0] for p in problems})} of {len(nodes)} nodes of the "
+            "cluster do not see what the sweep needs: "
+            + "; ".join(problems)
+            + "; "
+            + _storage_hint(sweep_dir)
+            + " (and so must the dataset folders)"
+        )
     return len(nodes)

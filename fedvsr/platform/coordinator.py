@@ -132,8 +132,12 @@ class Coordinator:
             videos = with_degradations(videos, self.client_videos, held_out, devices)
         write_parquet_atomic(
             self.out / "partition.parquet",
-            partition_table(parts, labels, [videos[i].name for i in client_pool], devices or [
-                Degradation.of(cfg.data.degradation, degradation_params(cfg.data))] * cfg.fl.clients),
+            partition_table(
+                parts,
+                labels,
+                [videos[i].name for i in client_pool],
+                devices or [Degradation.of(cfg.data.degradation, degradation_params(cfg.data))] * cfg.fl.clients,
+            ),
         )
         return videos, held_out
 
@@ -145,18 +149,27 @@ class Coordinator:
         if self.pool is None or shape != self._pool_shape or len(self.pool.alive) != len(self.pool.workers):
             for worker in self.pool.workers if self.pool is not None else ():
                 ray.kill(worker)
-            placement = {} if self.placement_group is None else {
-                "scheduling_strategy": PlacementGroupSchedulingStrategy(self.placement_group)}
+            placement = (
+                {}
+                if self.placement_group is None
+                else {"scheduling_strategy": PlacementGroupSchedulingStrategy(self.placement_group)}
+            )
             # Ray restarts a dead worker (max_restarts); its calls are not retried by Ray (max_task_retries = 0):
             # the coordinator retries the one client it was training, on whichever worker is free
             remote = ray.remote(ClientWorker).options(
-                num_cpus=p.cpus_per_worker * self.share, num_gpus=p.gpus_per_worker * self.share,
-                max_restarts=shape[-1], max_task_retries=0, **placement, **actor_options(p.kernels),
+                num_cpus=p.cpus_per_worker * self.share,
+                num_gpus=p.gpus_per_worker * self.share,
+                max_restarts=shape[-1],
+                max_task_retries=0,
+                **placement,
+                **actor_options(p.kernels),
             )
             self.pool = WorkerPool([remote.remote(i) for i in range(p.workers)], self._reconfigure, self._event)
             self._pool_shape = shape
-        self.pool.lost_hint = (f"everything up to the last completed round is checkpointed in {self.out}: continue "
-                               f"with `fedvsr simulate --resume --out {self.out}`")
+        self.pool.lost_hint = (
+            f"everything up to the last completed round is checkpointed in {self.out}: continue "
+            f"with `fedvsr simulate --resume --out {self.out}`"
+        )
         self.per_gpu = per_gpu_of(p.gpus_per_worker)
         ray.get([w.configure.remote(cfg, *self._worker_args, fault=self._worker_fault) for w in self.pool.workers])
 
@@ -174,11 +187,18 @@ class Coordinator:
         measured = probe_hook(fault)
         if measured is None:
             first = videos[next(v[0] for v in self.client_videos if v)]
-            measured = ray.get(ray.remote(_probe).options(num_gpus=1, **actor_options(cfg.platform.kernels)).remote(
-                cfg, first))
+            measured = ray.get(
+                ray.remote(_probe).options(num_gpus=1, **actor_options(cfg.platform.kernels)).remote(cfg, first)
+            )
         packing = pack(*measured, gpus, cfg.platform.workers)
-        self._event("gpu_packing", packing.describe(), peak_bytes=packing.peak_bytes,
-                    total_bytes=packing.total_bytes, workers_per_gpu=packing.per_gpu, workers=packing.workers)
+        self._event(
+            "gpu_packing",
+            packing.describe(),
+            peak_bytes=packing.peak_bytes,
+            total_bytes=packing.total_bytes,
+            workers_per_gpu=packing.per_gpu,
+            workers=packing.workers,
+        )
         return packing.config(cfg)
 
     def _fewer_per_gpu(self, t: int, clients: list[int]) -> bool:
@@ -190,19 +210,28 @@ class Coordinator:
         p = self.cfg.platform
         gpus = ray.cluster_resources().get("GPU", 1.0)
         workers = max(1, min(p.workers, math.floor(k * gpus + 1e-9)))
-        self._event("gpu_oom", f"CUDA out of memory at {self.per_gpu:g} workers per GPU (clients "
-                    f"{', '.join(map(str, clients))}): the pool restarts with {k} per GPU, {workers} workers, and "
-                    f"they train again", round=t, workers_per_gpu=k)
-        self.cfg = dataclasses.replace(self.cfg, platform=dataclasses.replace(p, gpus_per_worker=1.0 / k,
-                                                                              workers=workers))
+        self._event(
+            "gpu_oom",
+            f"CUDA out of memory at {self.per_gpu:g} workers per GPU (clients "
+            f"{', '.join(map(str, clients))}): the pool restarts with {k} per GPU, {workers} workers, and "
+            f"they train again",
+            round=t,
+            workers_per_gpu=k,
+        )
+        self.cfg = dataclasses.replace(
+            self.cfg, platform=dataclasses.replace(p, gpus_per_worker=1.0 / k, workers=workers)
+        )
         self._start_workers(self.cfg)
         return True
 
     def _reconfigure(self, w: int) -> ray.ObjectRef:
         """Configure worker ``w`` again once Ray has restarted it (its constructor alone ran); retried while it is
         restarting, fails if it is gone for good."""
-        return self.pool.workers[w].configure.options(max_task_retries=-1).remote(
-            self.cfg, *self._worker_args, fault=self._worker_fault)
+        return (
+            self.pool.workers[w]
+            .configure.options(max_task_retries=-1)
+            .remote(self.cfg, *self._worker_args, fault=self._worker_fault)
+        )
 
     def _start_store(self) -> None:
         """Per-client persistent state (SCAFFOLD's c_i), outside worker memory, on this node."""
@@ -210,8 +239,10 @@ class Coordinator:
             ray.kill(self.store)
         self.store = None
         if self.strategy.stateful_clients:
-            self.store = ray.remote(ClientStateStore).options(num_cpus=0, scheduling_strategy=on_this_node()).remote(
-                str(self.out / "client_state")
+            self.store = (
+                ray.remote(ClientStateStore)
+                .options(num_cpus=0, scheduling_strategy=on_this_node())
+                .remote(str(self.out / "client_state"))
             )
 
     def _start_model(self, resume: bool) -> None:
@@ -248,8 +279,11 @@ class Coordinator:
                 self._event("video_skipped", reason, path=path)
         if self.start_round == 1:
             self.initial = self._evaluate(self.params)
-        self.results = ResultsStore(self.out, keep_until_round=self.start_round - 1,
-                                    restore_from=None if ckpt is None or ckpt.legacy else ckpt.folder)
+        self.results = ResultsStore(
+            self.out,
+            keep_until_round=self.start_round - 1,
+            restore_from=None if ckpt is None or ckpt.legacy else ckpt.folder,
+        )
 
     # ------------------------------------------------------------------ helpers
     def _event(self, kind: str, message: str, **fields: Any) -> None:
@@ -278,21 +312,35 @@ class Coordinator:
 
         for _ in self.pool.run([tuple(sh) for sh in shares if sh], submit, done, failed, lambda share: 0):
             pass
-        return {**mean_scores([rows[i] for i in range(self.eval_size)]), "eval_seconds": time.perf_counter() - start,
-                "eval_workers": sum(1 for sh in shares if sh)}
+        return {
+            **mean_scores([rows[i] for i in range(self.eval_size)]),
+            "eval_seconds": time.perf_counter() - start,
+            "eval_workers": sum(1 for sh in shares if sh),
+        }
 
     def info(self) -> dict[str, Any]:
         pings = ray.get([self.pool.workers[i].ping.remote() for i in self.pool.alive])
         for ping in pings:
             if self.cfg.platform.gpus_per_worker > 0 and not ping["device"].startswith("cuda"):
-                self._event("device_fallback", f"worker {ping['index']} was given GPU {ping['gpu'] or '(none)'} by "
-                            f"Ray but torch sees no CUDA device there; it trains on {ping['device']}",
-                            worker=ping["index"])
-        return {"start_round": self.start_round, "rounds": self.cfg.fl.rounds, "bicubic": self.bicubic,
-                "initial": self.initial, "params": self.model_params, "workers": len(self.pool.alive),
-                "worker_pids": [p["pid"] for p in pings], "devices": [p["device"] for p in pings],
-                "gpus": [p["gpu"] for p in pings], "nodes": [p["node"] for p in pings],
-                "environments": ray.get([self.pool.workers[i].environment.remote() for i in self.pool.alive])}
+                self._event(
+                    "device_fallback",
+                    f"worker {ping['index']} was given GPU {ping['gpu'] or '(none)'} by "
+                    f"Ray but torch sees no CUDA device there; it trains on {ping['device']}",
+                    worker=ping["index"],
+                )
+        return {
+            "start_round": self.start_round,
+            "rounds": self.cfg.fl.rounds,
+            "bicubic": self.bicubic,
+            "initial": self.initial,
+            "params": self.model_params,
+            "workers": len(self.pool.alive),
+            "worker_pids": [p["pid"] for p in pings],
+            "devices": [p["device"] for p in pings],
+            "gpus": [p["gpu"] for p in pings],
+            "nodes": [p["node"] for p in pings],
+            "environments": ray.get([self.pool.workers[i].environment.remote() for i in self.pool.alive]),
+        }
 
     # ------------------------------------------------------------------ one round
     def run_round(self, t: int) -> Iterator[dict[str, Any]]:
@@ -351,8 +399,9 @@ class Coordinator:
             todo, r.oom = sorted(r.oom), []
             if todo and not self._fewer_per_gpu(r.round, todo):
                 for c in todo:
-                    r.reports[c] = self._not_trained(r.round, c, f"CUDA out of memory with {self.per_gpu:g} worker "
-                                                                 f"per GPU: {r.oom_reason[c]}")
+                    r.reports[c] = self._not_trained(
+                        r.round, c, f"CUDA out of memory with {self.per_gpu:g} worker per GPU: {r.oom_reason[c]}"
+                    )
                     r.merge.add(c, None)
                 return
 
@@ -366,8 +415,9 @@ class Coordinator:
 
         def submit(worker: Any, c: int) -> ray.ObjectRef:
             states = self.store.get_many.remote([c]) if self.store is not None else None
-            return worker.train_client.remote(t, r.params_ref, r.server_ref, c, states,
-                                              self._plan(c, r.attempts.get(c, 1)))
+            return worker.train_client.remote(
+                t, r.params_ref, r.server_ref, c, states, self._plan(c, r.attempts.get(c, 1))
+            )
 
         def done(c: int, _w: int, out: ClientResult) -> None:
             if out.report.status == OUT_OF_MEMORY:  # trains again with fewer workers per GPU (_train)
@@ -387,21 +437,38 @@ class Coordinator:
         def failed(c: int, w: int, err: Exception, attempt: int) -> bool:
             if attempt <= cfg.platform.max_retries:
                 r.attempts[c] = attempt + 1
-                self._event("client_retried", f"worker {w} died while training client {c} (attempt {attempt}); "
-                            f"retried", round=t, client=c, worker=w)
+                self._event(
+                    "client_retried",
+                    f"worker {w} died while training client {c} (attempt {attempt}); retried",
+                    round=t,
+                    client=c,
+                    worker=w,
+                )
                 return True
-            r.reports[c] = self._not_trained(t, c, f"worker died {attempt} times while training it "
-                                                   f"(platform.max_retries = {cfg.platform.max_retries}): "
-                                                   f"{_first_line(err)}", attempts=attempt)
+            r.reports[c] = self._not_trained(
+                t,
+                c,
+                f"worker died {attempt} times while training it "
+                f"(platform.max_retries = {cfg.platform.max_retries}): "
+                f"{_first_line(err)}",
+                attempts=attempt,
+            )
             r.merge.add(c, None)
             return False
 
         def requeued(c: int, w: int) -> None:
-            self._event("client_requeued", f"worker {w} died with client {c} queued behind its running client: it "
-                        f"had not started and goes back to the queue (no attempt counted)", round=t, client=c, worker=w)
+            self._event(
+                "client_requeued",
+                f"worker {w} died with client {c} queued behind its running client: it "
+                f"had not started and goes back to the queue (no attempt counted)",
+                round=t,
+                client=c,
+                worker=w,
+            )
 
-        return self.pool.run(clients, submit, done, failed, lambda c: self.client_size[c], cfg.platform.queue_depth,
-                             requeued)
+        return self.pool.run(
+            clients, submit, done, failed, lambda c: self.client_size[c], cfg.platform.queue_depth, requeued
+        )
 
     def _weigh(self, r: RoundState) -> tuple[list[ClientReport], list[ClientReport]]:
         """The round's reports in client order and the trained ones, with their normalised weights."""
@@ -421,7 +488,11 @@ class Coordinator:
             self._event("round_skipped", "no client update could be aggregated; global model kept", round=t)
             return
         new_params, new_server = self.strategy.server_update(
-            to_torch(self.params), aggregate, to_torch(self.server_state), t, self.cfg.fl.clients,
+            to_torch(self.params),
+            aggregate,
+            to_torch(self.server_state),
+            t,
+            self.cfg.fl.clients,
             [c.weight for c in kept],
         )
         new_params_np = to_numpy(new_params)
@@ -431,8 +502,15 @@ class Coordinator:
         else:
             self._event("update_rejected", "aggregate has non-finite weights; global model kept", round=t)
 
-    def _round_row(self, t: int, metrics: dict[str, float], rows: list[ClientReport], kept: list[ClientReport],
-                   seconds: float, train_seconds: float) -> dict[str, Any]:
+    def _round_row(
+        self,
+        t: int,
+        metrics: dict[str, float],
+        rows: list[ClientReport],
+        kept: list[ClientReport],
+        seconds: float,
+        train_seconds: float,
+    ) -> dict[str, Any]:
         """The round's row of rounds.parquet."""
         seen = int(sum(c.seen for c in kept))
         return {
@@ -455,8 +533,9 @@ class Coordinator:
             "eval_workers": metrics["eval_workers"],
         }
 
-    def _commit_round(self, t: int, row: dict[str, Any], rows: list[dict[str, Any]],
-                      states: dict[int, dict[str, np.ndarray]]) -> None:
+    def _commit_round(
+        self, t: int, row: dict[str, Any], rows: list[dict[str, Any]], states: dict[int, dict[str, np.ndarray]]
+    ) -> None:
         """Round ``t`` to disk: client states, the tables, then the checkpoint folder, which is what a resume
         trusts (fedvsr.platform.checkpoint); only then older checkpoints and client-state versions go."""
         if self.store is not None:
@@ -466,8 +545,15 @@ class Coordinator:
         if (self.out / "events.jsonl").exists():
             fsync_file(self.out / "events.jsonl")
         ckpt_dir = self.out / "checkpoint"
-        save_checkpoint(ckpt_dir, t, self.params, self.server_state, {"bicubic": self.bicubic, "initial": self.initial},
-                        files=self.results.paths(), before_publish=lambda: self._crash_point("checkpoint_files", t))
+        save_checkpoint(
+            ckpt_dir,
+            t,
+            self.params,
+            self.server_state,
+            {"bicubic": self.bicubic, "initial": self.initial},
+            files=self.results.paths(),
+            before_publish=lambda: self._crash_point("checkpoint_files", t),
+        )
         self._crash_point("checkpoint", t)
         oldest = prune_checkpoints(ckpt_dir)
         if self.store is not None:
@@ -496,8 +582,15 @@ class Coordinator:
         save_arrays(self.out / "model.safetensors", self.params)
         self._crash_point("model", self.cfg.fl.rounds)
         rounds = self.results.rounds
-        summary = run_summary(self.cfg, self.cfg.fl.strategy, self.model_params, rounds, self.bicubic, self.initial,
-                              clients_dropped=int(sum(r["dropped"] for r in rounds)))
+        summary = run_summary(
+            self.cfg,
+            self.cfg.fl.strategy,
+            self.model_params,
+            rounds,
+            self.bicubic,
+            self.initial,
+            clients_dropped=int(sum(r["dropped"] for r in rounds)),
+        )
         write_json_atomic(self.out / "summary.json", summary)
         self._crash_point("summary", self.cfg.fl.rounds)
         return summary
@@ -511,8 +604,7 @@ def _failed_round(t: int, rows: list[ClientReport], min_clients: int) -> str:
         return ""
     reasons = Counter(r.reason.split(":")[0] for r in rows if not r.ok)
     counted = ", ".join(f"{k}: {n}" for k, n in reasons.most_common())
-    return (f"round {t}: {trained} of {len(rows)} clients trained ({counted}), fewer than fl.min_clients = "
-            f"{min_clients}")
+    return f"round {t}: {trained} of {len(rows)} clients trained ({counted}), fewer than fl.min_clients = {min_clients}"
 
 
 def _probe(cfg: ExperimentConfig, entry: Any) -> tuple[int, int]:

@@ -46,15 +46,15 @@ def check_data(cfg: ExperimentConfig, out: str | os.PathLike) -> ExperimentData:
         partition_videos(labels, cfg.fl.clients, cfg.fl.partition, cfg.data.seed, cfg.fl.dirichlet_beta)
     except ValueError as err:
         left = f" ({len(data.left_out)} videos left out: {left_out_counts(data.left_out)})" if data.left_out else ""
-        raise ConfigError(f"fl.clients = {cfg.fl.clients} cannot be given the {len(labels)} client videos"
-                          f"{left}: {err}") from None
+        raise ConfigError(
+            f"fl.clients = {cfg.fl.clients} cannot be given the {len(labels)} client videos{left}: {err}"
+        ) from None
     return data
 
 
 def left_out_line(data: ExperimentData, table: Path) -> str:
     """``"4 of 13 videos left out (unreadable: 3, too small: 1), see <table>"``."""
-    return (f"{len(data.left_out)} of {data.considered} videos left out ({left_out_counts(data.left_out)}), "
-            f"see {table}")
+    return f"{len(data.left_out)} of {data.considered} videos left out ({left_out_counts(data.left_out)}), see {table}"
 
 
 def record_left_out(out: Path, data: ExperimentData, event: _Recorder | None) -> None:

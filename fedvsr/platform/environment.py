@@ -42,16 +42,36 @@ from fedvsr.config import KERNELS
 from fedvsr.platform.results import write_json_atomic
 
 #: environment variables read by torch, oneDNN, MKL, OpenMP and numpy when they load, recorded as ``env.<name>``
-KERNEL_ENV_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
-                   "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "MKL_NUM_THREADS", "OMP_NUM_THREADS",
-                   "NPY_DISABLE_CPU_FEATURES")
+KERNEL_ENV_VARS = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_DEFAULT_FPMATH_MODE",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "NPY_DISABLE_CPU_FEATURES",
+)
 
 #: library versions recorded (distribution names)
 PACKAGES = ("torch", "numpy", "scipy", "av", "ray", "ptwt", "numba", "pyarrow")
 
 #: CPU flags that decide which kernels the libraries pick (the rest of /proc/cpuinfo's flags are left out)
-SIMD_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-              "avx512_fp16", "amx_tile", "amx_bf16")
+SIMD_FLAGS = (
+    "sse4_2",
+    "avx",
+    "fma",
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+)
 
 #: what portable mode needs of the CPU: ATen's and oneDNN's AVX2 kernels use AVX2 and FMA
 PORTABLE_NEEDS = ("avx2", "fma")
@@ -63,8 +83,13 @@ def kernel_env(kernels: str) -> dict[str, str]:
         raise ValueError(f"platform.kernels = {kernels!r}; allowed: {', '.join(KERNELS)}")
     if kernels == "native":
         return {}
-    return {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ONEDNN_DEFAULT_FPMATH_MODE": "STRICT",
-            "MKL_CBWR": "COMPATIBLE,STRICT", "NPY_DISABLE_CPU_FEATURES": " ".join(numpy_above_avx2())}
+    return {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "ONEDNN_DEFAULT_FPMATH_MODE": "STRICT",
+        "MKL_CBWR": "COMPATIBLE,STRICT",
+        "NPY_DISABLE_CPU_FEATURES": " ".join(numpy_above_avx2()),
+    }
 
 
 def actor_options(kernels: str) -> dict[str, Any]:
@@ -125,8 +150,11 @@ def _codecs() -> dict[str, Any]:
         found = [m.group(1) for n in names if (m := re.match(rf"{lib}-[0-9a-f]+\.so\.(\d+)", n))]
         return found[0] if found else None
 
-    return {"ffmpeg": getattr(av, "ffmpeg_version_info", None), "libx264": build("libx264"),
-            "libx265": build("libx265")}
+    return {
+        "ffmpeg": getattr(av, "ffmpeg_version_info", None),
+        "libx264": build("libx264"),
+        "libx265": build("libx265"),
+    }
 
 
 def _torch_build(torch) -> dict[str, Any]:
@@ -173,8 +201,11 @@ def _cpu() -> dict[str, Any]:
     return {
         "cpu_model": info.get("model name") or platform.processor() or platform.machine(),
         "cpu_vendor": info.get("vendor_id"),
-        "cpu_id": (f"family {info['cpu family']} model {info['model']} stepping {info.get('stepping', '?')}"
-                   if "cpu family" in info and "model" in info else None),
+        "cpu_id": (
+            f"family {info['cpu family']} model {info['model']} stepping {info.get('stepping', '?')}"
+            if "cpu family" in info and "model" in info
+            else None
+        ),
         "cpu_simd": " ".join(f for f in SIMD_FLAGS if f in flags) if flags else None,
         "cpu_cache": _caches(),
         "cpus": os.cpu_count(),
@@ -205,9 +236,12 @@ def write_environment(out: str | os.PathLike, kernels: str, resume: bool = False
     while resume and path.exists():
         k += 1
         path = out / f"environment-resume{k}.json"
-    record = {"recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "kernels": kernels, "kernel_env": " ".join(f"{k}={v}" for k, v in kernel_env(kernels).items()),
-              **{f"driver.{k}": v for k, v in describe().items()}}
+    record = {
+        "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "kernels": kernels,
+        "kernel_env": " ".join(f"{k}={v}" for k, v in kernel_env(kernels).items()),
+        **{f"driver.{k}": v for k, v in describe().items()},
+    }
     write_json_atomic(path, record)
     return path
 
@@ -225,9 +259,13 @@ def add_workers(path: str | os.PathLike, workers: list[dict[str, Any]]) -> dict[
         record[f"worker.{key}"] = values[0] if all(v == values[0] for v in values) else values
     record["kernels_pinned"] = _pinned(record["kernels"], workers)
     if record["kernels_pinned"] is False:
-        warnings.warn(f"platform.kernels = portable, but a worker's CPU lacks {' or '.join(PORTABLE_NEEDS)} "
-                      f"(torch runs {record['worker.torch_cpu_capability']}): its bits will differ from an AVX2 "
-                      f"machine's; see {path}", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"platform.kernels = portable, but a worker's CPU lacks {' or '.join(PORTABLE_NEEDS)} "
+            f"(torch runs {record['worker.torch_cpu_capability']}): its bits will differ from an AVX2 "
+            f"machine's; see {path}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     write_json_atomic(path, record)
     return record
 
@@ -235,8 +273,10 @@ def add_workers(path: str | os.PathLike, workers: list[dict[str, Any]]) -> dict[
 def _pinned(kernels: str, workers: list[dict[str, Any]]) -> bool | None:
     if kernels == "native":
         return None
-    return all(w.get("torch_cpu_capability") == "AVX2" and all(f in (w.get("cpu_simd") or "").split()
-                                                                for f in PORTABLE_NEEDS) for w in workers)
+    return all(
+        w.get("torch_cpu_capability") == "AVX2" and all(f in (w.get("cpu_simd") or "").split() for f in PORTABLE_NEEDS)
+        for w in workers
+    )
 
 
 if __name__ == "__main__":  # python -m fedvsr.platform.environment: what this machine computes with

@@ -61,13 +61,16 @@ class Packing:
 
     def config(self, cfg: ExperimentConfig) -> ExperimentConfig:
         """``cfg`` with the packing's numeric ``platform.gpus_per_worker`` and ``platform.workers``."""
-        return dataclasses.replace(cfg, platform=dataclasses.replace(
-            cfg.platform, gpus_per_worker=1.0 / self.per_gpu, workers=self.workers))
+        return dataclasses.replace(
+            cfg, platform=dataclasses.replace(cfg.platform, gpus_per_worker=1.0 / self.per_gpu, workers=self.workers)
+        )
 
     def describe(self) -> str:
-        return (f"platform.gpus_per_worker = auto: a client peaks at {self.peak_bytes / 2**20:.0f} MiB of "
-                f"{self.total_bytes / 2**20:.0f} MiB per GPU ({MARGIN:.0%} kept free): {self.per_gpu} workers per "
-                f"GPU, {self.workers} workers")
+        return (
+            f"platform.gpus_per_worker = auto: a client peaks at {self.peak_bytes / 2**20:.0f} MiB of "
+            f"{self.total_bytes / 2**20:.0f} MiB per GPU ({MARGIN:.0%} kept free): {self.per_gpu} workers per "
+            f"GPU, {self.workers} workers"
+        )
 
 
 def pack(peak_bytes: int, total_bytes: int, gpus: float, workers: int) -> Packing:
@@ -105,8 +108,15 @@ def measure_peak(cfg: ExperimentConfig, pair: Any) -> tuple[int, int]:
     device = torch.device("cuda")
     torch.cuda.reset_peak_memory_stats(device)
     model = build_model(cfg.model.name, cfg.model.preset, cfg.model.options).to(device)
-    data = TrainClips([pair], cfg.data.clip_frames or model.num_frames, cfg.data.patch, cfg.data.samples_per_video,
-                      0, resolve_augment(cfg.data.augment, type(model)), cfg.data.dark_threshold)
+    data = TrainClips(
+        [pair],
+        cfg.data.clip_frames or model.num_frames,
+        cfg.data.patch,
+        cfg.data.samples_per_video,
+        0,
+        resolve_augment(cfg.data.augment, type(model)),
+        cfg.data.dark_threshold,
+    )
     batch = collate([data[i % len(data)] for i in range(cfg.fl.batch_size)])
     batch = tuple(t.to(device) for t in batch)
     params = float_state(model)

@@ -82,6 +82,13 @@ def _start_reaper(ray_pids: list[int]) -> None:
     for old in [p for p in _REAPERS if p.poll() is not None]:  # reap the watchdogs of earlier local Rays
         _REAPERS.remove(old)
     cmd = [sys.executable, "-I", str(Path(__file__).with_name("reaper.py")), str(os.getpid()), *map(str, ray_pids)]
-    _REAPERS.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True,
-                                     env={"PATH": os.environ.get("PATH", "")}))
+    _REAPERS.append(
+        subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={"PATH": os.environ.get("PATH", "")},
+        )
+    )

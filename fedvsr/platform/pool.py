@@ -75,8 +75,14 @@ class WorkerPool:
     (failing when it is gone for good); ``event(kind, message, **fields)`` records what happened to a worker;
     ``lost_hint`` ends the error raised when no worker is left (how to continue)."""
 
-    def __init__(self, workers: list[Any], revive: Callable[[int], Any], event: Callable[..., None],
-                 lost_hint: str = "", backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        workers: list[Any],
+        revive: Callable[[int], Any],
+        event: Callable[..., None],
+        lost_hint: str = "",
+        backend: Backend | None = None,
+    ) -> None:
         self.workers = workers
         self.alive = list(range(len(workers)))
         #: a dead worker -> the future of its revival, kept across runs: a worker whose node was lost, with no room
@@ -85,9 +91,16 @@ class WorkerPool:
         self.revive, self.event, self.lost_hint = revive, event, lost_hint
         self.backend = backend or Backend.ray()
 
-    def run(self, tasks: list[Any], submit: Callable[[Any, Any], Any], done: Callable[[Any, int, Any], None],
-            failed: Callable[[Any, int, BaseException, int], bool], size: Callable[[Any], float], depth: int = 1,
-            requeued: Callable[[Any, int], None] | None = None) -> Iterator[int]:
+    def run(
+        self,
+        tasks: list[Any],
+        submit: Callable[[Any, Any], Any],
+        done: Callable[[Any, int, Any], None],
+        failed: Callable[[Any, int, BaseException, int], bool],
+        size: Callable[[Any], float],
+        depth: int = 1,
+        requeued: Callable[[Any, int], None] | None = None,
+    ) -> Iterator[int]:
         """Run ``tasks`` on the live workers, largest ``size`` first, each to a worker with nothing to do.
 
         ``depth`` > 1 (``platform.queue_depth``) also queues calls behind a worker's running one, up to ``depth``
@@ -107,8 +120,10 @@ class WorkerPool:
         while job.queue or any(not call.revive for call in pending.values()):
             self._fill(job, pending)
             if not pending:
-                raise RuntimeError(f"no client worker is left ({len(self.workers)} started, all lost)"
-                                   + (f"; {self.lost_hint}" if self.lost_hint else ""))
+                raise RuntimeError(
+                    f"no client worker is left ({len(self.workers)} started, all lost)"
+                    + (f"; {self.lost_hint}" if self.lost_hint else "")
+                )
             [ref], _ = self.backend.wait(list(pending), num_returns=1)
             call = pending.pop(ref)
             if call.revive:
@@ -153,8 +168,9 @@ class WorkerPool:
             self.alive.remove(w)
             self.event("worker_lost", f"worker {w} could not be restarted: {_first_line(err)}", worker=w)
 
-    def _died(self, job: Job, call: InFlight, ref: Any, err: BaseException,
-              pending: dict[Any, InFlight]) -> Iterator[None]:
+    def _died(
+        self, job: Job, call: InFlight, ref: Any, err: BaseException, pending: dict[Any, InFlight]
+    ) -> Iterator[None]:
         """Worker ``call.worker`` died during ``ref``: its other calls settle (finished before the death: kept,
         yielding once each; else failed with it), the ones queued behind the running call go back to the queue,
         the running one is retried or not (``job.failed``), and the worker is revived."""

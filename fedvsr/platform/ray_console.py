@@ -49,8 +49,11 @@ class TracebackSplitter:
         console, traced = [], []
         state = self._state.get(source, "")
         for line in lines:
-            if line.startswith(TRACEBACK) or _RAY_TASK_ERROR.search(_ANSI.sub("", line)) or \
-                    (state and line.startswith(_CHAINING)):
+            if (
+                line.startswith(TRACEBACK)
+                or _RAY_TASK_ERROR.search(_ANSI.sub("", line))
+                or (state and line.startswith(_CHAINING))
+            ):
                 state = "frames"
             elif state == "frames" and line.strip() and not line[:1].isspace():
                 state = "after" if _EXCEPTION_LINE.match(line) else ""  # its last line, or not a traceback after all
@@ -77,8 +80,11 @@ def _append(header: str, lines: list[str]) -> None:
 def _route(data: dict[str, Any], ignore_prefix: bool) -> None:
     """Ray's ``print_to_stdstream`` with tracebacks and the error channel sent to the log."""
     source = data.get("pid")
-    header = f"({source})" if source in ("raylet", "autoscaler") else \
-        f"({data.get('actor_name') or data.get('task_name') or 'worker'} pid={source}, ip={data.get('ip')})"
+    header = (
+        f"({source})"
+        if source in ("raylet", "autoscaler")
+        else f"({data.get('actor_name') or data.get('task_name') or 'worker'} pid={source}, ip={data.get('ip')})"
+    )
     if source == "raylet":
         _append(header, list(data.get("lines", [])))
         return

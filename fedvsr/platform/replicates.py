@@ -119,11 +119,22 @@ def write_aggregate(out: str | Path) -> dict[str, Any]:
     summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
     per = []
     for r, (s, d) in enumerate(zip(summaries, dirs, strict=True)):
-        per.append({"replicate": r, "seed": meta["seeds"][r], "data_seed": meta["data_seeds"][r], "out": d.name,
-                    **{k: s.get(k) for k in SUMMARY_METRICS if k != "gain_db"},
-                    "gain_db": s["final_psnr"] - s["bicubic_psnr"], "best_round": s.get("best_round")})
+        per.append(
+            {
+                "replicate": r,
+                "seed": meta["seeds"][r],
+                "data_seed": meta["data_seeds"][r],
+                "out": d.name,
+                **{k: s.get(k) for k in SUMMARY_METRICS if k != "gain_db"},
+                "gain_db": s["final_psnr"] - s["bicubic_psnr"],
+                "best_round": s.get("best_round"),
+            }
+        )
     summary: dict[str, Any] = {
-        "replicates": n, "seeds": meta["seeds"], "data_seeds": meta["data_seeds"], "vary_data": meta["vary_data"],
+        "replicates": n,
+        "seeds": meta["seeds"],
+        "data_seeds": meta["data_seeds"],
+        "vary_data": meta["vary_data"],
         **{k: summaries[0].get(k) for k in ("model", "preset", "params", "strategy", "rounds", "eval_channels")},
     }
     for m in SUMMARY_METRICS:
@@ -141,9 +152,17 @@ class ReplicateGroup:
     Ray must be running. Replicates already finished (after an interruption) are read from their folders, the
     others start or resume from their checkpoints."""
 
-    def __init__(self, cfg: ExperimentConfig, out: Path, n: int, vary_data: bool = False, resume: bool = False,
-                 placement_group: PlacementGroup | None = None, parallel: bool = False,
-                 coordinators: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        out: Path,
+        n: int,
+        vary_data: bool = False,
+        resume: bool = False,
+        placement_group: PlacementGroup | None = None,
+        parallel: bool = False,
+        coordinators: list[Any] | None = None,
+    ) -> None:
         """``coordinators``: live coordinator actors of earlier runs, configured for these replicates instead of
         started (:class:`~fedvsr.platform.run.Experiment`); the list is emptied, those left over are killed."""
         self.out, self.parallel = out, parallel
@@ -152,13 +171,20 @@ class ReplicateGroup:
             coordinators.clear()
         self.configs = replicate_configs(cfg, n, vary_data)
         self.rounds = cfg.fl.rounds
-        meta = {"replicates": n, "seeds": [c.seed for c in self.configs],
-                "data_seeds": [c.data.seed for c in self.configs], "vary_data": vary_data, "config": cfg.to_dict()}
+        meta = {
+            "replicates": n,
+            "seeds": [c.seed for c in self.configs],
+            "data_seeds": [c.data.seed for c in self.configs],
+            "vary_data": vary_data,
+            "config": cfg.to_dict(),
+        }
         if resume and is_replicate_group(out):
             saved = json.loads((out / REPLICATES_FILE).read_text())
             if {k: saved.get(k) for k in meta} != json.loads(json.dumps(meta)):
-                raise ConfigError(f"--resume: the replicates in {str(out)!r} were started with another config or "
-                                  f"seeds; resume without --replicates, --set or --config")
+                raise ConfigError(
+                    f"--resume: the replicates in {str(out)!r} were started with another config or "
+                    f"seeds; resume without --replicates, --set or --config"
+                )
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / REPLICATES_FILE, meta)
         share = 1.0 if parallel else math.floor(1e4 / n) / 1e4  # Ray counts resources in units of 1e-4
@@ -172,8 +198,16 @@ class ReplicateGroup:
                 if _finished(d, self.rounds):
                     self.runs.append(None)
                     continue
-                self.runs.append(Experiment(c, d, (d / "config.yaml").is_file(), placement_group, share,
-                                            coordinator=spare.pop() if spare else None))
+                self.runs.append(
+                    Experiment(
+                        c,
+                        d,
+                        (d / "config.yaml").is_file(),
+                        placement_group,
+                        share,
+                        coordinator=spare.pop() if spare else None,
+                    )
+                )
         except BaseException:
             self.close()
             raise
@@ -190,23 +224,29 @@ class ReplicateGroup:
         """The first live replicate's start-up info (bicubic, initial model, workers), with the group's."""
         live = [run for run in self.runs if run is not None]
         base = dict(live[0].info) if live else {}
-        base.update(replicates=len(self.runs), seeds=[c.seed for c in self.configs],
-                    data_seeds=[c.data.seed for c in self.configs], parallel=self.parallel,
-                    start_round=min((run.next_round for run in live), default=self.rounds + 1))
+        base.update(
+            replicates=len(self.runs),
+            seeds=[c.seed for c in self.configs],
+            data_seeds=[c.data.seed for c in self.configs],
+            parallel=self.parallel,
+            start_round=min((run.next_round for run in live), default=self.rounds + 1),
+        )
         return base
 
     @property
     def next_round(self) -> int:
         """The first round some replicate has not finished (rounds + 1 when all are done)."""
-        return min((t for t in range(1, self.rounds + 1) if any(t not in rows for rows in self.rows)),
-                   default=self.rounds + 1)
+        return min(
+            (t for t in range(1, self.rounds + 1) if any(t not in rows for rows in self.rows)), default=self.rounds + 1
+        )
 
     @property
     def done(self) -> bool:
         return self.next_round > self.rounds
 
-    def run_round(self, on_progress: Callable[[dict[str, Any]], None] | None = None
-                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def run_round(
+        self, on_progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Round t (:attr:`next_round`) for every replicate that has not run it; returns the aggregate row of
         round t (:func:`aggregate_rounds`) and the replicates' own rows."""
         t = self.next_round
@@ -251,11 +291,17 @@ def fits_in_parallel(cfg: ExperimentConfig, n: int, resources: dict[str, float])
     return all(v <= resources.get(k, 0.0) + 1e-9 for k, v in need.items() if v > 0)
 
 
-def run_replicates(cfg: ExperimentConfig | None, out_dir: str | Path, n: int = 1, vary_data: bool = False,
-                   resume: bool = False, parallel: bool | None = None,
-                   on_start: Callable[[dict[str, Any]], None] | None = None,
-                   on_round: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
-                   on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_replicates(
+    cfg: ExperimentConfig | None,
+    out_dir: str | Path,
+    n: int = 1,
+    vary_data: bool = False,
+    resume: bool = False,
+    parallel: bool | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+    on_round: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run ``n`` replicates of ``cfg`` into ``out_dir`` (or with ``resume`` continue the group there, under its
     saved config: ``cfg`` and ``n`` may then be None / ignored); returns the group's summary.
 
@@ -268,8 +314,9 @@ def run_replicates(cfg: ExperimentConfig | None, out_dir: str | Path, n: int = 1
         meta = json.loads((out / REPLICATES_FILE).read_text())
         cfg, n, vary_data = config_from_dict(meta["config"]), int(meta["replicates"]), bool(meta["vary_data"])
     elif is_replicate_group(out) or (out / "config.yaml").exists():
-        raise ConfigError(f"output folder {str(out)!r} already holds a run; pass --resume to continue it or choose "
-                          "another --out")
+        raise ConfigError(
+            f"output folder {str(out)!r} already holds a run; pass --resume to continue it or choose another --out"
+        )
     seen: set[int] = set()
     for r, c in enumerate(replicate_configs(cfg, n, vary_data)):  # before Ray starts: unusable data stops here
         if c.data.seed not in seen:

@@ -119,8 +119,9 @@ class ResultsStore:
 
     TABLES = ("clients", "rounds")
 
-    def __init__(self, out_dir: str | os.PathLike, keep_until_round: int = 0,
-                 restore_from: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, out_dir: str | os.PathLike, keep_until_round: int = 0, restore_from: str | os.PathLike | None = None
+    ) -> None:
         self.out = Path(out_dir)
         self.rounds: list[dict[str, Any]] = []
         self.clients: list[dict[str, Any]] = []
@@ -140,8 +141,9 @@ class ResultsStore:
         """The tables' files (name -> path), for a checkpoint to hold."""
         return {f"{name}.parquet": self.out / f"{name}.parquet" for name in self.TABLES if self.rounds}
 
-    def append(self, round_row: dict[str, Any], client_rows: list[dict[str, Any]],
-               written: Callable[[str], None] | None = None) -> None:
+    def append(
+        self, round_row: dict[str, Any], client_rows: list[dict[str, Any]], written: Callable[[str], None] | None = None
+    ) -> None:
         """Add a round's rows and rewrite both tables; ``written(name)`` after each (a testing hook)."""
         self.rounds.append(round_row)
         self.clients.extend(client_rows)
@@ -154,8 +156,15 @@ class ResultsStore:
                 written(name)
 
 
-def run_summary(cfg, strategy: str, params: int, rows: list[dict[str, Any]], bicubic: dict[str, float],
-                initial: dict[str, float], clients_dropped: int | None = None) -> dict[str, Any]:
+def run_summary(
+    cfg,
+    strategy: str,
+    params: int,
+    rows: list[dict[str, Any]],
+    bicubic: dict[str, float],
+    initial: dict[str, float],
+    clients_dropped: int | None = None,
+) -> dict[str, Any]:
     """The ``summary.json`` of a finished run, federated (``fedvsr simulate``: ``strategy`` = ``fl.strategy``, with
     ``clients_dropped``) or central (``strategy = "central"``, which adds its own keys after these): the model,
     its size, the final and best round of ``rows`` (those of ``rounds.parquet``; with no rounds the final values are

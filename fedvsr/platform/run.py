@@ -107,8 +107,15 @@ class Experiment:
     its workers, configured for this experiment instead of started (a sweep's trials, one after another in the
     same placement group, with the same ``share``)."""
 
-    def __init__(self, cfg: ExperimentConfig, out: Path, resume: bool = False,
-                 placement_group: PlacementGroup | None = None, share: float = 1.0, coordinator: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        out: Path,
+        resume: bool = False,
+        placement_group: PlacementGroup | None = None,
+        share: float = 1.0,
+        coordinator: Any = None,
+    ) -> None:
         self.cfg, self.out = cfg, out
         if not resume:
             out.mkdir(parents=True, exist_ok=True)
@@ -164,8 +171,11 @@ class Experiment:
 
 def _start_coordinator(cfg: ExperimentConfig, placement_group: PlacementGroup | None, share: float) -> Any:
     """A new coordinator actor on this node (where the output folder is); it starts its workers when configured."""
-    return ray.remote(Coordinator).options(num_cpus=0, scheduling_strategy=on_this_node(),
-                                           **actor_options(cfg.platform.kernels)).remote(placement_group, share)
+    return (
+        ray.remote(Coordinator)
+        .options(num_cpus=0, scheduling_strategy=on_this_node(), **actor_options(cfg.platform.kernels))
+        .remote(placement_group, share)
+    )
 
 
 def start_ray(cfg: ExperimentConfig, placement_group: PlacementGroup | None = None, log: Path | None = None) -> bool:
@@ -182,11 +192,15 @@ def start_ray(cfg: ExperimentConfig, placement_group: PlacementGroup | None = No
     return started
 
 
-def run_experiment(cfg: ExperimentConfig | None, out_dir: str | os.PathLike, resume: bool = False,
-                   on_round: Callable[[dict[str, Any]], None] | None = None,
-                   on_start: Callable[[dict[str, Any]], None] | None = None,
-                   placement_group: PlacementGroup | None = None,
-                   on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_experiment(
+    cfg: ExperimentConfig | None,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+    placement_group: PlacementGroup | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run one federated experiment to the end, or with ``resume`` continue the one in ``out_dir`` from its
     checkpoint under the config saved there (``cfg`` may then be None); returns the summary.
 

@@ -62,15 +62,27 @@ class ClientWorker:
         self.cfg: ExperimentConfig | None = None
 
     @classmethod
-    def local(cls, cfg: ExperimentConfig, index: int, videos: list[VideoEntry], client_videos: list[list[int]],
-              eval_videos: list[int]) -> ClientWorker:
+    def local(
+        cls,
+        cfg: ExperimentConfig,
+        index: int,
+        videos: list[VideoEntry],
+        client_videos: list[list[int]],
+        eval_videos: list[int],
+    ) -> ClientWorker:
         """A worker in this process (no Ray), configured for ``cfg``: what tests and benchmarks call directly."""
         worker = cls(index)
         worker.configure(cfg, videos, client_videos, eval_videos)
         return worker
 
-    def configure(self, cfg: ExperimentConfig, videos: list[VideoEntry], client_videos: list[list[int]],
-                  eval_videos: list[int], fault: str = "") -> dict[str, Any]:
+    def configure(
+        self,
+        cfg: ExperimentConfig,
+        videos: list[VideoEntry],
+        client_videos: list[list[int]],
+        eval_videos: list[int],
+        fault: str = "",
+    ) -> dict[str, Any]:
         """Build what experiment ``cfg`` needs (its model on this worker's device, its strategy, its data views),
         replacing the previous experiment's; decoded videos stay cached when they decode the same way. Returns
         :meth:`ping`."""
@@ -117,8 +129,10 @@ class ClientWorker:
                 except (OSError, ValueError) as err:
                     self.eval_skipped.append((self.videos[i].path, f"{LEFT_OUT}{err}"))
             if not pairs:
-                raise ValueError(f"none of the {len(self.eval_videos)} evaluation videos can be read: "
-                                 + "; ".join(reason for _, reason in self.eval_skipped[:3]))
+                raise ValueError(
+                    f"none of the {len(self.eval_videos)} evaluation videos can be read: "
+                    + "; ".join(reason for _, reason in self.eval_skipped[:3])
+                )
             self._eval = eval_clips(pairs, self.clip_frames, self.cfg.eval.clips)
         return self._eval
 
@@ -129,9 +143,15 @@ class ClientWorker:
                 state[k].copy_(v)
 
     # ------------------------------------------------------------------ training
-    def train_client(self, round: int, global_params: dict[str, np.ndarray], server_state: dict[str, np.ndarray],
-                     client: int, client_state: dict[int, dict[str, np.ndarray] | None] | None = None,
-                     plan: ClientPlan | None = None) -> ClientResult:
+    def train_client(
+        self,
+        round: int,
+        global_params: dict[str, np.ndarray],
+        server_state: dict[str, np.ndarray],
+        client: int,
+        client_state: dict[int, dict[str, np.ndarray] | None] | None = None,
+        plan: ClientPlan | None = None,
+    ) -> ClientResult:
         """Train ``client`` from the round's global weights (``plan``: the coordinator's attempt, speed and
         deadline budget for it); returns its contribution (a :class:`~fedvsr.fl.aggregate.ClientUpdate`: its
         tensors as trained, copied off the device once), its report and its new persistent state."""
@@ -141,8 +161,12 @@ class ClientWorker:
         update = ClientUpdate()
         state = (client_state or {}).get(client)
         ctx = ClientContext(
-            client=client, round=round, total_rounds=cfg.fl.rounds, total_clients=cfg.fl.clients,
-            model=self.model, global_params=to_torch(global_params, self.device),
+            client=client,
+            round=round,
+            total_rounds=cfg.fl.rounds,
+            total_clients=cfg.fl.clients,
+            model=self.model,
+            global_params=to_torch(global_params, self.device),
             server_state=to_torch(server_state, self.device),
             client_state=to_torch(state, self.device) if state is not None else None,
             lr=self.schedule.round_rate(round, cfg.fl.rounds),
@@ -153,14 +177,34 @@ class ClientWorker:
         except torch.cuda.OutOfMemoryError as err:  # the coordinator trains it again with fewer workers per GPU
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            result, log_weight, kept = LocalResult(client, 0, 0, math.nan, 0.0, False,
-                                                   f"CUDA out of memory: {str(err).strip().splitlines()[0]}"), 0.0, None
+            result, log_weight, kept = (
+                LocalResult(
+                    client, 0, 0, math.nan, 0.0, False, f"CUDA out of memory: {str(err).strip().splitlines()[0]}"
+                ),
+                0.0,
+                None,
+            )
         report = ClientReport(
-            round, client, result.samples, result.steps, result.seen, result.loss, ctx.lr,
-            log_weight if result.ok else -math.inf, math.exp(min(log_weight, 709.0)) if result.ok else 0.0,
-            self.index, self.device_name, self.gpu_ids, result.seconds,
+            round,
+            client,
+            result.samples,
+            result.steps,
+            result.seen,
+            result.loss,
+            ctx.lr,
+            log_weight if result.ok else -math.inf,
+            math.exp(min(log_weight, 709.0)) if result.ok else 0.0,
+            self.index,
+            self.device_name,
+            self.gpu_ids,
+            result.seconds,
             "ok" if result.ok else OUT_OF_MEMORY if result.reason.startswith("CUDA out of memory") else "dropped",
-            result.reason, plan.attempt, plan.speed, plan.budget, result.cut, node=self.node,
+            result.reason,
+            plan.attempt,
+            plan.speed,
+            plan.budget,
+            result.cut,
+            node=self.node,
         )
         new_state = {k: v.detach().cpu().numpy() for k, v in kept.items()} if kept is not None else None
         # nothing of a left-out client reaches the aggregate
@@ -171,27 +215,53 @@ class ClientWorker:
         seed = client_seed(cfg.seed, ctx.round, ctx.client)
         start = time.perf_counter()
         try:  # a video that broke since the scan is left out (self.skipped); a client with none left is dropped
-            data = TrainClips(self._usable_pairs(ctx.client), self.clip_frames, cfg.data.patch,
-                              cfg.data.samples_per_video, seed, self.augment, cfg.data.dark_threshold)
+            data = TrainClips(
+                self._usable_pairs(ctx.client),
+                self.clip_frames,
+                cfg.data.patch,
+                cfg.data.samples_per_video,
+                seed,
+                self.augment,
+                cfg.data.dark_threshold,
+            )
         except (OSError, ValueError) as err:
-            return LocalResult(ctx.client, 0, 0, math.nan, time.perf_counter() - start, False,
-                               f"data error: {err}"), 0.0, None
+            return (
+                LocalResult(ctx.client, 0, 0, math.nan, time.perf_counter() - start, False, f"data error: {err}"),
+                0.0,
+                None,
+            )
         ctx.samples = len(data)
         steps = math.ceil(len(data) / cfg.fl.batch_size) * cfg.fl.local_epochs
         limits = deadline_limits(plan.budget, cfg.fl.deadline_unit, cfg.fl.deadline_action, steps)
         if limits.refused:
-            return LocalResult(ctx.client, ctx.samples, 0, math.nan, time.perf_counter() - start, False,
-                               limits.refused, cut=True), 0.0, None
+            return (
+                LocalResult(
+                    ctx.client, ctx.samples, 0, math.nan, time.perf_counter() - start, False, limits.refused, cut=True
+                ),
+                0.0,
+                None,
+            )
         self._load(ctx.global_params)
         torch.manual_seed(seed)
-        training = LocalTraining(cfg.fl.local_epochs, cfg.fl.optimizer, schedule=self.schedule, steps=steps,
-                                 clip_grad_norm=cfg.fl.clip_grad_norm, max_steps=limits.max_steps,
-                                 time_budget=limits.time_budget)
+        training = LocalTraining(
+            cfg.fl.local_epochs,
+            cfg.fl.optimizer,
+            schedule=self.schedule,
+            steps=steps,
+            clip_grad_norm=cfg.fl.clip_grad_norm,
+            max_steps=limits.max_steps,
+            time_budget=limits.time_budget,
+        )
         result, log_weight, kept = run_client(
-            ctx, self.strategy, lambda epoch: epoch_batches(data, cfg.fl.batch_size, seed, epoch, collate, self.device),
-            update, training)
-        missed = missed_deadline(result.ok and result.cut, cfg.fl.deadline_action, limits.time_budget, result.steps,
-                                 steps)
+            ctx,
+            self.strategy,
+            lambda epoch: epoch_batches(data, cfg.fl.batch_size, seed, epoch, collate, self.device),
+            update,
+            training,
+        )
+        missed = missed_deadline(
+            result.ok and result.cut, cfg.fl.deadline_action, limits.time_budget, result.steps, steps
+        )
         if missed:  # a wall-clock deadline was missed
             result.ok, result.reason = False, missed
             return result, -math.inf, None
@@ -209,8 +279,10 @@ class ClientWorker:
             except (OSError, ValueError) as err:
                 self.skipped.append((self.videos[i].path, str(err)))
         if not pairs:
-            raise VideoError(f"none of its {len(self.client_videos[client])} videos can be used: "
-                             + "; ".join(reason for _, reason in self.skipped[:3]))
+            raise VideoError(
+                f"none of its {len(self.client_videos[client])} videos can be used: "
+                + "; ".join(reason for _, reason in self.skipped[:3])
+            )
         return pairs
 
     def _maybe_fail(self, round: int, client: int) -> None:
@@ -242,8 +314,10 @@ class ClientWorker:
         """PSNR / SSIM of the global model on all the held-out clips (one worker)."""
         start = time.perf_counter()
         self._load(to_torch(global_params, self.device))
-        return {**evaluate_model(self.model, self._eval_clips(), self.cfg, self.device),
-                "eval_seconds": time.perf_counter() - start}
+        return {
+            **evaluate_model(self.model, self._eval_clips(), self.cfg, self.device),
+            "eval_seconds": time.perf_counter() - start,
+        }
 
     def evaluate_bicubic(self) -> dict[str, float]:
         """The same metrics for bicubic upsampling of the LR frames the model restores."""
@@ -254,8 +328,13 @@ class ClientWorker:
         return describe()
 
     def ping(self) -> dict[str, Any]:
-        return {"index": self.index, "pid": os.getpid(), "device": self.device_name, "gpu": self.gpu_ids,
-                "node": self.node}
+        return {
+            "index": self.index,
+            "pid": os.getpid(),
+            "device": self.device_name,
+            "gpu": self.gpu_ids,
+            "node": self.node,
+        }
 
 
 def _decoding(cfg: ExperimentConfig) -> str:

@@ -79,6 +79,7 @@ def _check(spec_name: str, key: str, value: Any) -> Any:
 def _param(spec_name: str, pname: str, body: Any, fixed: dict[str, Any], earlier: list[Param]) -> Param:
     """Parse one entry of a spec's ``params`` (name ``pname``, mapping ``body``), given the fixed keys and the
     parameters listed before it."""
+
     def err(msg: str) -> SpecError:
         return SpecError(f"sweep spec {spec_name!r}, parameter {pname!r}: {msg}")
 
@@ -91,8 +92,10 @@ def _param(spec_name: str, pname: str, body: Any, fixed: dict[str, Any], earlier
     kinds = [k for k in body if k in KINDS]
     other = [k for k in body if k not in KINDS]
     if other:
-        raise err(f"unknown field(s) {', '.join(map(str, other))}; allowed: {', '.join(KINDS)}, keys, when, "
-                  "step, log, scale, offset")
+        raise err(
+            f"unknown field(s) {', '.join(map(str, other))}; allowed: {', '.join(KINDS)}, keys, when, "
+            "step, log, scale, offset"
+        )
     if len(kinds) != 1:
         raise err(f"needs exactly one distribution of {', '.join(KINDS)}, got {kinds or 'none'}")
     kind = kinds[0]
@@ -135,8 +138,9 @@ def _param_keys(pname: str, keys_raw: Any, kind: str, err) -> tuple[str, ...]:
     return keys
 
 
-def _param_when(spec_name: str, when_raw: Any, fixed: dict[str, Any], earlier: list[Param],
-                err) -> tuple[tuple[str, tuple], ...]:
+def _param_when(
+    spec_name: str, when_raw: Any, fixed: dict[str, Any], earlier: list[Param], err
+) -> tuple[tuple[str, tuple], ...]:
     """A parameter's ``when`` conditions: each on a fixed key or an earlier parameter, with values it can take."""
     when = []
     if not isinstance(when_raw, dict):
@@ -148,8 +152,10 @@ def _param_when(spec_name: str, when_raw: Any, fixed: dict[str, Any], earlier: l
     for ckey, cval in when_raw.items():
         ckey = str(ckey)
         if ckey not in known:
-            raise err(f"when names {ckey!r}, which is neither a fixed key nor a parameter listed earlier; "
-                      f"known: {', '.join(sorted(known)) or 'none'}")
+            raise err(
+                f"when names {ckey!r}, which is neither a fixed key nor a parameter listed earlier; "
+                f"known: {', '.join(sorted(known)) or 'none'}"
+            )
         allowed = tuple(cval) if isinstance(cval, list) else (cval,)
         for v in allowed:
             _check(spec_name, ckey, v)
@@ -160,12 +166,14 @@ def _param_when(spec_name: str, when_raw: Any, fixed: dict[str, Any], earlier: l
     return tuple(when)
 
 
-def _continuous(spec_name: str, pname: str, kind: str, spec_value: Any, extras: dict[str, Any],
-                err) -> dict[str, Any]:
+def _continuous(spec_name: str, pname: str, kind: str, spec_value: Any, extras: dict[str, Any], err) -> dict[str, Any]:
     """``low`` and ``high`` (and an int range's ``step`` and ``log``) of a continuous distribution."""
     kw: dict[str, Any] = {}
-    if not (isinstance(spec_value, list) and len(spec_value) == 2
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in spec_value)):
+    if not (
+        isinstance(spec_value, list)
+        and len(spec_value) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in spec_value)
+    ):
         raise err(f"{kind} = {spec_value!r}: expected [low, high], two numbers")
     low, high = (float(x) for x in spec_value)
     if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
@@ -204,8 +212,15 @@ def _categorical(spec_name: str, keys: tuple[str, ...], kind: str, spec_value: A
     return tuple(values)
 
 
-def _affine_source(spec_name: str, pname: str, spec_value: Any, extras: dict[str, Any], fixed: dict[str, Any],
-                   earlier: list[Param], err) -> dict[str, Any]:
+def _affine_source(
+    spec_name: str,
+    pname: str,
+    spec_value: Any,
+    extras: dict[str, Any],
+    fixed: dict[str, Any],
+    earlier: list[Param],
+    err,
+) -> dict[str, Any]:
     """An affine parameter's source, scale and offset, checked at the source's possible values."""
     source = str(spec_value)
     if source not in {k for p in earlier for k in p.keys} | set(fixed):

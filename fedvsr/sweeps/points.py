@@ -160,9 +160,14 @@ def gain_interval(rows: list[dict[str, Any]], level: float = LEVEL) -> Interval 
     return mean_interval(gains, level) if gains else None
 
 
-def rank_points(rows: list[dict[str, Any]], metric: str = "psnr", mode: str | None = None,
-                where: list[tuple[str, Any]] | None = None, include_stopped: bool = False,
-                level: float = LEVEL) -> Ranking:
+def rank_points(
+    rows: list[dict[str, Any]],
+    metric: str = "psnr",
+    mode: str | None = None,
+    where: list[tuple[str, Any]] | None = None,
+    include_stopped: bool = False,
+    level: float = LEVEL,
+) -> Ranking:
     """The points of ``rows`` that may win (see :func:`rank`), ranked by their mean, with their tie set."""
     kept, column, mode = rank(rows, metric, mode, where, include_stopped)
     ids = {id(r) for r in kept}
@@ -171,16 +176,25 @@ def rank_points(rows: list[dict[str, Any]], metric: str = "psnr", mode: str | No
     by_label = dict(zip(labels, points, strict=True))
     values = {lab: {seed_key(r): r[column] for r in p} for lab, p in by_label.items()}
     ranked = tie_set(values, mode, level)
-    return Ranking([Point(r.name, by_label[r.name], r, gain_interval(by_label[r.name], level)) for r in ranked],
-                   column, mode, len(kept), level)
+    return Ranking(
+        [Point(r.name, by_label[r.name], r, gain_interval(by_label[r.name], level)) for r in ranked],
+        column,
+        mode,
+        len(kept),
+        level,
+    )
 
 
 def method_words(points: list[Point]) -> str:
     """How the points were compared with the top: paired t-tests (shared seeds), Welch's, or both."""
-    kinds = {p.ranked.versus_top.paired for p in points if p.ranked.versus_top is not None
-             and p.ranked.versus_top.testable}
-    name = {frozenset({True}): "paired t-tests", frozenset({False}): "Welch t-tests",
-            frozenset(): "t-tests paired by seed"}.get(frozenset(kinds), "paired (shared seeds) or Welch t-tests")
+    kinds = {
+        p.ranked.versus_top.paired for p in points if p.ranked.versus_top is not None and p.ranked.versus_top.testable
+    }
+    name = {
+        frozenset({True}): "paired t-tests",
+        frozenset({False}): "Welch t-tests",
+        frozenset(): "t-tests paired by seed",
+    }.get(frozenset(kinds), "paired (shared seeds) or Welch t-tests")
     return f"Holm-corrected {name}"
 
 
@@ -191,9 +205,11 @@ def winner_warnings(ranking: Ranking) -> list[str]:
     top = ranking.points[0]
     if top.gain.mean >= 0:
         return []
-    return [f"fedvsr best: warning: the winner {top.label} is below bicubic: final PSNR {_pm(top.gain, 4, True)} dB "
-            f"against bicubic's on the same clips (mean over {top.gain.n} run{'s' * (top.gain.n > 1)}); the model "
-            f"made the video worse than upscaling it does"]
+    return [
+        f"fedvsr best: warning: the winner {top.label} is below bicubic: final PSNR {_pm(top.gain, 4, True)} dB "
+        f"against bicubic's on the same clips (mean over {top.gain.n} run{'s' * (top.gain.n > 1)}); the model "
+        f"made the video worse than upscaling it does"
+    ]
 
 
 def _pm(iv: Interval | None, digits: int, sign: bool = False) -> str:
@@ -214,18 +230,24 @@ def _tie_lines(ranking: Ranking, digits: int) -> list[str]:
         return [f"the only point of {ranking.runs} run{'s' * (ranking.runs > 1)} ranked"]
     if top.n < 2:
         runner = rest[0]
-        return [f"n = 1: no interval can be given from a single run, and the runner-up {runner.label} "
-                f"({runner.interval.mean:.{digits}f}) cannot be told apart from it without replicates: rerun the "
-                f"top points with replicates (fedvsr simulate --replicates 3, or replicates: 3 in the sweep spec)"]
+        return [
+            f"n = 1: no interval can be given from a single run, and the runner-up {runner.label} "
+            f"({runner.interval.mean:.{digits}f}) cannot be told apart from it without replicates: rerun the "
+            f"top points with replicates (fedvsr simulate --replicates 3, or replicates: 3 in the sweep spec)"
+        ]
     ties = [p for p in rest if p.tie]
     untested = [p for p in rest if p.tie is None]
     lines = []
     if ties:
-        lines.append(f"not distinguishable from it at {ranking.level:.0%} ({method_words(rest)}): "
-                     + ", ".join(f"{p.label} ({_pm(p.interval, digits)})" for p in ties))
+        lines.append(
+            f"not distinguishable from it at {ranking.level:.0%} ({method_words(rest)}): "
+            + ", ".join(f"{p.label} ({_pm(p.interval, digits)})" for p in ties)
+        )
     elif len(untested) < len(rest):
-        lines.append(f"every other {'tested ' if untested else ''}point is distinguishable from it at "
-                     f"{ranking.level:.0%} ({method_words(rest)})")
+        lines.append(
+            f"every other {'tested ' if untested else ''}point is distinguishable from it at "
+            f"{ranking.level:.0%} ({method_words(rest)})"
+        )
     if untested:
         lines.append("not tested (a single run, no interval): " + ", ".join(p.label for p in untested))
     return lines
@@ -237,17 +259,22 @@ def best_yaml(ranking: Ranking) -> str:
     top = ranking.points[0]
     digits = decimals_for([p.interval for p in ranking.points], least=4)
     run = top.rows[0]
-    where = (f"sweep folder {show_path(run['sweep_dir'])} (spec {run['sweep']!r}), trial {run['trial']}"
-             if run.get("sweep_dir") else ", ".join(show_path(f) for f in top.folders))
+    where = (
+        f"sweep folder {show_path(run['sweep_dir'])} (spec {run['sweep']!r}), trial {run['trial']}"
+        if run.get("sweep_dir")
+        else ", ".join(show_path(f) for f in top.folders)
+    )
     n = top.n
     best = "highest" if ranking.mode == "max" else "lowest"
-    head = [f"fedvsr best: {top.label}: {ranking.column} = {_pm(top.interval, digits)} ({best} mean of "
-            f"{len(ranking.points)} points, {ranking.runs} runs; {top.rounds_run} rounds)",
-            f"from {where}",
-            f"rests on n = {n} replicate{'s' * (n > 1)}: (data.seed, seed) = "
-            + ", ".join(f"({a}, {b})" for a, b in (seed_key(r) for r in top.rows))
-            + (f"; mean and {ranking.level:.0%} t interval over them" if n > 1 else "")
-            + f"; the config below is that of {show_path(run['out'])}"]
+    head = [
+        f"fedvsr best: {top.label}: {ranking.column} = {_pm(top.interval, digits)} ({best} mean of "
+        f"{len(ranking.points)} points, {ranking.runs} runs; {top.rounds_run} rounds)",
+        f"from {where}",
+        f"rests on n = {n} replicate{'s' * (n > 1)}: (data.seed, seed) = "
+        + ", ".join(f"({a}, {b})" for a, b in (seed_key(r) for r in top.rows))
+        + (f"; mean and {ranking.level:.0%} t interval over them" if n > 1 else "")
+        + f"; the config below is that of {show_path(run['out'])}",
+    ]
     if top.gain is not None:
         head.append(f"gain over bicubic: {_pm(top.gain, digits, sign=True)} dB")
     head += _tie_lines(ranking, digits)
@@ -290,21 +317,37 @@ def top_table(ranking: Ranking, k: int) -> str:
     keys = varying_keys(top)
     header = ["#", "", ranking.column, "n", "gain_db", "status", "rounds", "folder", *keys]
     mark = {True: "=", False: "", None: "?"}
-    body = [[str(i), mark[p.tie], _pm(p.interval, digits), str(p.n), _pm(p.gain, digits, sign=True), p.status,
-             str(p.rounds_run), p.label, *(cell(p.rows[0].get(key)) for key in keys)]
-            for i, p in enumerate(top, 1)]
+    body = [
+        [
+            str(i),
+            mark[p.tie],
+            _pm(p.interval, digits),
+            str(p.n),
+            _pm(p.gain, digits, sign=True),
+            p.status,
+            str(p.rounds_run),
+            p.label,
+            *(cell(p.rows[0].get(key)) for key in keys),
+        ]
+        for i, p in enumerate(top, 1)
+    ]
     widths = [max(len(r[c]) for r in [header, *body]) for c in range(len(header))]
     right = {0, 2, 3, 4, 6}
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
-                         enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     rest = ranking.points[1:]
-    lines = [f"top {len(top)} of {len(ranking.points)} points ({ranking.runs} runs) by mean {ranking.column} "
-             f"({ranking.mode}), +- the {ranking.level:.0%} t interval over n replicates",
-             f"= not distinguishable from #1 at {ranking.level:.0%} ({method_words(rest)}); ? not tested (n = 1)"
-             if rest else "", line(header)]
+    lines = [
+        f"top {len(top)} of {len(ranking.points)} points ({ranking.runs} runs) by mean {ranking.column} "
+        f"({ranking.mode}), +- the {ranking.level:.0%} t interval over n replicates",
+        f"= not distinguishable from #1 at {ranking.level:.0%} ({method_words(rest)}); ? not tested (n = 1)"
+        if rest
+        else "",
+        line(header),
+    ]
     return "\n".join([*filter(None, lines), *map(line, body)]) + "\n"
 
 
@@ -315,21 +358,37 @@ def _num(x: float | None) -> float | None:
 def interval_json(iv: Interval | None) -> dict[str, Any] | None:
     if iv is None:
         return None
-    return {"mean": _num(iv.mean), "std": _num(iv.std), "n": iv.n, "low": _num(iv.low), "high": _num(iv.high),
-            "level": iv.level}
+    return {
+        "mean": _num(iv.mean),
+        "std": _num(iv.std),
+        "n": iv.n,
+        "low": _num(iv.low),
+        "high": _num(iv.high),
+        "level": iv.level,
+    }
 
 
 def point_json(point: Point, rank_index: int, column: str) -> dict[str, Any]:
     """A point as JSON (NaN as null); ``column`` (``final_psnr``) holds its mean, as ``mean`` does."""
     vs = point.ranked.versus_top
-    return {"rank": rank_index, "label": point.label, "column": column, column: _num(point.interval.mean),
-            **interval_json(point.interval),
-            "tie": point.tie, "p_adjusted": _num(point.ranked.p_adjusted),
-            "versus_top": None if vs is None else {**interval_json(vs.diff), "p": _num(vs.p), "paired": vs.paired},
-            "gain_db": interval_json(point.gain), "status": point.status, "rounds_run": point.rounds_run,
-            "folders": point.folders, "seeds": [list(seed_key(r)) for r in point.rows],
-            "values": [r[column] for r in point.rows], "runs": [r["out"] for r in point.rows],
-            "config": point.config()}
+    return {
+        "rank": rank_index,
+        "label": point.label,
+        "column": column,
+        column: _num(point.interval.mean),
+        **interval_json(point.interval),
+        "tie": point.tie,
+        "p_adjusted": _num(point.ranked.p_adjusted),
+        "versus_top": None if vs is None else {**interval_json(vs.diff), "p": _num(vs.p), "paired": vs.paired},
+        "gain_db": interval_json(point.gain),
+        "status": point.status,
+        "rounds_run": point.rounds_run,
+        "folders": point.folders,
+        "seeds": [list(seed_key(r)) for r in point.rows],
+        "values": [r[column] for r in point.rows],
+        "runs": [r["out"] for r in point.rows],
+        "config": point.config(),
+    }
 
 
 def round_series(rows: list[dict[str, Any]], key: str = "psnr", level: float = LEVEL) -> list[tuple[int, Interval]]:

@@ -51,9 +51,33 @@ NODE_FILE = "node.json"
 #: marks a replicate group folder: {"replicates": N, "seeds": [...], "data_seeds": [...], "vary_data": ...}
 REPLICATES_FILE = "replicates.json"
 REPLICATE_DIR = re.compile(r"rep-(\d+)")
-RESULT_COLUMNS = ["trial", "sweep", "sweep_dir", "group", "replicate", "status", "error", "rounds", "rounds_run",
-                  "final_psnr", "final_ssim", "final_loss", "best_psnr", "best_ssim", "best_round", "initial_psnr",
-                  "bicubic_psnr", "gain_db", "seconds", "out", "node_ip", "node_id", "restarts", "node_ids", "kind"]
+RESULT_COLUMNS = [
+    "trial",
+    "sweep",
+    "sweep_dir",
+    "group",
+    "replicate",
+    "status",
+    "error",
+    "rounds",
+    "rounds_run",
+    "final_psnr",
+    "final_ssim",
+    "final_loss",
+    "best_psnr",
+    "best_ssim",
+    "best_round",
+    "initial_psnr",
+    "bicubic_psnr",
+    "gain_db",
+    "seconds",
+    "out",
+    "node_ip",
+    "node_id",
+    "restarts",
+    "node_ids",
+    "kind",
+]
 #: the seed pair replicates are paired on: the same pair means the same data, split, sampling and initial model
 SEED_KEYS = ("data.seed", "seed")
 #: config keys that cannot change a run's numbers (where it runs, where caches live)
@@ -96,8 +120,13 @@ def _text(path: Path) -> str:
     return path.read_text().strip() if path.is_file() else ""
 
 
-def run_row(run_dir: str | os.PathLike, trial: str | None = None, sweep: str = "", sweep_dir: str = "",
-            group: str | os.PathLike | None = None) -> dict[str, Any]:
+def run_row(
+    run_dir: str | os.PathLike,
+    trial: str | None = None,
+    sweep: str = "",
+    sweep_dir: str = "",
+    group: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """The result row of one run folder (see the module docstring); ``group``: the replicate group folder
     holding it, whose status, error and node stand for the run's when the run has none of its own."""
     d = Path(run_dir)
@@ -156,21 +185,33 @@ def run_row(run_dir: str | os.PathLike, trial: str | None = None, sweep: str = "
     return row
 
 
-def group_rows(group_dir: str | os.PathLike, trial: str | None = None, sweep: str = "",
-               sweep_dir: str = "") -> list[dict[str, Any]]:
+def group_rows(
+    group_dir: str | os.PathLike, trial: str | None = None, sweep: str = "", sweep_dir: str = ""
+) -> list[dict[str, Any]]:
     """The rows of a replicate group's runs (``rep-0``, ``rep-1``, ... in order); a group whose runs were never
     written (a trial that failed first) is one row holding its status and error."""
     g = Path(group_dir)
-    reps = sorted((c for c in g.iterdir() if REPLICATE_DIR.fullmatch(c.name) and (c / "config.yaml").is_file()),
-                  key=lambda c: int(c.name[4:]))
+    reps = sorted(
+        (c for c in g.iterdir() if REPLICATE_DIR.fullmatch(c.name) and (c / "config.yaml").is_file()),
+        key=lambda c: int(c.name[4:]),
+    )
     if reps:
         return [run_row(r, trial=trial or g.name, sweep=sweep, sweep_dir=sweep_dir, group=g) for r in reps]
     status_doc, error = _json(g / STATUS_FILE), _text(g / ERROR_FILE)
     row = dict.fromkeys(RESULT_COLUMNS)
-    row.update(trial=trial or g.name, sweep=sweep, sweep_dir=sweep_dir, group=str(g.resolve()), rounds=0,
-               rounds_run=0, seconds=0.0, out=str(g.resolve()), kind="federated",
-               status=status_doc.get("status") or ("error" if error else "incomplete"),
-               error=status_doc.get("error") or error)
+    row.update(
+        trial=trial or g.name,
+        sweep=sweep,
+        sweep_dir=sweep_dir,
+        group=str(g.resolve()),
+        rounds=0,
+        rounds_run=0,
+        seconds=0.0,
+        out=str(g.resolve()),
+        kind="federated",
+        status=status_doc.get("status") or ("error" if error else "incomplete"),
+        error=status_doc.get("error") or error,
+    )
     return [row]
 
 
@@ -263,8 +304,9 @@ def check_where(rows: list[dict[str, Any]], where: list[tuple[str, Any]] | None)
     known = {k for r in rows for k in r}
     for key, _ in where or []:
         if key not in known:
-            raise ConfigError(f"--where {key}: no such column among {len(rows)} runs; known columns: "
-                              + ", ".join(sorted(known)))
+            raise ConfigError(
+                f"--where {key}: no such column among {len(rows)} runs; known columns: " + ", ".join(sorted(known))
+            )
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -275,8 +317,13 @@ def _equal(a: Any, b: Any) -> bool:
     return a == b or str(a) == str(b)
 
 
-def rank(rows: list[dict[str, Any]], metric: str = "psnr", mode: str | None = None,
-         where: list[tuple[str, Any]] | None = None, include_stopped: bool = False) -> tuple[list[dict], str, str]:
+def rank(
+    rows: list[dict[str, Any]],
+    metric: str = "psnr",
+    mode: str | None = None,
+    where: list[tuple[str, Any]] | None = None,
+    include_stopped: bool = False,
+) -> tuple[list[dict], str, str]:
     """The rows that may win (finished, or also stopped ones), filtered by ``where``, best first.
 
     ``metric`` is psnr / ssim / loss (the final value) or any numeric column (``best_psnr``); a ``where`` key that
@@ -304,6 +351,8 @@ def winner_yaml(row: dict[str, Any], column: str, mode: str, considered: int) ->
     """One run's ``config.yaml`` text, headed by a comment naming the trial and its metric."""
     text = (Path(row["out"]) / "config.yaml").read_text()
     where = f"sweep {row['sweep']!r}, " if row.get("sweep") else ""
-    head = (f"# fedvsr best: {where}trial {row['trial']} ({row['out']}): {column} = {row[column]:.4f} "
-            f"({mode} over {considered} runs, {row['rounds_run']} rounds)\n")
+    head = (
+        f"# fedvsr best: {where}trial {row['trial']} ({row['out']}): {column} = {row[column]:.4f} "
+        f"({mode} over {considered} runs, {row['rounds_run']} rounds)\n"
+    )
     return head + text

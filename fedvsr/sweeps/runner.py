@@ -72,16 +72,25 @@ def _optuna_search(spec: SweepSpec):
         """OptunaSearch that marks trials stopped before their last round PRUNED (module docstring)."""
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if (not error and result and trial_id in self._ot_trials and trial_id not in self._completed_trials
-                    and result.get("round", 0) < result.get("rounds", 0)):
+            if (
+                not error
+                and result
+                and trial_id in self._ot_trials
+                and trial_id not in self._completed_trials
+                and result.get("round", 0) < result.get("rounds", 0)
+            ):
                 self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
                 self._completed_trials.add(trial_id)
                 return
             super().on_trial_complete(trial_id, result, error)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return RoundAwareOptunaSearch(space=spec.suggest, metric=METRIC_KEYS[spec.metric], mode=spec.mode,
-                                  sampler=optuna.samplers.TPESampler(seed=spec.seed))
+    return RoundAwareOptunaSearch(
+        space=spec.suggest,
+        metric=METRIC_KEYS[spec.metric],
+        mode=spec.mode,
+        sampler=optuna.samplers.TPESampler(seed=spec.seed),
+    )
 
 
 def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], None], table_every: float):
@@ -105,8 +114,12 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             if not result.get("replayed"):
                 count_busy(sweep_dir, trial_plan(spec, trial.config).cfg, result.get("seconds", 0.0))
-            self.running[trial.trial_id] = {"round": result.get("round"), "rounds": result.get("rounds"),
-                                            "psnr": result.get("psnr"), "values": self._values(trial)}
+            self.running[trial.trial_id] = {
+                "round": result.get("round"),
+                "rounds": result.get("rounds"),
+                "psnr": result.get("psnr"),
+                "values": self._values(trial),
+            }
             now = time.monotonic()
             if now - self.last_table >= table_every and self.running:
                 self.last_table = now
@@ -126,12 +139,16 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
             total = spec.trials or "?"
             res = trial.last_result or {}
             if status == "error":
-                echo(f"trial {self.finished}/{total} {trial.trial_id} failed: {error.splitlines()[0] if error else ''}"
-                     f"  [{self._values(trial)}]")
+                echo(
+                    f"trial {self.finished}/{total} {trial.trial_id} failed: {error.splitlines()[0] if error else ''}"
+                    f"  [{self._values(trial)}]"
+                )
             else:
                 what = "finished" if status == "finished" else f"stopped by ASHA at round {res.get('round')}"
-                echo(f"trial {self.finished}/{total} {trial.trial_id} {what}: psnr {res.get('psnr', math.nan):.2f} "
-                     f"ssim {res.get('ssim', math.nan):.4f}  [{self._values(trial)}]")
+                echo(
+                    f"trial {self.finished}/{total} {trial.trial_id} {what}: psnr {res.get('psnr', math.nan):.2f} "
+                    f"ssim {res.get('ssim', math.nan):.4f}  [{self._values(trial)}]"
+                )
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             res = trial.last_result or {}
@@ -142,8 +159,10 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
             self.running.pop(trial.trial_id, None)
             if (self._folder(trial) / ERROR_FILE).is_file():  # fedvsr's own error: its restart fails the same, at once
                 return
-            echo(f"trial {trial.trial_id} was lost ({trial.num_failures} of {TRIAL_RESTARTS} restarts): it starts "
-                 f"again, from its last round checkpoint  [{self._values(trial)}]")
+            echo(
+                f"trial {trial.trial_id} was lost ({trial.num_failures} of {TRIAL_RESTARTS} restarts): it starts "
+                f"again, from its last round checkpoint  [{self._values(trial)}]"
+            )
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             folder = self._folder(trial)
@@ -154,8 +173,9 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
                 message = Path(trial.error_file).read_text().strip().splitlines()[-1]
             if not folder.is_dir():
                 folder.mkdir(parents=True)
-                write_text_atomic(folder / "config.yaml", yaml.safe_dump(trial_plan(spec, trial.config).tree,
-                                                                         sort_keys=False))
+                write_text_atomic(
+                    folder / "config.yaml", yaml.safe_dump(trial_plan(spec, trial.config).tree, sort_keys=False)
+                )
             self._done(trial, "error", message or "the trial failed (see Ray's logs)")
 
     return Progress()
@@ -185,10 +205,16 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | str | None = None,
-              resume: bool = False,
-              address: str | None = None, echo: Callable[[str], None] = lambda s: print(s, flush=True),
-              table_every: float = 30.0, callbacks: list | None = None) -> list[dict[str, Any]]:
+def run_sweep(
+    spec: SweepSpec | None,
+    out: str | os.PathLike,
+    concurrent: int | str | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    echo: Callable[[str], None] = lambda s: print(s, flush=True),
+    table_every: float = 30.0,
+    callbacks: list | None = None,
+) -> list[dict[str, Any]]:
     """Run (or with ``resume`` continue) the sweep in ``out``; returns the rows of ``trials.parquet``.
 
     ``address``: the Ray cluster to run on (default: the spec's platform.address, usually a local Ray).
@@ -200,8 +226,10 @@ def run_sweep(spec: SweepSpec | None, out: str | os.PathLike, concurrent: int | 
             raise SpecError(f"--resume: {str(out)!r} holds no sweep.yaml of an earlier sweep")
         saved = saved_spec(out)
         if spec is not None and spec.to_dict() != saved.to_dict():
-            raise SpecError(f"--resume: the sweep in {str(out)!r} was started with another spec; Tune cannot change "
-                            "a sweep's search space on restore: resume without a spec, --set or --trials")
+            raise SpecError(
+                f"--resume: the sweep in {str(out)!r} was started with another spec; Tune cannot change "
+                "a sweep's search space on restore: resume without a spec, --set or --trials"
+            )
         spec = saved
     else:
         if (out / SWEEP_FILE).exists():
@@ -246,8 +274,7 @@ def replicates_in_parallel(spec: SweepSpec) -> bool:
 
     from fedvsr.platform.replicates import fits_in_parallel
 
-    return spec.replicates > 1 and fits_in_parallel(trial_plan(spec, {}).cfg, spec.replicates,
-                                                    ray.cluster_resources())
+    return spec.replicates > 1 and fits_in_parallel(trial_plan(spec, {}).cfg, spec.replicates, ray.cluster_resources())
 
 
 def _dataset_folders(cfg) -> dict[str, str]:
@@ -260,25 +287,39 @@ def _dataset_folders(cfg) -> dict[str, str]:
     return folders
 
 
-def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo, table_every: float,
-         sweep_id: str | None = None, callbacks: list | tuple = ()):
+def _fit(
+    spec: SweepSpec,
+    out: Path,
+    concurrent: int | None,
+    resume: bool,
+    echo,
+    table_every: float,
+    sweep_id: str | None = None,
+    callbacks: list | tuple = (),
+):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     parallel = replicates_in_parallel(spec)
     trainable = tune.with_resources(
         tune.with_parameters(SweepTrial, spec=spec, sweep_dir=str(out), sweep_id=sweep_id, parallel=parallel),
-        trial_resources(spec, parallel))
+        trial_resources(spec, parallel),
+    )
     metric = METRIC_KEYS[spec.metric]
     if resume and tune.Tuner.can_restore(str(out / TUNE_DIR)):
-        tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
+        tuner = tune.Tuner.restore(
+            str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
         echo(f"fedvsr sweep: resuming {spec.name} in {out}")
     else:
         scheduler = None
         if spec.scheduler == "asha":
-            scheduler = ASHAScheduler(time_attr="round", max_t=spec.max_rounds, grace_period=spec.grace_period,
-                                      reduction_factor=spec.reduction_factor)
+            scheduler = ASHAScheduler(
+                time_attr="round",
+                max_t=spec.max_rounds,
+                grace_period=spec.grace_period,
+                reduction_factor=spec.reduction_factor,
+            )
         if spec.search == "grid":
             param_space, search_alg, samples = {"params": tune.grid_search(spec.grid_points())}, None, 1
         else:
@@ -286,20 +327,37 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
-            tune_config=tune.TuneConfig(metric=metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
-                                        num_samples=samples, max_concurrent_trials=concurrent,
-                                        trial_dirname_creator=lambda t: t.trial_id, reuse_actors=True),
-            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(out), verbose=0,
-                                      callbacks=[_progress_callback(spec, out, echo, table_every), *callbacks],
-                                      failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS),
-                                      # a trial's state is its run folder (its round checkpoints), not Tune's
-                                      checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode=spec.mode,
+                scheduler=scheduler,
+                search_alg=search_alg,
+                num_samples=samples,
+                max_concurrent_trials=concurrent,
+                trial_dirname_creator=lambda t: t.trial_id,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=str(out),
+                verbose=0,
+                callbacks=[_progress_callback(spec, out, echo, table_every), *callbacks],
+                failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS),
+                # a trial's state is its run folder (its round checkpoints), not Tune's
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            ),
         )
-        reps = (f", {spec.replicates} replicates per point ({'in parallel' if parallel else 'sharing the workers'}"
-                f"; ASHA and Optuna see their mean)" if spec.replicates > 1 else "")
-        echo(f"fedvsr sweep: {spec.name}: {spec.trials} trials ({spec.search}"
-             f"{', ASHA on rounds' if spec.scheduler == 'asha' else ''}{reps}), metric {spec.metric} ({spec.mode}); "
-             f"output in {out}")
+        reps = (
+            f", {spec.replicates} replicates per point ({'in parallel' if parallel else 'sharing the workers'}"
+            f"; ASHA and Optuna see their mean)"
+            if spec.replicates > 1
+            else ""
+        )
+        echo(
+            f"fedvsr sweep: {spec.name}: {spec.trials} trials ({spec.search}"
+            f"{', ASHA on rounds' if spec.scheduler == 'asha' else ''}{reps}), metric {spec.metric} ({spec.mode}); "
+            f"output in {out}"
+        )
     started = time.time()
     _BUSY.pop(str(out), None)
     try:
@@ -309,8 +367,11 @@ def _fit(spec: SweepSpec, out: Path, concurrent: int | None, resume: bool, echo,
     wall = time.time() - started
     rows = write_trials_table(out)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped", "error", "incomplete")}
-    echo(f"fedvsr sweep: {len(rows)} trials in {wall:.0f} s: "
-         + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" -> {out / 'trials.parquet'}")
+    echo(
+        f"fedvsr sweep: {len(rows)} trials in {wall:.0f} s: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        + f" -> {out / 'trials.parquet'}"
+    )
     _report_utilisation(out, wall, echo)
     if grid is not None and grid.num_errors:
         echo(f"fedvsr sweep: {grid.num_errors} trial(s) failed; their errors are in trials.parquet")
@@ -334,8 +395,11 @@ def _report_utilisation(out: Path, wall: float, echo: Callable[[str], None]) -> 
     used = utilisation(busy, wall, resources)
     record = {"wall_seconds": wall, "resources": resources, "busy_seconds": busy, "utilisation": used}
     if used:
-        echo("fedvsr sweep: utilisation " + ", ".join(f"{u:.0%} of {resources[k]:g} {k}s" for k, u in used.items())
-             + " (the trials' rounds x the workers' resources they held, over wall time x the cluster's)")
+        echo(
+            "fedvsr sweep: utilisation "
+            + ", ".join(f"{u:.0%} of {resources[k]:g} {k}s" for k, u in used.items())
+            + " (the trials' rounds x the workers' resources they held, over wall time x the cluster's)"
+        )
     path = out / TRIALS_FILE
     if path.is_file():
         table = pq.read_table(path)
@@ -379,17 +443,23 @@ class SweepInterrupted(Exception):
         def values(point: dict[str, Any]) -> str:
             return ", ".join(f"{k}={_short(point[k])}" for k in keys if k in point)
 
-        self.unfinished = [f"{r['trial']} (round {r.get('rounds_run', 0)} of {r.get('rounds', '?')}; {values(r)})"
-                           for r in rows if r.get("status") == "incomplete"]
+        self.unfinished = [
+            f"{r['trial']} (round {r.get('rounds_run', 0)} of {r.get('rounds', '?')}; {values(r)})"
+            for r in rows
+            if r.get("status") == "incomplete"
+        ]
         done = sum(r.get("status") != "incomplete" for r in rows)
         if spec.search == "grid":
-            self.not_started = [values(p) for p in spec.grid_points()
-                                if not any(all(r.get(k) == v for k, v in p.items()) for r in rows)]
+            self.not_started = [
+                values(p) for p in spec.grid_points() if not any(all(r.get(k) == v for k, v in p.items()) for r in rows)
+            ]
             left = len(self.not_started)
         else:
             left = max(spec.trials - len(rows), 0)
             self.not_started = [f"{left} not proposed yet"] if left else []
         self.missing = len(self.unfinished) + left
-        super().__init__(f"{self.missing} of {spec.trials} trials not finished ({done} done)"
-                         + (f"; started: {'; '.join(self.unfinished)}" if self.unfinished else "")
-                         + (f"; not started: {'; '.join(self.not_started)}" if self.not_started else ""))
+        super().__init__(
+            f"{self.missing} of {spec.trials} trials not finished ({done} done)"
+            + (f"; started: {'; '.join(self.unfinished)}" if self.unfinished else "")
+            + (f"; not started: {'; '.join(self.not_started)}" if self.not_started else "")
+        )

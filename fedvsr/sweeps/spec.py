@@ -76,8 +76,19 @@ SPACES_DIR = Path(__file__).parent / "spaces"
 METRICS = {"psnr": "max", "ssim": "max", "loss": "min"}
 SEARCHES = ("grid", "optuna")
 SCHEDULERS = ("asha", "none")
-_TOP_KEYS = {"description", "metric", "search", "trials", "scheduler", "asha", "fixed", "params", "seed", "replicates",
-             "vary_data"}
+_TOP_KEYS = {
+    "description",
+    "metric",
+    "search",
+    "trials",
+    "scheduler",
+    "asha",
+    "fixed",
+    "params",
+    "seed",
+    "replicates",
+    "vary_data",
+}
 _ASHA_KEYS = {"grace_period", "reduction_factor"}
 #: the largest searcher seed: Optuna's TPESampler seeds numpy's RandomState, which takes 0 .. 2^32 - 1
 SEARCH_SEED_MAX = 2**32 - 1
@@ -211,10 +222,16 @@ class SweepSpec:
                 d["when"] = {k: list(v) if len(v) > 1 else v[0] for k, v in p.when}
             params[p.name] = d
         return {
-            "description": self.description, "metric": self.metric, "search": self.search, "trials": self.trials,
+            "description": self.description,
+            "metric": self.metric,
+            "search": self.search,
+            "trials": self.trials,
             "scheduler": self.scheduler,
             "asha": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
-            "seed": self.seed, "replicates": self.replicates, "vary_data": self.vary_data, "fixed": dict(self.fixed),
+            "seed": self.seed,
+            "replicates": self.replicates,
+            "vary_data": self.vary_data,
+            "fixed": dict(self.fixed),
             "params": params,
         }
 
@@ -239,13 +256,19 @@ def spec_path(name_or_path: str | Path) -> Path:
     shipped = SPACES_DIR / f"{name_or_path}.yaml"
     if not shipped.is_file():
         names = ", ".join(n for n, _ in list_specs())
-        raise SpecError(f"unknown sweep spec {str(name_or_path)!r}: neither a YAML file nor a shipped spec; "
-                        f"shipped: {names}")
+        raise SpecError(
+            f"unknown sweep spec {str(name_or_path)!r}: neither a YAML file nor a shipped spec; shipped: {names}"
+        )
     return shipped
 
 
-def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, trials: int | None = None,
-              seed: int | None = None, replicates: int | None = None) -> SweepSpec:
+def load_spec(
+    name_or_path: str | Path,
+    overrides: list[str] | None = None,
+    trials: int | None = None,
+    seed: int | None = None,
+    replicates: int | None = None,
+) -> SweepSpec:
     """Read and validate a spec; ``overrides`` (``key=value``, as ``--set``) add to its fixed keys."""
     from fedvsr.config import parse_override
 
@@ -255,8 +278,10 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, tria
     except ConfigError as err:
         raise SpecError(str(err)) from None
     if not isinstance(data, dict):
-        raise SpecError(f"sweep spec {str(path)!r} must hold a mapping at the top level, not "
-                        f"{'nothing' if data is None else 'a ' + type(data).__name__}")
+        raise SpecError(
+            f"sweep spec {str(path)!r} must hold a mapping at the top level, not "
+            f"{'nothing' if data is None else 'a ' + type(data).__name__}"
+        )
     data = copy.deepcopy(data)
     for text in overrides or []:
         key, value = parse_override(text)
@@ -266,8 +291,10 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, tria
         data["fixed"][key] = value
     if trials is not None:
         if data.get("search", "optuna") == "grid":
-            raise SpecError(f"--trials = {trials}: sweep spec {path.stem!r} is a grid (search: grid), which runs each "
-                            "of its points once; drop --trials, or use a spec with search: optuna")
+            raise SpecError(
+                f"--trials = {trials}: sweep spec {path.stem!r} is a grid (search: grid), which runs each "
+                "of its points once; drop --trials, or use a spec with search: optuna"
+            )
         data["trials"] = trials
     if seed is not None:
         data["seed"] = seed
@@ -278,6 +305,7 @@ def load_spec(name_or_path: str | Path, overrides: list[str] | None = None, tria
 
 def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None) -> SweepSpec:
     """Validate a spec mapping (see the module docstring) into a :class:`SweepSpec`."""
+
     def err(msg: str) -> SpecError:
         return SpecError(f"sweep spec {name!r}: {msg}")
 
@@ -291,17 +319,29 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
     if search == "grid":
         bad = [p.name for p in params if p.kind in CONTINUOUS]
         if bad:
-            raise err(f"search = 'grid' needs listed values, but {bad[0]!r} has a continuous distribution; "
-                      "use choice/grid values, or search: optuna")
+            raise err(
+                f"search = 'grid' needs listed values, but {bad[0]!r} has a continuous distribution; "
+                "use choice/grid values, or search: optuna"
+            )
     trials = data.get("trials")
     if search == "optuna":
         if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
-            raise err(f"trials = {trials!r}: search = 'optuna' needs trials, an integer >= 1 and <= {MAX_TRIALS} "
-                      f"(or --trials N)")
+            raise err(
+                f"trials = {trials!r}: search = 'optuna' needs trials, an integer >= 1 and <= {MAX_TRIALS} "
+                f"(or --trials N)"
+            )
     asha = top.pop("asha")
-    spec = SweepSpec(name=name, description=str(data.get("description", "")).strip(), mode=METRICS[top["metric"]],
-                     trials=int(trials or 0), grace_period=0, reduction_factor=0, fixed=fixed, params=tuple(params),
-                     **top)
+    spec = SweepSpec(
+        name=name,
+        description=str(data.get("description", "")).strip(),
+        mode=METRICS[top["metric"]],
+        trials=int(trials or 0),
+        grace_period=0,
+        reduction_factor=0,
+        fixed=fixed,
+        params=tuple(params),
+        **top,
+    )
     spec = _with_asha(spec, asha, err)
     _validate_experiments(spec, err)
     _check_replicate_seeds(spec, err)
@@ -309,8 +349,10 @@ def build_spec(name: str, data: dict[str, Any], cli_keys: set[str] | None = None
         points = len(spec.grid_points())
         # sweep.yaml records the grid's size as trials: that one value is allowed, any other was a mistake
         if trials is not None and (isinstance(trials, bool) or trials != points):
-            raise err(f"trials = {trials!r} is not allowed with search = 'grid', which runs each of its {points} "
-                      f"points once; remove trials, or use search: optuna")
+            raise err(
+                f"trials = {trials!r} is not allowed with search = 'grid', which runs each of its {points} "
+                f"points once; remove trials, or use search: optuna"
+            )
         object.__setattr__(spec, "trials", points)
     return spec
 
@@ -319,8 +361,9 @@ def _top_level(data: dict[str, Any], err) -> dict[str, Any]:
     """The spec's top-level settings: metric, search, scheduler, asha, seed, replicates, vary_data."""
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise err(f"unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}; allowed: "
-                  + ", ".join(sorted(_TOP_KEYS)))
+        raise err(
+            f"unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}; allowed: " + ", ".join(sorted(_TOP_KEYS))
+        )
     metric = data.get("metric", "psnr")
     if metric not in METRICS:
         raise err(f"metric = {metric!r} is not allowed; expected one of {', '.join(METRICS)}")
@@ -335,23 +378,35 @@ def _top_level(data: dict[str, Any], err) -> dict[str, Any]:
         raise err(f"asha = {asha!r}: expected a mapping with keys {', '.join(sorted(_ASHA_KEYS))}")
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEARCH_SEED_MAX:
-        raise err(f"seed = {seed!r} is not allowed; expected an integer >= 0 and <= {SEARCH_SEED_MAX} (the searcher's "
-                  f"seed: Optuna's sampler takes 32 bits)")
+        raise err(
+            f"seed = {seed!r} is not allowed; expected an integer >= 0 and <= {SEARCH_SEED_MAX} (the searcher's "
+            f"seed: Optuna's sampler takes 32 bits)"
+        )
     replicates = data.get("replicates", 1)
     if isinstance(replicates, bool) or not isinstance(replicates, int) or not 1 <= replicates <= MAX_REPLICATES:
-        raise err(f"replicates = {replicates!r} is not allowed; expected an integer >= 1 and <= {MAX_REPLICATES} "
-                  f"(training seeds per point)")
+        raise err(
+            f"replicates = {replicates!r} is not allowed; expected an integer >= 1 and <= {MAX_REPLICATES} "
+            f"(training seeds per point)"
+        )
     vary_data = data.get("vary_data", False)
     if not isinstance(vary_data, bool):
         raise err(f"vary_data = {vary_data!r} is not allowed; expected true or false")
     if vary_data and replicates < 2:
         raise err("vary_data = true needs replicates >= 2 (it varies data.seed across a point's replicates)")
-    return {"metric": metric, "search": search, "scheduler": scheduler, "asha": asha, "seed": seed,
-            "replicates": replicates, "vary_data": vary_data}
+    return {
+        "metric": metric,
+        "search": search,
+        "scheduler": scheduler,
+        "asha": asha,
+        "seed": seed,
+        "replicates": replicates,
+        "vary_data": vary_data,
+    }
 
 
-def _params(name: str, params_raw: Any, fixed: dict[str, Any], fixed_raw: dict, cli_keys: set[str] | None,
-            err) -> list[Param]:
+def _params(
+    name: str, params_raw: Any, fixed: dict[str, Any], fixed_raw: dict, cli_keys: set[str] | None, err
+) -> list[Param]:
     """The spec's swept parameters, in order, and the keys they set against one another, --set and fixed."""
     if not isinstance(params_raw, dict) or not params_raw:
         raise err("'params' must be a non-empty mapping of swept config keys to distributions")
@@ -376,8 +431,10 @@ def _check_replicate_seeds(spec: SweepSpec, err) -> None:
     base = spec.experiment_config({})
     for key, seed in (("seed", base.seed), *((("data.seed", base.data.seed),) if spec.vary_data else ())):
         if seed + spec.replicates - 1 > SEED_MAX:
-            raise err(f"{key} = {seed} with replicates = {spec.replicates} gives replicate seeds above {SEED_MAX} "
-                      f"(2^63 - 1); allowed: {key} <= {SEED_MAX - spec.replicates + 1}")
+            raise err(
+                f"{key} = {seed} with replicates = {spec.replicates} gives replicate seeds above {SEED_MAX} "
+                f"(2^63 - 1); allowed: {key} <= {SEED_MAX - spec.replicates + 1}"
+            )
 
 
 def _with_asha(spec: SweepSpec, asha: dict, err) -> SweepSpec:
@@ -420,8 +477,10 @@ def _validate_experiments(spec: SweepSpec, err) -> None:
             try:
                 spec.experiment_config(point)
             except ConfigError as e:
-                raise err(f"{p.name} = {_fmt(v)} (with {_fmt_point(context) or 'the fixed keys'}) is not a valid "
-                          f"experiment: {e}") from None
+                raise err(
+                    f"{p.name} = {_fmt(v)} (with {_fmt_point(context) or 'the fixed keys'}) is not a valid "
+                    f"experiment: {e}"
+                ) from None
 
 
 def _context_for(spec: SweepSpec, target: Param) -> dict[str, Any]:
@@ -446,5 +505,3 @@ def _context_for(spec: SweepSpec, target: Param) -> dict[str, Any]:
         else:
             context.update(p.assign(_derived(p, {**spec.fixed, **context})))
     return context
-
-

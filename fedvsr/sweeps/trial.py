@@ -105,18 +105,31 @@ def trial_resources(spec: SweepSpec, parallel: bool = False):
 def report_row(row: dict[str, Any], rounds: int) -> dict[str, Any]:
     """What a trial reports to Tune after a round of ``rounds.parquet`` (ASHA compares ``loss`` too)."""
     loss = row["train_loss"]
-    return {"round": int(row["round"]), "rounds": rounds, "psnr": float(row["psnr"]), "ssim": float(row["ssim"]),
-            # a round where every client was dropped has no loss: worst, never NaN (ASHA compares it)
-            "loss": float(loss) if math.isfinite(loss) else math.inf, "seconds": float(row["seconds"])}
+    return {
+        "round": int(row["round"]),
+        "rounds": rounds,
+        "psnr": float(row["psnr"]),
+        "ssim": float(row["ssim"]),
+        # a round where every client was dropped has no loss: worst, never NaN (ASHA compares it)
+        "loss": float(loss) if math.isfinite(loss) else math.inf,
+        "seconds": float(row["seconds"]),
+    }
 
 
 def report_mean(agg: dict[str, Any], rounds: int) -> dict[str, Any]:
     """What a trial with replicates reports: the mean of each metric over them (what ASHA and Optuna compare),
     with its std and n."""
     loss = agg["train_loss_mean"]
-    return {"round": int(agg["round"]), "rounds": rounds, "psnr": float(agg["psnr_mean"]),
-            "ssim": float(agg["ssim_mean"]), "loss": float(loss) if math.isfinite(loss) else math.inf,
-            "psnr_std": float(agg["psnr_std"]), "replicates": int(agg["n"]), "seconds": float(agg["seconds"])}
+    return {
+        "round": int(agg["round"]),
+        "rounds": rounds,
+        "psnr": float(agg["psnr_mean"]),
+        "ssim": float(agg["ssim_mean"]),
+        "loss": float(loss) if math.isfinite(loss) else math.inf,
+        "psnr_std": float(agg["psnr_std"]),
+        "replicates": int(agg["n"]),
+        "seconds": float(agg["seconds"]),
+    }
 
 
 def node_lost(err: BaseException) -> bool:
@@ -135,8 +148,13 @@ def node_record(out: Path, node: dict[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError):
         earlier = {}
     starts = earlier.get("starts", [earlier] if earlier else [])
-    return {**node, "starts": [*({"node_ip": s.get("node_ip"), "node_id": s.get("node_id")} for s in starts),
-                               {"node_ip": node["node_ip"], "node_id": node["node_id"]}]}
+    return {
+        **node,
+        "starts": [
+            *({"node_ip": s.get("node_ip"), "node_id": s.get("node_id")} for s in starts),
+            {"node_ip": node["node_ip"], "node_id": node["node_id"]},
+        ],
+    }
 
 
 class SweepTrial(Trainable):
@@ -144,8 +162,14 @@ class SweepTrial(Trainable):
     ``tune.with_parameters``: the spec, the sweep folder, its ``sweep-id`` and whether replicates run in
     parallel."""
 
-    def setup(self, config: dict[str, Any], spec: SweepSpec | None = None, sweep_dir: str = "",
-              sweep_id: str | None = None, parallel: bool = False) -> None:
+    def setup(
+        self,
+        config: dict[str, Any],
+        spec: SweepSpec | None = None,
+        sweep_dir: str = "",
+        sweep_id: str | None = None,
+        parallel: bool = False,
+    ) -> None:
         self.spec, self.sweep_dir, self.sweep_id, self.parallel = spec, sweep_dir, sweep_id, parallel
         self.kept: list[Any] = []  # live coordinator actors of earlier trials, configured again for the next
         self.trials = 0  # experiments this actor has run
@@ -204,9 +228,16 @@ class SweepTrial(Trainable):
 
         from fedvsr.platform.replicates import ReplicateGroup, aggregate_rounds, is_replicate_group
 
-        group = ReplicateGroup(cfg, self.out, self.spec.replicates, self.spec.vary_data,
-                               resume=is_replicate_group(self.out), placement_group=get_current_placement_group(),
-                               parallel=self.parallel, coordinators=self.kept)
+        group = ReplicateGroup(
+            cfg,
+            self.out,
+            self.spec.replicates,
+            self.spec.vary_data,
+            resume=is_replicate_group(self.out),
+            placement_group=get_current_placement_group(),
+            parallel=self.parallel,
+            coordinators=self.kept,
+        )
         self.kept = []
         if group.done:  # finished before an interruption: report, do not train again
             group.finish()

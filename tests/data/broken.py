@@ -11,8 +11,12 @@ from fedvsr.data.video import write_video
 #: the good videos: 9 of 64x64, 5 frames, in classes a and b (enough for 4 clients and 2 held out)
 GOOD = [f"{'ab'[k % 2]}/good{k}.mp4" for k in range(9)]
 #: the bad files and the kind of problem each is left out for (the folder x.mp4 is no video at all)
-BAD = {"a/tiny.mp4": "too small", "a/truncated.mp4": "unreadable", "a/zero.mp4": "unreadable",
-       "b/notes.mp4": "unreadable"}
+BAD = {
+    "a/tiny.mp4": "too small",
+    "a/truncated.mp4": "unreadable",
+    "a/zero.mp4": "unreadable",
+    "b/notes.mp4": "unreadable",
+}
 
 
 def write_good(path: Path, seed: int, size: int = 64, frames: int = 5) -> None:
@@ -39,6 +43,17 @@ def broken_folder(root: Path, good: bool = True) -> Path:
 
 
 #: the overrides of the issue's runs ($SMALL)
-SMALL = ["model.preset=tiny", "fl.rounds=2", "fl.clients=4", "fl.clients_per_round=2", "data.videos=10",
-         "data.frames=5", "data.height=64", "data.width=64", "data.patch=16", "data.samples_per_video=2",
-         "eval.holdout=2", "eval.clips=2"]
+SMALL = [
+    "model.preset=tiny",
+    "fl.rounds=2",
+    "fl.clients=4",
+    "fl.clients_per_round=2",
+    "data.videos=10",
+    "data.frames=5",
+    "data.height=64",
+    "data.width=64",
+    "data.patch=16",
+    "data.samples_per_video=2",
+    "eval.holdout=2",
+    "eval.clips=2",
+]

@@ -176,8 +176,12 @@ def test_load_pair_for_takes_the_data_seed_and_cache_from_the_config(tmp_path, v
     from fedvsr.data.degrade import degrade_video
     from fedvsr.data.video import VideoEntry
 
-    overrides = ["data.degradation=vsrgan", "data.vsrgan_prob=1.0", "data.vsrgan_ops=noise,cutblur",
-                 f"data.lr_cache={tmp_path / 'lr'}"]
+    overrides = [
+        "data.degradation=vsrgan",
+        "data.vsrgan_prob=1.0",
+        "data.vsrgan_ops=noise,cutblur",
+        f"data.lr_cache={tmp_path / 'lr'}",
+    ]
     a = load_pair_for(load_config(None, overrides + ["data.seed=1"]), video)
     b = load_pair_for(load_config(None, overrides + ["data.seed=1", "data.lr_cache=none"]), video)
     c = load_pair_for(load_config(None, overrides + ["data.seed=2"]), video)

@@ -65,10 +65,15 @@ def test_train_clips_drop_dark_crops_and_keep_bright_ones_unchanged():
 
 def test_config_key():
     assert load_config().data.dark_threshold == 0.0
-    assert load_config(None, ["model.name=vsrgan", "model.preset=tiny", "data.dark_threshold=0.1"]
-                       ).data.dark_threshold == 0.1
-    with pytest.raises(ConfigError, match=r"data.dark_threshold = 2 is not allowed; expected a number >= 0.0 and "
-                                          r"<= 1.0"):
+    assert (
+        load_config(None, ["model.name=vsrgan", "model.preset=tiny", "data.dark_threshold=0.1"]).data.dark_threshold
+        == 0.1
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"data.dark_threshold = 2 is not allowed; expected a number >= 0.0 and "
+        r"<= 1.0",
+    ):
         load_config(None, ["data.dark_threshold=2"])
 
 

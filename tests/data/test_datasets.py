@@ -224,7 +224,9 @@ def test_compression_strength_keys_reach_the_degradation():
 
     assert degradation_params(load_config(None, ["data.degradation=hevc", "data.qp=37"]).data) == {"qp": 37}
     assert degradation_params(load_config(None, ["data.degradation=blur-h264", "data.crf=15"]).data) == {
-        "sigma": 1.5, "crf": 15}
+        "sigma": 1.5,
+        "crf": 15,
+    }
     assert degradation_params(load_config(None, ["data.crf=15"]).data) == {}  # bicubic has no strength
     hr = synth_video(0, "checker-zoom", 3, 64, 64)
     strong, weak = (degrade_video(hr, "blur-h264", 4, crf=c) for c in (45, 15))

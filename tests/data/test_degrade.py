@@ -93,8 +93,9 @@ def _matlab_imresize_1d(x: np.ndarray, scale: int) -> np.ndarray:
 
     def cubic(t: np.ndarray) -> np.ndarray:
         a = np.abs(t)
-        return np.where(a <= 1, 1.5 * a**3 - 2.5 * a**2 + 1,
-                        np.where(a <= 2, -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2, 0.0))
+        return np.where(
+            a <= 1, 1.5 * a**3 - 2.5 * a**2 + 1, np.where(a <= 2, -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2, 0.0)
+        )
 
     n = x.shape[-1]
     out_n, s = n // scale, 1 / scale
@@ -231,7 +232,7 @@ def test_hevc_encodes_without_b_frames(monkeypatch, clip256):
 
     monkeypatch.setattr(degrade, "write_video", spy)
     degrade_video(clip256[:6], "hevc", 4, qp=32)
-    (pts, kw, types), = seen
+    ((pts, kw, types),) = seen
     assert kw["codec"] == "libx265" and kw["bframes"] == 0 and kw["qp"] == 32
     assert pts == sorted(pts) and len(pts) == 6
     assert types[0] == int(av.video.frame.PictureType.I) and int(av.video.frame.PictureType.B) not in types
@@ -286,8 +287,7 @@ def test_fca2_mix_fraction_and_crfs_over_many_videos():
 
 def test_fca2_mix_is_blur_or_h264_per_video(hr):
     video = next(f"v{i}" for i in range(100) if fca2_mix_crf(5, f"v{i}") is None)
-    np.testing.assert_array_equal(degrade_video(hr, "fca2-mix", 4, seed=5, video=video),
-                                  degrade_video(hr, "blur", 4))
+    np.testing.assert_array_equal(degrade_video(hr, "fca2-mix", 4, seed=5, video=video), degrade_video(hr, "blur", 4))
     video = next(f"v{i}" for i in range(100) if (fca2_mix_crf(5, f"v{i}") or 0) >= 33)
     lr = degrade_video(hr, "fca2-mix", 4, seed=5, video=video)
     assert _luma_psnr(lr, degrade_video(hr, "blur", 4)) < 40  # compressed at CRF >= 33
@@ -318,7 +318,7 @@ def test_gaussian_noise_std_is_the_drawn_std():
     assert float((y - x).mean() * 255) == pytest.approx(0, abs=0.1)
     lr = np.full((4, 32, 32, 3), 128, np.uint8)
     for video in ("a", "b", "c"):
-        (op, params), = draw_vsrgan(0, video, 32, 32, ops="noise", prob=1.0, noise_max=10.0)
+        ((op, params),) = draw_vsrgan(0, video, 32, 32, ops="noise", prob=1.0, noise_max=10.0)
         out = vsrgan_stage(lr, seed=0, video=video, ops="noise", prob=1.0, noise_max=10.0).astype(np.float64)
         std = params["std"] * 255
         assert 0 <= std <= 10
@@ -332,7 +332,7 @@ def test_contrast_brightness_move_mean_and_std_by_the_drawn_factors():
         assert float(y[i].mean() - x[i].mean()) == pytest.approx(0.05, abs=1e-5)
         assert float(y[i].std() / x[i].std()) == pytest.approx(1.2, rel=1e-4)
     lr = resample.to_uint8(x)
-    (_, p), = draw_vsrgan(1, "clip", 24, 24, ops="contrast", prob=1.0, brightness=0.1, contrast=0.2)
+    ((_, p),) = draw_vsrgan(1, "clip", 24, 24, ops="contrast", prob=1.0, brightness=0.1, contrast=0.2)
     assert abs(p["brightness"]) <= 0.1 and 0.8 <= p["contrast"] <= 1.2
     out = vsrgan_stage(lr, seed=1, video="clip", ops="contrast", prob=1.0).astype(np.float64) / 255
     src = lr.astype(np.float64) / 255
@@ -354,7 +354,7 @@ def test_frequency_guided_scales_the_haar_detail_bands(gain):
 def test_cutblur_changes_exactly_its_rectangle():
     lr = resample.to_uint8(_grey_noise(3, 40, 48, 0.0, 1.0))
     for video in ("a", "b", "c", "d"):
-        (_, p), = draw_vsrgan(2, video, 40, 48, ops="cutblur", prob=1.0, cutblur_max=0.5)
+        ((_, p),) = draw_vsrgan(2, video, 40, 48, ops="cutblur", prob=1.0, cutblur_max=0.5)
         assert round(0.25 * 40) <= p["height"] <= round(0.5 * 40) and round(0.25 * 48) <= p["width"] <= 24
         assert 2 <= p["factor"] <= 4
         out = vsrgan_stage(lr, seed=2, video=video, ops="cutblur", prob=1.0, cutblur_max=0.5)
@@ -389,7 +389,8 @@ def test_content_aware_keeps_salient_pixels_and_blurs_smooth_ones():
     blurred = degrade._blur_planes(x, 2.0)
     # at the least salient fifth, the change is more than half the full sigma-2 blur's
     assert float((y - x).abs().permute(1, 0, 2, 3)[:, low].mean()) > 0.5 * float(
-        (blurred - x).abs().permute(1, 0, 2, 3)[:, low].mean())
+        (blurred - x).abs().permute(1, 0, 2, 3)[:, low].mean()
+    )
 
 
 def test_adaptive_blurs_flat_regions_more_than_detailed_ones():
@@ -402,8 +403,9 @@ def test_adaptive_blurs_flat_regions_more_than_detailed_ones():
         return float((y[..., region[0], region[1]] - y.mean()).std() / (x[..., region[0], region[1]] - x.mean()).std())
 
     assert kept(flat) < 0.75 * kept(busy)
-    torch.testing.assert_close(apply_vsrgan_op(torch.full((1, 3, 8, 8), 0.3), "adaptive", {"sigmas": [1.0]}),
-                               torch.full((1, 3, 8, 8), 0.3))
+    torch.testing.assert_close(
+        apply_vsrgan_op(torch.full((1, 3, 8, 8), 0.3), "adaptive", {"sigmas": [1.0]}), torch.full((1, 3, 8, 8), 0.3)
+    )
 
 
 def test_jpeg_quality_lowers_psnr():
@@ -432,8 +434,9 @@ def test_vsrgan_draws_are_seeded_per_video_and_independent_per_op(hr):
 
 def test_degrade_resampled_finishes_premade_frames(hr):
     lr = degrade_video(hr, "bicubic", 4)
-    np.testing.assert_array_equal(degrade_resampled(lr, "vsrgan", seed=1, video="x"),
-                                  vsrgan_stage(lr, seed=1, video="x"))
+    np.testing.assert_array_equal(
+        degrade_resampled(lr, "vsrgan", seed=1, video="x"), vsrgan_stage(lr, seed=1, video="x")
+    )
     blurred = degrade_video(hr, "blur", 4)
     np.testing.assert_array_equal(degrade_resampled(blurred, "blur", sigma=1.5), blurred)  # sigma ignored
     with pytest.raises(ValueError, match="'hevc' on pre-made LR frames has no parameter crf"):
@@ -443,45 +446,59 @@ def test_degrade_resampled_finishes_premade_frames(hr):
 # ---------------------------------------------------------------------------------------- bad parameters
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("h264", {"crf": 52}, r"crf = 52 is not allowed; expected an integer in \[0, 51\]"),
-    ("h264", {"crf": 2.5}, r"crf = 2.5 is not allowed; expected an integer in \[0, 51\]"),
-    ("hevc", {"qp": -1}, r"qp = -1 is not allowed; expected an integer in \[0, 51\]"),
-    ("blur", {"sigma": 0.0}, r"sigma = 0.0 is not allowed; expected a number in \[0.1, 10.0\]"),
-    ("fca2-mix", {"crf_min": 30, "crf_max": 20}, "crf_min = 30 is larger than crf_max = 20"),
-    ("fca2-mix", {"compressed": 1.5}, r"compressed = 1.5 is not allowed; expected a number in \[0.0, 1.0\]"),
-    ("fca2-mix", {"seed": -1}, "seed = -1 is not allowed; expected an integer >= 0"),
-    ("vsrgan", {"ops": "blur,sharpen"}, r"unknown VSRGAN operation\(s\) 'sharpen'; allowed: blur, noise"),
-    ("vsrgan", {"ops": "blur,blur"}, "name one operation twice"),
-    ("vsrgan", {"prob": -0.1}, r"prob = -0.1 is not allowed; expected a number in \[0.0, 1.0\]"),
-    ("vsrgan", {"sigma_max": 0.1}, r"sigma_max = 0.1 is not allowed; expected a number in \[0.2, 5.0\]"),
-    ("vsrgan", {"noise_max": 60}, r"noise_max = 60 is not allowed; expected a number in \[0.0, 50.0\]"),
-    ("vsrgan", {"brightness": 0.6}, r"brightness = 0.6 is not allowed"),
-    ("vsrgan", {"contrast": 1.0}, r"contrast = 1.0 is not allowed; expected a number in \[0.0, 0.9\]"),
-    ("vsrgan", {"freq_gain": 2}, r"freq_gain = 2 is not allowed"),
-    ("vsrgan", {"cutblur_max": 0}, r"cutblur_max = 0 is not allowed; expected a number in \[0.1, 1.0\]"),
-    ("vsrgan", {"diffusion_steps": 0}, r"diffusion_steps = 0 is not allowed; expected an integer in \[1, 20\]"),
-    ("vsrgan", {"jpeg_min": 96}, r"jpeg_min = 96 is not allowed; expected an integer in \[1, 95\]"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("h264", {"crf": 52}, r"crf = 52 is not allowed; expected an integer in \[0, 51\]"),
+        ("h264", {"crf": 2.5}, r"crf = 2.5 is not allowed; expected an integer in \[0, 51\]"),
+        ("hevc", {"qp": -1}, r"qp = -1 is not allowed; expected an integer in \[0, 51\]"),
+        ("blur", {"sigma": 0.0}, r"sigma = 0.0 is not allowed; expected a number in \[0.1, 10.0\]"),
+        ("fca2-mix", {"crf_min": 30, "crf_max": 20}, "crf_min = 30 is larger than crf_max = 20"),
+        ("fca2-mix", {"compressed": 1.5}, r"compressed = 1.5 is not allowed; expected a number in \[0.0, 1.0\]"),
+        ("fca2-mix", {"seed": -1}, "seed = -1 is not allowed; expected an integer >= 0"),
+        ("vsrgan", {"ops": "blur,sharpen"}, r"unknown VSRGAN operation\(s\) 'sharpen'; allowed: blur, noise"),
+        ("vsrgan", {"ops": "blur,blur"}, "name one operation twice"),
+        ("vsrgan", {"prob": -0.1}, r"prob = -0.1 is not allowed; expected a number in \[0.0, 1.0\]"),
+        ("vsrgan", {"sigma_max": 0.1}, r"sigma_max = 0.1 is not allowed; expected a number in \[0.2, 5.0\]"),
+        ("vsrgan", {"noise_max": 60}, r"noise_max = 60 is not allowed; expected a number in \[0.0, 50.0\]"),
+        ("vsrgan", {"brightness": 0.6}, r"brightness = 0.6 is not allowed"),
+        ("vsrgan", {"contrast": 1.0}, r"contrast = 1.0 is not allowed; expected a number in \[0.0, 0.9\]"),
+        ("vsrgan", {"freq_gain": 2}, r"freq_gain = 2 is not allowed"),
+        ("vsrgan", {"cutblur_max": 0}, r"cutblur_max = 0 is not allowed; expected a number in \[0.1, 1.0\]"),
+        ("vsrgan", {"diffusion_steps": 0}, r"diffusion_steps = 0 is not allowed; expected an integer in \[1, 20\]"),
+        ("vsrgan", {"jpeg_min": 96}, r"jpeg_min = 96 is not allowed; expected an integer in \[1, 95\]"),
+    ],
+)
 def test_bad_parameters_are_named(hr, name, params, message):
     with pytest.raises(ValueError, match=message):
         degrade_video(hr, name, 4, **params)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.degradation=jpeg", "data.degradation = 'jpeg' is not allowed; expected one of 'bicubic', 'blur', 'h264'"),
-    ("data.sigma=0", r"data.sigma = 0 is not allowed; expected a number >= 0.1 and <= 10.0"),
-    ("data.mix_crf_min=40", "data.mix_crf_min = 40 is larger than data.mix_crf_max = 35"),
-    ("data.mix_compressed=2", r"data.mix_compressed = 2 is not allowed; expected a number >= 0.0 and <= 1.0"),
-    ("data.vsrgan_ops=blur,sharpen", r"data.vsrgan_ops = 'blur,sharpen': unknown VSRGAN operation\(s\) 'sharpen'"),
-    ("data.vsrgan_ops=''", "data.vsrgan_ops = '' names no operation"),
-    ("data.vsrgan_prob=1.5", r"data.vsrgan_prob = 1.5 is not allowed"),
-    ("data.vsrgan_noise=-1", "data.vsrgan_noise = -1 is not allowed"),
-    ("data.vsrgan_contrast=0.95", "data.vsrgan_contrast = 0.95 is not allowed; expected a number >= 0.0 and <= 0.9"),
-    ("data.vsrgan_diffusion_steps=0", "data.vsrgan_diffusion_steps = 0 is not allowed"),
-    ("data.vsrgan_jpeg_quality=100", "data.vsrgan_jpeg_quality = 100 is not allowed; expected an integer >= 1 and "
-                                     "<= 95"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "data.degradation=jpeg",
+            "data.degradation = 'jpeg' is not allowed; expected one of 'bicubic', 'blur', 'h264'",
+        ),
+        ("data.sigma=0", r"data.sigma = 0 is not allowed; expected a number >= 0.1 and <= 10.0"),
+        ("data.mix_crf_min=40", "data.mix_crf_min = 40 is larger than data.mix_crf_max = 35"),
+        ("data.mix_compressed=2", r"data.mix_compressed = 2 is not allowed; expected a number >= 0.0 and <= 1.0"),
+        ("data.vsrgan_ops=blur,sharpen", r"data.vsrgan_ops = 'blur,sharpen': unknown VSRGAN operation\(s\) 'sharpen'"),
+        ("data.vsrgan_ops=''", "data.vsrgan_ops = '' names no operation"),
+        ("data.vsrgan_prob=1.5", r"data.vsrgan_prob = 1.5 is not allowed"),
+        ("data.vsrgan_noise=-1", "data.vsrgan_noise = -1 is not allowed"),
+        (
+            "data.vsrgan_contrast=0.95",
+            "data.vsrgan_contrast = 0.95 is not allowed; expected a number >= 0.0 and <= 0.9",
+        ),
+        ("data.vsrgan_diffusion_steps=0", "data.vsrgan_diffusion_steps = 0 is not allowed"),
+        (
+            "data.vsrgan_jpeg_quality=100",
+            "data.vsrgan_jpeg_quality = 100 is not allowed; expected an integer >= 1 and <= 95",
+        ),
+    ],
+)
 def test_bad_config_keys_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override, "data.degradation=vsrgan"] if "degradation" not in override else [override])

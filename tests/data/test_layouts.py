@@ -40,8 +40,9 @@ def write_clip(hr_dir: Path, lr_dir: Path | None, seed: int, t: int = 3, size: i
         write_frame_folder(lr_dir, frames(seed + 1000, t, size // S))
 
 
-def reds_tree(root: Path, clips=("000", "003", "011", "015", "020", "021", "030"), lr: bool = True,
-              t: int = 3, size: int = HR) -> Path:
+def reds_tree(
+    root: Path, clips=("000", "003", "011", "015", "020", "021", "030"), lr: bool = True, t: int = 3, size: int = HR
+) -> Path:
     for i, clip in enumerate(clips):
         write_clip(root / "train_sharp" / clip, root / "train_sharp_bicubic" / "X4" / clip if lr else None, i, t, size)
     return root
@@ -110,8 +111,11 @@ def test_reds_skips_a_clip_whose_twin_disagrees_and_records_why(tmp_path):
 
 def test_reds_layout_mismatch_says_what_it_expected(tmp_path):
     (tmp_path / "x" / "frames").mkdir(parents=True)
-    with pytest.raises(LayoutError, match=r"does not look like REDS: expected train_sharp/<clip>/<frame>.png.*"
-                                          r"it holds frames"):
+    with pytest.raises(
+        LayoutError,
+        match=r"does not look like REDS: expected train_sharp/<clip>/<frame>.png.*"
+        r"it holds frames",
+    ):
         scan_reds(tmp_path / "x")
     (tmp_path / "y" / "train_sharp").mkdir(parents=True)
     with pytest.raises(LayoutError, match="train_sharp holds no clip folders"):
@@ -170,8 +174,11 @@ def test_vimeo90k_splits_by_the_lists_with_group_labels_and_matlab_twins(tmp_pat
     root = vimeo_tree(tmp_path / "vimeo90k")
     for given in (root, root / "vimeo_septuplet"):
         scan = scan_vimeo90k(given, 4, "bicubic")
-        assert [(e.name, e.label) for e in scan.train] == [("00001/0001", "00001"), ("00002/0001", "00002"),
-                                                           ("00002/0007", "00002")]
+        assert [(e.name, e.label) for e in scan.train] == [
+            ("00001/0001", "00001"),
+            ("00002/0001", "00002"),
+            ("00002/0007", "00002"),
+        ]
         assert [e.name for e in scan.test] == ["00001/0002"]
         assert scan.lr_folder == str(root / "vimeo_septuplet_matlabLRx4" / "sequences")
     pair = load_pair(scan.test[0], "bicubic", 4)
@@ -202,8 +209,12 @@ def test_kinetics_split_folders_class_labels_and_empty_files_skipped(tmp_path):
     (root / "train" / "abseiling" / "notes.txt").write_text("not a video")
     scan = scan_kinetics(root)
     assert scan.has_test_split
-    assert [e.name for e in scan.train] == ["train/abseiling/a_000001_000011", "train/abseiling/b_000001_000011",
-                                            "train/air drumming/a_000001_000011", "train/air drumming/b_000001_000011"]
+    assert [e.name for e in scan.train] == [
+        "train/abseiling/a_000001_000011",
+        "train/abseiling/b_000001_000011",
+        "train/air drumming/a_000001_000011",
+        "train/air drumming/b_000001_000011",
+    ]
     assert [e.label for e in scan.test] == ["abseiling", "air drumming"]
     assert scan.skipped == [(str(root / "train" / "abseiling" / "empty.mp4"), "empty file (0 bytes)")]
 
@@ -221,8 +232,9 @@ def test_kinetics_class_folders_without_splits_and_flat_csv_download(tmp_path):
     with pytest.raises(LayoutError, match=r"no class folder around them and no .*annotations/train.csv"):
         scan_kinetics(flat)
     (flat / "annotations").mkdir()
-    (flat / "annotations" / "train.csv").write_text("label,youtube_id,time_start,time_end,split\n"
-                                                    "playing drums,abc,10,20,train\n")
+    (flat / "annotations" / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nplaying drums,abc,10,20,train\n"
+    )
     scan = scan_kinetics(flat)
     assert [(e.label, e.name) for e in scan.train] == [("playing drums", "train/playing drums/abc_000010_000020")]
     assert "not listed" in scan.skipped[0][1]
@@ -234,15 +246,19 @@ def test_kinetics_class_folders_without_splits_and_flat_csv_download(tmp_path):
 
 
 def config(*overrides: str):
-    return load_config(None, ["model.preset=tiny", "fl.clients=2", "fl.clients_per_round=1", f"data.patch={HR // S}",
-                              *overrides])
+    return load_config(
+        None, ["model.preset=tiny", "fl.clients=2", "fl.clients_per_round=1", f"data.patch={HR // S}", *overrides]
+    )
 
 
 def test_config_sources_and_split_validation(tmp_path):
     with pytest.raises(ConfigError, match=r"data.root = '' must name the dataset folder when data.source = 'reds'"):
         config("data.source=reds")
-    with pytest.raises(ConfigError, match=r"eval.source = 'split' is not allowed with data.source = 'vid4': "
-                                          r"Vid4 is a test set.*allowed: data.source one of 'reds'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"eval.source = 'split' is not allowed with data.source = 'vid4': "
+        r"Vid4 is a test set.*allowed: data.source one of 'reds'",
+    ):
         config("data.source=vid4", f"data.root={tmp_path}", "eval.source=split")
     with pytest.raises(ConfigError, match=r"data.source = 'synthetic': it has no standard test split"):
         config("eval.source=split")
@@ -261,15 +277,17 @@ def test_experiment_videos_with_the_dataset_split_and_a_vid4_evaluation_root(tmp
     assert [v.name for v in resolve_videos(config("data.source=reds", f"data.root={root}"))] == ["003", "021", "030"]
     vid4 = vid4_tree(tmp_path / "Vid4")
     assert detect_layout(vid4) == "vid4" and detect_layout(root) == "reds" and detect_layout(tmp_path) is None
-    videos, pool, held = experiment_videos(config("data.source=reds", f"data.root={root}", "eval.source=folder",
-                                                  f"eval.root={vid4}"))
+    videos, pool, held = experiment_videos(
+        config("data.source=reds", f"data.root={root}", "eval.source=folder", f"eval.root={vid4}")
+    )
     assert [videos[i].name for i in held] == ["calendar", "city"]  # GT clips only, not BIx4/ and BDx4/ as videos
     assert all(videos[i].lr_path.endswith(f"BIx4/{videos[i].name}") for i in held)
     with pytest.raises(LayoutError, match=r"eval.root '.*' does not look like REDS"):
         (tmp_path / "bad" / "train_sharp").mkdir(parents=True)
         (tmp_path / "bad" / "train_sharp" / "x.txt").write_text("")
-        experiment_videos(config("data.source=reds", f"data.root={root}", "eval.source=folder",
-                                 f"eval.root={tmp_path / 'bad'}"))
+        experiment_videos(
+            config("data.source=reds", f"data.root={root}", "eval.source=folder", f"eval.root={tmp_path / 'bad'}")
+        )
 
 
 def test_kinetics_split_needs_a_val_folder_and_skips_are_reported(tmp_path):
@@ -294,14 +312,24 @@ def test_reds_experiment_end_to_end_leaves_out_the_clip_with_a_corrupt_frame(ray
 
     from fedvsr.platform.run import run_experiment
 
-    root = reds_tree(tmp_path / "REDS", clips=("000", "011", "015", "020", "001", "002", "003", "004"),
-                     t=5, size=HR)
+    root = reds_tree(tmp_path / "REDS", clips=("000", "011", "015", "020", "001", "002", "003", "004"), t=5, size=HR)
     victim = root / "train_sharp" / "002" / "00000003.png"
     victim.write_bytes(b"not a png" * 10)
     (root / "train_sharp" / "005").mkdir()  # a clip folder without frames: skipped at scan, recorded
-    overrides = ["model.preset=tiny", "fl.rounds=1", "fl.clients=3", "fl.clients_per_round=3", "fl.batch_size=4",
-                 "data.source=reds", f"data.root={root}", "data.patch=8", "data.samples_per_video=2",
-                 "eval.source=split", "eval.clips=2", "platform.workers=2"]
+    overrides = [
+        "model.preset=tiny",
+        "fl.rounds=1",
+        "fl.clients=3",
+        "fl.clients_per_round=3",
+        "fl.batch_size=4",
+        "data.source=reds",
+        f"data.root={root}",
+        "data.patch=8",
+        "data.samples_per_video=2",
+        "eval.source=split",
+        "eval.clips=2",
+        "platform.workers=2",
+    ]
     summary = run_experiment(load_config(None, overrides), tmp_path / "out")
     clients = pq.read_table(tmp_path / "out" / "clients.parquet").to_pydict()
     assert clients["status"] == ["ok"] * 3 and np.isfinite(summary["final_psnr"])
@@ -309,5 +337,7 @@ def test_reds_experiment_end_to_end_leaves_out_the_clip_with_a_corrupt_frame(ray
     assert sorted(partition["video"]) == ["001", "003", "004"]
     events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     assert [(e["kind"], Path(e["path"]).name, e["problem"]) for e in events] == [
-        ("video_skipped", "005", "unreadable"), ("video_skipped", "002", "unreadable")]
+        ("video_skipped", "005", "unreadable"),
+        ("video_skipped", "002", "unreadable"),
+    ]
     assert events[1]["message"].startswith(f"{victim}: PyAV cannot decode it")

@@ -21,8 +21,9 @@ from tests.data.broken import BAD, GOOD, SMALL, broken_folder, write_good
 
 
 def config(root: Path, source: str, lr_cache: Path, *extra: str):
-    return load_config(None, [*SMALL, f"data.source={source}", f"data.root={root}", f"data.lr_cache={lr_cache}",
-                              *extra])
+    return load_config(
+        None, [*SMALL, f"data.source={source}", f"data.root={root}", f"data.lr_cache={lr_cache}", *extra]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +44,15 @@ def test_the_broken_folder_keeps_every_readable_video_and_names_each_left_out(br
     assert data.considered == 13 and left_out_counts(data.left_out) == "unreadable: 3, too small: 1"
     why = {Path(e.path).name: e.reason for e in data.left_out}
     a, b = broken / "a", broken / "b"
-    assert why["tiny.mp4"] == (f"{a / 'tiny.mp4'}: frames of 32x32 (WxH), smaller than a training patch "
-                               f"(data.patch = 16 at data.scale = 4): at least 64x64 needed")
+    assert why["tiny.mp4"] == (
+        f"{a / 'tiny.mp4'}: frames of 32x32 (WxH), smaller than a training patch "
+        f"(data.patch = 16 at data.scale = 4): at least 64x64 needed"
+    )
     assert why["zero.mp4"].startswith(f"{a / 'zero.mp4'}: empty file (0 bytes)")
     for name, folder in (("truncated.mp4", a), ("notes.mp4", b)):
         assert why[name].startswith(f"{folder / name}: PyAV cannot decode it (") and why[name].endswith(
-            "the file is corrupt, truncated or not a video")
+            "the file is corrupt, truncated or not a video"
+        )
 
 
 def test_a_second_scan_reads_the_answers_and_decodes_nothing(broken, tmp_path, monkeypatch):
@@ -97,25 +101,34 @@ def test_too_short_for_a_clip_and_lr_twins_that_do_not_match(tmp_path):
     write_good(root / "short.mp4", 5, frames=2)  # the tiny EFVSR takes 3 frames
     data = experiment_data(config(root, "folder", tmp_path / "cache", "fl.clients=2", "eval.holdout=1"))
     assert [(e.kind, e.reason) for e in data.left_out] == [
-        ("too short", f"{root.resolve() / 'short.mp4'}: 2 frames, fewer than a clip (3 frames)")]
+        ("too short", f"{root.resolve() / 'short.mp4'}: 2 frames, fewer than a clip (3 frames)")
+    ]
     reds = tmp_path / "REDS"
     frames = np.zeros((3, 32, 32, 3), np.uint8)
     for clip in ("001", "002", "003"):
         write_frame_folder(reds / "train_sharp" / clip, frames)
         write_frame_folder(reds / "train_sharp_bicubic" / "X4" / clip, frames[:, :8, : 8 if clip != "002" else 16])
-    data = experiment_data(config(reds, "reds", tmp_path / "cache", "data.patch=8", "fl.clients=1",
-                                  "fl.clients_per_round=1", "eval.holdout=1"))
+    data = experiment_data(
+        config(
+            reds, "reds", tmp_path / "cache", "data.patch=8", "fl.clients=1", "fl.clients_per_round=1", "eval.holdout=1"
+        )
+    )
     twin = reds.resolve() / "train_sharp_bicubic" / "X4" / "002"
     assert [(e.kind, e.reason) for e in data.left_out] == [
-        ("mismatched LR", f"{twin}: the pre-made LR frames (3 frames of 16x8) do not match the HR video "
-                          f"{reds.resolve() / 'train_sharp' / '002'} (3 frames of 32x32, WxH after cropping to a "
-                          f"multiple of 4): expected 3 frames of 8x8 at scale 4")]
+        (
+            "mismatched LR",
+            f"{twin}: the pre-made LR frames (3 frames of 16x8) do not match the HR video "
+            f"{reds.resolve() / 'train_sharp' / '002'} (3 frames of 32x32, WxH after cropping to a "
+            f"multiple of 4): expected 3 frames of 8x8 at scale 4",
+        )
+    ]
 
 
 def test_kinetics_takes_no_folder_for_a_video(broken):
     scan = scan_kinetics(broken)
-    assert relative(broken, [e.path for e in scan.train]) == sorted([*GOOD, "a/tiny.mp4", "a/truncated.mp4",
-                                                                     "b/notes.mp4"])
+    assert relative(broken, [e.path for e in scan.train]) == sorted(
+        [*GOOD, "a/tiny.mp4", "a/truncated.mp4", "b/notes.mp4"]
+    )
     assert scan.skipped == [(str(broken / "a" / "zero.mp4"), "empty file (0 bytes)")]
 
 

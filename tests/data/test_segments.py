@@ -29,7 +29,10 @@ def test_segments_cover_each_video_in_order_and_drop_the_remainder():
     segments, short = segment_videos(entries, 8, frames=[21, 8, 7])
     # 21 // 8 = 2 segments (frames 16..20 dropped), 8 // 8 = 1, 7 < 8: none
     assert [(s.name, s.frame_start, s.frame_stop) for s in segments] == [
-        ("long[0:8]", 0, 8), ("long[8:16]", 8, 16), ("exact[0:8]", 0, 8)]
+        ("long[0:8]", 0, 8),
+        ("long[8:16]", 8, 16),
+        ("exact[0:8]", 0, 8),
+    ]
     assert [s.label for s in segments] == ["x", "x", "y"]
     assert [s.path for s in segments] == ["/videos/long.mp4"] * 2 + ["/videos/exact.mp4"]
     assert short == [("/videos/short.mp4", "7 frames, fewer than data.segment_frames = 8: no segment")]
@@ -49,9 +52,21 @@ def test_count_frames_of_files_and_frame_folders(tmp_path):
 
 
 def _synthetic_cfg(tmp_path, *extra: str):
-    return load_config(None, [f"data.root={tmp_path}", "data.videos=8", "data.frames=10", "data.height=32",
-                              "data.width=32", "data.patch=8", "eval.holdout=4", "fl.clients=4",
-                              "data.content=procedural", *extra])
+    return load_config(
+        None,
+        [
+            f"data.root={tmp_path}",
+            "data.videos=8",
+            "data.frames=10",
+            "data.height=32",
+            "data.width=32",
+            "data.patch=8",
+            "eval.holdout=4",
+            "fl.clients=4",
+            "data.content=procedural",
+            *extra,
+        ],
+    )
 
 
 def test_held_out_videos_stay_whole_and_never_appear_among_segments(tmp_path):
@@ -80,10 +95,22 @@ def test_held_out_videos_stay_whole_and_never_appear_among_segments(tmp_path):
 def test_too_few_segments_for_the_clients_on_a_folder(tmp_path):
     for k in range(3):
         write_video(tmp_path / f"v{k}.mp4", synth_video(k, "stripes-pan", 9, 32, 32))
-    cfg = load_config(None, ["data.source=folder", f"data.root={tmp_path}", "eval.holdout=1",
-                             "data.segment_frames=4", "fl.clients=5", "data.patch=8"])
-    with pytest.raises(ValueError, match=r"data.segment_frames = 4 cuts the 2 client videos into 4 segments, "
-                                         r"fewer than fl.clients = 5; allowed: fl.clients <= 4"):
+    cfg = load_config(
+        None,
+        [
+            "data.source=folder",
+            f"data.root={tmp_path}",
+            "eval.holdout=1",
+            "data.segment_frames=4",
+            "fl.clients=5",
+            "data.patch=8",
+        ],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"data.segment_frames = 4 cuts the 2 client videos into 4 segments, "
+        r"fewer than fl.clients = 5; allowed: fl.clients <= 4",
+    ):
         experiment_data(cfg)
 
 
@@ -105,15 +132,21 @@ def test_a_segment_loads_the_frames_of_the_whole_degraded_video(tmp_path, degrad
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["data.segment_frames=2"],
-         "data.segment_frames = 2 is shorter than a training clip (3 frames: data.clip_frames, or the 3 input "
-         "frames of efvsr/small); allowed: 0 (whole videos) or data.segment_frames >= 3"),
-        (["data.segment_frames=17"],
-         "data.segment_frames = 17 is longer than the videos (data.frames = 16); allowed: 0 (whole videos) or "
-         "3 <= data.segment_frames <= 16"),
-        (["data.segment_frames=8", "fl.clients=49", "fl.clients_per_round=4"],
-         "data.segment_frames = 8 cuts the 24 client videos (data.videos = 28 less eval.holdout = 4) of 16 "
-         "frames into 48 segments, fewer than fl.clients = 49; allowed: fl.clients <= 48"),
+        (
+            ["data.segment_frames=2"],
+            "data.segment_frames = 2 is shorter than a training clip (3 frames: data.clip_frames, or the 3 input "
+            "frames of efvsr/small); allowed: 0 (whole videos) or data.segment_frames >= 3",
+        ),
+        (
+            ["data.segment_frames=17"],
+            "data.segment_frames = 17 is longer than the videos (data.frames = 16); allowed: 0 (whole videos) or "
+            "3 <= data.segment_frames <= 16",
+        ),
+        (
+            ["data.segment_frames=8", "fl.clients=49", "fl.clients_per_round=4"],
+            "data.segment_frames = 8 cuts the 24 client videos (data.videos = 28 less eval.holdout = 4) of 16 "
+            "frames into 48 segments, fewer than fl.clients = 49; allowed: fl.clients <= 48",
+        ),
         (["data.segment_frames=-1"], "data.segment_frames = -1 is not allowed"),
     ],
 )
@@ -135,11 +168,27 @@ def test_simulate_on_segments_of_three_long_mp4_files(tmp_path):
     for k, label in enumerate(["photo-pan", "stripes-pan", "texture-crop"]):
         write_video(root / f"clip{k}.mp4", synth_video(k, label, 100, 64, 64), crf=18)
     out = tmp_path / "run"
-    sets = ["data.source=folder", f"data.root={root}", "data.segment_frames=8", "fl.clients=24",
-            "fl.clients_per_round=2", "fl.rounds=1", "fl.batch_size=4", "model.preset=tiny", "data.patch=8",
-            "data.samples_per_video=2", "eval.holdout=1", "eval.clips=2", "platform.workers=2"]
-    proc = subprocess.run([sys.executable, "-m", "fedvsr.cli", "simulate", "--out", str(out),
-                           *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, timeout=600)
+    sets = [
+        "data.source=folder",
+        f"data.root={root}",
+        "data.segment_frames=8",
+        "fl.clients=24",
+        "fl.clients_per_round=2",
+        "fl.rounds=1",
+        "fl.batch_size=4",
+        "model.preset=tiny",
+        "data.patch=8",
+        "data.samples_per_video=2",
+        "eval.holdout=1",
+        "eval.clips=2",
+        "platform.workers=2",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedvsr.cli", "simulate", "--out", str(out), *[a for s in sets for a in ("--set", s)]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # 1 video held out whole; 2 x (100 // 8 = 12) segments, one per client
     part = pq.read_table(out / "partition.parquet").to_pylist()

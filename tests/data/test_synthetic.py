@@ -160,8 +160,9 @@ def test_build_dataset_and_manifest(tmp_path):
     assert json.loads((root / "manifest.json").read_text())["params"]["frames"] == 5
     procedural = build_synthetic_dataset(root, 5, 5, 32, 32, 7, content="procedural")
     assert [e.label for e in procedural] == [*PROCEDURAL_CLASSES, "stripes-pan"]
-    np.testing.assert_array_equal(read_video(procedural[1].path), synth_video(video_seed(7, 1), "checker-zoom", 5,
-                                                                               32, 32))
+    np.testing.assert_array_equal(
+        read_video(procedural[1].path), synth_video(video_seed(7, 1), "checker-zoom", 5, 32, 32)
+    )
     assert [e.label for e in build_synthetic_dataset(root, 9, 1, 16, 16, 7, content="all")] == [*CLASSES, CLASSES[0]]
     with pytest.raises(ValueError, match=r"unknown synthetic content 'photos'; choose one of \['natural', "):
         build_synthetic_dataset(root, 4, 1, 16, 16, 7, content="photos")
@@ -254,12 +255,26 @@ def test_natural_sources_load_without_the_network():
         "from fedvsr.data import natural\n"
         "for n in natural.SOURCES: print(n, *natural.source_image(n).shape)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split("\n")[:10] == ["astronaut 512 512 3", "chelsea 300 451 3", "coffee 400 600 3",
-                                           "motorcycle 500 741 3", "immunohistochemistry 512 512 3", "camera 512 512",
-                                           "coins 303 384", "brick 512 512", "grass 512 512", "gravel 512 512"]
+    assert out.stdout.split("\n")[:10] == [
+        "astronaut 512 512 3",
+        "chelsea 300 451 3",
+        "coffee 400 600 3",
+        "motorcycle 500 741 3",
+        "immunohistochemistry 512 512 3",
+        "camera 512 512",
+        "coins 303 384",
+        "brick 512 512",
+        "grass 512 512",
+        "gravel 512 512",
+    ]
 
 
 def test_natural_classes_film_disjoint_images(monkeypatch):
@@ -284,8 +299,9 @@ def _film(source, frames, h, w, dx, dy, zoom, theta=None, seed=0):
     xs = (np.arange(w) - (w - 1) / 2)[None, None, :]
     full = np.ones(frames)
     theta = np.zeros(frames) if theta is None else theta
-    return natural._film(source, t, ys, xs, np.asarray(dx) * full, np.asarray(dy) * full, zoom * full, theta,
-                         np.random.default_rng(seed))
+    return natural._film(
+        source, t, ys, xs, np.asarray(dx) * full, np.asarray(dy) * full, zoom * full, theta, np.random.default_rng(seed)
+    )
 
 
 def _estimate_shift(a: np.ndarray, b: np.ndarray, border: int = 8) -> np.ndarray:
@@ -333,8 +349,9 @@ def test_zooming_out_is_antialiased():
     assert sharp.std() > 0.9 * 0.4 / np.sqrt(2)
 
 
-@pytest.mark.parametrize(("size", "zoom", "theta"), [((512, 512), 2.0, 0.7), ((40, 60), 2.0, 0.3),
-                                                      ((300, 451), 1.5, 0.0)])
+@pytest.mark.parametrize(
+    ("size", "zoom", "theta"), [((512, 512), 2.0, 0.7), ((40, 60), 2.0, 0.3), ((300, 451), 1.5, 0.0)]
+)
 def test_footprint_stays_inside_the_photograph(size, zoom, theta):
     """No frame samples within the spline's support of the border (nothing mirrored or wrapped into view);
     a source too small for the zoom is filmed closer (smaller zoom)."""

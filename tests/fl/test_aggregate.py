@@ -117,8 +117,12 @@ def test_compiled_merge_and_torch_path_give_the_same_bits(monkeypatch):
     for count in (1, 2, 3, 4, 5, 7, 9):
         updates, seq = [], PartialAggregate()
         for k in range(count):
-            t = {"w": torch.randn(3000, generator=g) * 10 ** (k % 3), "h": torch.randn(700, generator=g).half(),
-                 "empty": torch.zeros(0), "z": torch.tensor([-0.0, 0.0, -0.0]) * (k + 1)}
+            t = {
+                "w": torch.randn(3000, generator=g) * 10 ** (k % 3),
+                "h": torch.randn(700, generator=g).half(),
+                "empty": torch.zeros(0),
+                "z": torch.tensor([-0.0, 0.0, -0.0]) * (k + 1),
+            }
             u = ClientUpdate()
             u.add("model", t, log_weight=0.37 * k)
             seq.add("model", t, log_weight=0.37 * k)
@@ -203,8 +207,11 @@ def test_a_packed_update_crosses_pickle_as_one_array_and_merges_read_only(merge_
     g = torch.Generator().manual_seed(3)
     local, seq, shipped = [], PartialAggregate(), []
     for k in range(6):
-        t = {"conv.weight": torch.randn(8, 3, 3, 3, generator=g), "conv.bias": torch.randn(8, generator=g),
-             "scalar": torch.tensor(float(k))}
+        t = {
+            "conv.weight": torch.randn(8, 3, 3, 3, generator=g),
+            "conv.bias": torch.randn(8, generator=g),
+            "scalar": torch.tensor(float(k)),
+        }
         u = ClientUpdate()
         u.add("model", t, log_weight=0.5 * k)
         seq.add("model", t, log_weight=0.5 * k)

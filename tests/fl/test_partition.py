@@ -143,9 +143,7 @@ def test_errors():
         ValueError, match=("clients=241 with min_videos=1 needs at least 241 videos, but there are 240")
     ):
         partition_videos(LABELS, 241, "random", seed=0)
-    with pytest.raises(
-        ValueError, match=("clients=50 with min_videos=5 needs at least 250 videos, but there are 240")
-    ):
+    with pytest.raises(ValueError, match=("clients=50 with min_videos=5 needs at least 250 videos, but there are 240")):
         partition_videos(LABELS, 50, "quantity-skew", seed=0, min_videos=5)
     with pytest.raises(ValueError, match="min_videos must be an integer >= 1, got 0"):
         partition_videos(LABELS, 4, "random", seed=0, min_videos=0)
@@ -203,8 +201,16 @@ def test_client_degradations_kinds_in_turn_within_their_ranges():
 def test_client_degradations_are_seeded_by_the_data_seed_and_client():
     """Client c's draw is default_rng([seed, 0xDE6, c]): the same whatever the number of clients."""
     devices = client_degradations(8, seed=0)
-    assert [str(d) for d in devices] == ["bicubic", "blur(sigma=1.38)", "h264(crf=30, sigma=1.5)", "hevc(qp=36)",
-                                         "bicubic", "blur(sigma=1.54)", "h264(crf=27, sigma=1.5)", "hevc(qp=34)"]
+    assert [str(d) for d in devices] == [
+        "bicubic",
+        "blur(sigma=1.38)",
+        "h264(crf=30, sigma=1.5)",
+        "hevc(qp=36)",
+        "bicubic",
+        "blur(sigma=1.54)",
+        "h264(crf=27, sigma=1.5)",
+        "hevc(qp=34)",
+    ]
     assert dict(devices[1].params)["sigma"] == round(float(np.random.default_rng([0, 0xDE6, 1]).uniform(1, 2)), 2)
     assert dict(devices[2].params)["crf"] == int(np.random.default_rng([0, 0xDE6, 2]).integers(18, 36))
     assert client_degradations(8, seed=0) == devices  # deterministic
@@ -216,7 +222,13 @@ def test_client_degradations_are_seeded_by_the_data_seed_and_client():
 
 def test_evaluation_degradations_every_kind_at_the_middle_of_its_range():
     assert [str(d) for d in evaluation_degradations(6)] == [
-        "bicubic", "blur(sigma=1.5)", "h264(crf=26, sigma=1.5)", "hevc(qp=29)", "bicubic", "blur(sigma=1.5)"]
+        "bicubic",
+        "blur(sigma=1.5)",
+        "h264(crf=26, sigma=1.5)",
+        "hevc(qp=29)",
+        "bicubic",
+        "blur(sigma=1.5)",
+    ]
     assert evaluation_degradations(0) == []
 
 
@@ -225,8 +237,13 @@ def test_with_degradations_carries_each_clients_device():
     devices = [Degradation.of("blur", {"sigma": 1.25}), Degradation.of("hevc", {"qp": 30})]
     out = with_degradations(videos, [[0, 2], [3]], [4, 1], devices)
     assert [(v.degradation, v.degradation_params) for v in out] == [
-        ("blur", (("sigma", 1.25),)), ("blur", (("sigma", 1.5),)), ("blur", (("sigma", 1.25),)),
-        ("hevc", (("qp", 30),)), ("bicubic", ()), ("", ())]
+        ("blur", (("sigma", 1.25),)),
+        ("blur", (("sigma", 1.5),)),
+        ("blur", (("sigma", 1.25),)),
+        ("hevc", (("qp", 30),)),
+        ("bicubic", ()),
+        ("", ()),
+    ]
     assert out[2].lr_path is None  # made from the HR video by its device's degradation, not the dataset's twin
     assert out[5] is videos[5] and videos[0].degradation == ""  # untouched: neither a client's nor evaluated
     assert out[2].segment(0, 3).whole() == out[2]  # a segment keeps its video's degradation

@@ -78,7 +78,8 @@ def test_deadline_rules_cut_or_drop_a_late_client():
     assert deadline_limits(5.5, "steps", "cut", 5) == Limits()
     assert deadline_limits(0.5, "steps", "cut", 5) == Limits(refused="the deadline came before the first local step")
     assert deadline_limits(3.0, "steps", "drop", 5) == Limits(
-        refused="missed the deadline: needs 5 local steps, its deadline allows 3")
+        refused="missed the deadline: needs 5 local steps, its deadline allows 3"
+    )
     assert deadline_limits(2.5, "seconds", "drop", 5) == Limits(time_budget=2.5)
     assert deadline_limits(0.0, "seconds", "drop", 5) == Limits()
     assert missed_deadline(True, "drop", 2.5, 3, 5) == "missed the deadline: 2.5 s allowed, 3 of 5 local steps done"

@@ -79,8 +79,9 @@ def test_a_network_that_never_steps_keeps_its_control_variate():
     strat, model = Scaffold(), GeneratorOnly()
     x = float_state(model)
     server = strat.init_server_state(x)
-    states = {0: {"c_i.g": torch.tensor([1.5], dtype=torch.float64),
-                  "c_i.d": torch.tensor([-0.5], dtype=torch.float64)}}
+    states = {
+        0: {"c_i.g": torch.tensor([1.5], dtype=torch.float64), "c_i.d": torch.tensor([-0.5], dtype=torch.float64)}
+    }
     _, server, _ = local_round(strat, model, x, server, states, [0], one_client(3), RoundSpec(1, 1, 1, 0.1))
     assert states[0]["c_i.g"].item() == pytest.approx(3.0)  # three steps of gradient 3
     assert states[0]["c_i.d"].item() == pytest.approx(-0.5)  # no step: unchanged, delta c = 0
@@ -92,8 +93,10 @@ def test_vsrgan_without_accumulation_gets_option_two_control_variates():
     # then one discriminator step; 2 mini-batches of SGD from c = c_i = 0, in float64
     torch.manual_seed(0)
     model = build_model("vsrgan", "tiny-residual", {"patch_sizes": [4, 8], "accumulate": False}).double()
-    batches = [(torch.rand(1, 3, 3, 8, 8, dtype=torch.float64), torch.rand(1, 3, 3, 32, 32, dtype=torch.float64))
-               for _ in range(2)]
+    batches = [
+        (torch.rand(1, 3, 3, 8, 8, dtype=torch.float64), torch.rand(1, 3, 3, 32, 32, dtype=torch.float64))
+        for _ in range(2)
+    ]
     strat, eta = Scaffold(), 1e-3
     x = float_state(model)
     server, states = strat.init_server_state(x), {}

@@ -30,7 +30,8 @@ def test_cosine_multistep_and_warmup_formulas():
     # FCVSR: 2e-4, halved at 2K, 8K and 12K of 30K
     fcvsr = LRSchedule(lr=2e-4, kind="multistep", milestones=(2000, 8000, 12000), gamma=0.5)
     assert [fcvsr.at(i, 30000) for i in (0, 1999, 2000, 7999, 8000, 12000, 29999)] == pytest.approx(
-        [2e-4, 2e-4, 1e-4, 1e-4, 5e-5, 2.5e-5, 2.5e-5])
+        [2e-4, 2e-4, 1e-4, 1e-4, 5e-5, 2.5e-5, 2.5e-5]
+    )
     warm = LRSchedule(lr=1e-3, kind="constant", warmup=4)
     assert [warm.at(i, 20) for i in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
@@ -42,7 +43,8 @@ def test_round_clock_and_local_clock():
     s = LRSchedule.from_config(cfg.fl)
     # round clock: one rate per round, the round's position t - 1 of fl.rounds
     assert [s.round_rate(t, 5) for t in range(1, 6)] == pytest.approx(
-        [1e-3 * (1 + math.cos(math.pi * (t - 1) / 5)) / 2 for t in range(1, 6)])
+        [1e-3 * (1 + math.cos(math.pi * (t - 1) / 5)) / 2 for t in range(1, 6)]
+    )
     assert s.step_rate(3, 5, step=7, steps=10) == s.round_rate(3, 5)
     local = LRSchedule(lr=1e-3, kind="cosine", clock="local")
     assert local.step_rate(3, 5, step=2, steps=4) == pytest.approx(5e-4)  # half way through the round's steps
@@ -65,8 +67,9 @@ def _train(schedule, steps, g, clip=0.0, round=1, rounds=4):
     def step_loss(m, batch):
         return (g * m.w).sum(), None, None
 
-    result = train_local(ctx, FedAvg(), lambda epoch: [None] * steps,
-                         LocalTraining(1, "sgd", step_loss, schedule, steps, clip))
+    result = train_local(
+        ctx, FedAvg(), lambda epoch: [None] * steps, LocalTraining(1, "sgd", step_loss, schedule, steps, clip)
+    )
     assert result.ok and result.steps == steps
     return model.w.detach()
 
@@ -92,10 +95,14 @@ def test_clip_grad_norm_bounds_each_step():
     ("overrides", "message"),
     [
         (["fl.lr_schedule=multistep"], r"fl.lr_schedule = 'multistep' needs fl.lr_milestones"),
-        (["fl.lr_schedule=multistep", "fl.lr_milestones=[5, 3]"],
-         r"fl.lr_milestones = \[5, 3\] is not allowed; expected increasing integers >= 1"),
-        (["fl.lr_schedule=multistep", "fl.lr_milestones=[5, 20]"],
-         r"fl.lr_milestones = \[5, 20\]: 20 is never reached with fl.lr_clock = 'round' and fl.rounds = 20"),
+        (
+            ["fl.lr_schedule=multistep", "fl.lr_milestones=[5, 3]"],
+            r"fl.lr_milestones = \[5, 3\] is not allowed; expected increasing integers >= 1",
+        ),
+        (
+            ["fl.lr_schedule=multistep", "fl.lr_milestones=[5, 20]"],
+            r"fl.lr_milestones = \[5, 20\]: 20 is never reached with fl.lr_clock = 'round' and fl.rounds = 20",
+        ),
         (["fl.lr_milestones=[5]"], r"fl.lr_milestones = \[5\] is only used by fl.lr_schedule = 'multistep'"),
         (["fl.lr_milestones=[a]"], r"fl.lr_milestones = \['a'\] is not allowed; expected a list of integers"),
         (["fl.lr_schedule=cosine", "fl.lr_min=0.01"], r"fl.lr_min = 0.01 must be below fl.lr = 0.002"),
@@ -112,7 +119,8 @@ def test_bad_schedule_keys(overrides, message):
 
 
 def test_schedule_keys_that_are_valid():
-    cfg = load_config(None, ["fl.lr_schedule=multistep", "fl.lr_milestones=[100, 300]", "fl.lr_clock=local",
-                             "fl.lr_warmup=50"])
+    cfg = load_config(
+        None, ["fl.lr_schedule=multistep", "fl.lr_milestones=[100, 300]", "fl.lr_clock=local", "fl.lr_warmup=50"]
+    )
     assert cfg.fl.lr_milestones == [100, 300]  # the local clock's horizon is only known per round
     assert load_config(None, ["fl.lr_schedule=multistep", "fl.lr_milestones=10"]).fl.lr_milestones == [10]

@@ -59,8 +59,9 @@ def run_rounds(strategy, curv, optima, rounds, steps, lr, participants=None):
     step_loss, client_data = quadratic_clients(curv, optima, steps)
     for t in range(1, rounds + 1):
         clients = participants(t) if participants else list(range(n))
-        params, server, results = local_round(strategy, model, params, server, states, clients, client_data,
-                                              RoundSpec(t, rounds, n, lr), sgd(step_loss))
+        params, server, results = local_round(
+            strategy, model, params, server, states, clients, client_data, RoundSpec(t, rounds, n, lr), sgd(step_loss)
+        )
         assert all(r.ok for r in results)
     return params["w"], server, states
 
@@ -89,8 +90,7 @@ def test_scaffold_first_round_control_variates_by_hand():
     # option II: c_i+ = c_i - c + (x - y_i) / (K lr) = -h_i o_i ; server c = (1/N) sum_{i in S} delta c_i
     curv = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
     optima = torch.tensor([[1.0], [1.0], [-1.0], [2.0]])
-    w, server, states = run_rounds(Scaffold(), curv, optima, rounds=1, steps=1, lr=0.1,
-                                   participants=lambda t: [0, 1])
+    w, server, states = run_rounds(Scaffold(), curv, optima, rounds=1, steps=1, lr=0.1, participants=lambda t: [0, 1])
     assert states[0]["c_i.w"].item() == pytest.approx(-1.0, abs=1e-6)
     assert states[1]["c_i.w"].item() == pytest.approx(-2.0, abs=1e-6)
     assert 2 not in states and 3 not in states
@@ -108,8 +108,9 @@ def test_scaffold_control_variate_is_option_two_for_sgd():
     server = strat.init_server_state(x)
     states: dict = {}
     step_loss, client_data = quadratic_clients(curv, optima, 3)
-    x, server, _ = local_round(strat, model, x, server, states, [0, 1], client_data, RoundSpec(1, 2, 2, 0.1),
-                               sgd(step_loss))
+    x, server, _ = local_round(
+        strat, model, x, server, states, [0, 1], client_data, RoundSpec(1, 2, 2, 0.1), sgd(step_loss)
+    )
     c_i_before, c_before = states[0]["c_i.w"].clone(), server["c.w"].clone()
     local_round(strat, model, x, server, states, [0], client_data, RoundSpec(2, 2, 2, 0.1), sgd(step_loss))
     y0 = model.w.detach()  # the model still holds client 0's local result
@@ -187,8 +188,17 @@ def test_nan_client_is_left_out_and_global_stays_finite():
         model = Point(1)
         params = float_state(model)
         step_loss, client_data = quadratic_clients(curv, optima, 2)
-        new, _, results = local_round(strat, model, params, strat.init_server_state(params), {}, [0, 1, 2],
-                                      client_data, RoundSpec(1, 5, 3, 0.5), sgd(step_loss))
+        new, _, results = local_round(
+            strat,
+            model,
+            params,
+            strat.init_server_state(params),
+            {},
+            [0, 1, 2],
+            client_data,
+            RoundSpec(1, 5, 3, 0.5),
+            sgd(step_loss),
+        )
         assert [r.ok for r in results] == [True, False, True]
         assert "non-finite training loss" in results[1].reason
         assert torch.isfinite(new["w"]).all()
@@ -197,10 +207,12 @@ def test_nan_client_is_left_out_and_global_stays_finite():
 
 @pytest.mark.parametrize(
     ("name", "overrides", "lambda_hifr", "loss_aware", "decay"),
-    [("fedvsr", ["fl.lambda_hifr=0.3", "fl.alpha_decay=power"], 0.3, True, "power"),
-     ("fedavg-dwt", ["fl.lambda_hifr=0.3"], 0.3, False, "linear"),
-     ("fedvsr-gla", [], 0.0, True, "none"),
-     ("fedvsr-ala", ["fl.alpha_decay=power"], 0.0, True, "power")],
+    [
+        ("fedvsr", ["fl.lambda_hifr=0.3", "fl.alpha_decay=power"], 0.3, True, "power"),
+        ("fedavg-dwt", ["fl.lambda_hifr=0.3"], 0.3, False, "linear"),
+        ("fedvsr-gla", [], 0.0, True, "none"),
+        ("fedvsr-ala", ["fl.alpha_decay=power"], 0.0, True, "power"),
+    ],
 )
 def test_ablations_switch_the_right_parts_off(name, overrides, lambda_hifr, loss_aware, decay):
     cfg = load_config(None, [f"fl.strategy={name}", *overrides])
@@ -215,7 +227,14 @@ def test_the_registry_builds_every_strategy_from_its_entry():
 
     assert strategy_names() == ("fedavg", "fedprox", "scaffold", "fedvsr", "fedavg-dwt", "fedvsr-gla", "fedvsr-ala")
     assert [type(get_strategy(n).build()).__name__ for n in strategy_names()] == [
-        "FedAvg", "FedProx", "Scaffold", "FedVSR", "FedVSR", "FedVSR", "FedVSR"]
+        "FedAvg",
+        "FedProx",
+        "Scaffold",
+        "FedVSR",
+        "FedVSR",
+        "FedVSR",
+        "FedVSR",
+    ]
     assert get_strategy("fedvsr-ala").keys() == ("lambda_vsr", "alpha", "alpha_decay", "mixing")
     assert readers("alpha_decay") == ["fedvsr", "fedvsr-ala"]
     with pytest.raises(ValueError, match="strategy 'fedvsr-gla' does not read lambda_hifr"):

@@ -45,30 +45,36 @@ def test_paper_grouping_of_seven_rgb_frames():
     assert group_channels(21, 9, 3) == [(0, 9), (6, 15), (12, 21)]
 
 
-@pytest.mark.parametrize(("s", "o", "groups"), [
-    # K = ceil(17 / 8) = 3: the third group would be [16, 28), shifted back to end at channel 21
-    (12, 4, [(0, 12), (8, 20), (9, 21)]),
-    # K = ceil(21 / 6) = 4: [18, 24) shifted back to [15, 21)
-    (6, 0, [(0, 6), (6, 12), (12, 18), (15, 21)]),
-    # K = ceil(13 / 10) = 2: [10, 28) -> [3, 21)
-    (18, 8, [(0, 18), (3, 21)]),
-    (6, 2, [(0, 6), (4, 10), (8, 14), (12, 18), (15, 21)]),
-])
+@pytest.mark.parametrize(
+    ("s", "o", "groups"),
+    [
+        # K = ceil(17 / 8) = 3: the third group would be [16, 28), shifted back to end at channel 21
+        (12, 4, [(0, 12), (8, 20), (9, 21)]),
+        # K = ceil(21 / 6) = 4: [18, 24) shifted back to [15, 21)
+        (6, 0, [(0, 6), (6, 12), (12, 18), (15, 21)]),
+        # K = ceil(13 / 10) = 2: [10, 28) -> [3, 21)
+        (18, 8, [(0, 18), (3, 21)]),
+        (6, 2, [(0, 6), (4, 10), (8, 14), (12, 18), (15, 21)]),
+    ],
+)
 def test_uneven_grouping_shifts_the_last_group_back(s, o, groups):
     got = group_channels(21, s, o, fit="shift")
     assert got == groups and len(got) == math.ceil((21 - o) / (s - o))
     assert all(e - b == s for b, e in got)
 
 
-@pytest.mark.parametrize(("s", "o", "groups"), [
-    # eq. (3) literally: group g starts at g (S - O); the last runs past channel 21 into zero channels
-    (6, 0, [(0, 6), (6, 12), (12, 18), (18, 24)]),
-    (9, 0, [(0, 9), (9, 18), (18, 27)]),
-    (6, 2, [(0, 6), (4, 10), (8, 14), (12, 18), (16, 22)]),
-    (9, 3, [(0, 9), (6, 15), (12, 21)]),  # the exact fit: no pad, the same as shift
-    (12, 4, [(0, 12), (8, 20), (16, 28)]),
-    (18, 8, [(0, 18), (10, 28)]),
-])
+@pytest.mark.parametrize(
+    ("s", "o", "groups"),
+    [
+        # eq. (3) literally: group g starts at g (S - O); the last runs past channel 21 into zero channels
+        (6, 0, [(0, 6), (6, 12), (12, 18), (18, 24)]),
+        (9, 0, [(0, 9), (9, 18), (18, 27)]),
+        (6, 2, [(0, 6), (4, 10), (8, 14), (12, 18), (16, 22)]),
+        (9, 3, [(0, 9), (6, 15), (12, 21)]),  # the exact fit: no pad, the same as shift
+        (12, 4, [(0, 12), (8, 20), (16, 28)]),
+        (18, 8, [(0, 18), (10, 28)]),
+    ],
+)
 def test_pad_grouping_shares_exactly_o_channels(s, o, groups):
     got = group_channels(21, s, o)
     assert got == groups and len(got) == math.ceil((21 - o) / (s - o))
@@ -103,8 +109,9 @@ class GroupIndex(torch.nn.Module):
 
 
 def test_decoder_divides_each_channel_by_the_groups_that_encoded_it():
-    ae = FrameAutoencoder(7, 3, 9, 3, features=4, blocks=0, flow_blocks=0, refine_features=0,
-                          flow_guidance=False, color_correction="none")
+    ae = FrameAutoencoder(
+        7, 3, 9, 3, features=4, blocks=0, flow_blocks=0, refine_features=0, flow_guidance=False, color_correction="none"
+    )
     ae.decoder = GroupIndex(9, 3)
     out = ae.decode(torch.zeros(2, 3, 3, 4, 4), torch.zeros(2, 7, 3, 2, 2))
     assert out.shape == (2, 7, 3, 4, 4)
@@ -127,8 +134,9 @@ class Recorder(torch.nn.Module):
 
 def test_pad_grouping_encodes_zeros_past_the_channels_and_decodes_without_them():
     # S = 6, O = 0 on 7 RGB frames: groups [0, 6), [6, 12), [12, 18), [18, 24); channels 21-23 are zeros
-    ae = FrameAutoencoder(7, 3, 6, 0, features=4, blocks=0, flow_blocks=0, refine_features=0,
-                          flow_guidance=False, color_correction="none")
+    ae = FrameAutoencoder(
+        7, 3, 6, 0, features=4, blocks=0, flow_blocks=0, refine_features=0, flow_guidance=False, color_correction="none"
+    )
     ae.encoder = Recorder(3)
     x = torch.arange(1, 22, dtype=torch.float32).view(1, 7, 3, 1, 1).expand(1, 7, 3, 2, 2)
     assert ae.encode(x).shape == (1, 4, 3, 2, 2)
@@ -137,8 +145,19 @@ def test_pad_grouping_encodes_zeros_past_the_channels_and_decodes_without_them()
     ae.decoder = GroupIndex(6, 4)
     per_channel = ae.decode(torch.zeros(2, 4, 3, 4, 4), x).reshape(2, 21, 16)[0, :, 0].tolist()
     assert per_channel == [1] * 6 + [2] * 6 + [3] * 6 + [4] * 3  # each channel decoded once: nothing averaged
-    shift = FrameAutoencoder(7, 3, 6, 0, features=4, blocks=0, flow_blocks=0, refine_features=0,
-                             flow_guidance=False, color_correction="none", group_fit="shift")
+    shift = FrameAutoencoder(
+        7,
+        3,
+        6,
+        0,
+        features=4,
+        blocks=0,
+        flow_blocks=0,
+        refine_features=0,
+        flow_guidance=False,
+        color_correction="none",
+        group_fit="shift",
+    )
     shift.decoder = GroupIndex(6, 4)
     per_channel = shift.decode(torch.zeros(2, 4, 3, 4, 4), x).reshape(2, 21, 16)[0, :, 0].tolist()
     assert per_channel == [1] * 6 + [2] * 6 + [3] * 3 + [3.5] * 3 + [4] * 3  # [15, 21) overlaps [12, 18)
@@ -156,18 +175,25 @@ def test_color_correction_equation_4_numbers():
 
 
 # ---------------------------------------------------------------- config validation of (S, O)
-@pytest.mark.parametrize(("sets", "message"), [
-    (["model.options.overlap=9"], "overlap = 9 must be smaller than group_size = 9: allowed 0 <= overlap <= 8"),
-    (["model.options.group_size=6", "model.options.overlap=7"],
-     "overlap = 7 must be smaller than group_size = 6: allowed 0 <= overlap <= 5"),
-    (["model.options.group_size=22"],
-     "group_size = 22 is larger than the 21 stacked channels (in_channels x num_frames); "
-     "allowed: 1 <= group_size <= 21"),
-    (["model.options.overlap=-1"], "overlap = -1 must be >= 0"),
-    (["model.options.group_size=0"], "group_size = 0 must be >= 1"),
-    (["model.options.mode=warm"], "mode must be one of frozen, joint, pretrain, got 'warm'"),
-    (["model.options.color_correction=middle"], "color_correction must be one of decoder, encoder, both, none"),
-])
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["model.options.overlap=9"], "overlap = 9 must be smaller than group_size = 9: allowed 0 <= overlap <= 8"),
+        (
+            ["model.options.group_size=6", "model.options.overlap=7"],
+            "overlap = 7 must be smaller than group_size = 6: allowed 0 <= overlap <= 5",
+        ),
+        (
+            ["model.options.group_size=22"],
+            "group_size = 22 is larger than the 21 stacked channels (in_channels x num_frames); "
+            "allowed: 1 <= group_size <= 21",
+        ),
+        (["model.options.overlap=-1"], "overlap = -1 must be >= 0"),
+        (["model.options.group_size=0"], "group_size = 0 must be >= 1"),
+        (["model.options.mode=warm"], "mode must be one of frozen, joint, pretrain, got 'warm'"),
+        (["model.options.color_correction=middle"], "color_correction must be one of decoder, encoder, both, none"),
+    ],
+)
 def test_invalid_group_overlap_is_a_config_error(sets, message):
     with pytest.raises(ConfigError, match="model.options") as err:
         load_config(None, fca2_overrides(*sets))
@@ -196,10 +222,15 @@ def test_frozen_mode_needs_a_checkpoint_and_pretrain_needs_scale_1():
 SPYNET = 6 * sum(cin * cout * 49 + cout for cin, cout in ((8, 32), (32, 64), (64, 32), (32, 16), (16, 2)))
 
 
-@pytest.mark.parametrize(("name", "preset", "paper_m"), [
-    ("basicvsr", "paper", 5.9), ("basicvsr++", "paper", 7.3), ("fca2", "paper", 9.2),
-    ("fca2", "paper-basicvsr++", 10.6),
-])
+@pytest.mark.parametrize(
+    ("name", "preset", "paper_m"),
+    [
+        ("basicvsr", "paper", 5.9),
+        ("basicvsr++", "paper", 7.3),
+        ("fca2", "paper", 9.2),
+        ("fca2", "paper-basicvsr++", 10.6),
+    ],
+)
 def test_paper_sizes_within_10_percent_of_table_i(name, preset, paper_m):
     params = count_params(meta(name, preset, mode="joint") if name == "fca2" else meta(name, preset))
     assert abs(params / 1e6 - paper_m) / paper_m < 0.10
@@ -264,7 +295,12 @@ def test_shapes_in_every_mode_and_long_clips_in_chunks():
     assert build_model("fca2", "tiny", {"mode": "pretrain"})(lr).shape == (1, 7, 3, 8, 8)
     with torch.no_grad():  # 10 frames: two chunks of 7 (the last padded), 6 compressed frames in the backbone
         assert build_model("fca2", "tiny", {"mode": "joint"}).eval()(torch.rand(1, 10, 3, 8, 8)).shape == (
-            1, 10, 3, 32, 32)
+            1,
+            10,
+            3,
+            32,
+            32,
+        )
 
 
 def test_decoder_color_correction_matches_each_frame_to_its_lr_statistics():
@@ -318,8 +354,9 @@ def test_a_checkpoint_of_another_grouping_is_a_config_error(tmp_path):
     # checked on the meta device from the safetensors header: nothing is loaded
     with pytest.raises(ConfigError, match="does not fit this autoencoder"):
         load_config(None, fca2_overrides(ckpt, "model.options.mode=frozen"))
-    ok = load_config(None, fca2_overrides(ckpt, "model.options.mode=frozen", "model.options.group_size=6",
-                                          "model.options.overlap=2"))
+    ok = load_config(
+        None, fca2_overrides(ckpt, "model.options.mode=frozen", "model.options.group_size=6", "model.options.overlap=2")
+    )
     assert ok.model.options["mode"] == "frozen"
     with pytest.raises(ConfigError, match="is neither a weights file nor a run folder"):
         load_config(None, fca2_overrides(f"model.options.autoencoder_checkpoint={tmp_path / 'nope'}"))
@@ -436,22 +473,29 @@ def user_module(tmp_path, monkeypatch):
 
 
 def test_user_model_by_import_path_builds_and_validates(user_module):
-    cfg = load_config(None, [f"model.name={user_module}:TinyUpscaler", "model.options.width=3",
-                             "model.options.num_frames=3"])
+    cfg = load_config(
+        None, [f"model.name={user_module}:TinyUpscaler", "model.options.width=3", "model.options.num_frames=3"]
+    )
     m = build_model(cfg.model.name, cfg.model.preset, cfg.model.options)
     assert type(m).__name__ == "TinyUpscaler" and count_params(m) == 3 * 3 + 3
     assert m(torch.rand(1, 3, 3, 4, 4)).shape == (1, 3, 3, 16, 16)
     assert get_entry(f"{user_module}:TinyUpscaler").description.startswith("A user's network")
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("no_such_module_xyz:Net", "cannot import module 'no_such_module_xyz'"),
-    ("{m}:Missing", "module '{m}' has no attribute 'Missing'"),
-    ("{m}:a_function", "'a_function' is a function, not a class"),
-    ("{m}:NotAModel", "class 'NotAModel' is not a torch.nn.Module subclass"),
-    ("{m}:BareModule", "is not a fedvsr.models.VSRModel and lacks the model contract's target, vsr_loss, "
-                       "optimizer_groups, training_step"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("no_such_module_xyz:Net", "cannot import module 'no_such_module_xyz'"),
+        ("{m}:Missing", "module '{m}' has no attribute 'Missing'"),
+        ("{m}:a_function", "'a_function' is a function, not a class"),
+        ("{m}:NotAModel", "class 'NotAModel' is not a torch.nn.Module subclass"),
+        (
+            "{m}:BareModule",
+            "is not a fedvsr.models.VSRModel and lacks the model contract's target, vsr_loss, "
+            "optimizer_groups, training_step",
+        ),
+    ],
+)
 def test_user_model_errors_are_clear(user_module, name, message):
     name, message = name.format(m=user_module), message.format(m=user_module)
     with pytest.raises(ModelImportError) as err:
@@ -480,6 +524,9 @@ def test_group_overlap_sweep_spec_holds_table_vi_and_rejects_invalid_pairs(tmp_p
     data["params"]["group_overlap"]["grid"].append([9, 9])
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
-    with pytest.raises(SpecError, match="group_size=9, model.options.overlap=9 is not a valid experiment: .*"
-                                        "overlap = 9 must be smaller than group_size = 9"):
+    with pytest.raises(
+        SpecError,
+        match="group_size=9, model.options.overlap=9 is not a valid experiment: .*"
+        "overlap = 9 must be smaller than group_size = 9",
+    ):
         load_spec(str(bad))

@@ -15,8 +15,16 @@ from tests.conftest import tiny_experiment
 
 pytestmark = pytest.mark.slow
 
-SMALL = ("model.name=fca2", "data.frames=7", "data.samples_per_video=2", "platform.workers=1", "eval.clips=1",
-         "data.height=32", "data.width=32", "data.patch=8")
+SMALL = (
+    "model.name=fca2",
+    "data.frames=7",
+    "data.samples_per_video=2",
+    "platform.workers=1",
+    "eval.clips=1",
+    "data.height=32",
+    "data.width=32",
+    "data.patch=8",
+)
 
 
 def test_fca2_pretrain_then_frozen_federated(ray_local, synth_root, tmp_path):
@@ -33,8 +41,9 @@ def test_fca2_pretrain_then_frozen_federated(ray_local, synth_root, tmp_path):
     assert pre["iteration"] > 0
 
     # phase 2: the pretrained autoencoder frozen, cleaning + BasicVSR trained at x4
-    cfg2 = load_config(None, tiny_experiment(synth_root, *SMALL,
-                                             f"model.options.autoencoder_checkpoint={tmp_path / 'pretrain'}"))
+    cfg2 = load_config(
+        None, tiny_experiment(synth_root, *SMALL, f"model.options.autoencoder_checkpoint={tmp_path / 'pretrain'}")
+    )
     assert cfg2.model.options.get("mode", "frozen") == "frozen"
     summary = run_experiment(cfg2, tmp_path / "frozen")
     rounds = pq.read_table(tmp_path / "frozen" / "rounds.parquet").to_pydict()

@@ -136,9 +136,7 @@ def test_band_masks_eq12_match_hand_computed_values():
     assert masks[2, 0, 0].item() == pytest.approx(g(3, 8) - g(1, 8) - g(2, 8), rel=1e-5)
     assert g(3, 8) == pytest.approx(math.exp(-0.5))
     # (u, v) = (2, 3): distance^2 = 1
-    assert masks[2, 2, 3].item() == pytest.approx(
-        math.exp(-9 / 144) - math.exp(-9 / 16) - math.exp(-9 / 64), rel=1e-5
-    )
+    assert masks[2, 2, 3].item() == pytest.approx(math.exp(-9 / 144) - math.exp(-9 / 16) - math.exp(-9 / 64), rel=1e-5)
 
 
 def test_band_masks_difference_are_band_pass():
@@ -173,14 +171,13 @@ def test_decoupler_real_fft_equals_the_full_fft_of_eq8(size, mode):
     dec = Decoupler(4, mode)
     masks = gaussian_band_masks(h, w, 4, mode).double()
     spec = torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1))
-    full = torch.fft.ifft2(torch.fft.ifftshift(spec.unsqueeze(1) * masks[None, :, None], dim=(-2, -1)),
-                           norm="ortho")
+    full = torch.fft.ifft2(torch.fft.ifftshift(spec.unsqueeze(1) * masks[None, :, None], dim=(-2, -1)), norm="ortho")
     ours = dec(x)
     torch.testing.assert_close(ours, full.real, atol=1e-12, rtol=0)
     assert full.imag.abs().max() < 1e-12  # the full-FFT bands are real: Hermitian symmetry kept
     weights = torch.randn_like(ours)
-    g_ours, = torch.autograd.grad((ours * weights).sum(), x)
-    g_full, = torch.autograd.grad((full.real * weights).sum(), x)
+    (g_ours,) = torch.autograd.grad((ours * weights).sum(), x)
+    (g_full,) = torch.autograd.grad((full.real * weights).sum(), x)
     torch.testing.assert_close(g_ours, g_full, atol=1e-12, rtol=0)
 
 
@@ -394,12 +391,14 @@ def test_vsr_loss_is_charbonnier_plus_weighted_contrastive():
 def _smooth_clip(b: int = 2, h: int = 16, w: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Band-limited texture (a sum of random sinusoids), bicubic x4 down: LR detail lost, as in real video."""
     gen = torch.Generator().manual_seed(2)
-    y, x = torch.meshgrid(torch.arange(4 * h, dtype=torch.float64), torch.arange(4 * w, dtype=torch.float64),
-                          indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(4 * h, dtype=torch.float64), torch.arange(4 * w, dtype=torch.float64), indexing="ij"
+    )
     hr = torch.zeros(b, 7, 3, 4 * h, 4 * w, dtype=torch.float64)
     for _ in range(12):
-        fy, fx, phase = (torch.rand(3, generator=gen, dtype=torch.float64) * torch.tensor([0.6, 0.6, 6.28],
-                                                                                            dtype=torch.float64))
+        fy, fx, phase = torch.rand(3, generator=gen, dtype=torch.float64) * torch.tensor(
+            [0.6, 0.6, 6.28], dtype=torch.float64
+        )
         amp = torch.rand(b, 1, 3, 1, 1, generator=gen, dtype=torch.float64) * 0.08
         hr = hr + amp * torch.sin(fy * y + fx * x + phase)
     hr = (hr + 0.5).clamp(0, 1).float()

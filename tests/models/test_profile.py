@@ -58,9 +58,7 @@ def test_profile_efvsr_tiny_matches_hand_count():
 def test_profile_works_for_every_registered_model(name):
     preset = "tiny" if "tiny" in get_entry(name).presets else next(iter(get_entry(name).presets))
     info = profile_model(name, preset, lr_hw=(16, 16))
-    assert set(info) == {
-        "name", "preset", "params", "flops", "macs", "num_frames", "center_output", "scale", "lr_hw"
-    }
+    assert set(info) == {"name", "preset", "params", "flops", "macs", "num_frames", "center_output", "scale", "lr_hw"}
     assert info["flops"] > 0 and info["macs"] == info["flops"] // 2
     assert info["params"] == count_params(build_model(name, preset))
     # measured on the meta device: the same count as a real forward pass on the CPU

@@ -75,20 +75,30 @@ def test_recipe_keys_are_typed_config_keys_checked_before_ray():
     table = config_table()
     assert "| `model.recipe.adversarial_weight` | `0.001` | a number >= 0.0 and <= 1000000.0 | VSRGAN: weight" in table
     for overrides, message in [
-        (["model.recipe.ssim_weight=-0.1"], "model.recipe.ssim_weight = -0.1 is not allowed; expected a number >= 0.0 "
-                                            "and <= 1000000.0"),
-        (["model.options.sobel_weight=0.3"], "model.options.sobel_weight is a key of vsrgan's training recipe: set "
-                                             "model.recipe.sobel_weight instead (the value is checked there)"),
-        (["model.recipe.lpips_weight=0.5"], "model.recipe.lpips_weight = 0.5 needs model.recipe.lpips_weights = the "
-                                            "path of a local VGG-19 weights file"),
+        (
+            ["model.recipe.ssim_weight=-0.1"],
+            "model.recipe.ssim_weight = -0.1 is not allowed; expected a number >= 0.0 and <= 1000000.0",
+        ),
+        (
+            ["model.options.sobel_weight=0.3"],
+            "model.options.sobel_weight is a key of vsrgan's training recipe: set "
+            "model.recipe.sobel_weight instead (the value is checked there)",
+        ),
+        (
+            ["model.recipe.lpips_weight=0.5"],
+            "model.recipe.lpips_weight = 0.5 needs model.recipe.lpips_weights = the "
+            "path of a local VGG-19 weights file",
+        ),
     ]:
         with pytest.raises(ConfigError) as err:
             load_config(None, [*base, *overrides])
         assert str(err.value).startswith(message)
     with pytest.raises(ConfigError) as err:
         load_config(None, ["model.recipe.whole_weight=2"])
-    assert str(err.value) == ("model.recipe.whole_weight = 2.0 has no effect with model.name = 'efvsr' (it has no "
-                              "recipe keys); remove it, or choose the model family it belongs to")
+    assert str(err.value) == (
+        "model.recipe.whole_weight = 2.0 has no effect with model.name = 'efvsr' (it has no "
+        "recipe keys); remove it, or choose the model family it belongs to"
+    )
 
 
 def test_lpips_is_off_without_a_local_vgg_file(tmp_path):
@@ -246,8 +256,13 @@ def test_training_step_trains_both_networks_and_reports_the_content_loss():
     assert float(reported) == pytest.approx(float(expected), rel=1e-5)
     assert not reported.requires_grad
     # two patch passes (4x4 -> 2x2 grid, 8x8 -> whole), accumulated into one generator step, then one D step
-    assert calls == [("objective", (2, 3, 3, 32, 32)), ("objective", (2, 3, 3, 32, 32)), ("apply", False),
-                     ("objective", None), ("apply", True)]
+    assert calls == [
+        ("objective", (2, 3, 3, 32, 32)),
+        ("objective", (2, 3, 3, 32, 32)),
+        ("apply", False),
+        ("objective", None),
+        ("apply", True),
+    ]
     assert any(not torch.equal(a, b) for a, b in zip(g0, model.generator.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(d0, model.discriminator.parameters(), strict=True))
     # nothing frozen is left behind, no gradients linger for a strategy's correction to pick up
@@ -256,8 +271,9 @@ def test_training_step_trains_both_networks_and_reports_the_content_loss():
 
 
 def test_training_step_without_accumulation_steps_per_pass_and_skips_d_without_adversarial_loss():
-    model = build_model("vsrgan", "tiny-residual", {"patch_sizes": [4, 8], "accumulate": False,
-                                                    "adversarial_weight": 0.0})
+    model = build_model(
+        "vsrgan", "tiny-residual", {"patch_sizes": [4, 8], "accumulate": False, "adversarial_weight": 0.0}
+    )
     lr, hr = torch.rand(1, 3, 3, 8, 8), torch.rand(1, 3, 3, 32, 32)
     opts = {k: torch.optim.Adam(v, lr=1e-3) for k, v in model.optimizer_groups().items()}
     d0 = [p.detach().clone() for p in model.discriminator.parameters()]

@@ -37,14 +37,19 @@ def test_a_video_with_its_own_degradation_is_degraded_by_it(tmp_path):
 
 
 def test_config_refuses_a_data_degradation_with_by_degradation():
-    message = (r"data.degradation = 'h264' is not used with fl.partition = 'by-degradation', which gives every client "
-               r"its own device's degradation .*allowed: data.degradation = 'bicubic' \(the default\), or another "
-               r"fl.partition")
+    message = (
+        r"data.degradation = 'h264' is not used with fl.partition = 'by-degradation', which gives every client "
+        r"its own device's degradation .*allowed: data.degradation = 'bicubic' \(the default\), or another "
+        r"fl.partition"
+    )
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["fl.partition=by-degradation", "data.degradation=h264"])
     assert load_config(None, ["fl.partition=by-degradation"]).fl.partition == "by-degradation"
-    with pytest.raises(ConfigError, match=r"fl.partition = 'by-device' is not allowed; expected one of .*"
-                                          r"'by-degradation'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"fl.partition = 'by-device' is not allowed; expected one of .*"
+        r"'by-degradation'",
+    ):
         load_config(None, ["fl.partition=by-device"])
 
 
@@ -75,13 +80,15 @@ def test_tiny_run_gives_each_client_its_device(ray_local, synth_root, tmp_path):
             assert (root / f"{cache_key(e.path, devices[c].name, 4, dict(devices[c].params))}.npy").is_file()
     blur_video = data.videos[data.pool[parts[1][0]]]
     cached = np.load(root / f"{cache_key(blur_video.path, 'blur', 4, dict(devices[1].params))}.npy")
-    np.testing.assert_array_equal(cached, degrade_video(read_video(blur_video.path), "blur", 4,
-                                                       **dict(devices[1].params)))
+    np.testing.assert_array_equal(
+        cached, degrade_video(read_video(blur_video.path), "blur", 4, **dict(devices[1].params))
+    )
 
     # the evaluation videos: bicubic and blur(1.5) (the two held out), read back through the cache the run filled
     held = with_degradations(data.videos, [[] for _ in range(4)], data.held, devices)
     assert [(held[i].degradation, held[i].degradation_params) for i in data.held] == [
-        (d.name, d.params) for d in evaluation_degradations(2)]
+        (d.name, d.params) for d in evaluation_degradations(2)
+    ]
     from fedvsr.evaluation import evaluate_bicubic
     from fedvsr.models import build_model
 

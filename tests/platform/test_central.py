@@ -169,8 +169,10 @@ def test_a_failed_worker_is_one_message_naming_the_run_folder(ray_local, synth_r
     out = tmp_path / "failed"
     with pytest.raises(CentralTrainingError) as info:
         run_central(tiny(synth_root), out, workers=2)
-    assert str(info.value) == (f"central training of {out} failed: workers 0, 1: ValueError: video 'x': HR shape "
-                               "(5, 64, 64, 3) is not LR shape")
+    assert str(info.value) == (
+        f"central training of {out} failed: workers 0, 1: ValueError: video 'x': HR shape "
+        "(5, 64, 64, 3) is not LR shape"
+    )
 
 
 def test_cli_prints_config_errors(synth_root, capsys):

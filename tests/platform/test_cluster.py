@@ -25,15 +25,21 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize(
     ("address", "expected"),
-    [("127.0.0.1:6380", ("127.0.0.1", 6380)), ("ray://127.0.0.1:10001", ("127.0.0.1", 10001)),
-     ("localhost", ("localhost", 6379)), ("[::1]:7000", ("::1", 7000))],
+    [
+        ("127.0.0.1:6380", ("127.0.0.1", 6380)),
+        ("ray://127.0.0.1:10001", ("127.0.0.1", 10001)),
+        ("localhost", ("localhost", 6379)),
+        ("[::1]:7000", ("::1", 7000)),
+    ],
 )
 def test_split_address(address, expected):
     assert split_address(address) == expected
 
 
-@pytest.mark.parametrize(("address", "message"), [(":6379", "names no host"), ("127.0.0.1:port", "not a number"),
-                                                   ("127.0.0.1:70000", "out of range")])
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [(":6379", "names no host"), ("127.0.0.1:port", "not a number"), ("127.0.0.1:70000", "out of range")],
+)
 def test_malformed_addresses(address, message):
     with pytest.raises(ClusterUnreachable, match=message):
         split_address(address)

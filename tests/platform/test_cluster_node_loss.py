@@ -28,8 +28,11 @@ from test_job_submit import RAY, REPO, LoopbackCluster, _kill_group, free_port, 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 #: the GCS declares a node dead after ~1.5 s of silence instead of Ray's default ~30 s
-FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
-               "RAY_health_check_failure_threshold": "3"}
+FAST_HEALTH = {
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "500",
+    "RAY_health_check_failure_threshold": "3",
+}
 TIMING = {"seconds", "train_seconds", "eval_seconds", "updates_per_s", "samples_per_s", "node"}
 
 
@@ -38,14 +41,40 @@ class TwoNodes(LoopbackCluster):
         self.env.update(FAST_HEALTH)
         self.token_file.write_text("t" * 64)
         self.token_file.chmod(0o600)
-        self._spawn("head", [RAY, "start", "--head", "--block", f"--port={self.gcs_port}", "--num-cpus=1",
-                             f"--temp-dir={self.root / 'ray'}", "--include-dashboard=false",
-                             f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
-                             f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"], {})
+        self._spawn(
+            "head",
+            [
+                RAY,
+                "start",
+                "--head",
+                "--block",
+                f"--port={self.gcs_port}",
+                "--num-cpus=1",
+                f"--temp-dir={self.root / 'ray'}",
+                "--include-dashboard=false",
+                f"--dashboard-port={free_port()}",
+                f"--ray-client-server-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                "--disable-usage-stats",
+            ],
+            {},
+        )
         self._wait_for_gcs()
-        self._spawn("worker", [RAY, "start", "--block", f"--address={self.gcs}", "--num-cpus=1",
-                               "--node-ip-address=127.0.0.2", f"--temp-dir={self.root / 'ray-worker'}",
-                               f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"], {})
+        self._spawn(
+            "worker",
+            [
+                RAY,
+                "start",
+                "--block",
+                f"--address={self.gcs}",
+                "--num-cpus=1",
+                "--node-ip-address=127.0.0.2",
+                f"--temp-dir={self.root / 'ray-worker'}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                "--disable-usage-stats",
+            ],
+            {},
+        )
         self._wait_started("head")
         self._wait_started("worker")
 
@@ -62,15 +91,54 @@ def two_nodes():
 def test_a_trial_whose_node_is_lost_restarts_on_the_other_node_bit_identical(two_nodes, synth_root):
     cluster, root = two_nodes, two_nodes.root
     out = root / "sweep"
-    fixed = {"model.preset": "tiny", "fl.rounds": 5, "fl.clients": 4, "fl.clients_per_round": 2,
-             "fl.batch_size": 4, "data.root": str(synth_root), "data.videos": 10, "data.frames": 5,
-             "data.height": 64, "data.width": 64, "data.patch": 16, "data.samples_per_video": 24,
-             "eval.holdout": 2, "eval.clips": 2, "platform.workers": 1, "platform.cpus_per_worker": 1}
-    (root / "spec.yaml").write_text(yaml.safe_dump({"search": "grid", "scheduler": "none", "fixed": fixed,
-                                                    "params": {"data.hr_cache_mb": {"grid": [64.0, 65.0]}}}))
-    sweep = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "sweep", str(root / "spec.yaml"), "--out",
-                              str(out), "--concurrent", "2", "--address", cluster.gcs], env=cluster.env, cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    fixed = {
+        "model.preset": "tiny",
+        "fl.rounds": 5,
+        "fl.clients": 4,
+        "fl.clients_per_round": 2,
+        "fl.batch_size": 4,
+        "data.root": str(synth_root),
+        "data.videos": 10,
+        "data.frames": 5,
+        "data.height": 64,
+        "data.width": 64,
+        "data.patch": 16,
+        "data.samples_per_video": 24,
+        "eval.holdout": 2,
+        "eval.clips": 2,
+        "platform.workers": 1,
+        "platform.cpus_per_worker": 1,
+    }
+    (root / "spec.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "search": "grid",
+                "scheduler": "none",
+                "fixed": fixed,
+                "params": {"data.hr_cache_mb": {"grid": [64.0, 65.0]}},
+            }
+        )
+    )
+    sweep = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fedvsr.cli",
+            "sweep",
+            str(root / "spec.yaml"),
+            "--out",
+            str(out),
+            "--concurrent",
+            "2",
+            "--address",
+            cluster.gcs,
+        ],
+        env=cluster.env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline, lost = time.monotonic() + 300, None
     while lost is None and time.monotonic() < deadline and sweep.poll() is None:
         for node_file in out.glob("runs/*/node.json"):
@@ -116,17 +184,50 @@ def test_a_client_workers_node_lost_during_simulate_the_rounds_complete_on_the_o
     from tests.conftest import tiny_experiment
 
     cluster = two_nodes
-    cluster._spawn("worker2", [RAY, "start", "--block", f"--address={cluster.gcs}", "--num-cpus=1",
-                               "--node-ip-address=127.0.0.3", f"--temp-dir={cluster.root / 'ray-w2'}",
-                               f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"], {})
+    cluster._spawn(
+        "worker2",
+        [
+            RAY,
+            "start",
+            "--block",
+            f"--address={cluster.gcs}",
+            "--num-cpus=1",
+            "--node-ip-address=127.0.0.3",
+            f"--temp-dir={cluster.root / 'ray-w2'}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            "--disable-usage-stats",
+        ],
+        {},
+    )
     cluster._wait_started("worker2")
     out = cluster.root / "simulate"
-    overrides = tiny_experiment(synth_root, "fl.rounds=5", "fl.clients=8", "fl.clients_per_round=4",
-                                "data.samples_per_video=24",
-                                "platform.workers=2", "platform.cpus_per_worker=1")
-    sim = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "simulate", "--address", cluster.gcs, "--out", str(out),
-                            *[a for o in overrides for a in ("--set", o)]], env=cluster.env, cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    overrides = tiny_experiment(
+        synth_root,
+        "fl.rounds=5",
+        "fl.clients=8",
+        "fl.clients_per_round=4",
+        "data.samples_per_video=24",
+        "platform.workers=2",
+        "platform.cpus_per_worker=1",
+    )
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fedvsr.cli",
+            "simulate",
+            "--address",
+            cluster.gcs,
+            "--out",
+            str(out),
+            *[a for o in overrides for a in ("--set", o)],
+        ],
+        env=cluster.env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline, before = time.monotonic() + 300, None
     while before is None and time.monotonic() < deadline and sim.poll() is None:
         if (out / "clients.parquet").is_file():
@@ -147,4 +248,3 @@ def test_a_client_workers_node_lost_during_simulate_the_rounds_complete_on_the_o
     assert later and len({c["node"] for c in later}) == 1 and later[0]["node"] in {c["node"] for c in before}
     kinds = [json.loads(line)["kind"] for line in (out / "events.jsonl").read_text().splitlines()]
     assert "worker_died" in kinds
-

@@ -68,9 +68,11 @@ def test_nodes_share_a_file_system_and_install_the_tested_versions(name):
     assert f'"ray[default]=={ray.__version__}"' in setup  # the same Ray as the machine that submits
     torch_version = torch.__version__.split("+")[0]
     assert f"torch=={torch_version} --index-url https://download.pytorch.org/whl/cpu" in " ".join(
-        config["head_setup_commands"])
+        config["head_setup_commands"]
+    )
     assert f"torch=={torch_version} --index-url https://download.pytorch.org/whl/cu" in " ".join(
-        config["worker_setup_commands"])
+        config["worker_setup_commands"]
+    )
     assert config["file_mounts"]["~/fedvsr"] == "."
     assert all("pip install -q -e ~/fedvsr" in config[k] for k in ("head_setup_commands", "worker_setup_commands"))
 
@@ -97,11 +99,17 @@ def test_onprem_head_offers_no_cpus_or_gpus_itself():
     assert config["provider"]["type"] == "local" and config["provider"]["worker_ips"]
 
 
-@pytest.mark.parametrize("same_machine, expected", [
-    ("no", "stop\nray start --address=10.0.0.1:6379 --disable-usage-stats\n"),
-    ("yes", "ray start --address=10.0.0.1:6379 --disable-usage-stats --node-ip-address=127.0.0.3 --num-cpus=1 "
-            "--dashboard-agent-listen-port=52468 --temp-dir=/tmp/x/ray-127.0.0.3\n"),
-])
+@pytest.mark.parametrize(
+    "same_machine, expected",
+    [
+        ("no", "stop\nray start --address=10.0.0.1:6379 --disable-usage-stats\n"),
+        (
+            "yes",
+            "ray start --address=10.0.0.1:6379 --disable-usage-stats --node-ip-address=127.0.0.3 --num-cpus=1 "
+            "--dashboard-agent-listen-port=52468 --temp-dir=/tmp/x/ray-127.0.0.3\n",
+        ),
+    ],
+)
 def test_onprem_worker_start_as_shipped_and_with_same_machine(same_machine, expected):
     """cluster/onprem.yaml's worker start command, run by bash as Ray's updater runs it (`ray` replaced by echo): as
     shipped it stops an earlier Ray first; with SAME_MACHINE=yes (cluster/loopback.sh) it does not, and takes the
@@ -113,9 +121,14 @@ def test_onprem_worker_start_as_shipped_and_with_same_machine(same_machine, expe
     assert command.startswith("SAME_MACHINE=no;")
     command = command.replace("SAME_MACHINE=no;", f"SAME_MACHINE={same_machine};")
     command = command.replace("ray stop", "echo stop").replace("RAY_AUTH_MODE=token ray start", "echo ray start")
-    env = {"PATH": os.environ["PATH"], "RAY_HEAD_IP": "10.0.0.1", "TMPDIR": "/tmp/x",
-           "SSH_CONNECTION": "127.0.0.1 40000 127.0.0.3 22"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "RAY_HEAD_IP": "10.0.0.1",
+        "TMPDIR": "/tmp/x",
+        "SSH_CONNECTION": "127.0.0.1 40000 127.0.0.3 22",
+    }
     assert subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True).stdout == expected
     shared = [c for c in config["setup_commands"] if "NFS=" in c]
-    assert len(shared) == 1 and shared[0].startswith("NFS=REPLACE-WITH-NFS-SERVER:/REPLACE-WITH-EXPORT; "
-                                                     "SHARED=/mnt/fedvsr;")
+    assert len(shared) == 1 and shared[0].startswith(
+        "NFS=REPLACE-WITH-NFS-SERVER:/REPLACE-WITH-EXPORT; SHARED=/mnt/fedvsr;"
+    )

@@ -28,9 +28,30 @@ from fedvsr.platform.environment import (
 from tests.conftest import run_tiny
 
 REPO = Path(__file__).resolve().parents[2]
-FIELDS = {"hostname", "os", "python", *PACKAGES, "ffmpeg", "libx264", "libx265", "torch_cpu_capability", "torch_blas",
-          "torch_mkl", "torch_onednn", "torch_mkldnn_enabled", "torch_threads", "torch_deterministic", "numpy_simd",
-          "cpu_model", "cpu_vendor", "cpu_id", "cpu_simd", "cpu_cache", "cpus", *(f"env.{v}" for v in KERNEL_ENV_VARS)}
+FIELDS = {
+    "hostname",
+    "os",
+    "python",
+    *PACKAGES,
+    "ffmpeg",
+    "libx264",
+    "libx265",
+    "torch_cpu_capability",
+    "torch_blas",
+    "torch_mkl",
+    "torch_onednn",
+    "torch_mkldnn_enabled",
+    "torch_threads",
+    "torch_deterministic",
+    "numpy_simd",
+    "cpu_model",
+    "cpu_vendor",
+    "cpu_id",
+    "cpu_simd",
+    "cpu_cache",
+    "cpus",
+    *(f"env.{v}" for v in KERNEL_ENV_VARS),
+}
 
 
 def test_describe_names_versions_kernels_cpu_and_pinning_variables(monkeypatch):
@@ -51,21 +72,32 @@ def test_portable_kernels_pin_aten_onednn_mkl_and_numpy():
     from numpy._core._multiarray_umath import __cpu_dispatch__
 
     above = [f for f in __cpu_dispatch__ if f == "X86_V4" or f.startswith("AVX512")]
-    env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ONEDNN_DEFAULT_FPMATH_MODE": "STRICT",
-           "MKL_CBWR": "COMPATIBLE,STRICT", "NPY_DISABLE_CPU_FEATURES": " ".join(above)}
+    env = {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "ONEDNN_DEFAULT_FPMATH_MODE": "STRICT",
+        "MKL_CBWR": "COMPATIBLE,STRICT",
+        "NPY_DISABLE_CPU_FEATURES": " ".join(above),
+    }
     assert kernel_env("portable") == env
     assert actor_options("portable") == {"runtime_env": {"env_vars": env}}
     assert kernel_env("native") == {} and actor_options("native") == {}  # native leaves the job's environment alone
     with pytest.raises(ValueError, match="platform.kernels = 'fast'; allowed: native, portable"):
         kernel_env("fast")
-    with pytest.raises(ConfigError, match="platform.kernels = 'fast' is not allowed; expected one of 'native', "
-                                          "'portable'"):
+    with pytest.raises(
+        ConfigError, match="platform.kernels = 'fast' is not allowed; expected one of 'native', 'portable'"
+    ):
         load_config(None, ["platform.kernels=fast"])
 
 
 def _worker(**fields):
-    return {"hostname": "a", "torch": "2.13.0", "torch_cpu_capability": "AVX2", "cpu_simd": "sse4_2 avx fma avx2",
-            **fields}
+    return {
+        "hostname": "a",
+        "torch": "2.13.0",
+        "torch_cpu_capability": "AVX2",
+        "cpu_simd": "sse4_2 avx fma avx2",
+        **fields,
+    }
 
 
 def test_workers_fold_into_flat_fields_and_a_cpu_without_avx2_is_not_pinned(tmp_path):
@@ -83,8 +115,7 @@ def test_workers_fold_into_flat_fields_and_a_cpu_without_avx2_is_not_pinned(tmp_
     with pytest.warns(RuntimeWarning, match="a worker's CPU lacks avx2 or fma"):
         assert add_workers(path, [_worker(), old])["kernels_pinned"] is False
     native = write_environment(tmp_path / "n", "native")
-    assert add_workers(native, [_worker()])["kernels_pinned"] is None and "kernel_env" in json.loads(
-        native.read_text())
+    assert add_workers(native, [_worker()])["kernels_pinned"] is None and "kernel_env" in json.loads(native.read_text())
 
 
 def test_a_resumed_run_keeps_the_first_sessions_environment(tmp_path):
@@ -124,8 +155,17 @@ for kernels in ("native", "portable"):
 """
 
 #: columns that measure time or placement, not the computation
-NOT_COMPUTED = {"seconds", "train_seconds", "eval_seconds", "updates_per_s", "samples_per_s", "worker", "device", "gpu",
-                "node"}  # node: the Ray node id of the worker, new in every Ray session
+NOT_COMPUTED = {
+    "seconds",
+    "train_seconds",
+    "eval_seconds",
+    "updates_per_s",
+    "samples_per_s",
+    "worker",
+    "device",
+    "gpu",
+    "node",
+}  # node: the Ray node id of the worker, new in every Ray session
 
 
 def _forced_down() -> dict[str, str]:
@@ -133,11 +173,20 @@ def _forced_down() -> dict[str, str]:
     import numpy._core._multiarray_umath as npy
 
     if torch.backends.cpu.get_cpu_capability() == "AVX512":
-        return {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-                "NPY_DISABLE_CPU_FEATURES": " ".join(f for f in npy.__cpu_dispatch__
-                                                     if f == "X86_V4" or f.startswith("AVX512"))}
-    return {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
-            "NPY_DISABLE_CPU_FEATURES": " ".join(f for f in npy.__cpu_dispatch__ if f != "X86_V2")}
+        return {
+            "ATEN_CPU_CAPABILITY": "avx2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+            "NPY_DISABLE_CPU_FEATURES": " ".join(
+                f for f in npy.__cpu_dispatch__ if f == "X86_V4" or f.startswith("AVX512")
+            ),
+        }
+    return {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+        "NPY_DISABLE_CPU_FEATURES": " ".join(f for f in npy.__cpu_dispatch__ if f != "X86_V2"),
+    }
 
 
 def _bits(run: Path) -> dict[str, object]:
@@ -145,8 +194,11 @@ def _bits(run: Path) -> dict[str, object]:
         table = pq.read_table(run / name)
         return table.drop_columns([c for c in table.column_names if c in NOT_COMPUTED]).to_pylist()
 
-    return {"rounds": rows("rounds.parquet"), "clients": rows("clients.parquet"),
-            "model": hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()}
+    return {
+        "rounds": rows("rounds.parquet"),
+        "clients": rows("clients.parquet"),
+        "model": hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest(),
+    }
 
 
 @pytest.mark.slow
@@ -155,9 +207,17 @@ def test_portable_kernels_give_the_same_bits_on_two_cpu_paths_and_native_ones_do
     for name in KERNEL_ENV_VARS:
         env.pop(name, None)
     machines = {"a": env, "b": {**env, **_forced_down()}}
-    procs = {m: subprocess.Popen([sys.executable, "-c", MACHINE, str(tmp_path / m)], env=e, cwd=REPO,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for m, e in machines.items()}  # side by side: each its own Ray
+    procs = {
+        m: subprocess.Popen(
+            [sys.executable, "-c", MACHINE, str(tmp_path / m)],
+            env=e,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for m, e in machines.items()
+    }  # side by side: each its own Ray
     for m, proc in procs.items():
         log = proc.communicate(timeout=900)[0]
         assert proc.returncode == 0, f"machine {m}:\n{log[-3000:]}"

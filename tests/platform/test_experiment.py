@@ -39,8 +39,15 @@ def fedavg_run(ray_local, synth_root, tmp_path_factory):
 
 def test_two_round_experiment_writes_every_output(fedavg_run):
     out, summary = fedavg_run
-    for name in ["config.yaml", "rounds.parquet", "clients.parquet", "summary.json", "model.safetensors",
-                 "partition.parquet", "checkpoint/round-00002/manifest.json"]:
+    for name in [
+        "config.yaml",
+        "rounds.parquet",
+        "clients.parquet",
+        "summary.json",
+        "model.safetensors",
+        "partition.parquet",
+        "checkpoint/round-00002/manifest.json",
+    ]:
         assert (out / name).exists(), name
     assert not (out / "psnr.png").exists()  # the runtime never draws: the fedvsr command does (tests/test_cli.py)
     rounds = pq.read_table(out / "rounds.parquet").to_pydict()
@@ -107,14 +114,20 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes_unchanged(fedavg_run,
         if row["round"] == 1:
             os.kill(pids[0], signal.SIGKILL)
 
-    out, _ = run(tmp_path, "killed", synth_root, on_start=lambda info: pids.extend(info["worker_pids"]),
-                 on_round=kill_worker_after_first_round)
+    out, _ = run(
+        tmp_path,
+        "killed",
+        synth_root,
+        on_start=lambda info: pids.extend(info["worker_pids"]),
+        on_round=kill_worker_after_first_round,
+    )
     assert len(pids) == 2
     assert columns(out) == columns(fedavg_run[0])
 
 
 def test_fedprox_with_mu_zero_is_fedavg_and_a_live_coordinator_configured_again_gives_fresh_numbers(
-        fedavg_run, seed1_run, synth_root, tmp_path):
+    fedavg_run, seed1_run, synth_root, tmp_path
+):
     """Two experiments on one coordinator and one worker pool (``configure`` twice, no new process) give the
     numbers of each experiment run on fresh actors; the first, FedProx with mu = 0, those of FedAvg."""
     import ray
@@ -141,8 +154,7 @@ def test_fedprox_with_mu_zero_is_fedavg_and_a_live_coordinator_configured_again_
 
 
 def test_scaffold_keeps_client_states_in_the_store(ray_local, synth_root, tmp_path):
-    out, summary = run(tmp_path, "scaffold", synth_root, "fl.strategy=scaffold", "fl.optimizer=sgd",
-                       "fl.lr=0.05")
+    out, summary = run(tmp_path, "scaffold", synth_root, "fl.strategy=scaffold", "fl.optimizer=sgd", "fl.lr=0.05")
     clients = pq.read_table(out / "clients.parquet").to_pydict()
     files = sorted(p.name for p in (out / "client_state").iterdir())
     pairs = zip(clients["client"], clients["round"], strict=True)
@@ -169,8 +181,9 @@ def test_a_corrupt_video_is_left_out_at_the_scan_and_every_client_trains(ray_loc
     victim = scanned[client_idx[0]]
     with open(victim.path, "wb") as f:
         f.write(b"\x00not a video" * 50)
-    out, summary = run(tmp_path, "corrupt", synth_root, "data.source=folder", f"data.root={folder}",
-                       "fl.clients_per_round=4")
+    out, summary = run(
+        tmp_path, "corrupt", synth_root, "data.source=folder", f"data.root={folder}", "fl.clients_per_round=4"
+    )
     clients = pq.read_table(out / "clients.parquet").to_pydict()
     assert set(clients["status"]) == {"ok"}
     rounds = pq.read_table(out / "rounds.parquet").to_pydict()
@@ -185,8 +198,15 @@ def test_a_corrupt_video_is_left_out_at_the_scan_and_every_client_trains(ray_loc
 
 def test_fcvsr_tiny_trains_two_federated_rounds(ray_local, synth_root, tmp_path):
     # FCVSR takes 7 frames and is trained with its own recipe (Charbonnier + frequency-aware contrastive loss)
-    out, summary = run(tmp_path, "fcvsr", synth_root, "model.name=fcvsr", "data.frames=7", "fl.strategy=fedvsr",
-                       "data.root=" + str(tmp_path / "seven"))
+    out, summary = run(
+        tmp_path,
+        "fcvsr",
+        synth_root,
+        "model.name=fcvsr",
+        "data.frames=7",
+        "fl.strategy=fedvsr",
+        "data.root=" + str(tmp_path / "seven"),
+    )
     rounds = pq.read_table(out / "rounds.parquet").to_pydict()
     assert rounds["round"] == [1, 2] and rounds["aggregated"] == [2, 2]
     assert all(np.isfinite(rounds["train_loss"])) and all(np.isfinite(rounds["psnr"]))
@@ -203,9 +223,19 @@ def test_recipe_knobs_reach_the_run(ray_local, synth_root, tmp_path):
     for e in build_synthetic_dataset(tmp_path / "eval-src", 3, 5, 64, 64, seed=9):
         (eval_dir / e.label).mkdir(parents=True, exist_ok=True)
         (eval_dir / e.label / Path(e.path).name).write_bytes(Path(e.path).read_bytes())
-    out, summary = run(tmp_path, "knobs", synth_root, "fl.lr_schedule=cosine", "fl.lr=0.004",
-                       "fl.clip_grad_norm=0.1", "eval.source=folder", f"eval.root={eval_dir}", "eval.holdout=0",
-                       "eval.channels=y+rgb", "data.videos=8")
+    out, summary = run(
+        tmp_path,
+        "knobs",
+        synth_root,
+        "fl.lr_schedule=cosine",
+        "fl.lr=0.004",
+        "fl.clip_grad_norm=0.1",
+        "eval.source=folder",
+        f"eval.root={eval_dir}",
+        "eval.holdout=0",
+        "eval.channels=y+rgb",
+        "data.videos=8",
+    )
     rounds = pq.read_table(out / "rounds.parquet").to_pydict()
     assert rounds["lr"] == pytest.approx([0.004, 0.002])  # cosine over 2 rounds: (1 + cos(pi t / 2)) / 2
     clients = pq.read_table(out / "clients.parquet").to_pydict()
@@ -228,8 +258,7 @@ def test_a_corrupt_evaluation_video_is_left_out_at_the_scan(ray_local, synth_roo
     victim = scanned[held[0]]
     with open(victim.path, "wb") as f:
         f.write(b"\x00not a video" * 50)
-    out, summary = run(tmp_path, "corrupt-eval", synth_root, "data.source=folder", f"data.root={folder}",
-                       "fl.rounds=1")
+    out, summary = run(tmp_path, "corrupt-eval", synth_root, "data.source=folder", f"data.root={folder}", "fl.rounds=1")
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert [(e["kind"], e["path"]) for e in events] == [("video_skipped", victim.path)]
     # the run is evaluated on the two videos held out of the 9 readable ones: bicubic equals their clips' score

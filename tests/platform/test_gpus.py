@@ -29,7 +29,8 @@ def test_auto_is_the_one_word_gpus_per_worker_takes():
     assert load_config(None, ["platform.gpus_per_worker=auto"]).platform.gpus_per_worker == "auto"
     with pytest.raises(ConfigError) as err:
         load_config(None, ["platform.gpus_per_worker=fast"])
-    assert str(err.value) == ("platform.gpus_per_worker = 'fast' is not allowed; expected a number >= 0.0 and <= 8.0 "
-                              "or auto")
+    assert str(err.value) == (
+        "platform.gpus_per_worker = 'fast' is not allowed; expected a number >= 0.0 and <= 8.0 or auto"
+    )
     assert probe_hook("kill:1:2:m;gpu-probe:5000:16000") == (5000 * MIB, 16000 * MIB)
     assert probe_hook("kill:1:2:m") is None

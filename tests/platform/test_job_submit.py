@@ -76,22 +76,50 @@ class LoopbackCluster:
     def start(self) -> None:
         self.token_file.write_text(secrets.token_hex(32))
         self.token_file.chmod(0o600)
-        self._spawn("head", [RAY, "start", "--head", "--block", f"--port={self.gcs_port}", "--num-cpus=1",
-                             '--resources={"head_node": 1}', f"--temp-dir={self.root / 'ray'}",
-                             "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
-                             f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"], {})
+        self._spawn(
+            "head",
+            [
+                RAY,
+                "start",
+                "--head",
+                "--block",
+                f"--port={self.gcs_port}",
+                "--num-cpus=1",
+                '--resources={"head_node": 1}',
+                f"--temp-dir={self.root / 'ray'}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                "--disable-usage-stats",
+            ],
+            {},
+        )
         self._wait_for_gcs()  # the worker joins while the head still starts its dashboard
-        self._spawn("worker", [RAY, "start", "--block", f"--address={self.gcs}", "--num-cpus=1",
-                               '--resources={"worker_node": 1}', f"--temp-dir={self.root / 'ray-worker'}",
-                               f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"], {})
+        self._spawn(
+            "worker",
+            [
+                RAY,
+                "start",
+                "--block",
+                f"--address={self.gcs}",
+                "--num-cpus=1",
+                '--resources={"worker_node": 1}',
+                f"--temp-dir={self.root / 'ray-worker'}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                "--disable-usage-stats",
+            ],
+            {},
+        )
         self._wait_started("head")
         self._wait_started("worker")
 
     def _spawn(self, name: str, cmd: list[str], extra_env: dict[str, str]) -> None:
         log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
-        self.procs[name] = subprocess.Popen(cmd, env={**self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            cmd, env={**self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def _wait_for_gcs(self, timeout: float = 120.0) -> None:
         from fedvsr.platform.cluster import ClusterUnreachable, probe_gcs
@@ -117,8 +145,10 @@ class LoopbackCluster:
 
     def nodes(self) -> list[dict]:
         """The alive nodes, from the dashboard's REST API (with the token, as an HTTP bearer)."""
-        request = urllib.request.Request(f"{self.dashboard}/api/v0/nodes?limit=100",
-                                         headers={"Authorization": f"Bearer {self.token_file.read_text()}"})
+        request = urllib.request.Request(
+            f"{self.dashboard}/api/v0/nodes?limit=100",
+            headers={"Authorization": f"Bearer {self.token_file.read_text()}"},
+        )
         with urllib.request.urlopen(request, timeout=30) as reply:
             rows = json.load(reply)["data"]["result"]["result"]
         return [r for r in rows if r["state"] == "ALIVE"]
@@ -187,16 +217,53 @@ def test_a_sweep_submitted_as_a_job_runs_on_both_nodes_and_best_reads_it(cluster
     assert len(nodes) == 2
     spec = cluster.root / "spec.yaml"
     out = cluster.root / "sweep"
-    fixed = {"model.preset": "tiny", "fl.rounds": 1, "fl.clients": 4, "fl.clients_per_round": 2, "fl.batch_size": 4,
-             "data.root": str(synth_root), "data.videos": 10, "data.frames": 5, "data.height": 64, "data.width": 64,
-             "data.patch": 16, "data.samples_per_video": 4, "eval.holdout": 2, "eval.clips": 2,
-             "platform.workers": 1, "platform.cpus_per_worker": 1}
-    spec.write_text(yaml.safe_dump({"search": "grid", "scheduler": "none", "fixed": fixed,
-                                    "params": {"fl.lr": {"grid": [0.001, 0.003]}}}))
+    fixed = {
+        "model.preset": "tiny",
+        "fl.rounds": 1,
+        "fl.clients": 4,
+        "fl.clients_per_round": 2,
+        "fl.batch_size": 4,
+        "data.root": str(synth_root),
+        "data.videos": 10,
+        "data.frames": 5,
+        "data.height": 64,
+        "data.width": 64,
+        "data.patch": 16,
+        "data.samples_per_video": 4,
+        "eval.holdout": 2,
+        "eval.clips": 2,
+        "platform.workers": 1,
+        "platform.cpus_per_worker": 1,
+    }
+    spec.write_text(
+        yaml.safe_dump(
+            {"search": "grid", "scheduler": "none", "fixed": fixed, "params": {"fl.lr": {"grid": [0.001, 0.003]}}}
+        )
+    )
 
-    job = _run([RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
-                sys.executable, "-m", "fedvsr.cli", "sweep", str(spec), "--out", str(out), "--concurrent", "2"],
-               cluster.env, timeout=420)
+    job = _run(
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            cluster.dashboard,
+            "--working-dir",
+            str(REPO),
+            "--",
+            sys.executable,
+            "-m",
+            "fedvsr.cli",
+            "sweep",
+            str(spec),
+            "--out",
+            str(out),
+            "--concurrent",
+            "2",
+        ],
+        cluster.env,
+        timeout=420,
+    )
     log = job.stdout + job.stderr
     assert job.returncode == 0, log[-4000:]
     assert f"fedvsr sweep: all 2 nodes of the cluster see {out}" in log  # the shared-folder check ran
@@ -222,10 +289,29 @@ def test_simulate_spreads_its_clients_over_both_nodes(cluster, synth_root):
     from tests.conftest import tiny_experiment
 
     out = cluster.root / "spread"
-    overrides = tiny_experiment(synth_root, "fl.rounds=1", "fl.clients=8", "fl.clients_per_round=8",
-                                "platform.workers=2", "platform.cpus_per_worker=1")
-    sim = _run([sys.executable, "-m", "fedvsr.cli", "simulate", "--address", cluster.gcs, "--out", str(out),
-                *[a for o in overrides for a in ("--set", o)]], cluster.env, timeout=300)
+    overrides = tiny_experiment(
+        synth_root,
+        "fl.rounds=1",
+        "fl.clients=8",
+        "fl.clients_per_round=8",
+        "platform.workers=2",
+        "platform.cpus_per_worker=1",
+    )
+    sim = _run(
+        [
+            sys.executable,
+            "-m",
+            "fedvsr.cli",
+            "simulate",
+            "--address",
+            cluster.gcs,
+            "--out",
+            str(out),
+            *[a for o in overrides for a in ("--set", o)],
+        ],
+        cluster.env,
+        timeout=300,
+    )
     assert sim.returncode == 0, (sim.stdout + sim.stderr)[-4000:]
     clients = pq.read_table(out / "clients.parquet").to_pylist()
     assert len(clients) == 8 and {c["status"] for c in clients} == {"ok"}
@@ -234,8 +320,9 @@ def test_simulate_spreads_its_clients_over_both_nodes(cluster, synth_root):
 
 
 def test_job_submit_without_the_token_is_refused(cluster):
-    job = _run([RAY, "job", "submit", "--address", cluster.dashboard, "--", "echo", "never runs"],
-               cluster.no_token_env())
+    job = _run(
+        [RAY, "job", "submit", "--address", cluster.dashboard, "--", "echo", "never runs"], cluster.no_token_env()
+    )
     assert job.returncode != 0
     assert "Unauthorized: Missing authentication token" in job.stderr
     assert "never runs" not in job.stdout
@@ -243,21 +330,32 @@ def test_job_submit_without_the_token_is_refused(cluster):
 
 #: what a driver without the cluster's token is told, by what it has
 REFUSALS = {
-    "no-mode": ({}, "has token authentication on and refused this driver, which sends no token (RAY_AUTH_MODE is "
-                    "not 'token' here)"),
-    "wrong-token": ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"},
-                    "refused this driver's token, read from the RAY_AUTH_TOKEN environment variable: it is not the "
-                    "token the cluster's nodes were started with"),
+    "no-mode": (
+        {},
+        "has token authentication on and refused this driver, which sends no token (RAY_AUTH_MODE is not 'token' here)",
+    ),
+    "wrong-token": (
+        {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"},
+        "refused this driver's token, read from the RAY_AUTH_TOKEN environment variable: it is not the "
+        "token the cluster's nodes were started with",
+    ),
     "no-token": ({"RAY_AUTH_MODE": "token"}, "RAY_AUTH_MODE=token but this driver has no Ray token to send"),
 }
 
 
 def test_simulate_without_the_token_is_a_clear_error(cluster, tmp_path):
     started = time.monotonic()
-    procs = {name: subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "simulate", "--address", cluster.gcs, "--out",
-                                     str(tmp_path / name)], env=cluster.no_token_env(**env), cwd=REPO,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, (env, _) in REFUSALS.items()}  # side by side: each is mostly Python's imports
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "fedvsr.cli", "simulate", "--address", cluster.gcs, "--out", str(tmp_path / name)],
+            env=cluster.no_token_env(**env),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (env, _) in REFUSALS.items()
+    }  # side by side: each is mostly Python's imports
     for name, proc in procs.items():
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 2, (name, stderr[-3000:])

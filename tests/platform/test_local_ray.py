@@ -37,8 +37,9 @@ def cmdline(pid: int) -> str:
 def ray_processes(driver: int) -> dict[int, int]:
     """The Ray processes below ``driver`` (pid -> start time), its watchdog left out."""
     table = process_table()
-    return {pid: table[pid][1] for pid in descendants(table, [driver])
-            if pid != driver and "reaper.py" not in cmdline(pid)}
+    return {
+        pid: table[pid][1] for pid in descendants(table, [driver]) if pid != driver and "reaper.py" not in cmdline(pid)
+    }
 
 
 def alive(known: dict[int, int]) -> list[str]:
@@ -56,7 +57,7 @@ def _address(hex_ip: str) -> str:
     raw = bytes.fromhex(hex_ip)
     if len(raw) == 4:
         return socket.inet_ntop(socket.AF_INET, raw[::-1])
-    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
 
 
 def listening(pids) -> list[tuple[int, str, int]]:
@@ -117,9 +118,14 @@ def local_run(synth_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("local")
     out = root / "run"
     sets = [a for s in tiny_experiment(synth_root, "fl.rounds=1000", "fl.clients_per_round=4") for a in ("--set", s)]
-    proc = subprocess.Popen([sys.executable, "-m", "fedvsr.cli", "simulate", "--out", str(out), *sets],
-                            env=clean_env(FEDVSR_FAULT=f"kill:2:3:{root / 'fault-fired'}"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedvsr.cli", "simulate", "--out", str(out), *sets],
+        env=clean_env(FEDVSR_FAULT=f"kill:2:3:{root / 'fault-fired'}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     run = LocalRun(out, proc)
     run.read_until("round   1 ")
     known = ray_processes(proc.pid)
@@ -160,25 +166,42 @@ def test_a_driver_without_the_runs_token_is_refused(local_run, tmp_path):
     join = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print('joined')"
     # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: this driver keeps 127.0.0.1 (else Ray swaps in the machine's interface
     # address, where nothing of the run listens, and retries for minutes): it reaches the GCS, which refuses it
-    refused = subprocess.run([sys.executable, "-c", join], capture_output=True, text=True, timeout=180,
-                             env=clean_env(HOME=str(home), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
+    refused = subprocess.run(
+        [sys.executable, "-c", join],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=clean_env(HOME=str(home), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+    )
     assert refused.returncode != 0 and "joined" not in refused.stdout
-    assert "AuthenticationError: RPC error: InvalidAuthToken: Authentication token is missing or incorrect" \
+    assert (
+        "AuthenticationError: RPC error: InvalidAuthToken: Authentication token is missing or incorrect"
         in refused.stderr
+    )
     # Ray's default token file does not open it either: the run has a token of its own
     (home / ".ray").mkdir()
     (home / ".ray" / "auth_token").write_text("0" * 64)
     probe = f"from fedvsr.platform.cluster import probe_auth; probe_auth({address!r}); print('accepted')"
-    wrong = subprocess.run([sys.executable, "-c", probe], env=clean_env(HOME=str(home), RAY_AUTH_MODE="token"),
-                           capture_output=True, text=True, timeout=60)
+    wrong = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=clean_env(HOME=str(home), RAY_AUTH_MODE="token"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "refused this driver's token" in wrong.stderr
     # the run's token does (the raylet's environment holds it, as the driver set it): the refusals were the token's
     [raylet] = [pid for pid in known if "raylet/raylet " in cmdline(pid)]
     environ = dict(v.split("=", 1) for v in Path(f"/proc/{raylet}/environ").read_text().split("\0") if "=" in v)
     assert environ["RAY_AUTH_MODE"] == "token" and len(environ["RAY_AUTH_TOKEN"]) == 64
     token = environ["RAY_AUTH_TOKEN"]
-    right = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                           env=clean_env(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token))
+    right = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token),
+    )
     assert right.stdout.strip() == "accepted", right.stderr[-2000:]
 
 
@@ -232,8 +255,7 @@ time.sleep(300)
 
 def test_the_watchdog_kills_the_processes_below_the_dead_drivers_ray(tmp_path):
     script = DRIVER.format(path=str(REPO / "fedvsr" / "platform" / "local_ray.py"))
-    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                              text=True, start_new_session=True)
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
     known: dict[int, int] = {}
     try:
         ray_pid = int(driver.stdout.readline())
@@ -256,19 +278,36 @@ def test_tracebacks_are_split_from_the_rest_of_a_workers_output_across_batches()
     from fedvsr.platform.ray_console import TracebackSplitter
 
     split = TracebackSplitter().split
-    batch = ["loading videos", "Traceback (most recent call last):", '  File "a.py", line 3, in f', "    g()",
-             "ValueError: bad", "", "During handling of the above exception, another exception occurred:", "",
-             "Traceback (most recent call last):", '  File "b.py", line 9, in h']
+    batch = [
+        "loading videos",
+        "Traceback (most recent call last):",
+        '  File "a.py", line 3, in f',
+        "    g()",
+        "ValueError: bad",
+        "",
+        "During handling of the above exception, another exception occurred:",
+        "",
+        "Traceback (most recent call last):",
+        '  File "b.py", line 9, in h',
+    ]
     console, traced = split("w1", batch)
     assert console == ["loading videos"] and traced == batch[1:]
     assert split("w2", ["    frames of another worker"]) == (["    frames of another worker"], [])
     # worker 1's traceback goes on in its next batch, then its own lines come back
-    assert split("w1", ["    raise KeyError('k')", "KeyError: 'k'", "round done"]) == \
-        (["round done"], ["    raise KeyError('k')", "KeyError: 'k'"])
-    header = ("Exception raised in creation task: The actor died because of an error raised in its creation task, "
-              "\x1b[36mray::Coordinator.__init__()\x1b[39m (pid=3830, ip=127.0.0.1, actor_id=40de)")
-    ray_error = [header, "           ^^^^^^^^", '  File "c.py", line 77, in __init__',
-                 "FileNotFoundError: data.root '/x' is not a folder"]
+    assert split("w1", ["    raise KeyError('k')", "KeyError: 'k'", "round done"]) == (
+        ["round done"],
+        ["    raise KeyError('k')", "KeyError: 'k'"],
+    )
+    header = (
+        "Exception raised in creation task: The actor died because of an error raised in its creation task, "
+        "\x1b[36mray::Coordinator.__init__()\x1b[39m (pid=3830, ip=127.0.0.1, actor_id=40de)"
+    )
+    ray_error = [
+        header,
+        "           ^^^^^^^^",
+        '  File "c.py", line 77, in __init__',
+        "FileNotFoundError: data.root '/x' is not a folder",
+    ]
     assert split("w3", ray_error) == ([], ray_error)
 
 
@@ -280,13 +319,23 @@ def test_rays_error_channel_and_tracebacks_go_to_the_log_the_rest_to_the_console
     monkeypatch.setattr(ray_console, "_log_path", tmp_path / "run" / "ray.log")
     monkeypatch.setattr(ray_console, "_splitter", ray_console.TracebackSplitter())
     ray_console._route({"pid": "raylet", "lines": ["A worker died or was killed while executing a task"]}, False)
-    ray_console._route({"pid": 7, "ip": "127.0.0.1", "actor_name": "ClientWorker",
-                        "lines": ["note", "Traceback (most recent call last):", "  File x", "OSError: gone"]}, False)
-    ray_console._route({"pid": "autoscaler", "lines": ["Warning: The following resource request cannot be scheduled"]},
-                       False)
+    ray_console._route(
+        {
+            "pid": 7,
+            "ip": "127.0.0.1",
+            "actor_name": "ClientWorker",
+            "lines": ["note", "Traceback (most recent call last):", "  File x", "OSError: gone"],
+        },
+        False,
+    )
+    ray_console._route(
+        {"pid": "autoscaler", "lines": ["Warning: The following resource request cannot be scheduled"]}, False
+    )
     assert printed == [["note"], ["Warning: The following resource request cannot be scheduled"]]
     log = [line.split(" ", 2)[2] for line in (tmp_path / "run" / "ray.log").read_text().splitlines()]
-    assert log == ["(raylet) A worker died or was killed while executing a task",
-                   "(ClientWorker pid=7, ip=127.0.0.1) Traceback (most recent call last):",
-                   "(ClientWorker pid=7, ip=127.0.0.1)   File x",
-                   "(ClientWorker pid=7, ip=127.0.0.1) OSError: gone"]
+    assert log == [
+        "(raylet) A worker died or was killed while executing a task",
+        "(ClientWorker pid=7, ip=127.0.0.1) Traceback (most recent call last):",
+        "(ClientWorker pid=7, ip=127.0.0.1)   File x",
+        "(ClientWorker pid=7, ip=127.0.0.1) OSError: gone",
+    ]

@@ -79,8 +79,13 @@ def make_pool(*workers_kwargs: dict) -> tuple[WorkerPool, list[FakeWorker], list
     clock = Clock()
     workers = [FakeWorker(clock, i, **kw) for i, kw in enumerate(workers_kwargs)]
     events: list[tuple] = []
-    pool = WorkerPool(workers, lambda w: workers[w].revive(), lambda kind, msg, **f: events.append((kind, msg, f)),
-                      lost_hint="resume it", backend=Backend(clock.wait, clock.get, Died))
+    pool = WorkerPool(
+        workers,
+        lambda w: workers[w].revive(),
+        lambda kind, msg, **f: events.append((kind, msg, f)),
+        lost_hint="resume it",
+        backend=Backend(clock.wait, clock.get, Died),
+    )
     return pool, workers, events
 
 
@@ -91,9 +96,17 @@ def run(pool: WorkerPool, tasks: list[int], depth: int = 1, retries: int = 1):
         failed.append((task, w, attempt))
         return attempt <= retries
 
-    progress = list(pool.run(tasks, lambda worker, task: worker.call(task),
-                             lambda task, w, out: done.append(out), on_failed, lambda task: task, depth,
-                             lambda task, w: requeued.append((task, w))))
+    progress = list(
+        pool.run(
+            tasks,
+            lambda worker, task: worker.call(task),
+            lambda task, w, out: done.append(out),
+            on_failed,
+            lambda task: task,
+            depth,
+            lambda task, w: requeued.append((task, w)),
+        )
+    )
     return done, failed, requeued, progress
 
 
@@ -130,8 +143,11 @@ def test_a_worker_that_cannot_be_restarted_leaves_the_pool_and_the_others_finish
     pool, _, events = make_pool({"dies_on": {4}, "restart_fails": True}, {})
     done, failed, _, _ = run(pool, [4, 3, 2])
     assert pool.alive == [1]
-    assert ("worker_lost", "worker 0 could not be restarted: The actor is dead because it was killed",
-            {"worker": 0}) in events
+    assert (
+        "worker_lost",
+        "worker 0 could not be restarted: The actor is dead because it was killed",
+        {"worker": 0},
+    ) in events
     assert done == ["3 on 1", "2 on 1", "4 on 1"] and failed == [(4, 0, 1)]
 
 
@@ -140,4 +156,3 @@ def test_with_every_worker_lost_the_run_stops_with_how_to_continue():
     with pytest.raises(RuntimeError) as err:
         run(pool, [2, 1])
     assert str(err.value) == "no client worker is left (1 started, all lost); resume it"
-

@@ -33,11 +33,17 @@ def test_replicates_vary_the_training_seed_and_keep_the_data_seed():
 
 
 def test_aggregate_rounds_gives_mean_std_and_t_interval_of_the_rounds_all_have():
-    reps = [[{"round": 1, "psnr": 25.0, "ssim": 0.70, "train_loss": 0.02, "seconds": 1.0},
-             {"round": 2, "psnr": 25.5, "ssim": 0.72, "train_loss": 0.01, "seconds": 1.0}],
-            [{"round": 1, "psnr": 25.2, "ssim": 0.71, "train_loss": 0.03, "seconds": 2.0},
-             {"round": 2, "psnr": 25.3, "ssim": 0.73, "train_loss": 0.01, "seconds": 2.0}],
-            [{"round": 1, "psnr": 25.4, "ssim": 0.69, "train_loss": math.nan, "seconds": 3.0}]]  # one round only
+    reps = [
+        [
+            {"round": 1, "psnr": 25.0, "ssim": 0.70, "train_loss": 0.02, "seconds": 1.0},
+            {"round": 2, "psnr": 25.5, "ssim": 0.72, "train_loss": 0.01, "seconds": 1.0},
+        ],
+        [
+            {"round": 1, "psnr": 25.2, "ssim": 0.71, "train_loss": 0.03, "seconds": 2.0},
+            {"round": 2, "psnr": 25.3, "ssim": 0.73, "train_loss": 0.01, "seconds": 2.0},
+        ],
+        [{"round": 1, "psnr": 25.4, "ssim": 0.69, "train_loss": math.nan, "seconds": 3.0}],
+    ]  # one round only
     agg = aggregate_rounds(reps)
     assert [r["round"] for r in agg] == [1]  # round 2 is not in every replicate yet
     row = agg[0]
@@ -55,12 +61,24 @@ def test_write_aggregate_summarises_finished_replicates(tmp_path):
     for r, (final, best) in enumerate([(25.6, 25.7), (25.4, 25.5)]):
         d = tmp_path / f"rep-{r}"
         d.mkdir()
-        pq.write_table(pa.Table.from_pylist([{"round": 1, "psnr": final, "ssim": 0.7, "train_loss": 0.01,
-                                              "seconds": 1.0}]), d / "rounds.parquet")
+        pq.write_table(
+            pa.Table.from_pylist([{"round": 1, "psnr": final, "ssim": 0.7, "train_loss": 0.01, "seconds": 1.0}]),
+            d / "rounds.parquet",
+        )
         assert write_aggregate(tmp_path) == {} or r == 1  # the summary waits for every replicate
-        (d / "summary.json").write_text(json.dumps({"final_psnr": final, "final_ssim": 0.7, "best_psnr": best,
-                                                    "bicubic_psnr": 25.0, "initial_psnr": 24.0, "model": "efvsr",
-                                                    "best_round": 1}))
+        (d / "summary.json").write_text(
+            json.dumps(
+                {
+                    "final_psnr": final,
+                    "final_ssim": 0.7,
+                    "best_psnr": best,
+                    "bicubic_psnr": 25.0,
+                    "initial_psnr": 24.0,
+                    "model": "efvsr",
+                    "best_round": 1,
+                }
+            )
+        )
     s = write_aggregate(tmp_path)
     assert s["replicates"] == 2 and s["final_psnr"] == pytest.approx(25.5)
     assert s["gain_db"] == pytest.approx(0.5) and s["best_psnr"] == pytest.approx(25.6)
@@ -83,8 +101,9 @@ def test_each_replicate_is_bit_identical_to_its_seed_run_alone(ray_local, synth_
     workers (rounds at the same time) give the bits of `fedvsr simulate --set seed=s` alone."""
     cfg = load_config(None, tiny_experiment(synth_root, "seed=4", "platform.workers=1"))
     rounds = []
-    summary = run_replicates(cfg, tmp_path / "group", 2, parallel=parallel,
-                             on_round=lambda agg, rows: rounds.append((agg, rows)))
+    summary = run_replicates(
+        cfg, tmp_path / "group", 2, parallel=parallel, on_round=lambda agg, rows: rounds.append((agg, rows))
+    )
     assert [agg["round"] for agg, _ in rounds] == [1, 2]
     alone, _ = run_tiny(tmp_path, "alone", synth_root, "seed=5", "platform.workers=1")
     rep = pq.read_table(tmp_path / "group" / "rep-1" / "rounds.parquet").to_pylist()
@@ -94,8 +113,9 @@ def test_each_replicate_is_bit_identical_to_its_seed_run_alone(ray_local, synth_
     model = (tmp_path / "group" / "rep-1" / "model.safetensors").read_bytes()
     assert model == (alone / "model.safetensors").read_bytes()
     agg = pq.read_table(tmp_path / "group" / "rounds.parquet").to_pylist()
-    finals = [pq.read_table(tmp_path / "group" / f"rep-{r}" / "rounds.parquet").to_pylist()[-1]["psnr"]
-              for r in range(2)]
+    finals = [
+        pq.read_table(tmp_path / "group" / f"rep-{r}" / "rounds.parquet").to_pylist()[-1]["psnr"] for r in range(2)
+    ]
     assert agg[-1]["psnr_mean"] == pytest.approx(sum(finals) / 2)
     assert summary["final_psnr"] == pytest.approx(sum(finals) / 2) and summary["seeds"] == [4, 5]
     assert json.loads((tmp_path / "group" / "rep-0" / "summary.json").read_text())["final_psnr"] == finals[0]

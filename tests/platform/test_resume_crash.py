@@ -119,7 +119,10 @@ def test_client_state_versions_a_kept_checkpoint_needs_survive_pruning(tmp_path)
     # checkpoints 3 and 4 kept: client 0 needs r3 (resume from 3) and r4, client 1 its only version r2
     assert store.prune(oldest=3) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "client_00000.r00003.safetensors", "client_00000.r00004.safetensors", "client_00001.r00002.safetensors"]
+        "client_00000.r00003.safetensors",
+        "client_00000.r00004.safetensors",
+        "client_00001.r00002.safetensors",
+    ]
     assert store.rollback(3) == 1  # round 4 was not checkpointed
     assert store.get_many([0, 1, 2])[0]["w"].tolist() == [30, 30, 30]
     assert store.get_many([1])[1]["w"].tolist() == [21, 21, 21]
@@ -176,8 +179,10 @@ def test_an_unfinished_run_is_read_from_its_newest_checkpoint(tmp_path):
 
 def fingerprint(out) -> dict:
     """What a resume must reproduce exactly (module docstring)."""
-    tables = {name: {k: v for k, v in pq.read_table(out / f"{name}.parquet").to_pydict().items() if k not in UNTIMED}
-              for name in ("rounds", "clients")}
+    tables = {
+        name: {k: v for k, v in pq.read_table(out / f"{name}.parquet").to_pydict().items() if k not in UNTIMED}
+        for name in ("rounds", "clients")
+    }
     states = {}
     for f in sorted((out / "client_state").iterdir()):
         client = f.name.split(".")[0]
@@ -194,8 +199,17 @@ TINY = (*SCAFFOLD, "fl.rounds=3", "platform.workers=1")
 #: the run folder is turned into the older layout (round 1's checkpoint as checkpoint/state.json and its two tensor
 #: files), so the next resume redoes round 2 from that layout, which is kept as the fallback until round 3's
 #: checkpoint removes it.
-CHAIN = [("client_state", 1), ("checkpoint_files", 1), ("checkpoint", 1), ("clients", 2), "older layout",
-         ("rounds", 3), ("pruned", 3), ("model", 3), ("summary", 3)]
+CHAIN = [
+    ("client_state", 1),
+    ("checkpoint_files", 1),
+    ("checkpoint", 1),
+    ("clients", 2),
+    "older layout",
+    ("rounds", 3),
+    ("pruned", 3),
+    ("model", 3),
+    ("summary", 3),
+]
 
 
 @pytest.fixture(scope="module")
@@ -240,8 +254,9 @@ def to_older_layout(ckpt_dir) -> None:
 
 
 @pytest.mark.slow
-def test_a_run_killed_at_every_write_point_in_turn_resumes_to_the_same_bits(reference, synth_root, tmp_path,
-                                                                            monkeypatch):
+def test_a_run_killed_at_every_write_point_in_turn_resumes_to_the_same_bits(
+    reference, synth_root, tmp_path, monkeypatch
+):
     from fedvsr.platform.run import run_experiment
 
     ckpt_dir = tmp_path / "run" / "checkpoint"
@@ -251,8 +266,7 @@ def test_a_run_killed_at_every_write_point_in_turn_resumes_to_the_same_bits(refe
             continue
         kill_at(tmp_path, synth_root, monkeypatch, *step, resume=i > 0)
         if step == ("rounds", 3):  # round 2 done again from the older layout's round 1, which stays the fallback
-            assert sorted(p.name for p in ckpt_dir.iterdir()) == [TENSORS[0], "round-00002", TENSORS[1],
-                                                                   "state.json"]
+            assert sorted(p.name for p in ckpt_dir.iterdir()) == [TENSORS[0], "round-00002", TENSORS[1], "state.json"]
         if step == ("pruned", 3):  # two round folders: the older layout's files are gone
             assert sorted(p.name for p in ckpt_dir.iterdir()) == ["round-00002", "round-00003"]
     run_experiment(None, tmp_path / "run", resume=True)

@@ -48,11 +48,18 @@ def test_a_worker_killed_mid_round_retries_only_its_client(ray_local, synth_root
     monkeypatch.delenv("FEDVSR_FAULT")
     assert marker.exists()  # the fault really fired
     clients = table(out, "clients")
-    rows = [(r, c, a, s) for r, c, a, s in zip(clients["round"], clients["client"], clients["attempts"],
-                                                clients["status"], strict=True)]
+    rows = [
+        (r, c, a, s)
+        for r, c, a, s in zip(clients["round"], clients["client"], clients["attempts"], clients["status"], strict=True)
+    ]
     # one row per client and round: the clients the workers finished were not trained again
-    assert rows == [(1, 0, 1, "ok"), (1, 1, 1, "ok"), (1, 2, 1, "ok"), (1, 3, 1, "ok"),
-                    *[(2, c, 2 if c == killed else 1, "ok") for c in range(4)]]
+    assert rows == [
+        (1, 0, 1, "ok"),
+        (1, 1, 1, "ok"),
+        (1, 2, 1, "ok"),
+        (1, 3, 1, "ok"),
+        *[(2, c, 2 if c == killed else 1, "ok") for c in range(4)],
+    ]
     rounds = table(out, "rounds")
     assert rounds["retried"] == [0, 1] and rounds["aggregated"] == [4, 4] and rounds["workers"] == [2, 2]
     assert rounds["eval_workers"] == [2, 2]  # the held-out clips were split between the two workers
@@ -75,8 +82,9 @@ def test_a_worker_killed_mid_round_retries_only_its_client(ray_local, synth_root
 
 
 def test_dropout_and_deadlines_are_seeded_and_recorded(ray_local, synth_root, tmp_path):
-    out, summary = run(tmp_path, "hetero", synth_root, "fl.clients_per_round=4", "fl.dropout=0.3",
-                       "fl.deadline=2", "fl.stragglers=0.7")
+    out, summary = run(
+        tmp_path, "hetero", synth_root, "fl.clients_per_round=4", "fl.dropout=0.3", "fl.deadline=2", "fl.stragglers=0.7"
+    )
     clients = table(out, "clients")
     speed = np.exp(0.7 * np.random.default_rng([0, 0x5EED]).standard_normal(4))
     planned = 2  # 2 videos x 4 clips = 8 samples, batches of 4, one local epoch
@@ -91,12 +99,25 @@ def test_dropout_and_deadlines_are_seeded_and_recorded(ray_local, synth_root, tm
                 expected.append((t, c, "dropped", 0, True, "the deadline came before the first local step"))
             else:
                 expected.append((t, c, "ok", min(allowed, planned), allowed < planned, ""))
-    got = list(zip(clients["round"], clients["client"], clients["status"], clients["steps"], clients["cut"],
-                   clients["reason"], strict=True))
+    got = list(
+        zip(
+            clients["round"],
+            clients["client"],
+            clients["status"],
+            clients["steps"],
+            clients["cut"],
+            clients["reason"],
+            strict=True,
+        )
+    )
     assert got == expected
     # the draws of this seed cover every case: dropped out, dropped at the deadline, cut, and complete
-    assert {e[2:5] for e in expected} == {("dropped", 0, False), ("dropped", 0, True), ("ok", 1, True),
-                                          ("ok", 2, False)}
+    assert {e[2:5] for e in expected} == {
+        ("dropped", 0, False),
+        ("dropped", 0, True),
+        ("ok", 1, True),
+        ("ok", 2, False),
+    }
     assert clients["speed"] == pytest.approx([speed[c] for c in clients["client"]])
     assert clients["budget"] == pytest.approx([2 * speed[c] for c in clients["client"]])
     rounds = table(out, "rounds")
@@ -114,8 +135,18 @@ def worker_inputs(tmp_path_factory):
 
 
 def make_worker(worker_inputs, *extra):
-    cfg = load_config(None, ["model.preset=tiny", "fl.batch_size=4", "data.patch=16", "data.samples_per_video=4",
-                             "fl.clients=2", "fl.clients_per_round=1", *extra])
+    cfg = load_config(
+        None,
+        [
+            "model.preset=tiny",
+            "fl.batch_size=4",
+            "data.patch=16",
+            "data.samples_per_video=4",
+            "fl.clients=2",
+            "fl.clients_per_round=1",
+            *extra,
+        ],
+    )
     videos, client_videos, held = worker_inputs
     return ClientWorker.local(cfg, 0, videos, client_videos, held)
 
@@ -158,8 +189,11 @@ def test_stragglers_need_a_deadline():
 
 
 def test_a_pool_larger_than_the_local_ray_is_refused(ray_local, synth_root, tmp_path):
-    with pytest.raises(ConfigError, match=r"platform.workers = 3 x platform.cpus_per_worker = 1.0 needs 3 CPUs but "
-                                          r"this Ray has 2; allowed here: platform.workers <= 2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"platform.workers = 3 x platform.cpus_per_worker = 1.0 needs 3 CPUs but "
+        r"this Ray has 2; allowed here: platform.workers <= 2",
+    ):
         run(tmp_path, "too-big", synth_root, "platform.workers=3")
     assert not (tmp_path / "too-big").exists()
 
@@ -187,9 +221,14 @@ else:
 
 def fake_gpu_run(synth_root, out, gpus, workers, per, fault=""):
     env = {**os.environ, "FEDVSR_FAULT": fault} if fault else None
-    proc = subprocess.run([sys.executable, "-c", FAKE_GPU_RUN, str(synth_root), str(out), str(gpus), str(workers),
-                           str(per)], capture_output=True, text=True, timeout=600, env=env,
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    proc = subprocess.run(
+        [sys.executable, "-c", FAKE_GPU_RUN, str(synth_root), str(out), str(gpus), str(workers), str(per)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -213,12 +252,15 @@ def test_fractional_gpus_place_four_workers_per_gpu(quarter_run, synth_root, tmp
     assert "was given GPU 0 by Ray but torch sees no CUDA device" in fallbacks[0]["message"]
     # a fifth quarter does not fit on one GPU: a clear error, not a wait forever
     refused = fake_gpu_run(synth_root, tmp_path / "five", 1, 5, 0.25)
-    assert refused["error"].startswith("platform.workers = 5 x platform.gpus_per_worker = 0.25 needs 1.25 GPUs but "
-                                       "this Ray has 1; allowed here: platform.workers <= 4")
+    assert refused["error"].startswith(
+        "platform.workers = 5 x platform.gpus_per_worker = 0.25 needs 1.25 GPUs but "
+        "this Ray has 1; allowed here: platform.workers <= 4"
+    )
 
 
-def test_auto_gpus_pack_what_the_probe_allows_and_an_out_of_memory_client_trains_again(quarter_run, synth_root,
-                                                                                      tmp_path):
+def test_auto_gpus_pack_what_the_probe_allows_and_an_out_of_memory_client_trains_again(
+    quarter_run, synth_root, tmp_path
+):
     # the probe (testing hook) says a client peaks at 5000 MiB of 16000: 2 fit on a GPU with 15% kept free, so 2
     # of the 4 workers asked for start, half a GPU each; client 0 then runs out of GPU memory (injected) and trains
     # again on a pool of 1 worker per GPU
@@ -227,12 +269,16 @@ def test_auto_gpus_pack_what_the_probe_allows_and_an_out_of_memory_client_trains
     assert result["gpus"] == ["0", "0"] and marker.exists()
     packed = [e for e in events(tmp_path / "auto") if e["kind"] in ("gpu_packing", "gpu_oom")]
     assert [(e["kind"], e["workers_per_gpu"]) for e in packed] == [("gpu_packing", 2), ("gpu_oom", 1)]
-    assert packed[0]["message"] == ("platform.gpus_per_worker = auto: a client peaks at 5000 MiB of 16000 MiB per "
-                                    "GPU (15% kept free): 2 workers per GPU, 2 workers")
+    assert packed[0]["message"] == (
+        "platform.gpus_per_worker = auto: a client peaks at 5000 MiB of 16000 MiB per "
+        "GPU (15% kept free): 2 workers per GPU, 2 workers"
+    )
     clients = table(tmp_path / "auto", "clients")
     assert clients["client"] == [0, 1, 2, 3] and set(clients["status"]) == {"ok"}
     assert clients["workers_per_gpu"] == [1.0, 2.0, 2.0, 2.0]
-    assert clients["reason"][0] == (f"trained at 1 workers per GPU after CUDA out of memory: CUDA out of memory "
-                                    f"(injected by FEDVSR_FAULT=oom:1:0:{marker})")
+    assert clients["reason"][0] == (
+        f"trained at 1 workers per GPU after CUDA out of memory: CUDA out of memory "
+        f"(injected by FEDVSR_FAULT=oom:1:0:{marker})"
+    )
     # the same clients, the same numbers as the quarter-GPU run (a client trains the same on any worker)
     assert clients["loss"] == table(quarter_run[0], "clients")["loss"]

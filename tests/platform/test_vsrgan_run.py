@@ -19,9 +19,18 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["fedavg", "fedvsr"])
 @pytest.mark.parametrize("preset", ["tiny", "tiny-residual"])
 def test_vsrgan_tiny_trains_two_federated_rounds(ray_local, synth_root, tmp_path, preset, strategy):
-    cfg = load_config(None, tiny_experiment(synth_root, "model.name=vsrgan", f"model.preset={preset}",
-                                            f"fl.strategy={strategy}", "data.samples_per_video=2",
-                                            "platform.workers=1", "eval.clips=1"))
+    cfg = load_config(
+        None,
+        tiny_experiment(
+            synth_root,
+            "model.name=vsrgan",
+            f"model.preset={preset}",
+            f"fl.strategy={strategy}",
+            "data.samples_per_video=2",
+            "platform.workers=1",
+            "eval.clips=1",
+        ),
+    )
     summary = run_experiment(cfg, tmp_path / "run")
     rounds = pq.read_table(tmp_path / "run" / "rounds.parquet").to_pydict()
     assert rounds["round"] == [1, 2] and rounds["aggregated"] == [2, 2]

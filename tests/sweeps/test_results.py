@@ -85,47 +85,50 @@ def test_asha_rungs():
 # ------------------------------------------------------------------------------- applicability, --where
 
 
-@pytest.mark.parametrize(("flat", "key", "applies"), [
-    ({"fl.strategy": "fedprox"}, "fl.mu", True),
-    ({"fl.strategy": "fedvsr"}, "fl.mu", False),
-    ({"fl.strategy": "scaffold"}, "fl.server_lr", True),
-    ({"fl.strategy": "fedavg"}, "fl.server_lr", False),
-    ({"fl.strategy": "fedavg-dwt"}, "fl.lambda_hifr", True),
-    ({"fl.strategy": "fedvsr-gla"}, "fl.lambda_hifr", False),  # gla and ala drop L_HiFr
-    ({"fl.strategy": "fedvsr-ala"}, "fl.hifr_eps", False),
-    ({"fl.strategy": "fedvsr-ala"}, "fl.lambda_vsr", True),  # still scales the loss
-    ({"fl.strategy": "fedavg"}, "fl.lambda_vsr", False),
-    ({"fl.strategy": "fedavg-dwt"}, "fl.alpha", False),  # sample weights, no loss-aware exponent
-    ({"fl.strategy": "fedvsr-gla"}, "fl.alpha", True),
-    ({"fl.strategy": "fedvsr-gla"}, "fl.alpha_decay", False),  # forced to none
-    ({"fl.strategy": "fedvsr-ala"}, "fl.alpha_decay", True),
-    ({"fl.strategy": "fedavg-dwt"}, "fl.mixing", True),  # hellinger still blends the sample weights
-    ({"fl.strategy": "fedprox"}, "fl.mixing", False),
-    ({"data.degradation": "h264"}, "data.crf", True),
-    ({"data.degradation": "hevc"}, "data.crf", False),
-    ({"data.degradation": "hevc"}, "data.qp", True),
-    ({"data.degradation": "bicubic"}, "data.sigma", False),
-    ({"data.degradation": "fca2-mix"}, "data.sigma", True),
-    ({"data.degradation": "fca2-mix"}, "data.mix_crf_max", True),
-    ({"data.degradation": "h264"}, "data.mix_compressed", False),
-    ({"data.degradation": "vsrgan"}, "data.vsrgan_noise", True),
-    ({"data.degradation": "blur"}, "data.vsrgan_ops", False),
-    ({"fl.lr_schedule": "cosine"}, "fl.lr_min", True),
-    ({"fl.lr_schedule": "multistep"}, "fl.lr_min", False),
-    ({"fl.lr_schedule": "multistep"}, "fl.lr_gamma", True),
-    ({"fl.lr_schedule": "constant"}, "fl.lr_milestones", False),
-    ({"fl.lr_schedule": "constant", "fl.lr_warmup": 0}, "fl.lr_clock", False),
-    ({"fl.lr_schedule": "constant", "fl.lr_warmup": 2}, "fl.lr_clock", True),
-    ({"fl.partition": "dirichlet"}, "fl.dirichlet_beta", True),
-    ({"fl.partition": "by-class"}, "fl.dirichlet_beta", False),
-    ({"fl.deadline": 0.0}, "fl.deadline_action", False),
-    ({"fl.deadline": 3.0}, "fl.deadline_unit", True),
-    ({"fl.deadline": 0.0}, "fl.stragglers", False),
-    ({"data.source": "reds"}, "data.videos", False),
-    ({"eval.source": "holdout"}, "eval.root", False),
-    ({"fl.strategy": "fedvsr"}, "fl.lr", True),  # no condition
-    ({}, "fl.mu", True),  # the condition's key is unknown: kept
-])
+@pytest.mark.parametrize(
+    ("flat", "key", "applies"),
+    [
+        ({"fl.strategy": "fedprox"}, "fl.mu", True),
+        ({"fl.strategy": "fedvsr"}, "fl.mu", False),
+        ({"fl.strategy": "scaffold"}, "fl.server_lr", True),
+        ({"fl.strategy": "fedavg"}, "fl.server_lr", False),
+        ({"fl.strategy": "fedavg-dwt"}, "fl.lambda_hifr", True),
+        ({"fl.strategy": "fedvsr-gla"}, "fl.lambda_hifr", False),  # gla and ala drop L_HiFr
+        ({"fl.strategy": "fedvsr-ala"}, "fl.hifr_eps", False),
+        ({"fl.strategy": "fedvsr-ala"}, "fl.lambda_vsr", True),  # still scales the loss
+        ({"fl.strategy": "fedavg"}, "fl.lambda_vsr", False),
+        ({"fl.strategy": "fedavg-dwt"}, "fl.alpha", False),  # sample weights, no loss-aware exponent
+        ({"fl.strategy": "fedvsr-gla"}, "fl.alpha", True),
+        ({"fl.strategy": "fedvsr-gla"}, "fl.alpha_decay", False),  # forced to none
+        ({"fl.strategy": "fedvsr-ala"}, "fl.alpha_decay", True),
+        ({"fl.strategy": "fedavg-dwt"}, "fl.mixing", True),  # hellinger still blends the sample weights
+        ({"fl.strategy": "fedprox"}, "fl.mixing", False),
+        ({"data.degradation": "h264"}, "data.crf", True),
+        ({"data.degradation": "hevc"}, "data.crf", False),
+        ({"data.degradation": "hevc"}, "data.qp", True),
+        ({"data.degradation": "bicubic"}, "data.sigma", False),
+        ({"data.degradation": "fca2-mix"}, "data.sigma", True),
+        ({"data.degradation": "fca2-mix"}, "data.mix_crf_max", True),
+        ({"data.degradation": "h264"}, "data.mix_compressed", False),
+        ({"data.degradation": "vsrgan"}, "data.vsrgan_noise", True),
+        ({"data.degradation": "blur"}, "data.vsrgan_ops", False),
+        ({"fl.lr_schedule": "cosine"}, "fl.lr_min", True),
+        ({"fl.lr_schedule": "multistep"}, "fl.lr_min", False),
+        ({"fl.lr_schedule": "multistep"}, "fl.lr_gamma", True),
+        ({"fl.lr_schedule": "constant"}, "fl.lr_milestones", False),
+        ({"fl.lr_schedule": "constant", "fl.lr_warmup": 0}, "fl.lr_clock", False),
+        ({"fl.lr_schedule": "constant", "fl.lr_warmup": 2}, "fl.lr_clock", True),
+        ({"fl.partition": "dirichlet"}, "fl.dirichlet_beta", True),
+        ({"fl.partition": "by-class"}, "fl.dirichlet_beta", False),
+        ({"fl.deadline": 0.0}, "fl.deadline_action", False),
+        ({"fl.deadline": 3.0}, "fl.deadline_unit", True),
+        ({"fl.deadline": 0.0}, "fl.stragglers", False),
+        ({"data.source": "reds"}, "data.videos", False),
+        ({"eval.source": "holdout"}, "eval.root", False),
+        ({"fl.strategy": "fedvsr"}, "fl.lr", True),  # no condition
+        ({}, "fl.mu", True),  # the condition's key is unknown: kept
+    ],
+)
 def test_key_applies(flat, key, applies):
     assert key_applies(flat, key) is applies
 
@@ -154,7 +157,8 @@ def test_gain_over_bicubic_and_the_below_bicubic_warning(tmp_path):
     ranking = rank_points([row])
     assert winner_warnings(ranking) == [
         "fedvsr best: warning: the winner a is below bicubic: final PSNR -0.2000 dB against bicubic's on the "
-        "same clips (mean over 1 run); the model made the video worse than upscaling it does"]
+        "same clips (mean over 1 run); the model made the video worse than upscaling it does"
+    ]
     above = rank_points([run_row(fake_run(tmp_path / "b", [28.0], bicubic=27.5))])
     assert above.points[0].gain.mean == pytest.approx(0.5) and winner_warnings(above) == []
 
@@ -168,11 +172,22 @@ FINALS = {"A": [25.60, 25.62, 25.61], "B": [25.55, 25.60, 25.58], "C": [25.40, 2
 
 def _lambda_sweep(path, name="toy"):
     """A sweep of three lambda points, each a trial with 3 replicates (final PSNR = FINALS, bicubic 25.0)."""
-    trials = {f"{i}-{p.lower()}": {"curves": [[25.2, v] for v in FINALS[p]], "strategy": "fedvsr", "bicubic": 25.0,
-                                   "overrides": (f"fl.lambda_hifr={lam}",)}
-              for i, (p, lam) in enumerate([("B", 0.3), ("A", 0.4), ("C", 0.5)])}
-    return fake_sweep(path, trials, name=name, params={"fl.lambda_hifr": {"grid": [0.3, 0.4, 0.5]}},
-                      fixed={"fl.rounds": 2, "fl.strategy": "fedvsr"})
+    trials = {
+        f"{i}-{p.lower()}": {
+            "curves": [[25.2, v] for v in FINALS[p]],
+            "strategy": "fedvsr",
+            "bicubic": 25.0,
+            "overrides": (f"fl.lambda_hifr={lam}",),
+        }
+        for i, (p, lam) in enumerate([("B", 0.3), ("A", 0.4), ("C", 0.5)])
+    }
+    return fake_sweep(
+        path,
+        trials,
+        name=name,
+        params={"fl.lambda_hifr": {"grid": [0.3, 0.4, 0.5]}},
+        fixed={"fl.rounds": 2, "fl.strategy": "fedvsr"},
+    )
 
 
 def test_points_are_ranked_by_mean_with_their_tie_set(tmp_path):
@@ -182,7 +197,7 @@ def test_points_are_ranked_by_mean_with_their_tie_set(tmp_path):
     assert [p.label for p in ranking.points] == ["lambdas/1-a", "lambdas/0-b", "lambdas/2-c"]
     a, b, c = ranking.points
     assert a.n == 3 and a.interval.mean == pytest.approx(25.61)
-    assert a.interval.half == pytest.approx(st.t.ppf(0.975, 2) * 0.01 / 3 ** 0.5)  # s = 0.01
+    assert a.interval.half == pytest.approx(st.t.ppf(0.975, 2) * 0.01 / 3**0.5)  # s = 0.01
     assert a.gain.mean == pytest.approx(0.61)
     p_b = st.ttest_rel(FINALS["A"], FINALS["B"]).pvalue
     p_c = st.ttest_rel(FINALS["A"], FINALS["C"]).pvalue
@@ -196,15 +211,19 @@ def test_best_yaml_names_replicates_and_ties(tmp_path, monkeypatch):
     ranking = rank_points(collect_rows([_lambda_sweep(tmp_path / "lambdas")]))
     text = best_yaml(ranking)
     head = [line for line in text.splitlines() if line.startswith("#")]
-    assert head[0] == ("# fedvsr best: lambdas/1-a: final_psnr = 25.6100 +- 0.0248 (highest mean of 3 points, "
-                       "9 runs; 2 rounds)")
+    assert head[0] == (
+        "# fedvsr best: lambdas/1-a: final_psnr = 25.6100 +- 0.0248 (highest mean of 3 points, 9 runs; 2 rounds)"
+    )
     assert head[1] == "# from sweep folder lambdas (spec 'toy'), trial 1-a"
-    assert head[2].startswith("# rests on n = 3 replicates: (data.seed, seed) = (0, 0), (0, 1), (0, 2); mean and "
-                              "95% t interval over them; the config below is that of lambdas/runs/1-a/rep-0")
+    assert head[2].startswith(
+        "# rests on n = 3 replicates: (data.seed, seed) = (0, 0), (0, 1), (0, 2); mean and "
+        "95% t interval over them; the config below is that of lambdas/runs/1-a/rep-0"
+    )
     assert head[3] == "# gain over bicubic: +0.6100 +- 0.0248 dB"
     # B: mean 25.57667, s^2 = (0.02667^2 + 0.02333^2 + 0.00333^2) / 2 = 0.000633, half = 4.3027 * 0.02517 / sqrt(3)
-    assert head[4] == ("# not distinguishable from it at 95% (Holm-corrected paired t-tests): lambdas/0-b "
-                       "(25.5767 +- 0.0625)")
+    assert head[4] == (
+        "# not distinguishable from it at 95% (Holm-corrected paired t-tests): lambdas/0-b (25.5767 +- 0.0625)"
+    )
     cfg = yaml.safe_load(text)
     assert cfg["fl"]["lambda_hifr"] == 0.4 and cfg["seed"] == 0
 
@@ -212,11 +231,23 @@ def test_best_yaml_names_replicates_and_ties(tmp_path, monkeypatch):
 def test_top_table_marks_ties(tmp_path):
     ranking = rank_points(collect_rows([_lambda_sweep(tmp_path / "lambdas")]))
     lines = top_table(ranking, 3).splitlines()
-    assert lines[0] == ("top 3 of 3 points (9 runs) by mean final_psnr (max), +- the 95% t interval over n "
-                        "replicates")
+    assert lines[0] == ("top 3 of 3 points (9 runs) by mean final_psnr (max), +- the 95% t interval over n replicates")
     assert lines[2].split() == ["#", "final_psnr", "n", "gain_db", "status", "rounds", "folder", "fl.lambda_hifr"]
-    assert lines[3].split() == ["1", "=", "25.6100", "+-", "0.0248", "3", "+0.6100", "+-", "0.0248", "finished",
-                                "2", "lambdas/1-a", "0.4"]
+    assert lines[3].split() == [
+        "1",
+        "=",
+        "25.6100",
+        "+-",
+        "0.0248",
+        "3",
+        "+0.6100",
+        "+-",
+        "0.0248",
+        "finished",
+        "2",
+        "lambdas/1-a",
+        "0.4",
+    ]
     assert lines[4].split()[:3] == ["2", "=", "25.5767"]
     assert lines[5].split()[:2] == ["3", "25.4200"]  # no mark: below #1 at 95%
 
@@ -227,9 +258,11 @@ def test_single_runs_say_no_interval_and_runner_up_untold(tmp_path):
     ranking = rank_points(collect_rows([tmp_path]))
     head = [line for line in best_yaml(ranking).splitlines() if line.startswith("#")]
     assert "rests on n = 1 replicate: (data.seed, seed) = (0, 0); the config" in head[2]
-    assert head[-1] == ("# n = 1: no interval can be given from a single run, and the runner-up y (28.4000) cannot "
-                        "be told apart from it without replicates: rerun the top points with replicates (fedvsr "
-                        "simulate --replicates 3, or replicates: 3 in the sweep spec)")
+    assert head[-1] == (
+        "# n = 1: no interval can be given from a single run, and the runner-up y (28.4000) cannot "
+        "be told apart from it without replicates: rerun the top points with replicates (fedvsr "
+        "simulate --replicates 3, or replicates: 3 in the sweep spec)"
+    )
     assert ranking.points[1].tie is None and "?" in top_table(ranking, 2).splitlines()[-1].split()
 
 
@@ -258,9 +291,13 @@ def test_two_sweeps_of_one_spec_are_labelled_by_their_folders(tmp_path, monkeypa
 
 
 def test_stopped_group_ranks_only_with_include_stopped(tmp_path):
-    path = fake_sweep(tmp_path / "s", {"0-a": {"curves": [[28.0, 28.2], [28.0, 28.3]], "lr": 0.001},
-                                       "1-b": {"curves": [[29.0], [29.1]], "rounds": 2, "lr": 0.002,
-                                               "status": "stopped"}})
+    path = fake_sweep(
+        tmp_path / "s",
+        {
+            "0-a": {"curves": [[28.0, 28.2], [28.0, 28.3]], "lr": 0.001},
+            "1-b": {"curves": [[29.0], [29.1]], "rounds": 2, "lr": 0.002, "status": "stopped"},
+        },
+    )
     rows = collect_rows([path])
     assert [r["status"] for r in rows] == ["finished", "finished", "stopped", "stopped"]
     assert [p.label for p in rank_points(rows).points] == ["s/0-a"]
@@ -294,7 +331,10 @@ def test_a_group_speaks_for_its_replicates_and_a_failed_one_keeps_its_error(tmp_
     (failed / "error.txt").write_text("RuntimeError: out of memory\ntraceback ...")
     rows = collect_rows([path])
     assert [(r["trial"], r["replicate"], r["status"]) for r in rows] == [
-        ("0-a", 0, "finished"), ("0-a", 1, "finished"), ("1-b", None, "error")]
+        ("0-a", 0, "finished"),
+        ("0-a", 1, "finished"),
+        ("1-b", None, "error"),
+    ]
     assert rows[0]["node_ip"] == "10.0.0.7" and rows[0]["group"].endswith("runs/0-a")
     assert rows[2]["error"].startswith("RuntimeError: out of memory")
     table = to_table(rows)
@@ -311,6 +351,8 @@ def test_a_single_run_beside_replicates_is_untested_not_beaten(tmp_path):
     fake_run(tmp_path / "one", [27.0, 28.1], lr=0.002, seed=5)
     ranking = rank_points(collect_rows([tmp_path]))
     head = [line for line in best_yaml(ranking).splitlines() if line.startswith("#")]
-    assert head[-2:] == ["# not tested (a single run, no interval): one",
-                         "# rerun it with 3 replicates: fedvsr simulate --config best.yaml --replicates 3"]
+    assert head[-2:] == [
+        "# not tested (a single run, no interval): one",
+        "# rerun it with 3 replicates: fedvsr simulate --config best.yaml --replicates 3",
+    ]
     assert not any("distinguishable" in line for line in head)

@@ -17,8 +17,14 @@ def spec(params: dict, search: str = "grid", **top) -> object:
 
 def test_every_shipped_spec_loads_and_is_listed():
     names = [n for n, _ in list_specs()]
-    assert {"fedvsr-lambda-bounded", "fedvsr-lambda-unbounded", "fedprox-mu", "fedvsr-alpha-decay",
-            "strategy-model-preset", "fedvsr-tpe"} <= set(names)
+    assert {
+        "fedvsr-lambda-bounded",
+        "fedvsr-lambda-unbounded",
+        "fedprox-mu",
+        "fedvsr-alpha-decay",
+        "strategy-model-preset",
+        "fedvsr-tpe",
+    } <= set(names)
     for name in names:
         s = load_spec(name)
         assert s.trials >= 1 and s.description
@@ -37,7 +43,8 @@ def test_unbounded_lambda_grid_is_ten_by_ten():
     points = s.grid_points()
     assert len(points) == 100 == s.trials
     assert {(p["fl.lambda_vsr"], p["fl.lambda_hifr"]) for p in points} == {
-        (a / 10, b / 10) for a in range(1, 11) for b in range(1, 11)}
+        (a / 10, b / 10) for a in range(1, 11) for b in range(1, 11)
+    }
 
 
 def test_fedprox_mu_candidates():
@@ -53,8 +60,12 @@ def test_conditional_keys_expand_only_where_they_apply():
 
 
 def test_joint_parameter_draws_only_listed_pairs():
-    s = spec({"fl.strategy": {"grid": ["fedavg", "fedprox"]},
-              "pair": {"keys": ["fl.clients", "fl.clients_per_round"], "choice": [[8, 2], [6, 3]]}})
+    s = spec(
+        {
+            "fl.strategy": {"grid": ["fedavg", "fedprox"]},
+            "pair": {"keys": ["fl.clients", "fl.clients_per_round"], "choice": [[8, 2], [6, 3]]},
+        }
+    )
     assert s.grid_points() == [
         {"fl.strategy": "fedavg", "fl.clients": 8, "fl.clients_per_round": 2},
         {"fl.strategy": "fedavg", "fl.clients": 6, "fl.clients_per_round": 3},
@@ -62,30 +73,53 @@ def test_joint_parameter_draws_only_listed_pairs():
         {"fl.strategy": "fedprox", "fl.clients": 6, "fl.clients_per_round": 3},
     ]
     assert s.trial_overrides({"pair": "[8, 2]", "fl.clients": 8, "fl.clients_per_round": 2}) == {
-        "fl.clients": 8, "fl.clients_per_round": 2}
+        "fl.clients": 8,
+        "fl.clients_per_round": 2,
+    }
 
 
 @pytest.mark.parametrize(
     ("params", "extra", "message"),
     [
         ({"fl.bogus": {"grid": [1]}}, {}, "unknown key 'fl.bogus'"),
-        ({"fl.lr": {"uniform": [-1.0, 0.1]}}, {"search": "optuna", "trials": 2},
-         r"fl.lr = -1.0 is not allowed; expected a number > 0.0"),
+        (
+            {"fl.lr": {"uniform": [-1.0, 0.1]}},
+            {"search": "optuna", "trials": 2},
+            r"fl.lr = -1.0 is not allowed; expected a number > 0.0",
+        ),
         ({"fl.lr": {"uniform": [0.1, 0.01]}}, {"search": "optuna", "trials": 2}, "expected finite low < high"),
         ({"fl.lr": {"loguniform": [0.0, 0.1]}}, {"search": "optuna", "trials": 2}, "low must be > 0"),
         ({"fl.lr": {"uniform": [0.001, 0.1]}}, {}, "search = 'grid' needs listed values"),
-        ({"fl.mu": {"grid": [0.1], "when": {"fl.strategy": "fedprox"}}}, {}, "when names 'fl.strategy', which is "
-         "neither a fixed key nor a parameter listed earlier"),
-        ({"fl.strategy": {"grid": ["fedavg"]}, "fl.mu": {"grid": [0.1], "when": {"fl.strategy": "fedprox"}}}, {},
-         r"when fl.strategy in \['fedprox'\] can never hold"),
+        (
+            {"fl.mu": {"grid": [0.1], "when": {"fl.strategy": "fedprox"}}},
+            {},
+            "when names 'fl.strategy', which is neither a fixed key nor a parameter listed earlier",
+        ),
+        (
+            {"fl.strategy": {"grid": ["fedavg"]}, "fl.mu": {"grid": [0.1], "when": {"fl.strategy": "fedprox"}}},
+            {},
+            r"when fl.strategy in \['fedprox'\] can never hold",
+        ),
         ({"fl.strategy": {"grid": ["fedavg", "nope"]}}, {}, "fl.strategy = 'nope' is not allowed"),
-        ({"fl.lambda_hifr": {"grid": [0.5, 2.0]}, "fl.lambda_vsr": {"affine": "fl.lambda_hifr", "scale": -1,
-                                                                     "offset": 1}}, {},
-         r"fl.lambda_vsr = -1.0 is not allowed; expected a number >= 0.0"),
-        ({"p": {"keys": ["fl.clients", "fl.clients_per_round"], "choice": [[8, 2, 1]]}}, {},
-         r"must be a list of 2 values"),
-        ({"fl.clients_per_round": {"grid": [2, 40]}}, {}, r"grid point fl.clients_per_round=40 is not a valid "
-         "experiment: fl.clients_per_round = 40 is larger than fl.clients = 8"),
+        (
+            {
+                "fl.lambda_hifr": {"grid": [0.5, 2.0]},
+                "fl.lambda_vsr": {"affine": "fl.lambda_hifr", "scale": -1, "offset": 1},
+            },
+            {},
+            r"fl.lambda_vsr = -1.0 is not allowed; expected a number >= 0.0",
+        ),
+        (
+            {"p": {"keys": ["fl.clients", "fl.clients_per_round"], "choice": [[8, 2, 1]]}},
+            {},
+            r"must be a list of 2 values",
+        ),
+        (
+            {"fl.clients_per_round": {"grid": [2, 40]}},
+            {},
+            r"grid point fl.clients_per_round=40 is not a valid "
+            "experiment: fl.clients_per_round = 40 is larger than fl.clients = 8",
+        ),
         ({"fl.lr": {"grid": [0.1]}}, {"metric": "lpips"}, "metric = 'lpips' is not allowed"),
         ({"fl.lr": {"grid": [0.1]}}, {"schedule": "asha"}, "unknown top-level key"),
         ({"fl.lr": {"grid": [0.1]}}, {"asha": {"grace_period": 9}}, r"asha.grace_period = 9 .* \[1, 3\]"),
@@ -161,14 +195,19 @@ def test_trials_with_a_grid_are_refused_but_the_grid_size_round_trips(tmp_path):
     size is accepted, which is what sweep.yaml records (so a saved spec loads again)."""
     with pytest.raises(SpecError) as info:
         spec({"fl.lr": {"grid": [0.1, 0.2]}}, trials=0)
-    assert str(info.value) == ("sweep spec 't': trials = 0 is not allowed with search = 'grid', which runs each of "
-                               "its 2 points once; remove trials, or use search: optuna")
+    assert str(info.value) == (
+        "sweep spec 't': trials = 0 is not allowed with search = 'grid', which runs each of "
+        "its 2 points once; remove trials, or use search: optuna"
+    )
     grid = spec({"fl.lr": {"grid": [0.1, 0.2]}})
     assert grid.trials == 2 and build_spec("again", grid.to_dict()).to_dict() == grid.to_dict()
     path = tmp_path / "g.yaml"
     path.write_text(yaml.safe_dump({"search": "grid", "fixed": TINY, "params": {"fl.lr": {"grid": [0.1, 0.2]}}}))
-    with pytest.raises(SpecError, match=r"--trials = 2: sweep spec 'g' is a grid \(search: grid\), which runs each "
-                                        r"of its points once; drop --trials"):
+    with pytest.raises(
+        SpecError,
+        match=r"--trials = 2: sweep spec 'g' is a grid \(search: grid\), which runs each "
+        r"of its points once; drop --trials",
+    ):
         load_spec(path, trials=2)
 
 
@@ -179,10 +218,23 @@ def test_a_joint_parameter_named_after_a_key_is_refused():
 
 
 def test_searcher_seed_and_replicates_are_bounded():
-    with pytest.raises(SpecError, match=r"seed = 4294967296 is not allowed; expected an integer >= 0 and <= "
-                                        r"4294967295 \(the searcher's seed: Optuna's sampler takes 32 bits\)"):
+    with pytest.raises(
+        SpecError,
+        match=r"seed = 4294967296 is not allowed; expected an integer >= 0 and <= "
+        r"4294967295 \(the searcher's seed: Optuna's sampler takes 32 bits\)",
+    ):
         spec({"fl.lr": {"grid": [0.1]}}, seed=2**32)
-    with pytest.raises(SpecError, match=r"seed = 9223372036854775806 with replicates = 3 gives replicate seeds above "
-                                        r"9223372036854775807 \(2\^63 - 1\); allowed: seed <= 9223372036854775805"):
-        build_spec("test", {"search": "grid", "replicates": 3, "fixed": {**TINY, "seed": 2**63 - 2},
-                            "params": {"fl.lr": {"grid": [0.1]}}})
+    with pytest.raises(
+        SpecError,
+        match=r"seed = 9223372036854775806 with replicates = 3 gives replicate seeds above "
+        r"9223372036854775807 \(2\^63 - 1\); allowed: seed <= 9223372036854775805",
+    ):
+        build_spec(
+            "test",
+            {
+                "search": "grid",
+                "replicates": 3,
+                "fixed": {**TINY, "seed": 2**63 - 2},
+                "params": {"fl.lr": {"grid": [0.1]}},
+            },
+        )

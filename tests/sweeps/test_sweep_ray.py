@@ -29,18 +29,38 @@ REPO = Path(__file__).resolve().parents[2]
 
 def tiny_fixed(root, rounds: int) -> dict:
     """A 2-client-per-round, tiny-preset experiment of one worker: a trial takes a few seconds."""
-    return {"model.preset": "tiny", "fl.rounds": rounds, "fl.clients": 4, "fl.clients_per_round": 2,
-            "fl.batch_size": 4, "data.root": str(root), "data.videos": 10, "data.frames": 5, "data.height": 64,
-            "data.width": 64, "data.patch": 16, "data.samples_per_video": 4, "eval.holdout": 2, "eval.clips": 2,
-            "platform.workers": 1}
+    return {
+        "model.preset": "tiny",
+        "fl.rounds": rounds,
+        "fl.clients": 4,
+        "fl.clients_per_round": 2,
+        "fl.batch_size": 4,
+        "data.root": str(root),
+        "data.videos": 10,
+        "data.frames": 5,
+        "data.height": 64,
+        "data.width": 64,
+        "data.patch": 16,
+        "data.samples_per_video": 4,
+        "eval.holdout": 2,
+        "eval.clips": 2,
+        "platform.workers": 1,
+    }
 
 
-def test_seeded_optuna_sweep_runs_the_seeded_proposals_and_best_reproduces_the_winner(ray_local, synth_root,
-                                                                                       tmp_path):
-    data = {"search": "optuna", "trials": 6, "seed": 3, "scheduler": "none", "fixed": tiny_fixed(synth_root, 2),
-            "params": {"fl.strategy": {"choice": ["fedavg", "fedprox"]},
-                       "fl.mu": {"loguniform": [1e-4, 1e-1], "when": {"fl.strategy": "fedprox"}},
-                       "fl.lr": {"loguniform": [1e-4, 1e-2]}}}
+def test_seeded_optuna_sweep_runs_the_seeded_proposals_and_best_reproduces_the_winner(ray_local, synth_root, tmp_path):
+    data = {
+        "search": "optuna",
+        "trials": 6,
+        "seed": 3,
+        "scheduler": "none",
+        "fixed": tiny_fixed(synth_root, 2),
+        "params": {
+            "fl.strategy": {"choice": ["fedavg", "fedprox"]},
+            "fl.mu": {"loguniform": [1e-4, 1e-1], "when": {"fl.strategy": "fedprox"}},
+            "fl.lr": {"loguniform": [1e-4, 1e-2]},
+        },
+    }
     spec = build_spec("seeded", data)
     lines: list[str] = []
     rows = run_sweep(spec, tmp_path / "sweep", concurrent=2, echo=lines.append)
@@ -57,8 +77,14 @@ def test_seeded_optuna_sweep_runs_the_seeded_proposals_and_best_reproduces_the_w
         drawn = spec.suggest(trial)
         expected.append(spec.trial_overrides({**trial.params, **drawn}))
         study.tell(trial, 0.0)
-    got = [{"fl.strategy": r["fl.strategy"], **({"fl.mu": r["fl.mu"]} if r["fl.strategy"] == "fedprox" else {}),
-            "fl.lr": r["fl.lr"]} for r in rows]
+    got = [
+        {
+            "fl.strategy": r["fl.strategy"],
+            **({"fl.mu": r["fl.mu"]} if r["fl.strategy"] == "fedprox" else {}),
+            "fl.lr": r["fl.lr"],
+        }
+        for r in rows
+    ]
     assert sorted(got, key=lambda c: c["fl.lr"]) == sorted(expected, key=lambda c: c["fl.lr"])
 
     table = pq.read_table(tmp_path / "sweep" / "trials.parquet").to_pylist()
@@ -76,13 +102,22 @@ def test_seeded_optuna_sweep_runs_the_seeded_proposals_and_best_reproduces_the_w
 def test_grid_sweep_with_asha_and_a_failing_trial(ray_local, synth_root, tmp_path, monkeypatch):
     fixed = tiny_fixed(synth_root, 3)
     root = fixed.pop("data.root")
-    points = [[0.002, "folder", str(tmp_path / "no-such-folder")],  # crashes before its first round
-              [0.002, "synthetic", root], [0.004, "synthetic", root],
-              [0.5, "synthetic", root]]  # diverges: far below the others at round 1
-    spec = build_spec("asha", {"search": "grid", "scheduler": "asha", "asha": {"grace_period": 1,
-                                                                             "reduction_factor": 2},
-                               "fixed": fixed, "params": {"point": {"keys": ["fl.lr", "data.source", "data.root"],
-                                                                    "choice": points}}})
+    points = [
+        [0.002, "folder", str(tmp_path / "no-such-folder")],  # crashes before its first round
+        [0.002, "synthetic", root],
+        [0.004, "synthetic", root],
+        [0.5, "synthetic", root],
+    ]  # diverges: far below the others at round 1
+    spec = build_spec(
+        "asha",
+        {
+            "search": "grid",
+            "scheduler": "asha",
+            "asha": {"grace_period": 1, "reduction_factor": 2},
+            "fixed": fixed,
+            "params": {"point": {"keys": ["fl.lr", "data.source", "data.root"], "choice": points}},
+        },
+    )
     lines: list[str] = []
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local store that starts at once (docs/tracking.md)
     store = (tmp_path / "mlruns").as_uri()
@@ -112,8 +147,9 @@ def check_mlflow_sweep(store: str, sweep: Path, rows: list[dict]) -> None:
     client, state = MlflowClient(store), json.loads((sweep / "mlflow.json").read_text())
     parent = client.get_run(state["run_id"])
     assert parent.info.status == "FINISHED"
-    assert {"sweep.yaml", "trials.parquet", "best.yaml", "report"} <= {a.path for a in
-                                                                      client.list_artifacts(parent.info.run_id)}
+    assert {"sweep.yaml", "trials.parquet", "best.yaml", "report"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
     status = {"finished": "FINISHED", "stopped": "KILLED", "error": "FAILED"}
     by_folder = {r["out"]: r for r in rows}
     assert len(state["trials"]) == len(rows)
@@ -124,20 +160,36 @@ def check_mlflow_sweep(store: str, sweep: Path, rows: list[dict]) -> None:
         assert child.info.status == status[row["status"]] and float(child.data.params["fl.lr"]) == row["fl.lr"]
         if row["status"] != "error":
             assert_mlflow_run_is_the_table(client, run_id, row["out"], keys=("psnr", "ssim"))
-            assert_events_are_the_tables(row["out"], table(Path(row["out"]) / "rounds.parquet"),
-                                         table(Path(row["out"]) / "clients.parquet"))
+            assert_events_are_the_tables(
+                row["out"], table(Path(row["out"]) / "rounds.parquet"), table(Path(row["out"]) / "clients.parquet")
+            )
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "fedvsr.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedvsr.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kw,
+    )
 
 
 def test_a_killed_sweep_resumes_and_runs_only_the_missing_trials(synth_root, tmp_path):
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump({"search": "grid", "scheduler": "none", "fixed": tiny_fixed(synth_root, 3),
-                                         "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003, 0.004]}}}))
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "search": "grid",
+                "scheduler": "none",
+                "fixed": tiny_fixed(synth_root, 3),
+                "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003, 0.004]}},
+            }
+        )
+    )
     out = tmp_path / "sweep"
     proc = _cli("sweep", str(spec_file), "--out", str(out), "--concurrent", "1")
     deadline = time.time() + 300
@@ -161,8 +213,13 @@ def test_a_killed_sweep_resumes_and_runs_only_the_missing_trials(synth_root, tmp
         assert (out / "runs" / name / "summary.json").stat().st_mtime_ns == stamp
         events = out / "runs" / name / "events.jsonl"
         assert not events.exists() or "resumed" not in events.read_text()
-    best = subprocess.run([sys.executable, "-m", "fedvsr.cli", "best", str(out), "--json"], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    best = subprocess.run(
+        [sys.executable, "-m", "fedvsr.cli", "best", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert best.returncode == 0, best.stderr
     assert json.loads(best.stdout)["final_psnr"] == max(r["final_psnr"] for r in rows)
 
@@ -171,12 +228,22 @@ def test_cli_sweep_errors_stop_before_ray(tmp_path):
     spec_file = tmp_path / "bad.yaml"
     spec_file.write_text(yaml.safe_dump({"search": "grid", "params": {"fl.mu": {"grid": [-1]}}}))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "fedvsr.cli", "sweep", str(spec_file), "--out", str(out)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedvsr.cli", "sweep", str(spec_file), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "fedvsr: config error: sweep spec 'bad': fl.mu = -1 is not allowed; expected a number >= 0.0" in proc.stderr
     assert "Ray" not in proc.stderr and not out.exists()
-    listed = subprocess.run([sys.executable, "-m", "fedvsr.cli", "sweep", "--list"], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "fedvsr.cli", "sweep", "--list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert "fedvsr-lambda-bounded" in listed.stdout and "fedprox-mu" in listed.stdout
     assert load_spec("fedprox-mu").trials == 4

@@ -18,8 +18,17 @@ pytestmark = pytest.mark.slow
 def test_asha_decides_on_the_mean_of_each_points_replicates(ray_local, synth_root, tmp_path):
     fixed = {**tiny_fixed(synth_root, 2), "seed": 10}
     asha = {"grace_period": 1, "reduction_factor": 2}
-    spec = build_spec("reps", {"search": "grid", "scheduler": "asha", "asha": asha, "replicates": 2, "fixed": fixed,
-                               "params": {"fl.lr": {"grid": [0.5, 0.002, 0.004]}}})
+    spec = build_spec(
+        "reps",
+        {
+            "search": "grid",
+            "scheduler": "asha",
+            "asha": asha,
+            "replicates": 2,
+            "fixed": fixed,
+            "params": {"fl.lr": {"grid": [0.5, 0.002, 0.004]}},
+        },
+    )
     lines: list[str] = []
     rows = run_sweep(spec, tmp_path / "sweep", concurrent=1, echo=lines.append)
     assert len(lines) and "2 replicates per point" in lines[0]
@@ -32,8 +41,9 @@ def test_asha_decides_on_the_mean_of_each_points_replicates(ray_local, synth_roo
         assert "seed: 10" in configs[0] and "seed: 11" in configs[1]  # the same seeds for every point
         assert len(reps[0]) == len(reps[1])  # stepped together: stopped at the same round
         agg = pq.read_table(trial / "rounds.parquet").to_pylist()
-        assert [a["psnr_mean"] for a in agg] == pytest.approx([(a["psnr"] + b["psnr"]) / 2
-                                                              for a, b in zip(*reps, strict=True)])
+        assert [a["psnr_mean"] for a in agg] == pytest.approx(
+            [(a["psnr"] + b["psnr"]) / 2 for a, b in zip(*reps, strict=True)]
+        )
         # what Tune was told last (the progress line) is that mean, to the digits printed
         line = next(x for x in lines if trial.name.split("-")[0] in x.split()[2] and "psnr" in x)
         shown = float(re.search(r"psnr (\d+\.\d+)", line).group(1))

@@ -14,11 +14,14 @@ from tests.sweeps.test_sweep_ray import tiny_fixed
 
 
 @pytest.mark.slow
-def test_a_sweep_of_four_trials_reuses_its_actors_and_gives_each_trial_its_own_runs_numbers(ray_local, synth_root,
-                                                                                            tmp_path):
+def test_a_sweep_of_four_trials_reuses_its_actors_and_gives_each_trial_its_own_runs_numbers(
+    ray_local, synth_root, tmp_path
+):
     lrs = [0.001, 0.002, 0.003, 0.004]
-    spec = build_spec("reuse", {"search": "grid", "scheduler": "none", "fixed": tiny_fixed(synth_root, 2),
-                                "params": {"fl.lr": {"grid": lrs}}})
+    spec = build_spec(
+        "reuse",
+        {"search": "grid", "scheduler": "none", "fixed": tiny_fixed(synth_root, 2), "params": {"fl.lr": {"grid": lrs}}},
+    )
     lines: list[str] = []
     rows = run_sweep(spec, tmp_path / "sweep", concurrent=1, echo=lines.append)
     assert sorted(r["fl.lr"] for r in rows) == lrs and {r["status"] for r in rows} == {"finished"}
