@@ -367,8 +367,8 @@ def test_3d_hifr_allowed_where_it_runs():
         ),
         (
             ["fl.strategy=fedavg", "fl.mu=0.1"],
-            "fl.mu = 0.1 has no effect with fl.strategy = 'fedavg' (FedAvg: sample-weighted average of the client models; "
-            "it reads no fl.* key of its own); remove it, or choose a strategy that reads it: fedprox",
+            "fl.mu = 0.1 has no effect with fl.strategy = 'fedavg' (FedAvg: sample-weighted average of the client "
+            "models; it reads no fl.* key of its own); remove it, or choose a strategy that reads it: fedprox",
         ),
         (
             ["fl.strategy=fedvsr-gla", "fl.alpha_decay=power"],
@@ -377,8 +377,8 @@ def test_3d_hifr_allowed_where_it_runs():
         (
             ["fl.strategy=fedavg-dwt", "fl.alpha=2"],
             "fl.alpha = 2.0 has no effect with fl.strategy = 'fedavg-dwt' "
-            "(F-L_HiFr: the DWT loss with FedAvg's sample weights; it reads fl.lambda_vsr, fl.lambda_hifr, fl.hifr_mode, "
-            "fl.hifr_eps, fl.mixing)",
+            "(F-L_HiFr: the DWT loss with FedAvg's sample weights; it reads fl.lambda_vsr, fl.lambda_hifr, "
+            "fl.hifr_mode, fl.hifr_eps, fl.mixing)",
         ),
         (
             ["fl.strategy=fedprox", "fl.server_lr=0.5"],
