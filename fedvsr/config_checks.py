@@ -14,7 +14,7 @@ from fedvsr.fields import ConfigError
 from fedvsr.fl.registry import all_key_fields, get_strategy
 
 if TYPE_CHECKING:
-    from fedvsr.config import DataConfig, ExperimentConfig, FLConfig
+    from fedvsr.config_sections import DataConfig, ExperimentConfig, FLConfig
 
 #: the data.source values with a standard test split for eval.source = split
 SPLIT_SOURCES = ("reds", "vimeo90k", "kinetics")
