@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import fedvsr.data.degrade as degrade
 import fedvsr.data.resample as resample
+import fedvsr.data.vsrgan_ops as vsrgan_ops
 from fedvsr.config import ConfigError, load_config
 from fedvsr.data.degrade import (
     DEGRADATIONS,
@@ -27,9 +28,9 @@ from fedvsr.data.degrade import (
     degrade_video,
     draw_vsrgan,
     fca2_mix_crf,
-    gaussian_kernel,
     vsrgan_stage,
 )
+from fedvsr.data.resample import gaussian_kernel
 from fedvsr.data.synthetic import synth_video
 
 
@@ -44,7 +45,7 @@ def textured_clip(frames: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     sigma 1.5 over uniform noise, mean 0.5, std 0.18) panning by (3, 2) pixels a frame."""
     rng = np.random.default_rng(seed)
     big = torch.from_numpy(rng.random((3, h + 3 * frames, w + 2 * frames), dtype=np.float32))
-    big = degrade._blur_planes(big, 1.5)
+    big = vsrgan_ops._blur_planes(big, 1.5)
     big = (big - big.mean()) / big.std() * 0.18 + 0.5
     out = np.stack([big[:, 3 * i : 3 * i + h, 2 * i : 2 * i + w].permute(1, 2, 0).numpy() for i in range(frames)])
     return (out.clip(0, 1) * 255).round().astype(np.uint8)
@@ -382,11 +383,11 @@ def test_content_aware_keeps_salient_pixels_and_blurs_smooth_ones():
     x = _grey_noise(2, 32, 32, 0.45, 0.55)
     x[:, :, :, 16:] = _grey_noise(2, 32, 16, 0.0, 1.0, seed=1)  # right half: strong detail
     y = apply_vsrgan_op(x, "content", {"sigma": 2.0})
-    g = degrade._gradient_magnitude(x)
+    g = vsrgan_ops._gradient_magnitude(x)
     top = g >= torch.quantile(g.reshape(2, -1), 0.99, dim=1)[:, None, None]
     torch.testing.assert_close(y.permute(1, 0, 2, 3)[:, top], x.permute(1, 0, 2, 3)[:, top])  # sigma 0 there
     low = g < torch.quantile(g.reshape(2, -1), 0.2, dim=1)[:, None, None]
-    blurred = degrade._blur_planes(x, 2.0)
+    blurred = vsrgan_ops._blur_planes(x, 2.0)
     # at the least salient fifth, the change is more than half the full sigma-2 blur's
     assert float((y - x).abs().permute(1, 0, 2, 3)[:, low].mean()) > 0.5 * float(
         (blurred - x).abs().permute(1, 0, 2, 3)[:, low].mean()
