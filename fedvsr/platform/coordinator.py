@@ -21,7 +21,6 @@ import os
 import pickle
 import signal
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,7 @@ from fedvsr.platform.results import (
     write_json_atomic,
     write_parquet_atomic,
 )
-from fedvsr.platform.rounds import MergeInOrder, RoundState
+from fedvsr.platform.rounds import MergeInOrder, RoundState, failed_round, round_row
 from fedvsr.platform.state_store import ClientStateStore
 from fedvsr.platform.worker import ClientResult, ClientWorker
 
@@ -357,13 +356,14 @@ class Coordinator:
         r.merge.flush(final=True)
         train_seconds = time.perf_counter() - start
         rows, kept = self._weigh(r)
-        failed = _failed_round(t, rows, self.cfg.fl.min_clients)
+        failed = failed_round(t, rows, self.cfg.fl.min_clients)
         if failed:  # too few clients trained: no update, no checkpoint; the run stops after this round's rows
             self._event("round_failed", failed, round=t)
         else:
             self._server_update(t, kept, r.merge.aggregate)
         metrics = self._evaluate(self.params)
-        row = self._round_row(t, metrics, rows, kept, time.perf_counter() - start, train_seconds)
+        seconds = time.perf_counter() - start
+        row = round_row(t, metrics, rows, kept, seconds, train_seconds, self.strategy_lr(t), len(self.pool.alive))
         row["status"] = "failed" if failed else "ok"
         if failed:
             self.results.append(row, [c.row() for c in rows])
@@ -502,37 +502,6 @@ class Coordinator:
         else:
             self._event("update_rejected", "aggregate has non-finite weights; global model kept", round=t)
 
-    def _round_row(
-        self,
-        t: int,
-        metrics: dict[str, float],
-        rows: list[ClientReport],
-        kept: list[ClientReport],
-        seconds: float,
-        train_seconds: float,
-    ) -> dict[str, Any]:
-        """The round's row of rounds.parquet."""
-        seen = int(sum(c.seen for c in kept))
-        return {
-            "round": t,
-            **{k: v for k, v in metrics.items() if k not in ("eval_seconds", "eval_workers")},
-            "train_loss": float(np.mean([c.loss for c in kept])) if kept else math.nan,
-            "clients": len(rows),
-            "aggregated": len(kept),
-            "dropped": len(rows) - len(kept),
-            "retried": int(sum(c.attempts > 1 for c in rows)),
-            "cut": int(sum(bool(c.cut) for c in kept)),
-            "seconds": seconds,
-            "train_seconds": train_seconds,
-            "eval_seconds": metrics["eval_seconds"],
-            "samples": int(sum(c.samples for c in kept)),
-            "updates_per_s": len(kept) / train_seconds if train_seconds > 0 else math.nan,
-            "samples_per_s": seen / train_seconds if train_seconds > 0 else math.nan,
-            "lr": self.strategy_lr(t),
-            "workers": len(self.pool.alive),
-            "eval_workers": metrics["eval_workers"],
-        }
-
     def _commit_round(
         self, t: int, row: dict[str, Any], rows: list[dict[str, Any]], states: dict[int, dict[str, np.ndarray]]
     ) -> None:
@@ -594,17 +563,6 @@ class Coordinator:
         write_json_atomic(self.out / "summary.json", summary)
         self._crash_point("summary", self.cfg.fl.rounds)
         return summary
-
-
-def _failed_round(t: int, rows: list[ClientReport], min_clients: int) -> str:
-    """Why round ``t`` failed (``"round 3: 1 of 4 clients trained (data error: 2, missed the deadline: 1)"``),
-    or ``""`` when at least ``min_clients`` (``fl.min_clients``) of its clients trained."""
-    trained = sum(r.ok for r in rows)
-    if trained >= min_clients:
-        return ""
-    reasons = Counter(r.reason.split(":")[0] for r in rows if not r.ok)
-    counted = ", ".join(f"{k}: {n}" for k, n in reasons.most_common())
-    return f"round {t}: {trained} of {len(rows)} clients trained ({counted}), fewer than fl.min_clients = {min_clients}"
 
 
 def _probe(cfg: ExperimentConfig, entry: Any) -> tuple[int, int]:

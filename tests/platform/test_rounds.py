@@ -1,10 +1,14 @@
 """The coordinator's in-order merge (fedvsr.platform.rounds.MergeInOrder): the same aggregate whatever order the
-clients' updates arrive in, holes (clients that sent none) skipped."""
+clients' updates arrive in, holes (clients that sent none) skipped; a round's failure message and its row."""
+
+import dataclasses
+import math
 
 import torch
 
 from fedvsr.fl.aggregate import ClientUpdate, PartialAggregate
-from fedvsr.platform.rounds import MergeInOrder
+from fedvsr.fl.participation import ClientPlan, ClientReport
+from fedvsr.platform.rounds import MergeInOrder, failed_round, round_row
 
 
 def update(value: float, weight: float) -> ClientUpdate:
@@ -30,3 +34,49 @@ def test_updates_merge_in_dispatch_order_whatever_order_they_arrive_in():
     for c in (7, 2, 4):
         direct.add("model", {"w": torch.full((3,), values[c][0])}, values[c][1])
     assert torch.equal(merges[2], direct.sums["model"]["w"])
+
+
+def _report(client: int, reason: str = "", samples: int = 0, seen: int = 0, loss: float = 0.0) -> ClientReport:
+    report = ClientReport.not_trained(3, client, 0.1, ClientPlan.of(0.0, 1.0, 1), reason)
+    if not reason:
+        report = dataclasses.replace(report, status="ok", samples=samples, seen=seen, loss=loss)
+    return report
+
+
+def test_a_round_fails_with_fewer_than_min_clients_trained_naming_the_reasons():
+    rows = [_report(0, "data error: x"), _report(1), _report(2, "data error: y"), _report(3, "missed the deadline: z")]
+    assert failed_round(3, rows, 1) == ""
+    assert failed_round(3, rows, 2) == (
+        "round 3: 1 of 4 clients trained (data error: 2, missed the deadline: 1), fewer than fl.min_clients = 2"
+    )
+
+
+def test_the_round_row_counts_the_kept_clients():
+    rows = [
+        _report(0, samples=10, seen=40, loss=1.0),
+        _report(1, "dropped out"),
+        _report(2, samples=6, seen=20, loss=3.0),
+    ]
+    kept = [r for r in rows if r.ok]
+    metrics = {"psnr": 30.0, "eval_seconds": 0.5, "eval_workers": 2}
+    row = round_row(3, metrics, rows, kept, 4.0, 2.0, 0.1, 2)
+    assert row == {
+        "round": 3,
+        "psnr": 30.0,
+        "train_loss": 2.0,
+        "clients": 3,
+        "aggregated": 2,
+        "dropped": 1,
+        "retried": 0,
+        "cut": 0,
+        "seconds": 4.0,
+        "train_seconds": 2.0,
+        "eval_seconds": 0.5,
+        "samples": 16,
+        "updates_per_s": 1.0,
+        "samples_per_s": 30.0,
+        "lr": 0.1,
+        "workers": 2,
+        "eval_workers": 2,
+    }
+    assert math.isnan(round_row(3, metrics, rows, [], 4.0, 0.0, 0.1, 2)["updates_per_s"])
