@@ -35,29 +35,7 @@ RUN_FILES = ("config.yaml", "replicates.json")
 def _simulate(args: argparse.Namespace) -> int:
     from fedvsr.platform.run import run_experiment
 
-    if args.resume:
-        if not args.out:
-            raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
-        given = [
-            flag
-            for flag, on in (
-                ("--config", args.config),
-                ("--set", args.set),
-                ("--vary-data", args.vary_data),
-                ("--replicates", args.replicates != 1),
-            )
-            if on
-        ]
-        if given:
-            raise ConfigError(
-                f"--resume continues a run as it was started (the config saved in --out); "
-                f"{', '.join(given)} cannot change it: drop {'them' if len(given) > 1 else 'it'}, or "
-                f"start a new run in another --out"
-            )
-        cfg = None
-    else:
-        cfg = load_config(args.config, [*args.set, *([f"platform.address={args.address}"] if args.address else [])])
-        _check_replicate_seeds(cfg, args.replicates, args.vary_data)
+    cfg = _simulate_config(args)
     out = Path(args.out or f"runs/sim-{time.strftime('%Y%m%d-%H%M%S')}")
     args.out = str(out)  # for the interrupted message of main()
     check_output_folder(out, resume=args.resume, ours=RUN_FILES)
@@ -121,6 +99,34 @@ def _simulate(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _simulate_config(args: argparse.Namespace) -> ExperimentConfig | None:
+    """The experiment ``fedvsr simulate`` runs (its replicate seeds checked), or None with ``--resume``, which
+    continues the run in ``--out`` with its saved config: a flag that would change it is a ConfigError."""
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+        given = [
+            flag
+            for flag, on in (
+                ("--config", args.config),
+                ("--set", args.set),
+                ("--vary-data", args.vary_data),
+                ("--replicates", args.replicates != 1),
+            )
+            if on
+        ]
+        if given:
+            raise ConfigError(
+                f"--resume continues a run as it was started (the config saved in --out); "
+                f"{', '.join(given)} cannot change it: drop {'them' if len(given) > 1 else 'it'}, or "
+                f"start a new run in another --out"
+            )
+        return None
+    cfg = load_config(args.config, [*args.set, *([f"platform.address={args.address}"] if args.address else [])])
+    _check_replicate_seeds(cfg, args.replicates, args.vary_data)
+    return cfg
 
 
 def _end_mlflow(track, out: Path) -> None:
@@ -322,118 +328,23 @@ def _profile(name: str, preset: str, flops: bool) -> dict:
     }
 
 
-def _inference_model(args: argparse.Namespace):
-    from fedvsr.inference import load_model, parse_options
-
-    options = parse_options(args.options) if args.options else None
-    return load_model(args.checkpoint, args.model, args.preset, options, args.device)
-
-
-def _upscale(args: argparse.Namespace) -> int:
-    from fedvsr.data.video import VideoError
-    from fedvsr.inference import upscale
-
-    loaded = _inference_model(args)
-    try:
-        st = upscale(
-            loaded,
-            args.input,
-            args.output,
-            args.tile,
-            args.tile_overlap,
-            args.side_by_side,
-            args.crf,
-            args.x264_preset,
-            args.fps,
-            progress=not args.quiet,
-        )
-    except VideoError as err:
-        print(f"fedvsr: video error: {err}", file=sys.stderr)
-        return 1
-    (w, h), (W, H) = st.lr_size, st.hr_size
-    sbs = " side by side with bicubic" if args.side_by_side else ""
-    audio = f", audio {st.audio}" if st.audio else ""
-    print(
-        f"fedvsr: {st.output}: {st.frames} frames {w}x{h} -> {W}x{H}{sbs}"
-        f" at {st.fps:g} fps{audio}, {loaded.name}/{loaded.preset} on {loaded.device}, {st.seconds:.1f} s "
-        f"({st.seconds_per_frame:.3f} s/frame: model {st.model_seconds / max(st.frames, 1):.3f}, "
-        f"encode {st.encode_seconds / max(st.frames, 1):.3f})",
-        flush=True,
-    )
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from fedvsr.data.video import VideoError
-    from fedvsr.evaluation import default_evaluation_path, evaluate, evaluation_table, format_table
-    from fedvsr.platform.results import write_parquet_atomic
-
-    loaded = _inference_model(args)
-    out = Path(args.out) if args.out else default_evaluation_path(loaded, args.checkpoint)
-
-    def on_clip(row: dict) -> None:
-        if not args.quiet:
-            print(
-                f"{row['clip']}: psnr {row['psnr']:.2f} (bicubic {row['bicubic_psnr']:.2f})  "
-                f"{row['frames']} frames  {row['seconds']:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def on_skip(path: str, reason: str) -> None:
-        print(f"fedvsr: {reason}", file=sys.stderr, flush=True)
-
-    try:
-        rows = evaluate(
-            loaded,
-            args.data,
-            args.degradation,
-            args.crf,
-            args.qp,
-            args.tile,
-            args.tile_overlap,
-            on_clip=on_clip,
-            on_skip=on_skip,
-        )
-    except (VideoError, FileNotFoundError) as err:
-        print(f"fedvsr: video error: {err}", file=sys.stderr)
-        return 1
-    print(format_table(rows))
-    write_parquet_atomic(out, evaluation_table(rows, loaded))
-    left_out = f", {len(rows.skipped)} left out" if rows.skipped else ""
-    print(
-        f"fedvsr: {loaded.name}/{loaded.preset}, degradation {rows[0]['degradation']}, "
-        f"{len(rows)} clips{left_out} -> {out}",
-        flush=True,
-    )
-    return 0
-
-
-def _add_inference_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        help="run folder (its config.yaml names the model) or a .safetensors weights file",
-    )
-    p.add_argument("--model", help="model family (needed for a bare weights file; overrides the run's)")
-    p.add_argument("--preset", help="size preset of --model")
-    p.add_argument("--options", help="model constructor arguments: JSON object or key=value,key=value")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
-    p.add_argument("--tile", type=int, default=128, help="LR tile size in pixels (0 = whole frames; default 128)")
-    p.add_argument(
-        "--tile-overlap",
-        type=int,
-        default=32,
-        help="overlap of neighbouring tiles in LR pixels "
-        "(default 32: exact for models whose receptive field reaches at most 16 pixels)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedvsr", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from fedvsr.inference_cli import add_inference_commands
+    from fedvsr.sweeps.cli import add_commands
+
+    _simulate_parser(sub)
+    _train_central_parser(sub)
+    _models_parser(sub)
+    add_inference_commands(sub)  # upscale, evaluate
+    add_commands(sub)  # sweep, best, compare, report
+    return parser
+
+
+def _simulate_parser(sub) -> None:
+    """``fedvsr simulate``: one federated experiment (or a group of replicates)."""
     sim = sub.add_parser("simulate", help="run one federated experiment")
     sim.add_argument("--config", help="YAML experiment config (defaults apply to missing keys)")
     sim.add_argument(
@@ -473,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(func=_simulate)
 
+
+def _train_central_parser(sub) -> None:
+    """``fedvsr train-central``: the centralized upper bound on Ray Train."""
     central = sub.add_parser(
         "train-central",
         help="the centralized upper bound: train on all clients' data pooled (Ray Train, data-parallel)",
@@ -493,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     central.add_argument("--gpu", action="store_true", help="one GPU per worker (default: platform.gpus_per_worker)")
     central.set_defaults(func=_train_central)
 
+
+def _models_parser(sub) -> None:
+    """``fedvsr models``: the model families and presets with their sizes."""
     models = sub.add_parser(
         "models", help="list model families and presets with their sizes (parameters; FLOPs with --flops)"
     )
@@ -504,40 +421,6 @@ def build_parser() -> argparse.ArgumentParser:
         "tens of seconds of CPU; without it only the parameters are counted)",
     )
     models.set_defaults(func=_models)
-
-    up = sub.add_parser("upscale", help="super-resolve a video file (H.264 out, streamed and tiled)")
-    up.add_argument("input", help="video file (mp4, mkv, ...) or folder of frame images")
-    up.add_argument("output", help="output video file; its suffix names the container (.mp4, .mkv, .mov)")
-    _add_inference_args(up)
-    up.add_argument("--side-by-side", action="store_true", help="write bicubic | model side by side (2x wide)")
-    up.add_argument("--crf", type=int, default=18, help="libx264 constant rate factor (default 18)")
-    up.add_argument("--x264-preset", default="medium", help="libx264 speed preset (default medium)")
-    up.add_argument(
-        "--fps", type=float, help="frame rate of a frame folder's output (default 24; a video file keeps its own)"
-    )
-    up.set_defaults(func=_upscale)
-
-    ev = sub.add_parser("evaluate", help="PSNR / SSIM (Y and RGB) of a checkpoint and of bicubic on videos")
-    _add_inference_args(ev)
-    ev.add_argument(
-        "--data",
-        nargs="+",
-        required=True,
-        help="video files, frame folders, folders of videos or dataset roots (REDS, Vid4, Vimeo-90K: their test split)",
-    )
-    ev.add_argument("--degradation", help="how LR frames are made (default: the run's data.degradation, else bicubic)")
-    ev.add_argument("--crf", type=int, help="blur-h264 CRF (default: the run's data.crf)")
-    ev.add_argument("--qp", type=int, help="hevc QP (default: the run's data.qp)")
-    ev.add_argument(
-        "--out",
-        help="Parquet file (default: <run>/evaluation.parquet, or <weights>.evaluation.parquet beside a weights file)",
-    )
-    ev.set_defaults(func=_evaluate)
-
-    from fedvsr.sweeps.cli import add_commands
-
-    add_commands(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
