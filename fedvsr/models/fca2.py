@@ -73,6 +73,19 @@ from fedvsr.models.registry import build_model, get_entry, register_model
 from fedvsr.models.spynet import SPYNET_CHANNELS, FlowFreeze
 
 MODES = ("frozen", "joint", "pretrain")
+#: the least value of each size argument, checked in this order
+MIN_SIZES = {
+    "num_frames": 1,
+    "in_channels": 1,
+    "features": 1,
+    "clean_features": 1,
+    "clean_passes": 1,
+    "blocks": 0,
+    "flow_blocks": 0,
+    "clean_blocks": 0,
+    "refine_blocks": 0,
+    "refine_features": 0,
+}
 AE_PREFIX = "autoencoder."
 
 _PAPER = {
@@ -139,6 +152,18 @@ def read_autoencoder_state(path: str, shapes_only: bool = False) -> dict[str, An
     return ae
 
 
+def _check_arguments(mode: str, flow_guidance: bool, **sizes: int) -> None:
+    """ValueError for a mode FCA2 does not have, a size below its least value (:data:`MIN_SIZES`), or flow guidance
+    over fewer than 2 frames."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    for name, least in MIN_SIZES.items():
+        if int(sizes[name]) < least:
+            raise ValueError(f"{name} must be >= {least}, got {sizes[name]}")
+    if int(sizes["num_frames"]) < 2 and flow_guidance:
+        raise ValueError(f"num_frames = {sizes['num_frames']}: flow guidance needs at least 2 frames")
+
+
 @register_model(
     "fca2",
     presets={
@@ -197,28 +222,20 @@ class FCA2(FlowFreeze, VSRModel):
         spynet_channels: tuple[int, ...] | list[int] = SPYNET_CHANNELS,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        for name, value in (
-            ("num_frames", num_frames),
-            ("in_channels", in_channels),
-            ("features", features),
-            ("clean_features", clean_features),
-            ("clean_passes", clean_passes),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name, value in (
-            ("blocks", blocks),
-            ("flow_blocks", flow_blocks),
-            ("clean_blocks", clean_blocks),
-            ("refine_blocks", refine_blocks),
-            ("refine_features", refine_features),
-        ):
-            if int(value) < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if int(num_frames) < 2 and flow_guidance:
-            raise ValueError(f"num_frames = {num_frames}: flow guidance needs at least 2 frames")
+        _check_arguments(
+            mode,
+            flow_guidance,
+            num_frames=num_frames,
+            in_channels=in_channels,
+            features=features,
+            clean_features=clean_features,
+            clean_passes=clean_passes,
+            blocks=blocks,
+            flow_blocks=flow_blocks,
+            clean_blocks=clean_blocks,
+            refine_blocks=refine_blocks,
+            refine_features=refine_features,
+        )
         self.mode = mode
         self.num_frames, self.in_channels = int(num_frames), int(in_channels)
         self.scale = 1 if mode == "pretrain" else int(scale)
