@@ -166,8 +166,6 @@ def train_pooled(
     Yields ``("start", head, model)`` once before training and ``("epoch", row, model)`` after each of the
     ``fl.rounds`` epochs. Only rank 0 evaluates: its ``head`` is ``{params, workers, device, bicubic,
     initial}`` and its rows are those of ``rounds.parquet``; other ranks get None."""
-    import torch.distributed as dist
-
     device = torch.device(device)
     model = _initial_model(cfg, world, device)
 
@@ -177,7 +175,7 @@ def train_pooled(
     pairs = [load(i) for i in pool]
     clip_frames = cfg.data.clip_frames or model.num_frames
     augment = resolve_augment(cfg.data.augment, type(model))
-    head = None
+    clips, head = None, None
     if rank == 0:
         clips = eval_clips([load(i) for i in held], clip_frames, cfg.eval.clips)
         head = {
@@ -188,6 +186,23 @@ def train_pooled(
             "initial": evaluate_model(model, clips, cfg, device),
         }
     yield "start", head, model
+    yield from _epochs(cfg, model, pairs, clips, clip_frames, augment, rank, world, device)
+
+
+def _epochs(
+    cfg: ExperimentConfig,
+    model: VSRModel,
+    pairs: list[VideoPair],
+    clips: list[tuple[torch.Tensor, torch.Tensor]] | None,
+    clip_frames: int,
+    augment: str,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> Iterator[tuple[str, dict[str, Any] | None, VSRModel]]:
+    """The ``fl.rounds`` epochs of :func:`train_pooled` on rank ``rank`` of ``world``, over the training ``pairs``:
+    yields ``("epoch", row, model)`` after each; rank 0 evaluates on ``clips`` for its row, the others get None."""
+    import torch.distributed as dist
 
     schedule = LRSchedule.from_config(cfg.fl)
     optimizers = {
