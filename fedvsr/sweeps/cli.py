@@ -281,6 +281,14 @@ def _report(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Register ``sweep``, ``best``, ``compare`` and ``report`` on the ``fedvsr`` subparsers."""
+    _sweep_parser(sub)
+    _best_parser(sub)
+    _compare_parser(sub)
+    _report_parser(sub)
+
+
+def _sweep_parser(sub) -> None:
+    """``fedvsr sweep``: a Ray Tune sweep of experiments."""
     sw = sub.add_parser(
         "sweep",
         help="run a Ray Tune sweep of experiments (Optuna or grid, ASHA on rounds)",
@@ -327,6 +335,9 @@ def add_commands(sub) -> None:
     )
     sw.set_defaults(func=_sweep)
 
+
+def _best_parser(sub) -> None:
+    """``fedvsr best``: the best config of sweeps and runs."""
     best = sub.add_parser("best", help="the best config of sweeps and runs (YAML for simulate --config)")
     best.add_argument("dirs", nargs="+", metavar="DIR", help="sweep folders, run folders, or folders holding them")
     best.add_argument("--metric", default="psnr", help="psnr, ssim, loss (final values) or a column (best_psnr)")
@@ -345,6 +356,9 @@ def add_commands(sub) -> None:
     best.add_argument("--json", action="store_true", help="print JSON rows")
     best.set_defaults(func=_best)
 
+
+def _compare_parser(sub) -> None:
+    """``fedvsr compare``: experiments side by side."""
     cmp = sub.add_parser(
         "compare",
         help="experiments side by side with intervals and paired tests (the first is the reference)",
@@ -366,6 +380,9 @@ def add_commands(sub) -> None:
     cmp.add_argument("--out", help="folder of compare.md, compare.png, compare.json (default: compare-<time>)")
     cmp.set_defaults(func=_compare)
 
+
+def _report_parser(sub) -> None:
+    """``fedvsr report``: plots and a Markdown summary of a sweep."""
     rep = sub.add_parser("report", help="plots and a Markdown summary of a sweep")
     rep.add_argument("dir", help="sweep folder")
     rep.add_argument("--out", help="report folder (default: DIR/report)")
