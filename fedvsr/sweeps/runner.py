@@ -123,11 +123,7 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
             now = time.monotonic()
             if now - self.last_table >= table_every and self.running:
                 self.last_table = now
-                lines = [f"  running  {'trial':<16} {'round':>7} {'psnr':>7}  values"]
-                for tid, r in sorted(self.running.items()):
-                    at = f"{r['round']:>3}/{r['rounds']:<3}"
-                    lines.append(f"           {tid:<16} {at} {r['psnr']:7.2f}  {r['values']}")
-                echo("\n".join(lines))
+                echo(_running_table(self.running))
 
         def _done(self, trial, status: str, error: str = "") -> None:
             self.running.pop(trial.trial_id, None)
@@ -166,11 +162,7 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             folder = self._folder(trial)
-            message = ""
-            if (folder / ERROR_FILE).is_file():
-                message = (folder / ERROR_FILE).read_text().split("\n\n", 1)[0]
-            elif getattr(trial, "error_file", None) and Path(trial.error_file).is_file():
-                message = Path(trial.error_file).read_text().strip().splitlines()[-1]
+            message = _error_message(folder, trial)
             if not folder.is_dir():
                 folder.mkdir(parents=True)
                 write_text_atomic(
@@ -179,6 +171,25 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
             self._done(trial, "error", message or "the trial failed (see Ray's logs)")
 
     return Progress()
+
+
+def _running_table(running: dict[str, dict[str, Any]]) -> str:
+    """The progress callback's table of the running trials: id, round of rounds, last PSNR, values."""
+    lines = [f"  running  {'trial':<16} {'round':>7} {'psnr':>7}  values"]
+    for tid, r in sorted(running.items()):
+        at = f"{r['round']:>3}/{r['rounds']:<3}"
+        lines.append(f"           {tid:<16} {at} {r['psnr']:7.2f}  {r['values']}")
+    return "\n".join(lines)
+
+
+def _error_message(folder: Path, trial: Any) -> str:
+    """Why a trial failed: the first paragraph of fedvsr's error file in its run ``folder``, else the last line of
+    Ray's error file, else ``""``."""
+    if (folder / ERROR_FILE).is_file():
+        return (folder / ERROR_FILE).read_text().split("\n\n", 1)[0]
+    if getattr(trial, "error_file", None) and Path(trial.error_file).is_file():
+        return Path(trial.error_file).read_text().strip().splitlines()[-1]
+    return ""
 
 
 #: per sweep folder (this driver's sweep): seconds x resources its trials' rounds held, what its utilisation counts
@@ -298,66 +309,19 @@ def _fit(
     callbacks: list | tuple = (),
 ):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     parallel = replicates_in_parallel(spec)
     trainable = tune.with_resources(
         tune.with_parameters(SweepTrial, spec=spec, sweep_dir=str(out), sweep_id=sweep_id, parallel=parallel),
         trial_resources(spec, parallel),
     )
-    metric = METRIC_KEYS[spec.metric]
     if resume and tune.Tuner.can_restore(str(out / TUNE_DIR)):
         tuner = tune.Tuner.restore(
             str(out / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
         )
         echo(f"fedvsr sweep: resuming {spec.name} in {out}")
     else:
-        scheduler = None
-        if spec.scheduler == "asha":
-            scheduler = ASHAScheduler(
-                time_attr="round",
-                max_t=spec.max_rounds,
-                grace_period=spec.grace_period,
-                reduction_factor=spec.reduction_factor,
-            )
-        if spec.search == "grid":
-            param_space, search_alg, samples = {"params": tune.grid_search(spec.grid_points())}, None, 1
-        else:
-            param_space, search_alg, samples = {}, _optuna_search(spec), spec.trials
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=metric,
-                mode=spec.mode,
-                scheduler=scheduler,
-                search_alg=search_alg,
-                num_samples=samples,
-                max_concurrent_trials=concurrent,
-                trial_dirname_creator=lambda t: t.trial_id,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=TUNE_DIR,
-                storage_path=str(out),
-                verbose=0,
-                callbacks=[_progress_callback(spec, out, echo, table_every), *callbacks],
-                failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS),
-                # a trial's state is its run folder (its round checkpoints), not Tune's
-                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-            ),
-        )
-        reps = (
-            f", {spec.replicates} replicates per point ({'in parallel' if parallel else 'sharing the workers'}"
-            f"; ASHA and Optuna see their mean)"
-            if spec.replicates > 1
-            else ""
-        )
-        echo(
-            f"fedvsr sweep: {spec.name}: {spec.trials} trials ({spec.search}"
-            f"{', ASHA on rounds' if spec.scheduler == 'asha' else ''}{reps}), metric {spec.metric} ({spec.mode}); "
-            f"output in {out}"
-        )
+        tuner = _new_tuner(spec, out, trainable, concurrent, parallel, echo, table_every, callbacks)
     started = time.time()
     _BUSY.pop(str(out), None)
     try:
@@ -380,6 +344,71 @@ def _fit(
     if grid is None or grid.num_terminated + grid.num_errors < spec.trials:
         raise SweepInterrupted(out, spec, rows)
     return rows
+
+
+def _new_tuner(
+    spec: SweepSpec,
+    out: Path,
+    trainable: Any,
+    concurrent: int | None,
+    parallel: bool,
+    echo: Callable[[str], None],
+    table_every: float,
+    callbacks: list | tuple,
+):
+    """A new Tune experiment of ``spec`` in ``out`` (not a restored one): ASHA on rounds when the spec asks for
+    it, a grid or Optuna's TPE, the progress callback; says what it will run."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    metric = METRIC_KEYS[spec.metric]
+    scheduler = None
+    if spec.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="round",
+            max_t=spec.max_rounds,
+            grace_period=spec.grace_period,
+            reduction_factor=spec.reduction_factor,
+        )
+    if spec.search == "grid":
+        param_space, search_alg, samples = {"params": tune.grid_search(spec.grid_points())}, None, 1
+    else:
+        param_space, search_alg, samples = {}, _optuna_search(spec), spec.trials
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=spec.mode,
+            scheduler=scheduler,
+            search_alg=search_alg,
+            num_samples=samples,
+            max_concurrent_trials=concurrent,
+            trial_dirname_creator=lambda t: t.trial_id,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=str(out),
+            verbose=0,
+            callbacks=[_progress_callback(spec, out, echo, table_every), *callbacks],
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS),
+            # a trial's state is its run folder (its round checkpoints), not Tune's
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+        ),
+    )
+    reps = (
+        f", {spec.replicates} replicates per point ({'in parallel' if parallel else 'sharing the workers'}"
+        f"; ASHA and Optuna see their mean)"
+        if spec.replicates > 1
+        else ""
+    )
+    echo(
+        f"fedvsr sweep: {spec.name}: {spec.trials} trials ({spec.search}"
+        f"{', ASHA on rounds' if spec.scheduler == 'asha' else ''}{reps}), metric {spec.metric} ({spec.mode}); "
+        f"output in {out}"
+    )
+    return tuner
 
 
 def _report_utilisation(out: Path, wall: float, echo: Callable[[str], None]) -> dict[str, Any]:

@@ -1,0 +1,32 @@
+"""The sweep driver's progress output, without Ray: the table of running trials and why a trial failed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from fedvsr.sweeps.results import ERROR_FILE
+from fedvsr.sweeps.runner import _error_message, _running_table
+
+
+def test_the_running_table_lists_trials_by_id_with_round_and_psnr():
+    running = {
+        "b_00001": {"round": 3, "rounds": 10, "psnr": 25.4321, "values": "fl.lr=0.001"},
+        "a_00000": {"round": 10, "rounds": 10, "psnr": 26.0, "values": "fl.lr=0.01"},
+    }
+    assert _running_table(running).splitlines() == [
+        "  running  trial              round    psnr  values",
+        "           a_00000           10/10    26.00  fl.lr=0.01",
+        "           b_00001            3/10    25.43  fl.lr=0.001",
+    ]
+
+
+def test_a_failed_trial_says_fedvsrs_error_first_then_rays_last_line(tmp_path):
+    ray_error = tmp_path / "error.txt"
+    ray_error.write_text("Traceback ...\n  File x\nValueError: from Ray\n")
+    trial = SimpleNamespace(error_file=str(ray_error))
+    folder = tmp_path / "run"
+    assert _error_message(folder, SimpleNamespace()) == ""
+    assert _error_message(folder, trial) == "ValueError: from Ray"
+    folder.mkdir()
+    (folder / ERROR_FILE).write_text("ConfigError: fl.lr = -1 is not allowed\n\nTraceback (most recent call last):\n")
+    assert _error_message(folder, trial) == "ConfigError: fl.lr = -1 is not allowed"
