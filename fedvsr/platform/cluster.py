@@ -212,6 +212,84 @@ def probe_auth(address: str, timeout: float = 5.0) -> None:
             channel.close()
 
 
+def probe_dashboard(url: str, timeout: float = 5.0) -> str:
+    """Check what ``ray job submit --address URL`` will meet at a Ray dashboard (the job-submission API, usually
+    reached through ``ray dashboard cluster.yaml``'s SSH tunnel): raise :class:`ClusterUnreachable` when nothing
+    answers there and :class:`ClusterAuthRefused` when the dashboard refuses the token this process would send
+    (Ray's own HTTP headers, so the same token source and mode as ``ray job submit``). Returns the Ray version the
+    dashboard reports."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+
+    base = url.strip().rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ClusterUnreachable(f"{url!r} is not a dashboard URL (http://host:port, 8265 by default)")
+    from ray.exceptions import AuthenticationError
+
+    sends_token = is_token_auth_enabled()
+    try:
+        headers = get_auth_headers_if_auth_enabled({}) if sends_token else {}
+    except AuthenticationError:
+        headers = {}
+    if sends_token and not headers:
+        raise ClusterAuthRefused(
+            f"RAY_AUTH_MODE=token but this machine has no Ray token to send to the dashboard at {base} (looked "
+            f"in {token_source()}). " + _token_hint()
+        )
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/api/jobs/", headers=headers), timeout=timeout):
+            pass
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{base}/api/version", headers=headers), timeout=timeout
+        ) as reply:
+            return str(json.loads(reply.read()).get("ray_version", "?"))
+    except urllib.error.HTTPError as err:
+        if err.code not in (401, 403):
+            raise ClusterUnreachable(
+                f"{base} answers HTTP {err.code} to the job API: is it a Ray dashboard? " + _tunnel_hint()
+            ) from None
+        if sends_token and err.code == 403:
+            why = (
+                f"the Ray dashboard at {base} refused this machine's token, read from {token_source()}: it is "
+                "not the token the cluster's nodes were started with. "
+            )
+        else:
+            why = (
+                f"the Ray dashboard at {base} has token authentication on and refused this machine, which sends "
+                "no token (RAY_AUTH_MODE is not 'token' here). "
+            )
+        raise ClusterAuthRefused(why + _token_hint()) from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ClusterUnreachable(f"no Ray dashboard answers at {base}: {reason}; " + _tunnel_hint()) from None
+
+
+def _tunnel_hint() -> str:
+    return (
+        "a cluster's dashboard listens on the head's 127.0.0.1 only: forward it with `ray dashboard cluster.yaml` "
+        f"(in another terminal) and give the local end, e.g. http://127.0.0.1:8265; see {CLUSTER_DOC}"
+    )
+
+
+def check_cluster(address: str, timeout: float = 5.0) -> str:
+    """``fedvsr check``: what a driver (``host:port``, the GCS) or ``ray job submit`` (``http://...``, the
+    dashboard) will meet at ``address``, as one line; raises the errors of :func:`probe_gcs`, :func:`probe_auth` and
+    :func:`probe_dashboard`."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    token = f"token from {token_source()}" if is_token_auth_enabled() else "no token (RAY_AUTH_MODE is not 'token')"
+    if address.strip().startswith(("http://", "https://")):
+        version = probe_dashboard(address, timeout)
+        return f"ok: the Ray dashboard at {address} (Ray {version}) accepts `ray job submit` from here ({token})"
+    probe_gcs(address, timeout)
+    probe_auth(address, timeout)
+    return f"ok: the Ray cluster at {address} accepts a fedvsr driver from here ({token})"
+
+
 # ----------------------------------------------------------------------------- errors and shared storage
 # (a Ray error's root cause, and whether every node sees a sweep's folder; used by the sweeps and train-central)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fedvsr.platform.cluster import ClusterUnreachable, probe_gcs, split_address
+from fedvsr.platform.cluster import ClusterAuthRefused, ClusterUnreachable, check_cluster, probe_gcs, split_address
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,6 +101,45 @@ def test_an_http2_server_passes_the_probe():
     finally:
         stop.set()
         sock.close()
+
+
+def test_check_of_a_dashboard_url_where_nothing_listens_names_the_tunnel(monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    port = closed_port()
+    message = rf"no Ray dashboard answers at http://127\.0\.0\.1:{port}: .*refused.*`ray dashboard cluster\.yaml`"
+    with pytest.raises(ClusterUnreachable, match=message):
+        check_cluster(f"http://127.0.0.1:{port}/")
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "message"),
+    [
+        (404, ClusterUnreachable, "answers HTTP 404 to the job API: is it a Ray dashboard?"),
+        (401, ClusterAuthRefused, "has token authentication on and refused this machine, which sends no token"),
+    ],
+)
+def test_check_of_a_dashboard_maps_what_the_server_answers(monkeypatch, status, error, message):
+    """The HTTP statuses Ray's dashboard answers (401: no token, 403: another one; tested against a real dashboard in
+    test_job_submit.py), here from a plain HTTP server."""
+    import http.server
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(error, match=message):
+            check_cluster(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _simulate(tmp_path, *sets: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import ray
 import yaml
 
 from fedvsr.platform.cluster import SharedStorageError, check_nodes_see
@@ -271,7 +272,7 @@ def test_a_sweep_submitted_as_a_job_runs_on_both_nodes_and_best_reads_it(cluster
 
     rows = pq.read_table(out / "trials.parquet").to_pylist()
     assert len(rows) == 2 and {r["status"] for r in rows} == {"finished"}
-    assert all(r["rounds_run"] == 1 for r in rows)
+    assert [r["rounds_run"] for r in rows] == [1, 1], rows
     # one trial per node: each node has one CPU and each trial's worker needs one
     assert {r["node_id"] for r in rows} == {n["node_id"] for n in nodes}
     assert {r["node_ip"] for r in rows} == {n["node_ip"] for n in nodes}
@@ -364,6 +365,47 @@ def test_simulate_without_the_token_is_a_clear_error(cluster, tmp_path):
         assert "Traceback" not in stderr
         assert not (tmp_path / name).exists()
     assert time.monotonic() - started < 90  # Ray alone retries for 20 s each and ends in "Failed to connect"
+
+
+#: what `fedvsr check DASHBOARD_URL` (the address `ray job submit` takes) says about this machine's token
+DASHBOARD_REFUSALS = {
+    "no-mode": "has token authentication on and refused this machine, which sends no token (RAY_AUTH_MODE is not "
+    "'token' here)",
+    "wrong-token": "refused this machine's token, read from the RAY_AUTH_TOKEN environment variable: it is not the "
+    "token the cluster's nodes were started with",
+    "no-token": "RAY_AUTH_MODE=token but this machine has no Ray token to send to the dashboard",
+}
+
+
+def test_check_says_whether_job_submit_and_a_driver_will_be_let_in(cluster):
+    """`fedvsr check` before `ray job submit` (through the dashboard, as over `ray dashboard`'s tunnel) and before a
+    driver joins (the GCS): our one-line answer instead of Ray's traceback, side by side in subprocesses (Ray reads
+    the token once per process)."""
+
+    def check(address: str, env: dict[str, str]) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "fedvsr.cli", "check", address]
+        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    procs = {("ok", "dashboard"): check(cluster.dashboard, cluster.env), ("ok", "gcs"): check(cluster.gcs, cluster.env)}
+    procs |= {
+        (name, "dashboard"): check(cluster.dashboard, cluster.no_token_env(**env))
+        for name, (env, _) in REFUSALS.items()
+    }
+    outputs = {key: proc.communicate(timeout=120) + (proc.returncode,) for key, proc in procs.items()}
+
+    token = f"token from the file {cluster.token_file} (RAY_AUTH_TOKEN_PATH)"
+    stdout, stderr, code = outputs["ok", "dashboard"]
+    assert code == 0, stderr
+    dashboard = f"the Ray dashboard at {cluster.dashboard} (Ray {ray.__version__})"
+    assert stdout.strip() == f"ok: {dashboard} accepts `ray job submit` from here ({token})"
+    stdout, stderr, code = outputs["ok", "gcs"]
+    assert code == 0, stderr
+    assert stdout.strip() == f"ok: the Ray cluster at {cluster.gcs} accepts a fedvsr driver from here ({token})"
+    for name, phrase in DASHBOARD_REFUSALS.items():
+        stdout, stderr, code = outputs[name, "dashboard"]
+        assert code == 2 and stdout == "", (name, stderr)
+        assert stderr.startswith("fedvsr: cluster error: ") and phrase in stderr, (name, stderr)
+        assert cluster.dashboard in stderr and "RAY_AUTH_TOKEN_PATH" in stderr and "Traceback" not in stderr
 
 
 def test_a_node_that_does_not_see_the_sweep_folder_is_named(ray_local, tmp_path):
