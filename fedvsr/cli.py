@@ -338,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     _simulate_parser(sub)
     _train_central_parser(sub)
     _models_parser(sub)
+    _check_parser(sub)
     add_inference_commands(sub)  # upscale, evaluate
     add_commands(sub)  # sweep, best, compare, report
     return parser
@@ -421,6 +422,25 @@ def _models_parser(sub) -> None:
         "tens of seconds of CPU; without it only the parameters are counted)",
     )
     models.set_defaults(func=_models)
+
+
+def _check_parser(sub) -> None:
+    """``fedvsr check``: whether a cluster will let this machine in, before anything is submitted."""
+    check = sub.add_parser(
+        "check",
+        help="whether a Ray cluster lets this machine in: host:port (a driver, as simulate/sweep --address) or "
+        "http://host:port (its dashboard, as ray job submit --address)",
+    )
+    check.add_argument("address", help="the cluster's GCS host:port, or its dashboard URL (e.g. http://127.0.0.1:8265)")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
+    check.set_defaults(func=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from fedvsr.platform.cluster import check_cluster
+
+    print(check_cluster(args.address, args.timeout))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
