@@ -60,3 +60,10 @@ def run_tiny(tmp_path, name, root, *extra, **kwargs):
 
     out = tmp_path / name
     return out, run_experiment(load_config(None, tiny_experiment(root, *extra)), out, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def fedavg_run(ray_local, synth_root, tmp_path_factory):
+    """The tiny experiment (:func:`tiny_experiment`) run once for the session, FedAvg on 2 workers: (out, summary).
+    Read it, never write into it: several test files compare with it."""
+    return run_tiny(tmp_path_factory.mktemp("fedavg"), "run", synth_root)

@@ -78,15 +78,15 @@ def test_config_key():
 
 
 @pytest.mark.slow
-def test_the_key_reaches_the_workers(ray_local, synth_root, tmp_path):
+def test_the_key_reaches_the_workers(fedavg_run, synth_root, tmp_path):
     # the same tiny run with and without the filter: a threshold of 0.5 redraws the darker crops of the built-in
     # videos, so the clients train on other crops and report other losses; nothing else changes
     import pyarrow.parquet as pq
 
     from tests.conftest import run_tiny
 
-    plain, _ = run_tiny(tmp_path, "plain", synth_root, "fl.rounds=1")
-    dark, summary = run_tiny(tmp_path, "dark", synth_root, "fl.rounds=1", "data.dark_threshold=0.5")
+    plain, _ = fedavg_run
+    dark, summary = run_tiny(tmp_path, "dark", synth_root, "data.dark_threshold=0.5")
     losses = [pq.read_table(out / "clients.parquet").to_pydict()["loss"] for out in (plain, dark)]
-    assert all(np.isfinite(losses[1])) and losses[0] != losses[1]
+    assert len(losses[0]) == len(losses[1]) and all(np.isfinite(losses[1])) and losses[0] != losses[1]
     assert np.isfinite(summary["final_psnr"])

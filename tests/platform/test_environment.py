@@ -25,7 +25,6 @@ from fedvsr.platform.environment import (
     kernel_env,
     write_environment,
 )
-from tests.conftest import run_tiny
 
 REPO = Path(__file__).resolve().parents[2]
 FIELDS = {
@@ -126,8 +125,8 @@ def test_a_resumed_run_keeps_the_first_sessions_environment(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_records_the_driver_and_its_workers(ray_local, synth_root, tmp_path):
-    out, _ = run_tiny(tmp_path, "run", synth_root)
+def test_a_run_records_the_driver_and_its_workers(fedavg_run):
+    out, _ = fedavg_run
     record = json.loads((out / "environment.json").read_text())
     assert record["kernels"] == "native" and record["kernels_pinned"] is None and record["workers"] == 2
     assert {f"driver.{k}" for k in FIELDS} <= set(record) and {f"worker.{k}" for k in FIELDS} <= set(record)

@@ -32,11 +32,6 @@ def columns(out):
     return {k: table[k] for k in METRICS}
 
 
-@pytest.fixture(scope="module")
-def fedavg_run(ray_local, synth_root, tmp_path_factory):
-    return run(tmp_path_factory.mktemp("fedavg"), "run", synth_root)
-
-
 def test_two_round_experiment_writes_every_output(fedavg_run):
     out, summary = fedavg_run
     for name in [

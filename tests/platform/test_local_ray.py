@@ -164,45 +164,39 @@ def test_a_driver_without_the_runs_token_is_refused(local_run, tmp_path):
     home = tmp_path / "home"  # no ~/.ray/auth_token of this machine
     home.mkdir()
     join = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print('joined')"
-    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: this driver keeps 127.0.0.1 (else Ray swaps in the machine's interface
-    # address, where nothing of the run listens, and retries for minutes): it reaches the GCS, which refuses it
-    refused = subprocess.run(
-        [sys.executable, "-c", join],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=clean_env(HOME=str(home), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
-    )
-    assert refused.returncode != 0 and "joined" not in refused.stdout
-    assert (
-        "AuthenticationError: RPC error: InvalidAuthToken: Authentication token is missing or incorrect"
-        in refused.stderr
-    )
-    # Ray's default token file does not open it either: the run has a token of its own
+    probe = f"from fedvsr.platform.cluster import probe_auth; probe_auth({address!r}); print('accepted')"
     (home / ".ray").mkdir()
     (home / ".ray" / "auth_token").write_text("0" * 64)
-    probe = f"from fedvsr.platform.cluster import probe_auth; probe_auth({address!r}); print('accepted')"
-    wrong = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=clean_env(HOME=str(home), RAY_AUTH_MODE="token"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "refused this driver's token" in wrong.stderr
-    # the run's token does (the raylet's environment holds it, as the driver set it): the refusals were the token's
+    # the run's token (the raylet's environment holds it, as the driver set it)
     [raylet] = [pid for pid in known if "raylet/raylet " in cmdline(pid)]
     environ = dict(v.split("=", 1) for v in Path(f"/proc/{raylet}/environ").read_text().split("\0") if "=" in v)
     assert environ["RAY_AUTH_MODE"] == "token" and len(environ["RAY_AUTH_TOKEN"]) == 64
-    token = environ["RAY_AUTH_TOKEN"]
-    right = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token),
-    )
-    assert right.stdout.strip() == "accepted", right.stderr[-2000:]
+    drivers = {
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: this driver keeps 127.0.0.1 (else Ray swaps in the machine's interface
+        # address, where nothing of the run listens, and retries for minutes): it reaches the GCS, which refuses it;
+        # it sends no token (no RAY_AUTH_MODE)
+        "refused": (join, {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}),
+        # Ray's default token file (~/.ray/auth_token) does not open it either: the run has a token of its own
+        "wrong": (probe, {"RAY_AUTH_MODE": "token"}),
+        # the run's token does: the refusals were the token's
+        "right": (probe, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": environ["RAY_AUTH_TOKEN"]}),
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=clean_env(HOME=str(home), **extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (code, extra) in drivers.items()
+    }  # side by side: the refused driver mostly waits on Ray's retries
+    said = {name: proc.communicate(timeout=180) for name, proc in procs.items()}
+    stdout, stderr = said["refused"]
+    assert procs["refused"].returncode != 0 and "joined" not in stdout
+    assert "AuthenticationError: RPC error: InvalidAuthToken: Authentication token is missing or incorrect" in stderr
+    assert "refused this driver's token" in said["wrong"][1]
+    assert said["right"][0].strip() == "accepted", said["right"][1][-2000:]
 
 
 @pytest.mark.slow

@@ -94,9 +94,16 @@ def test_replicates_run_in_parallel_only_when_the_resources_hold_them_all():
     assert not fits_in_parallel(cfg, 3, {"CPU": 2.0})
 
 
+@pytest.fixture(scope="module")
+def seed_5_alone(ray_local, synth_root, tmp_path_factory):
+    """`fedvsr simulate --set seed=5` alone (one worker): what replicate 1 of seed 4 must reproduce."""
+    alone, _ = run_tiny(tmp_path_factory.mktemp("replicates"), "alone", synth_root, "seed=5", "platform.workers=1")
+    return alone
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", [False, True])
-def test_each_replicate_is_bit_identical_to_its_seed_run_alone(ray_local, synth_root, tmp_path, parallel):
+def test_each_replicate_is_bit_identical_to_its_seed_run_alone(seed_5_alone, synth_root, tmp_path, parallel):
     """Replicates sharing the workers (stepped one after another within each round) or each with its own
     workers (rounds at the same time) give the bits of `fedvsr simulate --set seed=s` alone."""
     cfg = load_config(None, tiny_experiment(synth_root, "seed=4", "platform.workers=1"))
@@ -105,7 +112,7 @@ def test_each_replicate_is_bit_identical_to_its_seed_run_alone(ray_local, synth_
         cfg, tmp_path / "group", 2, parallel=parallel, on_round=lambda agg, rows: rounds.append((agg, rows))
     )
     assert [agg["round"] for agg, _ in rounds] == [1, 2]
-    alone, _ = run_tiny(tmp_path, "alone", synth_root, "seed=5", "platform.workers=1")
+    alone = seed_5_alone
     rep = pq.read_table(tmp_path / "group" / "rep-1" / "rounds.parquet").to_pylist()
     ref = pq.read_table(alone / "rounds.parquet").to_pylist()
     assert [r["psnr"] for r in rep] == [r["psnr"] for r in ref]

@@ -198,51 +198,66 @@ def test_a_pool_larger_than_the_local_ray_is_refused(ray_local, synth_root, tmp_
     assert not (tmp_path / "too-big").exists()
 
 
-FAKE_GPU_RUN = """
-import json, sys
+FAKE_GPU_RUNS = """
+import json, os, sys
 import ray
 from fedvsr.config import load_config
 from fedvsr.platform.run import run_experiment
-from tests.conftest import run_tiny, tiny_experiment
+from tests.conftest import tiny_experiment
 
-root, out, gpus, workers, per = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-ray.init(num_cpus=4, num_gpus=gpus, include_dashboard=False, logging_level="ERROR")
-cfg = load_config(None, tiny_experiment(root, "fl.rounds=1", "fl.clients_per_round=4", f"platform.workers={workers}",
-                                        "platform.cpus_per_worker=0.5", f"platform.gpus_per_worker={per}"))
-seen = {}
-try:
-    run_experiment(cfg, out, on_start=seen.update)
-except Exception as err:
-    print(json.dumps({"error": str(err)}))
-else:
-    print(json.dumps({"gpus": seen["gpus"], "devices": seen["devices"]}))
+root, runs = sys.argv[1], json.loads(sys.argv[2])
+ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="ERROR")
+for run in runs:
+    os.environ["FEDVSR_FAULT"] = run["fault"]  # the driver's environment, read at each run's start
+    cfg = load_config(None, tiny_experiment(root, "fl.rounds=1", "fl.clients_per_round=4",
+                                            f"platform.workers={run['workers']}", "platform.cpus_per_worker=0.5",
+                                            f"platform.gpus_per_worker={run['per']}"))
+    seen = {}
+    try:
+        run_experiment(cfg, run["out"], on_start=seen.update)
+    except Exception as err:
+        print(json.dumps({"error": str(err)}))
+    else:
+        print(json.dumps({"gpus": seen["gpus"], "devices": seen["devices"]}))
 """
 
 
-def fake_gpu_run(synth_root, out, gpus, workers, per, fault=""):
-    env = {**os.environ, "FEDVSR_FAULT": fault} if fault else None
+@pytest.fixture(scope="module")
+def fake_gpu_runs(synth_root, tmp_path_factory):
+    """Runs on a local Ray told it has one GPU (Ray's fake GPU resources: this machine has none, and torch sees no
+    CUDA, so the clients train on the CPU), one after another in one process (one Ray start for all):
+
+    * ``auto``: platform.gpus_per_worker = auto, 4 workers asked for; the probe (testing hook) says a client peaks
+      at 5000 MiB of 16000, and client 0 runs out of GPU memory once (injected);
+    * ``quarter``: four workers on a quarter of the GPU each;
+    * ``five``: a fifth quarter, which does not fit on one GPU.
+
+    Returns ``{name: (out, what the run said)}``."""
+    work = tmp_path_factory.mktemp("fake-gpu")
+    marker = work / "oom-fired"
+    runs = {
+        "auto": (4, "auto", f"gpu-probe:5000:16000;oom:1:0:{marker}"),
+        "quarter": (4, 0.25, ""),
+        "five": (5, 0.25, ""),
+    }
+    spec = [
+        {"out": str(work / name), "workers": w, "per": per, "fault": fault} for name, (w, per, fault) in runs.items()
+    ]
     proc = subprocess.run(
-        [sys.executable, "-c", FAKE_GPU_RUN, str(synth_root), str(out), str(gpus), str(workers), str(per)],
+        [sys.executable, "-c", FAKE_GPU_RUNS, str(synth_root), json.dumps(spec)],
         capture_output=True,
         text=True,
-        timeout=600,
-        env=env,
+        timeout=900,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    said = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(said) == len(runs), proc.stdout[-3000:]
+    return {name: (work / name, result) for name, result in zip(runs, said, strict=True)} | {"oom-marker": marker}
 
 
-@pytest.fixture(scope="module")
-def quarter_run(synth_root, tmp_path_factory):
-    """Four workers on a quarter of Ray's one fake GPU each (the clients train on the CPU: no CUDA here)."""
-    out = tmp_path_factory.mktemp("fake-gpu") / "quarter"
-    return out, fake_gpu_run(synth_root, out, 1, 4, 0.25)
-
-
-def test_fractional_gpus_place_four_workers_per_gpu(quarter_run, synth_root, tmp_path):
-    # Ray's fake GPU resources: this machine has no GPU, Ray is told it has one
-    quarter, result = quarter_run
+def test_fractional_gpus_place_four_workers_per_gpu(fake_gpu_runs):
+    quarter, result = fake_gpu_runs["quarter"]
     assert result["gpus"] == ["0", "0", "0", "0"]  # Ray gave every worker a quarter of GPU 0
     assert result["devices"] == ["cpu"] * 4  # torch sees no CUDA here: each worker says so and trains on the CPU
     clients = table(quarter, "clients")
@@ -251,29 +266,27 @@ def test_fractional_gpus_place_four_workers_per_gpu(quarter_run, synth_root, tmp
     assert sorted(e["worker"] for e in fallbacks) == [0, 1, 2, 3]
     assert "was given GPU 0 by Ray but torch sees no CUDA device" in fallbacks[0]["message"]
     # a fifth quarter does not fit on one GPU: a clear error, not a wait forever
-    refused = fake_gpu_run(synth_root, tmp_path / "five", 1, 5, 0.25)
+    five, refused = fake_gpu_runs["five"]
     assert refused["error"].startswith(
         "platform.workers = 5 x platform.gpus_per_worker = 0.25 needs 1.25 GPUs but "
         "this Ray has 1; allowed here: platform.workers <= 4"
     )
+    assert not five.exists()
 
 
-def test_auto_gpus_pack_what_the_probe_allows_and_an_out_of_memory_client_trains_again(
-    quarter_run, synth_root, tmp_path
-):
-    # the probe (testing hook) says a client peaks at 5000 MiB of 16000: 2 fit on a GPU with 15% kept free, so 2
-    # of the 4 workers asked for start, half a GPU each; client 0 then runs out of GPU memory (injected) and trains
-    # again on a pool of 1 worker per GPU
-    marker = tmp_path / "oom-fired"
-    result = fake_gpu_run(synth_root, tmp_path / "auto", 1, 4, "auto", f"gpu-probe:5000:16000;oom:1:0:{marker}")
+def test_auto_gpus_pack_what_the_probe_allows_and_an_out_of_memory_client_trains_again(fake_gpu_runs):
+    # 2 clients of 5000 MiB fit on a GPU of 16000 MiB with 15% kept free, so 2 of the 4 workers asked for start,
+    # half a GPU each; client 0 then runs out of GPU memory and trains again on a pool of 1 worker per GPU
+    auto, result = fake_gpu_runs["auto"]
+    marker = fake_gpu_runs["oom-marker"]
     assert result["gpus"] == ["0", "0"] and marker.exists()
-    packed = [e for e in events(tmp_path / "auto") if e["kind"] in ("gpu_packing", "gpu_oom")]
+    packed = [e for e in events(auto) if e["kind"] in ("gpu_packing", "gpu_oom")]
     assert [(e["kind"], e["workers_per_gpu"]) for e in packed] == [("gpu_packing", 2), ("gpu_oom", 1)]
     assert packed[0]["message"] == (
         "platform.gpus_per_worker = auto: a client peaks at 5000 MiB of 16000 MiB per "
         "GPU (15% kept free): 2 workers per GPU, 2 workers"
     )
-    clients = table(tmp_path / "auto", "clients")
+    clients = table(auto, "clients")
     assert clients["client"] == [0, 1, 2, 3] and set(clients["status"]) == {"ok"}
     assert clients["workers_per_gpu"] == [1.0, 2.0, 2.0, 2.0]
     assert clients["reason"][0] == (
@@ -281,4 +294,4 @@ def test_auto_gpus_pack_what_the_probe_allows_and_an_out_of_memory_client_trains
         f"(injected by FEDVSR_FAULT=oom:1:0:{marker})"
     )
     # the same clients, the same numbers as the quarter-GPU run (a client trains the same on any worker)
-    assert clients["loss"] == table(quarter_run[0], "clients")["loss"]
+    assert clients["loss"] == table(fake_gpu_runs["quarter"][0], "clients")["loss"]

@@ -185,28 +185,28 @@ def test_a_killed_sweep_resumes_and_runs_only_the_missing_trials(synth_root, tmp
             {
                 "search": "grid",
                 "scheduler": "none",
-                "fixed": tiny_fixed(synth_root, 3),
-                "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003, 0.004]}},
+                "fixed": tiny_fixed(synth_root, 2),
+                "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003]}},
             }
         )
     )
     out = tmp_path / "sweep"
     proc = _cli("sweep", str(spec_file), "--out", str(out), "--concurrent", "1")
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(out.glob("runs/*/status.json"))) < 2:
+    while time.time() < deadline and not list(out.glob("runs/*/status.json")):
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, at once
     proc.wait(timeout=60)
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
-    assert len(done_before) >= 2
+    assert len(done_before) >= 1
 
     resumed = _cli("sweep", "--resume", "--out", str(out))
     output = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, output
     assert "resuming" in output
     rows = collect_rows([out])
-    assert sorted(r["fl.lr"] for r in rows) == [0.001, 0.002, 0.003, 0.004]
-    assert {r["status"] for r in rows} == {"finished"} and all(r["rounds_run"] == 3 for r in rows)
+    assert sorted(r["fl.lr"] for r in rows) == [0.001, 0.002, 0.003]
+    assert {r["status"] for r in rows} == {"finished"} and all(r["rounds_run"] == 2 for r in rows)
     # the command draws each trial's psnr.png from its results (the killed driver drew none; the runtime never does)
     assert all((Path(r["out"]) / "psnr.png").is_file() for r in rows)
     for name, stamp in done_before.items():  # finished trials were not trained again
