@@ -93,15 +93,15 @@ def plain_optuna(n: int) -> dict:
     from fedvsr.config import load_config
     from fedvsr.data.datasets import TrainClips, collate, eval_clips, load_pair_for, resolve_augment
     from fedvsr.data.sources import experiment_data
+    from fedvsr.evaluation import evaluate_model
     from fedvsr.fl import build_strategy
-    from fedvsr.fl.client import epoch_batches
-    from fedvsr.fl.local import local_round
+    from fedvsr.fl.client import LocalTraining, epoch_batches
+    from fedvsr.fl.local import RoundSpec, local_round
     from fedvsr.fl.partition import partition_videos
     from fedvsr.fl.sampling import client_seed, sample_clients
     from fedvsr.fl.schedule import LRSchedule
     from fedvsr.fl.strategy import float_state
     from fedvsr.models import build_model
-    from fedvsr.platform.worker import evaluate_model
 
     start = time.perf_counter()
     psnr = {}
@@ -146,13 +146,8 @@ def plain_optuna(n: int) -> dict:
                 states,
                 clients,
                 client_data,
-                t,
-                cfg.fl.rounds,
-                cfg.fl.clients,
-                schedule.round_rate(t, cfg.fl.rounds),
-                cfg.fl.local_epochs,
-                cfg.fl.optimizer,
-                schedule=schedule,
+                RoundSpec(t, cfg.fl.rounds, cfg.fl.clients, schedule.round_rate(t, cfg.fl.rounds)),
+                LocalTraining(epochs=cfg.fl.local_epochs, optimizer=cfg.fl.optimizer, schedule=schedule),
             )
             with torch.no_grad():
                 state = model.state_dict()
