@@ -45,7 +45,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from fedvsr.platform.cluster import SWEEP_ID_FILE, check_nodes_see
-from fedvsr.platform.results import write_text_atomic
+from fedvsr.platform.gpus import probe
+from fedvsr.platform.results import write_json_atomic, write_text_atomic
+from fedvsr.sweeps.gpus import PACKING_FILE, check_auto, is_auto_sweep, resolve_sweep
 from fedvsr.sweeps.persist import save_spec, saved_spec
 from fedvsr.sweeps.results import (
     ERROR_FILE,
@@ -248,6 +250,7 @@ def run_sweep(
     if concurrent is not None and concurrent != "auto" and (not isinstance(concurrent, int) or concurrent < 1):
         raise SpecError(f"--concurrent = {concurrent} is not allowed; expected an integer >= 1 or auto")
 
+    check_auto(spec)  # before Ray starts: platform.gpus_per_worker = auto is resolved once for the sweep
     base = copy.deepcopy(trial_plan(spec, {}).cfg)  # the spec's own, built once (validated with the spec)
     if address:  # else the spec's platform.address, else $RAY_ADDRESS (inside `ray job submit`): init_ray decides
         base.platform.address = address
@@ -259,6 +262,12 @@ def run_sweep(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines instead of Tune's tables
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     try:
+        packing = None
+        if is_auto_sweep(spec):  # a resumed sweep has the numbers its start decided (sweep.yaml)
+            fault = os.environ.get("FEDVSR_FAULT", "")
+            gpus = ray.cluster_resources().get("GPU", 0.0)
+            spec, packing = resolve_sweep(spec, base, gpus, lambda: probe(base, fault))
+            echo(f"fedvsr sweep: {packing.describe()}")
         if concurrent == "auto":
             spec, concurrent = pack(spec, ray.cluster_resources())
             w = trial_plan(spec, {}).cfg.platform.workers
@@ -266,6 +275,8 @@ def run_sweep(
         if not resume:
             out.mkdir(parents=True, exist_ok=True)
             save_spec(spec, out)
+        if packing is not None:
+            write_json_atomic(out / PACKING_FILE, packing.record())
         if not (out / SWEEP_ID_FILE).is_file():  # a new sweep, or one from before sweep-id existed
             write_text_atomic(out / SWEEP_ID_FILE, uuid.uuid4().hex + "\n")
         sweep_id = (out / SWEEP_ID_FILE).read_text().strip()
