@@ -6,7 +6,11 @@ plus the CUDA context of a process, :data:`CONTEXT_BYTES`). As many workers then
 with :data:`MARGIN` kept free (:func:`workers_per_gpu`), at most ``platform.workers`` in all, each reserving
 ``1 / k`` of a GPU from Ray. A worker that still runs out of GPU memory (another process on the card, a larger
 batch later) reports it; the coordinator halves the workers per GPU, restarts the pool and trains that client again,
-and clients.parquet records the workers per GPU each client trained under and why it changed.
+and clients.parquet records the workers per GPU each client trained under and why it changed. In a sweep trial's
+placement group (or beside other replicates) each worker keeps its share and half the workers restart instead.
+
+A sweep, or a group of replicates, decides once for all its runs (:func:`resolve` with :func:`probe`, kept in
+:data:`PACKING_FILE`): see fedvsr.sweeps.gpus.
 
 Testing hooks (``$FEDVSR_FAULT``, like the others): ``gpu-probe:PEAK_MIB:TOTAL_MIB`` answers the probe with those
 numbers instead of measuring (the one fake: no GPU is needed to test the arithmetic with Ray's fake GPU resources);

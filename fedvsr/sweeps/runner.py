@@ -3,7 +3,8 @@
 A trial runs the same platform code as ``fedvsr simulate`` (its coordinator and client workers are the
 trial's own Ray actors): the workers take the bundles of the trial's placement group (one bundle of
 ``platform.cpus_per_worker`` CPUs and ``platform.gpus_per_worker`` GPUs per worker), so trials side by
-side never starve each other. A trial reports PSNR, SSIM and train loss after every round with
+side never starve each other (``gpus_per_worker = auto`` is made a number once, at the sweep's start:
+:mod:`fedvsr.sweeps.gpus`). A trial reports PSNR, SSIM and train loss after every round with
 ``ray.tune.report``; ASHA (``ASHAScheduler(time_attr="round")``) stops weak trials at its rungs.
 
 The searcher and early stopping: Ray's ``OptunaSearch`` tells Optuna a trial that ASHA stopped is
