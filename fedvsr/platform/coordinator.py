@@ -186,7 +186,7 @@ class Coordinator:
                 ray.kill(worker)
             self.pool = None
         first = videos[next(v[0] for v in self.client_videos if v)]
-        packing = resolve(cfg, ray.cluster_resources().get("GPU", 0.0), lambda: probe(cfg, fault, first))
+        packing = resolve(cfg, ray.cluster_resources(), lambda: probe(cfg, fault, first))
         self._event(
             "gpu_packing",
             packing.describe(),

@@ -104,10 +104,14 @@ def pack(peak_bytes: int, total_bytes: int, gpus: float, workers: int, copies: i
     return Packing(int(peak_bytes), int(total_bytes), k, gpus, max(1, min(workers, fit // copies)), copies)
 
 
-def resolve(cfg: ExperimentConfig, gpus: float, measure: Callable[[], tuple[int, int]], copies: int = 1) -> Packing:
-    """The packing of ``cfg``'s workers (``copies`` runs of them alive at once: replicates) on ``gpus`` GPUs, from
-    one probe (``measure``: :func:`probe`); a :class:`ConfigError` when Ray has no GPU, or when fewer workers fit
-    than the copies need (one each)."""
+def resolve(
+    cfg: ExperimentConfig, resources: dict[str, float], measure: Callable[[], tuple[int, int]], copies: int = 1
+) -> Packing:
+    """The packing of ``cfg``'s workers on the GPUs of ``resources`` (Ray's ``cluster_resources()``), from one
+    probe (``measure``: :func:`probe`). ``copies`` runs of them alive at once (replicates, in parallel) share the
+    GPUs and the CPUs: each gets what fits of both. A :class:`ConfigError` when Ray has no GPU, or when fewer
+    workers fit than the copies need (one each)."""
+    gpus = resources.get("GPU", 0.0)
     if gpus < 1:
         raise ConfigError(NO_GPU)
     packing = pack(*measure(), gpus, cfg.platform.workers, copies)
@@ -118,6 +122,16 @@ def resolve(cfg: ExperimentConfig, gpus: float, measure: Callable[[], tuple[int,
             f"GPU{'s' * (gpus != 1)}, fewer than its {copies} replicates alive at once need (one each); "
             f"allowed here: a number, or at most {fit} replicates"
         )
+    cpus = cfg.platform.cpus_per_worker
+    if copies > 1 and cpus > 0:
+        cpu_fit = math.floor(resources.get("CPU", 0.0) / (copies * cpus) + 1e-9)
+        if cpu_fit < 1:
+            raise ConfigError(
+                f"platform.gpus_per_worker = auto runs the {copies} replicates side by side, a worker each at "
+                f"least, but {copies} x platform.cpus_per_worker = {cpus:g} is more than this Ray's "
+                f"{resources.get('CPU', 0.0):g} CPUs; allowed here: a number for platform.gpus_per_worker"
+            )
+        packing = dataclasses.replace(packing, workers=min(packing.workers, cpu_fit))
     return packing
 
 

@@ -297,9 +297,7 @@ def fits_in_parallel(cfg: ExperimentConfig, n: int, resources: dict[str, float])
 def _pack_replicates(cfg: ExperimentConfig, n: int, out: Path) -> ExperimentConfig:
     """``cfg`` with ``platform.gpus_per_worker = auto`` resolved once for ``n`` replicates alive at once
     (:func:`fedvsr.platform.gpus.resolve`); the decision is kept in ``out/gpu_packing.json``."""
-    packing = resolve(
-        cfg, ray.cluster_resources().get("GPU", 0.0), lambda: probe(cfg, os.environ.get("FEDVSR_FAULT", "")), n
-    )
+    packing = resolve(cfg, ray.cluster_resources(), lambda: probe(cfg, os.environ.get("FEDVSR_FAULT", "")), n)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / PACKING_FILE, packing.record())
     return packing.config(cfg)

@@ -72,13 +72,14 @@ def _values_of(param, key: str) -> list:
 
 
 def resolve_sweep(
-    spec: SweepSpec, base: ExperimentConfig, gpus: float, measure: Callable[[], tuple[int, int]]
+    spec: SweepSpec, base: ExperimentConfig, resources: dict[str, float], measure: Callable[[], tuple[int, int]]
 ) -> tuple[SweepSpec, Packing]:
-    """The spec with ``auto`` resolved from one probe (``measure``) of ``base``, its trials' config, on ``gpus``
-    GPUs: fixed ``platform.gpus_per_worker = 1 / k`` and ``platform.workers``. Replicates are counted as runs
-    alive at once (they then run in parallel: each worker holds its own 1 / k)."""
+    """The spec with ``auto`` resolved from one probe (``measure``) of ``base``, its trials' config, on
+    ``resources`` (Ray's ``cluster_resources()``): fixed ``platform.gpus_per_worker = 1 / k`` and
+    ``platform.workers``. Replicates are runs alive at once: they run in parallel, each worker holding its own
+    1 / k (:func:`fedvsr.platform.gpus.resolve`)."""
     check_auto(spec)
-    packing = resolve(base, gpus, measure, copies=spec.replicates)
+    packing = resolve(base, resources, measure, copies=spec.replicates)
     cfg = packing.config(base)
     fixed = {
         **spec.fixed,

@@ -266,8 +266,7 @@ def run_sweep(
         packing = None
         if is_auto_sweep(spec):  # a resumed sweep has the numbers its start decided (sweep.yaml)
             fault = os.environ.get("FEDVSR_FAULT", "")
-            gpus = ray.cluster_resources().get("GPU", 0.0)
-            spec, packing = resolve_sweep(spec, base, gpus, lambda: probe(base, fault))
+            spec, packing = resolve_sweep(spec, base, ray.cluster_resources(), lambda: probe(base, fault))
             echo(f"fedvsr sweep: {packing.describe()}")
         if concurrent == "auto":
             spec, concurrent = pack(spec, ray.cluster_resources())

@@ -13,6 +13,7 @@ from fedvsr.sweeps.trial import trial_plan
 from tests.sweeps.test_sweep_ray import tiny_fixed
 
 MIB = 2**20
+GPU = {"CPU": 4.0, "GPU": 1.0}
 
 
 def auto_spec(root, params, **extra):
@@ -29,7 +30,7 @@ def test_one_probe_sets_every_trials_gpu_share_and_workers(tmp_path):
         probes.append(1)
         return 5000 * MIB, 16000 * MIB
 
-    resolved, packing = resolve_sweep(spec, trial_plan(spec, {}).cfg, 1.0, measure)
+    resolved, packing = resolve_sweep(spec, trial_plan(spec, {}).cfg, GPU, measure)
     assert probes == [1] and (packing.per_gpu, packing.workers) == (2, 2)  # 13600 MiB usable / 5000: 2 fit
     for lr in (0.001, 0.002):
         cfg = trial_plan(resolved, {"params": {"fl.lr": lr}}).cfg
@@ -39,24 +40,31 @@ def test_one_probe_sets_every_trials_gpu_share_and_workers(tmp_path):
     assert (packed.fixed["platform.gpus_per_worker"], packed.fixed["platform.workers"], concurrent) == (0.5, 1, 2)
     assert packing.record()["message"].endswith("2 workers per GPU, 2 workers")
     # replicates are alive at once: 2 replicates of 1 worker each fit, 3 do not
-    two, p2 = resolve_sweep(
-        auto_spec(tmp_path, {"fl.lr": {"grid": [0.001]}}, replicates=2), trial_plan(spec, {}).cfg, 1.0, measure
-    )
+    base = trial_plan(spec, {}).cfg
+
+    def replicates(n, resources=GPU, peak=5000):
+        reps = auto_spec(tmp_path, {"fl.lr": {"grid": [0.001]}}, replicates=n)
+        return resolve_sweep(reps, base, resources, lambda: (peak * MIB, 16000 * MIB))
+
+    two, p2 = replicates(2)
     assert (two.fixed["platform.workers"], p2.copies) == (1, 2) and p2.describe().endswith("for each of 2 replicates")
     with pytest.raises(ConfigError) as err:
-        resolve_sweep(
-            auto_spec(tmp_path, {"fl.lr": {"grid": [0.001]}}, replicates=3), trial_plan(spec, {}).cfg, 1.0, measure
-        )
+        replicates(3)
     assert str(err.value) == (
         "platform.gpus_per_worker = auto: 2 workers of this experiment fit on 1 GPU, fewer than its 3 replicates "
         "alive at once need (one each); allowed here: a number, or at most 2 replicates"
     )
+    # 8 fit on the GPU, but 2 replicates of a 1-CPU worker on 2 CPUs: 1 worker each; on 1 CPU, none
+    assert replicates(2, {"CPU": 2.0, "GPU": 1.0}, peak=1700)[1].workers == 1
+    assert replicates(2, {"CPU": 8.0, "GPU": 1.0}, peak=1700)[1].workers == 4
+    with pytest.raises(ConfigError, match="2 x platform.cpus_per_worker = 1 is more than this Ray's 1 CPUs"):
+        replicates(2, {"CPU": 1.0, "GPU": 1.0}, peak=1700)
 
 
 def test_auto_without_a_gpu_is_refused_before_any_probe(tmp_path):
     spec = auto_spec(tmp_path, {"fl.lr": {"grid": [0.001]}})
     with pytest.raises(ConfigError) as err:
-        resolve_sweep(spec, trial_plan(spec, {}).cfg, 0.0, lambda: pytest.fail("probed without a GPU"))
+        resolve_sweep(spec, trial_plan(spec, {}).cfg, {"CPU": 4.0}, lambda: pytest.fail("probed without a GPU"))
     assert str(err.value) == "platform.gpus_per_worker = auto but this Ray has no GPU; allowed here: a number"
 
 
