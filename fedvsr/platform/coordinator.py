@@ -204,7 +204,7 @@ class Coordinator:
         stays, fewer processes use the GPU; False at one worker)."""
         p = self.cfg.platform
         if self.keep_fraction:
-            if p.workers <= 1:
+            if p.workers <= 1 or self.per_gpu <= 0:
                 return False
             workers = max(1, p.workers // 2)
             per_gpu = self.per_gpu * workers / p.workers
