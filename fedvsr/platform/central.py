@@ -322,6 +322,12 @@ def central_config(cfg: ExperimentConfig, workers: int | None = None, use_gpu: b
     p = cfg.platform
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigError(f"--workers = {workers!r}: train-central needs an integer number of workers >= 1")
+    # Ray Train's data-parallel workers (one model, gradients all-reduced) hold a GPU each: nothing to pack
+    if p.gpus_per_worker == "auto" and use_gpu is not False:
+        raise ConfigError(
+            "platform.gpus_per_worker = auto packs federated clients on a GPU, but train-central trains one model "
+            "data-parallel, a GPU per worker; allowed here: a number (platform.gpus_per_worker=1)"
+        )
     gpus = p.gpus_per_worker if use_gpu is None else (p.gpus_per_worker or 1.0) if use_gpu else 0.0
     out = dataclasses.replace(cfg, platform=dataclasses.replace(p, workers=workers or p.workers, gpus_per_worker=gpus))
     if gpus > 0 and not p.address and not os.environ.get("RAY_ADDRESS") and torch.cuda.device_count() == 0:

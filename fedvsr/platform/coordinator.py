@@ -46,7 +46,7 @@ from fedvsr.models import build_model, count_params
 from fedvsr.platform.checkpoint import latest_checkpoint, prune_checkpoints, save_arrays, save_checkpoint
 from fedvsr.platform.data import record_left_out
 from fedvsr.platform.environment import actor_options
-from fedvsr.platform.gpus import fewer, is_auto, measure_peak, pack, per_gpu_of, probe_hook
+from fedvsr.platform.gpus import fewer, is_auto, per_gpu_of, probe, resolve
 from fedvsr.platform.pool import WorkerPool
 from fedvsr.platform.results import (
     ResultsStore,
@@ -73,14 +73,18 @@ def on_this_node() -> NodeAffinitySchedulingStrategy:
 class Coordinator:
     """Holds the global model and the strategy's server state; drives the worker pool round by round."""
 
-    def __init__(self, placement_group: PlacementGroup | None = None, share: float = 1.0) -> None:
+    def __init__(self, placement_group: PlacementGroup | None = None, share: float = 1.0, alone: bool = True) -> None:
         """Process-level setup: where the workers go (inside a sweep trial, the bundles of the trial's placement
         group, so trials running side by side never starve each other) and ``share``, which scales the Ray
         resources each worker reserves (replicates stepped in lockstep share one set of CPUs, see
         fedvsr.platform.replicates); a worker's torch threads stay ``platform.cpus_per_worker``. Each experiment
         is then built by :meth:`configure`, which keeps the worker actors alive from one experiment to the next
-        when their resources stay the same."""
+        when their resources stay the same. ``alone``: no other run's workers share its GPUs (see
+        :meth:`_fewer_per_gpu`)."""
         self.placement_group, self.share = placement_group, share
+        # after a CUDA out-of-memory error the pool shrinks within its own GPU reservation: in a placement group
+        # (a larger fraction would fit no bundle) or beside other runs' workers (it would wait for theirs)
+        self.keep_fraction = placement_group is not None or not alone
         self.pool: WorkerPool | None = None
         self.per_gpu = 0.0  # workers sharing a GPU (0: none)
         self._pool_shape: tuple = ()
@@ -140,9 +144,10 @@ class Coordinator:
         )
         return videos, held_out
 
-    def _start_workers(self, cfg: ExperimentConfig) -> None:
+    def _start_workers(self, cfg: ExperimentConfig, per_gpu: float | None = None) -> None:
         """Configure the worker pool for ``cfg``: the live actors when the pool has the same shape (count,
-        resources, kernels, restarts) and none was lost, else new long-lived actors sized from platform.*."""
+        resources, kernels, restarts) and none was lost, else new long-lived actors sized from platform.*.
+        ``per_gpu``: the workers sharing a GPU, when not ``1 / platform.gpus_per_worker``."""
         p = cfg.platform
         shape = (p.workers, p.cpus_per_worker, p.gpus_per_worker, p.kernels, max(2, p.max_retries))
         if self.pool is None or shape != self._pool_shape or len(self.pool.alive) != len(self.pool.workers):
@@ -169,7 +174,7 @@ class Coordinator:
             f"everything up to the last completed round is checkpointed in {self.out}: continue "
             f"with `fedvsr simulate --resume --out {self.out}`"
         )
-        self.per_gpu = per_gpu_of(p.gpus_per_worker)
+        self.per_gpu = per_gpu_of(p.gpus_per_worker) if per_gpu is None else per_gpu
         ray.get([w.configure.remote(cfg, *self._worker_args, fault=self._worker_fault) for w in self.pool.workers])
 
     def _pack(self, cfg: ExperimentConfig, videos: list[Any], fault: str) -> ExperimentConfig:
@@ -180,16 +185,8 @@ class Coordinator:
             for worker in self.pool.workers:
                 ray.kill(worker)
             self.pool = None
-        gpus = ray.cluster_resources().get("GPU", 0.0)
-        if gpus < 1:
-            raise ValueError("platform.gpus_per_worker = auto but this Ray has no GPU; allowed here: a number")
-        measured = probe_hook(fault)
-        if measured is None:
-            first = videos[next(v[0] for v in self.client_videos if v)]
-            measured = ray.get(
-                ray.remote(_probe).options(num_gpus=1, **actor_options(cfg.platform.kernels)).remote(cfg, first)
-            )
-        packing = pack(*measured, gpus, cfg.platform.workers)
+        first = videos[next(v[0] for v in self.client_videos if v)]
+        packing = resolve(cfg, ray.cluster_resources(), lambda: probe(cfg, fault, first))
         self._event(
             "gpu_packing",
             packing.describe(),
@@ -202,25 +199,35 @@ class Coordinator:
 
     def _fewer_per_gpu(self, t: int, clients: list[int]) -> bool:
         """After CUDA out-of-memory errors of ``clients`` in round ``t``: restart the pool with half the workers
-        per GPU (False when it already has one per GPU)."""
-        if self.per_gpu <= 1:
-            return False
-        k = fewer(int(round(self.per_gpu)))
+        per GPU (False when it already has one per GPU). Alone, each worker then reserves twice the GPU share;
+        with :attr:`keep_fraction` each keeps its share and half the workers start instead (the reservation
+        stays, fewer processes use the GPU; False at one worker)."""
         p = self.cfg.platform
-        gpus = ray.cluster_resources().get("GPU", 1.0)
-        workers = max(1, min(p.workers, math.floor(k * gpus + 1e-9)))
+        if self.keep_fraction:
+            if p.workers <= 1 or self.per_gpu <= 0:
+                return False
+            workers = max(1, p.workers // 2)
+            per_gpu = self.per_gpu * workers / p.workers
+            how = f"with {workers} of its {p.workers} workers in the same GPU reservation ({per_gpu:g} per GPU)"
+            gpus_per_worker = p.gpus_per_worker
+        else:
+            if self.per_gpu <= 1:
+                return False
+            k = fewer(int(round(self.per_gpu)))
+            gpus = ray.cluster_resources().get("GPU", 1.0)
+            workers = max(1, min(p.workers, math.floor(k * gpus + 1e-9)))
+            per_gpu, how, gpus_per_worker = float(k), f"with {k} per GPU, {workers} workers", 1.0 / k
         self._event(
             "gpu_oom",
             f"CUDA out of memory at {self.per_gpu:g} workers per GPU (clients "
-            f"{', '.join(map(str, clients))}): the pool restarts with {k} per GPU, {workers} workers, and "
-            f"they train again",
+            f"{', '.join(map(str, clients))}): the pool restarts {how}, and they train again",
             round=t,
-            workers_per_gpu=k,
+            workers_per_gpu=per_gpu,
         )
         self.cfg = dataclasses.replace(
-            self.cfg, platform=dataclasses.replace(p, gpus_per_worker=1.0 / k, workers=workers)
+            self.cfg, platform=dataclasses.replace(p, gpus_per_worker=gpus_per_worker, workers=workers)
         )
-        self._start_workers(self.cfg)
+        self._start_workers(self.cfg, per_gpu)
         return True
 
     def _reconfigure(self, w: int) -> ray.ObjectRef:
@@ -563,13 +570,6 @@ class Coordinator:
         write_json_atomic(self.out / "summary.json", summary)
         self._crash_point("summary", self.cfg.fl.rounds)
         return summary
-
-
-def _probe(cfg: ExperimentConfig, entry: Any) -> tuple[int, int]:
-    """The GPU memory probe of ``platform.gpus_per_worker = auto`` (a Ray task holding one GPU)."""
-    from fedvsr.data.datasets import load_pair_for
-
-    return measure_peak(cfg, load_pair_for(cfg, entry))
 
 
 def _first_line(err: BaseException) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +36,7 @@ from ray.util.placement_group import PlacementGroup
 
 from fedvsr.config import ConfigError, ExperimentConfig, config_from_dict
 from fedvsr.platform.data import check_data
+from fedvsr.platform.gpus import PACKING_FILE, is_auto, probe, resolve
 from fedvsr.platform.results import write_json_atomic, write_parquet_atomic
 from fedvsr.platform.run import Experiment, start_ray
 from fedvsr.stats import mean_interval
@@ -206,6 +208,7 @@ class ReplicateGroup:
                         placement_group,
                         share,
                         coordinator=spare.pop() if spare else None,
+                        alone=n == 1,
                     )
                 )
         except BaseException:
@@ -291,6 +294,15 @@ def fits_in_parallel(cfg: ExperimentConfig, n: int, resources: dict[str, float])
     return all(v <= resources.get(k, 0.0) + 1e-9 for k, v in need.items() if v > 0)
 
 
+def _pack_replicates(cfg: ExperimentConfig, n: int, out: Path) -> ExperimentConfig:
+    """``cfg`` with ``platform.gpus_per_worker = auto`` resolved once for ``n`` replicates alive at once
+    (:func:`fedvsr.platform.gpus.resolve`); the decision is kept in ``out/gpu_packing.json``."""
+    packing = resolve(cfg, ray.cluster_resources(), lambda: probe(cfg, os.environ.get("FEDVSR_FAULT", "")), n)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / PACKING_FILE, packing.record())
+    return packing.config(cfg)
+
+
 def run_replicates(
     cfg: ExperimentConfig | None,
     out_dir: str | Path,
@@ -325,6 +337,8 @@ def run_replicates(
     started = start_ray(cfg, log=out / "ray.log")
     group = None
     try:
+        if is_auto(cfg) and n > 1:  # one probe for all: each replicate's workers hold their own share of a GPU
+            cfg, parallel = _pack_replicates(cfg, n, out), True
         if parallel is None:
             parallel = fits_in_parallel(cfg, n, ray.cluster_resources())
         group = ReplicateGroup(cfg, out, n, vary_data, resume, parallel=parallel)

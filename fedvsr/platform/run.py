@@ -105,7 +105,9 @@ class Experiment:
 
     ``coordinator``: a live coordinator actor of an earlier run (:meth:`close` with ``keep``) to run this one with
     its workers, configured for this experiment instead of started (a sweep's trials, one after another in the
-    same placement group, with the same ``share``)."""
+    same placement group, with the same ``share``). ``alone``: False when other runs' workers share its GPUs
+    (replicates): after a CUDA out-of-memory error its pool then shrinks within its own reservation
+    (:meth:`~fedvsr.platform.coordinator.Coordinator.configure`)."""
 
     def __init__(
         self,
@@ -115,6 +117,7 @@ class Experiment:
         placement_group: PlacementGroup | None = None,
         share: float = 1.0,
         coordinator: Any = None,
+        alone: bool = True,
     ) -> None:
         self.cfg, self.out = cfg, out
         if not resume:
@@ -122,7 +125,9 @@ class Experiment:
             write_text_atomic(out / "config.yaml", cfg.to_yaml())
         environment = write_environment(out, cfg.platform.kernels, resume)  # what the run computes with
         # a kept coordinator was started for the same placement group and share (its workers' resources)
-        self.coordinator = coordinator if coordinator is not None else _start_coordinator(cfg, placement_group, share)
+        self.coordinator = (
+            coordinator if coordinator is not None else _start_coordinator(cfg, placement_group, share, alone)
+        )
         self.reused = coordinator is not None
         try:
             ray.get(self.coordinator.configure.remote(cfg, str(out), resume, os.environ.get("FEDVSR_FAULT", "")))
@@ -169,12 +174,14 @@ class Experiment:
         return []
 
 
-def _start_coordinator(cfg: ExperimentConfig, placement_group: PlacementGroup | None, share: float) -> Any:
+def _start_coordinator(
+    cfg: ExperimentConfig, placement_group: PlacementGroup | None, share: float, alone: bool = True
+) -> Any:
     """A new coordinator actor on this node (where the output folder is); it starts its workers when configured."""
     return (
         ray.remote(Coordinator)
         .options(num_cpus=0, scheduling_strategy=on_this_node(), **actor_options(cfg.platform.kernels))
-        .remote(placement_group, share)
+        .remote(placement_group, share, alone)
     )
 
 

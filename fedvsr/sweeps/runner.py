@@ -3,7 +3,8 @@
 A trial runs the same platform code as ``fedvsr simulate`` (its coordinator and client workers are the
 trial's own Ray actors): the workers take the bundles of the trial's placement group (one bundle of
 ``platform.cpus_per_worker`` CPUs and ``platform.gpus_per_worker`` GPUs per worker), so trials side by
-side never starve each other. A trial reports PSNR, SSIM and train loss after every round with
+side never starve each other (``gpus_per_worker = auto`` is made a number once, at the sweep's start:
+:mod:`fedvsr.sweeps.gpus`). A trial reports PSNR, SSIM and train loss after every round with
 ``ray.tune.report``; ASHA (``ASHAScheduler(time_attr="round")``) stops weak trials at its rungs.
 
 The searcher and early stopping: Ray's ``OptunaSearch`` tells Optuna a trial that ASHA stopped is
@@ -45,7 +46,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from fedvsr.platform.cluster import SWEEP_ID_FILE, check_nodes_see
-from fedvsr.platform.results import write_text_atomic
+from fedvsr.platform.gpus import probe
+from fedvsr.platform.results import write_json_atomic, write_text_atomic
+from fedvsr.sweeps.gpus import PACKING_FILE, check_auto, is_auto_sweep, resolve_sweep
 from fedvsr.sweeps.persist import save_spec, saved_spec
 from fedvsr.sweeps.results import (
     ERROR_FILE,
@@ -248,6 +251,7 @@ def run_sweep(
     if concurrent is not None and concurrent != "auto" and (not isinstance(concurrent, int) or concurrent < 1):
         raise SpecError(f"--concurrent = {concurrent} is not allowed; expected an integer >= 1 or auto")
 
+    check_auto(spec)  # before Ray starts: platform.gpus_per_worker = auto is resolved once for the sweep
     base = copy.deepcopy(trial_plan(spec, {}).cfg)  # the spec's own, built once (validated with the spec)
     if address:  # else the spec's platform.address, else $RAY_ADDRESS (inside `ray job submit`): init_ray decides
         base.platform.address = address
@@ -259,6 +263,11 @@ def run_sweep(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines instead of Tune's tables
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     try:
+        packing = None
+        if is_auto_sweep(spec):  # a resumed sweep has the numbers its start decided (sweep.yaml)
+            fault = os.environ.get("FEDVSR_FAULT", "")
+            spec, packing = resolve_sweep(spec, base, ray.cluster_resources(), lambda: probe(base, fault))
+            echo(f"fedvsr sweep: {packing.describe()}")
         if concurrent == "auto":
             spec, concurrent = pack(spec, ray.cluster_resources())
             w = trial_plan(spec, {}).cfg.platform.workers
@@ -266,6 +275,8 @@ def run_sweep(
         if not resume:
             out.mkdir(parents=True, exist_ok=True)
             save_spec(spec, out)
+        if packing is not None:
+            write_json_atomic(out / PACKING_FILE, packing.record())
         if not (out / SWEEP_ID_FILE).is_file():  # a new sweep, or one from before sweep-id existed
             write_text_atomic(out / SWEEP_ID_FILE, uuid.uuid4().hex + "\n")
         sweep_id = (out / SWEEP_ID_FILE).read_text().strip()

@@ -34,3 +34,21 @@ def test_auto_is_the_one_word_gpus_per_worker_takes():
     )
     assert probe_hook("kill:1:2:m;gpu-probe:5000:16000") == (5000 * MIB, 16000 * MIB)
     assert probe_hook("kill:1:2:m") is None
+
+
+def test_replicates_resolve_auto_once_for_all_of_them(tmp_path, monkeypatch):
+    import json
+
+    from fedvsr.platform import replicates
+
+    monkeypatch.setattr(replicates.ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
+    monkeypatch.setenv("FEDVSR_FAULT", "gpu-probe:3000:16000")  # 4 fit: 2 replicates of 2 workers, a quarter each
+    cfg = load_config(None, ["platform.gpus_per_worker=auto", "platform.workers=4"])
+    packed = replicates._pack_replicates(cfg, 2, tmp_path / "reps")
+    assert (packed.platform.gpus_per_worker, packed.platform.workers) == (0.25, 2)
+    saved = json.loads((tmp_path / "reps" / "gpu_packing.json").read_text())
+    assert (saved["workers_per_gpu"], saved["workers"], saved["copies"]) == (4, 2, 2)
+    assert saved["message"].endswith("4 workers per GPU, 2 workers for each of 2 replicates")
+    monkeypatch.setattr(replicates.ray, "cluster_resources", lambda: {"CPU": 8.0})
+    with pytest.raises(ConfigError, match="^platform.gpus_per_worker = auto but this Ray has no GPU; allowed here"):
+        replicates._pack_replicates(cfg, 2, tmp_path / "none")

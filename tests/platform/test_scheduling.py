@@ -205,7 +205,8 @@ from fedvsr.config import load_config
 from fedvsr.platform.run import run_experiment
 from tests.conftest import tiny_experiment
 
-root, runs = sys.argv[1], json.loads(sys.argv[2])
+root, runs, sweep = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+os.environ["FEDVSR_FAULT"] = sweep["fault"]  # before Ray starts: the sweep's trial actors inherit it
 ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="ERROR")
 for run in runs:
     os.environ["FEDVSR_FAULT"] = run["fault"]  # the driver's environment, read at each run's start
@@ -219,6 +220,19 @@ for run in runs:
         print(json.dumps({"error": str(err)}))
     else:
         print(json.dumps({"gpus": seen["gpus"], "devices": seen["devices"]}))
+
+from fedvsr.sweeps.runner import run_sweep
+from fedvsr.sweeps.spec import build_spec
+from tests.sweeps.test_sweep_ray import tiny_fixed
+
+os.environ["FEDVSR_FAULT"] = sweep["fault"]  # the driver's probe reads it
+fixed = {**tiny_fixed(root, 1), "fl.clients_per_round": 4, "platform.workers": 2, "platform.cpus_per_worker": 0.5,
+         "platform.gpus_per_worker": "auto"}
+spec = build_spec("gpu-auto", {"search": "grid", "scheduler": "none", "fixed": fixed,
+                               "params": {"fl.lr": {"grid": [0.001, 0.002]}}})
+lines = []
+rows = run_sweep(spec, sweep["out"], echo=lines.append)
+print(json.dumps({"lines": lines, "rows": [{k: r[k] for k in ("out", "status", "fl.lr")} for r in rows]}))
 """
 
 
@@ -230,7 +244,9 @@ def fake_gpu_runs(synth_root, tmp_path_factory):
     * ``auto``: platform.gpus_per_worker = auto, 4 workers asked for; the probe (testing hook) says a client peaks
       at 5000 MiB of 16000, and client 0 runs out of GPU memory once (injected);
     * ``quarter``: four workers on a quarter of the GPU each;
-    * ``five``: a fifth quarter, which does not fit on one GPU.
+    * ``five``: a fifth quarter, which does not fit on one GPU;
+    * ``sweep``: a grid sweep of 2 one-round trials with platform.gpus_per_worker = auto, 2 workers asked for, the
+      same probe, and client 0 of round 1 out of GPU memory once (in whichever trial trains it first).
 
     Returns ``{name: (out, what the run said)}``."""
     work = tmp_path_factory.mktemp("fake-gpu")
@@ -243,8 +259,9 @@ def fake_gpu_runs(synth_root, tmp_path_factory):
     spec = [
         {"out": str(work / name), "workers": w, "per": per, "fault": fault} for name, (w, per, fault) in runs.items()
     ]
+    sweep = {"out": str(work / "sweep"), "fault": f"gpu-probe:5000:16000;oom:1:0:{work / 'sweep-oom-fired'}"}
     proc = subprocess.run(
-        [sys.executable, "-c", FAKE_GPU_RUNS, str(synth_root), json.dumps(spec)],
+        [sys.executable, "-c", FAKE_GPU_RUNS, str(synth_root), json.dumps(spec), json.dumps(sweep)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -252,8 +269,10 @@ def fake_gpu_runs(synth_root, tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(said) == len(runs), proc.stdout[-3000:]
-    return {name: (work / name, result) for name, result in zip(runs, said, strict=True)} | {"oom-marker": marker}
+    assert len(said) == len(runs) + 1, proc.stdout[-3000:]
+    return {name: (work / name, result) for name, result in zip([*runs, "sweep"], said, strict=True)} | {
+        "oom-marker": marker
+    }
 
 
 def test_fractional_gpus_place_four_workers_per_gpu(fake_gpu_runs):
@@ -295,3 +314,35 @@ def test_auto_gpus_pack_what_the_probe_allows_and_an_out_of_memory_client_trains
     )
     # the same clients, the same numbers as the quarter-GPU run (a client trains the same on any worker)
     assert clients["loss"] == table(fake_gpu_runs["quarter"][0], "clients")["loss"]
+
+
+def test_an_auto_sweep_probes_once_packs_every_trial_and_a_trial_out_of_memory_trains_on_fewer_workers(
+    fake_gpu_runs,
+):
+    # one probe at the sweep's start: 2 workers of half a GPU in every trial; in the trial that meets the injected
+    # CUDA out-of-memory error, the pool keeps its placement group's half-GPU bundles and restarts with 1 worker
+    sweep, result = fake_gpu_runs["sweep"]
+    said = (
+        "platform.gpus_per_worker = auto: a client peaks at 5000 MiB of 16000 MiB per GPU (15% kept free): "
+        "2 workers per GPU, 2 workers"
+    )
+    assert f"fedvsr sweep: {said}" in result["lines"]
+    packing = json.loads((sweep / "gpu_packing.json").read_text())
+    assert (packing["message"], packing["workers_per_gpu"], packing["workers"]) == (said, 2, 2)
+    assert sorted(r["fl.lr"] for r in result["rows"]) == [0.001, 0.002]
+    assert {r["status"] for r in result["rows"]} == {"finished"}
+    per_trial = {}
+    for row in result["rows"]:
+        out = sweep / row["out"]
+        platform = load_config(out / "config.yaml").platform
+        assert (platform.gpus_per_worker, platform.workers) == (0.5, 2)
+        clients = table(out, "clients")
+        assert clients["client"] == [0, 1, 2, 3] and set(clients["status"]) == {"ok"}
+        per_trial[row["fl.lr"]] = (clients, [e for e in events(out) if e["kind"] == "gpu_oom"])
+    hit = [lr for lr, (clients, _) in per_trial.items() if clients["workers_per_gpu"][0] == 1.0]
+    assert len(hit) == 1 and (sweep.parent / "sweep-oom-fired").exists()
+    (clients, oom), (other, none) = per_trial[hit[0]], per_trial[({0.001, 0.002} - set(hit)).pop()]
+    assert clients["workers_per_gpu"] == [1.0, 2.0, 2.0, 2.0] and other["workers_per_gpu"] == [2.0] * 4
+    assert clients["reason"][0].startswith("trained at 1 workers per GPU after CUDA out of memory")
+    assert [e["workers_per_gpu"] for e in oom] == [1.0] and not none
+    assert "the pool restarts with 1 of its 2 workers in the same GPU reservation (1 per GPU)" in oom[0]["message"]
