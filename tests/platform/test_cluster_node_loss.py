@@ -156,7 +156,8 @@ def test_a_trial_whose_node_is_lost_restarts_on_the_other_node_bit_identical(two
     assert "was lost (1 of 2 restarts): it starts again, from its last round checkpoint" in log
 
     rows = {Path(r["out"]).name: r for r in pq.read_table(out / "trials.parquet").to_pylist()}
-    assert {r["status"] for r in rows.values()} == {"finished"} and len(rows) == 2
+    statuses = {name: (r["status"], r["error"]) for name, r in rows.items()}
+    assert {r["status"] for r in rows.values()} == {"finished"} and len(rows) == 2, (statuses, log[-4000:])
     restarted = rows[folder.name]
     (twin,) = [r for name, r in rows.items() if name != folder.name]
     assert restarted["restarts"] == 1 and twin["restarts"] == 0
