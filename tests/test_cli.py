@@ -170,7 +170,7 @@ def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root)
     printed command finishes the sweep."""
     fixed = {
         "model.preset": "tiny",
-        "fl.rounds": 4,
+        "fl.rounds": 3,
         "fl.clients": 4,
         "fl.clients_per_round": 2,
         "fl.batch_size": 4,
@@ -223,7 +223,7 @@ def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root)
     done = int(m[2])
     if done == 1:
         assert m[1] == "2" and re.fullmatch(
-            r"; started: 00001-\w{8} \(round [123] of 4; fl.lr=0.002\); "
+            r"; started: 00001-\w{8} \(round [12] of 3; fl.lr=0.002\); "
             r"not started: fl.lr=0.003",
             m[3],
         ), stderr
@@ -249,7 +249,7 @@ def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root)
     assert resumed.stdout.splitlines()[-1].startswith("next: fedvsr best")
     rows = pq.read_table(out / "trials.parquet").to_pylist()
     assert sorted((r["fl.lr"], r["status"], r["rounds_run"]) for r in rows) == [
-        (0.001, "finished", 4),
-        (0.002, "finished", 4),
-        (0.003, "finished", 4),
+        (0.001, "finished", 3),
+        (0.002, "finished", 3),
+        (0.003, "finished", 3),
     ]

@@ -138,7 +138,7 @@ def test_a_run_records_the_driver_and_its_workers(fedavg_run):
 # ------------------------------------------------------------------ two CPUs, emulated by forcing kernels down
 
 #: one "machine": a fresh local Ray started under the environment given to the subprocess, running the tiny preset
-#: for 3 rounds natively and in portable mode, each on its own built videos and LR cache
+#: for 2 rounds natively and in portable mode, each on its own built videos and LR cache
 MACHINE = """
 import sys
 from pathlib import Path
@@ -149,7 +149,7 @@ from tests.conftest import tiny_experiment
 out = Path(sys.argv[1])
 ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
 for kernels in ("native", "portable"):
-    run_experiment(load_config(None, tiny_experiment(out / "data", "fl.rounds=3", f"data.lr_cache={out / kernels}-lr",
+    run_experiment(load_config(None, tiny_experiment(out / "data", "fl.rounds=2", f"data.lr_cache={out / kernels}-lr",
                                                      f"platform.kernels={kernels}")), out / kernels)
 """
 
