@@ -53,6 +53,28 @@ def tiny_experiment(root, *extra: str) -> list[str]:
     ]
 
 
+def tiny_fixed(root, rounds: int) -> dict:
+    """A sweep spec's fixed keys: a 2-client-per-round, tiny-preset experiment of one worker (a trial takes a few
+    seconds)."""
+    return {
+        "model.preset": "tiny",
+        "fl.rounds": rounds,
+        "fl.clients": 4,
+        "fl.clients_per_round": 2,
+        "fl.batch_size": 4,
+        "data.root": str(root),
+        "data.videos": 10,
+        "data.frames": 5,
+        "data.height": 64,
+        "data.width": 64,
+        "data.patch": 16,
+        "data.samples_per_video": 4,
+        "eval.holdout": 2,
+        "eval.clips": 2,
+        "platform.workers": 1,
+    }
+
+
 def run_tiny(tmp_path, name, root, *extra, **kwargs):
     """Run :func:`tiny_experiment` (plus ``extra`` overrides) into ``tmp_path / name``; returns (out, summary)."""
     from fedvsr.config import load_config

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import tiny_experiment
+from tests.conftest import tiny_experiment, tiny_fixed
 
 
 def fedvsr(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -168,23 +168,7 @@ def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root)
     """Ctrl-C during `fedvsr sweep` (SIGINT to the driver): exit 130, the trials not finished and the command that
     continues them, no "next: fedvsr best"; `fedvsr best` ranks what finished and counts what is missing; the
     printed command finishes the sweep."""
-    fixed = {
-        "model.preset": "tiny",
-        "fl.rounds": 3,
-        "fl.clients": 4,
-        "fl.clients_per_round": 2,
-        "fl.batch_size": 4,
-        "data.root": str(synth_root),
-        "data.videos": 10,
-        "data.frames": 5,
-        "data.height": 64,
-        "data.width": 64,
-        "data.patch": 16,
-        "data.samples_per_video": 4,
-        "eval.holdout": 2,
-        "eval.clips": 2,
-        "platform.workers": 1,
-    }
+    fixed = tiny_fixed(synth_root, 3)
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         yaml.safe_dump(

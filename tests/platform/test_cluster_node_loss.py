@@ -23,6 +23,8 @@ import pytest
 import yaml
 from test_job_submit import RAY, REPO, LoopbackCluster, _kill_group, free_port, started
 
+from tests.conftest import tiny_fixed
+
 # a two-node loopback cluster, a node killed mid-trial: ~6 min on 2 cores, so outside the default run (the README
 # test command); run it with `python -m pytest -m cluster tests/platform/test_cluster_node_loss.py`
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -91,24 +93,7 @@ def two_nodes():
 def test_a_trial_whose_node_is_lost_restarts_on_the_other_node_bit_identical(two_nodes, synth_root):
     cluster, root = two_nodes, two_nodes.root
     out = root / "sweep"
-    fixed = {
-        "model.preset": "tiny",
-        "fl.rounds": 5,
-        "fl.clients": 4,
-        "fl.clients_per_round": 2,
-        "fl.batch_size": 4,
-        "data.root": str(synth_root),
-        "data.videos": 10,
-        "data.frames": 5,
-        "data.height": 64,
-        "data.width": 64,
-        "data.patch": 16,
-        "data.samples_per_video": 24,
-        "eval.holdout": 2,
-        "eval.clips": 2,
-        "platform.workers": 1,
-        "platform.cpus_per_worker": 1,
-    }
+    fixed = {**tiny_fixed(synth_root, 5), "data.samples_per_video": 24, "platform.cpus_per_worker": 1}
     (root / "spec.yaml").write_text(
         yaml.safe_dump(
             {

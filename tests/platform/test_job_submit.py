@@ -34,6 +34,7 @@ import ray
 import yaml
 
 from fedvsr.platform.cluster import SharedStorageError, check_nodes_see
+from tests.conftest import tiny_fixed
 
 pytestmark = pytest.mark.slow
 # the dashboard (Ray's job-submission server) needs Ray's "default" extra: ray[default] in pyproject.toml
@@ -218,24 +219,7 @@ def test_a_sweep_submitted_as_a_job_runs_on_both_nodes_and_best_reads_it(cluster
     assert len(nodes) == 2
     spec = cluster.root / "spec.yaml"
     out = cluster.root / "sweep"
-    fixed = {
-        "model.preset": "tiny",
-        "fl.rounds": 1,
-        "fl.clients": 4,
-        "fl.clients_per_round": 2,
-        "fl.batch_size": 4,
-        "data.root": str(synth_root),
-        "data.videos": 10,
-        "data.frames": 5,
-        "data.height": 64,
-        "data.width": 64,
-        "data.patch": 16,
-        "data.samples_per_video": 4,
-        "eval.holdout": 2,
-        "eval.clips": 2,
-        "platform.workers": 1,
-        "platform.cpus_per_worker": 1,
-    }
+    fixed = {**tiny_fixed(synth_root, 1), "platform.cpus_per_worker": 1}
     spec.write_text(
         yaml.safe_dump(
             {"search": "grid", "scheduler": "none", "fixed": fixed, "params": {"fl.lr": {"grid": [0.001, 0.003]}}}

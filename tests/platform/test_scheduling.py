@@ -223,7 +223,7 @@ for run in runs:
 
 from fedvsr.sweeps.runner import run_sweep
 from fedvsr.sweeps.spec import build_spec
-from tests.sweeps.test_sweep_ray import tiny_fixed
+from tests.conftest import tiny_fixed
 
 os.environ["FEDVSR_FAULT"] = sweep["fault"]  # the driver's probe reads it
 fixed = {**tiny_fixed(root, 1), "fl.clients_per_round": 4, "platform.workers": 2, "platform.cpus_per_worker": 0.5,

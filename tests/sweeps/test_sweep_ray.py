@@ -22,30 +22,10 @@ from fedvsr.sweeps.cli import _end_mlflow_sweep, _mlflow_sweep
 from fedvsr.sweeps.results import collect_rows, rank, winner_yaml
 from fedvsr.sweeps.runner import run_sweep
 from fedvsr.sweeps.spec import build_spec, load_spec
+from tests.conftest import tiny_fixed
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tiny_fixed(root, rounds: int) -> dict:
-    """A 2-client-per-round, tiny-preset experiment of one worker: a trial takes a few seconds."""
-    return {
-        "model.preset": "tiny",
-        "fl.rounds": rounds,
-        "fl.clients": 4,
-        "fl.clients_per_round": 2,
-        "fl.batch_size": 4,
-        "data.root": str(root),
-        "data.videos": 10,
-        "data.frames": 5,
-        "data.height": 64,
-        "data.width": 64,
-        "data.patch": 16,
-        "data.samples_per_video": 4,
-        "eval.holdout": 2,
-        "eval.clips": 2,
-        "platform.workers": 1,
-    }
 
 
 def test_seeded_optuna_sweep_runs_the_seeded_proposals_and_best_reproduces_the_winner(ray_local, synth_root, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from fedvsr.sweeps.points import rank_points, top_table
 from fedvsr.sweeps.runner import run_sweep
 from fedvsr.sweeps.spec import build_spec
-from tests.sweeps.test_sweep_ray import tiny_fixed
+from tests.conftest import tiny_fixed
 
 pytestmark = pytest.mark.slow
 

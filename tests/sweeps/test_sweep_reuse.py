@@ -10,7 +10,7 @@ import pytest
 from fedvsr.platform.run import run_experiment
 from fedvsr.sweeps.runner import pack, run_sweep
 from fedvsr.sweeps.spec import build_spec
-from tests.sweeps.test_sweep_ray import tiny_fixed
+from tests.conftest import tiny_fixed
 
 
 @pytest.mark.slow
