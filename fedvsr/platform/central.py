@@ -69,7 +69,7 @@ from fedvsr.data.datasets import TrainClips, VideoPair, collate, eval_clips, loa
 from fedvsr.data.sources import experiment_videos
 from fedvsr.data.video import VideoEntry
 from fedvsr.evaluation import evaluate_bicubic, evaluate_model
-from fedvsr.fl.client import epoch_batches, make_optimizer
+from fedvsr.fl.client import epoch_batches, make_optimizer, seed_torch
 from fedvsr.fl.sampling import client_seed
 from fedvsr.fl.schedule import LRSchedule
 from fedvsr.models import VSRModel, build_model, count_params
@@ -237,7 +237,7 @@ def _epochs(
             return collate([data[i] for i in (indices[rank::world] or indices[:1])])
 
         model.train()
-        torch.manual_seed(seed)
+        seed_torch(seed, device)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for step, items in enumerate(epoch_batches(_Indices(n), batch, seed, 0, my_items, device)):
             size = min(batch, n - step * batch)

@@ -28,7 +28,7 @@ from fedvsr.data.video import LEFT_OUT, VideoEntry, VideoError
 from fedvsr.evaluation import evaluate_bicubic, evaluate_model, pair_scores_of_model
 from fedvsr.fl import build_strategy
 from fedvsr.fl.aggregate import ClientUpdate, to_torch
-from fedvsr.fl.client import LocalTraining, epoch_batches, run_client
+from fedvsr.fl.client import LocalTraining, epoch_batches, run_client, seed_torch
 from fedvsr.fl.participation import OUT_OF_MEMORY, ClientPlan, ClientReport, deadline_limits, missed_deadline
 from fedvsr.fl.sampling import client_seed
 from fedvsr.fl.schedule import LRSchedule
@@ -242,7 +242,7 @@ class ClientWorker:
                 None,
             )
         self._load(ctx.global_params)
-        torch.manual_seed(seed)
+        seed_torch(seed, self.device)
         training = LocalTraining(
             cfg.fl.local_epochs,
             cfg.fl.optimizer,

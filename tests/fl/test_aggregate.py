@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fedvsr.fl.aggregate import PartialAggregate, merge_partials, normalised_weights
+from fedvsr.fl.aggregate import PartialAggregate, all_finite, merge_partials, normalised_weights
 
 
 def _tensors(seed: int) -> dict[str, torch.Tensor]:
@@ -238,3 +238,15 @@ def test_a_packed_update_crosses_pickle_as_one_array_and_merges_read_only(merge_
     merge_updates(mixed, local[1:])
     for key in seq.sums["model"]:
         assert torch.equal(mixed.sums["model"][key], seq.sums["model"][key]), key
+
+
+def test_all_finite_checks_every_floating_entry_in_one_pass_and_ignores_integer_ones():
+    ok = {"w": torch.ones(3, 2), "h": torch.zeros(4, dtype=torch.float16), "n": torch.tensor([7], dtype=torch.long)}
+    assert all_finite(ok) and all_finite({}) and all_finite({"steps": torch.tensor(3)})
+    for bad in (math.inf, -math.inf, math.nan):
+        for key in ("w", "h"):
+            broken = {k: v.clone() for k, v in ok.items()}
+            broken[key].view(-1)[-1] = bad
+            assert not all_finite(broken), (key, bad)
+    # float16's largest value is finite; it is not made infinite by being checked beside float32 entries
+    assert all_finite({"h": torch.tensor([65504.0], dtype=torch.float16), "w": torch.ones(1)})

@@ -19,7 +19,7 @@ from fedvsr.fl import (
     Scaffold,
     build_strategy,
 )
-from fedvsr.fl.client import LocalTraining
+from fedvsr.fl.client import LocalTraining, seed_torch
 from fedvsr.fl.fedprox import proximal_term
 from fedvsr.fl.fedvsr import hellinger_coefficient
 from fedvsr.fl.hifr import hifr_loss
@@ -268,3 +268,14 @@ def test_loss_aware_weights_of_extreme_alpha_stay_finite():
         p0 = 1 / (1 + math.exp(log_i[1] - log_i[0]))
         assert torch.isfinite(w).all()
         assert w.item() == pytest.approx(p0 * optima[0] / 2 + (1 - p0) * optima[1] / 2, rel=1e-5)
+
+
+def test_seed_torch_on_cpu_draws_what_torch_manual_seed_draws():
+    """The worker seeds a CPU client with the CPU generator alone (no CUDA seed queued with its stack): the
+    same numbers as ``torch.manual_seed`` (dropout masks, augmentations and initialisations stay bit-identical)."""
+    torch.manual_seed(1234)
+    want = (torch.rand(5), torch.randn(2, 3), torch.randint(0, 9, (4,)))
+    torch.manual_seed(99)  # any other state in between
+    seed_torch(1234, torch.device("cpu"))
+    got = (torch.rand(5), torch.randn(2, 3), torch.randint(0, 9, (4,)))
+    assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))

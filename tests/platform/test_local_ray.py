@@ -156,6 +156,21 @@ def gcs_address(known) -> str:
     return line.split("--gcs-address=")[1].split()[0]
 
 
+def test_a_local_runs_ray_returns_small_results_inline(local_run):
+    """The local Ray sends task results up to DIRECT_RESULT_BYTES back in the reply (efvsr/tiny's client update,
+    128 KiB, among them), where Ray's default sends those above 100 KiB through the object store: the system
+    config the GCS was started with (and hands to every raylet and worker) says so."""
+    import base64
+    import json
+
+    from fedvsr.platform.local_ray import DIRECT_RESULT_BYTES
+
+    _, known = local_run
+    [line] = [cmdline(pid) for pid in known if "gcs_server " in cmdline(pid)]
+    config = json.loads(base64.b64decode(line.split("--config_list=")[1].split()[0]))
+    assert config["max_direct_call_object_size"] == DIRECT_RESULT_BYTES == 512 * 1024
+
+
 @pytest.mark.slow
 def test_a_driver_without_the_runs_token_is_refused(local_run, tmp_path):
     _, known = local_run
