@@ -5,7 +5,8 @@ The coordinator hands it a round's clients (or the held-out clips to evaluate) w
 retry it?) and ``size`` (largest first). A worker runs its calls in order; when it dies, the call it was running
 failed with it, the calls queued behind it never started and go back to the queue as they were (no attempt
 counted), and the pool waits for Ray to restart it (``revive``: configure the restarted process again) before
-giving it work. A worker whose restart failed leaves the pool; with none left the run stops with an error.
+giving it work. A worker whose restart failed leaves the pool; with none left the run stops with
+:class:`WorkersLost`.
 
 Ray is reached only through a :class:`Backend` (``wait``, ``get``, the error of a dead actor), so the pool's
 logic is tested with plain Python objects standing in for actor handles and futures (tests/platform/test_pool.py).
@@ -61,6 +62,12 @@ class Job:
 
     def push(self, task: Any, order: int, attempt: int) -> None:
         heapq.heappush(self.queue, (-self.size(task), order, task, attempt))
+
+
+class WorkersLost(RuntimeError):
+    """Every worker of the pool died and none could be restarted (their node lost, typically): the run cannot go on
+    here. A sweep trial takes it as a lost node (Tune starts the trial again, on the nodes that are left); a plain
+    run stops with how to resume."""
 
 
 def _first_line(err: BaseException) -> str:
@@ -120,7 +127,7 @@ class WorkerPool:
         while job.queue or any(not call.revive for call in pending.values()):
             self._fill(job, pending)
             if not pending:
-                raise RuntimeError(
+                raise WorkersLost(
                     f"no client worker is left ({len(self.workers)} started, all lost)"
                     + (f"; {self.lost_hint}" if self.lost_hint else "")
                 )

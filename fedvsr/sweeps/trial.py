@@ -134,10 +134,14 @@ def report_mean(agg: dict[str, Any], rounds: int) -> dict[str, Any]:
 
 def node_lost(err: BaseException) -> bool:
     """Whether ``err`` says a Ray process or node of the trial died (its coordinator's or the trial's own node was
-    lost), rather than that fedvsr failed."""
+    lost, or every one of its client workers could not be restarted: :class:`~fedvsr.platform.pool.WorkersLost`,
+    which reaches the trial from its coordinator as a Ray task error caused by it), rather than that fedvsr failed."""
     from ray import exceptions as rx
 
-    return isinstance(err, (rx.RayActorError, rx.WorkerCrashedError, rx.ObjectLostError, rx.NodeDiedError))
+    from fedvsr.platform.pool import WorkersLost
+
+    lost = (rx.RayActorError, rx.WorkerCrashedError, rx.ObjectLostError, rx.NodeDiedError, WorkersLost)
+    return isinstance(err, lost) or isinstance(getattr(err, "cause", None), WorkersLost)
 
 
 def node_record(out: Path, node: dict[str, Any]) -> dict[str, Any]:

@@ -30,3 +30,23 @@ def test_a_failed_trial_says_fedvsrs_error_first_then_rays_last_line(tmp_path):
     folder.mkdir()
     (folder / ERROR_FILE).write_text("ConfigError: fl.lr = -1 is not allowed\n\nTraceback (most recent call last):\n")
     assert _error_message(folder, trial) == "ConfigError: fl.lr = -1 is not allowed"
+
+
+def test_a_trial_whose_workers_are_all_lost_is_restarted_not_failed():
+    """A trial's coordinator can outlive its client workers (a trial's placement group may put its driver's
+    bundle on one node and its workers' on another): when the workers' node dies, the pool raises WorkersLost,
+    which reaches the trial as a Ray task error caused by it, and the trial is restarted like one whose own node
+    died. Any other error of the coordinator stays the trial's error."""
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from fedvsr.platform.pool import WorkersLost
+    from fedvsr.sweeps.trial import node_lost
+
+    lost = WorkersLost("no client worker is left (2 started, all lost); resume it")
+    via_ray = RayTaskError("Coordinator.run_round", "Traceback ...", lost).as_instanceof_cause()
+    assert node_lost(lost) and node_lost(via_ray) and node_lost(ActorDiedError())
+    other = RayTaskError(
+        "Coordinator.run_round", "Traceback ...", RuntimeError("no client worker")
+    ).as_instanceof_cause()
+    assert not node_lost(RuntimeError("no client worker is left")) and not node_lost(other)
+    assert not node_lost(ValueError("a bad config"))
