@@ -25,8 +25,8 @@ from test_job_submit import RAY, REPO, LoopbackCluster, _kill_group, free_port, 
 
 from tests.conftest import tiny_fixed
 
-# a two-node loopback cluster, a node killed mid-trial: ~6 min on 2 cores, so outside the default run (the README
-# test command); run it with `python -m pytest -m cluster tests/platform/test_cluster_node_loss.py`
+# a two-node loopback cluster, a node killed mid-trial: 80-90 s on 2 cores (both tests), so outside the default
+# run (the README test command); run it with `python -m pytest -m cluster tests/platform/test_cluster_node_loss.py`
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 #: the GCS declares a node dead after ~1.5 s of silence instead of Ray's default ~30 s
@@ -145,9 +145,12 @@ def test_a_trial_whose_node_is_lost_restarts_on_the_other_node_bit_identical(two
     assert {r["status"] for r in rows.values()} == {"finished"} and len(rows) == 2, (statuses, log[-4000:])
     restarted = rows[folder.name]
     (twin,) = [r for name, r in rows.items() if name != folder.name]
-    assert restarted["restarts"] == 1 and twin["restarts"] == 0
     worker_id, head_id = restarted["node_ids"].split(",")
-    assert head_id == twin["node_id"] == restarted["node_id"] != worker_id
+    assert restarted["restarts"] == 1 and head_id == twin["node_id"] == restarted["node_id"] != worker_id
+    # the twin ran on the head; it restarts too only when Ray placed its client worker's bundle on the lost node
+    # (a trial's placement group packs its bundles where they fit): then every one of its workers was lost
+    # (WorkersLost), and it started again on the head, from its own checkpoint
+    assert twin["restarts"] == 0 or twin["node_ids"] == f"{head_id},{head_id}", statuses
     assert restarted["node_ip"] != "127.0.0.2"
     # continued from its checkpoint (the run's events say after which round): the rounds run before it are kept
     # as they were, timings included
