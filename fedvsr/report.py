@@ -57,7 +57,8 @@ def plot_run(run_dir: str | os.PathLike) -> Path | None:
     if not (run / "summary.json").is_file() or not (run / "rounds.parquet").is_file():
         return None
     s = json.loads((run / "summary.json").read_text())
-    if "initial_psnr" not in s:
+    # a replicate group's summary has the replicates' mean initial PSNR too, but its rounds are means (psnr_mean)
+    if "initial_psnr" not in s or "psnr" not in pq.read_schema(run / "rounds.parquet").names:
         return None
     rows = pq.read_table(run / "rounds.parquet", columns=["round", "psnr"]).to_pylist()
     how = f"central, {s['workers']} workers" if s["strategy"] == "central" else s["strategy"]

@@ -74,7 +74,8 @@ def fake_group(
     n = len(curves)
     agg = [{"round": i + 1, "n": n, "psnr_mean": sum(c[i] for c in curves) / n} for i in range(len(curves[0]))]
     pq.write_table(pa.Table.from_pylist(agg), path / "rounds.parquet")
-    (path / "summary.json").write_text(json.dumps({"final_psnr": agg[-1]["psnr_mean"]}))
+    # the group's summary has the replicates' mean initial PSNR as a run's does (its rounds.parquet has psnr_mean)
+    (path / "summary.json").write_text(json.dumps({"final_psnr": agg[-1]["psnr_mean"], "initial_psnr": 26.0}))
     if status:
         mark_status(path, status)
     return path
