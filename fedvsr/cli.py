@@ -477,7 +477,10 @@ def _draw_plots(args: argparse.Namespace) -> None:
     if runs_in is not None and Path(runs_in).is_dir():
         from fedvsr.report import plot_runs
 
-        plot_runs(runs_in)
+        try:
+            plot_runs(runs_in)
+        except Exception as err:  # a figure must never turn a finished command into a crash; its results are saved
+            print(f"fedvsr: the runs' psnr.png were not drawn ({type(err).__name__}: {err})", file=sys.stderr)
 
 
 def _how_to_continue(args: argparse.Namespace) -> str:

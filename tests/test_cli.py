@@ -237,3 +237,20 @@ def test_a_sweep_interrupted_by_sigint_says_so_and_resumes(tmp_path, synth_root)
         (0.002, "finished", 3),
         (0.003, "finished", 3),
     ]
+
+
+def test_a_figure_that_cannot_be_drawn_leaves_a_finished_command_finished(tmp_path, capsys, monkeypatch):
+    """psnr.png is drawn after the command's work, in a `finally`: an error there is reported in one line, and the
+    command's own outcome (here: none raised) stands."""
+    import argparse
+
+    from fedvsr import cli, report
+
+    def broken(folder):
+        raise ValueError("No match for FieldRef.Name(psnr)")
+
+    monkeypatch.setattr(report, "plot_runs", broken)
+    cli._draw_plots(argparse.Namespace(runs_in=str(tmp_path)))
+    assert capsys.readouterr().err == (
+        "fedvsr: the runs' psnr.png were not drawn (ValueError: No match for FieldRef.Name(psnr))\n"
+    )
