@@ -65,8 +65,8 @@ def vsr_step_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
 def seed_torch(seed: int, device: torch.device) -> None:
     """``torch.manual_seed(seed)`` for what a step on ``device`` draws from. On a CPU device only the CPU generator
     is seeded: ``torch.manual_seed`` also queues a seed for every CUDA device, and in a process where CUDA is not
-    initialised that records the Python stack each time (about 2.6 ms a client on our 2-core machine, a third of
-    what the worker spends on a small client outside its training). The numbers drawn are the same."""
+    initialised that records the Python stack each time (0.2 ms in a shallow stack, more in a Ray worker's; on its
+    own inside the noise of the Flower benchmark: docs/gpu-and-overhead.md). The numbers drawn are the same."""
     if device.type == "cpu":
         torch.default_generator.manual_seed(seed)
     else:

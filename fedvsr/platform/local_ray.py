@@ -11,7 +11,8 @@
   default would use, written with the default umask: 0644 here) and an explicit ``RAY_AUTH_MODE=disabled`` does
   not turn it off for a local run.
 * **Small results inline.** A task's result up to :data:`DIRECT_RESULT_BYTES` goes back in the reply, not
-  through the object store (a cluster's nodes set it with ``RAY_max_direct_call_object_size``: docs/cluster.md).
+  through the object store (on a cluster, the head's ``ray start --system-config`` sets it:
+  docs/gpu-and-overhead.md; the configs in ``cluster/`` do not yet).
 * **Clean-up.** A watchdog (:mod:`fedvsr.platform.reaper`) ends the Ray processes the driver started when the
   driver dies, ``kill -9`` included, instead of the minute Ray's agents otherwise linger.
 
