@@ -13,6 +13,10 @@ client workers, in the trainable's placement group) are kept too and configured 
 again. A trial's numbers do not depend on which actors ran it: the model, the strategy and the seeded draws
 are rebuilt from its config, as in a run of its own.
 
+A trial begins at its first ``step``, never in ``setup`` or ``reset_config``: Tune drops an actor still in its
+setup when a cached one frees up for the same trial, and the dropped actor must leave the trial's folder
+untouched (it once started a second run there, whose fresh results table removed the finished run's).
+
 A trial restarted after an interruption, or retried by Tune after its actor or node died, continues its run
 from the run folder's last round checkpoint; a trial whose run folder already holds all its rounds reports
 them without training again.
@@ -177,7 +181,12 @@ class SweepTrial(Trainable):
         self.spec, self.sweep_dir, self.sweep_id, self.parallel = spec, sweep_dir, sweep_id, parallel
         self.kept: list[Any] = []  # live coordinator actors of earlier trials, configured again for the next
         self.trials = 0  # experiments this actor has run
-        self._begin(config)
+        self.run: Any = None
+        self.out: Path | None = None
+        # The trial begins at its first step, never in setup: Tune drops an actor still in setup when a cached one
+        # frees up for the same trial (reuse_actors; TuneController._maybe_reuse_cached_actor), and a dropped
+        # actor must have written nothing into the trial's folder nor started any run there.
+        self.pending: dict[str, Any] | None = config
 
     # ------------------------------------------------------------------ one trial
     def _begin(self, config: dict[str, Any]) -> None:
@@ -187,7 +196,7 @@ class SweepTrial(Trainable):
             check_sweep_folder(self.sweep_dir, self.sweep_id)
         self.plan = plan = trial_plan(self.spec, config)
         self.out = Path(self.sweep_dir) / "runs" / run_folder_name(self.trial_id, plan.overrides)
-        self.run: Any = None
+        self.run = None
         self.replay: dict[str, Any] | None = None  # a trial found finished: its last row, reported as it was
         self.error: Exception | None = None  # why it cannot start: raised by its first step (recorded already)
         self.trials += 1
@@ -260,6 +269,9 @@ class SweepTrial(Trainable):
         return {"worker_pids": info.get("worker_pids", []), "trial_of_actor": self.trials}
 
     def step(self) -> dict[str, Any]:
+        if self.pending is not None:
+            config, self.pending = self.pending, None
+            self._begin(config)
         if self.error is not None:
             raise self.error
         if self.replay is not None:
@@ -295,7 +307,7 @@ class SweepTrial(Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
         """Nothing for Tune to keep: a trial's state is its run folder, checkpointed every round."""
-        return {"out": str(self.out)}
+        return {"out": str(self.out) if self.out is not None else ""}
 
     def load_checkpoint(self, checkpoint: Any) -> None:
         """A restored trial resumes from its run folder's last round checkpoint (``setup``)."""
@@ -313,7 +325,7 @@ class SweepTrial(Trainable):
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Tune hands this actor the next trial (``reuse_actors``): keep the actors, start its experiment."""
         self._release(keep=True)
-        self._begin(new_config)
+        self.pending = new_config
         return True
 
     def cleanup(self) -> None:

@@ -50,3 +50,33 @@ def test_a_trial_whose_workers_are_all_lost_is_restarted_not_failed():
     ).as_instanceof_cause()
     assert not node_lost(RuntimeError("no client worker is left")) and not node_lost(other)
     assert not node_lost(ValueError("a bad config"))
+
+
+def test_a_trials_actor_writes_nothing_before_its_first_step(tmp_path):
+    """Tune drops a trial's actor still in its setup when a cached actor frees up for the same trial
+    (reuse_actors): the dropped actor's setup must leave the trial's folder alone. It once began the run there,
+    and the fresh results table of that second start removed the rounds of the run the cached actor finished (a
+    finished trial with no rounds in trials.parquet)."""
+    import ray
+
+    from fedvsr.sweeps.spec import build_spec
+    from fedvsr.sweeps.trial import SweepTrial
+    from tests.conftest import tiny_fixed
+
+    spec = build_spec(
+        "t",
+        {
+            "search": "grid",
+            "scheduler": "none",
+            "fixed": tiny_fixed(tmp_path / "data", 1),
+            "params": {"fl.lr": {"grid": [0.001, 0.003]}},
+        },
+    )
+    sweep = tmp_path / "sweep"
+    trial = SweepTrial.__new__(SweepTrial)  # the actor's object, as Tune builds it, without Tune's logger set-up
+    trial.setup({"fl.lr": 0.001}, spec=spec, sweep_dir=str(sweep), sweep_id="id")
+    assert trial.reset_config({"fl.lr": 0.003})
+    trial.cleanup()
+    assert not sweep.exists() and not (tmp_path / "data").exists()
+    assert not ray.is_initialized()
+    assert trial.save_checkpoint(str(tmp_path)) == {"out": ""}
