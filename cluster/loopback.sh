@@ -114,6 +114,12 @@ for _ in $(seq 120); do [ "$(nodes 2>/dev/null)" = 3 ] && break; sleep 5; done
 [ "$(nodes 2>/dev/null)" = 3 ] || { "$RAY" exec "$W/loopback.yaml" 'tail -n 40 /tmp/fvlo/ray-head/session_latest/logs/monitor.*' || true; fail "3 nodes did not come up"; }
 nodes > /dev/null
 
+step "the head's system config (--system-config): updates up to 512 KiB come back inline"
+GCS=$(pgrep -u "$U" -f 'gcs_server ' | head -1) || fail "no gcs_server of $U"
+tr '\0' '\n' < "/proc/$GCS/cmdline" | sed -n 's/^--config_list=//p' | base64 -d |
+  "$PY" -c 'import json,sys; c=json.load(sys.stdin); print("max_direct_call_object_size", c.get("max_direct_call_object_size"))
+sys.exit(c.get("max_direct_call_object_size") != 524288)' || fail "the head's GCS runs without the inline-results setting"
+
 step "ray job submit (token from RAY_AUTH_TOKEN_PATH): a sweep of 2 trials on the 2 worker nodes"
 SWEEP=$W/shared/sweeps/loopback
 cat > "$W/shared/spec.yaml" <<EOF

@@ -132,3 +132,18 @@ def test_onprem_worker_start_as_shipped_and_with_same_machine(same_machine, expe
     assert len(shared) == 1 and shared[0].startswith(
         "NFS=REPLACE-WITH-NFS-SERVER:/REPLACE-WITH-EXPORT; SHARED=/mnt/fedvsr;"
     )
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_head_returns_small_updates_inline_as_a_local_run_does(name):
+    """The head's `ray start` sets Ray's inline-result limit to the one a local run uses (DIRECT_RESULT_BYTES);
+    the worker nodes take it from the head."""
+    import shlex
+
+    from fedvsr.platform.local_ray import DIRECT_RESULT_BYTES
+
+    config = prepared(name)
+    [head] = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    [flag] = [w for w in shlex.split(head) if w.startswith("--system-config=")]
+    assert json.loads(flag.split("=", 1)[1]) == {"max_direct_call_object_size": DIRECT_RESULT_BYTES}
+    assert not any("--system-config" in c for c in config["worker_start_ray_commands"])
