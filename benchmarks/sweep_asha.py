@@ -3,15 +3,16 @@ shipped ``fedvsr-lambda-bounded`` sweep (FedVSR, lambda_vsr + lambda_hifr = 1, 9
 and model) run twice in one go, first with the spec's ASHA scheduler, then with every trial run to the end.
 
     python benchmarks/sweep_asha.py [--out benchmarks/results/sweep_lambda_bounded] [--concurrent auto|K]
-                                    [--set key=value ...]
+                                    [--pairs N] [--set key=value ...]
 
 Each sweep goes through the ``fedvsr`` command exactly as a user runs it, in a fresh process (its own
 local Ray). Writes, under ``--out``: ``asha.json`` (wall seconds of both sweeps and their ratio, rounds run
 per trial and the ratio of rounds trained, the target -- wall-time ratio at most the rounds ratio + 0.05 --,
 each sweep's winner and utilisation), both sweeps' ``trials.parquet`` / ``sweep.yaml`` and command output,
 ``best.yaml`` (``fedvsr best`` on the ASHA sweep), ``top.txt`` (``fedvsr best --top 9`` on both) and the
-``fedvsr report`` of the ASHA sweep. The trials' run folders (weights, checkpoints) stay in a temporary
-folder and are deleted.
+``fedvsr report`` of the ASHA sweep. ``--pairs N`` runs the two N times, A B A B (files of pair k end in
+``-k``; ``asha.json`` has a ratio per pair), and ``<sweep>_rounds.parquet`` keeps every trial's per-round
+seconds. The trials' run folders (weights, checkpoints) stay in a temporary folder and are deleted.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sweep_lambda_bounded"))
     parser.add_argument("--set", action="append", default=[], help="config overrides for every trial")
     parser.add_argument("--concurrent", default="auto", help="fedvsr sweep --concurrent (default: auto)")
+    parser.add_argument("--pairs", type=int, default=1, help="ASHA then run-to-end, this many times (A B A B)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,22 +64,36 @@ def main() -> None:
     to_end_file.write_text(yaml.safe_dump(to_end, sort_keys=False))
 
     seconds: dict[str, float] = {}
-    for name, spec in (("asha", SPEC), ("to_end", str(to_end_file))):
-        start = time.perf_counter()
-        fedvsr(
-            "sweep", spec, "--out", str(work / name), "--concurrent", args.concurrent, *sets, log=out / f"{name}.log"
-        )
-        seconds[name] = time.perf_counter() - start
-        for file in ("trials.parquet", "sweep.yaml"):
-            shutil.copy(work / name / file, out / f"{name}_{file}")
-        print(f"{name}: {seconds[name]:.0f} s", flush=True)
+    names = []
+    for p in range(args.pairs):  # A B A B: the machine's drift over time falls on both sweeps alike
+        suffix = "" if args.pairs == 1 else f"-{p + 1}"
+        for kind, spec in (("asha", SPEC), ("to_end", str(to_end_file))):
+            name = kind + suffix
+            names.append(name)
+            start = time.perf_counter()
+            fedvsr(
+                "sweep",
+                spec,
+                "--out",
+                str(work / name),
+                "--concurrent",
+                args.concurrent,
+                *sets,
+                log=out / f"{name}.log",
+            )
+            seconds[name] = time.perf_counter() - start
+            for file in ("trials.parquet", "sweep.yaml"):
+                shutil.copy(work / name / file, out / f"{name}_{file}")
+            save_round_times(work / name, out / f"{name}_rounds.parquet")
+            print(f"{name}: {seconds[name]:.0f} s", flush=True)
 
-    (out / "best.yaml").write_text(fedvsr("best", str(work / "asha")))
-    top = [fedvsr("best", str(work / name), "--top", "9", "--include-stopped") for name in ("asha", "to_end")]
-    (out / "top.txt").write_text("with ASHA:\n" + top[0] + "\nevery trial to the end:\n" + top[1])
+    first = "asha" if args.pairs == 1 else "asha-1"
+    (out / "best.yaml").write_text(fedvsr("best", str(work / first)))
+    top = [fedvsr("best", str(work / name), "--top", "9", "--include-stopped") for name in names]
+    (out / "top.txt").write_text("\n".join(f"{name}:\n{text}" for name, text in zip(names, top, strict=True)))
     report = out / "report"
     shutil.rmtree(report, ignore_errors=True)
-    fedvsr("report", str(work / "asha"), "--out", str(report))
+    fedvsr("report", str(work / first), "--out", str(report))
 
     def summary(name: str) -> dict:
         rows = pq.read_table(out / f"{name}_trials.parquet").to_pylist()
@@ -90,18 +106,54 @@ def main() -> None:
             "utilisation": json.loads(meta.get(b"fedvsr.utilisation", b"{}")).get("utilisation"),
             "rounds_run": {f"{r['fl.lambda_hifr']:.1f}": r["rounds_run"] for r in rows},
             "total_rounds": sum(r["rounds_run"] for r in rows),
+            "round_seconds": round(sum(r["seconds"] for r in rows), 1),
             "winner_lambda_hifr": win["fl.lambda_hifr"],
             "winner_final_psnr": win["final_psnr"],
         }
 
-    result = {"spec": SPEC, "overrides": args.set, "asha": summary("asha"), "to_end": summary("to_end")}
-    result["wall_time_ratio_asha_over_to_end"] = round(seconds["asha"] / seconds["to_end"], 3)
-    rounds = result["asha"]["total_rounds"] / result["to_end"]["total_rounds"]
-    result["rounds_ratio_asha_over_to_end"] = round(rounds, 3)
-    result["target_met"] = result["wall_time_ratio_asha_over_to_end"] <= rounds + 0.05
+    result: dict = {"spec": SPEC, "overrides": args.set, "pairs": []}
+    for p in range(args.pairs):
+        suffix = "" if args.pairs == 1 else f"-{p + 1}"
+        a, b = summary("asha" + suffix), summary("to_end" + suffix)
+        wall, rounds = a["seconds"] / b["seconds"], a["total_rounds"] / b["total_rounds"]
+        result["pairs"].append(
+            {
+                "asha": a,
+                "to_end": b,
+                "wall_time_ratio_asha_over_to_end": round(wall, 3),
+                "rounds_ratio_asha_over_to_end": round(rounds, 3),
+                # seconds per round trained, ASHA's over run-to-end's: 1 when a stopped trial costs only its rounds
+                "round_seconds_ratio": round(
+                    (a["round_seconds"] / a["total_rounds"]) / (b["round_seconds"] / b["total_rounds"]), 3
+                ),
+                "target_met": wall <= rounds + 0.05,
+            }
+        )
+    if args.pairs == 1:  # the layout of the earlier single-pair results
+        result.update(result.pop("pairs")[0])
+    else:
+        walls = [r["wall_time_ratio_asha_over_to_end"] for r in result["pairs"]]
+        rounds = [r["rounds_ratio_asha_over_to_end"] for r in result["pairs"]]
+        result["wall_time_ratio_mean"] = round(sum(walls) / len(walls), 3)
+        result["rounds_ratio_mean"] = round(sum(rounds) / len(rounds), 3)
+        result["target_met"] = all(r["target_met"] for r in result["pairs"])
     (out / "asha.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     shutil.rmtree(work, ignore_errors=True)
+
+
+def save_round_times(sweep: Path, path: Path) -> None:
+    """Every trial's rounds with their wall-clock columns (which trial, which round, how long), from the run folders
+    that are deleted at the end: where a sweep's time went, round by round."""
+    import pyarrow as pa
+
+    keep = ("round", "seconds", "train_seconds", "eval_seconds")
+    rows = []
+    for run in sorted((sweep / "runs").iterdir()):
+        if (run / "rounds.parquet").is_file():
+            for r in pq.read_table(run / "rounds.parquet").to_pylist():
+                rows.append({"trial": run.name, **{k: r.get(k) for k in keep}})
+    pq.write_table(pa.Table.from_pylist(rows), path)
 
 
 if __name__ == "__main__":
