@@ -11,8 +11,8 @@
   default would use, written with the default umask: 0644 here) and an explicit ``RAY_AUTH_MODE=disabled`` does
   not turn it off for a local run.
 * **Small results inline.** A task's result up to :data:`DIRECT_RESULT_BYTES` goes back in the reply, not
-  through the object store (on a cluster, the head's ``ray start --system-config`` sets it:
-  docs/gpu-and-overhead.md; the configs in ``cluster/`` do not yet).
+  through the object store (on a cluster, the head's ``ray start --system-config`` sets it, as the shipped
+  cluster configs do: docs/gpu-and-overhead.md).
 * **Clean-up.** A watchdog (:mod:`fedvsr.platform.reaper`) ends the Ray processes the driver started when the
   driver dies, ``kill -9`` included, instead of the minute Ray's agents otherwise linger.
 
