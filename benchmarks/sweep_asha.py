@@ -64,12 +64,12 @@ def main() -> None:
     to_end_file.write_text(yaml.safe_dump(to_end, sort_keys=False))
 
     seconds: dict[str, float] = {}
-    names = []
-    for p in range(args.pairs):  # A B A B: the machine's drift over time falls on both sweeps alike
-        suffix = "" if args.pairs == 1 else f"-{p + 1}"
+    # A B A B: the machine's drift over time falls on both sweeps alike; one pair keeps the older file names
+    suffixes = [""] if args.pairs == 1 else [f"-{p + 1}" for p in range(args.pairs)]
+    names = [kind + suffix for suffix in suffixes for kind in ("asha", "to_end")]
+    for suffix in suffixes:
         for kind, spec in (("asha", SPEC), ("to_end", str(to_end_file))):
             name = kind + suffix
-            names.append(name)
             start = time.perf_counter()
             fedvsr(
                 "sweep",
@@ -87,7 +87,7 @@ def main() -> None:
             save_round_times(work / name, out / f"{name}_rounds.parquet")
             print(f"{name}: {seconds[name]:.0f} s", flush=True)
 
-    first = "asha" if args.pairs == 1 else "asha-1"
+    first = names[0]
     (out / "best.yaml").write_text(fedvsr("best", str(work / first)))
     top = [fedvsr("best", str(work / name), "--top", "9", "--include-stopped") for name in names]
     (out / "top.txt").write_text("\n".join(f"{name}:\n{text}" for name, text in zip(names, top, strict=True)))
@@ -112,8 +112,7 @@ def main() -> None:
         }
 
     result: dict = {"spec": SPEC, "overrides": args.set, "pairs": []}
-    for p in range(args.pairs):
-        suffix = "" if args.pairs == 1 else f"-{p + 1}"
+    for suffix in suffixes:
         a, b = summary("asha" + suffix), summary("to_end" + suffix)
         wall, rounds = a["seconds"] / b["seconds"], a["total_rounds"] / b["total_rounds"]
         result["pairs"].append(

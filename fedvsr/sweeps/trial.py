@@ -196,7 +196,6 @@ class SweepTrial(Trainable):
             check_sweep_folder(self.sweep_dir, self.sweep_id)
         self.plan = plan = trial_plan(self.spec, config)
         self.out = Path(self.sweep_dir) / "runs" / run_folder_name(self.trial_id, plan.overrides)
-        self.run = None
         self.replay: dict[str, Any] | None = None  # a trial found finished: its last row, reported as it was
         self.error: Exception | None = None  # why it cannot start: raised by its first step (recorded already)
         self.trials += 1
@@ -310,7 +309,7 @@ class SweepTrial(Trainable):
         return {"out": str(self.out) if self.out is not None else ""}
 
     def load_checkpoint(self, checkpoint: Any) -> None:
-        """A restored trial resumes from its run folder's last round checkpoint (``setup``)."""
+        """A restored trial resumes from its run folder's last round checkpoint (at its first ``step``)."""
 
     # ------------------------------------------------------------------ between trials
     def _release(self, keep: bool) -> None:
@@ -323,7 +322,8 @@ class SweepTrial(Trainable):
             self.kept.extend(kept)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """Tune hands this actor the next trial (``reuse_actors``): keep the actors, start its experiment."""
+        """Tune hands this actor the next trial (``reuse_actors``): keep the actors; its experiment starts at
+        its first ``step``."""
         self._release(keep=True)
         self.pending = new_config
         return True
