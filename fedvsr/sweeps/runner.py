@@ -57,6 +57,7 @@ from fedvsr.sweeps.results import (
     write_trials_table,
 )
 from fedvsr.sweeps.spec import SpecError, SweepSpec
+from fedvsr.sweeps.timeline import describe, forget, record_step, write_timeline
 from fedvsr.sweeps.trial import SweepTrial, run_folder_name, trial_plan, trial_resources
 
 METRIC_KEYS = {"psnr": "psnr", "ssim": "ssim", "loss": "loss"}
@@ -115,6 +116,7 @@ def _progress_callback(spec: SweepSpec, sweep_dir: Path, echo: Callable[[str], N
             return ", ".join(f"{k}={_short(v)}" for k, v in trial_plan(spec, trial.config).overrides.items())
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            record_step(sweep_dir, self._folder(trial).name, result)  # as trials.parquet names it
             if not result.get("replayed"):
                 count_busy(sweep_dir, trial_plan(spec, trial.config).cfg, result.get("seconds", 0.0))
             self.running[trial.trial_id] = {
@@ -234,6 +236,7 @@ def run_sweep(
     ``address``: the Ray cluster to run on (default: the spec's platform.address, usually a local Ray).
     ``concurrent``: trials at once (None: as many as the resources allow; ``"auto"``: :func:`pack`).
     ``callbacks``: more Tune callbacks on the driver (``--mlflow``: :class:`fedvsr.tracking.MlflowSweep`)."""
+    began = time.time()  # the sweep's time budget counts from here, Ray's start included (fedvsr.sweeps.timeline)
     out = Path(out).resolve()
     if resume:
         if not (out / SWEEP_FILE).is_file():
@@ -283,7 +286,7 @@ def run_sweep(
         if len([n for n in ray.nodes() if n.get("Alive")]) > 1:
             nodes = check_nodes_see(out, sweep_id, _dataset_folders(base))
             echo(f"fedvsr sweep: all {nodes} nodes of the cluster see {out}")
-        return _fit(spec, out, concurrent, resume, echo, table_every, sweep_id, callbacks or [])
+        return _fit(spec, out, concurrent, resume, echo, table_every, sweep_id, callbacks or [], began)
     finally:
         if started:
             ray.shutdown()
@@ -318,6 +321,7 @@ def _fit(
     table_every: float,
     sweep_id: str | None = None,
     callbacks: list | tuple = (),
+    began: float | None = None,
 ):
     from ray import tune
 
@@ -335,6 +339,7 @@ def _fit(
         tuner = _new_tuner(spec, out, trainable, concurrent, parallel, echo, table_every, callbacks)
     started = time.time()
     _BUSY.pop(str(out), None)
+    forget(out)
     try:
         grid = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Tune gives up saving its state once more, what it had is kept
@@ -348,6 +353,8 @@ def _fit(
         + f" -> {out / 'trials.parquet'}"
     )
     _report_utilisation(out, wall, echo)
+    slots = concurrent if isinstance(concurrent, int) else None
+    echo(describe(write_timeline(out, began or started, time.time(), slots)))
     if grid is not None and grid.num_errors:
         echo(f"fedvsr sweep: {grid.num_errors} trial(s) failed; their errors are in trials.parquet")
     # Tune ends fit() early only when interrupted (SIGINT, SIGUSR1): it catches the signal itself, saves its state

@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,13 +270,23 @@ class SweepTrial(Trainable):
         return {"worker_pids": info.get("worker_pids", []), "trial_of_actor": self.trials}
 
     def step(self) -> dict[str, Any]:
+        """Run the trial's next round (its first step begins the trial); the result carries the step's times for the
+        sweep's timeline (:mod:`fedvsr.sweeps.timeline`)."""
+        started, begin = time.time(), 0.0
         if self.pending is not None:
             config, self.pending = self.pending, None
             self._begin(config)
+            begin = time.time() - started
+        times = {"step_started": started, "begin_seconds": begin, "actor_pid": os.getpid()}
         if self.error is not None:
             raise self.error
         if self.replay is not None:
-            return {**self.replay, "done": True}
+            return {**self.replay, "done": True, **times, "step_ended": time.time()}
+        result = self._round()
+        return {**result, "done": result["round"] >= self.rounds, **times, "step_ended": time.time()}
+
+    def _round(self) -> dict[str, Any]:
+        """Train and evaluate the next round; what the trial reports for it."""
         try:
             if self.spec.replicates > 1:
                 agg, _ = self.run.run_round()
@@ -289,7 +301,7 @@ class SweepTrial(Trainable):
         except Exception as err:
             self._record(err)
             raise
-        return {**result, "done": result["round"] >= self.rounds}
+        return result
 
     def _record(self, err: Exception) -> None:
         """End the run and record ``err`` in the run folder (its root cause first, then the traceback)."""

@@ -35,6 +35,19 @@ def test_a_sweep_of_four_trials_reuses_its_actors_and_gives_each_trial_its_own_r
     assert meta["resources"] == {"CPU": 2.0} and 0 < meta["utilisation"]["CPU"] <= 1
     assert any(line.startswith("fedvsr sweep: utilisation ") and "of 2 CPUs" in line for line in lines)
 
+    # the timeline: a step per round of every trial, all on one actor, and a budget whose parts add up to the wall
+    steps = pq.read_table(tmp_path / "sweep" / "timeline.parquet").to_pylist()
+    assert len(steps) == 4 * 2 and len({s["actor_pid"] for s in steps}) == 1
+    assert sorted((s["trial"], s["round"]) for s in steps) == sorted((r["trial"], k) for r in rows for k in (1, 2))
+    assert all(s["begin_seconds"] > 0 for s in steps if s["round"] == 1)
+    assert all(s["begin_seconds"] == 0 for s in steps if s["round"] == 2)
+    budget = json.loads(pq.read_schema(tmp_path / "sweep" / "timeline.parquet").metadata[b"fedvsr.time_budget"])
+    assert budget["slots"] == 1 and budget["actors"] == 1 and budget["trials"] == 4
+    assert sum(budget["seconds"].values()) == pytest.approx(budget["slot_seconds"])
+    assert abs(budget["seconds"]["other"]) < 1e-6 and budget["seconds"]["tail"] == 0  # one slot: never a tail
+    assert budget["seconds"]["rounds"] == pytest.approx(sum(r["seconds"] for r in rows))
+    assert any(line.startswith("fedvsr sweep: time of 1 trial slot x ") for line in lines)
+
     # a trial on reused actors (the 2nd, and the 4th after two others) gives bit for bit the rounds and clients of
     # its experiment run alone on fresh actors (the 1st trial ran on fresh actors, as a run alone does)
     for lr in (lrs[1], lrs[3]):
