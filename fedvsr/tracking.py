@@ -368,15 +368,7 @@ TRIAL_ARTIFACTS = ("config.yaml", "summary.json", "rounds.parquet", "error.txt")
 _TRIAL_STATUS = {"finished": "FINISHED", "stopped": "KILLED", "error": "FAILED"}
 
 
-def _tune_callback_base():
-    try:
-        from ray.tune import Callback
-    except ImportError:  # ray[tune] is a dependency of fedvsr; a bare object keeps this module importable
-        return object
-    return Callback
-
-
-class MlflowSweep(_tune_callback_base()):
+class _MlflowSweep:
     """``fedvsr sweep --mlflow URI``: a Tune callback on the sweep's driver (the only process that talks to MLflow,
     so a store on the driver's machine is enough, even on a cluster). A parent run for the sweep; a child run per
     trial with ``params(trial)`` as params and its reports as metrics at step ``round``, its ``folder(trial)``'s
@@ -558,7 +550,7 @@ class CentralTracking:
 
 @contextmanager
 def ends_on_error(
-    run: MlflowRun | MlflowSweep | None, killed: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
+    run: MlflowRun | _MlflowSweep | None, killed: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
 ) -> Iterator[None]:
     """End ``run`` (if any) as KILLED (an exception of ``killed``: an interruption) or FAILED when the body raises;
     the error goes on. (Success is the caller's: it ends the run with its artefacts.)"""
@@ -568,3 +560,16 @@ def ends_on_error(
         if run is not None:
             run.end("KILLED" if isinstance(err, killed) else "FAILED")
         raise
+
+
+def __getattr__(name: str) -> Any:
+    """``MlflowSweep`` (:class:`_MlflowSweep` on Tune's ``Callback``) is built at first use: importing ``ray.tune``
+    takes about a second, and every coordinator and client worker of every run imports this module (for
+    TensorBoard), where no sweep needs it. Pickled by name, as any module-level class."""
+    if name != "MlflowSweep":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ray.tune import Callback
+
+    body = {"__module__": __name__, "__qualname__": name, "__doc__": _MlflowSweep.__doc__}
+    cls = globals()[name] = type(name, (_MlflowSweep, Callback), body)
+    return cls

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -251,3 +252,18 @@ def assert_mlflow_run_is_the_table(client, run_id: str, folder, keys=("psnr", "s
     rows = table(Path(folder) / "rounds.parquet")
     for key in keys:
         assert metric(client, run_id, key) == [(r["round"], r[key]) for r in rows], key
+
+
+def test_a_runs_processes_do_not_import_tune_and_a_sweep_gets_its_callback():
+    """Every coordinator and client worker imports fedvsr.tracking (TensorBoard events); Tune, about a second of
+    import, is loaded only when a sweep asks for MlflowSweep."""
+    code = (
+        "import sys, fedvsr.platform.worker, fedvsr.platform.coordinator, fedvsr.tracking as t; "
+        "assert 'ray.tune' not in sys.modules, 'ray.tune imported'; "
+        "import ray.tune, pickle; "
+        "assert issubclass(t.MlflowSweep, ray.tune.Callback) and t.MlflowSweep.__qualname__ == 'MlflowSweep'; "
+        "c = t.MlflowSweep('sqlite:///x.db', '.', 'n', dict, str); "
+        "assert type(pickle.loads(pickle.dumps(c))) is t.MlflowSweep; print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
