@@ -138,7 +138,8 @@ def test_a_run_records_the_driver_and_its_workers(fedavg_run):
 # ------------------------------------------------------------------ two CPUs, emulated by forcing kernels down
 
 #: one "machine": a fresh local Ray started under the environment given to the subprocess, running the tiny preset
-#: for 2 rounds natively and in portable mode, each on its own built videos and LR cache
+#: for 2 rounds natively and in portable mode, each on its own built videos and LR cache, on one worker (the bits do
+#: not depend on the number of workers, and each worker is a process to start on both machines)
 MACHINE = """
 import sys
 from pathlib import Path
@@ -150,7 +151,8 @@ out = Path(sys.argv[1])
 ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
 for kernels in ("native", "portable"):
     run_experiment(load_config(None, tiny_experiment(out / "data", "fl.rounds=2", f"data.lr_cache={out / kernels}-lr",
-                                                     f"platform.kernels={kernels}")), out / kernels)
+                                                     f"platform.kernels={kernels}", "platform.workers=1")),
+                   out / kernels)
 """
 
 #: columns that measure time or placement, not the computation

@@ -206,7 +206,7 @@ from fedvsr.platform.run import run_experiment
 from tests.conftest import tiny_experiment
 
 root, runs, sweep = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-os.environ["FEDVSR_FAULT"] = sweep["fault"]  # before Ray starts: the sweep's trial actors inherit it
+os.environ["FEDVSR_FAULT"] = sweep["fault"] if sweep else ""  # before Ray starts: the sweep's trial actors inherit it
 ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="ERROR")
 for run in runs:
     os.environ["FEDVSR_FAULT"] = run["fault"]  # the driver's environment, read at each run's start
@@ -221,6 +221,8 @@ for run in runs:
     else:
         print(json.dumps({"gpus": seen["gpus"], "devices": seen["devices"]}))
 
+if not sweep:
+    sys.exit()
 from fedvsr.sweeps.runner import run_sweep
 from fedvsr.sweeps.spec import build_spec
 from tests.conftest import tiny_fixed
@@ -239,14 +241,18 @@ print(json.dumps({"lines": lines, "rows": [{k: r[k] for k in ("out", "status", "
 @pytest.fixture(scope="module")
 def fake_gpu_runs(synth_root, tmp_path_factory):
     """Runs on a local Ray told it has one GPU (Ray's fake GPU resources: this machine has none, and torch sees no
-    CUDA, so the clients train on the CPU), one after another in one process (one Ray start for all):
+    CUDA, so the clients train on the CPU), in two processes side by side, each its own Ray (a process start, which
+    these runs are mostly made of, keeps one core busy):
 
-    * ``auto``: platform.gpus_per_worker = auto, 4 workers asked for; the probe (testing hook) says a client peaks
-      at 5000 MiB of 16000, and client 0 runs out of GPU memory once (injected);
-    * ``quarter``: four workers on a quarter of the GPU each;
-    * ``five``: a fifth quarter, which does not fit on one GPU;
-    * ``sweep``: a grid sweep of 2 one-round trials with platform.gpus_per_worker = auto, 2 workers asked for, the
-      same probe, and client 0 of round 1 out of GPU memory once (in whichever trial trains it first).
+    * one after another in the first:
+
+      * ``auto``: platform.gpus_per_worker = auto, 4 workers asked for; the probe (testing hook) says a client peaks
+        at 5000 MiB of 16000, and client 0 runs out of GPU memory once (injected);
+      * ``quarter``: four workers on a quarter of the GPU each;
+      * ``five``: a fifth quarter, which does not fit on one GPU;
+
+    * ``sweep``, in the second: a grid sweep of 2 one-round trials with platform.gpus_per_worker = auto, 2 workers
+      asked for, the same probe, and client 0 of round 1 out of GPU memory once (in whichever trial trains it first).
 
     Returns ``{name: (out, what the run said)}``."""
     work = tmp_path_factory.mktemp("fake-gpu")
@@ -260,16 +266,27 @@ def fake_gpu_runs(synth_root, tmp_path_factory):
         {"out": str(work / name), "workers": w, "per": per, "fault": fault} for name, (w, per, fault) in runs.items()
     ]
     sweep = {"out": str(work / "sweep"), "fault": f"gpu-probe:5000:16000;oom:1:0:{work / 'sweep-oom-fired'}"}
-    proc = subprocess.run(
-        [sys.executable, "-c", FAKE_GPU_RUNS, str(synth_root), json.dumps(spec), json.dumps(sweep)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    said = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(said) == len(runs) + 1, proc.stdout[-3000:]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FAKE_GPU_RUNS, str(synth_root), json.dumps(runs_), json.dumps(sweep_)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+        )
+        for runs_, sweep_ in ((spec, None), ([], sweep))
+    ]
+    said = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=900)
+            assert proc.returncode == 0, stderr[-3000:]
+            said += [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert len(said) == len(runs) + 1, said
     return {name: (work / name, result) for name, result in zip([*runs, "sweep"], said, strict=True)} | {
         "oom-marker": marker
     }
