@@ -273,8 +273,12 @@ def run_sweep(
             echo(f"fedvsr sweep: {packing.describe()}")
         if concurrent == "auto":
             spec, concurrent = pack(spec, ray.cluster_resources())
-            w = trial_plan(spec, {}).cfg.platform.workers
-            echo(f"fedvsr sweep: --concurrent auto: {concurrent} trials at once, {w} worker{'s' * (w > 1)} each")
+            p = trial_plan(spec, {}).cfg.platform
+            echo(
+                f"fedvsr sweep: --concurrent auto: {concurrent} trials at once, {p.workers} worker"
+                f"{'s' * (p.workers > 1)} of {p.cpus_per_worker:g} CPU each"
+                + (f" and {p.gpus_per_worker:g} GPU" if p.gpus_per_worker else "")
+            )
         if not resume:
             out.mkdir(parents=True, exist_ok=True)
             save_spec(spec, out)
