@@ -65,14 +65,19 @@ def test_concurrent_auto_sizes_each_trials_workers_to_the_trial_and_packs_them_s
     grid = {"search": "grid", "scheduler": "none", "fixed": fixed}
     sixteen = build_spec("s", {**grid, "params": {"fl.lr": {"grid": [0.001 * i for i in range(1, 17)]}}})
     shape = lambda s, c: (s.fixed["platform.workers"], s.fixed.get("platform.cpus_per_worker"), c)  # noqa: E731
-    # two trials side by side, each holding one CPU spread over 2 workers of half a CPU: a trial left alone (ASHA's
-    # survivor, a grid's last) trains on both cores
-    assert shape(*pack(sixteen, {"CPU": 2.0})) == (2, 0.5, 2)
+    assert shape(*pack(sixteen, {"CPU": 2.0})) == (1, None, 2)  # two trials of one worker side by side
+    # under ASHA, each trial's CPU is spread over the 2 workers it would take alone: a survivor left alone trains on
+    # both cores
+    asha = build_spec(
+        "a", {**grid, "scheduler": "asha", "params": {"fl.lr": {"grid": [0.001 * i for i in range(1, 10)]}}}
+    )
+    assert shape(*pack(asha, {"CPU": 2.0})) == (2, 0.5, 2)
     one = build_spec("one", {**grid, "params": {"fl.lr": {"grid": [0.001]}}})
     assert pack(one, {"CPU": 2.0})[0].fixed["platform.workers"] == 2  # alone, it keeps both workers
     assert pack(one, {"CPU": 8.0})[0].fixed["platform.workers"] == 2  # no more than it asked for
-    # 16 trials on 16 CPUs: all at once, one CPU each (over the 2 workers that platform.workers allows)
-    assert shape(*pack(sixteen, {"CPU": 16.0})) == (2, 0.5, 16)
+    # 16 trials on 16 CPUs: all at once, one worker each; 9 under ASHA: one CPU each, over 2 workers (platform.workers)
+    assert shape(*pack(sixteen, {"CPU": 16.0})) == (1, None, 16)
+    assert shape(*pack(asha, {"CPU": 16.0})) == (2, 0.5, 16)
     three = build_spec("three", {**grid, "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003]}}})
     assert shape(*pack(three, {"CPU": 6.0})) == (2, None, 3)  # 2 CPUs each: nothing to spread
     threads = build_spec(
