@@ -468,7 +468,7 @@ def pack(spec: SweepSpec, resources: dict[str, float]) -> tuple[SweepSpec, int]:
     trials run at once with w = min(workers, clients per round, S // (k R)) workers each (at least 1). Under ASHA
     on CPUs, a trial's w workers' CPUs are spread over the a = min(workers, clients per round, S // R) workers it
     would take alone (``cpus_per_worker`` x w / a each, one torch thread as before; not when ``cpus_per_worker`` >
-    1): trials side by side share the cores (their rounds about 5-10% slower), and ASHA's survivors, often left
+    1): trials side by side share the cores (their rounds 5-20% slower), and ASHA's survivors, often left
     running alone, train on all of them. The numbers of a run do not depend on its number of workers. A spec that sweeps
     ``platform.workers`` keeps it."""
     base = trial_plan(spec, {}).cfg
