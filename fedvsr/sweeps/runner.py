@@ -465,12 +465,8 @@ def pack(spec: SweepSpec, resources: dict[str, float]) -> tuple[SweepSpec, int]:
 
     A trial needs no more workers than it trains clients per round; small trials run side by side: with S worker
     slots (resources over one worker's), N trials and R replicates that fit side by side, k = min(N, S // R)
-    trials run at once with w = min(workers, clients per round, S // (k R)) workers each (at least 1). Under ASHA
-    on CPUs, a trial's w workers' CPUs are spread over the a = min(workers, clients per round, S // R) workers it
-    would take alone (``cpus_per_worker`` x w / a each, one torch thread as before; not when ``cpus_per_worker`` >
-    1): trials side by side share the cores (their rounds 5-20% slower), and ASHA's survivors, often left
-    running alone, train on all of them. The numbers of a run do not depend on its number of workers. A spec that sweeps
-    ``platform.workers`` keeps it."""
+    trials run at once with w = min(workers, clients per round, S // (k R)) workers each (at least 1). The
+    numbers of a run do not depend on its number of workers. A spec that sweeps ``platform.workers`` keeps it."""
     base = trial_plan(spec, {}).cfg
     p = base.platform
     kind, per = ("GPU", p.gpus_per_worker) if p.gpus_per_worker > 0 else ("CPU", p.cpus_per_worker)
@@ -483,14 +479,7 @@ def pack(spec: SweepSpec, resources: dict[str, float]) -> tuple[SweepSpec, int]:
     trials = len(spec.grid_points()) if spec.search == "grid" else spec.trials
     k = max(1, min(trials, slots // copies))
     w = max(1, min(p.workers, base.fl.clients_per_round, slots // (k * copies)))
-    fixed = {**spec.fixed, "platform.workers": w}
-    alone = max(1, min(p.workers, base.fl.clients_per_round, slots // copies))
-    spread = spec.scheduler == "asha" and kind == "CPU" and p.cpus_per_worker <= 1
-    if spread and alone > w and "platform.cpus_per_worker" not in spec.swept_keys():
-        # ASHA leaves survivors running alone: a trial's CPUs spread over the workers it would take alone (one torch
-        # thread each, as before) let a trial left alone train on every core
-        fixed.update({"platform.workers": alone, "platform.cpus_per_worker": p.cpus_per_worker * w / alone})
-    return replace(spec, fixed=fixed), max(1, slots // (w * copies))
+    return replace(spec, fixed={**spec.fixed, "platform.workers": w}), max(1, slots // (w * copies))
 
 
 class SweepInterrupted(Exception):

@@ -19,8 +19,7 @@ included, to the end of Tune's run) times the trials it runs at once -- into par
   step's start to its last step's end): ``start_up`` before the first trial's first step (Ray, Tune, the first
   actors), ``between_trials`` until the last trial's first step (a slot waits for its next trial: an actor
   started or reset, Tune's bookkeeping, the searcher), ``tail`` after it (nothing left to start: the last trials
-  run with slots free; a trial left alone by ``--concurrent auto`` on CPUs trains on the free slots' cores too, so
-  this is slot time, not idle cores) and ``shut_down`` after the last step.
+  run with slots free) and ``shut_down`` after the last step.
 
 A resumed sweep appends its rows with the next ``start`` number; the budget is that of the latest start. The
 budget is kept in ``timeline.parquet``'s schema metadata (``fedvsr.time_budget``, JSON) and printed as one line.

@@ -64,29 +64,17 @@ def test_concurrent_auto_sizes_each_trials_workers_to_the_trial_and_packs_them_s
     fixed = {**tiny_fixed(synth_root, 2), "platform.workers": 2}
     grid = {"search": "grid", "scheduler": "none", "fixed": fixed}
     sixteen = build_spec("s", {**grid, "params": {"fl.lr": {"grid": [0.001 * i for i in range(1, 17)]}}})
-    shape = lambda s, c: (s.fixed["platform.workers"], s.fixed.get("platform.cpus_per_worker"), c)  # noqa: E731
-    assert shape(*pack(sixteen, {"CPU": 2.0})) == (1, None, 2)  # two trials of one worker side by side
-    # under ASHA, each trial's CPU is spread over the 2 workers it would take alone: a survivor left alone trains on
-    # both cores
-    asha = build_spec(
-        "a", {**grid, "scheduler": "asha", "params": {"fl.lr": {"grid": [0.001 * i for i in range(1, 10)]}}}
-    )
-    assert shape(*pack(asha, {"CPU": 2.0})) == (2, 0.5, 2)
+    packed, concurrent = pack(sixteen, {"CPU": 2.0})
+    assert (packed.fixed["platform.workers"], concurrent) == (1, 2)  # two trials of one worker side by side
     one = build_spec("one", {**grid, "params": {"fl.lr": {"grid": [0.001]}}})
     assert pack(one, {"CPU": 2.0})[0].fixed["platform.workers"] == 2  # alone, it keeps both workers
     assert pack(one, {"CPU": 8.0})[0].fixed["platform.workers"] == 2  # no more than it asked for
-    # 16 trials on 16 CPUs: all at once, one worker each; 9 under ASHA: one CPU each, over 2 workers (platform.workers)
-    assert shape(*pack(sixteen, {"CPU": 16.0})) == (1, None, 16)
-    assert shape(*pack(asha, {"CPU": 16.0})) == (2, 0.5, 16)
+    # 16 trials on 16 CPUs: all at once, one worker each
+    assert (lambda s, c: (s.fixed["platform.workers"], c))(*pack(sixteen, {"CPU": 16.0})) == (1, 16)
     three = build_spec("three", {**grid, "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003]}}})
-    assert shape(*pack(three, {"CPU": 6.0})) == (2, None, 3)  # 2 CPUs each: nothing to spread
-    threads = build_spec(
-        "t",
-        {**grid, "fixed": {**fixed, "platform.cpus_per_worker": 2.0}, "params": {"fl.lr": {"grid": [0.001, 0.002]}}},
-    )
-    assert shape(*pack(threads, {"CPU": 4.0})) == (1, 2.0, 2)  # 2 torch threads a worker: kept, never spread
+    assert (lambda s, c: (s.fixed["platform.workers"], c))(*pack(three, {"CPU": 6.0})) == (2, 3)
     unfixed = {k: v for k, v in fixed.items() if k != "platform.workers"}
     swept = build_spec("w", {**grid, "fixed": unfixed, "params": {"platform.workers": {"grid": [1, 2]}}})
     assert pack(swept, {"CPU": 4.0}) == (swept, 2)  # a swept worker count is kept
     reps = build_spec("r", {**grid, "replicates": 2, "params": {"fl.lr": {"grid": [0.001, 0.002, 0.003]}}})
-    assert shape(*pack(reps, {"CPU": 2.0})) == (1, None, 1)
+    assert (lambda s, c: (s.fixed["platform.workers"], c))(*pack(reps, {"CPU": 2.0})) == (1, 1)
