@@ -290,7 +290,7 @@ def run_sweep(
         if len([n for n in ray.nodes() if n.get("Alive")]) > 1:
             nodes = check_nodes_see(out, sweep_id, _dataset_folders(base))
             echo(f"fedvsr sweep: all {nodes} nodes of the cluster see {out}")
-        return _fit(spec, out, concurrent, resume, echo, table_every, sweep_id, callbacks or [], began)
+        return _fit(spec, out, concurrent, resume, echo, table_every, sweep_id, callbacks or [], began=began)
     finally:
         if started:
             ray.shutdown()
@@ -325,8 +325,10 @@ def _fit(
     table_every: float,
     sweep_id: str | None = None,
     callbacks: list | tuple = (),
-    began: float | None = None,
+    *,
+    began: float,
 ):
+    """Run the Tune experiment; ``began``: when :func:`run_sweep` started (the time budget counts from there)."""
     from ray import tune
 
     parallel = replicates_in_parallel(spec)
@@ -358,7 +360,7 @@ def _fit(
     )
     _report_utilisation(out, wall, echo)
     slots = concurrent if isinstance(concurrent, int) else None
-    echo(describe(write_timeline(out, began or started, time.time(), slots)))
+    echo(describe(write_timeline(out, began, time.time(), slots)))
     if grid is not None and grid.num_errors:
         echo(f"fedvsr sweep: {grid.num_errors} trial(s) failed; their errors are in trials.parquet")
     # Tune ends fit() early only when interrupted (SIGINT, SIGUSR1): it catches the signal itself, saves its state
